@@ -1,0 +1,152 @@
+/*
+ * bsa.c: bipolar spiking self-attention for one head and one timestep
+ * (spec/model.md section 3 `bsa`, research/methods.md section 3.3 [PROPOSED], op counts 7.6).
+ *
+ *   A = Q K^T                 ternary q, k: each coincidence adds +1 (homopolar) or -1
+ *                             (heteropolar); integers in [-d, d]
+ *   P = Shiftmax_rows(A)      shiftmax.c; every P_ij is a power of two 2^e_ij
+ *   O = P V                   binary V: O_ic = sum_j 2^e_ij v_jc, a shift-and-add
+ *
+ * O is accumulated in double in j order and rounded once to float. The partial sums are sums of
+ * powers of two whose exponents span at most (m - min z) + log2 N bits, so they are exact for
+ * the score ranges BSA produces (see shiftmax.c), and the float result is the correctly rounded
+ * exact value, whatever order a reference sums in.
+ *
+ * Event-driven, bit-parallel: each ternary row is packed into two uint64 words per 64 channels
+ * (bit c of pos/neg set iff the spike is +1/-1). With nz = the pair's common nonzero channels
+ * and same = the homopolar ones, A_ij = 2 popcount(same) - popcount(nz) and the AC count is
+ * popcount(nz). P V visits only the set bits of each packed v_j.
+ *
+ * Op counts (spec section 6, exact):
+ *   AC       one per (i, j, c) with q_ic != 0 and k_jc != 0 (an add or a subtract)
+ *   CMP      N * N   (row maxima)
+ *   SHIFT    2 N * N (2^(z - m) and the normalising shift by r)
+ *   INT_ADD  N * N (row sums of 2^(z - m)) + one per (i, j, c) with v_jc != 0, i.e. N * nnz(V)
+ *
+ * Pure numerics: no I/O, no allocation, no static state (called from several OpenMP threads).
+ */
+#include "attention/attention.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Keys per stack tile for Q K^T; also the channels per packed word. */
+enum { BSA_TILE = 64 };
+/* P V walks j in order for each (i, c) and so wants every packed v_j at once: up to this many
+ * keys are packed once on the stack (8 KiB); longer sequences repack v_j on the fly (same
+ * result, more work). */
+enum { BSA_VPACK_MAX = 1024 };
+
+/* Population count. Open-coded (SWAR) because the x86-64 baseline has no popcnt instruction and
+ * __builtin_popcountll would become a libgcc call in the innermost loop. */
+static inline int popcount64(uint64_t w) {
+    w = w - ((w >> 1) & 0x5555555555555555ull);
+    w = (w & 0x3333333333333333ull) + ((w >> 2) & 0x3333333333333333ull);
+    w = (w + (w >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+    return (int)((w * 0x0101010101010101ull) >> 56);
+}
+
+/* pos / neg bit masks of a ternary row p[0..n), n <= 64. */
+static inline void pack_ternary(const int8_t *p, int n, uint64_t *pos, uint64_t *neg) {
+    uint64_t wp = 0, wn = 0;
+    for (int c = 0; c < n; c++) {
+        wp |= (uint64_t)(p[c] > 0) << c;
+        wn |= (uint64_t)(p[c] < 0) << c;
+    }
+    *pos = wp;
+    *neg = wn;
+}
+
+/* Bit c set iff p[c] != 0, for c < n <= 64. */
+static inline uint64_t pack_nz(const int8_t *p, int n) {
+    uint64_t w = 0;
+    for (int c = 0; c < n; c++) w |= (uint64_t)(p[c] != 0) << c;
+    return w;
+}
+
+/* Exact 2^t as a double, by building the IEEE-754 binary64 bit pattern (cheaper than ldexp in
+ * the inner loop); ldexp handles the subnormal and overflow ranges. */
+_Static_assert(sizeof(double) == sizeof(uint64_t), "binary64 double expected");
+static inline double pow2i(int32_t t) {
+    if (t < -1022 || t > 1023) return ldexp(1.0, t);
+    const uint64_t bits = (uint64_t)(t + 1023) << 52;
+    double x;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+void snn_attn_bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld,
+                       int shift, snn_shiftmax_round mode, float *o, int ldo, int32_t *scores,
+                       snn_ops *ops) {
+    if (N <= 0) return;
+    uint64_t n_ac = 0;
+
+    /* scores [N, N] row-major: A_ij = sum_c q_ic k_jc over 64-channel words. */
+    for (long t = 0; t < (long)N * N; t++) scores[t] = 0;
+    for (int c0 = 0; c0 < d; c0 += 64) {
+        const int cn = d - c0 < 64 ? d - c0 : 64;
+        for (int j0 = 0; j0 < N; j0 += BSA_TILE) {
+            const int jn = N - j0 < BSA_TILE ? N - j0 : BSA_TILE;
+            uint64_t kp[BSA_TILE], kn[BSA_TILE];  /* packed k rows j0 .. j0 + jn */
+            for (int jj = 0; jj < jn; jj++)
+                pack_ternary(k + (long)(j0 + jj) * ld + c0, cn, &kp[jj], &kn[jj]);
+            for (int i = 0; i < N; i++) {
+                uint64_t qp, qn;
+                pack_ternary(q + (long)i * ld + c0, cn, &qp, &qn);
+                const uint64_t qz = qp | qn;
+                if (!qz) continue;  /* a silent query word contributes no events */
+                int32_t *ai = scores + (long)i * N + j0;
+                for (int jj = 0; jj < jn; jj++) {
+                    const uint64_t nz = qz & (kp[jj] | kn[jj]);
+                    const uint64_t same = (qp & kp[jj]) | (qn & kn[jj]);
+                    const int pn = popcount64(nz);
+                    ai[jj] += 2 * popcount64(same) - pn;
+                    n_ac += (uint64_t)pn;
+                }
+            }
+        }
+    }
+
+    /* Shiftmax per row, in place: scores row i now holds the exponents e_ij (all <= 0). */
+    for (int i = 0; i < N; i++) {
+        int32_t *ai = scores + (long)i * N;
+        (void)snn_shiftmax_row(N, ai, shift, mode, ai);
+    }
+
+    /* o [N, d] at row stride ldo: O_ic = sum_j 2^e_ij v_jc, double accumulators in j order
+     * (skipping v_jc = 0 skips additions of +0.0, which change nothing). */
+    uint64_t nnz_v = 0;
+    for (int j = 0; j < N; j++)
+        for (int c = 0; c < d; c++) nnz_v += (uint64_t)(v[(long)j * ld + c] != 0);
+    const int cached = N <= BSA_VPACK_MAX;
+    for (int c0 = 0; c0 < d; c0 += 64) {
+        const int cn = d - c0 < 64 ? d - c0 : 64;
+        uint64_t vb[BSA_VPACK_MAX];  /* packed v rows 0 .. N, channels c0 .. c0 + cn */
+        if (cached)
+            for (int j = 0; j < N; j++) vb[j] = pack_nz(v + (long)j * ld + c0, cn);
+        for (int i = 0; i < N; i++) {
+            const int32_t *ei = scores + (long)i * N;
+            double acc[64];
+            for (int c = 0; c < cn; c++) acc[c] = 0.0;
+            for (int j = 0; j < N; j++) {
+                uint64_t w = cached ? vb[j] : pack_nz(v + (long)j * ld + c0, cn);
+                if (!w) continue;
+                const double p = pow2i(ei[j]);  /* P_ij, an exact power of two */
+                while (w) {
+                    acc[__builtin_ctzll(w)] += p;
+                    w &= w - 1;
+                }
+            }
+            float *oi = o + (long)i * ldo + c0;
+            for (int c = 0; c < cn; c++) oi[c] = (float)acc[c];
+        }
+    }
+
+    if (ops) {
+        const uint64_t nn = (uint64_t)N * (uint64_t)N;
+        ops->n[SNN_OP_AC] += n_ac;
+        ops->n[SNN_OP_CMP] += nn;
+        ops->n[SNN_OP_SHIFT] += 2 * nn;
+        ops->n[SNN_OP_INT_ADD] += nn + (uint64_t)N * nnz_v;
+    }
+}

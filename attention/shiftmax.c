@@ -1,0 +1,106 @@
+/*
+ * shiftmax.c: Shiftmax, the shift-only softmax of BSA (spec/model.md section 3 `bsa`,
+ * research/methods.md sections 3.2 and 3.3(c); BrainChip quantizeml's float Shiftmax).
+ * The formulation is [PROPOSED] (the BSA paper's equations are not public): see methods 3.3.
+ *
+ * One row of integer scores a_j, scale s = 2^-shift (shift >= 0 in every default; a negative
+ * shift, s > 1, is accepted and multiplies exactly):
+ *   z_j = floor(a_j / 2^shift)          exact integer floor division (also for negative a_j)
+ *   m   = max_j z_j
+ *   S   = sum_j 2^(z_j - m)             in double, in j order; S >= 1 (the maximum contributes 1)
+ *   k   = floor(log2 S)                 read off the double's exponent (exact)
+ *   r   = k + [S >= sqrt(2) 2^k]        ROUND: round(log2 S), rows sum to [2^-1/2, 2^1/2)
+ *   r   = k + [S != 2^k]                CEIL:  ceil(log2 S),  rows sum to (1/2, 1]
+ *   e_j = z_j - m - r  (<= 0)           P_j = 2^e_j
+ *
+ * Exactness. The test S >= sqrt(2) 2^k is done as x * x >= 2.0 with x = S 2^-k in [1, 2). It is
+ * trivially exact while S has at most 26 significant bits (x * x is then exact); it is in fact
+ * exact for every double x, because the product is correctly rounded and monotone, and the two
+ * doubles adjacent to sqrt(2) square to 0x1.ffffffffffffep+0 (< 2) and 0x1.0000000000001p+1
+ * (>= 2) (checked in tests/test_attention.c). S itself is the exact real sum while
+ * (m - min_j z_j) + ceil(log2 n) <= 53; for wider rows the tiny terms are rounded away in the
+ * double additions, deterministically (j order), and r can differ from the real-number r only
+ * when S lies within that rounding of a rounding boundary. BSA scores lie in [-d, d], so the
+ * spread is at most 2d / 2^shift + 1: exact for d = 64 with the default shift 3.
+ *
+ * Pure numerics: no I/O, no allocation, no static state.
+ */
+#include "attention/attention.h"
+
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+#include "sim/util.h"
+
+int snn_shiftmax_default_shift(int d) {
+    SNN_ASSERT(d >= 1);
+    /* floor((log2 d + 1) / 2) == floor((floor(log2 d) + 1) / 2) for every d >= 1, so integers
+     * suffice: d = 1 -> 0, 2 and 4 -> 1, 8 and 16 -> 2, 32 and 64 -> 3. */
+    int lg = 0;
+    while ((d >> lg) > 1) lg++;
+    return (lg + 1) / 2;
+}
+
+/* floor(a / 2^shift) for shift >= 0 without shifting a negative int (implementation-defined in
+ * C11), without division (slow) and without overflow: shift the magnitude, which is
+ * non-negative, and for a < 0 use floor(a / 2^s) = -ceil(-a / 2^s). */
+static inline int32_t floor_div_pow2(int32_t a, int shift) {
+    if (shift < 0) {
+        /* s = 2^-shift > 1 (allowed by the config: any power of two): z = a 2^-shift exactly,
+         * saturated to int32 (only reachable with |a| 2^-shift >= 2^31, far outside BSA's
+         * [-d, d] scores). */
+        if (a == 0) return 0;
+        if (shift <= -32) return a < 0 ? INT32_MIN : INT32_MAX;
+        const int64_t z = (int64_t)a * ((int64_t)1 << -shift);
+        return z > INT32_MAX ? INT32_MAX : z < INT32_MIN ? INT32_MIN : (int32_t)z;
+    }
+    if (shift >= 32) return a < 0 ? -1 : 0;
+    const int64_t x = a;
+    if (x >= 0) return (int32_t)(x >> shift);
+    return (int32_t)-((-x + ((int64_t)1 << shift) - 1) >> shift);
+}
+
+/* Exact 2^t as a double for t <= 0, by building the IEEE-754 binary64 bit pattern (cheaper than
+ * ldexp per element); ldexp handles the subnormal range. */
+_Static_assert(sizeof(double) == sizeof(uint64_t), "binary64 double expected");
+static inline double pow2_nonpos(int64_t t) {
+    if (t < -1022) return t < -1100 ? 0.0 : ldexp(1.0, (int)t);
+    const uint64_t bits = (uint64_t)(t + 1023) << 52;
+    double x;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+int snn_shiftmax_row(int n, const int32_t *a, int shift, snn_shiftmax_round mode, int32_t *e) {
+    SNN_ASSERT(n >= 1);
+
+    /* Pass 1: z_j into e (e may alias a: a[j] is read before e[j] is written) and the maximum. */
+    int32_t m = INT32_MIN;
+    for (int j = 0; j < n; j++) {
+        const int32_t z = floor_div_pow2(a[j], shift);
+        e[j] = z;
+        if (z > m) m = z;
+    }
+
+    /* Pass 2: S = sum_j 2^(z_j - m) in j order (>= 1: the maximum contributes 2^0). */
+    double sum = 0.0;
+    for (int j = 0; j < n; j++) sum += pow2_nonpos((int64_t)e[j] - m);
+
+    /* k = floor(log2 S): S >= 1 is a normal double, so ilogb is exact. */
+    const int k = ilogb(sum);
+    const double x = ldexp(sum, -k);  /* [1, 2) */
+    int r;
+    if (mode == SNN_SHIFTMAX_CEIL)
+        r = k + (x != 1.0);
+    else
+        r = k + (x * x >= 2.0);
+
+    /* Pass 3: exponents e_j = z_j - m - r (<= 0). */
+    for (int j = 0; j < n; j++) {
+        int64_t ej = (int64_t)e[j] - m - r;
+        if (ej < INT32_MIN) ej = INT32_MIN;  /* only for pathological int32 scores */
+        e[j] = (int32_t)ej;
+    }
+    return r;
+}

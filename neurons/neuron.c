@@ -1,0 +1,162 @@
+/*
+ * neuron.c: LIF / IF / PLIF populations with SpikingJelly semantics (spec/model.md section 1,
+ * research/methods.md sections 1.1, 1.3, 1.5; SpikingJelly 0.0.0.0.12 neuron.py, surrogate.py).
+ *
+ * Per neuron and timestep (float32, in exactly this operation order so that results match a
+ * PyTorch/SpikingJelly run bit for bit; the Makefile forbids FP contraction):
+ *   charge  LIF, decay_input:   H = V + (X - V) / tau                 (soft reset or v_reset == 0)
+ *                               H = V + (X - (V - v_reset)) / tau     (otherwise)
+ *           LIF, !decay_input:  H = V - V / tau + X                   (soft reset or v_reset == 0)
+ *                               H = V - (V - v_reset) / tau + X       (otherwise)
+ *           IF:                 H = V + X
+ *           PLIF:               as LIF with the current tau (inference only)
+ *   fire    binary  S = [H >= th];  bipolar S = +1 if H >= th, -1 if H <= -th, else 0
+ *   reset   hard V = (S != 0) ? v_reset : H;  soft V = H - th * S
+ * The two charge branches mirror LIFNode.neuronal_charge, which tests `v_reset is None or
+ * v_reset == 0` and then drops the v_reset term; we divide by tau as that code does. (SJ's fused
+ * CUDA kernel multiplies by 1/tau instead; for tau = 2, the default, the two are identical.)
+ *
+ * Surrogates (methods 1.3, x = H - th): SJ's backward formulas, evaluated in float in SJ's order.
+ *
+ * Pure numerics: no I/O, no allocation, no static state (called from several threads at once).
+ */
+#include "neurons/neuron.h"
+
+#include <math.h>
+
+snn_neuron_params snn_neuron_defaults(void) {
+    snn_neuron_params p = {
+        .kind = SNN_NEURON_LIF,
+        .tau = 2.0f,
+        .v_threshold = 1.0f,
+        .v_reset = 0.0f,
+        .soft_reset = false,
+        .decay_input = true,
+        .bipolar = false,
+        .surrogate = SNN_SURROGATE_SIGMOID,
+        .alpha = 4.0f,
+        .detach_reset = true,
+    };
+    return p;
+}
+
+float snn_neuron_v_init(const snn_neuron_params *p) {
+    return p->soft_reset ? 0.0f : p->v_reset;
+}
+
+void snn_neuron_reset_state(const snn_neuron_params *p, size_t n, float *v) {
+    const float v0 = snn_neuron_v_init(p);
+    for (size_t i = 0; i < n; i++) v[i] = v0;
+}
+
+/* The five charge formulas; chosen once per call, not per neuron. */
+typedef enum charge_mode {
+    CHARGE_IF,            /* H = V + X */
+    CHARGE_DECAY_INPUT0,  /* H = V + (X - V) / tau */
+    CHARGE_DECAY_INPUT,   /* H = V + (X - (V - v_reset)) / tau */
+    CHARGE_NO_DECAY0,     /* H = V - V / tau + X */
+    CHARGE_NO_DECAY       /* H = V - (V - v_reset) / tau + X */
+} charge_mode;
+
+static charge_mode charge_mode_of(const snn_neuron_params *p) {
+    if (p->kind == SNN_NEURON_IF) return CHARGE_IF;
+    /* SJ uses the v_reset-free branch for soft reset (v_reset None) and for v_reset == 0. */
+    const bool zero_reset = p->soft_reset || p->v_reset == 0.0f;
+    if (p->decay_input) return zero_reset ? CHARGE_DECAY_INPUT0 : CHARGE_DECAY_INPUT;
+    return zero_reset ? CHARGE_NO_DECAY0 : CHARGE_NO_DECAY;
+}
+
+size_t snn_neuron_step(const snn_neuron_params *p, size_t n, const float *x, float *v, int8_t *s,
+                       float *h) {
+    const charge_mode mode = charge_mode_of(p);
+    const float tau = p->tau;
+    const float vr = p->v_reset;
+    const float th = p->v_threshold;
+    const float neg_th = -th;
+    size_t nspikes = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        const float vi = v[i];
+        const float xi = x[i];
+        float hi;
+        switch (mode) {
+        case CHARGE_IF: hi = vi + xi; break;
+        case CHARGE_DECAY_INPUT0: hi = vi + (xi - vi) / tau; break;
+        case CHARGE_DECAY_INPUT: hi = vi + (xi - (vi - vr)) / tau; break;
+        case CHARGE_NO_DECAY0: hi = vi - vi / tau + xi; break;
+        default: hi = vi - (vi - vr) / tau + xi; break;
+        }
+
+        /* >= on both sides: a membrane exactly at threshold fires (SJ heaviside(x) = x >= 0). */
+        int8_t si = (int8_t)(hi >= th);
+        if (p->bipolar && hi <= neg_th) si = -1;
+
+        float vn;
+        if (p->soft_reset)
+            vn = hi - th * (float)si;  /* SJ: v = v - spike * v_threshold; S = -1 adds th back */
+        else
+            vn = si != 0 ? vr : hi;
+        v[i] = vn;
+        s[i] = si;
+        if (h) h[i] = hi;
+        nspikes += si != 0;
+    }
+    return nspikes;
+}
+
+/* pi/2 as SpikingJelly writes it (math.pi / 2 in Python double). */
+#define SNN_HALF_PI 1.5707963267948966
+
+float snn_surrogate_grad(snn_surrogate_kind kind, float alpha, float x) {
+    switch (kind) {
+    case SNN_SURROGATE_SIGMOID: {
+        /* SJ: sgax = (x * alpha).sigmoid_(); grad = (1 - sgax) * sgax * alpha */
+        const float sgax = 1.0f / (1.0f + expf(-(x * alpha)));
+        return (1.0f - sgax) * sgax * alpha;
+    }
+    case SNN_SURROGATE_ATAN: {
+        /* SJ: alpha / 2 / (1 + (pi / 2 * alpha * x)^2); the scalar factors are Python doubles
+         * rounded once to float when they meet the float tensor. */
+        const float c = (float)(SNN_HALF_PI * (double)alpha);
+        const float t = c * x;
+        return (float)((double)alpha / 2.0) / (1.0f + t * t);
+    }
+    case SNN_SURROGATE_TRIANGLE: {
+        /* SJ PiecewiseQuadratic: (-(alpha^2) * |x| + alpha), zeroed where |x| > 1/alpha. */
+        const float ax = fabsf(x);
+        if (ax > (float)(1.0 / (double)alpha)) return 0.0f;
+        return (float)(-((double)alpha * (double)alpha)) * ax + alpha;
+    }
+    }
+    return 0.0f;
+}
+
+float snn_surrogate_primitive(snn_surrogate_kind kind, float alpha, float x) {
+    switch (kind) {
+    case SNN_SURROGATE_SIGMOID:
+        return 1.0f / (1.0f + expf(-(x * alpha)));
+    case SNN_SURROGATE_ATAN: {
+        const float c = (float)(SNN_HALF_PI * (double)alpha);
+        return atanf(c * x) / (float)M_PI + 0.5f;
+    }
+    case SNN_SURROGATE_TRIANGLE: {
+        /* 0 below -1/alpha, 1 above 1/alpha, and in between the quadratic
+         * -alpha^2/2 * x|x| + alpha x + 1/2, whose derivative is alpha - alpha^2 |x|. */
+        const float inv = (float)(1.0 / (double)alpha);
+        if (x < -inv) return 0.0f;
+        if (x > inv) return 1.0f;
+        const float a2h = (float)((double)alpha * (double)alpha / 2.0);
+        return -a2h * x * fabsf(x) + alpha * x + 0.5f;
+    }
+    }
+    return 0.0f;
+}
+
+float snn_neuron_spike_grad(const snn_neuron_params *p, float h) {
+    const float th = p->v_threshold;
+    const float g = snn_surrogate_grad(p->surrogate, p->alpha, h - th);
+    if (!p->bipolar) return g;
+    /* S = Theta(H - th) - Theta(-H - th): the negative side contributes the mirrored term with
+     * the same sign (d/dH of -Theta(-H - th) is +g'(-H - th)). Methods 3.3(a). */
+    return g + snn_surrogate_grad(p->surrogate, p->alpha, -h - th);
+}

@@ -1,0 +1,188 @@
+/*
+ * main.c: the spikesim command line.
+ *
+ *   spikesim run CONFIG [-o OUT.h5] [--set key.path=value]... [--threads N] [--dense]
+ *   spikesim validate CONFIG... [--set key.path=value]...
+ *   spikesim bench CONFIG [--set key.path=value]... [--threads N]
+ *   spikesim --help | --version
+ *
+ * Exit codes: 0 ok, 1 runtime or I/O error, 2 usage or config error.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sim/bench.h"
+#include "sim/config.h"
+#include "sim/run.h"
+#include "sim/util.h"
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+static const char usage[] =
+    "usage: spikesim run CONFIG [-o OUT.h5] [--set key.path=value]... [--threads N] [--dense]\n"
+    "       spikesim validate CONFIG... [--set key.path=value]...\n"
+    "       spikesim bench CONFIG [--set key.path=value]... [--threads N]\n"
+    "       spikesim --help | --version\n"
+    "\n"
+    "commands:\n"
+    "  run        simulate the model of CONFIG on its dataset and write an HDF5 run file\n"
+    "             (default output: output.path, else runs/<name>.h5)\n"
+    "  validate   check configs (and overrides) without running anything\n"
+    "  bench      measure inference speed, event-driven against dense (no output file)\n"
+    "\n"
+    "options:\n"
+    "  -o, --output FILE      output HDF5 file\n"
+    "  --set key.path=value   override a config key (validated like the file), repeatable\n"
+    "  --threads N            OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
+    "  --dense                run synaptic layers densely (benchmark baseline)\n"
+    "  --quiet                no progress or summary on stderr\n"
+    "\n"
+    "exit codes: 0 ok, 1 runtime or I/O error, 2 usage or config error\n"
+    "docs: docs/config.md (every config key), docs/hdf5-layout.md (the run file)\n";
+
+typedef struct cli {
+    const char **configs;
+    int n_configs;
+    const char **sets;
+    int n_sets;
+    const char *output;
+    int threads;
+    int dense, quiet;
+} cli;
+
+static int parse_args(int argc, char **argv, int first, cli *c) {
+    c->configs = snn_xcalloc((size_t)argc, sizeof *c->configs);
+    c->sets = snn_xcalloc((size_t)argc, sizeof *c->sets);
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) {
+            c->output = argv[++i];
+        } else if (!strcmp(a, "--set") && i + 1 < argc) {
+            c->sets[c->n_sets++] = argv[++i];
+        } else if (!strncmp(a, "--set=", 6)) {
+            c->sets[c->n_sets++] = a + 6;
+        } else if (!strcmp(a, "--threads") && i + 1 < argc) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || n < 1 || n > 4096) {
+                fprintf(stderr, "spikesim: error: --threads expects a positive integer, got '%s'\n", argv[i]);
+                return -1;
+            }
+            c->threads = (int)n;
+        } else if (!strcmp(a, "--dense")) {
+            c->dense = 1;
+        } else if (!strcmp(a, "--quiet")) {
+            c->quiet = 1;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "spikesim: error: unknown or incomplete option '%s'\n", a);
+            return -1;
+        } else {
+            c->configs[c->n_configs++] = a;
+        }
+    }
+    return 0;
+}
+
+static int cmd_validate(cli *c) {
+    if (c->n_configs == 0) {
+        fprintf(stderr, "spikesim: error: validate needs at least one CONFIG\n%s", usage);
+        return EXIT_USAGE;
+    }
+    int bad = 0;
+    for (int i = 0; i < c->n_configs; i++) {
+        snn_config cfg;
+        int errors = snn_config_load_file(&cfg, c->configs[i], c->sets, c->n_sets, stderr);
+        if (errors)
+            bad++;
+        else
+            printf("%s: ok\n", c->configs[i]);
+        snn_config_free(&cfg);
+    }
+    return bad ? EXIT_USAGE : EXIT_OK;
+}
+
+static int cmd_run(cli *c) {
+    if (c->n_configs != 1) {
+        fprintf(stderr, "spikesim: error: run needs exactly one CONFIG\n%s", usage);
+        return EXIT_USAGE;
+    }
+    snn_config cfg;
+    if (snn_config_load_file(&cfg, c->configs[0], c->sets, c->n_sets, stderr)) {
+        snn_config_free(&cfg);
+        return EXIT_USAGE;
+    }
+    if (cfg.train.epochs > 0) {
+        fprintf(stderr, "%s: error: train.epochs is %d but this build of spikesim only simulates "
+                "(training is not implemented yet); set train.epochs: 0\n",
+                c->configs[0], cfg.train.epochs);
+        snn_config_free(&cfg);
+        return EXIT_USAGE;
+    }
+    snn_run_opts opts = {.out_path = c->output, .threads = c->threads, .dense = c->dense,
+                         .progress = !c->quiet, .log = c->quiet ? NULL : stderr};
+    snn_summary s;
+    snn_err err = {{0}};
+    bool config_error = false;
+    int rc = snn_run(&cfg, &opts, &s, &config_error, &err);
+    snn_config_free(&cfg);
+    if (rc != SNN_OK) {
+        fprintf(stderr, "spikesim: error: %s\n", err.msg);
+        return config_error ? EXIT_USAGE : EXIT_RUNTIME;
+    }
+    return EXIT_OK;
+}
+
+static int cmd_bench(cli *c) {
+    if (c->n_configs != 1) {
+        fprintf(stderr, "spikesim: error: bench needs exactly one CONFIG\n%s", usage);
+        return EXIT_USAGE;
+    }
+    snn_config cfg;
+    if (snn_config_load_file(&cfg, c->configs[0], c->sets, c->n_sets, stderr)) {
+        snn_config_free(&cfg);
+        return EXIT_USAGE;
+    }
+    snn_err err = {{0}};
+    int rc = snn_bench(&cfg, c->threads, &err);
+    snn_config_free(&cfg);
+    if (rc != SNN_OK) {
+        fprintf(stderr, "spikesim: error: %s\n", err.msg);
+        return EXIT_RUNTIME;
+    }
+    return EXIT_OK;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        fputs(usage, stdout);
+        return EXIT_OK;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("spikesim %s\n", SNN_VERSION);
+        return EXIT_OK;
+    }
+    cli c = {0};
+    int rc;
+    if (parse_args(argc, argv, 2, &c) != 0) {
+        rc = EXIT_USAGE;
+    } else if (!strcmp(cmd, "run")) {
+        rc = cmd_run(&c);
+    } else if (!strcmp(cmd, "bench")) {
+        rc = cmd_bench(&c);
+    } else if (!strcmp(cmd, "validate")) {
+        rc = cmd_validate(&c);
+    } else {
+        fprintf(stderr, "spikesim: error: unknown command '%s'\n%s", cmd, usage);
+        rc = EXIT_USAGE;
+    }
+    free(c.configs);
+    free(c.sets);
+    return rc;
+}

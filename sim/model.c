@@ -1,0 +1,726 @@
+/*
+ * model.c: parameters, BatchNorm folding and the event-driven forward pass (spec section 2).
+ *
+ * Forward, per sample (direct encoding; rate encoding re-embeds the spike image each step):
+ *
+ *     U0 = BN_embed(patches @ embed.weight^T + embed.bias) + pos    once, in double, then float
+ *     for t in 0..T-1:
+ *         U = U0
+ *         for each block (membrane shortcut):
+ *             S  = lif_in(U)                         events
+ *             Q, K, V = N(BN(S @ W^T + b))           event-driven linear, folded BN
+ *             O  = kernel(Q, K, V) per head          attention/ (ssa or bsa)
+ *             A  = attn_lif(O)
+ *             U += BN_o(A @ o^T + b)
+ *             S2 = mlp.lif_in(U)
+ *             Hh = hidden_lif(BN_fc1(S2 @ fc1^T + b))
+ *             U += BN_fc2(Hh @ fc2^T + b)
+ *         head counts += head_lif(U)
+ *     logits = (counts / (T N)) @ head^T + head.bias
+ *
+ * SEW residual (option, Spikformer): the stream X holds spike sums; block 0 starts from
+ * lif_in(U0), branch outputs pass through o_lif / out_lif and are added to X, and the head
+ * averages X directly. Synaptic inputs that are not +-1 (X >= 2) are billed as MACs.
+ *
+ * Numerics: float32 everywhere except the embedding, whose dot products run in double and are
+ * rounded once, so the result does not depend on summation order (and matches the PyTorch
+ * reference, which computes it in float64). Everything after it is float32 in a fixed order.
+ */
+#include "sim/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "attention/attention.h"
+#include "datasets/dataset.h"
+#include "neurons/neuron.h"
+#include "sim/rng.h"
+
+/* ---- parameter table --------------------------------------------------------------------- */
+
+typedef struct tensor_list {
+    snn_tensor *t;
+    size_t n, cap;
+    size_t total;        /* floats */
+    size_t *offset;      /* [n] offsets into the arena, resolved to pointers at the end */
+} tensor_list;
+
+static size_t tl_add(tensor_list *tl, int rank, int64_t d0, int64_t d1, int64_t d2,
+                     const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+static size_t tl_add(tensor_list *tl, int rank, int64_t d0, int64_t d1, int64_t d2,
+                     const char *fmt, ...) {
+    if (tl->n == tl->cap) {
+        tl->cap = tl->cap ? 2 * tl->cap : 64;
+        tl->t = snn_xrealloc(tl->t, tl->cap * sizeof *tl->t);
+        tl->offset = snn_xrealloc(tl->offset, tl->cap * sizeof *tl->offset);
+    }
+    char name[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    snn_tensor *t = &tl->t[tl->n];
+    memset(t, 0, sizeof *t);
+    t->name = snn_xstrdup(name);
+    t->rank = rank;
+    int64_t dims[3] = {d0, d1, d2};
+    size_t count = 1;
+    for (int i = 0; i < rank; i++) {
+        t->dims[i] = dims[i];
+        count *= (size_t)dims[i];
+    }
+    tl->offset[tl->n] = tl->total;
+    tl->total += count;
+    return tl->n++;
+}
+
+/* Indices of a linear layer's tensors: weight, bias and optionally 4 BatchNorm tensors. */
+typedef struct linear_ids {
+    size_t w, b, bn[4];
+    bool has_bn;
+} linear_ids;
+
+static linear_ids add_linear(tensor_list *tl, const char *prefix, const char *bn_prefix, int in,
+                             int out) {
+    linear_ids id = {0};
+    id.w = tl_add(tl, 2, out, in, 0, "%s.weight", prefix);
+    id.b = tl_add(tl, 1, out, 0, 0, "%s.bias", prefix);
+    if (bn_prefix) {
+        static const char *const bn_names[4] = {"weight", "bias", "running_mean", "running_var"};
+        for (int i = 0; i < 4; i++) id.bn[i] = tl_add(tl, 1, out, 0, 0, "%s.%s", bn_prefix, bn_names[i]);
+        id.has_bn = true;
+    }
+    return id;
+}
+
+static void bind_linear(snn_linear *lin, const tensor_list *tl, float *arena, linear_ids id) {
+    lin->out = (int)tl->t[id.w].dims[0];
+    lin->in = (int)tl->t[id.w].dims[1];
+    lin->weight = arena + tl->offset[id.w];
+    lin->bias = arena + tl->offset[id.b];
+    if (id.has_bn) {
+        lin->bn_w = arena + tl->offset[id.bn[0]];
+        lin->bn_b = arena + tl->offset[id.bn[1]];
+        lin->bn_mean = arena + tl->offset[id.bn[2]];
+        lin->bn_var = arena + tl->offset[id.bn[3]];
+    }
+}
+
+/* ---- op table and populations ------------------------------------------------------------ */
+
+static int add_layer(snn_model *m, snn_layer_kind kind, uint64_t dense_macs, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int add_layer(snn_model *m, snn_layer_kind kind, uint64_t dense_macs, const char *fmt, ...) {
+    m->layers = snn_xrealloc(m->layers, (size_t)(m->n_layers + 1) * sizeof *m->layers);
+    snn_layer *l = &m->layers[m->n_layers];
+    memset(l, 0, sizeof *l);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(l->name, sizeof l->name, fmt, ap);
+    va_end(ap);
+    l->kind = kind;
+    l->dense_macs = dense_macs;
+    return m->n_layers++;
+}
+
+static int add_pop(snn_model *m, snn_neuron_params np, int width, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int add_pop(snn_model *m, snn_neuron_params np, int width, const char *fmt, ...) {
+    m->pops = snn_xrealloc(m->pops, (size_t)(m->n_pops + 1) * sizeof *m->pops);
+    snn_pop *p = &m->pops[m->n_pops];
+    memset(p, 0, sizeof *p);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->name, sizeof p->name, fmt, ap);
+    va_end(ap);
+    p->np = np;
+    p->width = width;
+    p->size = (size_t)m->N * (size_t)width;
+    p->state_offset = m->state_size;
+    m->state_size += p->size;
+    p->layer = add_layer(m, SNN_LAYER_NEURON, 0, "%s", p->name);
+    return m->n_pops++;
+}
+
+int snn_model_find_pop(const snn_model *m, const char *name) {
+    for (int i = 0; i < m->n_pops; i++)
+        if (strcmp(m->pops[i].name, name) == 0) return i;
+    return -1;
+}
+
+/* ---- initialisation ---------------------------------------------------------------------- */
+
+/* Truncated normal (|x| <= 2 std, Spikformer's trunc_normal_(std=0.02)) by rejection on
+ * successive counters of the tensor's own stream: independent of thread count and of the
+ * order tensors are initialised in. */
+static void init_trunc_normal(float *x, size_t n, double std, uint64_t seed, const char *name) {
+    uint64_t stream = snn_rng_stream(name), counter = 0;
+    for (size_t i = 0; i < n; i++) {
+        double z;
+        do z = snn_rng_normal(seed, stream, counter++);
+        while (fabs(z) > 2.0);
+        x[i] = (float)(z * std);
+    }
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Spikformer's scheme: linear weights and pos ~ trunc_normal(init_std), biases 0, BatchNorm
+ * weight 1 and bias 0, running statistics (0, 1). */
+static void init_random(snn_model *m) {
+    const snn_config *c = m->cfg;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        snn_tensor *t = &m->tensors[i];
+        size_t n = 1;
+        for (int r = 0; r < t->rank; r++) n *= (size_t)t->dims[r];
+        bool is_bn = strstr(t->name, "_bn.") != NULL;
+        if (ends_with(t->name, "running_var") || (is_bn && ends_with(t->name, ".weight"))) {
+            for (size_t j = 0; j < n; j++) t->data[j] = 1.0f;
+        } else if (!is_bn && (ends_with(t->name, ".weight") || strcmp(t->name, "pos") == 0)) {
+            init_trunc_normal(t->data, n, c->model.init_std, c->seed, t->name);
+        } else {
+            memset(t->data, 0, n * sizeof *t->data);
+        }
+    }
+}
+
+/* ---- build ------------------------------------------------------------------------------- */
+
+/* Carves a linear layer's folded [in, out] matrix and [out] bias from the folded arena. */
+static void place_folded(snn_linear *lin, float **cursor) {
+    lin->wt = *cursor;
+    *cursor += (size_t)lin->in * lin->out;
+    lin->b = *cursor;
+    *cursor += lin->out;
+}
+
+int snn_model_init(snn_model *m, const snn_config *cfg, snn_err *err) {
+    memset(m, 0, sizeof *m);
+    m->cfg = cfg;
+    m->T = cfg->model.timesteps;
+    m->N = snn_config_tokens(cfg);
+    m->D = cfg->model.dim;
+    m->heads = cfg->model.heads;
+    m->d = m->D / m->heads;
+    m->Hd = m->D * cfg->model.mlp_ratio;
+    m->L = cfg->model.blocks;
+    m->C = cfg->model.channels;
+    m->P = cfg->model.patch;
+    m->K = m->C * m->P * m->P;
+    m->classes = cfg->model.classes;
+    m->img = cfg->model.image_size;
+    bool bsa = cfg->model.attention.kind == SNN_ATTN_BSA;
+    bool sew = cfg->model.residual == SNN_RESIDUAL_SEW;
+    m->attn_threshold = cfg->model.attention.attn_threshold > 0 ? cfg->model.attention.attn_threshold
+                        : bsa                                  ? 0.125f
+                                                               : 0.5f;
+    m->ssa_scale = cfg->model.attention.scale > 0 ? cfg->model.attention.scale : 0.125f;
+    if (bsa && cfg->model.attention.scale > 0)
+        m->shift = (int)lround(-log2((double)cfg->model.attention.scale));
+    else
+        m->shift = snn_shiftmax_default_shift(m->d);
+
+    const int N = m->N, D = m->D, Hd = m->Hd;
+    tensor_list tl = {0};
+    linear_ids embed = add_linear(&tl, "embed", "embed_bn", m->K, D);
+    size_t pos_id = tl_add(&tl, 2, N, D, 0, "pos");
+    linear_ids *blk = snn_xcalloc((size_t)m->L, 6 * sizeof *blk);
+    static const char *const attn_names[4] = {"q", "k", "v", "o"};
+    for (int l = 0; l < m->L; l++) {
+        char p[64], bp[64];
+        for (int j = 0; j < 4; j++) {
+            snprintf(p, sizeof p, "blocks.%d.attn.%s", l, attn_names[j]);
+            snprintf(bp, sizeof bp, "blocks.%d.attn.%s_bn", l, attn_names[j]);
+            blk[6 * l + j] = add_linear(&tl, p, bp, D, D);
+        }
+        snprintf(p, sizeof p, "blocks.%d.mlp.fc1", l);
+        snprintf(bp, sizeof bp, "blocks.%d.mlp.fc1_bn", l);
+        blk[6 * l + 4] = add_linear(&tl, p, bp, D, Hd);
+        snprintf(p, sizeof p, "blocks.%d.mlp.fc2", l);
+        snprintf(bp, sizeof bp, "blocks.%d.mlp.fc2_bn", l);
+        blk[6 * l + 5] = add_linear(&tl, p, bp, Hd, D);
+    }
+    linear_ids head = add_linear(&tl, "head", NULL, D, m->classes);
+
+    m->n_params = tl.total;
+    m->params = snn_xaligned(m->n_params * sizeof *m->params);
+    m->tensors = tl.t;
+    m->n_tensors = tl.n;
+    for (size_t i = 0; i < tl.n; i++) m->tensors[i].data = m->params + tl.offset[i];
+
+    /* Parameter views. */
+    snn_linear emb = {0};
+    bind_linear(&emb, &tl, m->params, embed);
+    m->embed_w = emb.weight;
+    m->embed_b = emb.bias;
+    m->embed_bn_w = emb.bn_w;
+    m->embed_bn_b = emb.bn_b;
+    m->embed_bn_mean = emb.bn_mean;
+    m->embed_bn_var = emb.bn_var;
+    m->embed_spk = emb;
+    m->pos = m->params + tl.offset[pos_id];
+    m->blocks = snn_xcalloc((size_t)m->L, sizeof *m->blocks);
+    for (int l = 0; l < m->L; l++) {
+        snn_block *b = &m->blocks[l];
+        snn_linear *lins[6] = {&b->q, &b->k, &b->v, &b->o, &b->fc1, &b->fc2};
+        for (int j = 0; j < 6; j++) bind_linear(lins[j], &tl, m->params, blk[6 * l + j]);
+    }
+    bind_linear(&m->head, &tl, m->params, head);
+    free(blk);
+    free(tl.offset);
+
+    /* Populations and the op table, in forward order. */
+    snn_neuron_params np = cfg->model.neuron;
+    np.bipolar = false;
+    snn_neuron_params np_attn = np;
+    np_attn.v_threshold = m->attn_threshold;
+    snn_neuron_params np_qk = np;
+    if (bsa) {
+        np_qk.bipolar = true;
+        np_qk.v_threshold = cfg->model.attention.qk_threshold;
+        np_qk.soft_reset = cfg->model.attention.qk_soft_reset;
+        if (np_qk.soft_reset) np_qk.v_reset = 0.0f;
+    }
+    const uint64_t dNN = (uint64_t)N;
+    m->layer_embed = add_layer(m, SNN_LAYER_EMBED, dNN * (uint64_t)m->K * (uint64_t)D, "embed");
+    m->embed_spk.layer = m->layer_embed;
+    for (int l = 0; l < m->L; l++) {
+        snn_block *b = &m->blocks[l];
+        b->pop_in = b->pop_mlp_in = b->pop_o = b->pop_out = -1;
+        if (!sew || l == 0) b->pop_in = add_pop(m, np, D, "blocks.%d.lif_in", l);
+        b->q.layer = add_layer(m, SNN_LAYER_LINEAR, dNN * D * D, "blocks.%d.attn.q", l);
+        b->k.layer = add_layer(m, SNN_LAYER_LINEAR, dNN * D * D, "blocks.%d.attn.k", l);
+        b->v.layer = add_layer(m, SNN_LAYER_LINEAR, dNN * D * D, "blocks.%d.attn.v", l);
+        b->pop_q = add_pop(m, np_qk, D, "blocks.%d.attn.q_lif", l);
+        b->pop_k = add_pop(m, np_qk, D, "blocks.%d.attn.k_lif", l);
+        b->pop_v = add_pop(m, np, D, "blocks.%d.attn.v_lif", l);
+        b->layer_kernel = add_layer(m, SNN_LAYER_ATTENTION, 2 * dNN * dNN * D, "blocks.%d.attn.kernel", l);
+        b->pop_attn = add_pop(m, np_attn, D, "blocks.%d.attn.attn_lif", l);
+        b->o.layer = add_layer(m, SNN_LAYER_LINEAR, dNN * D * D, "blocks.%d.attn.o", l);
+        if (sew) b->pop_o = add_pop(m, np, D, "blocks.%d.attn.o_lif", l);
+        if (!sew) b->pop_mlp_in = add_pop(m, np, D, "blocks.%d.mlp.lif_in", l);
+        b->fc1.layer = add_layer(m, SNN_LAYER_LINEAR, dNN * D * Hd, "blocks.%d.mlp.fc1", l);
+        b->pop_hidden = add_pop(m, np, Hd, "blocks.%d.mlp.hidden_lif", l);
+        b->fc2.layer = add_layer(m, SNN_LAYER_LINEAR, dNN * Hd * D, "blocks.%d.mlp.fc2", l);
+        if (sew) b->pop_out = add_pop(m, np, D, "blocks.%d.mlp.out_lif", l);
+    }
+    m->pop_head = sew ? -1 : add_pop(m, np, D, "head_lif");
+    m->head.layer = add_layer(m, SNN_LAYER_HEAD, (uint64_t)D * m->classes, "head");
+
+    /* Folded weights: one arena for every linear layer's [in, out] matrix and bias. */
+    size_t folded = (size_t)m->K * D + D;
+    for (int l = 0; l < m->L; l++) folded += 4 * ((size_t)D * D + D) + 2 * (size_t)D * Hd + Hd + D;
+    folded += (size_t)D * m->classes + m->classes;
+    m->folded = snn_xaligned(folded * sizeof *m->folded);
+    float *f = m->folded;
+    place_folded(&m->embed_spk, &f);
+    for (int l = 0; l < m->L; l++) {
+        snn_block *b = &m->blocks[l];
+        snn_linear *lins[6] = {&b->q, &b->k, &b->v, &b->o, &b->fc1, &b->fc2};
+        for (int j = 0; j < 6; j++) place_folded(lins[j], &f);
+    }
+    place_folded(&m->head, &f);
+    SNN_ASSERT((size_t)(f - m->folded) == folded);
+    m->embed_wt = snn_xaligned((size_t)m->K * D * sizeof *m->embed_wt);
+    m->embed_bias = snn_xaligned((size_t)D * sizeof *m->embed_bias);
+
+    if (cfg->model.weights) {
+        if (snn_h5_read_parameters(cfg->model.weights, m->tensors, m->n_tensors, err) != SNN_OK) {
+            snn_model_free(m);
+            return SNN_ERR;
+        }
+    } else {
+        init_random(m);
+    }
+    snn_model_fold(m);
+    return SNN_OK;
+}
+
+void snn_model_free(snn_model *m) {
+    for (size_t i = 0; i < m->n_tensors; i++) free((char *)m->tensors[i].name);
+    free(m->tensors);
+    free(m->params);
+    free(m->blocks);
+    free(m->pops);
+    free(m->layers);
+    free(m->folded);
+    free(m->embed_wt);
+    free(m->embed_bias);
+    memset(m, 0, sizeof *m);
+}
+
+size_t snn_model_param_count(const snn_model *m) { return m->n_params; }
+
+/* ---- BatchNorm folding ------------------------------------------------------------------- */
+
+/* PyTorch's BatchNorm1d at inference: y = (x - mean) / sqrt(var + eps) * weight + bias.
+ * Folded into the linear layer: wt[i, o] = W[o, i] * a_o, b_o = (bias_o - mean_o) * a_o + beta_o
+ * with a_o = weight_o / sqrt(var_o + eps), all in float32. */
+static void fold_linear(snn_linear *lin) {
+    for (int o = 0; o < lin->out; o++) {
+        float a = 1.0f, shift = lin->bias[o];
+        if (lin->bn_w) {
+            a = lin->bn_w[o] / sqrtf(lin->bn_var[o] + 1e-5f);
+            shift = (lin->bias[o] - lin->bn_mean[o]) * a + lin->bn_b[o];
+        }
+        for (int i = 0; i < lin->in; i++) lin->wt[(size_t)i * lin->out + o] = lin->weight[(size_t)o * lin->in + i] * a;
+        lin->b[o] = shift;
+    }
+}
+
+void snn_model_fold(snn_model *m) {
+    fold_linear(&m->embed_spk);
+    for (int l = 0; l < m->L; l++) {
+        snn_block *b = &m->blocks[l];
+        fold_linear(&b->q);
+        fold_linear(&b->k);
+        fold_linear(&b->v);
+        fold_linear(&b->o);
+        fold_linear(&b->fc1);
+        fold_linear(&b->fc2);
+    }
+    fold_linear(&m->head);
+    /* The analog embedding in double: a_o = w_o / sqrt(var_o + eps) with eps = 1e-5 in double,
+     * as PyTorch evaluates BatchNorm on float64 tensors (the reference does). */
+    for (int o = 0; o < m->D; o++) {
+        double a = (double)m->embed_bn_w[o] / sqrt((double)m->embed_bn_var[o] + 1e-5);
+        for (int k = 0; k < m->K; k++)
+            m->embed_wt[(size_t)k * m->D + o] = (double)m->embed_w[(size_t)o * m->K + k] * a;
+        m->embed_bias[o] = ((double)m->embed_b[o] - (double)m->embed_bn_mean[o]) * a + (double)m->embed_bn_b[o];
+    }
+}
+
+/* ---- workspace --------------------------------------------------------------------------- */
+
+void snn_ws_init(snn_ws *ws, const snn_model *m) {
+    memset(ws, 0, sizeof *ws);
+    const size_t N = (size_t)m->N, D = (size_t)m->D, Hd = (size_t)m->Hd;
+    const size_t wmax = Hd > D ? Hd : D;
+    const size_t pix = (size_t)m->C * m->img * m->img;
+    ws->x = snn_xaligned(pix * sizeof *ws->x);
+    ws->patches = snn_xaligned(N * m->K * sizeof *ws->patches);
+    ws->u0 = snn_xaligned(N * D * sizeof *ws->u0);
+    ws->u = snn_xaligned(N * D * sizeof *ws->u);
+    ws->y = snn_xaligned(N * wmax * sizeof *ws->y);
+    ws->o = snn_xaligned(N * D * sizeof *ws->o);
+    ws->state = snn_xaligned(m->state_size * sizeof *ws->state);
+    ws->hbuf = snn_xaligned(N * wmax * sizeof *ws->hbuf);
+    ws->s_in = snn_xaligned(N * wmax);
+    ws->sq = snn_xaligned(N * D);
+    ws->sk = snn_xaligned(N * D);
+    ws->sv = snn_xaligned(N * D);
+    ws->sa = snn_xaligned(N * D);
+    ws->sh = snn_xaligned(N * Hd);
+    ws->sx = snn_xaligned(N * D);
+    ws->ev = snn_xaligned(N * wmax * sizeof *ws->ev);
+    ws->ev_n = snn_xaligned(N * sizeof *ws->ev_n);
+    ws->scores = snn_xaligned(N * N * sizeof *ws->scores);
+    ws->head_count = snn_xaligned(D * sizeof *ws->head_count);
+    ws->head_in = snn_xaligned(D * sizeof *ws->head_in);
+    ws->embed_acc = snn_xaligned(D * sizeof *ws->embed_acc);
+    ws->ops = snn_xcalloc((size_t)m->n_layers, sizeof *ws->ops);
+    ws->pop_t_count = snn_xcalloc((size_t)m->n_pops * m->T, sizeof *ws->pop_t_count);
+    ws->neuron_count = snn_xcalloc(m->state_size, sizeof *ws->neuron_count);
+}
+
+void snn_ws_free(snn_ws *ws) {
+    void *bufs[] = {ws->x,  ws->patches, ws->u0, ws->u,  ws->y,    ws->o,      ws->state,
+                    ws->hbuf, ws->s_in,  ws->sq, ws->sk, ws->sv,   ws->sa,     ws->sh,
+                    ws->sx, ws->ev,      ws->ev_n, ws->scores, ws->head_count, ws->head_in, ws->embed_acc,
+                    ws->ops, ws->pop_t_count, ws->neuron_count};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
+    memset(ws, 0, sizeof *ws);
+}
+
+/* ---- forward ----------------------------------------------------------------------------- */
+
+/* Event lists of a [N, width] spike matrix: for every token, the channels whose spike is
+ * nonzero, in channel order. Returns the total number of events. */
+static uint64_t build_events(int N, int width, const int8_t *s, int32_t *ev, int32_t *ev_n) {
+    uint64_t total = 0;
+    for (int n = 0; n < N; n++) {
+        const int8_t *row = s + (size_t)n * width;
+        int32_t *e = ev + (size_t)n * width, cnt = 0;
+        for (int c = 0; c < width; c++)
+            if (row[c]) e[cnt++] = c;
+        ev_n[n] = cnt;
+        total += (uint64_t)cnt;
+    }
+    return total;
+}
+
+static void linear_events(const snn_linear *lin, int N, const int8_t *s, const int32_t *ev,
+                          const int32_t *ev_n, float *y, snn_ops *ops);
+
+/* Event-driven synaptic layer: y[n, :] = b + sum over events (n, i) of s[n, i] * wt[i, :].
+ * A +1 spike adds its weight row and a -1 spike subtracts it: one AC per (event, synapse).
+ * Any other integer (SEW spike sums) multiplies the row: one MAC per synapse. Rows are
+ * accumulated in event order, so the result does not depend on threads. */
+void snn_linear_forward_events(const snn_linear *lin, int N, const int8_t *s, int32_t *ev,
+                               int32_t *ev_n, float *y, snn_ops *ops) {
+    build_events(N, lin->in, s, ev, ev_n);
+    linear_events(lin, N, s, ev, ev_n, y, ops);
+}
+
+static void linear_events(const snn_linear *lin, int N, const int8_t *s, const int32_t *ev,
+                          const int32_t *ev_n, float *y, snn_ops *ops) {
+    const int out = lin->out;
+    uint64_t ac = 0, mac = 0;
+    for (int n = 0; n < N; n++) {
+        float *yn = y + (size_t)n * out;
+        memcpy(yn, lin->b, (size_t)out * sizeof *yn);
+        const int8_t *sn = s + (size_t)n * lin->in;
+        const int32_t *e = ev + (size_t)n * lin->in;
+        for (int k = 0; k < ev_n[n]; k++) {
+            const int i = e[k];
+            const float *w = lin->wt + (size_t)i * out;
+            const int8_t v = sn[i];
+            if (v == 1) {
+                for (int o = 0; o < out; o++) yn[o] += w[o];
+                ac += (uint64_t)out;
+            } else if (v == -1) {
+                for (int o = 0; o < out; o++) yn[o] -= w[o];
+                ac += (uint64_t)out;
+            } else {
+                const float fv = (float)v;
+                for (int o = 0; o < out; o++) yn[o] += fv * w[o];
+                mac += (uint64_t)out;
+            }
+        }
+    }
+    ops->n[SNN_OP_AC] += ac;
+    ops->n[SNN_OP_MAC] += mac;
+}
+
+/* The benchmark baseline: the same layer run densely, every (input, synapse) position
+ * multiplied, through BLAS. */
+void snn_linear_forward_dense(const snn_linear *lin, int N, const int8_t *s, float *sf, float *y,
+                              snn_ops *ops) {
+    const size_t n_in = (size_t)N * lin->in;
+    for (size_t i = 0; i < n_in; i++) sf[i] = (float)s[i];
+    for (int n = 0; n < N; n++) memcpy(y + (size_t)n * lin->out, lin->b, (size_t)lin->out * sizeof *y);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, lin->out, lin->in, 1.0f, sf,
+                lin->in, lin->wt, lin->out, 1.0f, y, lin->out);
+    ops->n[SNN_OP_MAC] += (uint64_t)N * lin->in * lin->out;
+}
+
+static void linear_forward(const snn_model *m, snn_ws *ws, const snn_linear *lin, const int8_t *s,
+                           float *y) {
+    snn_ops *ops = &ws->ops[lin->layer];
+    if (ws->dense) {
+        snn_linear_forward_dense(lin, m->N, s, ws->hbuf, y, ops);
+    } else {
+        build_events(m->N, lin->in, s, ws->ev, ws->ev_n);
+        linear_events(lin, m->N, s, ws->ev, ws->ev_n, y, ops);
+    }
+}
+
+/* One timestep of population p on input x [N * width]; spikes into s. Counts one neuron
+ * update and one threshold compare per neuron (two for bipolar), records if asked. */
+static void pop_step(const snn_model *m, snn_ws *ws, int p, int t, const float *x, int8_t *s,
+                     const snn_record *rec) {
+    const snn_pop *pop = &m->pops[p];
+    float *v = ws->state + pop->state_offset;
+    size_t nz = snn_neuron_step(&pop->np, pop->size, x, v, s, NULL);
+    snn_ops *ops = &ws->ops[pop->layer];
+    ops->n[SNN_OP_NEURON] += pop->size;
+    ops->n[SNN_OP_CMP] += pop->size * (pop->np.bipolar ? 2u : 1u);
+    ws->pop_t_count[(size_t)p * m->T + t] += nz;
+    if (nz) {
+        uint64_t *cnt = ws->neuron_count + pop->state_offset;
+        for (size_t i = 0; i < pop->size; i++) cnt[i] += (s[i] != 0);
+    }
+    if (rec) {
+        if (rec->spikes && rec->spikes[p]) memcpy(rec->spikes[p] + (size_t)t * pop->size, s, pop->size);
+        if (rec->v && rec->v[p]) memcpy(rec->v[p] + (size_t)t * pop->size, v, pop->size * sizeof *v);
+    }
+}
+
+/* Spec section 2 patch order: patch (gy, gx) row-major; inside a patch channel, then row,
+ * then column (PyTorch x.unfold(1,P,P).unfold(2,P,P).permute(1,2,0,3,4)). */
+static void patchify(const snn_model *m, const float *x, float *patches) {
+    const int P = m->P, G = m->img / P, H = m->img;
+    for (int gy = 0; gy < G; gy++)
+        for (int gx = 0; gx < G; gx++) {
+            float *dst = patches + (size_t)(gy * G + gx) * m->K;
+            for (int c = 0; c < m->C; c++)
+                for (int r = 0; r < P; r++)
+                    for (int q = 0; q < P; q++)
+                        *dst++ = x[((size_t)c * H + gy * P + r) * H + gx * P + q];
+        }
+}
+
+/* Analog embedding U0 = BN(patches @ W^T + b) + pos: dot products in double, rounded once. */
+static void embed_analog(const snn_model *m, snn_ws *ws) {
+    const int N = m->N, D = m->D, K = m->K;
+    double *acc = ws->embed_acc;
+    for (int n = 0; n < N; n++) {
+        const float *x = ws->patches + (size_t)n * K;
+        for (int o = 0; o < D; o++) acc[o] = m->embed_bias[o];
+        for (int k = 0; k < K; k++) {
+            const double xk = x[k];
+            if (xk == 0.0) continue; /* a zero pixel contributes exactly nothing */
+            const double *w = m->embed_wt + (size_t)k * D;
+            for (int o = 0; o < D; o++) acc[o] += xk * w[o];
+        }
+        for (int o = 0; o < D; o++) ws->u0[(size_t)n * D + o] = (float)acc[o] + m->pos[(size_t)n * D + o];
+    }
+    ws->ops[m->layer_embed].n[SNN_OP_MAC] += (uint64_t)N * K * D;
+}
+
+/* Rate-coded embedding: the input is a spike image, so the embedding is an event-driven
+ * synaptic layer (ACs) evaluated every timestep. */
+static void embed_spikes(const snn_model *m, snn_ws *ws) {
+    const int N = m->N, D = m->D, K = m->K;
+    int8_t *s = ws->s_in;
+    for (size_t i = 0; i < (size_t)N * K; i++) s[i] = (int8_t)(ws->patches[i] != 0.0f);
+    linear_forward(m, ws, &m->embed_spk, s, ws->u0);
+    for (size_t i = 0; i < (size_t)N * D; i++) ws->u0[i] += m->pos[i];
+}
+
+static void attention(const snn_model *m, snn_ws *ws, int l) {
+    const snn_block *b = &m->blocks[l];
+    snn_ops *ops = &ws->ops[b->layer_kernel];
+    const int N = m->N, D = m->D, d = m->d;
+    for (int h = 0; h < m->heads; h++) {
+        const size_t off = (size_t)h * d;
+        if (m->cfg->model.attention.kind == SNN_ATTN_BSA)
+            snn_attn_bsa_head(N, d, ws->sq + off, ws->sk + off, ws->sv + off, D, m->shift,
+                              m->cfg->model.attention.rounding, ws->o + off, D, ws->scores, ops);
+        else
+            snn_attn_ssa_head(N, d, ws->sq + off, ws->sk + off, ws->sv + off, D, m->ssa_scale,
+                              ws->o + off, D, ws->scores, ops);
+    }
+}
+
+static void add_into(float *u, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) u[i] += y[i];
+}
+
+/* SEW stream update X += spikes (spike sums stay small: at most 1 + 2L). */
+static void add_spikes(int8_t *x, const int8_t *s, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = (int8_t)(x[i] + s[i]);
+}
+
+static void block_ms(const snn_model *m, snn_ws *ws, int l, int t, const snn_record *rec) {
+    const snn_block *b = &m->blocks[l];
+    const size_t ND = (size_t)m->N * m->D;
+    pop_step(m, ws, b->pop_in, t, ws->u, ws->s_in, rec);
+    build_events(m->N, m->D, ws->s_in, ws->ev, ws->ev_n);
+    /* q, k and v read the same input: build its event lists once */
+    const snn_linear *qkv[3] = {&b->q, &b->k, &b->v};
+    int8_t *out[3] = {ws->sq, ws->sk, ws->sv};
+    const int pops[3] = {b->pop_q, b->pop_k, b->pop_v};
+    for (int j = 0; j < 3; j++) {
+        if (ws->dense)
+            snn_linear_forward_dense(qkv[j], m->N, ws->s_in, ws->hbuf, ws->y, &ws->ops[qkv[j]->layer]);
+        else
+            linear_events(qkv[j], m->N, ws->s_in, ws->ev, ws->ev_n, ws->y, &ws->ops[qkv[j]->layer]);
+        pop_step(m, ws, pops[j], t, ws->y, out[j], rec);
+    }
+    attention(m, ws, l);
+    pop_step(m, ws, b->pop_attn, t, ws->o, ws->sa, rec);
+    linear_forward(m, ws, &b->o, ws->sa, ws->y);
+    add_into(ws->u, ws->y, ND);
+    pop_step(m, ws, b->pop_mlp_in, t, ws->u, ws->s_in, rec);
+    linear_forward(m, ws, &b->fc1, ws->s_in, ws->y);
+    pop_step(m, ws, b->pop_hidden, t, ws->y, ws->sh, rec);
+    linear_forward(m, ws, &b->fc2, ws->sh, ws->y);
+    add_into(ws->u, ws->y, ND);
+}
+
+static void block_sew(const snn_model *m, snn_ws *ws, int l, int t, const snn_record *rec) {
+    const snn_block *b = &m->blocks[l];
+    const size_t ND = (size_t)m->N * m->D;
+    if (l == 0) pop_step(m, ws, b->pop_in, t, ws->u, ws->sx, rec);
+    build_events(m->N, m->D, ws->sx, ws->ev, ws->ev_n);
+    const snn_linear *qkv[3] = {&b->q, &b->k, &b->v};
+    int8_t *out[3] = {ws->sq, ws->sk, ws->sv};
+    const int pops[3] = {b->pop_q, b->pop_k, b->pop_v};
+    for (int j = 0; j < 3; j++) {
+        if (ws->dense)
+            snn_linear_forward_dense(qkv[j], m->N, ws->sx, ws->hbuf, ws->y, &ws->ops[qkv[j]->layer]);
+        else
+            linear_events(qkv[j], m->N, ws->sx, ws->ev, ws->ev_n, ws->y, &ws->ops[qkv[j]->layer]);
+        pop_step(m, ws, pops[j], t, ws->y, out[j], rec);
+    }
+    attention(m, ws, l);
+    pop_step(m, ws, b->pop_attn, t, ws->o, ws->sa, rec);
+    linear_forward(m, ws, &b->o, ws->sa, ws->y);
+    pop_step(m, ws, b->pop_o, t, ws->y, ws->s_in, rec);
+    add_spikes(ws->sx, ws->s_in, ND);
+    linear_forward(m, ws, &b->fc1, ws->sx, ws->y);
+    pop_step(m, ws, b->pop_hidden, t, ws->y, ws->sh, rec);
+    linear_forward(m, ws, &b->fc2, ws->sh, ws->y);
+    pop_step(m, ws, b->pop_out, t, ws->y, ws->s_in, rec);
+    add_spikes(ws->sx, ws->s_in, ND);
+}
+
+void snn_model_forward(const snn_model *m, snn_ws *ws, const uint8_t *pixels, int64_t file_index,
+                       float *logits, const snn_record *rec) {
+    const snn_config *c = m->cfg;
+    const int N = m->N, D = m->D, T = m->T;
+    const size_t ND = (size_t)N * D, pix = (size_t)m->C * m->img * m->img;
+    const bool rate = c->data.encoding == SNN_ENCODING_RATE;
+    const bool sew = c->model.residual == SNN_RESIDUAL_SEW;
+
+    for (int p = 0; p < m->n_pops; p++)
+        snn_neuron_reset_state(&m->pops[p].np, m->pops[p].size, ws->state + m->pops[p].state_offset);
+    memset(ws->head_count, 0, (size_t)D * sizeof *ws->head_count);
+
+    if (!rate) {
+        snn_encode_direct_pixels(pixels, pix, ws->x);
+        patchify(m, ws->x, ws->patches);
+        embed_analog(m, ws);
+    }
+    for (int t = 0; t < T; t++) {
+        if (rate) {
+            snn_encode_rate_pixels(pixels, pix, file_index, t, c->seed, ws->x);
+            patchify(m, ws->x, ws->patches);
+            embed_spikes(m, ws);
+        }
+        memcpy(ws->u, ws->u0, ND * sizeof *ws->u);
+        if (sew) memset(ws->sx, 0, ND);
+        for (int l = 0; l < m->L; l++) {
+            if (sew)
+                block_sew(m, ws, l, t, rec);
+            else
+                block_ms(m, ws, l, t, rec);
+        }
+        const int8_t *hs = ws->sx;
+        if (!sew) {
+            pop_step(m, ws, m->pop_head, t, ws->u, ws->s_in, rec);
+            hs = ws->s_in;
+        }
+        uint64_t adds = 0;
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < D; o++) {
+                const int8_t v = hs[(size_t)n * D + o];
+                if (v) {
+                    ws->head_count[o] += v;
+                    adds++;
+                }
+            }
+        ws->ops[m->head.layer].n[SNN_OP_INT_ADD] += adds;
+    }
+    /* logits = mean_t mean_n spikes @ head^T + bias; the mean is exact integer / (T N). */
+    const float denom = (float)(T * N);
+    for (int o = 0; o < D; o++) ws->head_in[o] = (float)ws->head_count[o] / denom;
+    for (int k = 0; k < m->classes; k++) {
+        float acc = m->head.bias[k];
+        const float *w = m->head.weight + (size_t)k * D;
+        for (int o = 0; o < D; o++) acc += ws->head_in[o] * w[o];
+        logits[k] = acc;
+    }
+    ws->ops[m->head.layer].n[SNN_OP_MAC] += (uint64_t)D * m->classes;
+}

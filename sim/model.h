@@ -1,0 +1,167 @@
+/*
+ * model.h: the spiking transformer of spec section 2, built for event-driven inference.
+ *
+ * The model owns two views of its weights:
+ *   - the parameters, in PyTorch layout and names (spec section 4), one arena: this is what
+ *     checkpoints hold and what the run file's /parameters holds;
+ *   - the inference weights, derived at load time: BatchNorm folded into the preceding linear
+ *     layer and the matrix transposed to [in, out], so that an input spike selects one
+ *     contiguous row of synapses ("a synaptic layer touches only the weight rows of inputs that
+ *     spiked"; a -1 spike subtracts its row).
+ *
+ * Forward runs one sample at a time (OpenMP parallelises over samples in sim/eval.c). Between
+ * layers, spikes travel as per-token event lists (indices of nonzero spikes), built by the
+ * neuron step that produced them. Every layer counts the operations it performed (sim/ops.h)
+ * into the per-layer table of the workspace.
+ *
+ * Shapes: T timesteps, N tokens, D width, h heads, d = D / h, Hd = D * mlp_ratio hidden width,
+ * L blocks, K = C * P * P patch length, C_out classes.
+ */
+#ifndef SNN_MODEL_H
+#define SNN_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sim/config.h"
+#include "sim/h5io.h"
+#include "sim/ops.h"
+#include "sim/util.h"
+
+/* A fully connected layer ready for event-driven use: y = b + sum over input events of
+ * sign * wt[i, :]. BatchNorm (if any) is folded in. */
+typedef struct snn_linear {
+    int in, out;
+    float *wt;           /* [in, out] folded weights, transposed */
+    float *b;            /* [out] folded bias */
+    /* parameter views (PyTorch layout) the folded copy is derived from */
+    const float *weight; /* [out, in] */
+    const float *bias;   /* [out] */
+    const float *bn_w, *bn_b, *bn_mean, *bn_var; /* [out] each, or NULL without BatchNorm */
+    int layer;           /* index into the op table */
+} snn_linear;
+
+/* A neuron population: one membrane per (token, channel), N * width neurons. */
+typedef struct snn_pop {
+    char name[64];       /* spec section 5 name, e.g. "blocks.0.attn.q_lif" */
+    snn_neuron_params np;
+    int width;           /* channels per token */
+    size_t size;         /* N * width */
+    size_t state_offset; /* offset of its membrane in the workspace state arena */
+    int layer;           /* index into the op table (neuron updates, compares) */
+} snn_pop;
+
+typedef enum snn_layer_kind {
+    SNN_LAYER_EMBED, SNN_LAYER_LINEAR, SNN_LAYER_ATTENTION, SNN_LAYER_NEURON, SNN_LAYER_HEAD
+} snn_layer_kind;
+
+/* One row of the per-layer operation table. */
+typedef struct snn_layer {
+    char name[64];       /* "blocks.0.attn.q", "blocks.0.attn.kernel", "blocks.0.attn.q_lif" */
+    snn_layer_kind kind;
+    uint64_t dense_macs; /* MACs of the same layer run densely (every position multiplied) */
+} snn_layer;
+
+typedef struct snn_block {
+    snn_linear q, k, v, o, fc1, fc2;
+    int pop_in, pop_q, pop_k, pop_v, pop_attn, pop_mlp_in, pop_hidden;  /* -1 if absent */
+    int pop_o, pop_out;                                                  /* sew only */
+    int layer_kernel;
+} snn_block;
+
+typedef struct snn_model {
+    const snn_config *cfg;   /* borrowed; must outlive the model */
+    int T, N, D, heads, d, Hd, L, C, P, K, classes, img, shift;
+    float attn_threshold, ssa_scale;
+
+    float *params;           /* parameter arena (PyTorch layout) */
+    size_t n_params;
+    snn_tensor *tensors;     /* [n_tensors] named views into params */
+    size_t n_tensors;
+    char *names;             /* storage for tensor names */
+
+    /* embedding: computed in double precision, once per sample for direct encoding */
+    const float *embed_w, *embed_b, *pos;                   /* [D, K], [D], [N, D] */
+    const float *embed_bn_w, *embed_bn_b, *embed_bn_mean, *embed_bn_var;
+    double *embed_wt;        /* [K, D] folded embedding (BN in double), transposed */
+    double *embed_bias;      /* [D] */
+    snn_linear embed_spk;    /* float folded embedding for spike (rate-coded) input */
+    int layer_embed;
+
+    snn_block *blocks;       /* [L] */
+    snn_linear head;         /* no BatchNorm; input is the spike mean */
+    int pop_head;            /* -1 in sew mode */
+
+    snn_pop *pops;           /* [n_pops], in recording order */
+    int n_pops;
+    size_t state_size;       /* floats of membrane state for all populations */
+    snn_layer *layers;       /* [n_layers] */
+    int n_layers;
+
+    float *folded;           /* arena of folded float weights */
+} snn_model;
+
+/* Builds the model of cfg (borrowed) and fills its parameters: read from cfg->model.weights
+ * when set (a missing, extra or misshapen tensor is refused with its name and both shapes),
+ * otherwise seeded random initialisation. Folds BatchNorm. */
+int snn_model_init(snn_model *m, const snn_config *cfg, snn_err *err);
+void snn_model_free(snn_model *m);
+
+/* Recomputes the folded inference weights from the parameters (after loading or training). */
+void snn_model_fold(snn_model *m);
+
+size_t snn_model_param_count(const snn_model *m);
+int snn_model_find_pop(const snn_model *m, const char *name);
+
+/* Per-thread workspace: every buffer one sample's forward needs, planned from the model. */
+typedef struct snn_ws {
+    float *x;            /* [T or 1, C*H*W] encoded input */
+    float *patches;      /* [N, K] */
+    float *u0;           /* [N, D] embedding (direct encoding) */
+    float *u;            /* [N, D] residual stream */
+    float *y;            /* [N, max(D, Hd)] linear output */
+    float *o;            /* [N, D] attention output */
+    float *state;        /* membranes of every population */
+    float *hbuf;         /* [N * max width] pre-reset membrane (unused unless recording v) */
+    int8_t *s_in;        /* [N, D] spikes entering a layer */
+    int8_t *sq, *sk, *sv, *sa;  /* [N, D] Q, K, V, attention spikes */
+    int8_t *sh;          /* [N, Hd] hidden spikes */
+    int8_t *sx;          /* [N, D] sew integer stream (clamped to int8 range) */
+    int32_t *ev;         /* [N, max(D, Hd)] event lists: channel indices per token */
+    int32_t *ev_n;       /* [N] events per token */
+    int32_t *scores;     /* [N, N] attention scores */
+    int32_t *head_count; /* [D] head spikes summed over t and n */
+    float *head_in;      /* [D] */
+    double *embed_acc;   /* [D] */
+    snn_ops *ops;        /* [n_layers] operation counts of this workspace (accumulate) */
+    uint64_t *pop_t_count;   /* [n_pops, T] spikes per population per timestep (accumulate) */
+    uint64_t *neuron_count;  /* [state_size] spikes per neuron over t and samples (accumulate) */
+    bool dense;          /* run synaptic layers densely (benchmark baseline) */
+} snn_ws;
+
+void snn_ws_init(snn_ws *ws, const snn_model *m);
+void snn_ws_free(snn_ws *ws);
+
+/* Where to record one sample's spikes and membranes: per population pointers to
+ * [T, N * width] buffers, NULL to skip. */
+typedef struct snn_record {
+    int8_t **spikes;     /* [n_pops] */
+    float **v;           /* [n_pops] post-reset membrane, or NULL */
+} snn_record;
+
+/* Runs one sample. pixels: [C, H, W] uint8 of the dataset; file_index keys the rate encoder.
+ * Writes logits [classes]. Adds op counts and spike statistics into ws. */
+void snn_model_forward(const snn_model *m, snn_ws *ws, const uint8_t *pixels, int64_t file_index,
+                       float *logits, const snn_record *rec);
+
+/* One synaptic layer on [N, in] spikes s, into y [N, out]. The event-driven form builds the
+ * per-token event lists in ev [N, in] / ev_n [N] and touches only the weight rows of nonzero
+ * inputs; the dense form multiplies every position through BLAS (scratch [N, in] floats). Both
+ * add their operations to *ops. */
+void snn_linear_forward_events(const snn_linear *lin, int N, const int8_t *s, int32_t *ev,
+                               int32_t *ev_n, float *y, snn_ops *ops);
+void snn_linear_forward_dense(const snn_linear *lin, int N, const int8_t *s, float *scratch,
+                              float *y, snn_ops *ops);
+
+#endif

@@ -1,0 +1,104 @@
+/* run.c: see run.h. The output file is created (as a temporary) before the simulation, so an
+ * unwritable destination fails in a second, not after the work; it is renamed into place only
+ * when complete. */
+#include "sim/run.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "sim/eval.h"
+#include "sim/model.h"
+
+int snn_run_load_data(const snn_config *cfg, snn_dataset *ds, snn_err *err) {
+    if (cfg->data.source == SNN_DATA_SYNTHETIC) {
+        int split = strcmp(cfg->data.split, "train") == 0 ? 0 : 1;
+        snn_dataset_synthetic(ds, cfg->seed, split, cfg->data.synthetic_samples,
+                              cfg->model.channels, cfg->model.image_size, cfg->model.image_size,
+                              cfg->model.classes);
+        if (cfg->data.limit > 0 && cfg->data.limit < ds->n) ds->n = cfg->data.limit;
+    } else if (snn_dataset_load_split(ds, cfg->data.path, cfg->data.split, cfg->data.limit, err) != SNN_OK) {
+        return SNN_ERR;
+    }
+    if (cfg->data.shuffle) snn_dataset_shuffle(ds, cfg->seed);
+    return SNN_OK;
+}
+
+/* Creates the parent directory of the default output path (runs/) when missing. */
+static void ensure_parent_dir(const char *path) {
+    char *dir = snn_xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        mkdir(dir, 0777);
+    }
+    free(dir);
+}
+
+int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summary,
+            bool *is_config_error, snn_err *err) {
+    *is_config_error = false;
+    char *default_path = NULL;
+    const char *out = opts->out_path ? opts->out_path : cfg->output.path;
+    if (!out) {
+        default_path = snn_xasprintf("runs/%s.h5", cfg->name);
+        ensure_parent_dir(default_path);
+        out = default_path;
+    }
+    snn_dataset ds = {0};
+    snn_model m = {0};
+    snn_h5 h = {0};
+    snn_eval ev = {0};
+    char *yaml = NULL;
+    int rc = SNN_ERR;
+    bool have_model = false, have_eval = false;
+
+    if (snn_h5_create(&h, out, cfg->output.compression, err) != SNN_OK) goto done;
+    if (snn_run_load_data(cfg, &ds, err) != SNN_OK) goto done;
+    if (ds.channels != cfg->model.channels || ds.height != cfg->model.image_size ||
+        ds.width != cfg->model.image_size || ds.classes > cfg->model.classes) {
+        snn_err_set(err, "%s: %lldx%dx%d images with %d classes do not fit model.channels (%d), "
+                    "model.image_size (%d) and model.classes (%d)",
+                    cfg->data.source == SNN_DATA_IDX ? cfg->data.path : "synthetic data",
+                    (long long)ds.channels, ds.height, ds.width, ds.classes, cfg->model.channels,
+                    cfg->model.image_size, cfg->model.classes);
+        *is_config_error = true;
+        goto done;
+    }
+    if (snn_model_init(&m, cfg, err) != SNN_OK) goto done;
+    have_model = true;
+    if (opts->log)
+        fprintf(opts->log, "spikesim: %s, attention %s, T=%d, N=%d, D=%d, heads=%d, blocks=%d, "
+                "%zu parameters; %lld %s samples\n",
+                cfg->name, snn_attn_kind_name(cfg->model.attention.kind), m.T, m.N, m.D, m.heads,
+                m.L, snn_model_param_count(&m), (long long)ds.n, cfg->data.split);
+
+    snn_eval_opts eo = {.n_record = cfg->record.samples, .record_v = cfg->record.membrane,
+                        .dense = opts->dense, .threads = opts->threads, .progress = opts->progress};
+    snn_evaluate(&m, &ds, &eo, &ev);
+    have_eval = true;
+    yaml = snn_config_to_yaml(cfg);
+    if (snn_output_write(&h, &m, &ev, yaml, err) != SNN_OK) goto done;
+    if (snn_h5_commit(&h, err) != SNN_OK) goto done;
+    snn_summarize(&m, &ev, summary);
+    if (opts->log) {
+        fprintf(opts->log,
+                "  accuracy %.2f%% on %lld samples | %.3g ACs, %.3g MACs, %.4g nJ per sample | "
+                "firing rate %.3f | %.2fs on %d threads (%.0f samples/s)\n",
+                100.0 * summary->accuracy, (long long)summary->samples, summary->sops_per_sample,
+                summary->macs_per_sample, summary->energy_pj_per_sample / 1000.0,
+                summary->firing_rate_mean, summary->wall_seconds, ev.threads,
+                summary->wall_seconds > 0 ? (double)summary->samples / summary->wall_seconds : 0.0);
+        fprintf(opts->log, "  wrote %s\n", out);
+    }
+    rc = SNN_OK;
+done:
+    if (rc != SNN_OK) snn_h5_abort(&h);
+    if (have_eval) snn_eval_free(&ev, &m);
+    if (have_model) snn_model_free(&m);
+    snn_dataset_free(&ds);
+    free(yaml);
+    free(default_path);
+    return rc;
+}

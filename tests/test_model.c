@@ -1,0 +1,352 @@
+/*
+ * test_model.c: the engine end to end.
+ *   - the event-driven synaptic layer equals a dense reference (exactly on a dyadic grid);
+ *   - spike-for-spike agreement of every population, and the logits, with the PyTorch
+ *     reference (tests/reference/golden_*.h5, made by tests/reference/make_golden.py);
+ *   - 1 thread and 2 threads give byte-identical outputs, counts and recordings;
+ *   - a checkpoint with a misshapen tensor is refused with its name and both shapes;
+ *   - op counts of a synaptic layer are exact (spikes x fan-out).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sim/eval.h"
+#include "sim/model.h"
+#include "sim/rng.h"
+#include "sim/run.h"
+#include "tests/testutil.h"
+
+/* ---- event-driven synaptic layer --------------------------------------------------------- */
+
+static void make_linear(snn_linear *lin, int in, int out, bool dyadic, uint64_t seed) {
+    memset(lin, 0, sizeof *lin);
+    lin->in = in;
+    lin->out = out;
+    lin->wt = malloc((size_t)in * out * sizeof(float));
+    lin->b = malloc((size_t)out * sizeof(float));
+    for (size_t i = 0; i < (size_t)in * out; i++) {
+        float u = snn_rng_uniform(seed, 1, i) * 2.0f - 1.0f;
+        lin->wt[i] = dyadic ? roundf(u * 64.0f) / 64.0f : u;
+    }
+    for (int o = 0; o < out; o++) lin->b[o] = dyadic ? (float)(o % 5) / 8.0f : snn_rng_uniform(seed, 2, o);
+}
+
+static void free_linear(snn_linear *lin) {
+    free(lin->wt);
+    free(lin->b);
+}
+
+/* Ternary spikes with about 30% nonzero, some +-1 and (for sew streams) a few 2s. */
+static void make_spikes(int8_t *s, size_t n, bool with_twos, uint64_t seed) {
+    for (size_t i = 0; i < n; i++) {
+        float u = snn_rng_uniform(seed, 3, i);
+        s[i] = u < 0.15f ? 1 : u < 0.3f ? -1 : (with_twos && u < 0.35f) ? 2 : 0;
+    }
+}
+
+static void naive_dense(const snn_linear *lin, int N, const int8_t *s, double *y) {
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < lin->out; o++) {
+            double acc = lin->b[o];
+            for (int i = 0; i < lin->in; i++) acc += (double)s[(size_t)n * lin->in + i] * lin->wt[(size_t)i * lin->out + o];
+            y[(size_t)n * lin->out + o] = acc;
+        }
+}
+
+static void test_event_linear_equals_dense_reference(void **state) {
+    (void)state;
+    const int N = 7, in = 37, out = 23;
+    for (int dyadic = 0; dyadic < 2; dyadic++) {
+        snn_linear lin;
+        make_linear(&lin, in, out, dyadic, 11 + dyadic);
+        int8_t s[7 * 37];
+        make_spikes(s, sizeof s, true, 5);
+        int32_t ev[7 * 37], ev_n[7];
+        float y[7 * 23], yd[7 * 23], scratch[7 * 37];
+        double ref[7 * 23];
+        snn_ops ops = {{0}}, ops_dense = {{0}};
+        snn_linear_forward_events(&lin, N, s, ev, ev_n, y, &ops);
+        snn_linear_forward_dense(&lin, N, s, scratch, yd, &ops_dense);
+        naive_dense(&lin, N, s, ref);
+        float reff[7 * 23];
+        for (int i = 0; i < N * out; i++) reff[i] = (float)ref[i];
+        /* On the dyadic grid every partial sum is exact: equality. Otherwise float32 sums in a
+         * different order: |diff| <= 1e-5 (inputs ~1, at most 37 terms). */
+        snn_assert_allclose(y, reff, (size_t)N * out, dyadic ? 0.0 : 1e-5, 0.0, "events vs reference");
+        snn_assert_allclose(yd, reff, (size_t)N * out, dyadic ? 0.0 : 1e-5, 0.0, "dense vs reference");
+        /* ACs: one per (+-1 input, synapse); MACs: one per (other integer, synapse). */
+        uint64_t pm1 = 0, other = 0;
+        for (size_t i = 0; i < sizeof s; i++) {
+            pm1 += (s[i] == 1 || s[i] == -1);
+            other += (s[i] != 0 && s[i] != 1 && s[i] != -1);
+        }
+        assert_int_equal(ops.n[SNN_OP_AC], pm1 * out);
+        assert_int_equal(ops.n[SNN_OP_MAC], other * out);
+        assert_int_equal(ops_dense.n[SNN_OP_MAC], (uint64_t)N * in * out);
+        int total = 0;
+        for (int n = 0; n < N; n++) total += ev_n[n];
+        assert_int_equal((uint64_t)total, pm1 + other);
+        free_linear(&lin);
+    }
+}
+
+/* ---- golden files from the PyTorch reference --------------------------------------------- */
+
+static char *read_text(const char *file, const char *path) {
+    hid_t f = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return NULL;
+    hid_t d = H5Dopen2(f, path, H5P_DEFAULT);
+    hid_t t = H5Dget_type(d);
+    char *out = NULL;
+    if (H5Tis_variable_str(t) > 0) {
+        char *s = NULL;
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5T_CSET_UTF8);
+        if (H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, &s) >= 0 && s) {
+            out = strdup(s);
+            H5free_memory(s);
+        }
+        H5Tclose(mt);
+    } else {
+        size_t n = H5Tget_size(t);
+        out = calloc(n + 1, 1);
+        H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, out);
+    }
+    H5Tclose(t);
+    H5Dclose(d);
+    H5Fclose(f);
+    return out;
+}
+
+static void check_golden(const char *file) {
+    snn_err err = {{0}};
+    char *yaml = read_text(file, "/config");
+    assert_non_null(yaml);
+    snn_config cfg;
+    int errors = snn_config_load_string(&cfg, yaml, file, NULL, 0, stderr);
+    assert_int_equal(errors, 0);
+    free(cfg.model.weights);
+    cfg.model.weights = strdup(file);
+    snn_model m;
+    if (snn_model_init(&m, &cfg, &err) != SNN_OK) fail_msg("%s", err.msg);
+
+    int rank;
+    uint64_t dims[4];
+    uint8_t *images = NULL;
+    float *logits_ref = NULL;
+    assert_int_equal(snn_h5_read(file, "/input/images", SNN_H5_U8, &rank, dims, (void **)&images, &err), SNN_OK);
+    const int S = (int)dims[0];
+    const size_t pix = (size_t)dims[1] * dims[2] * dims[3];
+    assert_int_equal(pix, (size_t)m.C * m.img * m.img);
+    assert_int_equal(snn_h5_read(file, "/expected/logits", SNN_H5_F32, &rank, dims, (void **)&logits_ref, &err), SNN_OK);
+    assert_int_equal(dims[0], (uint64_t)S);
+    assert_int_equal(dims[1], (uint64_t)m.classes);
+
+    snn_ws ws;
+    snn_ws_init(&ws, &m);
+    int8_t **spk = calloc((size_t)m.n_pops, sizeof *spk);
+    for (int p = 0; p < m.n_pops; p++) spk[p] = calloc((size_t)m.T * m.pops[p].size, 1);
+    snn_record rec = {.spikes = spk};
+    float *logits = calloc((size_t)m.classes, sizeof *logits);
+    uint64_t compared = 0, nonzero = 0;
+    for (int i = 0; i < S; i++) {
+        snn_model_forward(&m, &ws, images + (size_t)i * pix, i, logits, &rec);
+        for (int p = 0; p < m.n_pops; p++) {
+            char path[160];
+            snprintf(path, sizeof path, "/expected/nodes/%s/spikes", m.pops[p].name);
+            int8_t *ref = NULL;
+            if (snn_h5_read(file, path, SNN_H5_I8, &rank, dims, (void **)&ref, &err) != SNN_OK)
+                fail_msg("%s: population %s has no golden spikes: %s", file, m.pops[p].name, err.msg);
+            assert_int_equal(dims[1], (uint64_t)m.T);
+            assert_int_equal(dims[2], (uint64_t)m.pops[p].size);
+            const int8_t *r = ref + (size_t)i * m.T * m.pops[p].size;
+            for (size_t j = 0; j < (size_t)m.T * m.pops[p].size; j++) {
+                if (spk[p][j] != r[j])
+                    fail_msg("%s: sample %d, %s, t=%zu, neuron %zu: spikesim %d, PyTorch %d", file, i,
+                             m.pops[p].name, j / m.pops[p].size, j % m.pops[p].size, spk[p][j], r[j]);
+                nonzero += r[j] != 0;
+            }
+            compared += (uint64_t)m.T * m.pops[p].size;
+            free(ref);
+        }
+        /* Logits: the head's float32 dot product may sum in another order than PyTorch's. */
+        snn_assert_allclose(logits, logits_ref + (size_t)i * m.classes, (size_t)m.classes, 1e-5, 1e-5, "logits");
+    }
+    /* The comparison must have teeth: the golden model spikes. */
+    assert_true(nonzero > compared / 50);
+    for (int p = 0; p < m.n_pops; p++) free(spk[p]);
+    free(spk);
+    free(logits);
+    free(images);
+    free(logits_ref);
+    snn_ws_free(&ws);
+    snn_model_free(&m);
+    snn_config_free(&cfg);
+    free(yaml);
+}
+
+static void test_golden_bsa_spike_for_spike(void **state) {
+    (void)state;
+    check_golden("tests/reference/golden_bsa.h5");
+}
+
+static void test_golden_ssa_spike_for_spike(void **state) {
+    (void)state;
+    check_golden("tests/reference/golden_ssa.h5");
+}
+
+static void test_golden_sew_spike_for_spike(void **state) {
+    (void)state;
+    check_golden("tests/reference/golden_sew.h5");
+}
+
+/* ---- threads ----------------------------------------------------------------------------- */
+
+static const char synthetic_yaml[] =
+    "name: t\nseed: 3\n"
+    "data: {source: synthetic, synthetic_samples: 24}\n"
+    "model: {image_size: 16, patch: 4, dim: 32, heads: 2, blocks: 2, mlp_ratio: 2, timesteps: 3,"
+    " init_std: 0.3}\n"
+    "record: {samples: 5, membrane: true}\n";
+
+static void eval_with_threads(const snn_config *cfg, const snn_dataset *ds, int threads,
+                              snn_model *m, snn_eval *e) {
+    snn_err err = {{0}};
+    if (snn_model_init(m, cfg, &err) != SNN_OK) fail_msg("%s", err.msg);
+    snn_eval_opts o = {.n_record = cfg->record.samples, .record_v = true, .threads = threads};
+    snn_evaluate(m, ds, &o, e);
+}
+
+static void test_one_and_two_threads_are_byte_identical(void **state) {
+    (void)state;
+    snn_config cfg;
+    assert_int_equal(snn_config_load_string(&cfg, synthetic_yaml, "inline", NULL, 0, stderr), 0);
+    for (int enc = 0; enc < 2; enc++) {
+        cfg.data.encoding = enc ? SNN_ENCODING_RATE : SNN_ENCODING_DIRECT;
+        snn_dataset ds = {0};
+        snn_err err = {{0}};
+        assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
+        snn_model m1, m2;
+        snn_eval e1, e2;
+        eval_with_threads(&cfg, &ds, 1, &m1, &e1);
+        eval_with_threads(&cfg, &ds, 2, &m2, &e2);
+#ifdef _OPENMP
+        assert_int_equal(e2.threads, 2);
+#endif
+        assert_memory_equal(e1.logits, e2.logits, (size_t)e1.n * e1.classes * sizeof(float));
+        assert_memory_equal(e1.ops, e2.ops, (size_t)m1.n_layers * sizeof(snn_ops));
+        assert_memory_equal(e1.pop_t_count, e2.pop_t_count, (size_t)m1.n_pops * m1.T * sizeof(uint64_t));
+        assert_memory_equal(e1.neuron_count, e2.neuron_count, m1.state_size * sizeof(uint64_t));
+        uint64_t spikes = 0;
+        for (int p = 0; p < m1.n_pops; p++) {
+            size_t n = (size_t)e1.n_record * m1.T * m1.pops[p].size;
+            assert_memory_equal(e1.rec_spikes[p], e2.rec_spikes[p], n);
+            assert_memory_equal(e1.rec_v[p], e2.rec_v[p], n * sizeof(float));
+            for (size_t j = 0; j < n; j++) spikes += e1.rec_spikes[p][j] != 0;
+        }
+        assert_true(spikes > 0); /* a silent network would make this test vacuous */
+        snn_eval_free(&e1, &m1);
+        snn_eval_free(&e2, &m2);
+        snn_model_free(&m1);
+        snn_model_free(&m2);
+        snn_dataset_free(&ds);
+    }
+    snn_config_free(&cfg);
+}
+
+/* ---- checkpoints ------------------------------------------------------------------------- */
+
+static void test_checkpoint_round_trip_and_mismatch(void **state) {
+    (void)state;
+    snn_config cfg;
+    assert_int_equal(snn_config_load_string(&cfg, synthetic_yaml, "inline", NULL, 0, stderr), 0);
+    snn_err err = {{0}};
+    snn_model a;
+    assert_int_equal(snn_model_init(&a, &cfg, &err), SNN_OK);
+    char *path = snn_test_tmp_path("ckpt.h5");
+    snn_h5 h = {0};
+    assert_int_equal(snn_h5_create(&h, path, 4, &err), SNN_OK);
+    assert_int_equal(snn_h5_write_parameters(&h, a.tensors, a.n_tensors, &err), SNN_OK);
+    assert_int_equal(snn_h5_commit(&h, &err), SNN_OK);
+
+    /* Same model: loads, identical parameters. */
+    cfg.model.weights = strdup(path);
+    snn_model b;
+    assert_int_equal(snn_model_init(&b, &cfg, &err), SNN_OK);
+    assert_memory_equal(a.params, b.params, a.n_params * sizeof(float));
+    snn_model_free(&b);
+
+    /* Wider model: refused, naming the tensor and both shapes. */
+    cfg.model.dim = 64;
+    cfg.model.heads = 4;
+    snn_model c;
+    assert_int_equal(snn_model_init(&c, &cfg, &err), SNN_ERR);
+    assert_non_null(strstr(err.msg, path));
+    assert_non_null(strstr(err.msg, "embed.weight"));
+    assert_non_null(strstr(err.msg, "[32, 16]"));
+    assert_non_null(strstr(err.msg, "[64, 16]"));
+    remove(path);
+    free(path);
+    snn_model_free(&a);
+    snn_config_free(&cfg);
+}
+
+/* ---- op counts of a whole forward -------------------------------------------------------- */
+
+static void test_forward_counts_follow_spikes(void **state) {
+    (void)state;
+    snn_config cfg;
+    assert_int_equal(snn_config_load_string(&cfg, synthetic_yaml, "inline", NULL, 0, stderr), 0);
+    snn_dataset ds = {0};
+    snn_err err = {{0}};
+    assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
+    snn_model m;
+    snn_eval e;
+    eval_with_threads(&cfg, &ds, 1, &m, &e);
+    /* Every linear layer's ACs = (spikes of the population feeding it) x fan-out. */
+    for (int l = 0; l < m.L; l++) {
+        const snn_block *b = &m.blocks[l];
+        uint64_t in_spikes = 0, attn_spikes = 0, hidden_spikes = 0;
+        for (int t = 0; t < m.T; t++) {
+            in_spikes += e.pop_t_count[(size_t)b->pop_in * m.T + t];
+            attn_spikes += e.pop_t_count[(size_t)b->pop_attn * m.T + t];
+            hidden_spikes += e.pop_t_count[(size_t)b->pop_hidden * m.T + t];
+        }
+        assert_int_equal(e.ops[b->q.layer].n[SNN_OP_AC], in_spikes * (uint64_t)m.D);
+        assert_int_equal(e.ops[b->o.layer].n[SNN_OP_AC], attn_spikes * (uint64_t)m.D);
+        assert_int_equal(e.ops[b->fc2.layer].n[SNN_OP_AC], hidden_spikes * (uint64_t)m.D);
+        assert_int_equal(e.ops[b->q.layer].n[SNN_OP_MAC], 0);
+    }
+    /* One neuron update per neuron per timestep per sample. */
+    for (int p = 0; p < m.n_pops; p++)
+        assert_int_equal(e.ops[m.pops[p].layer].n[SNN_OP_NEURON], (uint64_t)e.n * m.T * m.pops[p].size);
+    /* Direct encoding: the embedding is computed once per sample. */
+    assert_int_equal(e.ops[m.layer_embed].n[SNN_OP_MAC], (uint64_t)e.n * m.N * m.K * m.D);
+    snn_eval_free(&e, &m);
+    snn_model_free(&m);
+    snn_dataset_free(&ds);
+    snn_config_free(&cfg);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_event_linear_equals_dense_reference),
+        cmocka_unit_test(test_golden_bsa_spike_for_spike),
+        cmocka_unit_test(test_golden_ssa_spike_for_spike),
+        cmocka_unit_test(test_golden_sew_spike_for_spike),
+        cmocka_unit_test(test_one_and_two_threads_are_byte_identical),
+        cmocka_unit_test(test_checkpoint_round_trip_and_mismatch),
+        cmocka_unit_test(test_forward_counts_follow_spikes),
+    };
+    return cmocka_run_group_tests_name("model", tests, NULL, NULL);
+}

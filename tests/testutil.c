@@ -1,0 +1,42 @@
+/* testutil.c: see testutil.h. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "tests/testutil.h"
+
+void snn_assert_allclose(const float *a, const float *b, size_t n, double atol, double rtol,
+                         const char *label) {
+    size_t first_bad = n;
+    double max_diff = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double diff = fabs((double)a[i] - (double)b[i]);
+        if (diff > max_diff || isnan(diff)) max_diff = diff;
+        if (!(diff <= atol + rtol * fabs((double)b[i])) && first_bad == n) first_bad = i;
+    }
+    if (first_bad != n)
+        fail_msg("%s: element %zu differs: got %.9g, expected %.9g (max |diff| %.3g, atol %g, "
+                 "rtol %g)",
+                 label, first_bad, (double)a[first_bad], (double)b[first_bad], max_diff, atol,
+                 rtol);
+}
+
+char *snn_test_tmp_path(const char *name) {
+    char *p = malloc(256);
+    snprintf(p, 256, "/tmp/spikesim-test-%ld-%s", (long)getpid(), name);
+    return p;
+}
+
+int snn_test_write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(data, 1, n, f);
+    return (fclose(f) == 0 && w == n) ? 0 : -1;
+}
