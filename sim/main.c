@@ -15,6 +15,7 @@
 
 #include "sim/bench.h"
 #include "sim/config.h"
+#include "sim/h5io.h"
 #include "sim/run.h"
 #include "sim/util.h"
 
@@ -155,6 +156,7 @@ static int cmd_bench(cli *c) {
 }
 
 int main(int argc, char **argv) {
+    snn_h5_init(); /* before any other HDF5 call: see h5io.h */
     if (argc < 2) {
         fputs(usage, stderr);
         return EXIT_USAGE;
