@@ -7,6 +7,7 @@
 #   make asan       the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make OMP=0 test build and test without OpenMP
 #   make bench      throughput benchmark (never part of `make test`)
+#   make V=1        show full compiler command lines
 #
 # No -ffast-math and no FP contraction: results must be reproducible bit for bit across thread
 # counts and match the PyTorch reference spike for spike.
@@ -18,6 +19,12 @@ WERROR  ?= 1
 SAN     ?=
 BUILD   ?= build
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+V       ?= 0
+ifeq ($(V),1)
+  Q :=
+else
+  Q := @
+endif
 
 DEB_PKGS := gcc make pkg-config libyaml-dev libhdf5-dev hdf5-tools libcmocka-dev \
             libopenblas-dev libfftw3-dev zlib1g-dev dataset-fashion-mnist
@@ -56,18 +63,20 @@ TEST_LIB := $(BUILD)/tests/testutil.o $(BUILD)/libspikesim.a
 all: $(BUILD)/spikesim
 
 $(BUILD)/spikesim: $(BUILD)/sim/main.o $(BUILD)/libspikesim.a
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	@echo "  LD    $@"
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/libspikesim.a: $(LIB_OBJ)
 	@rm -f $@
-	$(AR) rcs $@ $^
+	$(Q)$(AR) rcs $@ $^
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TEST_LIB)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # Installs, with apt-get and only when missing, every Debian package the project needs.
 deps:

@@ -26,6 +26,7 @@
  * Pure numerics: no I/O, no allocation, no static state (called from several OpenMP threads).
  */
 #include "attention/attention.h"
+#include "attention/bits.h"
 
 #include <math.h>
 #include <string.h>
@@ -37,14 +38,6 @@ enum { BSA_TILE = 64 };
  * result, more work). */
 enum { BSA_VPACK_MAX = 1024 };
 
-/* Population count. Open-coded (SWAR) because the x86-64 baseline has no popcnt instruction and
- * __builtin_popcountll would become a libgcc call in the innermost loop. */
-static inline int popcount64(uint64_t w) {
-    w = w - ((w >> 1) & 0x5555555555555555ull);
-    w = (w & 0x3333333333333333ull) + ((w >> 2) & 0x3333333333333333ull);
-    w = (w + (w >> 4)) & 0x0F0F0F0F0F0F0F0Full;
-    return (int)((w * 0x0101010101010101ull) >> 56);
-}
 
 /* pos / neg bit masks of a ternary row p[0..n), n <= 64. */
 static inline void pack_ternary(const int8_t *p, int n, uint64_t *pos, uint64_t *neg) {
@@ -99,8 +92,8 @@ void snn_attn_bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int
                 for (int jj = 0; jj < jn; jj++) {
                     const uint64_t nz = qz & (kp[jj] | kn[jj]);
                     const uint64_t same = (qp & kp[jj]) | (qn & kn[jj]);
-                    const int pn = popcount64(nz);
-                    ai[jj] += 2 * popcount64(same) - pn;
+                    const int pn = snn_popcount64(nz);
+                    ai[jj] += 2 * snn_popcount64(same) - pn;
                     n_ac += (uint64_t)pn;
                 }
             }

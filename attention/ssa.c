@@ -23,20 +23,13 @@
  * Pure numerics: no I/O, no allocation, no static state (called from several OpenMP threads).
  */
 #include "attention/attention.h"
+#include "attention/bits.h"
 
 #include "sim/util.h"
 
 /* Keys per stack tile; also the channels per packed word. */
 enum { SSA_TILE = 64 };
 
-/* Population count. Open-coded (SWAR) because the x86-64 baseline has no popcnt instruction and
- * __builtin_popcountll would become a libgcc call in the innermost loop. */
-static inline int popcount64(uint64_t w) {
-    w = w - ((w >> 1) & 0x5555555555555555ull);
-    w = (w & 0x3333333333333333ull) + ((w >> 2) & 0x3333333333333333ull);
-    w = (w + (w >> 4)) & 0x0F0F0F0F0F0F0F0Full;
-    return (int)((w * 0x0101010101010101ull) >> 56);
-}
 
 /* Bit c of the result is set iff p[c] != 0, for c < n <= 64. */
 static inline uint64_t pack_nz(const int8_t *p, int n) {
@@ -64,7 +57,7 @@ void snn_attn_ssa_head(int N, int d, const int8_t *q, const int8_t *k, const int
                 if (!qb) continue;  /* a silent query word contributes no events */
                 int32_t *ai = scores + (long)i * N + j0;
                 for (int jj = 0; jj < jn; jj++) {
-                    const int pc = popcount64(qb & kb[jj]);
+                    const int pc = snn_popcount64(qb & kb[jj]);
                     ai[jj] += pc;
                     n_ac += (uint64_t)pc;
                 }
@@ -84,7 +77,7 @@ void snn_attn_ssa_head(int N, int d, const int8_t *q, const int8_t *k, const int
             int vcount[SSA_TILE];
             for (int jj = 0; jj < jn; jj++) {
                 vb[jj] = pack_nz(v + (long)(j0 + jj) * ld + c0, cn);
-                vcount[jj] = popcount64(vb[jj]);
+                vcount[jj] = snn_popcount64(vb[jj]);
             }
             for (int i = 0; i < N; i++) {
                 const int32_t *ai = scores + (long)i * N + j0;

@@ -37,6 +37,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -441,6 +442,26 @@ static void choose_chunk(int rank, const hsize_t *dims, size_t esize, hsize_t *c
     }
 }
 
+/* Reports a failed write as "<file>: <what>: <why>" when the caller knows why (a name clash, a
+ * missing object), else as an I/O failure with HDF5's innermost reason, and marks the file
+ * so that it is never committed. */
+static void write_failed(snn_h5 *h, const char *why, snn_err *err, const char *what_fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void write_failed(snn_h5 *h, const char *why, snn_err *err, const char *what_fmt, ...) {
+    char what[512];
+    va_list ap;
+    va_start(ap, what_fmt);
+    vsnprintf(what, sizeof what, what_fmt, ap);
+    va_end(ap);
+    if (why) {
+        snn_err_set(err, "%s: %s: %s", h->path, what, why);
+    } else {
+        h5_reason r = current_reason();
+        note_io_error(h, 1);
+        snn_err_set(err, "%s: %s%s", h->path, what, r.text);
+    }
+}
+
 int snn_h5_write(snn_h5 *h, const char *path, snn_h5_type type, int rank, const uint64_t *dims,
                  const void *data, snn_err *err) {
     SNN_ASSERT(is_live(h) && path && dims);
@@ -496,13 +517,7 @@ int snn_h5_write(snn_h5 *h, const char *path, snn_h5_type type, int rank, const 
 
 cleanup:
     if (rc != SNN_OK) {
-        h5_reason r = current_reason();
-        if (why) {
-            snn_err_set(err, "%s: cannot write %s: %s", h->path, path, why);
-        } else {
-            note_io_error(h, 1);
-            snn_err_set(err, "%s: cannot write %s%s", h->path, path, r.text);
-        }
+        write_failed(h, why, err, "cannot write %s", path);
     }
     H5E_BEGIN_TRY {
         H5Dclose(dset);
@@ -531,13 +546,7 @@ int snn_h5_group(snn_h5 *h, const char *path, snn_err *err) {
 
 cleanup:
     if (rc != SNN_OK) {
-        h5_reason r = current_reason();
-        if (why) {
-            snn_err_set(err, "%s: cannot create group %s: %s", h->path, path, why);
-        } else {
-            note_io_error(h, 1);
-            snn_err_set(err, "%s: cannot create group %s%s", h->path, path, r.text);
-        }
+        write_failed(h, why, err, "cannot create group %s", path);
     }
     H5E_BEGIN_TRY {
         H5Gclose(group);
@@ -571,13 +580,7 @@ int snn_h5_write_text(snn_h5 *h, const char *path, const char *text, snn_err *er
 
 cleanup:
     if (rc != SNN_OK) {
-        h5_reason r = current_reason();
-        if (why) {
-            snn_err_set(err, "%s: cannot write %s: %s", h->path, path, why);
-        } else {
-            note_io_error(h, 1);
-            snn_err_set(err, "%s: cannot write %s%s", h->path, path, r.text);
-        }
+        write_failed(h, why, err, "cannot write %s", path);
     }
     H5E_BEGIN_TRY {
         H5Dclose(dset);
@@ -640,14 +643,7 @@ static int write_attr(snn_h5 *h, const char *path, const char *name, attr_kind a
 
 cleanup:
     if (rc != SNN_OK) {
-        h5_reason r = current_reason();
-        if (why) {
-            snn_err_set(err, "%s: cannot write attribute %s on %s: %s", h->path, name, path, why);
-        } else {
-            note_io_error(h, 1);
-            snn_err_set(err, "%s: cannot write attribute %s on %s%s", h->path, name, path,
-                        r.text);
-        }
+        write_failed(h, why, err, "cannot write attribute %s on %s", name, path);
     }
     H5E_BEGIN_TRY {
         H5Aclose(attr);
