@@ -14,6 +14,7 @@
 #ifndef SNN_ATTENTION_H
 #define SNN_ATTENTION_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "sim/ops.h"
@@ -61,5 +62,63 @@ int snn_shiftmax_row(int n, const int32_t *a, int shift, snn_shiftmax_round mode
 void snn_attn_bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld,
                        int shift, snn_shiftmax_round mode, float *o, int ldo, int32_t *scores,
                        snn_ops *ops);
+
+/* ---- Training kernels: float spike matrices, forward and backward ---------------------------
+ *
+ * Same layout as the int8 kernels (q, k, v and their gradients: [N, d] at row stride ld; o and
+ * dout: [N, d] at row stride ldo / lddo), but float values: 0/+-1 spikes in normal mode, reals in
+ * the gradient checks. Backward functions ACCUMULATE (+=) into dq, dk, dv (row stride ld) and
+ * never touch columns outside the head. No op counting, no allocation, no static state.
+ * Sums over keys, queries or channels are accumulated in double and rounded once. */
+
+/* SSA forward (attention/ssa_train.c): A = Q K^T, O = scale * (A V).
+ *   scores [N * N] receives A (unscaled, row-major), kept for the backward.
+ * On 0/1 spikes o equals snn_attn_ssa_head's output bit for bit (integer sums, one multiply). */
+void snn_attn_ssa_head_train(int N, int d, const float *q, const float *k, const float *v, int ld,
+                             float scale, float *o, int ldo, float *scores);
+
+/* SSA backward: differentiates O = scale (Q K^T) V at the forward's scores A:
+ *   dV += scale A^T dO,  dA = scale dO V^T,  dQ += dA K,  dK += dA^T Q.
+ *   dout [N, d] at row stride lddo;  scratch [N * N] (receives dA). */
+void snn_attn_ssa_head_backward(int N, int d, const float *q, const float *k, const float *v,
+                                int ld, float scale, const float *scores, const float *dout,
+                                int lddo, float *dq, float *dk, float *dv, float *scratch);
+
+/* Building blocks of both backwards (attention/ssa_train.c), for any O = W V with W = f(Q K^T):
+ * snn_attn_wv_backward:  dV += wscale W^T dO;  dW = dO V^T (written, not scaled), W [N * N].
+ * snn_attn_qk_backward:  dQ += dA K;  dK += dA^T Q, dA [N * N] the gradient on A = Q K^T. */
+void snn_attn_wv_backward(int N, int d, const float *w, double wscale, const float *v, int ld,
+                          const float *dout, int lddo, float *dv, float *dw);
+void snn_attn_qk_backward(int N, int d, const float *q, const float *k, int ld, const float *da,
+                          float *dq, float *dk);
+
+/* Longest sequence the BSA training kernel accepts (one row of exponents lives on the stack). */
+enum { SNN_ATTN_BSA_TRAIN_MAX_N = 1024 };
+
+/* BSA forward (attention/bsa_train.c), row i of P, with A = Q K^T (double sums) and
+ * s = 2^-shift:
+ *   normal (smooth = false): z_ij = floor(s A_ij);  m_i, r_i from snn_shiftmax_row on z;
+ *       P_ij = 2^(z_ij - m_i - r_i);  O = P V (double sums in j order). On ternary Q, K and
+ *       binary V, o equals snn_attn_bsa_head's output bit for bit and P its 2^e.
+ *   smooth (gradient checks only): z_ij = s A_ij without the floor; m_i and r_i are the
+ *       integers the normal mode would compute (from floor(s A_ij)); P_ij = 2^(z_ij - m_i - r_i)
+ *       (exp2 in double), so P is continuous in Q and K but no longer sums to ~1 exactly.
+ *   frozen_mr (either mode): m_i, r_i are read from mr instead of computed, so a finite
+ *       difference sees them as the constants the backward assumes.
+ *   p  [N * N] receives P (float, row-major), kept for the backward
+ *   mr [2 N]   int32 pairs (m_i, r_i) at mr[2 i], mr[2 i + 1]: written, or read if frozen_mr
+ * N <= SNN_ATTN_BSA_TRAIN_MAX_N; |floor(s A_ij)| < 2^30 is asserted (both modes). */
+void snn_attn_bsa_head_train(int N, int d, const float *q, const float *k, const float *v, int ld,
+                             int shift, snn_shiftmax_round mode, bool smooth, float *o, int ldo,
+                             float *p, int32_t *mr, bool frozen_mr);
+
+/* BSA backward with the straight-through rules of spec section 3 (floor is the identity, m_i
+ * and r_i are constants), at the forward's P:
+ *   dP = dO V^T,  dV += P^T dO,  dz = ln2 P (.) dP,  dA = 2^-shift dz,  dQ += dA K,  dK += dA^T Q.
+ * The same function serves both forward modes: it is the exact derivative of the smooth forward
+ * with frozen m, r.  dout [N, d] at row stride lddo;  scratch [N * N] (receives dA). */
+void snn_attn_bsa_head_backward(int N, int d, const float *q, const float *k, const float *v,
+                                int ld, int shift, const float *p, const float *dout, int lddo,
+                                float *dq, float *dk, float *dv, float *scratch);
 
 #endif

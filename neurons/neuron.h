@@ -81,4 +81,53 @@ float snn_surrogate_primitive(snn_surrogate_kind kind, float alpha, float x);
 /* dS/dH of the neuron: g'(H - th) for binary, g'(H - th) + g'(-H - th) for bipolar. */
 float snn_neuron_spike_grad(const snn_neuron_params *p, float h);
 
+/* ---- Training: multi-step forward and BPTT backward (neurons/bptt.c) ------------------------
+ *
+ * Layout: row t of every [T, *] buffer starts at t * ld; a call handles neurons [0, n) of every
+ * row (n <= ld), so threads can share one [T, ld] buffer by slices of neurons (pass the slice's
+ * base pointers). The membrane starts at snn_neuron_v_init(p). No allocation, no static state. */
+
+/* T timesteps of n neurons.
+ *   x [T, ld]  input current
+ *   s [T, ld]  output spikes as float
+ *   h [T, ld]  output pre-reset membrane H (kept for the backward); may be NULL
+ * smooth = false: exactly snn_neuron_step, T times (bit-identical spikes and membranes).
+ * smooth = true (finite-difference gradient checks only): with g = snn_surrogate_primitive,
+ *   binary  S = g(H - th)                       hard V = H (1 - S) + v_reset S;  soft V = H - th S
+ *   bipolar S = g(H - th) - g(-H - th), a = g(H - th) + g(-H - th)
+ *                                               hard V = H (1 - a) + v_reset a;  soft V = H - th S
+ * (charge unchanged). With detach_reset = false, snn_neuron_backward_seq_smooth is the exact
+ * derivative of this forward. */
+void snn_neuron_forward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld,
+                            const float *x, float *s, float *h, bool smooth);
+
+/* Exact BPTT of snn_neuron_forward_seq (smooth = false) with the surrogate gradient,
+ * methods.md 1.4, t = T-1 .. 0 (no gradient arrives on the final membrane):
+ *   psi   = g'(H - th)   (bipolar: g'(H - th) + g'(-H - th))
+ *   gamma = dV/dH: hard: detach 1 - |S|, else 1 - |S| + (v_reset - H) g'_s, with g'_s = psi for
+ *           binary, g'(H - th) - g'(-H - th) for bipolar;  soft: detach 1, else 1 - th psi
+ *   dH[t] = dS[t] psi + dH[t+1] (dH[t+1]/dV[t]) gamma,  dH[t+1]/dV[t] = 1 - 1/tau (LIF, PLIF;
+ *           both decay_input modes) or 1 (IF)
+ *   dX[t] = dH[t] / tau (LIF/PLIF with decay_input) or dH[t]
+ *   x, h, s [T, ld]  the forward's input, H and spikes
+ *   ds [T, ld]       gradient on S
+ *   dx [T, ld]       ACCUMULATES (+=) the gradient on X
+ *   dtau             if not NULL, ACCUMULATES dL/dtau summed over the n neurons and T steps (LIF
+ *                    and PLIF; IF adds nothing). dH/dtau = -(X - (V[t-1] - vr)) / tau^2 with
+ *                    decay_input, (V[t-1] - vr) / tau^2 without, vr = 0 for soft reset; V[t-1]
+ *                    is recomputed from H[t-1], S[t-1]. This is d/dtau: a PLIF parametrised as
+ *                    tau = 1 / sigmoid(w) (SpikingJelly) multiplies by dtau/dw = -tau (tau - 1).
+ * The recursion runs in float (SpikingJelly's CUDA kernel's float path); the dtau sum in double. */
+void snn_neuron_backward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld,
+                             const float *x, const float *h, const float *s, const float *ds,
+                             float *dx, float *dtau);
+
+/* The same recursion for a smooth = true forward: identical to snn_neuron_backward_seq except
+ * that a bipolar hard reset's reset amount |S| is the smooth a = g(H - th) + g(-H - th) (in
+ * gamma and in the recomputed V[t-1]), which cannot be read off S. With detach_reset = false it
+ * is the exact derivative of the smooth forward (gradient checks). */
+void snn_neuron_backward_seq_smooth(const snn_neuron_params *p, int T, size_t n, size_t ld,
+                                    const float *x, const float *h, const float *s,
+                                    const float *ds, float *dx, float *dtau);
+
 #endif

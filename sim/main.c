@@ -114,13 +114,6 @@ static int cmd_run(cli *c) {
         snn_config_free(&cfg);
         return EXIT_USAGE;
     }
-    if (cfg.train.epochs > 0) {
-        fprintf(stderr, "%s: error: train.epochs is %d but this build of spikesim only simulates "
-                "(training is not implemented yet); set train.epochs: 0\n",
-                c->configs[0], cfg.train.epochs);
-        snn_config_free(&cfg);
-        return EXIT_USAGE;
-    }
     snn_run_opts opts = {.out_path = c->output, .threads = c->threads, .dense = c->dense,
                          .progress = !c->quiet, .log = c->quiet ? NULL : stderr};
     snn_summary s;

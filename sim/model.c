@@ -157,16 +157,17 @@ int snn_model_find_pop(const snn_model *m, const char *name) {
 
 /* ---- initialisation ---------------------------------------------------------------------- */
 
-/* Truncated normal (|x| <= 2 std, Spikformer's trunc_normal_(std=0.02)) by rejection on
- * successive counters of the tensor's own stream: independent of thread count and of the
- * order tensors are initialised in. */
+/* trunc_normal_(std) as timm and Spikformer call it: bounds a = -2, b = 2 are absolute, so for
+ * std 0.02 this is a normal distribution in practice. Rejection sampling on successive
+ * counters of the tensor's own stream: independent of thread count and of the order tensors
+ * are initialised in. */
 static void init_trunc_normal(float *x, size_t n, double std, uint64_t seed, const char *name) {
     uint64_t stream = snn_rng_stream(name), counter = 0;
     for (size_t i = 0; i < n; i++) {
         double z;
-        do z = snn_rng_normal(seed, stream, counter++);
+        do z = snn_rng_normal(seed, stream, counter++) * std;
         while (fabs(z) > 2.0);
-        x[i] = (float)(z * std);
+        x[i] = (float)z;
     }
 }
 

@@ -36,9 +36,9 @@ typedef struct snn_linear {
     float *wt;           /* [in, out] folded weights, transposed */
     float *b;            /* [out] folded bias */
     /* parameter views (PyTorch layout) the folded copy is derived from */
-    const float *weight; /* [out, in] */
-    const float *bias;   /* [out] */
-    const float *bn_w, *bn_b, *bn_mean, *bn_var; /* [out] each, or NULL without BatchNorm */
+    float *weight;       /* [out, in] */
+    float *bias;         /* [out] */
+    float *bn_w, *bn_b, *bn_mean, *bn_var; /* [out] each, or NULL without BatchNorm */
     int layer;           /* index into the op table */
 } snn_linear;
 
@@ -82,8 +82,8 @@ typedef struct snn_model {
     char *names;             /* storage for tensor names */
 
     /* embedding: computed in double precision, once per sample for direct encoding */
-    const float *embed_w, *embed_b, *pos;                   /* [D, K], [D], [N, D] */
-    const float *embed_bn_w, *embed_bn_b, *embed_bn_mean, *embed_bn_var;
+    float *embed_w, *embed_b, *pos;                         /* [D, K], [D], [N, D] */
+    float *embed_bn_w, *embed_bn_b, *embed_bn_mean, *embed_bn_var;
     double *embed_wt;        /* [K, D] folded embedding (BN in double), transposed */
     double *embed_bias;      /* [D] */
     snn_linear embed_spk;    /* float folded embedding for spike (rate-coded) input */

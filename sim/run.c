@@ -10,6 +10,7 @@
 
 #include "sim/eval.h"
 #include "sim/model.h"
+#include "sim/train.h"
 
 int snn_run_load_data(const snn_config *cfg, snn_dataset *ds, snn_err *err) {
     if (cfg->data.source == SNN_DATA_SYNTHETIC) {
@@ -36,6 +37,43 @@ static void ensure_parent_dir(const char *path) {
     free(dir);
 }
 
+/* "runs/x.h5" -> "runs/x.<tag>.h5" */
+static char *sibling_path(const char *out, const char *tag) {
+    size_t n = strlen(out);
+    if (n > 3 && strcmp(out + n - 3, ".h5") == 0) n -= 3;
+    return snn_xasprintf("%.*s.%s.h5", (int)n, out, tag);
+}
+
+/* Trains on the training split (data.train_limit samples, val_fraction held out for model
+ * selection), writing <out>.last.h5 after every epoch and <out>.best.h5 at every new best. */
+static int train_model(const snn_config *cfg, snn_model *m, const snn_run_opts *opts, const char *out,
+                       snn_train_result *res, snn_err *err) {
+    snn_dataset all = {0}, train = {0}, val = {0};
+    snn_config tcfg = *cfg;
+    tcfg.data.split = "train";
+    tcfg.data.limit = cfg->data.train_limit;
+    tcfg.data.shuffle = false;
+    if (snn_run_load_data(&tcfg, &all, err) != SNN_OK) return SNN_ERR;
+    snn_train_split(&all, cfg->seed, cfg->train.val_fraction, &train, &val);
+    snn_dataset_free(&all);
+    char *last = sibling_path(out, "last"), *best = sibling_path(out, "best");
+    char *yaml = snn_config_to_yaml(cfg);
+    snn_train_opts to = {.last_path = last, .best_path = best, .config_yaml = yaml,
+                         .threads = opts->threads, .progress = opts->progress, .log = opts->log};
+    int rc = snn_train(m, &train, &val, &to, res, err);
+    if (rc == SNN_OK && opts->log)
+        fprintf(opts->log, "  trained %d epochs in %.0fs (%.0f samples/s); best validation accuracy "
+                "%.2f%% at epoch %d; checkpoints %s, %s\n",
+                res->n_history, res->seconds, res->samples_per_second,
+                100 * res->best_val_accuracy, res->best_epoch, best, last);
+    free(yaml);
+    free(last);
+    free(best);
+    snn_dataset_free(&train);
+    snn_dataset_free(&val);
+    return rc;
+}
+
 int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summary,
             bool *is_config_error, snn_err *err) {
     *is_config_error = false;
@@ -52,7 +90,8 @@ int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summar
     snn_eval ev = {0};
     char *yaml = NULL;
     int rc = SNN_ERR;
-    bool have_model = false, have_eval = false;
+    bool have_model = false, have_eval = false, have_train = false;
+    snn_train_result tres = {0};
 
     if (snn_h5_create(&h, out, cfg->output.compression, err) != SNN_OK) goto done;
     if (snn_run_load_data(cfg, &ds, err) != SNN_OK) goto done;
@@ -73,6 +112,14 @@ int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summar
                 "%zu parameters; %lld %s samples\n",
                 cfg->name, snn_attn_kind_name(cfg->model.attention.kind), m.T, m.N, m.D, m.heads,
                 m.L, snn_model_param_count(&m), (long long)ds.n, cfg->data.split);
+    if (cfg->train.epochs > 0) {
+        have_train = true; /* the result owns memory even when training fails */
+        if (train_model(cfg, &m, opts, out, &tres, err) != SNN_OK) goto done;
+    } else if (opts->log && !cfg->model.weights) {
+        fprintf(opts->log, "  note: model.weights is not set: simulating seeded random weights "
+                "(Spikformer init, std %g); expect little activity and chance accuracy\n",
+                (double)cfg->model.init_std);
+    }
 
     snn_eval_opts eo = {.n_record = cfg->record.samples, .record_v = cfg->record.membrane,
                         .dense = opts->dense, .threads = opts->threads, .progress = opts->progress};
@@ -80,6 +127,7 @@ int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summar
     have_eval = true;
     yaml = snn_config_to_yaml(cfg);
     if (snn_output_write(&h, &m, &ev, yaml, err) != SNN_OK) goto done;
+    if (have_train && snn_write_training_history(&h, tres.history, tres.n_history, err) != SNN_OK) goto done;
     if (snn_h5_commit(&h, err) != SNN_OK) goto done;
     snn_summarize(&m, &ev, summary);
     if (opts->log) {
@@ -96,6 +144,7 @@ int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summar
 done:
     if (rc != SNN_OK) snn_h5_abort(&h);
     if (have_eval) snn_eval_free(&ev, &m);
+    if (have_train) snn_train_result_free(&tres);
     if (have_model) snn_model_free(&m);
     snn_dataset_free(&ds);
     free(yaml);

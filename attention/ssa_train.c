@@ -1,0 +1,141 @@
+/*
+ * ssa_train.c: Spikformer's spiking self-attention for training, forward and backward, one head
+ * and one timestep (spec/model.md section 3 `ssa`, research/methods.md section 2.1).
+ *
+ *   A = Q K^T            scores [N, N], kept for the backward
+ *   O = scale * (A V)    scale = 0.125 in Spikformer
+ *
+ * Backward (O is trilinear in Q, K, V, so these are exact, not surrogate, gradients):
+ *   dV = scale A^T dO          dA = scale dO V^T          dQ = dA K          dK = dA^T Q
+ * The last two (and the A^T dO / dO V^T products) are shared with BSA's backward
+ * (attention/bsa_train.c) through snn_attn_wv_backward and snn_attn_qk_backward.
+ *
+ * Exactness. Every sum (over channels for A and dA, over keys or queries for A V, A^T dO,
+ * dA K, dA^T Q) is accumulated in double and rounded once to float. On 0/1 spikes A and A V are
+ * integers below 2^24, so o = scale * (float)(A V) is exactly what the inference kernel
+ * (attention/ssa.c) computes: one float multiply of an exact integer.
+ *
+ * Straight loops with contiguous inner dimensions (channels); channels are processed in blocks
+ * of CBLK with a double accumulator row on the stack, so there is no limit on d.
+ *
+ * Pure numerics: no I/O, no allocation, no static state.
+ */
+#include "attention/attention.h"
+
+#include "sim/util.h"
+
+/* Channels per block of double accumulators. */
+enum { CBLK = 64 };
+
+/* sum_c a[c] b[c] in double (products of floats are exact in double). */
+static inline double dot(const float *a, const float *b, int d) {
+    double acc = 0.0;
+    for (int c = 0; c < d; c++) acc += (double)a[c] * (double)b[c];
+    return acc;
+}
+
+void snn_attn_ssa_head_train(int N, int d, const float *q, const float *k, const float *v, int ld,
+                             float scale, float *o, int ldo, float *scores) {
+    if (N <= 0) return;
+    SNN_ASSERT(d >= 0);
+    /* A = Q K^T:  A_ij = sum_c q_ic k_jc */
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++)
+            scores[(long)i * N + j] = (float)dot(q + (long)i * ld, k + (long)j * ld, d);
+
+    /* O = scale * (A V):  o_ic = scale * sum_j A_ij v_jc (the sum rounded once, then scaled) */
+    for (int i = 0; i < N; i++) {
+        const float *ai = scores + (long)i * N;
+        for (int c0 = 0; c0 < d; c0 += CBLK) {
+            const int cn = d - c0 < CBLK ? d - c0 : CBLK;
+            double acc[CBLK];
+            for (int c = 0; c < cn; c++) acc[c] = 0.0;
+            for (int j = 0; j < N; j++) {
+                const double a = ai[j];
+                if (a == 0.0) continue;  /* adds of +-0 change nothing */
+                const float *vj = v + (long)j * ld + c0;
+                for (int c = 0; c < cn; c++) acc[c] += a * (double)vj[c];
+            }
+            float *oi = o + (long)i * ldo + c0;
+            for (int c = 0; c < cn; c++) oi[c] = scale * (float)acc[c];
+        }
+    }
+}
+
+void snn_attn_wv_backward(int N, int d, const float *w, double wscale, const float *v, int ld,
+                          const float *dout, int lddo, float *dv, float *dw) {
+    /* forward: o_ic = sum_j w_ij v_jc (times a constant)
+     * dV:  dv_jc += wscale sum_i w_ij do_ic */
+    for (int j = 0; j < N; j++) {
+        for (int c0 = 0; c0 < d; c0 += CBLK) {
+            const int cn = d - c0 < CBLK ? d - c0 : CBLK;
+            double acc[CBLK];
+            for (int c = 0; c < cn; c++) acc[c] = 0.0;
+            for (int i = 0; i < N; i++) {
+                const double wij = w[(long)i * N + j];
+                if (wij == 0.0) continue;
+                const float *doi = dout + (long)i * lddo + c0;
+                for (int c = 0; c < cn; c++) acc[c] += wij * (double)doi[c];
+            }
+            float *dvj = dv + (long)j * ld + c0;
+            for (int c = 0; c < cn; c++) dvj[c] += (float)(wscale * acc[c]);
+        }
+    }
+    /* dW:  dw_ij = sum_c do_ic v_jc */
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++)
+            dw[(long)i * N + j] = (float)dot(dout + (long)i * lddo, v + (long)j * ld, d);
+}
+
+void snn_attn_qk_backward(int N, int d, const float *q, const float *k, int ld, const float *da,
+                          float *dq, float *dk) {
+    /* forward: A_ij = sum_c q_ic k_jc
+     * dQ:  dq_ic += sum_j dA_ij k_jc */
+    for (int i = 0; i < N; i++) {
+        const float *dai = da + (long)i * N;
+        for (int c0 = 0; c0 < d; c0 += CBLK) {
+            const int cn = d - c0 < CBLK ? d - c0 : CBLK;
+            double acc[CBLK];
+            for (int c = 0; c < cn; c++) acc[c] = 0.0;
+            for (int j = 0; j < N; j++) {
+                const double g = dai[j];
+                if (g == 0.0) continue;
+                const float *kj = k + (long)j * ld + c0;
+                for (int c = 0; c < cn; c++) acc[c] += g * (double)kj[c];
+            }
+            float *dqi = dq + (long)i * ld + c0;
+            for (int c = 0; c < cn; c++) dqi[c] += (float)acc[c];
+        }
+    }
+    /* dK:  dk_jc += sum_i dA_ij q_ic */
+    for (int j = 0; j < N; j++) {
+        for (int c0 = 0; c0 < d; c0 += CBLK) {
+            const int cn = d - c0 < CBLK ? d - c0 : CBLK;
+            double acc[CBLK];
+            for (int c = 0; c < cn; c++) acc[c] = 0.0;
+            for (int i = 0; i < N; i++) {
+                const double g = da[(long)i * N + j];
+                if (g == 0.0) continue;
+                const float *qi = q + (long)i * ld + c0;
+                for (int c = 0; c < cn; c++) acc[c] += g * (double)qi[c];
+            }
+            float *dkj = dk + (long)j * ld + c0;
+            for (int c = 0; c < cn; c++) dkj[c] += (float)acc[c];
+        }
+    }
+}
+
+void snn_attn_ssa_head_backward(int N, int d, const float *q, const float *k, const float *v,
+                                int ld, float scale, const float *scores, const float *dout,
+                                int lddo, float *dq, float *dk, float *dv, float *scratch) {
+    if (N <= 0) return;
+    SNN_ASSERT(d >= 0);
+    /* forward: o = scale * (A V)
+     *   dV += scale A^T dO;  scratch = dO V^T */
+    snn_attn_wv_backward(N, d, scores, (double)scale, v, ld, dout, lddo, dv, scratch);
+    /*   dA = scale dO V^T */
+    for (long t = 0; t < (long)N * N; t++) scratch[t] = (float)((double)scale * scratch[t]);
+    /* forward: A = Q K^T
+     *   dQ += dA K;  dK += dA^T Q */
+    snn_attn_qk_backward(N, d, q, k, ld, scratch, dq, dk);
+}

@@ -1,0 +1,396 @@
+/*
+ * fit.c: the training loop around snn_trainer (train.h): epochs of seeded minibatches, AdamW
+ * with a warm-up + cosine schedule, gradient clipping, validation with the event-driven engine
+ * after every epoch, best/last checkpoints, and exact resume.
+ *
+ * Reproducibility: the order of epoch e is a Fisher-Yates permutation drawn from the
+ * counter-based generator keyed by (seed, "epoch", e), so a run resumed at an epoch boundary
+ * sees exactly the batches an uninterrupted run sees. Checkpoints hold everything else the
+ * continuation needs: parameters (BN running statistics included), AdamW moments and step,
+ * the history and the best parameters so far.
+ *
+ * Checkpoint file (HDF5; also loadable by model.weights since /parameters is the model):
+ *   /parameters/<name>          float32, spec section 4
+ *   /config                     resolved YAML
+ *   /optimizer/m, /optimizer/v  float32 [n_params] AdamW moments (parameter-arena order)
+ *   /training/state             int64 [3]: epochs done, optimizer steps, best epoch
+ *   /training/best_val_accuracy float64 [1]
+ *   /training/best_parameters   float32 [n_params]
+ *   /training/history/<column>  [epochs done]: epoch, train_loss, train_accuracy, val_accuracy,
+ *                               lr, seconds
+ */
+#include "sim/train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "sim/eval.h"
+#include "sim/h5io.h"
+#include "sim/optim.h"
+#include "sim/rng.h"
+
+#define TRY(x)                                                                                  \
+    do {                                                                                        \
+        if ((x) != SNN_OK) return SNN_ERR;                                                      \
+    } while (0)
+
+/* ---- data -------------------------------------------------------------------------------- */
+
+static void permutation(int64_t *perm, int64_t n, uint64_t seed, uint64_t stream, uint64_t key) {
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(snn_rng_u64(seed, stream ^ key, (uint64_t)i) % (uint64_t)(i + 1));
+        int64_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+static void subset(const snn_dataset *all, const int64_t *idx, int64_t n, snn_dataset *out) {
+    const size_t pix = (size_t)all->channels * all->height * all->width;
+    memset(out, 0, sizeof *out);
+    out->n = n;
+    out->channels = all->channels;
+    out->height = all->height;
+    out->width = all->width;
+    out->classes = all->classes;
+    out->pixels = snn_xmalloc((size_t)n * pix + 1);
+    out->labels = snn_xmalloc((size_t)n + 1);
+    out->index = snn_xmalloc((size_t)n * sizeof *out->index + 1);
+    for (int64_t i = 0; i < n; i++) {
+        memcpy(out->pixels + (size_t)i * pix, all->pixels + (size_t)idx[i] * pix, pix);
+        out->labels[i] = all->labels[idx[i]];
+        out->index[i] = all->index[idx[i]];
+    }
+}
+
+static int cmp_i64(const void *x, const void *y) {
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return (a > b) - (a < b);
+}
+
+void snn_train_split(const snn_dataset *all, uint64_t seed, double val_fraction, snn_dataset *train,
+                     snn_dataset *val) {
+    int64_t *perm = snn_xmalloc((size_t)all->n * sizeof *perm + 1);
+    permutation(perm, all->n, seed, snn_rng_stream("validation split"), 0);
+    int64_t n_val = (int64_t)llround(val_fraction * (double)all->n);
+    if (n_val >= all->n) n_val = all->n - 1;
+    /* Keep both halves in file order: easier to reason about, same information. */
+    int64_t n_train = all->n - n_val;
+    int64_t *a = perm, *b = perm + n_train;
+    qsort(a, (size_t)n_train, sizeof *a, cmp_i64);
+    qsort(b, (size_t)n_val, sizeof *b, cmp_i64);
+    subset(all, a, n_train, train);
+    subset(all, b, n_val, val);
+    free(perm);
+}
+
+
+/* ---- checkpoints ------------------------------------------------------------------------- */
+
+typedef struct fit_state {
+    int epochs_done;
+    int64_t step;
+    int best_epoch;
+    double best_val;
+    float *best_params;          /* [n_params] */
+    snn_history_row *history;    /* [epochs] */
+    snn_adamw opt;
+} fit_state;
+
+static int write_history(snn_h5 *h, const char *group, const snn_history_row *rows, int n,
+                         snn_err *err) {
+    double *col = snn_xmalloc(((size_t)n + 1) * sizeof *col);
+    int32_t *ep = snn_xmalloc(((size_t)n + 1) * sizeof *ep);
+    uint64_t dims[1] = {(uint64_t)n};
+    char path[160];
+    int rc = snn_h5_group(h, group, err);
+    const char *axes[1] = {"epoch"};
+    if (rc == SNN_OK) rc = snn_h5_attr_str(h, group, "NX_class", "NXdata", err);
+    if (rc == SNN_OK) rc = snn_h5_attr_str(h, group, "signal", "val_accuracy", err);
+    if (rc == SNN_OK) rc = snn_h5_attr_str_array(h, group, "axes", 1, axes, err);
+    for (int i = 0; i < n; i++) ep[i] = rows[i].epoch;
+    snprintf(path, sizeof path, "%s/epoch", group);
+    if (rc == SNN_OK) rc = snn_h5_write(h, path, SNN_H5_I32, 1, dims, ep, err);
+    if (rc == SNN_OK) rc = snn_h5_attr_str(h, path, "units", "epoch", err);
+    static const char *const names[5] = {"train_loss", "train_accuracy", "val_accuracy", "lr", "seconds"};
+    static const char *const units[5] = {"nats", "fraction", "fraction", "1", "s"};
+    for (int c = 0; c < 5 && rc == SNN_OK; c++) {
+        for (int i = 0; i < n; i++) {
+            const snn_history_row *r = &rows[i];
+            const double v[5] = {r->train_loss, r->train_accuracy, r->val_accuracy, r->lr, r->seconds};
+            col[i] = v[c];
+        }
+        snprintf(path, sizeof path, "%s/%s", group, names[c]);
+        rc = snn_h5_write(h, path, SNN_H5_F64, 1, dims, col, err);
+        if (rc == SNN_OK) rc = snn_h5_attr_str(h, path, "units", units[c], err);
+    }
+    free(col);
+    free(ep);
+    return rc;
+}
+
+int snn_write_training_history(snn_h5 *h, const snn_history_row *rows, int n, snn_err *err) {
+    return write_history(h, "/training/history", rows, n, err);
+}
+
+static int save_checkpoint(const char *path, const snn_model *m, const fit_state *s,
+                           const char *yaml, int compression, snn_err *err) {
+    snn_h5 h = {0};
+    TRY(snn_h5_create(&h, path, compression, err));
+    const uint64_t np[1] = {(uint64_t)m->n_params}, d3[1] = {3}, d1[1] = {1};
+    const int64_t state[3] = {s->epochs_done, s->step, s->best_epoch};
+    int rc = snn_h5_write_parameters(&h, m->tensors, m->n_tensors, err);
+    if (rc == SNN_OK && yaml) rc = snn_h5_write_text(&h, "/config", yaml, err);
+    if (rc == SNN_OK) rc = snn_h5_write(&h, "/optimizer/m", SNN_H5_F32, 1, np, s->opt.m, err);
+    if (rc == SNN_OK) rc = snn_h5_write(&h, "/optimizer/v", SNN_H5_F32, 1, np, s->opt.v, err);
+    if (rc == SNN_OK) rc = snn_h5_write(&h, "/training/state", SNN_H5_I64, 1, d3, state, err);
+    if (rc == SNN_OK) rc = snn_h5_write(&h, "/training/best_val_accuracy", SNN_H5_F64, 1, d1, &s->best_val, err);
+    if (rc == SNN_OK) rc = snn_h5_write(&h, "/training/best_parameters", SNN_H5_F32, 1, np, s->best_params, err);
+    if (rc == SNN_OK) rc = write_history(&h, "/training/history", s->history, s->epochs_done, err);
+    if (rc == SNN_OK) rc = snn_h5_commit(&h, err);
+    if (rc != SNN_OK) snn_h5_abort(&h);
+    return rc;
+}
+
+static int read_exact(const char *path, const char *obj, snn_h5_type type, uint64_t n, void *dst,
+                      size_t elem, snn_err *err) {
+    int rank;
+    uint64_t dims[4];
+    void *data = NULL;
+    TRY(snn_h5_read(path, obj, type, &rank, dims, &data, err));
+    uint64_t count = 1;
+    for (int i = 0; i < rank; i++) count *= dims[i];
+    if (count != n) {
+        free(data);
+        return snn_err_set(err, "%s: %s holds %llu values, expected %llu (a checkpoint of another model?)",
+                           path, obj, (unsigned long long)count, (unsigned long long)n);
+    }
+    memcpy(dst, data, (size_t)n * elem);
+    free(data);
+    return SNN_OK;
+}
+
+static int load_checkpoint(const char *path, snn_model *m, fit_state *s, int max_epochs, snn_err *err) {
+    TRY(snn_h5_read_parameters(path, m->tensors, m->n_tensors, err));
+    const uint64_t np = m->n_params;
+    int64_t state[3];
+    TRY(read_exact(path, "/optimizer/m", SNN_H5_F32, np, s->opt.m, sizeof(float), err));
+    TRY(read_exact(path, "/optimizer/v", SNN_H5_F32, np, s->opt.v, sizeof(float), err));
+    TRY(read_exact(path, "/training/state", SNN_H5_I64, 3, state, sizeof(int64_t), err));
+    TRY(read_exact(path, "/training/best_val_accuracy", SNN_H5_F64, 1, &s->best_val, sizeof(double), err));
+    TRY(read_exact(path, "/training/best_parameters", SNN_H5_F32, np, s->best_params, sizeof(float), err));
+    if (state[0] < 0 || state[0] > max_epochs)
+        return snn_err_set(err, "%s: checkpoint has %lld epochs done, train.epochs is %d", path,
+                           (long long)state[0], max_epochs);
+    s->epochs_done = (int)state[0];
+    s->step = state[1];
+    s->best_epoch = (int)state[2];
+    s->opt.step = state[1];
+    static const char *const names[6] = {"epoch", "train_loss", "train_accuracy", "val_accuracy", "lr", "seconds"};
+    for (int c = 0; c < 6 && s->epochs_done > 0; c++) {
+        char obj[96];
+        snprintf(obj, sizeof obj, "/training/history/%s", names[c]);
+        double *col = snn_xmalloc((size_t)s->epochs_done * sizeof *col);
+        if (read_exact(path, obj, SNN_H5_F64, (uint64_t)s->epochs_done, col, sizeof *col, err) != SNN_OK) {
+            free(col);
+            return SNN_ERR;
+        }
+        for (int i = 0; i < s->epochs_done; i++) {
+            snn_history_row *r = &s->history[i];
+            double *f[6] = {NULL, &r->train_loss, &r->train_accuracy, &r->val_accuracy, &r->lr, &r->seconds};
+            if (c == 0) r->epoch = (int)col[i];
+            else *f[c] = col[i];
+        }
+        free(col);
+    }
+    return SNN_OK;
+}
+
+/* ---- progress ---------------------------------------------------------------------------- */
+
+static void progress(const snn_train_opts *o, int epoch, int epochs, int64_t step, int64_t steps,
+                     double loss, double rate, double eta, bool final) {
+    if (!o->progress) return;
+    static double last = 0; /* only the training thread prints */
+    bool tty = isatty(STDERR_FILENO);
+    double now = snn_now();
+    if (tty) {
+        if (!final && now - last < 0.2) return;
+        last = now;
+        fprintf(stderr, "\r  epoch %d/%d  step %lld/%lld  loss %.4f  %.0f samples/s  ETA %.0fs   ",
+                epoch, epochs, (long long)step, (long long)steps, loss, rate, eta);
+        if (final) fputc('\n', stderr);
+    } else if (final) {
+        fprintf(stderr, "  epoch %d/%d  loss %.4f  %.0f samples/s  ETA %.0fs\n", epoch, epochs, loss,
+                rate, eta);
+    }
+}
+
+/* ---- loop -------------------------------------------------------------------------------- */
+
+/* Weight decay applies to Linear weights only (not biases, BatchNorm or pos), as in the
+ * PyTorch reference. */
+static uint8_t *decay_mask(const snn_model *m) {
+    uint8_t *mask = snn_xcalloc(m->n_params, 1);
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const snn_tensor *t = &m->tensors[i];
+        size_t len = strlen(t->name), n = 1;
+        for (int r = 0; r < t->rank; r++) n *= (size_t)t->dims[r];
+        bool weight = t->rank == 2 && len > 7 && strcmp(t->name + len - 7, ".weight") == 0;
+        if (weight) memset(mask + (t->data - m->params), 1, n);
+    }
+    return mask;
+}
+
+int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
+              const snn_train_opts *opts, snn_train_result *res, snn_err *err) {
+    const snn_config *cfg = m->cfg;
+    memset(res, 0, sizeof *res);
+    const int B = cfg->train.batch_size, epochs = cfg->train.epochs;
+    if (train->n < B)
+        return snn_err_set(err, "training set has %lld samples, fewer than train.batch_size (%d)",
+                           (long long)train->n, B);
+    const int64_t steps_per_epoch = train->n / B, total = steps_per_epoch * epochs;
+    const int64_t warmup = llround(cfg->train.warmup_epochs * (double)steps_per_epoch);
+    const size_t pix = (size_t)train->channels * train->height * train->width;
+
+    snn_trainer *tr = snn_trainer_new(m, B, false);
+    fit_state s = {0};
+    s.best_epoch = -1;
+    s.best_val = -1.0;
+    s.best_params = snn_xmalloc(m->n_params * sizeof(float));
+    memcpy(s.best_params, m->params, m->n_params * sizeof(float));
+    s.history = snn_xcalloc((size_t)epochs + 1, sizeof *s.history);
+    snn_adamw_init(&s.opt, m->n_params, cfg->train.weight_decay);
+    uint8_t *mask = decay_mask(m);
+    uint8_t *images = snn_xmalloc((size_t)B * pix);
+    int64_t *fidx = snn_xmalloc((size_t)B * sizeof *fidx);
+    int32_t *labels = snn_xmalloc((size_t)B * sizeof *labels);
+    int64_t *perm = snn_xmalloc((size_t)train->n * sizeof *perm);
+    int rc = SNN_OK;
+
+    if (cfg->train.resume) {
+        rc = load_checkpoint(cfg->train.resume, m, &s, epochs, err);
+        if (rc != SNN_OK) goto done;
+        if (opts->log)
+            fprintf(opts->log, "  resuming from %s after epoch %d (step %lld)\n", cfg->train.resume,
+                    s.epochs_done, (long long)s.step);
+    }
+    if (opts->log)
+        fprintf(opts->log, "  training: %lld train / %lld validation samples, batch %d, %d epochs "
+                "(%lld steps), %.1f MiB of training buffers\n",
+                (long long)train->n, (long long)val->n, B, epochs, (long long)total,
+                (double)snn_trainer_bytes(tr) / 1048576.0);
+
+    res->n_first_losses = 0;
+    res->first_losses = snn_xcalloc(16, sizeof(float));
+    const double t_start = snn_now();
+    int64_t samples_done = 0;
+    for (int e = s.epochs_done; e < epochs; e++) {
+        const double t_epoch = snn_now();
+        permutation(perm, train->n, cfg->seed, snn_rng_stream("epoch"), (uint64_t)e);
+        double loss_sum = 0.0;
+        int64_t correct = 0, seen = 0;
+        double lr = 0.0;
+        for (int64_t st = 0; st < steps_per_epoch; st++) {
+            for (int b = 0; b < B; b++) {
+                const int64_t i = perm[st * B + b];
+                memcpy(images + (size_t)b * pix, train->pixels + (size_t)i * pix, pix);
+                fidx[b] = train->index[i];
+                labels[b] = train->labels[i];
+            }
+            snn_trainer_zero_grads(tr);
+            int ok = 0;
+            float loss = snn_trainer_step(tr, images, fidx, labels, B, true, true, &ok);
+            if (!isfinite(loss)) {
+                rc = snn_err_set(err, "training diverged: loss is %g at epoch %d, step %lld", (double)loss,
+                                 e + 1, (long long)st);
+                goto done;
+            }
+            float *g = snn_trainer_grads(tr);
+            if (cfg->train.grad_clip > 0) snn_clip_grad_norm(g, m->n_params, cfg->train.grad_clip);
+            lr = snn_lr_cosine(s.step, total, warmup, cfg->train.lr, 0.0f);
+            snn_adamw_step(&s.opt, m->params, g, mask, (float)lr);
+            s.step++;
+            if (res->n_first_losses < 16) res->first_losses[res->n_first_losses++] = loss;
+            loss_sum += loss;
+            correct += ok;
+            seen += B;
+            samples_done += B;
+            double el = snn_now() - t_start, rate = (double)samples_done / el;
+            double eta = rate > 0 ? (double)((total - s.step) * B) / rate : 0;
+            progress(opts, e + 1, epochs, st + 1, steps_per_epoch, loss_sum / (double)(st + 1), rate, eta, false);
+            if (opts->max_steps && s.step >= opts->max_steps) break;
+        }
+        /* Validate with the event-driven engine on the folded weights. */
+        snn_model_fold(m);
+        snn_eval ev;
+        snn_eval_opts eo = {.threads = opts->threads};
+        snn_evaluate(m, val, &eo, &ev);
+        double val_acc = ev.n ? (double)ev.correct / (double)ev.n : 0.0;
+        snn_eval_free(&ev, m);
+        snn_history_row *row = &s.history[e];
+        row->epoch = e + 1;
+        row->train_loss = loss_sum / (double)(seen / B ? seen / B : 1);
+        row->train_accuracy = seen ? (double)correct / (double)seen : 0.0;
+        row->val_accuracy = val_acc;
+        row->lr = lr;
+        row->seconds = snn_now() - t_epoch;
+        s.epochs_done = e + 1;
+        progress(opts, e + 1, epochs, steps_per_epoch, steps_per_epoch, row->train_loss,
+                 (double)samples_done / (snn_now() - t_start), 0, true);
+        if (opts->log)
+            fprintf(opts->log, "  epoch %d: train loss %.4f, train accuracy %.2f%%, validation accuracy "
+                    "%.2f%%, lr %.2e, %.0fs\n", e + 1, row->train_loss, 100 * row->train_accuracy,
+                    100 * val_acc, lr, row->seconds);
+        if (val_acc > s.best_val) {
+            s.best_val = val_acc;
+            s.best_epoch = e + 1;
+            memcpy(s.best_params, m->params, m->n_params * sizeof(float));
+            if (opts->best_path &&
+                (rc = save_checkpoint(opts->best_path, m, &s, opts->config_yaml, cfg->output.compression, err)) != SNN_OK)
+                goto done;
+        }
+        if (opts->last_path &&
+            (rc = save_checkpoint(opts->last_path, m, &s, opts->config_yaml, cfg->output.compression, err)) != SNN_OK)
+            goto done;
+        if (opts->max_steps && s.step >= opts->max_steps) break;
+    }
+    res->seconds = snn_now() - t_start;
+    res->samples_per_second = res->seconds > 0 ? (double)samples_done / res->seconds : 0.0;
+    /* Leave the best parameters in the model. */
+    if (s.best_epoch > 0) memcpy(m->params, s.best_params, m->n_params * sizeof(float));
+    snn_model_fold(m);
+    res->best_epoch = s.best_epoch;
+    res->best_val_accuracy = s.best_val;
+    res->history = s.history;
+    res->n_history = s.epochs_done;
+    res->best_params = s.best_params;
+    s.history = NULL;
+    s.best_params = NULL;
+done:
+    free(s.history);
+    free(s.best_params);
+    snn_adamw_free(&s.opt);
+    free(mask);
+    free(images);
+    free(fidx);
+    free(labels);
+    free(perm);
+    snn_trainer_free(tr);
+    return rc;
+}
+
+void snn_train_result_free(snn_train_result *res) {
+    free(res->history);
+    free(res->best_params);
+    free(res->first_losses);
+    memset(res, 0, sizeof *res);
+}

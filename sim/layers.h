@@ -1,0 +1,122 @@
+/*
+ * layers.h: dense training layers (forward and backward) for the C trainer.
+ *
+ * Implements: linear, BatchNorm1d (training and eval mode), mean pool over (T, N), and
+ * cross-entropy with label smoothing, each matching the PyTorch op named at its declaration.
+ *
+ * Conventions (llm.c kernels, research/style.md 1.1 and 3.8):
+ *   - row-major everywhere; M is the number of rows (T*B*N for token layers);
+ *   - arguments are outputs, then inputs, then sizes;
+ *   - forward functions write every element of their outputs;
+ *   - backward functions ACCUMULATE (+=) into every gradient they produce, so one zeroing of
+ *     the gradient arena per step suffices;
+ *   - nothing here allocates, prints or touches files: the caller provides every buffer;
+ *   - shape mismatches and out-of-range labels are programmer errors (SNN_ASSERT aborts).
+ *
+ * Determinism: every result is byte-identical for any OpenMP thread count (and with OMP=0).
+ * Work is split into chunks whose boundaries depend only on the sizes, never on the thread
+ * count, and every reduction runs in a fixed order inside one chunk:
+ *   - linear: one cblas_sgemm per fixed chunk (row chunks of SNN_LINEAR_ROW_CHUNK for y and dx,
+ *     output-feature chunks of SNN_LINEAR_COL_CHUNK for dw), run inside our own OpenMP loop
+ *     with OpenBLAS pinned to one thread. What we rely on: the same BLAS call on the same
+ *     arguments (same pointers, same sizes) returns the same bits whichever thread makes it;
+ *     this holds for OpenBLAS run single-threaded. The bias gradient does not use BLAS: column
+ *     sums in double, rows in order.
+ *   - BatchNorm statistics and parameter gradients: per channel, in double, rows in order.
+ * Small problems (under 32768 elements or multiply-adds) run on the calling thread alone, over
+ * the same chunks.
+ * The kernels that call BLAS call snn_layers_init() themselves (cheap after the first time), so
+ * OpenBLAS's own thread count is always 1 while they run. NOTE: that is a process-wide setting:
+ * code elsewhere that wants threaded OpenBLAS must set it back itself.
+ */
+#ifndef SNN_LAYERS_H
+#define SNN_LAYERS_H
+
+#include <stdint.h>
+
+/* Fixed work decomposition of the linear layer (see above). Changing these changes the bits
+ * of the results (not their accuracy); the thread count never does. */
+#define SNN_LINEAR_ROW_CHUNK 256
+#define SNN_LINEAR_COL_CHUNK 16
+
+/* Pins OpenBLAS to one thread (openblas_set_num_threads(1)), so BLAS can be called from our
+ * OpenMP threads without oversubscription and with a fixed result. Idempotent. The linear
+ * kernels call it too; if they are themselves called from inside a parallel region, call this
+ * once before that region (setting the BLAS thread count is not thread-safe). */
+void snn_layers_init(void);
+
+/* ---- linear (torch.nn.functional.linear) ----------------------------------------------- */
+
+/* y = x w^T + b.
+ *   y [M, out]   x [M, in]   w [out, in] (PyTorch layout)   b [out] or NULL (no bias) */
+void snn_linear_fwd(float *y, const float *x, const float *w, const float *b, int M, int in,
+                    int out);
+
+/* Backward of y = x w^T + b; accumulates:
+ *   dx [M, in]   += dy w          (dx may be NULL: input gradient not needed)
+ *   dw [out, in] += dy^T x
+ *   db [out]     += sum over rows of dy   (db may be NULL when the layer has no bias)
+ *   dy [M, out], x [M, in], w [out, in] (w may be NULL when dx is NULL) */
+void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
+                    const float *w, int M, int in, int out);
+
+/* ---- BatchNorm1d over features (F.batch_norm) --------------------------------------------- */
+
+/* Training mode: statistics over the M rows (the (T, B, N) axes flattened), per channel c.
+ *   mean[c] = sum_m x[m,c] / M;  var[c] = sum_m (x[m,c] - mean[c])^2 / M   (biased)
+ *   rstd[c] = 1 / sqrt(var[c] + eps);  xhat = (x - mean) * rstd;  y = gamma * xhat + beta
+ *   running_mean = (1 - momentum) running_mean + momentum mean
+ *   running_var  = (1 - momentum) running_var  + momentum var * M / (M - 1)   (unbiased)
+ * exactly PyTorch's rule (momentum 0.1, eps 1e-5 in spikesim). Statistics in double, two
+ * passes, rows in order. Requires M >= 2 (PyTorch refuses M == 1 in training too).
+ *   y, xhat, x [M, C]   mean, rstd [C] (batch statistics, outputs; kept for the backward)
+ *   gamma, beta [C]     running_mean, running_var [C], updated in place; both NULL = do not
+ *                       track (e.g. for gradient checks) */
+void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,
+                      const float *gamma, const float *beta, float *running_mean,
+                      float *running_var, int M, int C, float momentum, float eps);
+
+/* Backward of the training-mode forward (batch statistics depend on x); accumulates:
+ *   dbeta[c]  += sum_m dy[m,c]
+ *   dgamma[c] += sum_m dy[m,c] xhat[m,c]
+ *   dx[m,c]   += gamma[c] rstd[c] (dy[m,c] - dbeta_c / M - xhat[m,c] dgamma_c / M)
+ * (dbeta_c, dgamma_c: this call's sums). dx may be NULL.
+ *   dx, dy, xhat [M, C]   dgamma, dbeta, rstd, gamma [C] */
+void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *xhat,
+                      const float *rstd, const float *gamma, int M, int C);
+
+/* Eval mode with running statistics:
+ *   y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta   (in double, rounded once)
+ *   y, x [M, C]   gamma, beta, running_mean, running_var [C] */
+void snn_bn_eval_fwd(float *y, const float *x, const float *gamma, const float *beta,
+                     const float *running_mean, const float *running_var, int M, int C,
+                     float eps);
+
+/* ---- mean pool over (t, n): the head's input ------------------------------------------- */
+
+/* y[b,d] = 1/(T N) sum_t sum_n x[t,b,n,d]   (sum in double, t then n; rounded once)
+ *   y [B, D]   x [T, B, N, D] */
+void snn_meanpool_fwd(float *y, const float *x, int T, int B, int N, int D);
+
+/* dx[t,b,n,d] += dy[b,d] / (T N)
+ *   dx [T, B, N, D]   dy [B, D] */
+void snn_meanpool_bwd(float *dx, const float *dy, int T, int B, int N, int D);
+
+/* ---- cross-entropy with label smoothing (F.cross_entropy, reduction 'mean') -------------- */
+
+/* With p = softmax(logits[b]) and e = smoothing:
+ *   loss_b = (1 - e) (-log p[b, y_b]) + e / C sum_c (-log p[b, c])
+ *   returns sum_b loss_b / B.
+ * log-softmax by log-sum-exp with max subtraction, in double.
+ *   probs [B, C] (output, softmax, kept for the backward)   logits [B, C]
+ *   labels [B] in [0, C)   0 <= smoothing < 1 */
+float snn_cross_entropy_fwd(float *probs, const float *logits, const int32_t *labels, int B,
+                            int C, float smoothing);
+
+/* dlogits[b,c] += scale / B * (p[b,c] - (1 - e) [c == y_b] - e / C)
+ * where scale is d(final loss)/d(this mean loss), usually 1.
+ *   dlogits, probs [B, C]   labels [B] */
+void snn_cross_entropy_bwd(float *dlogits, const float *probs, const int32_t *labels, int B,
+                           int C, float smoothing, float scale);
+
+#endif

@@ -1,0 +1,482 @@
+/*
+ * train.c: BPTT training of the spiking transformer (train.h).
+ *
+ * Forward, per minibatch, every layer over all T timesteps at once; rows of every token tensor
+ * are ordered (t, b, n), M = T * B * N:
+ *
+ *     U0 = BN_embed(patches @ embed^T + b) + pos          patches repeated over t (direct)
+ *     block: S = lif_in(U); Q, K, V = N(BN(Linear(S))); A = attn_lif(kernel(Q, K, V))
+ *            U = U + BN_o(o(A)); U = U + BN_fc2(fc2(hidden_lif(BN_fc1(fc1(mlp.lif_in(U))))))
+ *     logits = meanpool_{t,n}(head_lif(U)) @ head^T + b;  loss = CE(logits, labels, smoothing)
+ *
+ * Backward walks the same list in reverse. Every backward ACCUMULATES (+=) into its input
+ * gradient, so the residual stream's gradient d_u simply collects the contributions of both
+ * paths. Neurons: snn_neuron_backward_seq (methods.md 1.4); attention: the straight-through
+ * rules of the spec (attention/ssa_train.c, bsa_train.c); linear and BatchNorm: sim/layers.c (BLAS).
+ *
+ * Parallelism: BLAS for the products; OpenMP over neuron slices, over (t, b, head) for
+ * attention, over channels for BatchNorm. Each thread owns what it writes and every reduction
+ * runs in a fixed order, so losses are identical for any thread count.
+ */
+#include "sim/train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "attention/attention.h"
+#include "neurons/neuron.h"
+#include "sim/eval.h"
+#include "sim/layers.h"
+#include "sim/optim.h"
+#include "sim/rng.h"
+
+typedef struct lin_act {       /* a Linear followed by BatchNorm in training mode */
+    float *xhat;               /* [M, out] normalised BN input */
+    float *mean, *rstd;        /* [out] batch statistics */
+    float *z;                  /* [M, out] BN output */
+} lin_act;
+
+typedef struct pop_act {
+    float *h, *s;              /* [T, B*N*width] pre-reset membrane and spikes */
+} pop_act;
+
+typedef struct block_act {
+    float *u_in;               /* [M, D] stream entering the block */
+    pop_act in;                /* lif_in */
+    lin_act q, k, v;
+    pop_act pq, pk, pv;
+    float *o;                  /* [M, D] attention output */
+    float *att;                /* [T, B, h, N, N] ssa scores or bsa P */
+    int32_t *mr;               /* [T, B, h, 2N] bsa row max and normaliser */
+    pop_act pa;                /* attn_lif */
+    lin_act proj;              /* o and o_bn */
+    float *u_mid;              /* [M, D] after the attention residual */
+    pop_act pm;                /* mlp.lif_in */
+    lin_act fc1;
+    pop_act ph;                /* hidden_lif */
+    lin_act fc2;
+    float *u_out;              /* [M, D] after the MLP residual */
+} block_act;
+
+struct snn_trainer {
+    snn_model *m;
+    int Bmax, B, T, N, D, Hd, K, C;
+    bool smooth;
+    float *arena;              /* every float buffer below */
+    size_t arena_floats;
+    int32_t *iarena;
+    size_t iarena_ints;
+
+    float *patches;            /* [M, K] */
+    lin_act embed;             /* embed and embed_bn */
+    float *u0;                 /* [M, D] */
+    block_act *blocks;         /* [L] */
+    pop_act head;              /* head_lif over [M, D] */
+    float *pooled;             /* [B, D] */
+    float *logits, *probs;     /* [B, C] */
+    int32_t *labels;           /* [B] */
+
+    float *y;                  /* [M, Wmax] linear output (forward scratch) */
+    float *d_u;                /* [M, D] gradient of the stream */
+    float *d_s;                /* [M, Wmax] gradient on spikes */
+    float *d_x;                /* [M, Wmax] gradient on neuron inputs */
+    float *d_y;                /* [M, Wmax] gradient on linear outputs */
+    float *d_o, *d_q, *d_k, *d_v; /* [M, D] */
+    float *d_pooled;           /* [B, D] */
+    float *d_logits;           /* [B, C] */
+    float *att_scratch;        /* [threads, N*N] */
+    int n_threads;
+
+    float *grads;              /* [n_params], laid out like the parameter arena */
+};
+
+/* ---- planning ---------------------------------------------------------------------------- */
+
+typedef struct planner {
+    size_t floats, ints;
+    bool place;
+    float *fbase;
+    int32_t *ibase;
+} planner;
+
+static float *take(planner *p, size_t n) {
+    n = (n + 15) / 16 * 16; /* keep every buffer 64-byte aligned */
+    float *r = p->place ? p->fbase + p->floats : NULL;
+    p->floats += n;
+    return r;
+}
+
+static int32_t *take_i(planner *p, size_t n) {
+    n = (n + 15) / 16 * 16;
+    int32_t *r = p->place ? p->ibase + p->ints : NULL;
+    p->ints += n;
+    return r;
+}
+
+static void plan_lin(planner *p, lin_act *a, size_t M, size_t out) {
+    a->xhat = take(p, M * out);
+    a->z = take(p, M * out);
+    a->mean = take(p, out);
+    a->rstd = take(p, out);
+}
+
+static void plan_pop(planner *p, pop_act *a, size_t M, size_t width) {
+    a->h = take(p, M * width);
+    a->s = take(p, M * width);
+}
+
+static void plan(snn_trainer *tr, planner *p) {
+    const size_t M = (size_t)tr->T * tr->Bmax * tr->N, D = tr->D, Hd = tr->Hd;
+    const size_t W = Hd > D ? Hd : D;
+    const size_t att = (size_t)tr->T * tr->Bmax * tr->m->heads * tr->N * tr->N;
+    tr->patches = take(p, M * tr->K);
+    plan_lin(p, &tr->embed, M, D);
+    tr->u0 = take(p, M * D);
+    for (int l = 0; l < tr->m->L; l++) {
+        block_act *b = &tr->blocks[l];
+        b->u_in = l == 0 ? tr->u0 : tr->blocks[l - 1].u_out;
+        plan_pop(p, &b->in, M, D);
+        plan_lin(p, &b->q, M, D);
+        plan_lin(p, &b->k, M, D);
+        plan_lin(p, &b->v, M, D);
+        plan_pop(p, &b->pq, M, D);
+        plan_pop(p, &b->pk, M, D);
+        plan_pop(p, &b->pv, M, D);
+        b->o = take(p, M * D);
+        b->att = take(p, att);
+        b->mr = take_i(p, (size_t)tr->T * tr->Bmax * tr->m->heads * 2 * tr->N);
+        plan_pop(p, &b->pa, M, D);
+        plan_lin(p, &b->proj, M, D);
+        b->u_mid = take(p, M * D);
+        plan_pop(p, &b->pm, M, D);
+        plan_lin(p, &b->fc1, M, Hd);
+        plan_pop(p, &b->ph, M, Hd);
+        plan_lin(p, &b->fc2, M, D);
+        b->u_out = take(p, M * D);
+    }
+    plan_pop(p, &tr->head, M, D);
+    tr->pooled = take(p, (size_t)tr->Bmax * D);
+    tr->logits = take(p, (size_t)tr->Bmax * tr->C);
+    tr->probs = take(p, (size_t)tr->Bmax * tr->C);
+    tr->labels = take_i(p, (size_t)tr->Bmax);
+    tr->y = take(p, M * W);
+    tr->d_u = take(p, M * D);
+    tr->d_s = take(p, M * W);
+    tr->d_x = take(p, M * W);
+    tr->d_y = take(p, M * W);
+    tr->d_o = take(p, M * D);
+    tr->d_q = take(p, M * D);
+    tr->d_k = take(p, M * D);
+    tr->d_v = take(p, M * D);
+    tr->d_pooled = take(p, (size_t)tr->Bmax * D);
+    tr->d_logits = take(p, (size_t)tr->Bmax * tr->C);
+    tr->att_scratch = take(p, (size_t)tr->n_threads * tr->N * tr->N);
+    tr->grads = take(p, tr->m->n_params);
+}
+
+snn_trainer *snn_trainer_new(snn_model *m, int B, bool smooth) {
+    snn_layers_init(); /* pins BLAS to one thread, before any parallel region */
+    snn_trainer *tr = snn_xcalloc(1, sizeof *tr);
+    tr->m = m;
+    tr->Bmax = tr->B = B;
+    tr->T = m->T;
+    tr->N = m->N;
+    tr->D = m->D;
+    tr->Hd = m->Hd;
+    tr->K = m->K;
+    tr->C = m->classes;
+    tr->smooth = smooth;
+    tr->n_threads = 1;
+#ifdef _OPENMP
+    tr->n_threads = omp_get_max_threads();
+#endif
+    SNN_ASSERT(m->cfg->model.residual == SNN_RESIDUAL_MS);
+    tr->blocks = snn_xcalloc((size_t)m->L, sizeof *tr->blocks);
+    planner p = {0};
+    plan(tr, &p);
+    tr->arena_floats = p.floats;
+    tr->iarena_ints = p.ints;
+    tr->arena = snn_xaligned(p.floats * sizeof(float));
+    tr->iarena = snn_xaligned(p.ints * sizeof(int32_t));
+    memset(tr->arena, 0, p.floats * sizeof(float));
+    memset(tr->iarena, 0, p.ints * sizeof(int32_t));
+    planner q = {.place = true, .fbase = tr->arena, .ibase = tr->iarena};
+    plan(tr, &q);
+    return tr;
+}
+
+void snn_trainer_free(snn_trainer *tr) {
+    if (!tr) return;
+    free(tr->arena);
+    free(tr->iarena);
+    free(tr->blocks);
+    free(tr);
+}
+
+size_t snn_trainer_bytes(const snn_trainer *tr) {
+    return tr->arena_floats * sizeof(float) + tr->iarena_ints * sizeof(int32_t);
+}
+
+float *snn_trainer_grads(snn_trainer *tr) { return tr->grads; }
+const float *snn_trainer_logits(const snn_trainer *tr) { return tr->logits; }
+
+void snn_trainer_zero_grads(snn_trainer *tr) {
+    memset(tr->grads, 0, tr->m->n_params * sizeof *tr->grads);
+}
+
+/* Gradient buffer of a parameter view (same offset in the gradient arena). */
+static float *grad_of(snn_trainer *tr, const float *param) {
+    return tr->grads + (param - tr->m->params);
+}
+
+/* ---- layers ------------------------------------------------------------------------------ */
+
+static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, const float *x, int M, lin_act *a,
+                       bool update_running) {
+    snn_linear_fwd(tr->y, x, lin->weight, lin->bias, M, lin->in, lin->out);
+    snn_bn_train_fwd(a->z, a->xhat, a->mean, a->rstd, tr->y, lin->bn_w, lin->bn_b, lin->bn_mean,
+                     lin->bn_var, M, lin->out, update_running ? 0.1f : 0.0f, 1e-5f);
+}
+
+/* Given dz = dL/d(BN output) [M, out], accumulates parameter gradients and dx += dL/dx. */
+static void lin_bn_bwd(snn_trainer *tr, const snn_linear *lin, const float *x, const float *dz,
+                       int M, const lin_act *a, float *dx) {
+    memset(tr->d_y, 0, (size_t)M * lin->out * sizeof *tr->d_y);
+    snn_bn_train_bwd(tr->d_y, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz, a->xhat, a->rstd,
+                     lin->bn_w, M, lin->out);
+    snn_linear_bwd(dx, grad_of(tr, lin->weight), grad_of(tr, lin->bias), tr->d_y, x, lin->weight, M,
+                   lin->in, lin->out);
+}
+
+/* Neuron population over [T, n] (n = B * N * width), parallel over slices of neurons. */
+static void pop_fwd(snn_trainer *tr, int p, const float *x, pop_act *a, size_t width) {
+    const snn_neuron_params *np = &tr->m->pops[p].np;
+    const size_t n = (size_t)tr->B * tr->N * width, chunk = 4096;
+    const long n_chunks = (long)((n + chunk - 1) / chunk);
+#pragma omp parallel for schedule(static)
+    for (long c = 0; c < n_chunks; c++) {
+        size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
+        snn_neuron_forward_seq(np, tr->T, len, n, x + off, a->s + off, a->h + off, tr->smooth);
+    }
+}
+
+static void pop_bwd(snn_trainer *tr, int p, const float *x, const pop_act *a, const float *ds,
+                    float *dx, size_t width) {
+    const snn_neuron_params *np = &tr->m->pops[p].np;
+    const size_t n = (size_t)tr->B * tr->N * width, chunk = 4096;
+    const long n_chunks = (long)((n + chunk - 1) / chunk);
+#pragma omp parallel for schedule(static)
+    for (long c = 0; c < n_chunks; c++) {
+        size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
+        /* smooth mode: a bipolar hard reset's amount cannot be recovered from S (neuron.h) */
+        (tr->smooth ? snn_neuron_backward_seq_smooth : snn_neuron_backward_seq)(
+            np, tr->T, len, n, x + off, a->h + off, a->s + off, ds + off, dx + off, NULL);
+    }
+}
+
+static void attn_fwd(snn_trainer *tr, int l) {
+    const snn_model *m = tr->m;
+    block_act *b = &tr->blocks[l];
+    const int N = tr->N, D = tr->D, d = m->d, H = m->heads;
+    const long jobs = (long)tr->T * tr->B * H;
+    const bool bsa = m->cfg->model.attention.kind == SNN_ATTN_BSA;
+#pragma omp parallel for schedule(static)
+    for (long j = 0; j < jobs; j++) {
+        const long tb = j / H;
+        const int h = (int)(j % H);
+        const size_t off = (size_t)tb * N * D + (size_t)h * d;
+        float *att = b->att + (size_t)j * N * N;
+        if (bsa)
+            snn_attn_bsa_head_train(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D, m->shift,
+                                    m->cfg->model.attention.rounding, tr->smooth, b->o + off, D, att,
+                                    b->mr + (size_t)j * 2 * N, false);
+        else
+            snn_attn_ssa_head_train(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D,
+                                    m->ssa_scale, b->o + off, D, att);
+    }
+}
+
+static void attn_bwd(snn_trainer *tr, int l) {
+    const snn_model *m = tr->m;
+    block_act *b = &tr->blocks[l];
+    const int N = tr->N, D = tr->D, d = m->d, H = m->heads;
+    const long jobs = (long)tr->T * tr->B * H;
+    const bool bsa = m->cfg->model.attention.kind == SNN_ATTN_BSA;
+#pragma omp parallel for schedule(static)
+    for (long j = 0; j < jobs; j++) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *scratch = tr->att_scratch + (size_t)tid * N * N;
+        const long tb = j / H;
+        const int h = (int)(j % H);
+        const size_t off = (size_t)tb * N * D + (size_t)h * d;
+        const float *att = b->att + (size_t)j * N * N;
+        if (bsa)
+            snn_attn_bsa_head_backward(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D, m->shift,
+                                       att, tr->d_o + off, D, tr->d_q + off, tr->d_k + off,
+                                       tr->d_v + off, scratch);
+        else
+            snn_attn_ssa_head_backward(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D,
+                                       m->ssa_scale, att, tr->d_o + off, D, tr->d_q + off,
+                                       tr->d_k + off, tr->d_v + off, scratch);
+    }
+}
+
+static void add3(float *out, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+/* Patch rows (t, b, n) of the minibatch; direct encoding repeats t = 0. */
+static void make_patches(snn_trainer *tr, const uint8_t *images, const int64_t *file_index) {
+    const snn_model *m = tr->m;
+    const int P = m->P, G = m->img / P, H = m->img, B = tr->B;
+    const size_t pix = (size_t)m->C * H * H, per_t = (size_t)B * tr->N * tr->K;
+    const bool rate = m->cfg->data.encoding == SNN_ENCODING_RATE;
+    float *x = tr->y; /* [pix] scratch per sample, reused */
+    for (int t = 0; t < (rate ? tr->T : 1); t++) {
+        for (int b = 0; b < B; b++) {
+            const uint8_t *img = images + (size_t)b * pix;
+            if (rate)
+                snn_encode_rate_pixels(img, pix, file_index[b], t, m->cfg->seed, x);
+            else
+                snn_encode_direct_pixels(img, pix, x);
+            float *dst = tr->patches + (size_t)t * per_t + (size_t)b * tr->N * tr->K;
+            for (int gy = 0; gy < G; gy++)
+                for (int gx = 0; gx < G; gx++)
+                    for (int c = 0; c < m->C; c++)
+                        for (int r = 0; r < P; r++)
+                            for (int q = 0; q < P; q++)
+                                *dst++ = x[((size_t)c * H + gy * P + r) * H + gx * P + q];
+        }
+    }
+    if (!rate)
+        for (int t = 1; t < tr->T; t++) memcpy(tr->patches + (size_t)t * per_t, tr->patches, per_t * sizeof(float));
+}
+
+/* ---- step -------------------------------------------------------------------------------- */
+
+float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *file_index,
+                       const int32_t *labels, int B, bool update_running, bool grads,
+                       int *correct) {
+    snn_model *m = tr->m;
+    SNN_ASSERT(B >= 1 && B <= tr->Bmax);
+    tr->B = B;
+    const int T = tr->T, N = tr->N, D = tr->D, Hd = tr->Hd, C = tr->C;
+    const int M = T * B * N;
+    const size_t MD = (size_t)M * D;
+    memcpy(tr->labels, labels, (size_t)B * sizeof *labels);
+
+    /* ---- forward ---- */
+    make_patches(tr, images, file_index);
+    lin_bn_fwd(tr, &m->embed_spk, tr->patches, M, &tr->embed, update_running);
+    for (size_t r = 0; r < (size_t)M; r++) {
+        const size_t n = r % (size_t)N;
+        add3(tr->u0 + r * D, tr->embed.z + r * D, m->pos + n * D, (size_t)D);
+    }
+    for (int l = 0; l < m->L; l++) {
+        const snn_block *mb = &m->blocks[l];
+        block_act *b = &tr->blocks[l];
+        pop_fwd(tr, mb->pop_in, b->u_in, &b->in, (size_t)D);
+        lin_bn_fwd(tr, &mb->q, b->in.s, M, &b->q, update_running);
+        pop_fwd(tr, mb->pop_q, b->q.z, &b->pq, (size_t)D);
+        lin_bn_fwd(tr, &mb->k, b->in.s, M, &b->k, update_running);
+        pop_fwd(tr, mb->pop_k, b->k.z, &b->pk, (size_t)D);
+        lin_bn_fwd(tr, &mb->v, b->in.s, M, &b->v, update_running);
+        pop_fwd(tr, mb->pop_v, b->v.z, &b->pv, (size_t)D);
+        attn_fwd(tr, l);
+        pop_fwd(tr, mb->pop_attn, b->o, &b->pa, (size_t)D);
+        lin_bn_fwd(tr, &mb->o, b->pa.s, M, &b->proj, update_running);
+        add3(b->u_mid, b->u_in, b->proj.z, MD);
+        pop_fwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, (size_t)D);
+        lin_bn_fwd(tr, &mb->fc1, b->pm.s, M, &b->fc1, update_running);
+        pop_fwd(tr, mb->pop_hidden, b->fc1.z, &b->ph, (size_t)Hd);
+        lin_bn_fwd(tr, &mb->fc2, b->ph.s, M, &b->fc2, update_running);
+        add3(b->u_out, b->u_mid, b->fc2.z, MD);
+    }
+    const float *u_last = tr->blocks[m->L - 1].u_out;
+    pop_fwd(tr, m->pop_head, u_last, &tr->head, (size_t)D);
+    snn_meanpool_fwd(tr->pooled, tr->head.s, T, B, N, D);
+    snn_linear_fwd(tr->logits, tr->pooled, m->head.weight, m->head.bias, B, D, C);
+    float loss = snn_cross_entropy_fwd(tr->probs, tr->logits, tr->labels, B, C,
+                                       m->cfg->train.label_smoothing);
+    if (correct) {
+        int ok = 0;
+        for (int b = 0; b < B; b++) {
+            const float *lg = tr->logits + (size_t)b * C;
+            int best = 0;
+            for (int k = 1; k < C; k++)
+                if (lg[k] > lg[best]) best = k;
+            ok += best == labels[b];
+        }
+        *correct = ok;
+    }
+    if (!grads) return loss;
+
+    /* ---- backward ---- */
+    memset(tr->d_logits, 0, (size_t)B * C * sizeof(float));
+    snn_cross_entropy_bwd(tr->d_logits, tr->probs, tr->labels, B, C, m->cfg->train.label_smoothing, 1.0f);
+    memset(tr->d_pooled, 0, (size_t)B * D * sizeof(float));
+    snn_linear_bwd(tr->d_pooled, grad_of(tr, m->head.weight), grad_of(tr, m->head.bias), tr->d_logits,
+                   tr->pooled, m->head.weight, B, D, C);
+    memset(tr->d_s, 0, MD * sizeof(float));
+    snn_meanpool_bwd(tr->d_s, tr->d_pooled, T, B, N, D);
+    memset(tr->d_u, 0, MD * sizeof(float));
+    pop_bwd(tr, m->pop_head, u_last, &tr->head, tr->d_s, tr->d_u, (size_t)D);
+
+    for (int l = m->L - 1; l >= 0; l--) {
+        const snn_block *mb = &m->blocks[l];
+        block_act *b = &tr->blocks[l];
+        /* u_out = u_mid + BN_fc2(fc2(hidden)): d_u flows to both */
+        memset(tr->d_s, 0, (size_t)M * Hd * sizeof(float));
+        lin_bn_bwd(tr, &mb->fc2, b->ph.s, tr->d_u, M, &b->fc2, tr->d_s);
+        memset(tr->d_x, 0, (size_t)M * Hd * sizeof(float));
+        pop_bwd(tr, mb->pop_hidden, b->fc1.z, &b->ph, tr->d_s, tr->d_x, (size_t)Hd);
+        memset(tr->d_s, 0, MD * sizeof(float));
+        lin_bn_bwd(tr, &mb->fc1, b->pm.s, tr->d_x, M, &b->fc1, tr->d_s);
+        pop_bwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, tr->d_s, tr->d_u, (size_t)D);
+        /* u_mid = u_in + BN_o(o(A)) */
+        memset(tr->d_s, 0, MD * sizeof(float));
+        lin_bn_bwd(tr, &mb->o, b->pa.s, tr->d_u, M, &b->proj, tr->d_s);
+        memset(tr->d_o, 0, MD * sizeof(float));
+        pop_bwd(tr, mb->pop_attn, b->o, &b->pa, tr->d_s, tr->d_o, (size_t)D);
+        memset(tr->d_q, 0, MD * sizeof(float));
+        memset(tr->d_k, 0, MD * sizeof(float));
+        memset(tr->d_v, 0, MD * sizeof(float));
+        attn_bwd(tr, l);
+        /* q, k and v all read lif_in's spikes: their input gradients add up in d_s */
+        memset(tr->d_s, 0, MD * sizeof(float));
+        const snn_linear *lins[3] = {&mb->q, &mb->k, &mb->v};
+        const lin_act *acts[3] = {&b->q, &b->k, &b->v};
+        const pop_act *pops[3] = {&b->pq, &b->pk, &b->pv};
+        const int pop_ids[3] = {mb->pop_q, mb->pop_k, mb->pop_v};
+        float *dsp[3] = {tr->d_q, tr->d_k, tr->d_v};
+        for (int j = 0; j < 3; j++) {
+            memset(tr->d_x, 0, MD * sizeof(float));
+            pop_bwd(tr, pop_ids[j], acts[j]->z, pops[j], dsp[j], tr->d_x, (size_t)D);
+            lin_bn_bwd(tr, lins[j], b->in.s, tr->d_x, M, acts[j], tr->d_s);
+        }
+        pop_bwd(tr, mb->pop_in, b->u_in, &b->in, tr->d_s, tr->d_u, (size_t)D);
+    }
+    /* u0 = BN_embed(embed(patches)) + pos */
+    float *dpos = grad_of(tr, m->pos);
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < (long)N * D; i++) {
+        double acc = 0.0;
+        for (long tb = 0; tb < (long)T * B; tb++) acc += tr->d_u[(size_t)tb * N * D + (size_t)i];
+        dpos[i] += (float)acc;
+    }
+    memset(tr->d_y, 0, MD * sizeof(float));
+    snn_bn_train_bwd(tr->d_y, grad_of(tr, m->embed_bn_w), grad_of(tr, m->embed_bn_b), tr->d_u,
+                     tr->embed.xhat, tr->embed.rstd, m->embed_bn_w, M, D);
+    snn_linear_bwd(NULL, grad_of(tr, m->embed_w), grad_of(tr, m->embed_b), tr->d_y, tr->patches,
+                   m->embed_w, M, tr->K, D);
+    return loss;
+}

@@ -1,0 +1,91 @@
+/*
+ * train.h: surrogate-gradient BPTT training of the spiking transformer (spec sections 1-4,
+ * methods.md 1.4), in C on the CPU.
+ *
+ * The training graph is the model of sim/model.h evaluated "multi-step" (every layer over all T
+ * timesteps of a minibatch at once, tensors [T, B, N, width], as SpikingJelly and Spikformer
+ * train), with BatchNorm in training mode, dense products through BLAS, neurons and attention
+ * through their backward kernels. It reads and writes the model's own parameter arena, so the
+ * event-driven engine evaluates exactly what was trained (after snn_model_fold).
+ */
+#ifndef SNN_TRAIN_H
+#define SNN_TRAIN_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "datasets/dataset.h"
+#include "sim/h5io.h"
+#include "sim/model.h"
+
+typedef struct snn_trainer snn_trainer;
+
+/* Plans and allocates every buffer for minibatches of up to B samples (nothing is allocated
+ * inside a step). smooth: neurons fire S = g(H - th) (gradient checks only). */
+snn_trainer *snn_trainer_new(snn_model *m, int B, bool smooth);
+void snn_trainer_free(snn_trainer *tr);
+
+/* Bytes held by the trainer's buffers (printed at start). */
+size_t snn_trainer_bytes(const snn_trainer *tr);
+
+/* One minibatch: images [B, C, H, W] uint8, file indices [B] (rate encoding), labels [B].
+ * Forward in training mode (batch statistics; running statistics updated unless
+ * update_running is false), loss = cross-entropy with cfg->train.label_smoothing. If grads is
+ * true, the backward pass ACCUMULATES parameter gradients into snn_trainer_grads(). Returns the
+ * mean loss; *correct receives the number of correct argmax predictions. */
+float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *file_index,
+                       const int32_t *labels, int B, bool update_running, bool grads,
+                       int *correct);
+
+/* Parameter gradients, laid out like the model's parameter arena ([n_params]). */
+float *snn_trainer_grads(snn_trainer *tr);
+void snn_trainer_zero_grads(snn_trainer *tr);
+
+/* Logits of the last step ([B, classes]). */
+const float *snn_trainer_logits(const snn_trainer *tr);
+
+/* ---- the training loop --------------------------------------------------------------------- */
+
+typedef struct snn_history_row {
+    int epoch;
+    double train_loss, train_accuracy, val_accuracy, lr, seconds;
+} snn_history_row;
+
+typedef struct snn_train_result {
+    snn_history_row *history;  /* [epochs] */
+    int n_history;
+    int best_epoch;            /* by validation accuracy */
+    double best_val_accuracy;
+    float *best_params;        /* [n_params] parameters of the best epoch */
+    float *first_losses;       /* losses of the first steps, for tests ([n_first_losses]) */
+    int n_first_losses;
+    double seconds;
+    double samples_per_second;
+} snn_train_result;
+
+typedef struct snn_train_opts {
+    const char *last_path;     /* checkpoint after every epoch (or NULL) */
+    const char *best_path;     /* checkpoint of the best epoch (or NULL) */
+    const char *config_yaml;   /* written into checkpoints */
+    int threads;
+    bool progress;
+    FILE *log;
+    int max_steps;             /* stop after this many steps (tests); 0 = no limit */
+} snn_train_opts;
+
+/* Trains m on train (validating on val after every epoch with the event-driven engine), from
+ * scratch or resuming from cfg->train.resume. Leaves the BEST parameters in the model (folded).
+ * Returns SNN_OK or SNN_ERR with a one-line message. */
+int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
+              const snn_train_opts *opts, snn_train_result *res, snn_err *err);
+void snn_train_result_free(snn_train_result *res);
+
+/* Writes /training/history (one dataset per column, NXdata attributes) into a run file. */
+int snn_write_training_history(snn_h5 *h, const snn_history_row *rows, int n, snn_err *err);
+
+/* Splits the training split into train and validation: a seeded permutation, the last
+ * round(val_fraction * n) samples go to validation. Both are new datasets (copies). */
+void snn_train_split(const snn_dataset *all, uint64_t seed, double val_fraction, snn_dataset *train,
+                     snn_dataset *val);
+
+#endif

@@ -1,0 +1,653 @@
+/*
+ * test_layers.c: dense training layers (sim/layers.c): linear, BatchNorm1d, mean pool and
+ * cross-entropy, forward against naive double references and hand-computed PyTorch numbers,
+ * every backward against central finite differences, and byte-identical results for 1, 2 and
+ * 3 OpenMP threads.
+ *
+ * Finite-difference checks (research/style.md 3.10): the scalar loss is L = sum_i r_i y_i for a
+ * fixed random r (cross-entropy: the loss itself), summed in double from the kernel's float
+ * outputs. Each input coordinate p is perturbed by +-FD_EPS in float and
+ *     numeric = (L(p + eps) - L(p - eps)) / ((double)fl(p + eps) - (double)fl(p - eps)),
+ * (the actual float step, so the rounding of p +- eps does not count as error). A coordinate
+ * passes if |analytic - numeric| <= atol + rtol |numeric|; atol and rtol are stated per test.
+ * Linear layers, mean pool and the running-stat-free BN affine part are linear in the
+ * perturbed coordinate, so only float rounding of the forward (about 1e-7 |L| / 2 eps) is
+ * left; BN in x and cross-entropy add an O(eps^2) truncation term.
+ * Every backward is called on gradient buffers pre-filled with GRAD_FILL, and the analytic
+ * gradient is (result - GRAD_FILL): this also checks that backward accumulates (+=).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "sim/layers.h"
+#include "sim/rng.h"
+#include "tests/testutil.h"
+
+#define FD_EPS    1e-2f
+#define GRAD_FILL 0.375f
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static float *fvec(size_t n) {
+    float *p = calloc(n ? n : 1, sizeof *p);
+    assert_non_null(p);
+    return p;
+}
+
+/* Uniform in [lo, hi) from (seed, stream), counter = index. */
+static void fill_uniform(float *p, size_t n, uint64_t seed, uint64_t stream, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * snn_rng_uniform(seed, stream, i);
+}
+
+static void fill_const(float *p, size_t n, float v) {
+    for (size_t i = 0; i < n; i++) p[i] = v;
+}
+
+/* out[i] = a[i] - GRAD_FILL: the part a backward added to a GRAD_FILL-filled buffer. */
+static void unfill(float *out, const float *a, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = a[i] - GRAD_FILL;
+}
+
+static double dot_rd(const float *y, const float *r, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)r[i] * (double)y[i];
+    return s;
+}
+
+typedef double (*loss_fn)(void *ctx);
+
+/* Central differences of loss over every coordinate of p[0..n), against analytic[0..n). */
+static void gradcheck(const char *label, float *p, size_t n, const float *analytic, loss_fn loss,
+                      void *ctx, double atol, double rtol) {
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const float v = p[i];
+        p[i] = v + FD_EPS;
+        const float vp = p[i];
+        const double lp = loss(ctx);
+        p[i] = v - FD_EPS;
+        const float vm = p[i];
+        const double lm = loss(ctx);
+        p[i] = v;
+        const double num = (lp - lm) / ((double)vp - (double)vm);
+        const double err = fabs((double)analytic[i] - num);
+        const double bound = atol + rtol * fabs(num);
+        if (err / bound > worst) worst = err / bound;
+        if (!(err <= bound))
+            fail_msg("%s: coordinate %zu: analytic %.9g, numeric %.9g (|diff| %.3g > %.3g)", label,
+                     i, (double)analytic[i], num, err, bound);
+    }
+    if (getenv("SNN_TEST_VERBOSE"))
+        print_message("%s: %zu coordinates, worst |diff| / bound = %.3g\n", label, n, worst);
+}
+
+/* ---- linear -------------------------------------------------------------------------------- */
+
+typedef struct lin_ctx {
+    float *x, *w, *b, *y, *r;
+    int M, in, out;
+} lin_ctx;
+
+static double lin_loss(void *p) {
+    lin_ctx *c = p;
+    snn_linear_fwd(c->y, c->x, c->w, c->b, c->M, c->in, c->out);
+    return dot_rd(c->y, c->r, (size_t)c->M * c->out);
+}
+
+/* Naive double reference of y = x w^T + b and of the three gradients for dy = r. */
+static void lin_reference(const lin_ctx *c, double *y, double *dx, double *dw, double *db) {
+    const int M = c->M, in = c->in, out = c->out;
+    for (int m = 0; m < M; m++)
+        for (int o = 0; o < out; o++) {
+            double s = c->b ? (double)c->b[o] : 0.0;
+            for (int i = 0; i < in; i++) s += (double)c->x[m * in + i] * (double)c->w[o * in + i];
+            y[m * out + o] = s;
+        }
+    for (int m = 0; m < M; m++)
+        for (int i = 0; i < in; i++) {
+            double s = 0.0;
+            for (int o = 0; o < out; o++) s += (double)c->r[m * out + o] * (double)c->w[o * in + i];
+            dx[m * in + i] = s;
+        }
+    for (int o = 0; o < out; o++) {
+        double sb = 0.0;
+        for (int i = 0; i < in; i++) {
+            double s = 0.0;
+            for (int m = 0; m < M; m++) s += (double)c->r[m * out + o] * (double)c->x[m * in + i];
+            dw[o * in + i] = s;
+        }
+        for (int m = 0; m < M; m++) sb += (double)c->r[m * out + o];
+        db[o] = sb;
+    }
+}
+
+static void lin_alloc(lin_ctx *c, int M, int in, int out, uint64_t seed) {
+    c->M = M;
+    c->in = in;
+    c->out = out;
+    c->x = fvec((size_t)M * in);
+    c->w = fvec((size_t)out * in);
+    c->b = fvec((size_t)out);
+    c->y = fvec((size_t)M * out);
+    c->r = fvec((size_t)M * out);
+    fill_uniform(c->x, (size_t)M * in, seed, 1, -1.0f, 1.0f);
+    fill_uniform(c->w, (size_t)out * in, seed, 2, -0.5f, 0.5f);
+    fill_uniform(c->b, (size_t)out, seed, 3, -0.5f, 0.5f);
+    fill_uniform(c->r, (size_t)M * out, seed, 4, -1.0f, 1.0f);
+}
+
+static void lin_free(lin_ctx *c) {
+    free(c->x);
+    free(c->w);
+    free(c->b);
+    free(c->y);
+    free(c->r);
+}
+
+/* y, dx, dw, db against double loops, at a size that crosses the row chunk (256) and the
+ * output-feature chunk (16), with a partial last chunk of each. Tolerance: float sgemm with
+ * K <= 300 terms of size <= 1: atol 1e-4 + rtol 1e-5. */
+static void test_linear_matches_naive_reference_across_chunks(void **state) {
+    (void)state;
+    lin_ctx c;
+    const int M = 300, in = 13, out = 21;
+    lin_alloc(&c, M, in, out, 11);
+    double *y = calloc((size_t)M * out, sizeof *y), *dx = calloc((size_t)M * in, sizeof *dx);
+    double *dw = calloc((size_t)out * in, sizeof *dw), *db = calloc((size_t)out, sizeof *db);
+    lin_reference(&c, y, dx, dw, db);
+    float *yf = fvec((size_t)M * out), *ref = fvec((size_t)M * (in > out ? in : out));
+    float *gx = fvec((size_t)M * in), *gw = fvec((size_t)out * in), *gb = fvec((size_t)out);
+    snn_linear_fwd(yf, c.x, c.w, c.b, M, in, out);
+    for (int i = 0; i < M * out; i++) ref[i] = (float)y[i];
+    snn_assert_allclose(yf, ref, (size_t)M * out, 1e-5, 1e-5, "linear y");
+    snn_linear_bwd(gx, gw, gb, c.r, c.x, c.w, M, in, out);
+    for (int i = 0; i < M * in; i++) ref[i] = (float)dx[i];
+    snn_assert_allclose(gx, ref, (size_t)M * in, 1e-5, 1e-5, "linear dx");
+    for (int i = 0; i < out * in; i++) ref[i] = (float)dw[i];
+    snn_assert_allclose(gw, ref, (size_t)out * in, 1e-4, 1e-5, "linear dw");
+    for (int i = 0; i < out; i++) ref[i] = (float)db[i];
+    snn_assert_allclose(gb, ref, (size_t)out, 1e-4, 1e-5, "linear db");
+
+    /* No bias: y = x w^T exactly the reference minus b; db = NULL and dx = NULL are allowed
+     * and leave dw unchanged. */
+    snn_linear_fwd(yf, c.x, c.w, NULL, M, in, out);
+    for (int m = 0; m < M; m++)
+        for (int o = 0; o < out; o++) ref[m * out + o] = (float)(y[m * out + o] - (double)c.b[o]);
+    snn_assert_allclose(yf, ref, (size_t)M * out, 1e-5, 1e-5, "linear y (no bias)");
+    float *gw2 = fvec((size_t)out * in);
+    snn_linear_bwd(NULL, gw2, NULL, c.r, c.x, NULL, M, in, out);
+    assert_memory_equal(gw, gw2, (size_t)out * in * sizeof *gw);
+
+    free(gw2);
+    free(yf);
+    free(ref);
+    free(gx);
+    free(gw);
+    free(gb);
+    free(y);
+    free(dx);
+    free(dw);
+    free(db);
+    lin_free(&c);
+}
+
+/* dx, dw, db by central differences (M=6, in=5, out=4). L is linear in every coordinate, so the
+ * only error is float rounding of y: atol 1e-5, rtol 1e-4 (worst seen: 8% of that bound). */
+static void test_linear_backward_matches_finite_differences(void **state) {
+    (void)state;
+    lin_ctx c;
+    const int M = 6, in = 5, out = 4;
+    lin_alloc(&c, M, in, out, 21);
+    float *dx = fvec((size_t)M * in), *dw = fvec((size_t)out * in), *db = fvec((size_t)out);
+    float *a = fvec((size_t)M * in + (size_t)out * in + out);
+    fill_const(dx, (size_t)M * in, GRAD_FILL);
+    fill_const(dw, (size_t)out * in, GRAD_FILL);
+    fill_const(db, (size_t)out, GRAD_FILL);
+    snn_linear_bwd(dx, dw, db, c.r, c.x, c.w, M, in, out);
+    unfill(a, dx, (size_t)M * in);
+    gradcheck("linear dx", c.x, (size_t)M * in, a, lin_loss, &c, 1e-5, 1e-4);
+    unfill(a, dw, (size_t)out * in);
+    gradcheck("linear dw", c.w, (size_t)out * in, a, lin_loss, &c, 1e-5, 1e-4);
+    unfill(a, db, (size_t)out);
+    gradcheck("linear db", c.b, (size_t)out, a, lin_loss, &c, 1e-5, 1e-4);
+    free(a);
+    free(dx);
+    free(dw);
+    free(db);
+    lin_free(&c);
+}
+
+/* ---- BatchNorm ---------------------------------------------------------------------------- */
+
+typedef struct bn_ctx {
+    float *x, *gamma, *beta, *y, *xhat, *mean, *rstd, *r;
+    int M, C;
+} bn_ctx;
+
+static double bn_loss(void *p) {
+    bn_ctx *c = p;
+    snn_bn_train_fwd(c->y, c->xhat, c->mean, c->rstd, c->x, c->gamma, c->beta, NULL, NULL, c->M,
+                     c->C, 0.1f, 1e-5f);
+    return dot_rd(c->y, c->r, (size_t)c->M * c->C);
+}
+
+static void bn_alloc(bn_ctx *c, int M, int C, uint64_t seed) {
+    const size_t MC = (size_t)M * C;
+    c->M = M;
+    c->C = C;
+    c->x = fvec(MC);
+    c->y = fvec(MC);
+    c->xhat = fvec(MC);
+    c->r = fvec(MC);
+    c->gamma = fvec((size_t)C);
+    c->beta = fvec((size_t)C);
+    c->mean = fvec((size_t)C);
+    c->rstd = fvec((size_t)C);
+    /* per-channel offset and spread, so channels differ: x = off_c + s_c u */
+    for (int m = 0; m < M; m++)
+        for (int ch = 0; ch < C; ch++)
+            c->x[(size_t)m * C + ch] = (float)(0.3 * ch - 0.5) +
+                                       (1.0f + 0.25f * (float)(ch % 3)) *
+                                           (2.0f * snn_rng_uniform(seed, 1, (size_t)m * C + ch) - 1.0f);
+    fill_uniform(c->gamma, (size_t)C, seed, 2, 0.5f, 1.5f);
+    fill_uniform(c->beta, (size_t)C, seed, 3, -0.5f, 0.5f);
+    fill_uniform(c->r, MC, seed, 4, -1.0f, 1.0f);
+}
+
+static void bn_free(bn_ctx *c) {
+    free(c->x);
+    free(c->y);
+    free(c->xhat);
+    free(c->r);
+    free(c->gamma);
+    free(c->beta);
+    free(c->mean);
+    free(c->rstd);
+}
+
+/* PyTorch's numbers worked by hand: one channel, x = [1, 2, 3, 4], running stats (0, 1):
+ * batch mean 2.5, biased var 1.25, unbiased var 5/3;
+ * running_mean = 0.9*0 + 0.1*2.5 = 0.25; running_var = 0.9*1 + 0.1*5/3 = 1.0666667;
+ * xhat = (x - 2.5) / sqrt(1.25 + 1e-5). A second call compounds: running_mean 0.475,
+ * running_var 0.9*1.0666667 + 0.1*5/3 = 1.1266667. */
+static void test_bn_running_stats_match_pytorch_rule(void **state) {
+    (void)state;
+    const float x[4] = {1, 2, 3, 4}; /* M = 4, C = 1 */
+    float y[4], xhat[4], mean, rstd, rm = 0.0f, rv = 1.0f;
+    const float gamma = 2.0f, beta = 0.5f;
+    snn_bn_train_fwd(y, xhat, &mean, &rstd, x, &gamma, &beta, &rm, &rv, 4, 1, 0.1f, 1e-5f);
+    assert_float_equal(mean, 2.5f, 0.0f);
+    assert_float_equal(rstd, (float)(1.0 / sqrt(1.25 + 1e-5)), 0.0f);
+    assert_float_equal(rm, 0.25f, 1e-7f);
+    assert_float_equal(rv, 1.0666667f, 1e-7f);
+    for (int i = 0; i < 4; i++) {
+        const double h = ((double)x[i] - 2.5) / sqrt(1.25 + 1e-5);
+        assert_float_equal(xhat[i], (float)h, 1e-7f);
+        assert_float_equal(y[i], (float)(2.0 * h + 0.5), 2e-7f);
+    }
+    snn_bn_train_fwd(y, xhat, &mean, &rstd, x, &gamma, &beta, &rm, &rv, 4, 1, 0.1f, 1e-5f);
+    assert_float_equal(rm, 0.475f, 1e-7f);
+    assert_float_equal(rv, 1.1266667f, 2e-7f);
+}
+
+/* Forward against a naive double reference (M=50, C=37: three channel chunks, the last one
+ * partial). atol 1e-6 / rtol 1e-6 on normalised values of size <= 4. */
+static void test_bn_forward_matches_naive_reference(void **state) {
+    (void)state;
+    bn_ctx c;
+    const int M = 50, C = 37;
+    bn_alloc(&c, M, C, 31);
+    float *rm = fvec((size_t)C), *rv = fvec((size_t)C), *ref = fvec((size_t)M * C);
+    float *rmr = fvec((size_t)C), *rvr = fvec((size_t)C), *meanr = fvec((size_t)C);
+    float *rstdr = fvec((size_t)C), *xhatr = fvec((size_t)M * C);
+    fill_uniform(rm, (size_t)C, 5, 5, -1.0f, 1.0f);
+    fill_uniform(rv, (size_t)C, 5, 6, 0.5f, 2.0f);
+    for (int ch = 0; ch < C; ch++) {
+        double s = 0.0, q = 0.0;
+        for (int m = 0; m < M; m++) s += c.x[m * C + ch];
+        const double mu = s / M;
+        for (int m = 0; m < M; m++) q += (c.x[m * C + ch] - mu) * (c.x[m * C + ch] - mu);
+        const double var = q / M, rs = 1.0 / sqrt(var + 1e-5);
+        meanr[ch] = (float)mu;
+        rstdr[ch] = (float)rs;
+        rmr[ch] = (float)(0.9 * rm[ch] + 0.1 * mu);
+        rvr[ch] = (float)(0.9 * rv[ch] + 0.1 * q / (M - 1));
+        for (int m = 0; m < M; m++) {
+            const double h = (c.x[m * C + ch] - mu) * rs;
+            xhatr[m * C + ch] = (float)h;
+            ref[m * C + ch] = (float)(c.gamma[ch] * h + c.beta[ch]);
+        }
+    }
+    snn_bn_train_fwd(c.y, c.xhat, c.mean, c.rstd, c.x, c.gamma, c.beta, rm, rv, M, C, 0.1f, 1e-5f);
+    snn_assert_allclose(c.y, ref, (size_t)M * C, 1e-6, 1e-6, "bn y");
+    snn_assert_allclose(c.xhat, xhatr, (size_t)M * C, 1e-6, 1e-6, "bn xhat");
+    snn_assert_allclose(c.mean, meanr, (size_t)C, 1e-7, 1e-6, "bn mean");
+    snn_assert_allclose(c.rstd, rstdr, (size_t)C, 0, 1e-6, "bn rstd");
+    snn_assert_allclose(rm, rmr, (size_t)C, 1e-7, 1e-6, "bn running_mean");
+    snn_assert_allclose(rv, rvr, (size_t)C, 0, 1e-6, "bn running_var");
+    free(rm);
+    free(rv);
+    free(ref);
+    free(rmr);
+    free(rvr);
+    free(meanr);
+    free(rstdr);
+    free(xhatr);
+    bn_free(&c);
+}
+
+/* dx, dgamma, dbeta by central differences, training mode (the batch statistics move with x),
+ * M = 12 rows, C = 3 channels. dgamma, dbeta: L is linear in them, atol 1e-5, rtol 1e-4.
+ * dx: float rounding plus the O(eps^2) truncation term: atol 1e-4, rtol 1e-3 (worst seen: 10%
+ * of that bound). */
+static void test_bn_backward_matches_finite_differences(void **state) {
+    (void)state;
+    bn_ctx c;
+    const int M = 12, C = 3;
+    const size_t MC = (size_t)M * C;
+    bn_alloc(&c, M, C, 41);
+    float *dx = fvec(MC), *dg = fvec((size_t)C), *dbt = fvec((size_t)C), *a = fvec(MC);
+    fill_const(dx, MC, GRAD_FILL);
+    fill_const(dg, (size_t)C, GRAD_FILL);
+    fill_const(dbt, (size_t)C, GRAD_FILL);
+    bn_loss(&c); /* xhat, rstd at the unperturbed point */
+    snn_bn_train_bwd(dx, dg, dbt, c.r, c.xhat, c.rstd, c.gamma, M, C);
+    /* the dx-free call gives the same dgamma, dbeta */
+    float *dg2 = fvec((size_t)C), *dbt2 = fvec((size_t)C);
+    fill_const(dg2, (size_t)C, GRAD_FILL);
+    fill_const(dbt2, (size_t)C, GRAD_FILL);
+    snn_bn_train_bwd(NULL, dg2, dbt2, c.r, c.xhat, c.rstd, c.gamma, M, C);
+    assert_memory_equal(dg, dg2, (size_t)C * sizeof *dg);
+    assert_memory_equal(dbt, dbt2, (size_t)C * sizeof *dbt);
+
+    unfill(a, dx, MC);
+    gradcheck("bn dx", c.x, MC, a, bn_loss, &c, 1e-4, 1e-3);
+    unfill(a, dg, (size_t)C);
+    gradcheck("bn dgamma", c.gamma, (size_t)C, a, bn_loss, &c, 1e-5, 1e-4);
+    unfill(a, dbt, (size_t)C);
+    gradcheck("bn dbeta", c.beta, (size_t)C, a, bn_loss, &c, 1e-5, 1e-4);
+    free(dg2);
+    free(dbt2);
+    free(dx);
+    free(dg);
+    free(dbt);
+    free(a);
+    bn_free(&c);
+}
+
+/* Eval mode by hand: x = 2, running mean 1, running var 3, gamma 2, beta 0.5:
+ * y = (2 - 1) / sqrt(3 + 1e-5) * 2 + 0.5 = 1.6546986... ; and x = -1 gives 0.5 - 2*2/sqrt(3+1e-5). */
+static void test_bn_eval_uses_running_stats(void **state) {
+    (void)state;
+    const float x[2] = {2.0f, -1.0f}, g = 2.0f, b = 0.5f, rm = 1.0f, rv = 3.0f;
+    float y[2];
+    snn_bn_eval_fwd(y, x, &g, &b, &rm, &rv, 2, 1, 1e-5f);
+    assert_float_equal(y[0], (float)(2.0 / sqrt(3.0 + 1e-5) + 0.5), 1e-7f);
+    assert_float_equal(y[1], (float)(0.5 - 4.0 / sqrt(3.0 + 1e-5)), 1e-7f);
+    assert_float_equal(y[0], 1.6546986f, 2e-7f);
+}
+
+/* ---- mean pool ---------------------------------------------------------------------------- */
+
+typedef struct pool_ctx {
+    float *x, *y, *r;
+    int T, B, N, D;
+} pool_ctx;
+
+static double pool_loss(void *p) {
+    pool_ctx *c = p;
+    snn_meanpool_fwd(c->y, c->x, c->T, c->B, c->N, c->D);
+    return dot_rd(c->y, c->r, (size_t)c->B * c->D);
+}
+
+/* Forward by hand on a [T=2, B=2, N=2, D=1] ramp x = 0..7: y[0] = (0+1+4+5)/4 = 2.5,
+ * y[1] = (2+3+6+7)/4 = 4.5; then dx by central differences at T=2, B=3, N=4, D=19 (two
+ * feature chunks), atol 1e-6, rtol 1e-4 (L linear in x). */
+static void test_meanpool_forward_and_backward(void **state) {
+    (void)state;
+    const float ramp[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    float y2[2];
+    snn_meanpool_fwd(y2, ramp, 2, 2, 2, 1);
+    assert_float_equal(y2[0], 2.5f, 0.0f);
+    assert_float_equal(y2[1], 4.5f, 0.0f);
+
+    pool_ctx c = {.T = 2, .B = 3, .N = 4, .D = 19};
+    const size_t nx = (size_t)c.T * c.B * c.N * c.D, ny = (size_t)c.B * c.D;
+    c.x = fvec(nx);
+    c.y = fvec(ny);
+    c.r = fvec(ny);
+    fill_uniform(c.x, nx, 51, 1, -1.0f, 1.0f);
+    fill_uniform(c.r, ny, 51, 2, -1.0f, 1.0f);
+    float *dx = fvec(nx), *a = fvec(nx);
+    fill_const(dx, nx, GRAD_FILL);
+    snn_meanpool_bwd(dx, c.r, c.T, c.B, c.N, c.D);
+    unfill(a, dx, nx);
+    gradcheck("meanpool dx", c.x, nx, a, pool_loss, &c, 1e-6, 1e-4);
+    free(dx);
+    free(a);
+    free(c.x);
+    free(c.y);
+    free(c.r);
+}
+
+/* ---- cross-entropy ------------------------------------------------------------------------ */
+
+typedef struct ce_ctx {
+    float *logits, *probs;
+    int32_t *labels;
+    int B, C;
+    float smoothing;
+} ce_ctx;
+
+static double ce_loss(void *p) {
+    ce_ctx *c = p;
+    return (double)snn_cross_entropy_fwd(c->probs, c->logits, c->labels, c->B, c->C, c->smoothing);
+}
+
+/* logits [0, 0, ln 2], label 2: p = [1/4, 1/4, 1/2], NLL = ln 2; with smoothing 0.1,
+ * loss = 0.9 ln 2 + 0.1 (ln 4 + ln 4 + ln 2) / 3 = (0.9 + 0.5/3) ln 2 = 0.73935694;
+ * gradient p - (0.9 onehot + 0.1/3) = [0.2166667, 0.2166667, -0.4333333].
+ * Shifting the logits by 1000 changes nothing (max subtraction). */
+static void test_cross_entropy_hand_values(void **state) {
+    (void)state;
+    const double ln2 = log(2.0);
+    float logits[3] = {0.0f, 0.0f, (float)ln2}, probs[3], d[3] = {0};
+    const int32_t label = 2;
+    const float l0 = snn_cross_entropy_fwd(probs, logits, &label, 1, 3, 0.0f);
+    assert_float_equal(l0, 0.69314718f, 2e-7f);
+    assert_float_equal(probs[0], 0.25f, 1e-7f);
+    assert_float_equal(probs[2], 0.5f, 1e-7f);
+    const float l1 = snn_cross_entropy_fwd(probs, logits, &label, 1, 3, 0.1f);
+    assert_float_equal(l1, 0.73935694f, 2e-7f);
+    snn_cross_entropy_bwd(d, probs, &label, 1, 3, 0.1f, 1.0f);
+    assert_float_equal(d[0], 0.21666667f, 1e-7f);
+    assert_float_equal(d[1], 0.21666667f, 1e-7f);
+    assert_float_equal(d[2], -0.43333333f, 1e-7f);
+
+    float big[3] = {1002.0f, 1001.0f, 1000.0f}, small[3] = {2.0f, 1.0f, 0.0f}, pb[3], ps[3];
+    const int32_t lab0 = 0;
+    const float lb = snn_cross_entropy_fwd(pb, big, &lab0, 1, 3, 0.1f);
+    const float ls = snn_cross_entropy_fwd(ps, small, &lab0, 1, 3, 0.1f);
+    assert_true(isfinite(lb));
+    assert_float_equal(lb, ls, 0.0f);
+    assert_memory_equal(pb, ps, sizeof pb);
+}
+
+/* dlogits by central differences, B=4, C=5, logits in [-2, 2], without and with smoothing 0.1;
+ * the loss is returned in float (|L| ~ 2: rounding 1e-7 / 2 eps ~ 1e-5 per coordinate) plus
+ * O(eps^2) curvature: atol 5e-5, rtol 2e-3 (worst seen: 16% of that bound). The scale
+ * argument multiplies the gradient. */
+static void test_cross_entropy_backward_matches_finite_differences(void **state) {
+    (void)state;
+    const int B = 4, C = 5;
+    int32_t labels[4] = {0, 3, 4, 1};
+    ce_ctx c = {.B = B, .C = C, .labels = labels};
+    c.logits = fvec((size_t)B * C);
+    c.probs = fvec((size_t)B * C);
+    fill_uniform(c.logits, (size_t)B * C, 61, 1, -2.0f, 2.0f);
+    float *d = fvec((size_t)B * C), *a = fvec((size_t)B * C), *d2 = fvec((size_t)B * C);
+    const float smooth[2] = {0.0f, 0.1f};
+    for (int s = 0; s < 2; s++) {
+        c.smoothing = smooth[s];
+        ce_loss(&c);
+        fill_const(d, (size_t)B * C, GRAD_FILL);
+        snn_cross_entropy_bwd(d, c.probs, labels, B, C, c.smoothing, 1.0f);
+        unfill(a, d, (size_t)B * C);
+        gradcheck(s ? "cross-entropy (smoothing 0.1)" : "cross-entropy", c.logits,
+                  (size_t)B * C, a, ce_loss, &c, 5e-5, 2e-3);
+        ce_loss(&c); /* probs at the unperturbed logits again */
+        memset(d2, 0, (size_t)B * C * sizeof *d2);
+        snn_cross_entropy_bwd(d2, c.probs, labels, B, C, c.smoothing, 2.5f);
+        for (int i = 0; i < B * C; i++) a[i] *= 2.5f;
+        snn_assert_allclose(d2, a, (size_t)B * C, 1e-6, 1e-5, "cross-entropy scale");
+    }
+    free(d);
+    free(d2);
+    free(a);
+    free(c.logits);
+    free(c.probs);
+}
+
+/* ---- determinism across thread counts ----------------------------------------------------- */
+
+typedef struct det_out {
+    float *y, *dx, *dw, *db;                /* linear */
+    float *by, *bxhat, *bmean, *brstd, *brm, *brv, *bdx, *bdg, *bdb; /* BN */
+    float *py, *pdx;                         /* mean pool */
+} det_out;
+
+/* every size above the kernels' 32768-element threshold for going parallel */
+enum { DM = 700, DIN = 40, DOUT = 50, BM = 800, BC = 50, PT = 4, PB = 8, PN = 48, PD = 24 };
+
+static void det_run(det_out *o, const lin_ctx *l, const bn_ctx *b, const float *px,
+                    const float *pdy) {
+    snn_linear_fwd(o->y, l->x, l->w, l->b, DM, DIN, DOUT);
+    fill_const(o->dx, (size_t)DM * DIN, GRAD_FILL);
+    fill_const(o->dw, (size_t)DOUT * DIN, GRAD_FILL);
+    fill_const(o->db, DOUT, GRAD_FILL);
+    snn_linear_bwd(o->dx, o->dw, o->db, l->r, l->x, l->w, DM, DIN, DOUT);
+    fill_const(o->brm, BC, 0.0f);
+    fill_const(o->brv, BC, 1.0f);
+    snn_bn_train_fwd(o->by, o->bxhat, o->bmean, o->brstd, b->x, b->gamma, b->beta, o->brm,
+                     o->brv, BM, BC, 0.1f, 1e-5f);
+    fill_const(o->bdx, (size_t)BM * BC, GRAD_FILL);
+    fill_const(o->bdg, BC, GRAD_FILL);
+    fill_const(o->bdb, BC, GRAD_FILL);
+    snn_bn_train_bwd(o->bdx, o->bdg, o->bdb, b->r, o->bxhat, o->brstd, b->gamma, BM, BC);
+    snn_meanpool_fwd(o->py, px, PT, PB, PN, PD);
+    fill_const(o->pdx, (size_t)PT * PB * PN * PD, GRAD_FILL);
+    snn_meanpool_bwd(o->pdx, pdy, PT, PB, PN, PD);
+}
+
+static void det_alloc(det_out *o) {
+    o->y = fvec((size_t)DM * DOUT);
+    o->dx = fvec((size_t)DM * DIN);
+    o->dw = fvec((size_t)DOUT * DIN);
+    o->db = fvec(DOUT);
+    o->by = fvec((size_t)BM * BC);
+    o->bxhat = fvec((size_t)BM * BC);
+    o->bmean = fvec(BC);
+    o->brstd = fvec(BC);
+    o->brm = fvec(BC);
+    o->brv = fvec(BC);
+    o->bdx = fvec((size_t)BM * BC);
+    o->bdg = fvec(BC);
+    o->bdb = fvec(BC);
+    o->py = fvec((size_t)PB * PD);
+    o->pdx = fvec((size_t)PT * PB * PN * PD);
+}
+
+static void det_free(det_out *o) {
+    float *all[] = {o->y,    o->dx,  o->dw,  o->db,  o->by,  o->bxhat, o->bmean, o->brstd,
+                    o->brm,  o->brv, o->bdx, o->bdg, o->bdb, o->py,    o->pdx};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
+}
+
+static void det_compare(const det_out *a, const det_out *b, int threads) {
+#define DET_EQ(f, n)                                                                            \
+    do {                                                                                        \
+        if (memcmp(a->f, b->f, (size_t)(n) * sizeof(float)) != 0)                               \
+            fail_msg("%s differs between 1 and %d threads", #f, threads);                     \
+    } while (0)
+    DET_EQ(y, DM * DOUT);
+    DET_EQ(dx, DM * DIN);
+    DET_EQ(dw, DOUT * DIN);
+    DET_EQ(db, DOUT);
+    DET_EQ(by, BM * BC);
+    DET_EQ(bxhat, BM * BC);
+    DET_EQ(bmean, BC);
+    DET_EQ(brstd, BC);
+    DET_EQ(brm, BC);
+    DET_EQ(brv, BC);
+    DET_EQ(bdx, BM * BC);
+    DET_EQ(bdg, BC);
+    DET_EQ(bdb, BC);
+    DET_EQ(py, PB * PD);
+    DET_EQ(pdx, PT * PB * PN * PD);
+#undef DET_EQ
+}
+
+/* Sizes that split: linear 3 row chunks x 4 feature chunks, BN 4 channel chunks, pool 8 rows.
+ * Without OpenMP this compares two serial runs. */
+static void test_layers_identical_for_1_2_3_threads(void **state) {
+    (void)state;
+    lin_ctx l;
+    bn_ctx b;
+    lin_alloc(&l, DM, DIN, DOUT, 71);
+    bn_alloc(&b, BM, BC, 72);
+    const size_t npx = (size_t)PT * PB * PN * PD;
+    float *px = fvec(npx), *pdy = fvec((size_t)PB * PD);
+    fill_uniform(px, npx, 73, 1, 0.0f, 1.0f);
+    fill_uniform(pdy, (size_t)PB * PD, 73, 2, -1.0f, 1.0f);
+    det_out ref, got;
+    det_alloc(&ref);
+    det_alloc(&got);
+#ifdef _OPENMP
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+#endif
+    det_run(&ref, &l, &b, px, pdy);
+    for (int threads = 2; threads <= 3; threads++) {
+#ifdef _OPENMP
+        omp_set_num_threads(threads);
+#endif
+        det_run(&got, &l, &b, px, pdy);
+        det_compare(&ref, &got, threads);
+    }
+#ifdef _OPENMP
+    omp_set_num_threads(saved);
+#endif
+    det_free(&ref);
+    det_free(&got);
+    free(px);
+    free(pdy);
+    lin_free(&l);
+    bn_free(&b);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_linear_matches_naive_reference_across_chunks),
+        cmocka_unit_test(test_linear_backward_matches_finite_differences),
+        cmocka_unit_test(test_bn_running_stats_match_pytorch_rule),
+        cmocka_unit_test(test_bn_forward_matches_naive_reference),
+        cmocka_unit_test(test_bn_backward_matches_finite_differences),
+        cmocka_unit_test(test_bn_eval_uses_running_stats),
+        cmocka_unit_test(test_meanpool_forward_and_backward),
+        cmocka_unit_test(test_cross_entropy_hand_values),
+        cmocka_unit_test(test_cross_entropy_backward_matches_finite_differences),
+        cmocka_unit_test(test_layers_identical_for_1_2_3_threads),
+    };
+    return cmocka_run_group_tests_name("layers", tests, NULL, NULL);
+}
