@@ -19,6 +19,7 @@
 #include "sim/eval.h"
 #include "sim/model.h"
 #include "sim/run.h"
+#include "sim/train.h"
 
 static double best_eval(const snn_model *m, const snn_dataset *ds, int threads, bool dense,
                         uint64_t *acs, uint64_t *macs, double *acc) {
@@ -37,6 +38,49 @@ static double best_eval(const snn_model *m, const snn_dataset *ds, int threads, 
         snn_eval_free(&e, m);
     }
     return best;
+}
+
+/* Training throughput: forward + backward (no optimizer update, which is per step and tiny)
+ * on minibatches of train.batch_size from the evaluation set, best of 3 runs of 4 steps. */
+static void bench_training(snn_model *m, const snn_dataset *ds, int threads) {
+    const int B = m->cfg->train.batch_size;
+    if (ds->n < B) return;
+    int32_t *labels = snn_xmalloc((size_t)B * sizeof *labels);
+    for (int b = 0; b < B; b++) labels[b] = ds->labels[b];
+    float *saved = snn_xmalloc(m->n_params * sizeof *saved);
+    memcpy(saved, m->params, m->n_params * sizeof *saved); /* running stats move */
+    double rate[2] = {0, 0};
+    const int counts[2] = {1, threads};
+    for (int c = 0; c < 2; c++) {
+#ifdef _OPENMP
+        omp_set_num_threads(counts[c]);
+#endif
+        snn_trainer *tr = snn_trainer_new(m, B, false);
+        double best = 1e300;
+        for (int rep = 0; rep < 3; rep++) {
+            double t0 = snn_now();
+            for (int s = 0; s < 4; s++) {
+                snn_trainer_zero_grads(tr);
+                snn_trainer_step(tr, ds->pixels, ds->index, labels, B, true, true, NULL);
+            }
+            double t = snn_now() - t0;
+            if (t < best) best = t;
+        }
+        rate[c] = 4.0 * B / best;
+        if (c == 0)
+            printf("  training (fwd+bwd)    : batch %d, %.1f MiB of buffers\n", B,
+                   (double)snn_trainer_bytes(tr) / 1048576.0);
+        snn_trainer_free(tr);
+    }
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#endif
+    printf("  training throughput   : %8.1f samples/s on %d thread%s (1 thread: %.1f samples/s, "
+           "scaling x%.2f)\n", rate[1], threads, threads > 1 ? "s" : "", rate[0], rate[1] / rate[0]);
+    memcpy(m->params, saved, m->n_params * sizeof *saved);
+    snn_model_fold(m);
+    free(saved);
+    free(labels);
 }
 
 int snn_bench(const snn_config *cfg, int threads, snn_err *err) {
@@ -80,6 +124,7 @@ int snn_bench(const snn_config *cfg, int threads, snn_err *err) {
     printf("  dense baseline        : %8.1f samples/s, %.3g MACs/sample; event-driven is x%.2f "
            "faster (accuracy %.2f%% event-driven, %.2f%% dense)\n",
            (double)ds.n / tnd, (double)macs_d / (double)ds.n, tnd / tn, 100 * acc, 100 * acc_d);
+    if (cfg->model.residual == SNN_RESIDUAL_MS) bench_training(&m, &ds, all);
     snn_model_free(&m);
     snn_dataset_free(&ds);
     return SNN_OK;
