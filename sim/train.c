@@ -62,12 +62,14 @@ typedef struct block_act {
     pop_act ph;                /* hidden_lif */
     lin_act fc2;
     float *u_out;              /* [M, D] after the MLP residual */
+    pop_act po, pout;          /* sew: attn.o_lif and mlp.out_lif */
 } block_act;
 
 struct snn_trainer {
     snn_model *m;
     int Bmax, B, T, N, D, Hd, K, C;
     bool smooth;
+    bool sew;                  /* Spikformer's spike-sum residual instead of the membrane one */
     float *arena;              /* every float buffer below */
     size_t arena_floats;
     int32_t *iarena;
@@ -159,6 +161,10 @@ static void plan(snn_trainer *tr, planner *p) {
         plan_pop(p, &b->ph, M, Hd);
         plan_lin(p, &b->fc2, M, D);
         b->u_out = take(p, M * D);
+        if (tr->sew) {
+            plan_pop(p, &b->po, M, D);
+            plan_pop(p, &b->pout, M, D);
+        }
     }
     plan_pop(p, &tr->head, M, D);
     tr->pooled = take(p, (size_t)tr->Bmax * D);
@@ -196,7 +202,7 @@ snn_trainer *snn_trainer_new(snn_model *m, int B, bool smooth) {
 #ifdef _OPENMP
     tr->n_threads = omp_get_max_threads();
 #endif
-    SNN_ASSERT(m->cfg->model.residual == SNN_RESIDUAL_MS);
+    tr->sew = m->cfg->model.residual == SNN_RESIDUAL_SEW;
     tr->blocks = snn_xcalloc((size_t)m->L, sizeof *tr->blocks);
     planner p = {0};
     plan(tr, &p);
@@ -384,26 +390,45 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     for (int l = 0; l < m->L; l++) {
         const snn_block *mb = &m->blocks[l];
         block_act *b = &tr->blocks[l];
-        pop_fwd(tr, mb->pop_in, b->u_in, &b->in, (size_t)D);
-        lin_bn_fwd(tr, &mb->q, b->in.s, M, &b->q, update_running);
+        /* input of q, k, v: lif_in's spikes (ms), or the spike-sum stream (sew) */
+        const float *x_in = b->in.s;
+        if (!tr->sew || l == 0) pop_fwd(tr, mb->pop_in, b->u_in, &b->in, (size_t)D);
+        if (tr->sew && l > 0) x_in = tr->blocks[l - 1].u_out;
+        lin_bn_fwd(tr, &mb->q, x_in, M, &b->q, update_running);
         pop_fwd(tr, mb->pop_q, b->q.z, &b->pq, (size_t)D);
-        lin_bn_fwd(tr, &mb->k, b->in.s, M, &b->k, update_running);
+        lin_bn_fwd(tr, &mb->k, x_in, M, &b->k, update_running);
         pop_fwd(tr, mb->pop_k, b->k.z, &b->pk, (size_t)D);
-        lin_bn_fwd(tr, &mb->v, b->in.s, M, &b->v, update_running);
+        lin_bn_fwd(tr, &mb->v, x_in, M, &b->v, update_running);
         pop_fwd(tr, mb->pop_v, b->v.z, &b->pv, (size_t)D);
         attn_fwd(tr, l);
         pop_fwd(tr, mb->pop_attn, b->o, &b->pa, (size_t)D);
         lin_bn_fwd(tr, &mb->o, b->pa.s, M, &b->proj, update_running);
-        add3(b->u_mid, b->u_in, b->proj.z, MD);
-        pop_fwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, (size_t)D);
-        lin_bn_fwd(tr, &mb->fc1, b->pm.s, M, &b->fc1, update_running);
+        if (tr->sew) {
+            pop_fwd(tr, mb->pop_o, b->proj.z, &b->po, (size_t)D);
+            add3(b->u_mid, x_in, b->po.s, MD);
+            lin_bn_fwd(tr, &mb->fc1, b->u_mid, M, &b->fc1, update_running);
+        } else {
+            add3(b->u_mid, b->u_in, b->proj.z, MD);
+            pop_fwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, (size_t)D);
+            lin_bn_fwd(tr, &mb->fc1, b->pm.s, M, &b->fc1, update_running);
+        }
         pop_fwd(tr, mb->pop_hidden, b->fc1.z, &b->ph, (size_t)Hd);
         lin_bn_fwd(tr, &mb->fc2, b->ph.s, M, &b->fc2, update_running);
-        add3(b->u_out, b->u_mid, b->fc2.z, MD);
+        if (tr->sew) {
+            pop_fwd(tr, mb->pop_out, b->fc2.z, &b->pout, (size_t)D);
+            add3(b->u_out, b->u_mid, b->pout.s, MD);
+        } else {
+            add3(b->u_out, b->u_mid, b->fc2.z, MD);
+        }
     }
     const float *u_last = tr->blocks[m->L - 1].u_out;
-    pop_fwd(tr, m->pop_head, u_last, &tr->head, (size_t)D);
-    snn_meanpool_fwd(tr->pooled, tr->head.s, T, B, N, D);
+    /* head input: head_lif's spikes (ms) or the spike-sum stream itself (sew) */
+    const float *head_in = u_last;
+    if (!tr->sew) {
+        pop_fwd(tr, m->pop_head, u_last, &tr->head, (size_t)D);
+        head_in = tr->head.s;
+    }
+    snn_meanpool_fwd(tr->pooled, head_in, T, B, N, D);
     snn_linear_fwd(tr->logits, tr->pooled, m->head.weight, m->head.bias, B, D, C);
     float loss = snn_cross_entropy_fwd(tr->probs, tr->logits, tr->labels, B, C,
                                        m->cfg->train.label_smoothing);
@@ -426,33 +451,58 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     memset(tr->d_pooled, 0, (size_t)B * D * sizeof(float));
     snn_linear_bwd(tr->d_pooled, grad_of(tr, m->head.weight), grad_of(tr, m->head.bias), tr->d_logits,
                    tr->pooled, m->head.weight, B, D, C);
-    memset(tr->d_s, 0, MD * sizeof(float));
-    snn_meanpool_bwd(tr->d_s, tr->d_pooled, T, B, N, D);
     memset(tr->d_u, 0, MD * sizeof(float));
-    pop_bwd(tr, m->pop_head, u_last, &tr->head, tr->d_s, tr->d_u, (size_t)D);
+    if (tr->sew) {
+        snn_meanpool_bwd(tr->d_u, tr->d_pooled, T, B, N, D);
+    } else {
+        memset(tr->d_s, 0, MD * sizeof(float));
+        snn_meanpool_bwd(tr->d_s, tr->d_pooled, T, B, N, D);
+        pop_bwd(tr, m->pop_head, u_last, &tr->head, tr->d_s, tr->d_u, (size_t)D);
+    }
 
     for (int l = m->L - 1; l >= 0; l--) {
         const snn_block *mb = &m->blocks[l];
         block_act *b = &tr->blocks[l];
-        /* u_out = u_mid + BN_fc2(fc2(hidden)): d_u flows to both */
+        const float *x_in = (tr->sew && l > 0) ? tr->blocks[l - 1].u_out : b->in.s;
+        /* ms: u_out = u_mid + BN_fc2(fc2(hidden)); sew: u_out = u_mid + out_lif(BN_fc2(...)).
+         * d_u flows to both terms. */
+        const float *d_fc2 = tr->d_u;
+        if (tr->sew) {
+            memset(tr->d_x, 0, MD * sizeof(float));
+            pop_bwd(tr, mb->pop_out, b->fc2.z, &b->pout, tr->d_u, tr->d_x, (size_t)D);
+            d_fc2 = tr->d_x;
+        }
         memset(tr->d_s, 0, (size_t)M * Hd * sizeof(float));
-        lin_bn_bwd(tr, &mb->fc2, b->ph.s, tr->d_u, M, &b->fc2, tr->d_s);
+        lin_bn_bwd(tr, &mb->fc2, b->ph.s, d_fc2, M, &b->fc2, tr->d_s);
         memset(tr->d_x, 0, (size_t)M * Hd * sizeof(float));
         pop_bwd(tr, mb->pop_hidden, b->fc1.z, &b->ph, tr->d_s, tr->d_x, (size_t)Hd);
+        if (tr->sew) {
+            lin_bn_bwd(tr, &mb->fc1, b->u_mid, tr->d_x, M, &b->fc1, tr->d_u);
+        } else {
+            memset(tr->d_s, 0, MD * sizeof(float));
+            lin_bn_bwd(tr, &mb->fc1, b->pm.s, tr->d_x, M, &b->fc1, tr->d_s);
+            pop_bwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, tr->d_s, tr->d_u, (size_t)D);
+        }
+        /* ms: u_mid = u_in + BN_o(o(A)); sew: u_mid = x_in + o_lif(BN_o(o(A))) */
+        const float *d_proj = tr->d_u;
+        if (tr->sew) {
+            memset(tr->d_x, 0, MD * sizeof(float));
+            pop_bwd(tr, mb->pop_o, b->proj.z, &b->po, tr->d_u, tr->d_x, (size_t)D);
+            d_proj = tr->d_x;
+        }
         memset(tr->d_s, 0, MD * sizeof(float));
-        lin_bn_bwd(tr, &mb->fc1, b->pm.s, tr->d_x, M, &b->fc1, tr->d_s);
-        pop_bwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, tr->d_s, tr->d_u, (size_t)D);
-        /* u_mid = u_in + BN_o(o(A)) */
-        memset(tr->d_s, 0, MD * sizeof(float));
-        lin_bn_bwd(tr, &mb->o, b->pa.s, tr->d_u, M, &b->proj, tr->d_s);
+        lin_bn_bwd(tr, &mb->o, b->pa.s, d_proj, M, &b->proj, tr->d_s);
         memset(tr->d_o, 0, MD * sizeof(float));
         pop_bwd(tr, mb->pop_attn, b->o, &b->pa, tr->d_s, tr->d_o, (size_t)D);
         memset(tr->d_q, 0, MD * sizeof(float));
         memset(tr->d_k, 0, MD * sizeof(float));
         memset(tr->d_v, 0, MD * sizeof(float));
         attn_bwd(tr, l);
-        /* q, k and v all read lif_in's spikes: their input gradients add up in d_s */
-        memset(tr->d_s, 0, MD * sizeof(float));
+        /* q, k and v all read x_in: their input gradients add up (in d_s for ms, where x_in is
+         * lif_in's spikes; straight into the stream's gradient for sew blocks after the first) */
+        const bool into_stream = tr->sew && l > 0;
+        float *d_in = into_stream ? tr->d_u : tr->d_s;
+        if (!into_stream) memset(tr->d_s, 0, MD * sizeof(float));
         const snn_linear *lins[3] = {&mb->q, &mb->k, &mb->v};
         const lin_act *acts[3] = {&b->q, &b->k, &b->v};
         const pop_act *pops[3] = {&b->pq, &b->pk, &b->pv};
@@ -461,9 +511,16 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         for (int j = 0; j < 3; j++) {
             memset(tr->d_x, 0, MD * sizeof(float));
             pop_bwd(tr, pop_ids[j], acts[j]->z, pops[j], dsp[j], tr->d_x, (size_t)D);
-            lin_bn_bwd(tr, lins[j], b->in.s, tr->d_x, M, acts[j], tr->d_s);
+            lin_bn_bwd(tr, lins[j], x_in, tr->d_x, M, acts[j], d_in);
         }
-        pop_bwd(tr, mb->pop_in, b->u_in, &b->in, tr->d_s, tr->d_u, (size_t)D);
+        if (!tr->sew) {
+            pop_bwd(tr, mb->pop_in, b->u_in, &b->in, tr->d_s, tr->d_u, (size_t)D);
+        } else if (l == 0) {
+            /* x_0 = lif_in(U0): its spikes receive the stream's gradient plus q, k, v's */
+            for (size_t i = 0; i < MD; i++) tr->d_s[i] += tr->d_u[i];
+            memset(tr->d_u, 0, MD * sizeof(float));
+            pop_bwd(tr, mb->pop_in, b->u_in, &b->in, tr->d_s, tr->d_u, (size_t)D);
+        }
     }
     /* u0 = BN_embed(embed(patches)) + pos */
     float *dpos = grad_of(tr, m->pos);

@@ -2,7 +2,7 @@
  * test_train.c: the training graph end to end.
  *   - finite-difference gradient check of the WHOLE network (every parameter tensor sampled)
  *     in smooth-spike mode, where the forward is differentiable and its exact derivative is
- *     what the backward computes (detach_reset off), for SSA and BSA;
+ *     what the backward computes (detach_reset off), for SSA, BSA and the SEW residual;
  *   - training with 1 and 2 threads gives identical losses and parameters;
  *   - a run stopped after one epoch and resumed from its checkpoint ends bit-identical to an
  *     uninterrupted run;
@@ -49,9 +49,9 @@ static double loss_at(snn_trainer *tr, const snn_dataset *ds, int B) {
     return snn_trainer_step(tr, ds->pixels, ds->index, labels, B, false, false, NULL);
 }
 
-static void gradcheck(const char *kind) {
+static void gradcheck(const char *kind, const char *extra) {
     snn_config cfg;
-    load_cfg(&cfg, kind, NULL);
+    load_cfg(&cfg, kind, extra);
     snn_err err = {{0}};
     snn_dataset ds = {0};
     assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
@@ -109,12 +109,17 @@ static void gradcheck(const char *kind) {
 
 static void test_whole_network_gradients_ssa(void **state) {
     (void)state;
-    gradcheck("ssa");
+    gradcheck("ssa", NULL);
 }
 
 static void test_whole_network_gradients_bsa(void **state) {
     (void)state;
-    gradcheck("bsa");
+    gradcheck("bsa", NULL);
+}
+
+static void test_whole_network_gradients_sew(void **state) {
+    (void)state;
+    gradcheck("bsa", "model.residual=sew");
 }
 
 /* ---- training runs ------------------------------------------------------------------------ */
@@ -220,6 +225,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whole_network_gradients_ssa),
         cmocka_unit_test(test_whole_network_gradients_bsa),
+        cmocka_unit_test(test_whole_network_gradients_sew),
         cmocka_unit_test(test_one_and_two_threads_train_identically),
         cmocka_unit_test(test_resume_equals_uninterrupted),
         cmocka_unit_test(test_loss_falls_on_a_learnable_task),
