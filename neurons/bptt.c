@@ -53,6 +53,102 @@
 /* Neurons per stack tile (state, spikes, H and carried gradient of one tile). */
 enum { TILE = 256 };
 
+/* The hot loops below are written element-wise over contiguous neurons, branch-free, so that gcc
+ * vectorises them (baseline SSE2). -O2's "very cheap" cost model refuses loops whose trip count
+ * is not a known multiple of the vector width, hence the per-function cost model. Vectorising a
+ * loop of independent element-wise float operations does not change a single bit (no
+ * reassociation, no contraction: -ffp-contract=off), so these loops compute exactly what the
+ * scalar formulas compute. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define VEC_FN __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
+#else
+#define VEC_FN
+#endif
+#define INLINE_VEC static inline __attribute__((always_inline)) VEC_FN
+
+/* The charge formulas of snn_neuron_step (neurons/neuron.c), chosen the same way. */
+typedef enum charge_mode {
+    CHARGE_IF,            /* H = V + X */
+    CHARGE_DECAY_INPUT0,  /* H = V + (X - V) / tau */
+    CHARGE_DECAY_INPUT,   /* H = V + (X - (V - v_reset)) / tau */
+    CHARGE_NO_DECAY0,     /* H = V - V / tau + X */
+    CHARGE_NO_DECAY       /* H = V - (V - v_reset) / tau + X */
+} charge_mode;
+
+static charge_mode charge_mode_of(const snn_neuron_params *p) {
+    if (p->kind == SNN_NEURON_IF) return CHARGE_IF;
+    const bool zero_reset = p->soft_reset || p->v_reset == 0.0f;
+    if (p->decay_input) return zero_reset ? CHARGE_DECAY_INPUT0 : CHARGE_DECAY_INPUT;
+    return zero_reset ? CHARGE_NO_DECAY0 : CHARGE_NO_DECAY;
+}
+
+/* One timestep of n neurons, normal mode: snn_neuron_step's operations in its order (charge,
+ * fire with >=, reset by select or by H - th S), spikes written as float. mode, bipolar and soft
+ * are compile-time constants at every call site (the dispatch below), so each instance is one
+ * branch-free vectorised loop; the bits are snn_neuron_step's. */
+INLINE_VEC void fwd_row(const charge_mode mode, const bool bipolar, const bool soft, size_t n,
+                        const float *restrict x, float *restrict v, float *restrict s,
+                        float *restrict h, float tau, float vr, float th) {
+    const float neg_th = -th;
+    for (size_t i = 0; i < n; i++) {
+        const float vi = v[i], xi = x[i];
+        float hi;
+        switch (mode) {
+        case CHARGE_IF: hi = vi + xi; break;
+        case CHARGE_DECAY_INPUT0: hi = vi + (xi - vi) / tau; break;
+        case CHARGE_DECAY_INPUT: hi = vi + (xi - (vi - vr)) / tau; break;
+        case CHARGE_NO_DECAY0: hi = vi - vi / tau + xi; break;
+        default: hi = vi - (vi - vr) / tau + xi; break;
+        }
+        float si = hi >= th ? 1.0f : 0.0f;
+        if (bipolar) si = hi <= neg_th ? -1.0f : si;
+        v[i] = soft ? hi - th * si : (si != 0.0f ? vr : hi);
+        s[i] = si;
+        h[i] = hi;
+    }
+}
+
+/* T timesteps of one tile of cn <= TILE neurons (normal mode). */
+INLINE_VEC void fwd_tile(const charge_mode mode, const bool bipolar, const bool soft, int T,
+                         size_t cn, size_t ld, const float *x, float *s, float *h, float v0,
+                         float tau, float vr, float th) {
+    float v[TILE], hb[TILE];
+    for (size_t i = 0; i < cn; i++) v[i] = v0;
+    for (int t = 0; t < T; t++) {
+        const size_t row = (size_t)t * ld;
+        fwd_row(mode, bipolar, soft, cn, x + row, v, s + row, h ? h + row : hb, tau, vr, th);
+    }
+}
+
+/* Normal-mode forward of neurons [0, n): one specialised loop per (charge, bipolar, soft). */
+VEC_FN static void forward_fast(const snn_neuron_params *p, int T, size_t n, size_t ld, const float *x,
+                         float *s, float *h) {
+    const charge_mode mode = charge_mode_of(p);
+    const float tau = p->tau, vr = p->v_reset, th = p->v_threshold;
+    const float v0 = snn_neuron_v_init(p);
+    const int key = (int)mode * 4 + (p->bipolar ? 2 : 0) + (p->soft_reset ? 1 : 0);
+    for (size_t i0 = 0; i0 < n; i0 += TILE) {
+        const size_t cn = n - i0 < TILE ? n - i0 : TILE;
+        const float *xt = x + i0;
+        float *st = s + i0, *ht = h ? h + i0 : NULL;
+        switch (key) {
+#define FWD_CASE(m, b, so)                                                                     \
+    case (int)(m) * 4 + (b) * 2 + (so):                                                          \
+        fwd_tile(m, b, so, T, cn, ld, xt, st, ht, v0, tau, vr, th);                             \
+        break;
+#define FWD_CASES(m) FWD_CASE(m, 0, 0) FWD_CASE(m, 0, 1) FWD_CASE(m, 1, 0) FWD_CASE(m, 1, 1)
+            FWD_CASES(CHARGE_IF)
+            FWD_CASES(CHARGE_DECAY_INPUT0)
+            FWD_CASES(CHARGE_DECAY_INPUT)
+            FWD_CASES(CHARGE_NO_DECAY0)
+            FWD_CASES(CHARGE_NO_DECAY)
+#undef FWD_CASES
+#undef FWD_CASE
+        default: SNN_ASSERT(0);
+        }
+    }
+}
+
 /* Smooth spike and reset amount of one neuron at pre-reset membrane hv (forward and backward
  * call this same function, so the backward sees the forward's values bit for bit). */
 static inline void smooth_fire(const snn_neuron_params *p, float hv, float *s, float *a) {
@@ -80,6 +176,10 @@ static inline float reset_value(const snn_neuron_params *p, float hv, float sv, 
 void snn_neuron_forward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld,
                             const float *x, float *s, float *h, bool smooth) {
     SNN_ASSERT(T >= 0 && (n <= ld || T <= 1));
+    if (!smooth) {
+        forward_fast(p, T, n, ld, x, s, h);
+        return;
+    }
     for (size_t i0 = 0; i0 < n; i0 += TILE) {
         const size_t cn = n - i0 < TILE ? n - i0 : TILE;
         float v[TILE], hb[TILE];
@@ -105,10 +205,180 @@ void snn_neuron_forward_seq(const snn_neuron_params *p, int T, size_t n, size_t 
     }
 }
 
+/* pi/2 as SpikingJelly writes it (the same constant as neurons/neuron.c). */
+#define HALF_PI 1.5707963267948966
+
+/* out[i] = expf(a[i]) for i < n <= TILE, bit for bit, vectorised.
+ *
+ * For |x| <= 87 (a normal float result) a double approximation y of e^x is formed: x = k ln2 + r
+ * with k = round(x / ln2), |r| <= ln2 / 2, e^r by a polynomial of degree 8 (approximation error
+ * below 2^-39 relative, rounding a few 2^-53), times 2^k built from the exponent bits; so
+ * |y - e^x| < 2^-38 y. Rounding y to float gives the correctly rounded e^x unless e^x lies
+ * within that error of a rounding boundary (a midpoint between adjacent floats). The libm expf
+ * is itself accurate to well below 2^-30 before its final rounding (glibc documents 1.69 2^-34
+ * relative for its double polynomial, 0.502 ulp after rounding), so whenever y is at least
+ * 2^-30 y away from every midpoint, y, the libm's internal value and e^x all lie strictly between
+ * the same two midpoints and round to the same float: expf's result. The remaining cases (y that
+ * close to a midpoint, about 0.8% of them, and |x| > 87) call expf itself. The low 29 bits of the
+ * double's significand locate y between two floats; the midpoint is 2^28 there, and 2^23 units
+ * of 2^-52 are at least 2^-30 relative. (Checked on every float |x| <= 88 against glibc's
+ * expf: identical.) */
+VEC_FN static void expf_row(size_t n, const float *restrict a, float *restrict out) {
+    const double inv_ln2 = 0x1.71547652b82fep0, ln2 = 0x1.62e42fefa39efp-1, shift = 0x1.8p52;
+    int32_t slow[TILE];
+    for (size_t i = 0; i < n; i++) {
+        const double x = (double)a[i];
+        double kd = x * inv_ln2 + shift; /* round(x / ln2) in the low bits */
+        uint64_t kb;
+        memcpy(&kb, &kd, sizeof kb);
+        kd -= shift;
+        const double r = x - kd * ln2;
+        /* e^r, |r| <= 0.3467: degree-8 Chebyshev fit (relative error 1.1e-12 = 2^-39.8),
+         * Estrin's scheme (short dependency chains) */
+        const double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+        const double p01 = 0x1.0000000000000p+0 + 0x1.ffffffffd36adp-1 * r;
+        const double p23 = 0x1.fffffffff7165p-2 + 0x1.555555a29931ep-3 * r;
+        const double p45 = 0x1.555555743a253p-5 + 0x1.1110807802124p-7 * r;
+        const double p67 = 0x1.6c164dc9135e4p-10 + 0x1.a1aaca0181670p-13 * r;
+        const double p = (p01 + p23 * r2) + (p45 + p67 * r2) * r4 + 0x1.a15a8b818f713p-16 * r8;
+        const uint64_t sb = (kb - 0x4338000000000000ull + 1023) << 52; /* 2^k */
+        double s;
+        memcpy(&s, &sb, sizeof s);
+        const double y = p * s;
+        uint64_t yb;
+        memcpy(&yb, &y, sizeof yb);
+        const uint32_t low = (uint32_t)yb & 0x1FFFFFFFu;
+        slow[i] = (!(fabs(x) <= 87.0)) |
+                  ((uint32_t)(low - (0x10000000u - 0x800000u)) < 0x1000000u);
+        out[i] = (float)y;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (slow[i]) out[i] = expf(a[i]);
+}
+
+/* g[i] = snn_surrogate_grad(kind, alpha, sign H[i] - th) for i < n (sign = +1 or -1), bit for
+ * bit: the same float operations in the same order, and for the sigmoid the same expf values
+ * (expf_row). */
+VEC_FN static void surrogate_row(snn_surrogate_kind kind, float alpha, size_t n,
+                                 const float *restrict h, float sign, float th,
+                                 float *restrict g) {
+    float u[TILE];  /* the surrogate's argument x = H - th or -H - th */
+    if (sign > 0.0f)
+        for (size_t i = 0; i < n; i++) u[i] = h[i] - th;
+    else
+        for (size_t i = 0; i < n; i++) u[i] = -h[i] - th;
+    switch (kind) {
+    case SNN_SURROGATE_SIGMOID: {
+        /* sgax = 1 / (1 + exp(-(x alpha))); g = (1 - sgax) sgax alpha */
+        float e[TILE];
+        for (size_t i = 0; i < n; i++) u[i] = -(u[i] * alpha);
+        expf_row(n, u, e);
+        for (size_t i = 0; i < n; i++) {
+            const float sgax = 1.0f / (1.0f + e[i]);
+            g[i] = (1.0f - sgax) * sgax * alpha;
+        }
+        break;
+    }
+    case SNN_SURROGATE_ATAN: {
+        const float c = (float)(HALF_PI * (double)alpha);
+        const float k = (float)((double)alpha / 2.0);
+        for (size_t i = 0; i < n; i++) {
+            const float t = c * u[i];
+            g[i] = k / (1.0f + t * t);
+        }
+        break;
+    }
+    case SNN_SURROGATE_TRIANGLE: {
+        const float lim = (float)(1.0 / (double)alpha);
+        const float m = (float)(-((double)alpha * (double)alpha));
+        for (size_t i = 0; i < n; i++) {
+            const float ax = fabsf(u[i]);
+            g[i] = ax > lim ? 0.0f : m * ax + alpha;
+        }
+        break;
+    }
+    default:
+        for (size_t i = 0; i < n; i++) g[i] = snn_surrogate_grad(kind, alpha, sign * h[i] - th);
+    }
+}
+
+/* One timestep of the recursion for n neurons (see the header comment), given the surrogate
+ * derivatives gp = g'(H - th) and, for bipolar, gn = g'(-H - th). The flags are compile-time
+ * constants at every call site; the operations and their order are those of backward_generic
+ * below, so both give the same bits. */
+INLINE_VEC void bwd_row(const bool bipolar, const bool soft, const bool detach,
+                        const bool x_over_tau, size_t n, const float *restrict ht,
+                        const float *restrict st, const float *restrict dst,
+                        const float *restrict gp, const float *restrict gn,
+                        float *restrict dxt, float *restrict gh, float th, float vr, float tau,
+                        float dh_dv) {
+    for (size_t i = 0; i < n; i++) {
+        const float hv = ht[i], sv = st[i];
+        const float gpd = gp[i];
+        const float gnd = bipolar ? gn[i] : 0.0f;
+        const float psi = gpd + gnd;
+        float gamma;
+        if (soft) {
+            gamma = detach ? 1.0f : 1.0f - th * psi;
+        } else {
+            const float a = bipolar ? fabsf(sv) : sv;
+            gamma = 1.0f - a;
+            if (!detach) gamma += (vr - hv) * (gpd - gnd);
+        }
+        const float dhv = dst[i] * psi + gh[i] * dh_dv * gamma;
+        dxt[i] += x_over_tau ? dhv / tau : dhv;
+        gh[i] = dhv;
+    }
+}
+
+/* The recursion without the dtau sum and without the smooth bipolar hard reset (whose reset
+ * amount is recomputed from H): per tile, per timestep, the surrogate derivatives of the row,
+ * then one specialised element-wise loop. */
+VEC_FN static void backward_fast(const snn_neuron_params *p, int T, size_t n, size_t ld,
+                          const float *h, const float *s, const float *ds, float *dx) {
+    const bool is_if = p->kind == SNN_NEURON_IF;
+    const float tau = p->tau, th = p->v_threshold, vr = p->v_reset;
+    const float dh_dv = is_if ? 1.0f : 1.0f - 1.0f / tau;
+    const bool x_over_tau = !is_if && p->decay_input;
+    const int key = (p->bipolar ? 8 : 0) + (p->soft_reset ? 4 : 0) + (p->detach_reset ? 2 : 0) +
+                    (x_over_tau ? 1 : 0);
+    for (size_t i0 = 0; i0 < n; i0 += TILE) {
+        const size_t cn = n - i0 < TILE ? n - i0 : TILE;
+        float gh[TILE], gp[TILE], gn[TILE];
+        for (size_t i = 0; i < cn; i++) gh[i] = 0.0f;
+        for (int t = T - 1; t >= 0; t--) {
+            const size_t row = (size_t)t * ld + i0;
+            const float *ht = h + row, *st = s + row, *dst = ds + row;
+            float *dxt = dx + row;
+            surrogate_row(p->surrogate, p->alpha, cn, ht, 1.0f, th, gp);
+            if (p->bipolar) surrogate_row(p->surrogate, p->alpha, cn, ht, -1.0f, th, gn);
+            switch (key) {
+#define BWD_CASE(b, so, de, xt)                                                                \
+    case (b) * 8 + (so) * 4 + (de) * 2 + (xt):                                                   \
+        bwd_row(b, so, de, xt, cn, ht, st, dst, gp, gn, dxt, gh, th, vr, tau, dh_dv);           \
+        break;
+#define BWD_CASES(b, so) BWD_CASE(b, so, 0, 0) BWD_CASE(b, so, 0, 1) BWD_CASE(b, so, 1, 0)      \
+    BWD_CASE(b, so, 1, 1)
+                BWD_CASES(0, 0)
+                BWD_CASES(0, 1)
+                BWD_CASES(1, 0)
+                BWD_CASES(1, 1)
+#undef BWD_CASES
+#undef BWD_CASE
+            default: SNN_ASSERT(0);
+            }
+        }
+    }
+}
+
 static void backward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld, const float *x,
                          const float *h, const float *s, const float *ds, float *dx, float *dtau,
                          bool smooth) {
     SNN_ASSERT(T >= 0 && (n <= ld || T <= 1));
+    if ((dtau == NULL || p->kind == SNN_NEURON_IF) && !(smooth && p->bipolar && !p->soft_reset)) {
+        backward_fast(p, T, n, ld, h, s, ds, dx);
+        return;
+    }
     const bool is_if = p->kind == SNN_NEURON_IF;
     const bool detach = p->detach_reset;
     const snn_surrogate_kind sk = p->surrogate;

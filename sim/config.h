@@ -70,7 +70,7 @@ typedef struct snn_config {
         int batch_size;
         float lr;
         float weight_decay;
-        int warmup_epochs;
+        float warmup_epochs;     /* may be fractional */
         float label_smoothing;
         float grad_clip;
         float val_fraction;

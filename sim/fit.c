@@ -235,9 +235,7 @@ static void progress(const snn_train_opts *o, int epoch, int epochs, int64_t ste
 
 /* ---- loop -------------------------------------------------------------------------------- */
 
-/* Weight decay applies to Linear weights only (not biases, BatchNorm or pos), as in the
- * PyTorch reference. */
-static uint8_t *decay_mask(const snn_model *m) {
+uint8_t *snn_decay_mask(const snn_model *m) {
     uint8_t *mask = snn_xcalloc(m->n_params, 1);
     for (size_t i = 0; i < m->n_tensors; i++) {
         const snn_tensor *t = &m->tensors[i];
@@ -247,6 +245,24 @@ static uint8_t *decay_mask(const snn_model *m) {
         if (weight) memset(mask + (t->data - m->params), 1, n);
     }
     return mask;
+}
+
+float snn_fit_step(snn_trainer *tr, snn_adamw *opt, const uint8_t *decay_mask,
+                   const uint8_t *images, const int64_t *file_index, const int32_t *labels, int B,
+                   int64_t step, int64_t total, int64_t warmup, double *grad_norm, double *lr,
+                   int *correct) {
+    const snn_config *cfg = snn_trainer_model(tr)->cfg;
+    snn_trainer_zero_grads(tr);
+    float loss = snn_trainer_step(tr, images, file_index, labels, B, true, true, correct);
+    float *g = snn_trainer_grads(tr);
+    const size_t n = snn_trainer_model(tr)->n_params;
+    double norm = cfg->train.grad_clip > 0 ? snn_clip_grad_norm(g, n, cfg->train.grad_clip)
+                                           : snn_grad_norm(g, n);
+    double rate = snn_lr_cosine(step, total, warmup, cfg->train.lr, 0.0f);
+    snn_adamw_step(opt, snn_trainer_model(tr)->params, g, decay_mask, (float)rate);
+    if (grad_norm) *grad_norm = norm;
+    if (lr) *lr = rate;
+    return loss;
 }
 
 int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
@@ -269,7 +285,7 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
     memcpy(s.best_params, m->params, m->n_params * sizeof(float));
     s.history = snn_xcalloc((size_t)epochs + 1, sizeof *s.history);
     snn_adamw_init(&s.opt, m->n_params, cfg->train.weight_decay);
-    uint8_t *mask = decay_mask(m);
+    uint8_t *mask = snn_decay_mask(m);
     uint8_t *images = snn_xmalloc((size_t)B * pix);
     int64_t *fidx = snn_xmalloc((size_t)B * sizeof *fidx);
     int32_t *labels = snn_xmalloc((size_t)B * sizeof *labels);
@@ -306,18 +322,14 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
                 fidx[b] = train->index[i];
                 labels[b] = train->labels[i];
             }
-            snn_trainer_zero_grads(tr);
             int ok = 0;
-            float loss = snn_trainer_step(tr, images, fidx, labels, B, true, true, &ok);
+            float loss = snn_fit_step(tr, &s.opt, mask, images, fidx, labels, B, s.step, total,
+                                      warmup, NULL, &lr, &ok);
             if (!isfinite(loss)) {
                 rc = snn_err_set(err, "training diverged: loss is %g at epoch %d, step %lld", (double)loss,
                                  e + 1, (long long)st);
                 goto done;
             }
-            float *g = snn_trainer_grads(tr);
-            if (cfg->train.grad_clip > 0) snn_clip_grad_norm(g, m->n_params, cfg->train.grad_clip);
-            lr = snn_lr_cosine(s.step, total, warmup, cfg->train.lr, 0.0f);
-            snn_adamw_step(&s.opt, m->params, g, mask, (float)lr);
             s.step++;
             if (res->n_first_losses < 16) res->first_losses[res->n_first_losses++] = loss;
             loss_sum += loss;

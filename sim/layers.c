@@ -23,16 +23,30 @@
 #include "sim/layers.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
 
 #include <cblas.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "sim/util.h"
 
 /* BatchNorm channel chunk: one thread sums CH_CHUNK channels over all rows, in row order, so a
  * 64-byte line of each row is read by exactly one thread. */
 #define CH_CHUNK 16
+
+/* The BatchNorm loops are written lane-wise over contiguous channels (one accumulator per
+ * channel), so gcc vectorises them across channels; that changes no bit: each channel still sees
+ * exactly the same sequence of operations. -O2's "very cheap" vectoriser cost model refuses loops
+ * of unknown trip count, hence the per-function option. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define VEC_FN __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
+#else
+#define VEC_FN
+#endif
 
 /* Below this much work (elements, or multiply-adds for linear) a loop runs on the calling thread
  * alone: a parallel region costs more than it saves, and far more when the machine is
@@ -45,15 +59,196 @@ void snn_layers_init(void) {
 
 static int n_chunks(int n, int chunk) { return (n + chunk - 1) / chunk; }
 
+/* ---- column sums in row blocks (BatchNorm statistics and gradients, bias gradient) ---------- */
+
+/* BatchNorm work decomposition (fixed by the sizes alone, never by the thread count):
+ *   - channels in super-chunks of at most BN_CW (one, for C <= BN_CW);
+ *   - rows in BN_BLOCKS row blocks, block b = rows [b M / BN_BLOCKS, (b + 1) M / BN_BLOCKS);
+ *     each block streams its rows (whole rows of the super-chunk: contiguous memory) into one
+ *     accumulator per channel, and the per-block partial sums are added in block order.
+ * A column sum therefore has a fixed order: rows in order inside a block, blocks in order.
+ * Reading whole rows matters: a traversal of one channel chunk down all M rows touches one
+ * cache line per row at a stride of C floats, which neither the prefetchers nor the TLB follow. */
+enum { BN_BLOCKS = 16, BN_CW = 256, BN_SUB = 16 };
+
+static inline int bn_row0(int b, int M) { return (int)((long)b * M / BN_BLOCKS); }
+
+/* part[b][j] = sum over the rows of block b of x[m, c0 + j] (double, rows in order) for
+ * j < W; with center != NULL, the sum of (x - center[j])^2 instead. */
+static VEC_FN void bn_block_sums(double (*part)[BN_CW], const float *x, const double *center,
+                                 int M, int C, int c0, int W, bool par) {
+#pragma omp parallel for schedule(static) if (par)
+    for (int b = 0; b < BN_BLOCKS; b++) {
+        double acc[BN_CW];
+        for (int j = 0; j < W; j++) acc[j] = 0.0;
+        const int m1 = bn_row0(b + 1, M);
+        for (int m = bn_row0(b, M); m < m1; m++) {
+            const float *row = x + (size_t)m * C + c0;
+            if (!center) {
+                for (int j = 0; j < W; j++) acc[j] += (double)row[j];
+            } else {
+                for (int j = 0; j < W; j++) {
+                    const double d = (double)row[j] - center[j];
+                    acc[j] += d * d;
+                }
+            }
+        }
+        for (int j = 0; j < W; j++) part[b][j] = acc[j];
+    }
+}
+
 /* ---- linear -------------------------------------------------------------------------------- */
+
+/* Spike inputs. Every linear layer of the spiking blocks reads a spike matrix: x in {0, 1}, and
+ * mostly 0 (firing rates of a few percent). For such an x (checked: every entry 0 or 1, at most
+ * SP_MAX_DENSITY of them 1) the products skip the zeros:
+ *   y[m, :]  = (sum over the ones x[m, i], i ascending, of w^T[i, :]) + b   (float)
+ *   dw^T[i, :] = sum over the rows m with x[m, i] = 1, m ascending, of dy[m, :]   (float)
+ * i.e. the float sums of sgemm without its multiplications by 0 and 1, in a fixed order (so the
+ * result is the same for any thread count; its bits differ from sgemm's, whose order is its
+ * own). Any other x (real inputs, ternary spikes, dense spikes) and layers too large for the
+ * stack buffers (in * out > SP_MAX_W) take the sgemm path. */
+enum { SP_MAX_IN = 4096, SP_MAX_W = 65536, SP_OB = 32, SP_DW_CHUNKS = 2 };
+#define SP_MAX_DENSITY 0.25
+
+typedef float v4f __attribute__((vector_size(16)));
+typedef float v4fu __attribute__((vector_size(16), aligned(4))); /* unaligned access */
+
+/* Every x[t] is 0 or 1 and at most SP_MAX_DENSITY n of them are 1. */
+static VEC_FN bool sparse_binary(const float *x, size_t n) {
+    size_t ones = 0;
+    int bad = 0;
+    for (size_t t0 = 0; t0 < n; t0 += (size_t)1 << 20) {
+        const size_t t1 = n - t0 < ((size_t)1 << 20) ? n : t0 + ((size_t)1 << 20);
+        uint32_t cnt = 0;
+        for (size_t t = t0; t < t1; t++) {
+            const float v = x[t];
+            cnt += v != 0.0f;
+            bad |= (v != 0.0f) & (v != 1.0f);
+        }
+        ones += cnt;
+        if (bad) return false;
+    }
+    return (double)ones <= SP_MAX_DENSITY * (double)n;
+}
+
+static bool sparse_ok(const float *x, int M, int in, int out) {
+    return in <= SP_MAX_IN && (size_t)in * out <= SP_MAX_W && M > 0 &&
+           sparse_binary(x, (size_t)M * in);
+}
+
+/* Indices of the nonzero entries of x[0..n), ascending, into idx; returns their count. On x86
+ * (SSE2 is part of x86-64) sixteen entries are tested at once and zero blocks skipped; the
+ * portable loop gives the same list. */
+static inline int nonzeros(const float *x, int n, int *idx) {
+    int k = 0, i = 0;
+#if defined(__SSE2__)
+    const __m128 z = _mm_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        unsigned msk = (unsigned)_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(x + i), z)) |
+                       (unsigned)_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(x + i + 4), z)) << 4 |
+                       (unsigned)_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(x + i + 8), z)) << 8 |
+                       (unsigned)_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(x + i + 12), z)) << 12;
+        while (msk) {
+            idx[k++] = i + __builtin_ctz(msk);
+            msk &= msk - 1;
+        }
+    }
+#endif
+    for (; i < n; i++) {
+        idx[k] = i;
+        k += x[i] != 0.0f;
+    }
+    return k;
+}
+
+/* y = x w^T + b for a sparse binary x (see above). */
+static VEC_FN void linear_fwd_sparse(float *y, const float *x, const float *w, const float *b,
+                                     int M, int in, int out, bool par) {
+    float wt[SP_MAX_W] __attribute__((aligned(16))); /* w^T [in, out] */
+    for (int o = 0; o < out; o++)
+        for (int i = 0; i < in; i++) wt[(size_t)i * out + o] = w[(size_t)o * in + i];
+    const int nc = n_chunks(M, SNN_LINEAR_ROW_CHUNK);
+#pragma omp parallel for schedule(static) if (par)
+    for (int k = 0; k < nc; k++) {
+        const int m0 = k * SNN_LINEAR_ROW_CHUNK;
+        const int m1 = M - m0 < SNN_LINEAR_ROW_CHUNK ? M : m0 + SNN_LINEAR_ROW_CHUNK;
+        int idx[SP_MAX_IN];
+        for (int m = m0; m < m1; m++) {
+            const int nnz = nonzeros(x + (size_t)m * in, in, idx);
+            float *ym = y + (size_t)m * out;
+            int ob = 0;
+            for (; ob + SP_OB <= out; ob += SP_OB) {
+                v4f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+                for (int t = 0; t < nnz; t++) {
+                    const v4fu *r = (const v4fu *)(wt + (size_t)idx[t] * out + ob);
+                    a0 += r[0], a1 += r[1], a2 += r[2], a3 += r[3];
+                    a4 += r[4], a5 += r[5], a6 += r[6], a7 += r[7];
+                }
+                v4fu *yo = (v4fu *)(ym + ob);
+                if (b) {
+                    const v4fu *bo = (const v4fu *)(b + ob);
+                    a0 += bo[0], a1 += bo[1], a2 += bo[2], a3 += bo[3];
+                    a4 += bo[4], a5 += bo[5], a6 += bo[6], a7 += bo[7];
+                }
+                yo[0] = a0, yo[1] = a1, yo[2] = a2, yo[3] = a3;
+                yo[4] = a4, yo[5] = a5, yo[6] = a6, yo[7] = a7;
+            }
+            if (ob < out) {
+                float acc[SP_OB];
+                const int r = out - ob;
+                for (int o = 0; o < r; o++) acc[o] = 0.0f;
+                for (int t = 0; t < nnz; t++) {
+                    const float *wr = wt + (size_t)idx[t] * out + ob;
+                    for (int o = 0; o < r; o++) acc[o] += wr[o];
+                }
+                for (int o = 0; o < r; o++) ym[ob + o] = b ? acc[o] + b[ob + o] : acc[o];
+            }
+        }
+    }
+}
+
+/* dw += dy^T x for a sparse binary x (see above): fixed chunks of input features i (each reads
+ * its part of every x row once), summing dy rows into dw^T rows over the ones of x, rows in
+ * order. */
+static VEC_FN void linear_dw_sparse(float *dw, const float *dy, const float *x, int M, int in,
+                                    int out, bool par) {
+    float dwt[SP_MAX_W] __attribute__((aligned(16))); /* dw^T [in, out] sums */
+    const int step = (in + SP_DW_CHUNKS - 1) / SP_DW_CHUNKS;
+#pragma omp parallel for schedule(static) if (par)
+    for (int k = 0; k < SP_DW_CHUNKS; k++) {
+        const int i0 = k * step < in ? k * step : in;
+        const int i1 = (k + 1) * step < in ? (k + 1) * step : in;
+        if (i1 <= i0) continue;
+        for (size_t t = (size_t)i0 * out; t < (size_t)i1 * out; t++) dwt[t] = 0.0f;
+        int idx[SP_MAX_IN];
+        for (int m = 0; m < M; m++) {
+            /* this chunk reads part of each x row: the hardware prefetchers do not follow */
+            if (m + 8 < M) __builtin_prefetch(x + (size_t)(m + 8) * in + i0);
+            const int nnz = nonzeros(x + (size_t)m * in + i0, i1 - i0, idx);
+            const float *restrict dym = dy + (size_t)m * out;
+            for (int t = 0; t < nnz; t++) {
+                float *restrict d = dwt + (size_t)(i0 + idx[t]) * out;
+                for (int o = 0; o < out; o++) d[o] += dym[o];
+            }
+        }
+        for (int o = 0; o < out; o++)
+            for (int i = i0; i < i1; i++) dw[(size_t)o * in + i] += dwt[(size_t)i * out + o];
+    }
+}
 
 void snn_linear_fwd(float *y, const float *x, const float *w, const float *b, int M, int in,
                     int out) {
     SNN_ASSERT(y && x && w && M >= 0 && in > 0 && out > 0);
     snn_layers_init();
+    const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
+    if (sparse_ok(x, M, in, out)) {
+        linear_fwd_sparse(y, x, w, b, M, in, out, par);
+        return;
+    }
     const int nc = n_chunks(M, SNN_LINEAR_ROW_CHUNK);
     /* Row chunk k computes y[m0:m1, :] = x[m0:m1, :] w^T (+ b broadcast, pre-filled). */
-#pragma omp parallel for schedule(static) if ((size_t)M * in * out >= PAR_MIN_WORK)
+#pragma omp parallel for schedule(static) if (par)
     for (int k = 0; k < nc; k++) {
         const int m0 = k * SNN_LINEAR_ROW_CHUNK;
         const int mc = M - m0 < SNN_LINEAR_ROW_CHUNK ? M - m0 : SNN_LINEAR_ROW_CHUNK;
@@ -71,13 +266,14 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
     SNN_ASSERT(dw && dy && x && M >= 0 && in > 0 && out > 0);
     SNN_ASSERT(!dx || w);
     snn_layers_init();
+    const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
     /* forward: y[m,o] = sum_i x[m,i] w[o,i] + b[o], so
      *   dx[m,i] += sum_o dy[m,o] w[o,i]        (dx = dy w, row chunks: rows are independent)
      *   dw[o,i] += sum_m dy[m,o] x[m,i]        (dw = dy^T x, chunks of output features o)
-     *   db[o]   += sum_m dy[m,o]               (same feature chunks, double, rows in order) */
+     *   db[o]   += sum_m dy[m,o]               (double, row blocks as for BatchNorm) */
     if (dx) {
         const int nc = n_chunks(M, SNN_LINEAR_ROW_CHUNK);
-#pragma omp parallel for schedule(static) if ((size_t)M * in * out >= PAR_MIN_WORK)
+#pragma omp parallel for schedule(static) if (par)
         for (int k = 0; k < nc; k++) {
             const int m0 = k * SNN_LINEAR_ROW_CHUNK;
             const int mc = M - m0 < SNN_LINEAR_ROW_CHUNK ? M - m0 : SNN_LINEAR_ROW_CHUNK;
@@ -86,115 +282,146 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
         }
     }
     if (M == 0) return;
-    const int nc = n_chunks(out, SNN_LINEAR_COL_CHUNK);
-#pragma omp parallel for schedule(static) if ((size_t)M * in * out >= PAR_MIN_WORK)
-    for (int k = 0; k < nc; k++) {
-        const int o0 = k * SNN_LINEAR_COL_CHUNK;
-        const int oc = out - o0 < SNN_LINEAR_COL_CHUNK ? out - o0 : SNN_LINEAR_COL_CHUNK;
-        /* dw[o0:o0+oc, :] += dy[:, o0:o0+oc]^T x   (dy column slice, leading dimension out) */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, oc, in, M, 1.0f, dy + o0, out, x,
-                    in, 1.0f, dw + (size_t)o0 * in, in);
-        if (db) {
-            double acc[SNN_LINEAR_COL_CHUNK] = {0};
-            for (int m = 0; m < M; m++) {
-                const float *row = dy + (size_t)m * out + o0;
-                for (int j = 0; j < oc; j++) acc[j] += (double)row[j];
+    if (sparse_ok(x, M, in, out)) {
+        linear_dw_sparse(dw, dy, x, M, in, out, par);
+    } else {
+        const int nc = n_chunks(out, SNN_LINEAR_COL_CHUNK);
+#pragma omp parallel for schedule(static) if (par)
+        for (int k = 0; k < nc; k++) {
+            const int o0 = k * SNN_LINEAR_COL_CHUNK;
+            const int oc = out - o0 < SNN_LINEAR_COL_CHUNK ? out - o0 : SNN_LINEAR_COL_CHUNK;
+            /* dw[o0:o0+oc, :] += dy[:, o0:o0+oc]^T x  (dy column slice, leading dimension out) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, oc, in, M, 1.0f, dy + o0, out,
+                        x, in, 1.0f, dw + (size_t)o0 * in, in);
+        }
+    }
+    if (db) {
+        const bool par_db = (size_t)M * out >= PAR_MIN_WORK;
+        for (int c0 = 0; c0 < out; c0 += BN_CW) {
+            const int W = out - c0 < BN_CW ? out - c0 : BN_CW;
+            double part[BN_BLOCKS][BN_CW];
+            bn_block_sums(part, dy, NULL, M, out, c0, W, par_db);
+            for (int j = 0; j < W; j++) {
+                double s = 0.0;
+                for (int bk = 0; bk < BN_BLOCKS; bk++) s += part[bk][j];
+                db[c0 + j] += (float)s;
             }
-            for (int j = 0; j < oc; j++) db[o0 + j] += (float)acc[j];
         }
     }
 }
 
 /* ---- BatchNorm1d --------------------------------------------------------------------------- */
 
-void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,
-                      const float *gamma, const float *beta, float *running_mean,
-                      float *running_var, int M, int C, float momentum, float eps) {
+VEC_FN void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,
+                             const float *gamma, const float *beta, float *running_mean,
+                             float *running_var, int M, int C, float momentum, float eps) {
     SNN_ASSERT(y && xhat && mean && rstd && x && gamma && beta && C > 0);
     SNN_ASSERT(M >= 2); /* PyTorch: "Expected more than 1 value per channel when training" */
     SNN_ASSERT((running_mean == NULL) == (running_var == NULL));
-    const int nc = n_chunks(C, CH_CHUNK);
-    /* Statistics per channel chunk: two passes in double, rows in order. */
-#pragma omp parallel for schedule(static) if ((size_t)M * C >= PAR_MIN_WORK)
-    for (int k = 0; k < nc; k++) {
-        const int c0 = k * CH_CHUNK;
-        const int cc = C - c0 < CH_CHUNK ? C - c0 : CH_CHUNK;
-        double s[CH_CHUNK] = {0}, q[CH_CHUNK] = {0};
-        for (int m = 0; m < M; m++) {
-            const float *row = x + (size_t)m * C + c0;
-            for (int j = 0; j < cc; j++) s[j] += (double)row[j];
+    const bool par = (size_t)M * C >= PAR_MIN_WORK;
+    /* Statistics: two passes in double (mean, then squared deviations from it). */
+    for (int c0 = 0; c0 < C; c0 += BN_CW) {
+        const int W = C - c0 < BN_CW ? C - c0 : BN_CW;
+        double part[BN_BLOCKS][BN_CW], mu[BN_CW], q[BN_CW];
+        bn_block_sums(part, x, NULL, M, C, c0, W, par);
+        for (int j = 0; j < W; j++) {
+            double s = 0.0;
+            for (int b = 0; b < BN_BLOCKS; b++) s += part[b][j];
+            mu[j] = s / (double)M;
         }
-        for (int j = 0; j < cc; j++) s[j] /= (double)M; /* mean */
-        for (int m = 0; m < M; m++) {
-            const float *row = x + (size_t)m * C + c0;
-            for (int j = 0; j < cc; j++) {
-                const double d = (double)row[j] - s[j];
-                q[j] += d * d;
-            }
+        bn_block_sums(part, x, mu, M, C, c0, W, par);
+        for (int j = 0; j < W; j++) {
+            q[j] = 0.0;
+            for (int b = 0; b < BN_BLOCKS; b++) q[j] += part[b][j];
         }
-        for (int j = 0; j < cc; j++) {
+        for (int j = 0; j < W; j++) {
             const int c = c0 + j;
             const double var = q[j] / (double)M; /* biased: normalises */
-            mean[c] = (float)s[j];
+            mean[c] = (float)mu[j];
             rstd[c] = (float)(1.0 / sqrt(var + (double)eps));
             if (running_mean) {
                 const double unbiased = q[j] / (double)(M - 1);
                 const double mo = (double)momentum;
-                running_mean[c] = (float)((1.0 - mo) * (double)running_mean[c] + mo * s[j]);
+                running_mean[c] = (float)((1.0 - mo) * (double)running_mean[c] + mo * mu[j]);
                 running_var[c] = (float)((1.0 - mo) * (double)running_var[c] + mo * unbiased);
             }
         }
     }
     /* Normalise: element-wise, rows are independent. xhat is rounded to float first and y is
      * computed from the stored xhat, so the backward sees exactly the forward's xhat. */
-#pragma omp parallel for schedule(static) if ((size_t)M * C >= PAR_MIN_WORK)
+#pragma omp parallel for schedule(static) if (par)
     for (int m = 0; m < M; m++) {
-        const float *xm = x + (size_t)m * C;
-        float *hm = xhat + (size_t)m * C, *ym = y + (size_t)m * C;
-        for (int c = 0; c < C; c++) {
+        const float *restrict xm = x + (size_t)m * C;
+        float *restrict hm = xhat + (size_t)m * C, *restrict ym = y + (size_t)m * C;
+        for (int c = 0; c < C; c++)
             hm[c] = (float)(((double)xm[c] - (double)mean[c]) * (double)rstd[c]);
-            ym[c] = gamma[c] * hm[c] + beta[c];
-        }
+        for (int c = 0; c < C; c++) ym[c] = gamma[c] * hm[c] + beta[c];
     }
 }
 
-void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *xhat,
-                      const float *rstd, const float *gamma, int M, int C) {
+VEC_FN void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
+                             const float *xhat, const float *rstd, const float *gamma, int M,
+                             int C) {
     SNN_ASSERT(dgamma && dbeta && dy && xhat && rstd && gamma && M >= 1 && C > 0);
     /* forward: xhat = (x - mean) rstd with mean, rstd functions of the whole column;
      *          y = gamma xhat + beta. With g = dy gamma (d loss / d xhat):
      *   dx = rstd (g - mean_m(g) - xhat mean_m(g xhat))
      *      = gamma rstd (dy - sum_m(dy) / M - xhat sum_m(dy xhat) / M)
-     * Each thread owns a chunk of channels (their dgamma, dbeta and dx columns): column sums
-     * in double, rows in order, then the chunk's dx columns. The dx coefficients use this
-     * call's sums, not the accumulated dgamma/dbeta. */
-    const int nc = n_chunks(C, CH_CHUNK);
-#pragma omp parallel for schedule(static) if ((size_t)M * C >= PAR_MIN_WORK)
-    for (int k = 0; k < nc; k++) {
-        const int c0 = k * CH_CHUNK;
-        const int cc = C - c0 < CH_CHUNK ? C - c0 : CH_CHUNK;
-        double sd[CH_CHUNK] = {0}, sdh[CH_CHUNK] = {0};
-        for (int m = 0; m < M; m++) {
-            const float *dym = dy + (size_t)m * C + c0, *hm = xhat + (size_t)m * C + c0;
-            for (int j = 0; j < cc; j++) {
-                sd[j] += (double)dym[j];
-                sdh[j] += (double)dym[j] * (double)hm[j];
+     * Column sums: per row block (see BN_BLOCKS), runs of BN_SUB rows are summed in float
+     * (products dy xhat in float), each run is added to a double accumulator, and the blocks'
+     * doubles are added in block order. Then dx, element-wise in float. The dx coefficients use
+     * this call's sums, not the accumulated dgamma/dbeta. */
+    const bool par = (size_t)M * C >= PAR_MIN_WORK;
+    for (int c0 = 0; c0 < C; c0 += BN_CW) {
+        const int W = C - c0 < BN_CW ? C - c0 : BN_CW;
+        double psd[BN_BLOCKS][BN_CW], psdh[BN_BLOCKS][BN_CW];
+#pragma omp parallel for schedule(static) if (par)
+        for (int b = 0; b < BN_BLOCKS; b++) {
+            double ad[BN_CW], adh[BN_CW];
+            float fs[BN_CW], fsh[BN_CW];
+            for (int j = 0; j < W; j++) ad[j] = adh[j] = 0.0;
+            const int m1 = bn_row0(b + 1, M);
+            for (int m0 = bn_row0(b, M); m0 < m1; m0 += BN_SUB) {
+                const int me = m1 - m0 < BN_SUB ? m1 : m0 + BN_SUB;
+                for (int j = 0; j < W; j++) fs[j] = fsh[j] = 0.0f;
+                for (int m = m0; m < me; m++) {
+                    const float *restrict dym = dy + (size_t)m * C + c0;
+                    const float *restrict hm = xhat + (size_t)m * C + c0;
+                    for (int j = 0; j < W; j++) {
+                        fs[j] += dym[j];
+                        fsh[j] += dym[j] * hm[j];
+                    }
+                }
+                for (int j = 0; j < W; j++) {
+                    ad[j] += (double)fs[j];
+                    adh[j] += (double)fsh[j];
+                }
+            }
+            for (int j = 0; j < W; j++) {
+                psd[b][j] = ad[j];
+                psdh[b][j] = adh[j];
             }
         }
-        double g[CH_CHUNK], a[CH_CHUNK], bh[CH_CHUNK];
-        for (int j = 0; j < cc; j++) {
-            dbeta[c0 + j] += (float)sd[j];
-            dgamma[c0 + j] += (float)sdh[j];
-            g[j] = (double)gamma[c0 + j] * (double)rstd[c0 + j];
-            a[j] = sd[j] / (double)M;
-            bh[j] = sdh[j] / (double)M;
+        float g[BN_CW], a[BN_CW], bh[BN_CW];
+        for (int j = 0; j < W; j++) {
+            double sd = 0.0, sdh = 0.0;
+            for (int b = 0; b < BN_BLOCKS; b++) {
+                sd += psd[b][j];
+                sdh += psdh[b][j];
+            }
+            dbeta[c0 + j] += (float)sd;
+            dgamma[c0 + j] += (float)sdh;
+            g[j] = (float)((double)gamma[c0 + j] * (double)rstd[c0 + j]);
+            a[j] = (float)(sd / (double)M);
+            bh[j] = (float)(sdh / (double)M);
         }
         if (!dx) continue;
+#pragma omp parallel for schedule(static) if (par)
         for (int m = 0; m < M; m++) {
-            const float *dym = dy + (size_t)m * C + c0, *hm = xhat + (size_t)m * C + c0;
-            float *dxm = dx + (size_t)m * C + c0;
-            for (int j = 0; j < cc; j++)
-                dxm[j] += (float)(g[j] * ((double)dym[j] - a[j] - (double)hm[j] * bh[j]));
+            const float *restrict dym = dy + (size_t)m * C + c0;
+            const float *restrict hm = xhat + (size_t)m * C + c0;
+            float *restrict dxm = dx + (size_t)m * C + c0;
+            for (int j = 0; j < W; j++) dxm[j] += g[j] * (dym[j] - a[j] - hm[j] * bh[j]);
         }
     }
 }

@@ -230,6 +230,7 @@ size_t snn_trainer_bytes(const snn_trainer *tr) {
 }
 
 float *snn_trainer_grads(snn_trainer *tr) { return tr->grads; }
+snn_model *snn_trainer_model(snn_trainer *tr) { return tr->m; }
 const float *snn_trainer_logits(const snn_trainer *tr) { return tr->logits; }
 
 void snn_trainer_zero_grads(snn_trainer *tr) {

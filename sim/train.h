@@ -17,6 +17,7 @@
 #include "datasets/dataset.h"
 #include "sim/h5io.h"
 #include "sim/model.h"
+#include "sim/optim.h"
 
 typedef struct snn_trainer snn_trainer;
 
@@ -37,6 +38,9 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
                        const int32_t *labels, int B, bool update_running, bool grads,
                        int *correct);
 
+/* The model the trainer was built for. */
+snn_model *snn_trainer_model(snn_trainer *tr);
+
 /* Parameter gradients, laid out like the model's parameter arena ([n_params]). */
 float *snn_trainer_grads(snn_trainer *tr);
 void snn_trainer_zero_grads(snn_trainer *tr);
@@ -45,6 +49,20 @@ void snn_trainer_zero_grads(snn_trainer *tr);
 const float *snn_trainer_logits(const snn_trainer *tr);
 
 /* ---- the training loop --------------------------------------------------------------------- */
+
+/* One optimizer step of the loop (what snn_train does per minibatch): zero the gradients,
+ * forward + backward in training mode, clip the global gradient norm at train.grad_clip, take
+ * the learning rate of `step` (warm-up over `warmup` steps, then cosine to 0 at `total`), AdamW
+ * with weight decay where decay_mask is 1. Returns the loss; grad_norm (before clipping), lr and
+ * correct may be NULL. */
+float snn_fit_step(snn_trainer *tr, snn_adamw *opt, const uint8_t *decay_mask,
+                   const uint8_t *images, const int64_t *file_index, const int32_t *labels, int B,
+                   int64_t step, int64_t total, int64_t warmup, double *grad_norm, double *lr,
+                   int *correct);
+
+/* [n_params] 1 for Linear weights (2-D tensors named *.weight), 0 elsewhere: weight decay
+ * applies to Linear weights only, as in the PyTorch reference. Caller frees. */
+uint8_t *snn_decay_mask(const snn_model *m);
 
 typedef struct snn_history_row {
     int epoch;

@@ -89,7 +89,7 @@ static void assert_config_equal(const snn_config *a, const snn_config *b) {
     FEQ(model.attention.qk_threshold); EQ(model.attention.qk_soft_reset);
     EQ(model.attention.rounding);
     EQ(train.epochs); EQ(train.batch_size); FEQ(train.lr); FEQ(train.weight_decay);
-    EQ(train.warmup_epochs); FEQ(train.label_smoothing); FEQ(train.grad_clip);
+    FEQ(train.warmup_epochs); FEQ(train.label_smoothing); FEQ(train.grad_clip);
     FEQ(train.val_fraction); SEQ(train.resume);
     EQ(record.samples); EQ(record.membrane);
     SEQ(energy.preset); FEQ(energy.e_mac_pj); FEQ(energy.e_ac_pj); FEQ(energy.e_int_add_pj);
@@ -153,8 +153,8 @@ static void test_defaults_are_the_documented_values(void **state) {
     assert_int_equal(c.train.epochs, 0);
     assert_int_equal(c.train.batch_size, 64);
     assert_true(c.train.lr == 1e-3f && c.train.weight_decay == 0.01f);
-    assert_int_equal(c.train.warmup_epochs, 1);
-    assert_true(c.train.label_smoothing == 0.0f && c.train.grad_clip == 1.0f);
+    assert_true(c.train.warmup_epochs == 0.1f);
+    assert_true(c.train.label_smoothing == 0.1f && c.train.grad_clip == 1.0f);
     assert_true(c.train.val_fraction == 0.1f);
     assert_null(c.train.resume);
     assert_true(c.record.samples == 16 && !c.record.membrane);

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Surrogate-gradient training of the spikesim reference model (docs: tests/reference/README.md).
 
-    /usr/bin/python3 tests/reference/train_ref.py --attention bsa \
+    /usr/bin/python3 tests/reference/train_ref.py --attention bsa --lr 1e-2 --threads 1 \
         --out configs/checkpoints/fmnist_bsa_ref.h5          # from the repository root
-    /usr/bin/python3 tests/reference/train_ref.py --selftest  # gradient checks only
+    /usr/bin/python3 tests/reference/train_ref.py --selftest  # gradient and graph checks
+    /usr/bin/python3 tests/reference/train_ref.py --compare RUN.h5   # spikesim run vs reference
 
 Trains spikesim_ref.SpikeSimRef (the inference reference, unchanged) with a separate training
 forward that reads and writes the same module's parameters and BN buffers, so the state_dict
@@ -20,8 +21,9 @@ Data.  Fashion-MNIST IDX files (gzip) under /usr/share/datasets/fashion-mnist; h
   every timestep. The training split (60,000) is used in the order of a seeded permutation per
   epoch (torch.Generator seeded with --seed + epoch; torch.randperm), the first --train-samples
   images of that permutation, in batches of --batch (the last partial batch is dropped).
-  Nothing is held out: the test split is never seen during training (accuracy is reported once,
-  at the end).
+  Nothing is held out (unless --holdout K: the last K training images are excluded and
+  evaluated at the end, for tuning); the test split is never seen during training (accuracy is
+  reported once, at the end).
 
 Graph.  Exactly spikesim_ref's (spec section 2), evaluated layer by layer over all T timesteps
   at once ("multi-step", as Spikformer; identical to the per-timestep loop of the reference
@@ -31,7 +33,8 @@ Graph.  Exactly spikesim_ref's (spec section 2), evaluated layer by layer over a
                 U = U + BN_o(o(A)); U = U + BN_fc2(fc2(LIF_hidden(BN_fc1(fc1(LIF_mlp_in(U))))))
       logits = mean_{t,n} LIF_head(U) @ head.weight^T + head.bias
   (residual `sew` is implemented too, following spikesim_ref._block_sew, but has not been
-  trained to an accuracy.)
+  trained to an accuracy.) q, k and v share their input; their Linear+BN run as one matmul and
+  one batch_norm over the concatenated features (BN is per feature: the same as three calls).
 
 BatchNorm in training.  Every BN is F.batch_norm(training=True, momentum=0.1, eps=1e-5) on the
   rows of the flattened [T*B*N, features] tensor: batch mean and biased variance normalise, and
@@ -59,8 +62,9 @@ Attention (per head, [T, B, h, N, d]).
   ssa: O = (Q K^T * 0.125) V in float32, ordinary autograd.
   bsa: A = Q K^T (float32, exact integers), P = Shiftmax(A), O = P V (float32 matmul, autograd).
        Shiftmax (ShiftmaxSTE, custom Function): forward is exactly spikesim_ref's integer
-       Shiftmax (shiftmax_exponents + the exact power-of-two table; P = 2^(z - m - r),
-       z = floor(A * 2^-k), k = 2 for d = 16, rounding 'round'), cast to float32.
+       Shiftmax (P = 2^(z - m - r), z = floor(A * 2^-k), k = 2 for d = 16, rounding 'round'),
+       computed by shiftmax_f32 in float32 where that is exact (else by
+       spikesim_ref.shiftmax_exponents) and asserted equal to the reference by --selftest.
        Backward: straight-through for floor (dz/dA = s = 2^-k), the row max m_i and r_i are
        constants, so dP_ij/dA_ij = ln2 * P_ij * s elementwise and no cross terms:
            dL/dA = dL/dP * P * (ln 2 * s).
@@ -69,14 +73,19 @@ Initialisation (Spikformer's), in named_modules order from torch.manual_seed(--s
   Linear weight trunc_normal(std 0.02, bounds +-2 absolute, i.e. timm's default), bias 0; BN
   weight 1, bias 0, running mean 0, running var 1; pos trunc_normal(std 0.02).
 
-Optimisation.  Cross-entropy with label smoothing (--label-smoothing, 0.1) on the logits.
-  AdamW (betas 0.9, 0.999, eps 1e-8) with weight decay --wd on the Linear weights only (biases,
-  BN affine parameters and pos: no decay). Gradient clipping at global norm --grad-clip (1.0,
-  spikesim's train.grad_clip default). Learning rate per optimiser step i (0-based) of
+Optimisation.  Cross-entropy with label smoothing (--label-smoothing, 0.1) on the logits,
+  mean over the batch. AdamW (PyTorch's: decoupled decay p -= lr*wd*p, betas 0.9, 0.999,
+  eps 1e-8) with weight decay --wd (0.01) on the Linear weights only (biases, BN affine
+  parameters and pos: no decay). Gradient clipping at global L2 norm --grad-clip (1.0,
+  spikesim's train.grad_clip default; torch.nn.utils.clip_grad_norm_, factor
+  clip / (norm + 1e-6) when norm > clip). Learning rate (--lr; the shipped checkpoints use
+  1e-2, the best of 2e-3 / 5e-3 / 1e-2 / 2e-2 on 16k-image runs with a 2k holdout) per
+  optimiser step i (0-based) of
   S = epochs * steps_per_epoch steps, W = round(--warmup * steps_per_epoch) warm-up steps:
       lr_i = lr * (i + 1) / W                                   for i < W
       lr_i = lr * 0.5 * (1 + cos(pi * (i - W) / (S - W)))       otherwise
-  torch.set_num_threads(--threads, default 2). Deterministic for a fixed thread count.
+  torch.set_num_threads(--threads, default 2; the shipped checkpoints were trained with 1
+  thread each, the two side by side). Deterministic for a fixed thread count.
 
 Checkpoint (HDF5, same conventions as make_golden.py: libver 1.10, no timestamps, gzip+shuffle
   on datasets of >= 1024 elements): /parameters/<state_dict name> float32 (no
@@ -452,6 +461,50 @@ def spikformer_init(model: R.SpikeSimRef):
 
 
 # ----------------------------------------------------------------------------------------------
+# one optimiser step (main's training loop and make_golden_train.py both call these)
+# ----------------------------------------------------------------------------------------------
+
+def make_optimizer(model: R.SpikeSimRef, lr, wd):
+    """torch.optim.AdamW (betas 0.9, 0.999, eps 1e-8) with weight decay wd on the Linear
+    weights only (biases, BN affine parameters and pos: no decay)."""
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        mod = model.get_submodule(n.rsplit(".", 1)[0]) if "." in n else None
+        (decay if isinstance(mod, nn.Linear) and n.endswith(".weight") else no_decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": wd},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def lr_at_step(i, lr, warm, total):
+    """Learning rate of optimiser step i (0-based) of total steps with warm warm-up steps:
+    linear warm-up lr * (i + 1) / warm, then cosine to 0 (module docstring)."""
+    if i < warm:
+        return lr * (i + 1) / warm
+    return lr * 0.5 * (1.0 + math.cos(math.pi * (i - warm) / max(1, total - warm)))
+
+
+def train_step(model: R.SpikeSimRef, opt, xb, yb, lr, label_smoothing=0.1, grad_clip=1.0):
+    """One training step: training forward (batch-statistics BN, running statistics updated),
+    cross-entropy with label smoothing (mean over the batch), backward, global gradient-norm
+    clipping at grad_clip (0: off), AdamW step at learning rate lr. xb float32 [B, C, H, W] in
+    [0, 1], yb int64 [B]. Returns (loss, logits, grad_norm): the loss and logits computed before
+    the update, and the global L2 gradient norm before clipping (a float32 tensor; None when
+    grad_clip is 0)."""
+    for gr in opt.param_groups:
+        gr["lr"] = lr
+    logits = train_forward(model, xb)
+    loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = None
+    if grad_clip > 0:
+        norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss, logits, norm
+
+
+# ----------------------------------------------------------------------------------------------
 # evaluation with the reference's inference forward
 # ----------------------------------------------------------------------------------------------
 
@@ -610,6 +663,77 @@ def selftest():
 
 
 # ----------------------------------------------------------------------------------------------
+# comparison with a spikesim run file
+# ----------------------------------------------------------------------------------------------
+
+def compare_run(run_path, checkpoint=None, batch=500):
+    """Recomputes a `spikesim run` output file with spikesim_ref: the model is built from the
+    run's /config and /parameters (a run file is a checkpoint), optionally asserted equal to
+    `checkpoint`; the samples are /outputs/sample_index of the run's split. Prints prediction
+    agreement, logit differences, the accuracy of both, and per-population spike mismatches on
+    the recorded samples (/nodes/<population>/observables/spikes/data). Returns the agreement."""
+    import h5py
+    import yaml
+    model = R.load_h5(run_path)
+    if checkpoint:
+        ck = R.load_h5(checkpoint)
+        a, b = model.state_dict(), ck.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{run_path}: parameters differ from {checkpoint}"
+    with h5py.File(run_path, "r") as f:
+        conf = yaml.safe_load(f["config"][()].decode("utf-8"))
+        idx = torch.from_numpy(f["outputs/sample_index"][()])
+        c_logits = torch.from_numpy(f["outputs/logits"][()])
+        c_pred = torch.from_numpy(f["outputs/predictions"][()]).long()
+        c_labels = torch.from_numpy(f["outputs/labels"][()]).long()
+        c_acc = float(f["summary"].attrs["accuracy"])
+        rec = {}
+        for name in model.populations():
+            ds = f.get(f"nodes/{name}/observables/spikes/data")
+            if ds is not None and ds.shape[0]:
+                rec[name] = torch.from_numpy(ds[()])
+    data = conf.get("data", {})
+    assert data.get("source", "idx") == "idx" and data.get("encoding", "direct") == "direct"
+    split = "t10k" if data.get("split", "test") == "test" else "train"
+    images, labels = load_split(split, data.get("path", DATA_DIR))
+    images, labels = images[idx], labels[idx]
+    assert torch.equal(labels, c_labels), "labels differ: not the same samples"
+    _, r_logits, _ = evaluate(model, images, labels, batch)
+    r_pred = r_logits.argmax(1)
+    r_acc = (r_pred == labels).double().mean().item()
+    agree = (r_pred == c_pred).double().mean().item()
+    diff = (r_logits - c_logits).abs()
+    print(f"{run_path} ({model.cfg.attention}, {len(idx)} samples of {split}):")
+    print(f"  accuracy: spikesim {c_acc:.4f}, spikesim_ref {r_acc:.4f}; predictions agree on "
+          f"{int((r_pred == c_pred).sum())}/{len(idx)} ({agree:.4f})")
+    print(f"  logits: bit-identical on {int((diff.amax(1) == 0).sum())}/{len(idx)} samples; max "
+          f"|difference| {diff.max().item():.3g}, mean {diff.mean().item():.3g}")
+    bad = torch.nonzero(r_pred != c_pred).flatten().tolist()
+    for i in bad[:10]:
+        print(f"    sample {int(idx[i])}: spikesim {int(c_pred[i])} ref {int(r_pred[i])} label "
+              f"{int(labels[i])}; logits ref {[round(v, 4) for v in r_logits[i].tolist()]}")
+    if rec:
+        n = next(iter(rec.values())).shape[0]
+        total = mism = 0
+        per_pop = {}
+        bad_samples = set()
+        for i in range(0, n, 100):
+            with torch.no_grad():
+                out = model(images[i:i + 100])
+            for name, cs in rec.items():
+                rs = out["spikes"][name]
+                d = rs != cs[i:i + 100]
+                total += rs.numel()
+                mism += int(d.sum())
+                per_pop[name] = per_pop.get(name, 0) + int(d.sum())
+                bad_samples.update((i + torch.nonzero(d.flatten(1).any(1)).flatten()).tolist())
+        worst = [(k, v) for k, v in per_pop.items() if v]
+        print(f"  spikes of the {n} recorded samples: {mism} of {total} differ, in "
+              f"{len(bad_samples)} samples"
+              + (": " + ", ".join(f"{k} {v}" for k, v in worst) if worst else " (identical)"))
+    return agree
+
+
+# ----------------------------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------------------------
 
@@ -623,7 +747,7 @@ def main(argv=None):
     ap.add_argument("--train-samples", type=int, default=60000)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--wd", type=float, default=0.01)
     ap.add_argument("--warmup", type=float, default=0.1, help="warm-up length in epochs")
     ap.add_argument("--label-smoothing", type=float, default=0.1)
@@ -636,11 +760,17 @@ def main(argv=None):
                          "their accuracy (for tuning without the test set)")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--selftest", action="store_true")
+    ap.add_argument("--compare", metavar="RUN.h5",
+                    help="compare a `spikesim run` output file with spikesim_ref and exit")
+    ap.add_argument("--checkpoint", help="with --compare: assert the run used these parameters")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     if args.selftest:
         selftest()
+        return
+    if args.compare:
+        compare_run(args.compare, args.checkpoint)
         return
     cmd = "/usr/bin/python3 " + " ".join([os.path.relpath(__file__, os.getcwd())] +
                                          (sys.argv[1:] if argv is None else list(argv)))
@@ -660,13 +790,7 @@ def main(argv=None):
 
     xtr, ytr = load_split("train")
     xte, yte = load_split("t10k")
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        mod = model.get_submodule(n.rsplit(".", 1)[0]) if "." in n else None
-        (decay if isinstance(mod, nn.Linear) and n.endswith(".weight") else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
+    opt = make_optimizer(model, args.lr, args.wd)
     if args.holdout:
         xho, yho = xtr[-args.holdout:], ytr[-args.holdout:]
         xtr, ytr = xtr[:-args.holdout], ytr[:-args.holdout]
@@ -676,9 +800,7 @@ def main(argv=None):
     warm = max(1, round(args.warmup * spe))
 
     def lr_at(i):
-        if i < warm:
-            return args.lr * (i + 1) / warm
-        return args.lr * 0.5 * (1.0 + math.cos(math.pi * (i - warm) / max(1, total - warm)))
+        return lr_at_step(i, args.lr, warm, total)
 
     print(f"  training: {n_train} images x {args.epochs} epoch(s), batch {args.batch}, "
           f"{total} steps ({warm} warm-up), AdamW lr {args.lr} wd {args.wd}, label smoothing "
@@ -696,15 +818,8 @@ def main(argv=None):
             idx = perm[b * args.batch:(b + 1) * args.batch]
             xb = xtr[idx].float() / 255
             yb = ytr[idx]
-            for gr in opt.param_groups:
-                gr["lr"] = lr_at(step)
-            logits = train_forward(model, xb)
-            loss = F.cross_entropy(logits, yb, label_smoothing=args.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if args.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            opt.step()
+            loss, logits, _ = train_step(model, opt, xb, yb, lr_at(step), args.label_smoothing,
+                                         args.grad_clip)
             step += 1
             seen += xb.shape[0]
             run_loss += loss.item()
