@@ -101,7 +101,7 @@ run: deps
 
 bench: deps
 	@$(MAKE) --no-print-directory $(BUILD)/spikesim
-	$(BUILD)/spikesim bench configs/bench_bsa.yaml
+	@tests/bench.sh $(BUILD)
 
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=address,undefined OPT="-O1 -g" build-only

@@ -63,6 +63,14 @@ _Static_assert(FAST_N <= 256 && FAST_D <= 256, "uint8_t indices");
 #define VEC_FN
 #endif
 
+/* The fast kernels are also compiled for AVX2, chosen at run time (see neurons/bptt.c): the same
+ * element-wise IEEE operations on wider vectors, so the same bits. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SNN_NO_CLONES)
+#define WIDE_FN __attribute__((target_clones("avx2", "default")))
+#else
+#define WIDE_FN
+#endif
+
 /* Two doubles, for the dense dV product (element-wise IEEE operations, like the scalar code). */
 typedef double v2d __attribute__((vector_size(16)));
 
@@ -129,7 +137,7 @@ VEC_FN static int32_t shiftmax_row_small(int n, int32_t *a, int shift, snn_shift
  * O_ic = sum over the j with v_jc = 1 of P_ij: in float when exact (every partial sum is a
  * multiple of 2^min_j(e_ij) below N, so N 2^-min(e) <= 2^24 suffices), else in double in j
  * order as the generic code sums. */
-VEC_FN static bool bsa_forward_fast(int N, int d, const float *q, const float *k, const float *v,
+WIDE_FN VEC_FN static bool bsa_forward_fast(int N, int d, const float *q, const float *k, const float *v,
                                     int ld, int shift, snn_shiftmax_round mode, float *o, int ldo,
                                     float *p, int32_t *mr) {
     if (N > FAST_N || d > FAST_D || shift < 0 || shift > 30) return false;
@@ -278,7 +286,7 @@ void snn_attn_bsa_head_train(int N, int d, const float *q, const float *k, const
 
 /* Backward for N <= FAST_N, d <= FAST_D, any inputs: the generic code's sums, term for term and
  * in its order, without the zero terms (see the header comment). */
-VEC_FN static void bsa_backward_fast(int N, int d, const float *q, const float *k, const float *v,
+WIDE_FN VEC_FN static void bsa_backward_fast(int N, int d, const float *q, const float *k, const float *v,
                                      int ld, int shift, const float *p, const float *dout,
                                      int lddo, float *dq, float *dk, float *dv, float *scratch) {
     /* dO in double, row-major (dV) and transposed (dP^T) */

@@ -66,6 +66,16 @@ enum { TILE = 256 };
 #endif
 #define INLINE_VEC static inline __attribute__((always_inline)) VEC_FN
 
+/* The hot kernels are also compiled for AVX2 and the variant is chosen at run time (gcc's
+ * target_clones: an ifunc resolver reads the CPU's features). Both variants run the same
+ * element-wise IEEE operations in the same order, only on wider vectors (no FMA: none is enabled
+ * and -ffp-contract=off forbids contraction), so they give the same bits. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SNN_NO_CLONES)
+#define WIDE_FN __attribute__((target_clones("avx2", "default")))
+#else
+#define WIDE_FN
+#endif
+
 /* The charge formulas of snn_neuron_step (neurons/neuron.c), chosen the same way. */
 typedef enum charge_mode {
     CHARGE_IF,            /* H = V + X */
@@ -121,7 +131,7 @@ INLINE_VEC void fwd_tile(const charge_mode mode, const bool bipolar, const bool 
 }
 
 /* Normal-mode forward of neurons [0, n): one specialised loop per (charge, bipolar, soft). */
-VEC_FN static void forward_fast(const snn_neuron_params *p, int T, size_t n, size_t ld, const float *x,
+WIDE_FN VEC_FN static void forward_fast(const snn_neuron_params *p, int T, size_t n, size_t ld, const float *x,
                          float *s, float *h) {
     const charge_mode mode = charge_mode_of(p);
     const float tau = p->tau, vr = p->v_reset, th = p->v_threshold;
@@ -223,7 +233,7 @@ void snn_neuron_forward_seq(const snn_neuron_params *p, int T, size_t n, size_t 
  * double's significand locate y between two floats; the midpoint is 2^28 there, and 2^23 units
  * of 2^-52 are at least 2^-30 relative. (Checked on every float |x| <= 88 against glibc's
  * expf: identical.) */
-VEC_FN static void expf_row(size_t n, const float *restrict a, float *restrict out) {
+INLINE_VEC void expf_row(size_t n, const float *restrict a, float *restrict out) {
     const double inv_ln2 = 0x1.71547652b82fep0, ln2 = 0x1.62e42fefa39efp-1, shift = 0x1.8p52;
     int32_t slow[TILE];
     for (size_t i = 0; i < n; i++) {
@@ -259,7 +269,7 @@ VEC_FN static void expf_row(size_t n, const float *restrict a, float *restrict o
 /* g[i] = snn_surrogate_grad(kind, alpha, sign H[i] - th) for i < n (sign = +1 or -1), bit for
  * bit: the same float operations in the same order, and for the sigmoid the same expf values
  * (expf_row). */
-VEC_FN static void surrogate_row(snn_surrogate_kind kind, float alpha, size_t n,
+WIDE_FN VEC_FN static void surrogate_row(snn_surrogate_kind kind, float alpha, size_t n,
                                  const float *restrict h, float sign, float th,
                                  float *restrict g) {
     float u[TILE];  /* the surrogate's argument x = H - th or -H - th */
@@ -334,7 +344,7 @@ INLINE_VEC void bwd_row(const bool bipolar, const bool soft, const bool detach,
 /* The recursion without the dtau sum and without the smooth bipolar hard reset (whose reset
  * amount is recomputed from H): per tile, per timestep, the surrogate derivatives of the row,
  * then one specialised element-wise loop. */
-VEC_FN static void backward_fast(const snn_neuron_params *p, int T, size_t n, size_t ld,
+WIDE_FN VEC_FN static void backward_fast(const snn_neuron_params *p, int T, size_t n, size_t ld,
                           const float *h, const float *s, const float *ds, float *dx) {
     const bool is_if = p->kind == SNN_NEURON_IF;
     const float tau = p->tau, th = p->v_threshold, vr = p->v_reset;

@@ -48,6 +48,16 @@
 #define VEC_FN
 #endif
 
+/* The hot loops (bodies of the parallel loops, in functions of their own since OpenMP outlines
+ * the regions) are also compiled for AVX2 and the variant is chosen at run time (gcc's
+ * target_clones, an ifunc). Both run the same IEEE operations in the same order on vectors of
+ * different widths (no FMA: none is enabled and -ffp-contract=off), so both give the same bits. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SNN_NO_CLONES)
+#define WIDE_FN __attribute__((target_clones("avx2", "default")))
+#else
+#define WIDE_FN
+#endif
+
 /* Below this much work (elements, or multiply-adds for linear) a loop runs on the calling thread
  * alone: a parallel region costs more than it saves, and far more when the machine is
  * oversubscribed. The chunks are the same either way, so this never changes the bits. */
@@ -70,31 +80,35 @@ static int n_chunks(int n, int chunk) { return (n + chunk - 1) / chunk; }
  * Reading whole rows matters: a traversal of one channel chunk down all M rows touches one
  * cache line per row at a stride of C floats, which neither the prefetchers nor the TLB follow. */
 enum { BN_BLOCKS = 16, BN_CW = 256, BN_SUB = 16 };
+/* Rows per work item of the element-wise BatchNorm loops (any fixed size: rows are independent). */
+enum { BN_ROWS = 64 };
 
 static inline int bn_row0(int b, int M) { return (int)((long)b * M / BN_BLOCKS); }
 
-/* part[b][j] = sum over the rows of block b of x[m, c0 + j] (double, rows in order) for
- * j < W; with center != NULL, the sum of (x - center[j])^2 instead. */
-static VEC_FN void bn_block_sums(double (*part)[BN_CW], const float *x, const double *center,
-                                 int M, int C, int c0, int W, bool par) {
-#pragma omp parallel for schedule(static) if (par)
-    for (int b = 0; b < BN_BLOCKS; b++) {
-        double acc[BN_CW];
-        for (int j = 0; j < W; j++) acc[j] = 0.0;
-        const int m1 = bn_row0(b + 1, M);
-        for (int m = bn_row0(b, M); m < m1; m++) {
-            const float *row = x + (size_t)m * C + c0;
-            if (!center) {
-                for (int j = 0; j < W; j++) acc[j] += (double)row[j];
-            } else {
-                for (int j = 0; j < W; j++) {
-                    const double d = (double)row[j] - center[j];
-                    acc[j] += d * d;
-                }
+/* acc[j] = sum over rows [m0, m1) of x[m, c0 + j] (double, rows in order) for j < W; with
+ * center != NULL, the sum of (x - center[j])^2 instead. */
+static WIDE_FN VEC_FN void bn_rows_sum(double *restrict acc, const float *x, const double *center,
+                                       int m0, int m1, int C, int c0, int W) {
+    for (int j = 0; j < W; j++) acc[j] = 0.0;
+    for (int m = m0; m < m1; m++) {
+        const float *restrict row = x + (size_t)m * C + c0;
+        if (!center) {
+            for (int j = 0; j < W; j++) acc[j] += (double)row[j];
+        } else {
+            for (int j = 0; j < W; j++) {
+                const double d = (double)row[j] - center[j];
+                acc[j] += d * d;
             }
         }
-        for (int j = 0; j < W; j++) part[b][j] = acc[j];
     }
+}
+
+/* part[b][j] = bn_rows_sum over the rows of block b. */
+static void bn_block_sums(double (*part)[BN_CW], const float *x, const double *center, int M,
+                          int C, int c0, int W, bool par) {
+#pragma omp parallel for schedule(static) if (par)
+    for (int b = 0; b < BN_BLOCKS; b++)
+        bn_rows_sum(part[b], x, center, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
 }
 
 /* ---- linear -------------------------------------------------------------------------------- */
@@ -115,7 +129,7 @@ typedef float v4f __attribute__((vector_size(16)));
 typedef float v4fu __attribute__((vector_size(16), aligned(4))); /* unaligned access */
 
 /* Every x[t] is 0 or 1 and at most SP_MAX_DENSITY n of them are 1. */
-static VEC_FN bool sparse_binary(const float *x, size_t n) {
+static WIDE_FN VEC_FN bool sparse_binary(const float *x, size_t n) {
     size_t ones = 0;
     int bad = 0;
     for (size_t t0 = 0; t0 < n; t0 += (size_t)1 << 20) {
@@ -162,9 +176,47 @@ static inline int nonzeros(const float *x, int n, int *idx) {
     return k;
 }
 
+/* Rows [m0, m1) of y = x w^T + b for a sparse binary x (see above); wt = w^T [in, out]. */
+static WIDE_FN VEC_FN void linear_fwd_sparse_rows(float *y, const float *x, const float *wt,
+                                                  const float *b, int m0, int m1, int in,
+                                                  int out) {
+    int idx[SP_MAX_IN];
+    for (int m = m0; m < m1; m++) {
+        const int nnz = nonzeros(x + (size_t)m * in, in, idx);
+        float *ym = y + (size_t)m * out;
+        int ob = 0;
+        for (; ob + SP_OB <= out; ob += SP_OB) {
+            v4f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+            for (int t = 0; t < nnz; t++) {
+                const v4fu *r = (const v4fu *)(wt + (size_t)idx[t] * out + ob);
+                a0 += r[0], a1 += r[1], a2 += r[2], a3 += r[3];
+                a4 += r[4], a5 += r[5], a6 += r[6], a7 += r[7];
+            }
+            v4fu *yo = (v4fu *)(ym + ob);
+            if (b) {
+                const v4fu *bo = (const v4fu *)(b + ob);
+                a0 += bo[0], a1 += bo[1], a2 += bo[2], a3 += bo[3];
+                a4 += bo[4], a5 += bo[5], a6 += bo[6], a7 += bo[7];
+            }
+            yo[0] = a0, yo[1] = a1, yo[2] = a2, yo[3] = a3;
+            yo[4] = a4, yo[5] = a5, yo[6] = a6, yo[7] = a7;
+        }
+        if (ob < out) {
+            float acc[SP_OB];
+            const int r = out - ob;
+            for (int o = 0; o < r; o++) acc[o] = 0.0f;
+            for (int t = 0; t < nnz; t++) {
+                const float *wr = wt + (size_t)idx[t] * out + ob;
+                for (int o = 0; o < r; o++) acc[o] += wr[o];
+            }
+            for (int o = 0; o < r; o++) ym[ob + o] = b ? acc[o] + b[ob + o] : acc[o];
+        }
+    }
+}
+
 /* y = x w^T + b for a sparse binary x (see above). */
-static VEC_FN void linear_fwd_sparse(float *y, const float *x, const float *w, const float *b,
-                                     int M, int in, int out, bool par) {
+static void linear_fwd_sparse(float *y, const float *x, const float *w, const float *b, int M,
+                              int in, int out, bool par) {
     float wt[SP_MAX_W] __attribute__((aligned(16))); /* w^T [in, out] */
     for (int o = 0; o < out; o++)
         for (int i = 0; i < in; i++) wt[(size_t)i * out + o] = w[(size_t)o * in + i];
@@ -173,37 +225,23 @@ static VEC_FN void linear_fwd_sparse(float *y, const float *x, const float *w, c
     for (int k = 0; k < nc; k++) {
         const int m0 = k * SNN_LINEAR_ROW_CHUNK;
         const int m1 = M - m0 < SNN_LINEAR_ROW_CHUNK ? M : m0 + SNN_LINEAR_ROW_CHUNK;
-        int idx[SP_MAX_IN];
-        for (int m = m0; m < m1; m++) {
-            const int nnz = nonzeros(x + (size_t)m * in, in, idx);
-            float *ym = y + (size_t)m * out;
-            int ob = 0;
-            for (; ob + SP_OB <= out; ob += SP_OB) {
-                v4f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
-                for (int t = 0; t < nnz; t++) {
-                    const v4fu *r = (const v4fu *)(wt + (size_t)idx[t] * out + ob);
-                    a0 += r[0], a1 += r[1], a2 += r[2], a3 += r[3];
-                    a4 += r[4], a5 += r[5], a6 += r[6], a7 += r[7];
-                }
-                v4fu *yo = (v4fu *)(ym + ob);
-                if (b) {
-                    const v4fu *bo = (const v4fu *)(b + ob);
-                    a0 += bo[0], a1 += bo[1], a2 += bo[2], a3 += bo[3];
-                    a4 += bo[4], a5 += bo[5], a6 += bo[6], a7 += bo[7];
-                }
-                yo[0] = a0, yo[1] = a1, yo[2] = a2, yo[3] = a3;
-                yo[4] = a4, yo[5] = a5, yo[6] = a6, yo[7] = a7;
-            }
-            if (ob < out) {
-                float acc[SP_OB];
-                const int r = out - ob;
-                for (int o = 0; o < r; o++) acc[o] = 0.0f;
-                for (int t = 0; t < nnz; t++) {
-                    const float *wr = wt + (size_t)idx[t] * out + ob;
-                    for (int o = 0; o < r; o++) acc[o] += wr[o];
-                }
-                for (int o = 0; o < r; o++) ym[ob + o] = b ? acc[o] + b[ob + o] : acc[o];
-            }
+        linear_fwd_sparse_rows(y, x, wt, b, m0, m1, in, out);
+    }
+}
+
+/* dw^T[i0:i1, :] = sum over the rows m, in order, with x[m, i] = 1 of dy[m, :] (float). */
+static WIDE_FN VEC_FN void linear_dw_sparse_cols(float *dwt, const float *dy, const float *x,
+                                                 int M, int in, int out, int i0, int i1) {
+    for (size_t t = (size_t)i0 * out; t < (size_t)i1 * out; t++) dwt[t] = 0.0f;
+    int idx[SP_MAX_IN];
+    for (int m = 0; m < M; m++) {
+        /* this chunk reads part of each x row: the hardware prefetchers do not follow */
+        if (m + 8 < M) __builtin_prefetch(x + (size_t)(m + 8) * in + i0);
+        const int nnz = nonzeros(x + (size_t)m * in + i0, i1 - i0, idx);
+        const float *restrict dym = dy + (size_t)m * out;
+        for (int t = 0; t < nnz; t++) {
+            float *restrict d = dwt + (size_t)(i0 + idx[t]) * out;
+            for (int o = 0; o < out; o++) d[o] += dym[o];
         }
     }
 }
@@ -211,8 +249,8 @@ static VEC_FN void linear_fwd_sparse(float *y, const float *x, const float *w, c
 /* dw += dy^T x for a sparse binary x (see above): fixed chunks of input features i (each reads
  * its part of every x row once), summing dy rows into dw^T rows over the ones of x, rows in
  * order. */
-static VEC_FN void linear_dw_sparse(float *dw, const float *dy, const float *x, int M, int in,
-                                    int out, bool par) {
+static void linear_dw_sparse(float *dw, const float *dy, const float *x, int M, int in, int out,
+                             bool par) {
     float dwt[SP_MAX_W] __attribute__((aligned(16))); /* dw^T [in, out] sums */
     const int step = (in + SP_DW_CHUNKS - 1) / SP_DW_CHUNKS;
 #pragma omp parallel for schedule(static) if (par)
@@ -220,18 +258,7 @@ static VEC_FN void linear_dw_sparse(float *dw, const float *dy, const float *x, 
         const int i0 = k * step < in ? k * step : in;
         const int i1 = (k + 1) * step < in ? (k + 1) * step : in;
         if (i1 <= i0) continue;
-        for (size_t t = (size_t)i0 * out; t < (size_t)i1 * out; t++) dwt[t] = 0.0f;
-        int idx[SP_MAX_IN];
-        for (int m = 0; m < M; m++) {
-            /* this chunk reads part of each x row: the hardware prefetchers do not follow */
-            if (m + 8 < M) __builtin_prefetch(x + (size_t)(m + 8) * in + i0);
-            const int nnz = nonzeros(x + (size_t)m * in + i0, i1 - i0, idx);
-            const float *restrict dym = dy + (size_t)m * out;
-            for (int t = 0; t < nnz; t++) {
-                float *restrict d = dwt + (size_t)(i0 + idx[t]) * out;
-                for (int o = 0; o < out; o++) d[o] += dym[o];
-            }
-        }
+        linear_dw_sparse_cols(dwt, dy, x, M, in, out, i0, i1);
         for (int o = 0; o < out; o++)
             for (int i = i0; i < i1; i++) dw[(size_t)o * in + i] += dwt[(size_t)i * out + o];
     }
@@ -312,7 +339,21 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
 
 /* ---- BatchNorm1d --------------------------------------------------------------------------- */
 
-VEC_FN void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,
+/* Rows [m0, m1) of the training-mode normalisation (see snn_bn_train_fwd). */
+static WIDE_FN VEC_FN void bn_normalise_rows(float *y, float *xhat, const float *x,
+                                             const float *mean, const float *rstd,
+                                             const float *gamma, const float *beta, int m0,
+                                             int m1, int C) {
+    for (int m = m0; m < m1; m++) {
+        const float *restrict xm = x + (size_t)m * C;
+        float *restrict hm = xhat + (size_t)m * C, *restrict ym = y + (size_t)m * C;
+        for (int c = 0; c < C; c++)
+            hm[c] = (float)(((double)xm[c] - (double)mean[c]) * (double)rstd[c]);
+        for (int c = 0; c < C; c++) ym[c] = gamma[c] * hm[c] + beta[c];
+    }
+}
+
+void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,
                              const float *gamma, const float *beta, float *running_mean,
                              float *running_var, int M, int C, float momentum, float eps) {
     SNN_ASSERT(y && xhat && mean && rstd && x && gamma && beta && C > 0);
@@ -349,19 +390,53 @@ VEC_FN void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, co
     }
     /* Normalise: element-wise, rows are independent. xhat is rounded to float first and y is
      * computed from the stored xhat, so the backward sees exactly the forward's xhat. */
+    const int nr = n_chunks(M, BN_ROWS);
 #pragma omp parallel for schedule(static) if (par)
-    for (int m = 0; m < M; m++) {
-        const float *restrict xm = x + (size_t)m * C;
-        float *restrict hm = xhat + (size_t)m * C, *restrict ym = y + (size_t)m * C;
-        for (int c = 0; c < C; c++)
-            hm[c] = (float)(((double)xm[c] - (double)mean[c]) * (double)rstd[c]);
-        for (int c = 0; c < C; c++) ym[c] = gamma[c] * hm[c] + beta[c];
+    for (int k = 0; k < nr; k++) {
+        const int m0 = k * BN_ROWS, m1 = M - m0 < BN_ROWS ? M : m0 + BN_ROWS;
+        bn_normalise_rows(y, xhat, x, mean, rstd, gamma, beta, m0, m1, C);
     }
 }
 
-VEC_FN void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
-                             const float *xhat, const float *rstd, const float *gamma, int M,
-                             int C) {
+/* Column sums of rows [m0, m1) (see snn_bn_train_bwd): runs of BN_SUB rows in float, each run
+ * added to the double ad[j] (sum of dy) and adh[j] (sum of dy xhat). */
+static WIDE_FN VEC_FN void bn_bwd_rows_sum(double *restrict ad, double *restrict adh,
+                                           const float *dy, const float *xhat, int m0, int m1,
+                                           int C, int c0, int W) {
+    float fs[BN_CW], fsh[BN_CW];
+    for (int j = 0; j < W; j++) ad[j] = adh[j] = 0.0;
+    for (int r0 = m0; r0 < m1; r0 += BN_SUB) {
+        const int re = m1 - r0 < BN_SUB ? m1 : r0 + BN_SUB;
+        for (int j = 0; j < W; j++) fs[j] = fsh[j] = 0.0f;
+        for (int m = r0; m < re; m++) {
+            const float *restrict dym = dy + (size_t)m * C + c0;
+            const float *restrict hm = xhat + (size_t)m * C + c0;
+            for (int j = 0; j < W; j++) {
+                fs[j] += dym[j];
+                fsh[j] += dym[j] * hm[j];
+            }
+        }
+        for (int j = 0; j < W; j++) {
+            ad[j] += (double)fs[j];
+            adh[j] += (double)fsh[j];
+        }
+    }
+}
+
+/* dx[m, c0 + j] += g[j] (dy - a[j] - xhat bh[j]) for rows [m0, m1), float. */
+static WIDE_FN VEC_FN void bn_bwd_rows_dx(float *dx, const float *dy, const float *xhat,
+                                          const float *g, const float *a, const float *bh,
+                                          int m0, int m1, int C, int c0, int W) {
+    for (int m = m0; m < m1; m++) {
+        const float *restrict dym = dy + (size_t)m * C + c0;
+        const float *restrict hm = xhat + (size_t)m * C + c0;
+        float *restrict dxm = dx + (size_t)m * C + c0;
+        for (int j = 0; j < W; j++) dxm[j] += g[j] * (dym[j] - a[j] - hm[j] * bh[j]);
+    }
+}
+
+void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *xhat,
+                      const float *rstd, const float *gamma, int M, int C) {
     SNN_ASSERT(dgamma && dbeta && dy && xhat && rstd && gamma && M >= 1 && C > 0);
     /* forward: xhat = (x - mean) rstd with mean, rstd functions of the whole column;
      *          y = gamma xhat + beta. With g = dy gamma (d loss / d xhat):
@@ -376,32 +451,8 @@ VEC_FN void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float
         const int W = C - c0 < BN_CW ? C - c0 : BN_CW;
         double psd[BN_BLOCKS][BN_CW], psdh[BN_BLOCKS][BN_CW];
 #pragma omp parallel for schedule(static) if (par)
-        for (int b = 0; b < BN_BLOCKS; b++) {
-            double ad[BN_CW], adh[BN_CW];
-            float fs[BN_CW], fsh[BN_CW];
-            for (int j = 0; j < W; j++) ad[j] = adh[j] = 0.0;
-            const int m1 = bn_row0(b + 1, M);
-            for (int m0 = bn_row0(b, M); m0 < m1; m0 += BN_SUB) {
-                const int me = m1 - m0 < BN_SUB ? m1 : m0 + BN_SUB;
-                for (int j = 0; j < W; j++) fs[j] = fsh[j] = 0.0f;
-                for (int m = m0; m < me; m++) {
-                    const float *restrict dym = dy + (size_t)m * C + c0;
-                    const float *restrict hm = xhat + (size_t)m * C + c0;
-                    for (int j = 0; j < W; j++) {
-                        fs[j] += dym[j];
-                        fsh[j] += dym[j] * hm[j];
-                    }
-                }
-                for (int j = 0; j < W; j++) {
-                    ad[j] += (double)fs[j];
-                    adh[j] += (double)fsh[j];
-                }
-            }
-            for (int j = 0; j < W; j++) {
-                psd[b][j] = ad[j];
-                psdh[b][j] = adh[j];
-            }
-        }
+        for (int b = 0; b < BN_BLOCKS; b++)
+            bn_bwd_rows_sum(psd[b], psdh[b], dy, xhat, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
         float g[BN_CW], a[BN_CW], bh[BN_CW];
         for (int j = 0; j < W; j++) {
             double sd = 0.0, sdh = 0.0;
@@ -416,12 +467,11 @@ VEC_FN void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float
             bh[j] = (float)(sdh / (double)M);
         }
         if (!dx) continue;
+        const int nr = n_chunks(M, BN_ROWS);
 #pragma omp parallel for schedule(static) if (par)
-        for (int m = 0; m < M; m++) {
-            const float *restrict dym = dy + (size_t)m * C + c0;
-            const float *restrict hm = xhat + (size_t)m * C + c0;
-            float *restrict dxm = dx + (size_t)m * C + c0;
-            for (int j = 0; j < W; j++) dxm[j] += g[j] * (dym[j] - a[j] - hm[j] * bh[j]);
+        for (int k = 0; k < nr; k++) {
+            const int m0 = k * BN_ROWS, m1 = M - m0 < BN_ROWS ? M : m0 + BN_ROWS;
+            bn_bwd_rows_dx(dx, dy, xhat, g, a, bh, m0, m1, C, c0, W);
         }
     }
 }
