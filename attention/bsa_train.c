@@ -44,6 +44,9 @@
 
 #include <math.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "sim/util.h"
 
@@ -71,9 +74,6 @@ _Static_assert(FAST_N <= 256 && FAST_D <= 256, "uint8_t indices");
 #define WIDE_FN
 #endif
 
-/* Two doubles, for the dense dV product (element-wise IEEE operations, like the scalar code). */
-typedef double v2d __attribute__((vector_size(16)));
-
 /* 2^e as a float, exactly as (float)ldexp(1.0, e): built from the exponent bits when normal. */
 static inline float pow2f(int32_t e) {
     if (e < -126 || e > 127) return (float)ldexp(1.0, e < -2000 ? -2000 : e > 2000 ? 2000 : e);
@@ -83,25 +83,57 @@ static inline float pow2f(int32_t e) {
     return f;
 }
 
-/* Every entry of the [n, d] matrix (row stride ld) is in {0, 1} (lo = 0) or {-1, 0, 1} (lo = -1). */
-VEC_FN static bool all_spikes(int n, int d, const float *m, int ld, float lo) {
-    for (int i = 0; i < n; i++) {
-        const float *r = m + (long)i * ld;
-        int bad = 0;
-        for (int c = 0; c < d; c++) bad |= !(r[c] == 0.0f || r[c] == 1.0f || r[c] == lo);
-        if (bad) return false;
+/* Channels c < n with r[c] != 0, ascending, into idx; returns their count. On x86 (SSE2 is part of
+ * x86-64) sixteen channels are tested at once; the portable loop gives the same list. */
+static inline __attribute__((always_inline)) int nz_list(const float *r, int n, int *idx) {
+    int k = 0, c = 0;
+#if defined(__SSE2__)
+    const __m128 z = _mm_setzero_ps();
+    for (; c + 16 <= n; c += 16) {
+        unsigned msk = (unsigned)_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(r + c), z)) |
+                       (unsigned)_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(r + c + 4), z)) << 4 |
+                       (unsigned)_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(r + c + 8), z)) << 8 |
+                       (unsigned)_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(r + c + 12), z)) << 12;
+        while (msk) {
+            idx[k++] = c + __builtin_ctz(msk);
+            msk &= msk - 1;
+        }
     }
-    return true;
+#endif
+    for (; c < n; c++) {
+        idx[k] = c;
+        k += r[c] != 0.0f;
+    }
+    return k;
+}
+
+/* Q and K ternary ({-1, 0, 1}) and V binary ({0, 1}): the spike matrices of normal mode. */
+static inline __attribute__((always_inline)) bool spikes_qkv(int n, int d, const float *q,
+                                                             const float *k, const float *v,
+                                                             int ld) {
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        const float *qi = q + (long)i * ld, *ki = k + (long)i * ld, *vi = v + (long)i * ld;
+        for (int c = 0; c < d; c++) {
+            const float a = qi[c], b = ki[c], u = vi[c];
+            bad |= !(a == 0.0f || a == 1.0f || a == -1.0f) | !(b == 0.0f || b == 1.0f || b == -1.0f) |
+                   !(u == 0.0f || u == 1.0f);
+        }
+    }
+    return !bad;
 }
 
 /* snn_shiftmax_row (attention/shiftmax.c) on one row of integer scores |a_j| <= amax_abs with
- * 0 <= shift <= 30, returning the same r and exponents e_j (in place) whenever its double row
- * sum is exact, which is checked here: the spread of z = floor(a 2^-shift) plus log2 n is at most
- * 52 bits. Then the sum S = sum_j 2^(z_j - m) is computed exactly as an integer instead, and
- * floor(log2 S) and the rounding test are read off it exactly as shiftmax.c reads them off its
- * double. Otherwise it calls snn_shiftmax_row itself. Returns r; *m_out = max_j z_j. */
-VEC_FN static int32_t shiftmax_row_small(int n, int32_t *a, int shift, snn_shiftmax_round mode,
-                                         int32_t amax_abs, int32_t *m_out) {
+ * 0 <= shift <= 30, the same r and exponents e_j (in place), computed faster when its double row
+ * sum is exact: z_j = floor(a_j 2^-shift) exactly (integer shift of a non-negative value), and
+ * when the spread of z plus log2 n is at most 52 bits the sum S = sum_j 2^(z_j - m), which
+ * shiftmax.c adds exactly in double, is formed exactly here too (as a float sum of powers of two
+ * when it stays below 2^24, else as an integer), and floor(log2 S) and the rounding test are
+ * read off it the way shiftmax.c reads them off its double. Wider rows call snn_shiftmax_row.
+ * Returns r; *m_out = max_j z_j, *emin_out = min_j e_j. */
+static inline __attribute__((always_inline)) int32_t shiftmax_row_small(
+    int n, int32_t *a, int shift, snn_shiftmax_round mode, int32_t amax_abs, int32_t *m_out,
+    int32_t *emin_out) {
     /* z = floor(a / 2^shift) = ((a + K 2^shift) >> shift) - K with a + K 2^shift >= 0 */
     const int32_t K = (amax_abs >> shift) + 1;
     const uint32_t bias = (uint32_t)K << shift;
@@ -115,73 +147,85 @@ VEC_FN static int32_t shiftmax_row_small(int n, int32_t *a, int shift, snn_shift
     *m_out = zmax;
     int nbits = 0;
     while ((1 << nbits) < n) nbits++;
-    if ((int64_t)zmax - zmin + nbits > 52) {
+    const int64_t spread = (int64_t)zmax - zmin;
+    if (spread + nbits > 52) {
         /* the general code, on the floored row (shift 0 keeps it) */
-        return snn_shiftmax_row(n, a, 0, mode, a);
+        const int32_t r = snn_shiftmax_row(n, a, 0, mode, a);
+        int32_t emin = 0;
+        for (int j = 0; j < n; j++) emin = a[j] < emin ? a[j] : emin;
+        *emin_out = emin;
+        return r;
     }
-    /* S 2^(m - zmin) = sum_j 2^(z_j - zmin), an exact integer below 2^53 */
-    uint64_t s = 0;
-    for (int j = 0; j < n; j++) s += (uint64_t)1 << (a[j] - zmin);
-    const int kb = 63 - __builtin_clzll(s);            /* floor(log2 s), s >= 1 */
-    const int k = kb + (zmin - zmax);                  /* floor(log2 S) */
+    /* s = S 2^(m - zmin) = sum_j 2^(z_j - zmin), an exact integer below 2^53 */
+    uint64_t s;
+    if (spread + nbits <= 24) {
+        float f = 0.0f; /* every partial sum is an integer below 2^24: exact, in any order */
+        for (int j = 0; j < n; j++) {
+            const uint32_t bits = (uint32_t)(a[j] - zmin + 127) << 23;
+            float u;
+            memcpy(&u, &bits, sizeof u);
+            f += u;
+        }
+        s = (uint64_t)f;
+    } else {
+        s = 0;
+        for (int j = 0; j < n; j++) s += (uint64_t)1 << (a[j] - zmin);
+    }
+    const int kb = 63 - __builtin_clzll(s);                     /* floor(log2 s), s >= 1 */
+    const int k = kb + (zmin - zmax);                           /* floor(log2 S) */
     const double x = (double)s / (double)((uint64_t)1 << kb); /* S 2^-k in [1, 2), exact */
     const int32_t r = mode == SNN_SHIFTMAX_CEIL ? k + (x != 1.0) : k + (x * x >= 2.0);
     const int32_t off = zmax + r;
     for (int j = 0; j < n; j++) a[j] -= off;
+    *emin_out = zmin - off;
     return r;
 }
 
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned loads */
+
 /* Normal-mode forward on spikes (see the header comment); returns false, having written
  * nothing, when the head is outside the fast path's domain. Row by row: A_i in int32 from the
- * nonzero q_ic, the Shiftmax row, P_i = 2^e from the exponent bits, then
- * O_ic = sum over the j with v_jc = 1 of P_ij: in float when exact (every partial sum is a
- * multiple of 2^min_j(e_ij) below N, so N 2^-min(e) <= 2^24 suffices), else in double in j
- * order as the generic code sums. */
-WIDE_FN VEC_FN static bool bsa_forward_fast(int N, int d, const float *q, const float *k, const float *v,
-                                    int ld, int shift, snn_shiftmax_round mode, float *o, int ldo,
-                                    float *p, int32_t *mr) {
+ * nonzero q_ic, the Shiftmax row, P_i = 2^e from the exponent bits. Then O = P V: where exact
+ * (every partial sum of row i is a multiple of 2^min_j(e_ij) below N, so N 2^-min(e) <= 2^24
+ * suffices) in float over the rows j of V with a one, in any grouping (exact sums do not depend
+ * on it); other rows in double in j order as the generic code sums. */
+WIDE_FN VEC_FN static bool bsa_forward_fast(int N, int d, const float *q, const float *k,
+                                            const float *v, int ld, int shift,
+                                            snn_shiftmax_round mode, float *o, int ldo, float *p,
+                                            int32_t *mr) {
     if (N > FAST_N || d > FAST_D || shift < 0 || shift > 30) return false;
-    if (!all_spikes(N, d, q, ld, -1.0f) || !all_spikes(N, d, k, ld, -1.0f) ||
-        !all_spikes(N, d, v, ld, 0.0f))
-        return false;
-    int32_t kt[FAST_D][FAST_N]; /* K^T as integers */
-    for (int j = 0; j < N; j++)
-        for (int c = 0; c < d; c++) kt[c][j] = (int32_t)k[(long)j * ld + c];
-    /* the ones of V by channel: vj[vs[c] .. vs[c + 1]) are the j with v_jc = 1, ascending */
-    uint8_t vj[FAST_N * FAST_D];
-    int vs[FAST_D + 1];
-    {
-        int t = 0;
-        for (int c = 0; c < d; c++) {
-            vs[c] = t;
-            for (int j = 0; j < N; j++)
-                if (v[(long)j * ld + c] != 0.0f) vj[t++] = (uint8_t)j;
-        }
-        vs[d] = t;
+    /* the next head's rows (see bsa_backward_fast) */
+    for (int i = 0; i < N; i++) {
+        const long r = (long)i * ld + d;
+        __builtin_prefetch(q + r), __builtin_prefetch(k + r), __builtin_prefetch(v + r);
+        __builtin_prefetch(o + (long)i * ldo + d, 1);
     }
+    if (!spikes_qkv(N, d, q, k, v, ld)) return false;
+    int32_t kt[FAST_D * FAST_N]; /* K^T as integers, row stride N */
+    for (int j = 0; j < N; j++)
+        for (int c = 0; c < d; c++) kt[(long)c * N + j] = (int32_t)k[(long)j * ld + c];
+    uint8_t exact[FAST_N];
     for (int i = 0; i < N; i++) {
         /* A_ij = sum_c q_ic k_jc: add or subtract row c of K^T for each nonzero q_ic */
+        const float *qi = q + (long)i * ld;
+        int qc[FAST_D];
+        const int nq = nz_list(qi, d, qc); /* |A_ij| <= nq, the number of nonzero q_ic */
         int32_t a[FAST_N];
         for (int j = 0; j < N; j++) a[j] = 0;
-        const float *qi = q + (long)i * ld;
-        int32_t nq = 0; /* |A_ij| <= number of nonzero q_ic */
-        for (int c = 0; c < d; c++) {
-            if (qi[c] > 0.0f) {
-                for (int j = 0; j < N; j++) a[j] += kt[c][j];
-                nq++;
-            } else if (qi[c] < 0.0f) {
-                for (int j = 0; j < N; j++) a[j] -= kt[c][j];
-                nq++;
-            }
+        for (int t = 0; t < nq; t++) {
+            const int32_t *kr = kt + (long)qc[t] * N;
+            if (qi[qc[t]] > 0.0f)
+                for (int j = 0; j < N; j++) a[j] += kr[j];
+            else
+                for (int j = 0; j < N; j++) a[j] -= kr[j];
         }
         /* Shiftmax: e_ij = floor(s A_ij) - m_i - r_i (in place) */
-        int32_t m;
-        const int32_t r = shiftmax_row_small(N, a, shift, mode, nq, &m);
+        int32_t m, emin;
+        const int32_t r = shiftmax_row_small(N, a, shift, mode, nq, &m, &emin);
         mr[2 * i] = m;
         mr[2 * i + 1] = r;
         float *pi = p + (long)i * N;
-        int32_t emin = 0;
-        for (int j = 0; j < N; j++) emin = a[j] < emin ? a[j] : emin;
         if (emin >= -126) {
             for (int j = 0; j < N; j++) {
                 const uint32_t bits = (uint32_t)(a[j] + 127) << 23;
@@ -190,14 +234,23 @@ WIDE_FN VEC_FN static bool bsa_forward_fast(int N, int d, const float *q, const 
         } else {
             for (int j = 0; j < N; j++) pi[j] = pow2f(a[j]);
         }
+        exact[i] = emin >= -24 && ((int64_t)N << -emin) <= ((int64_t)1 << 24);
+    }
+
+    /* O = P V */
+    int lj[FAST_N], nl = 0; /* rows of V with a one */
+    for (int j = 0; j < N; j++) {
+        const float *vr = v + (long)j * ld;
+        int any = 0;
+        for (int c = 0; c < d; c++) any |= vr[c] != 0.0f;
+        lj[nl] = j;
+        nl += any;
+    }
+    const int d16 = d / 16 * 16;
+    for (int i = 0; i < N; i++) {
         float *oi = o + (long)i * ldo;
-        if (emin >= -24 && ((int64_t)N << -emin) <= ((int64_t)1 << 24)) {
-            for (int c = 0; c < d; c++) {
-                float acc = 0.0f;
-                for (int t = vs[c]; t < vs[c + 1]; t++) acc += pi[vj[t]];
-                oi[c] = acc;
-            }
-        } else {
+        const float *pi = p + (long)i * N;
+        if (!exact[i]) {
             double acc[FAST_D];
             for (int c = 0; c < d; c++) acc[c] = 0.0;
             for (int j = 0; j < N; j++) {
@@ -206,7 +259,37 @@ WIDE_FN VEC_FN static bool bsa_forward_fast(int N, int d, const float *q, const 
                 for (int c = 0; c < d; c++) acc[c] += pj * (double)vr[c];
             }
             for (int c = 0; c < d; c++) oi[c] = (float)acc[c];
+            continue;
         }
+        const bool two = i + 1 < N && exact[i + 1];
+        const float *pi1 = pi + N;
+        float *oi1 = oi + ldo;
+        for (int c0 = 0; c0 < d16; c0 += 16) {
+            const v8f z = {0};
+            v8f a0 = z, a1 = z, b0 = z, b1 = z;
+            for (int t = 0; t < nl; t++) {
+                const float *vr = v + (long)lj[t] * ld + c0;
+                const v8f V0 = *(const v8fu *)vr, V1 = *(const v8fu *)(vr + 8);
+                const float w = pi[lj[t]];
+                a0 += w * V0, a1 += w * V1;
+                if (two) {
+                    const float w1 = pi1[lj[t]];
+                    b0 += w1 * V0, b1 += w1 * V1;
+                }
+            }
+            *(v8fu *)(oi + c0) = a0, *(v8fu *)(oi + c0 + 8) = a1;
+            if (two) *(v8fu *)(oi1 + c0) = b0, *(v8fu *)(oi1 + c0 + 8) = b1;
+        }
+        for (int u = 0; u < (two ? 2 : 1); u++) {
+            const float *pu = pi + (long)u * N;
+            float *ou = oi + (long)u * ldo;
+            for (int c = d16; c < d; c++) {
+                float acc = 0.0f;
+                for (int t = 0; t < nl; t++) acc += pu[lj[t]] * v[(long)lj[t] * ld + c];
+                ou[c] = acc;
+            }
+        }
+        if (two) i++;
     }
     return true;
 }
@@ -284,118 +367,189 @@ void snn_attn_bsa_head_train(int N, int d, const float *q, const float *k, const
     }
 }
 
+/* Four doubles (element-wise IEEE operations, like the scalar code; the default variant splits
+ * them into SSE2 halves) and four floats. */
+typedef double v4d __attribute__((vector_size(32)));
+typedef double v4du __attribute__((vector_size(32), aligned(8))); /* unaligned access */
+typedef float v4f __attribute__((vector_size(16)));
+typedef float v4fu __attribute__((vector_size(16), aligned(4))); /* unaligned access */
+
+/* dv[j, c0 + 0..16) += sum_i P_ij do_ic (i order, double) for columns j and j + 1 (two) or j
+ * alone; dod = dO in double, row stride dd. */
+static inline __attribute__((always_inline)) void dv_block16(int N, const float *p, int j,
+                                                               bool two, const double *dod,
+                                                               int dd, int c0, float *dv,
+                                                               int ld) {
+    const v4d z = {0.0, 0.0, 0.0, 0.0};
+    v4d a0 = z, a1 = z, a2 = z, a3 = z, b0 = z, b1 = z, b2 = z, b3 = z;
+    for (int i = 0; i < N; i++) {
+        const v4du *g = (const v4du *)(dod + (long)i * dd + c0);
+        const v4d g0 = g[0], g1 = g[1], g2 = g[2], g3 = g[3];
+        const double w0 = (double)p[(long)i * N + j];
+        const v4d W0 = {w0, w0, w0, w0};
+        a0 += W0 * g0, a1 += W0 * g1, a2 += W0 * g2, a3 += W0 * g3;
+        if (two) {
+            const double w1 = (double)p[(long)i * N + j + 1];
+            const v4d W1 = {w1, w1, w1, w1};
+            b0 += W1 * g0, b1 += W1 * g1, b2 += W1 * g2, b3 += W1 * g3;
+        }
+    }
+    float *dvj = dv + (long)j * ld + c0;
+    const v4d as[4] = {a0, a1, a2, a3}, bs[4] = {b0, b1, b2, b3};
+    for (int q4 = 0; q4 < 4; q4++)
+        for (int e = 0; e < 4; e++) dvj[4 * q4 + e] += (float)as[q4][e];
+    if (two)
+        for (int q4 = 0; q4 < 4; q4++)
+            for (int e = 0; e < 4; e++) dvj[ld + 4 * q4 + e] += (float)bs[q4][e];
+}
+
+/* dst[c * n + r] = src[r * n + c] for an n x n float matrix (4 x 4 blocks, then the edges). */
+static inline __attribute__((always_inline)) void transpose_f(int n, const float *src,
+                                                                float *dst) {
+    const int n4 = n / 4 * 4;
+    for (int r = 0; r < n4; r += 4)
+        for (int c = 0; c < n4; c += 4) {
+            const v4f a = *(const v4fu *)(src + (long)r * n + c);
+            const v4f b = *(const v4fu *)(src + (long)(r + 1) * n + c);
+            const v4f e = *(const v4fu *)(src + (long)(r + 2) * n + c);
+            const v4f f = *(const v4fu *)(src + (long)(r + 3) * n + c);
+            const v4f ab0 = __builtin_shufflevector(a, b, 0, 4, 1, 5);
+            const v4f ab1 = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+            const v4f ef0 = __builtin_shufflevector(e, f, 0, 4, 1, 5);
+            const v4f ef1 = __builtin_shufflevector(e, f, 2, 6, 3, 7);
+            *(v4fu *)(dst + (long)c * n + r) = __builtin_shufflevector(ab0, ef0, 0, 1, 4, 5);
+            *(v4fu *)(dst + (long)(c + 1) * n + r) = __builtin_shufflevector(ab0, ef0, 2, 3, 6, 7);
+            *(v4fu *)(dst + (long)(c + 2) * n + r) = __builtin_shufflevector(ab1, ef1, 0, 1, 4, 5);
+            *(v4fu *)(dst + (long)(c + 3) * n + r) = __builtin_shufflevector(ab1, ef1, 2, 3, 6, 7);
+        }
+    for (int r = 0; r < n; r++)
+        for (int c = (r < n4 ? n4 : 0); c < n; c++) dst[(long)c * n + r] = src[(long)r * n + c];
+}
+
 /* Backward for N <= FAST_N, d <= FAST_D, any inputs: the generic code's sums, term for term and
- * in its order, without the zero terms (see the header comment). */
-WIDE_FN VEC_FN static void bsa_backward_fast(int N, int d, const float *q, const float *k, const float *v,
-                                     int ld, int shift, const float *p, const float *dout,
-                                     int lddo, float *dq, float *dk, float *dv, float *scratch) {
-    /* dO in double, row-major (dV) and transposed (dP^T) */
-    double dod[FAST_N][FAST_D] __attribute__((aligned(16)));
-    double dot_[FAST_D][FAST_N];
+ * in its order, without the zero terms (see the header comment). Buffers are laid out with the
+ * head's own sizes (row strides N and d) so that they stay in L1. */
+WIDE_FN VEC_FN static void bsa_backward_fast(int N, int d, const float *q, const float *k,
+                                             const float *v, int ld, int shift, const float *p,
+                                             const float *dout, int lddo, float *dq, float *dk,
+                                             float *dv, float *scratch) {
+    /* The caller walks the heads of a [N, heads * d] row block in order: the next head's rows
+     * are the next d columns of the same rows. Ask for them now (a prefetch reads nothing: no
+     * value outside this head's columns is used, and no address is dereferenced). */
+    for (int i = 0; i < N; i++) {
+        const long r = (long)i * ld + d;
+        __builtin_prefetch(q + r), __builtin_prefetch(k + r), __builtin_prefetch(v + r);
+        __builtin_prefetch(dq + r, 1), __builtin_prefetch(dk + r, 1), __builtin_prefetch(dv + r, 1);
+        __builtin_prefetch(dout + (long)i * lddo + d);
+    }
+    /* whether some P_ij is 0 (the generic code skips those terms of dV) */
+    int anyzero = 0;
+    for (int t = 0; t < N * N; t++) anyzero |= p[t] == 0.0f;
+
+    /* dO in double (row stride d) and transposed in float (row stride N) */
+    double dod[FAST_N * FAST_D];
+    float dot_[FAST_D * FAST_N];
     for (int i = 0; i < N; i++)
         for (int c = 0; c < d; c++) {
-            const double g = (double)dout[(long)i * lddo + c];
-            dod[i][c] = g;
-            dot_[c][i] = g;
+            const float g = dout[(long)i * lddo + c];
+            dod[(long)i * d + c] = (double)g;
+            dot_[(long)c * N + i] = g;
         }
 
     /* dV:  dv_jc += sum_i P_ij do_ic  (i order, double; P_ij = 0 skipped) */
-    const int d8 = d / 8 * 8;
-    for (int j = 0; j < N; j++) {
-        float *dvj = dv + (long)j * ld;
-        for (int c0 = 0; c0 < d8; c0 += 8) {
-            v2d a0 = {0.0, 0.0}, a1 = a0, a2 = a0, a3 = a0;
-            for (int i = 0; i < N; i++) {
-                const double w = (double)p[(long)i * N + j];
-                if (w == 0.0) continue;
-                const v2d wv = {w, w};
-                const v2d *g = (const v2d *)&dod[i][c0];
-                a0 += wv * g[0];
-                a1 += wv * g[1];
-                a2 += wv * g[2];
-                a3 += wv * g[3];
-            }
-            const double acc[8] = {a0[0], a0[1], a1[0], a1[1], a2[0], a2[1], a3[0], a3[1]};
-            for (int c = 0; c < 8; c++) dvj[c0 + c] += (float)acc[c];
+    const int d16 = anyzero ? 0 : d / 16 * 16;
+    for (int j = 0; j < N; j += 2) {
+        const bool two = j + 1 < N;
+        for (int c0 = 0; c0 < d16; c0 += 16) {
+            if (two)
+                dv_block16(N, p, j, true, dod, d, c0, dv, ld);
+            else
+                dv_block16(N, p, j, false, dod, d, c0, dv, ld);
         }
-        if (d8 < d) {
-            double acc[8] = {0};
+        if (d16 == d) continue;
+        for (int u = 0; u < (two ? 2 : 1); u++) {
+            double acc[FAST_D];
+            for (int c = d16; c < d; c++) acc[c] = 0.0;
             for (int i = 0; i < N; i++) {
-                const double w = (double)p[(long)i * N + j];
+                const double w = (double)p[(long)i * N + j + u];
                 if (w == 0.0) continue;
-                for (int c = d8; c < d; c++) acc[c - d8] += w * dod[i][c];
+                const double *g = dod + (long)i * d;
+                for (int c = d16; c < d; c++) acc[c] += w * g[c];
             }
-            for (int c = d8; c < d; c++) dvj[c] += (float)acc[c - d8];
+            float *dvj = dv + (long)(j + u) * ld;
+            for (int c = d16; c < d; c++) dvj[c] += (float)acc[c];
         }
     }
 
     /* dP^T:  dP_ij = sum_c do_ic v_jc (c order, double), rounded to float;
-     * dA^T:  dA_ij = (float)(2^-shift ln2 P_ij dP_ij), kept as double. Rows j with no nonzero
-     * v_jc have dP = dA = 0 and are skipped below. */
+     * dA^T:  dA_ij = (float)(2^-shift ln2 P_ij dP_ij) (row j of dat). Rows j without a nonzero
+     * v_jc have dP = dA = 0 ("dead": zero rows, skipped below). */
     const double cst = ldexp(M_LN2, -shift);
-    double dat[FAST_N][FAST_N];
-    bool live[FAST_N];
+    float dat[FAST_N * FAST_N];
+    uint8_t live[FAST_N];
     for (int j = 0; j < N; j++) {
         const float *vj = v + (long)j * ld;
-        double acc[FAST_N];
-        bool any = false;
-        for (int c = 0; c < d; c++) {
-            const double vv = (double)vj[c];
-            if (vv == 0.0) continue;
-            if (!any) {
-                for (int i = 0; i < N; i++) acc[i] = 0.0;
-                any = true;
-            }
-            for (int i = 0; i < N; i++) acc[i] += dot_[c][i] * vv;
+        float *dj = dat + (long)j * N;
+        int cs[FAST_D];
+        const int nc = nz_list(vj, d, cs);
+        live[j] = nc > 0;
+        if (!nc) {
+            for (int i = 0; i < N; i++) dj[i] = 0.0f;
+            continue;
         }
-        live[j] = any;
-        if (!any) continue;
+        double acc[FAST_N];
+        for (int i = 0; i < N; i++) acc[i] = 0.0;
+        for (int t = 0; t < nc; t++) {
+            const double vv = (double)vj[cs[t]];
+            const float *g = dot_ + (long)cs[t] * N;
+            for (int i = 0; i < N; i++) acc[i] += (double)g[i] * vv;
+        }
         for (int i = 0; i < N; i++)
-            dat[j][i] = (double)(float)(cst * (double)p[(long)i * N + j] * (double)(float)acc[i]);
+            dj[i] = (float)(cst * (double)p[(long)i * N + j] * (double)(float)acc[i]);
     }
-    /* the documented side output: scratch = dA, row-major, as float */
-    for (int i = 0; i < N; i++)
-        for (int j = 0; j < N; j++) scratch[(long)i * N + j] = live[j] ? (float)dat[j][i] : 0.0f;
+    /* scratch = dA, row-major (the documented side output; dK reads it) */
+    transpose_f(N, dat, scratch);
 
-    /* dQ:  dq_ic += sum_j dA_ij k_jc (j order, double): rows of dQ^T */
+    /* dQ:  dq_ic += sum_j dA_ij k_jc (j order, double): rows of dQ^T (row stride N) */
     {
-        double dqt[FAST_D][FAST_N];
-        for (int c = 0; c < d; c++)
-            for (int i = 0; i < N; i++) dqt[c][i] = 0.0;
+        double dqt[FAST_D * FAST_N];
+        for (int t = 0; t < d * N; t++) dqt[t] = 0.0;
         for (int j = 0; j < N; j++) {
             if (!live[j]) continue;
             const float *kj = k + (long)j * ld;
-            for (int c = 0; c < d; c++) {
-                const double kv = (double)kj[c];
-                if (kv == 0.0) continue;
-                for (int i = 0; i < N; i++) dqt[c][i] += dat[j][i] * kv;
+            const float *dj = dat + (long)j * N;
+            int cs[FAST_D];
+            const int nc = nz_list(kj, d, cs);
+            for (int t = 0; t < nc; t++) {
+                const double kv = (double)kj[cs[t]];
+                double *row = dqt + (long)cs[t] * N;
+                for (int i = 0; i < N; i++) row[i] += (double)dj[i] * kv;
             }
         }
-        for (int i = 0; i < N; i++)
-            for (int c = 0; c < d; c++) dq[(long)i * ld + c] += (float)dqt[c][i];
+        for (int i = 0; i < N; i++) {
+            float *dqi = dq + (long)i * ld;
+            for (int c = 0; c < d; c++) dqi[c] += (float)dqt[(long)c * N + i];
+        }
     }
 
-    /* dK:  dk_jc += sum_i dA_ij q_ic (i order, double), over the nonzero q_ic */
+    /* dK:  dk_jc += sum_i dA_ij q_ic (i order, double): rows of dK^T from the rows of dA */
     {
-        uint8_t nz_i[FAST_N * FAST_D], nz_c[FAST_N * FAST_D];
-        float nz_v[FAST_N * FAST_D];
-        int nnz = 0;
-        for (int i = 0; i < N; i++)
-            for (int c = 0; c < d; c++) {
-                const float qv = q[(long)i * ld + c];
-                if (qv == 0.0f) continue;
-                nz_i[nnz] = (uint8_t)i;
-                nz_c[nnz] = (uint8_t)c;
-                nz_v[nnz] = qv;
-                nnz++;
+        double dkt[FAST_D * FAST_N];
+        for (int t = 0; t < d * N; t++) dkt[t] = 0.0;
+        for (int i = 0; i < N; i++) {
+            const float *qi = q + (long)i * ld;
+            const float *ai = scratch + (long)i * N;
+            int cs[FAST_D];
+            const int nc = nz_list(qi, d, cs);
+            for (int t = 0; t < nc; t++) {
+                const double qv = (double)qi[cs[t]];
+                double *row = dkt + (long)cs[t] * N;
+                for (int j = 0; j < N; j++) row[j] += (double)ai[j] * qv;
             }
+        }
         for (int j = 0; j < N; j++) {
-            double acc[FAST_D];
-            for (int c = 0; c < d; c++) acc[c] = 0.0;
-            if (live[j])
-                for (int t = 0; t < nnz; t++) acc[nz_c[t]] += dat[j][nz_i[t]] * (double)nz_v[t];
             float *dkj = dk + (long)j * ld;
-            for (int c = 0; c < d; c++) dkj[c] += (float)acc[c];
+            for (int c = 0; c < d; c++) dkj[c] += (float)dkt[(long)c * N + j];
         }
     }
 }

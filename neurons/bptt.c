@@ -118,6 +118,14 @@ INLINE_VEC void fwd_row(const charge_mode mode, const bool bipolar, const bool s
     }
 }
 
+/* Requests the rows of the next tile, [i0, i0 + cn) of every timestep of a [T, ld] buffer: a
+ * tile reads T short runs far apart, which the hardware prefetchers pick up late. (A prefetch
+ * reads nothing: columns >= n are never used.) */
+static inline void prefetch_tile(const float *a, int T, size_t ld, size_t i0, size_t cn) {
+    for (int t = 0; t < T; t++)
+        for (size_t i = 0; i < cn; i += 16) __builtin_prefetch(a + (size_t)t * ld + i0 + i);
+}
+
 /* T timesteps of one tile of cn <= TILE neurons (normal mode). */
 INLINE_VEC void fwd_tile(const charge_mode mode, const bool bipolar, const bool soft, int T,
                          size_t cn, size_t ld, const float *x, float *s, float *h, float v0,
@@ -141,6 +149,7 @@ WIDE_FN VEC_FN static void forward_fast(const snn_neuron_params *p, int T, size_
         const size_t cn = n - i0 < TILE ? n - i0 : TILE;
         const float *xt = x + i0;
         float *st = s + i0, *ht = h ? h + i0 : NULL;
+        if (i0 + TILE < n) prefetch_tile(x, T, ld, i0 + TILE, n - i0 - TILE < TILE ? n - i0 - TILE : TILE);
         switch (key) {
 #define FWD_CASE(m, b, so)                                                                     \
     case (int)(m) * 4 + (b) * 2 + (so):                                                          \
@@ -225,17 +234,17 @@ void snn_neuron_forward_seq(const snn_neuron_params *p, int T, size_t n, size_t 
  * below 2^-39 relative, rounding a few 2^-53), times 2^k built from the exponent bits; so
  * |y - e^x| < 2^-38 y. Rounding y to float gives the correctly rounded e^x unless e^x lies
  * within that error of a rounding boundary (a midpoint between adjacent floats). The libm expf
- * is itself accurate to well below 2^-30 before its final rounding (glibc documents 1.69 2^-34
+ * is itself accurate to well below 2^-31 before its final rounding (glibc documents 1.69 2^-34
  * relative for its double polynomial, 0.502 ulp after rounding), so whenever y is at least
- * 2^-30 y away from every midpoint, y, the libm's internal value and e^x all lie strictly between
+ * 2^-31 y away from every midpoint, y, the libm's internal value and e^x all lie strictly between
  * the same two midpoints and round to the same float: expf's result. The remaining cases (y that
- * close to a midpoint, about 0.8% of them, and |x| > 87) call expf itself. The low 29 bits of the
- * double's significand locate y between two floats; the midpoint is 2^28 there, and 2^23 units
- * of 2^-52 are at least 2^-30 relative. (Checked on every float |x| <= 88 against glibc's
+ * close to a midpoint, about 0.4% of them, and |x| > 87) call expf itself. The low 29 bits of the
+ * double's significand locate y between two floats; the midpoint is 2^28 there, and 2^22 units
+ * of 2^-52 are at least 2^-31 relative. (Checked on every float |x| <= 88 against glibc's
  * expf: identical.) */
 INLINE_VEC void expf_row(size_t n, const float *restrict a, float *restrict out) {
     const double inv_ln2 = 0x1.71547652b82fep0, ln2 = 0x1.62e42fefa39efp-1, shift = 0x1.8p52;
-    int32_t slow[TILE];
+    uint8_t slow[TILE] __attribute__((aligned(8)));
     for (size_t i = 0; i < n; i++) {
         const double x = (double)a[i];
         double kd = x * inv_ln2 + shift; /* round(x / ln2) in the low bits */
@@ -258,12 +267,18 @@ INLINE_VEC void expf_row(size_t n, const float *restrict a, float *restrict out)
         uint64_t yb;
         memcpy(&yb, &y, sizeof yb);
         const uint32_t low = (uint32_t)yb & 0x1FFFFFFFu;
-        slow[i] = (!(fabs(x) <= 87.0)) |
-                  ((uint32_t)(low - (0x10000000u - 0x800000u)) < 0x1000000u);
+        slow[i] = (uint8_t)((!(fabs(x) <= 87.0)) |
+                            ((uint32_t)(low - (0x10000000u - 0x400000u)) < 0x800000u));
         out[i] = (float)y;
     }
-    for (size_t i = 0; i < n; i++)
-        if (slow[i]) out[i] = expf(a[i]);
+    for (size_t i = n; i < (n + 7) / 8 * 8; i++) slow[i] = 0;
+    for (size_t i0 = 0; i0 < n; i0 += 8) {
+        uint64_t w;
+        memcpy(&w, slow + i0, sizeof w);
+        if (!w) continue;
+        for (size_t i = i0; i < i0 + 8 && i < n; i++)
+            if (slow[i]) out[i] = expf(a[i]);
+    }
 }
 
 /* g[i] = snn_surrogate_grad(kind, alpha, sign H[i] - th) for i < n (sign = +1 or -1), bit for
@@ -356,6 +371,11 @@ WIDE_FN VEC_FN static void backward_fast(const snn_neuron_params *p, int T, size
         const size_t cn = n - i0 < TILE ? n - i0 : TILE;
         float gh[TILE], gp[TILE], gn[TILE];
         for (size_t i = 0; i < cn; i++) gh[i] = 0.0f;
+        if (i0 + TILE < n) {
+            const size_t nn = n - i0 - TILE < TILE ? n - i0 - TILE : TILE;
+            prefetch_tile(h, T, ld, i0 + TILE, nn), prefetch_tile(s, T, ld, i0 + TILE, nn);
+            prefetch_tile(ds, T, ld, i0 + TILE, nn), prefetch_tile(dx, T, ld, i0 + TILE, nn);
+        }
         for (int t = T - 1; t >= 0; t--) {
             const size_t row = (size_t)t * ld + i0;
             const float *ht = h + row, *st = s + row, *dst = ds + row;

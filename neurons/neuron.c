@@ -66,15 +66,21 @@ static charge_mode charge_mode_of(const snn_neuron_params *p) {
     return zero_reset ? CHARGE_NO_DECAY0 : CHARGE_NO_DECAY;
 }
 
-size_t snn_neuron_step(const snn_neuron_params *p, size_t n, const float *x, float *v, int8_t *s,
-                       float *h) {
-    const charge_mode mode = charge_mode_of(p);
-    const float tau = p->tau;
-    const float vr = p->v_reset;
-    const float th = p->v_threshold;
+/* The step for one (charge mode, bipolar, soft reset) combination: mode, bipolar and soft are
+ * compile-time constants at every call site below, so each instance is one branch-free loop that
+ * gcc vectorises (an element-wise loop: the same float operations, so the same bits as the
+ * scalar formulas; -ffp-contract=off). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define VEC_FN __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
+#else
+#define VEC_FN
+#endif
+static inline __attribute__((always_inline)) VEC_FN uint32_t
+step_loop(const charge_mode mode, const bool bipolar, const bool soft, const bool has_h, size_t n,
+          const float *restrict x, float *restrict v, int8_t *restrict s, float *restrict h,
+          float tau, float vr, float th) {
     const float neg_th = -th;
-    size_t nspikes = 0;
-
+    uint32_t nspikes = 0;
     for (size_t i = 0; i < n; i++) {
         const float vi = v[i];
         const float xi = x[i];
@@ -88,18 +94,51 @@ size_t snn_neuron_step(const snn_neuron_params *p, size_t n, const float *x, flo
         }
 
         /* >= on both sides: a membrane exactly at threshold fires (SJ heaviside(x) = x >= 0). */
-        int8_t si = (int8_t)(hi >= th);
-        if (p->bipolar && hi <= neg_th) si = -1;
+        int32_t si = hi >= th ? 1 : 0;
+        if (bipolar) si = hi <= neg_th ? -1 : si;
 
         float vn;
-        if (p->soft_reset)
+        if (soft)
             vn = hi - th * (float)si;  /* SJ: v = v - spike * v_threshold; S = -1 adds th back */
         else
             vn = si != 0 ? vr : hi;
         v[i] = vn;
-        s[i] = si;
-        if (h) h[i] = hi;
+        s[i] = (int8_t)si;
+        if (has_h) h[i] = hi;
         nspikes += si != 0;
+    }
+    return nspikes;
+}
+
+VEC_FN size_t snn_neuron_step(const snn_neuron_params *p, size_t n, const float *x, float *v,
+                              int8_t *s, float *h) {
+    const charge_mode mode = charge_mode_of(p);
+    const float tau = p->tau;
+    const float vr = p->v_reset;
+    const float th = p->v_threshold;
+    const int key = (int)mode * 4 + (p->bipolar ? 2 : 0) + (p->soft_reset ? 1 : 0);
+    size_t nspikes = 0;
+    /* chunks of 2^20 neurons: the spike count of one chunk fits the loop's 32-bit counter */
+    for (size_t i0 = 0; i0 < n; i0 += (size_t)1 << 20) {
+        const size_t c = n - i0 < ((size_t)1 << 20) ? n - i0 : (size_t)1 << 20;
+        const float *xc = x + i0;
+        float *vc = v + i0, *hc = h ? h + i0 : NULL;
+        int8_t *sc = s + i0;
+        switch (key) {
+#define STEP_CASE(m, b, so)                                                                      \
+    case (int)(m) * 4 + (b) * 2 + (so):                                                            \
+        nspikes += hc ? step_loop(m, b, so, true, c, xc, vc, sc, hc, tau, vr, th)                 \
+                      : step_loop(m, b, so, false, c, xc, vc, sc, NULL, tau, vr, th);             \
+        break;
+#define STEP_CASES(m) STEP_CASE(m, 0, 0) STEP_CASE(m, 0, 1) STEP_CASE(m, 1, 0) STEP_CASE(m, 1, 1)
+            STEP_CASES(CHARGE_IF)
+            STEP_CASES(CHARGE_DECAY_INPUT0)
+            STEP_CASES(CHARGE_DECAY_INPUT)
+            STEP_CASES(CHARGE_NO_DECAY0)
+            STEP_CASES(CHARGE_NO_DECAY)
+#undef STEP_CASES
+#undef STEP_CASE
+        }
     }
     return nspikes;
 }

@@ -85,39 +85,47 @@ enum { BN_ROWS = 64 };
 
 static inline int bn_row0(int b, int M) { return (int)((long)b * M / BN_BLOCKS); }
 
-/* acc[j] = sum over rows [m0, m1) of x[m, c0 + j] (double, rows in order) for j < W; with
- * center != NULL, the sum of (x - center[j])^2 instead. */
-static WIDE_FN VEC_FN void bn_rows_sum(double *restrict acc, const float *x, const double *center,
-                                       int m0, int m1, int C, int c0, int W) {
+/* acc[j] = sum over rows [m0, m1) of x[m, c0 + j] (double, rows in order) for j < W. */
+static WIDE_FN VEC_FN void bn_rows_sum(double *restrict acc, const float *x, int m0, int m1, int C,
+                                       int c0, int W) {
     for (int j = 0; j < W; j++) acc[j] = 0.0;
     for (int m = m0; m < m1; m++) {
         const float *restrict row = x + (size_t)m * C + c0;
-        if (!center) {
-            for (int j = 0; j < W; j++) acc[j] += (double)row[j];
-        } else {
-            for (int j = 0; j < W; j++) {
-                const double d = (double)row[j] - center[j];
-                acc[j] += d * d;
-            }
+        for (int j = 0; j < W; j++) acc[j] += (double)row[j];
+    }
+}
+
+/* s1[j] = sum over rows [m0, m1) of (x[m, c0 + j] - K[j]), s2[j] = the sum of its squares
+ * (double, rows in order). */
+static WIDE_FN VEC_FN void bn_rows_shifted(double *restrict s1, double *restrict s2,
+                                           const float *x, const double *K, int m0, int m1,
+                                           int C, int c0, int W) {
+    for (int j = 0; j < W; j++) s1[j] = s2[j] = 0.0;
+    for (int m = m0; m < m1; m++) {
+        const float *restrict row = x + (size_t)m * C + c0;
+        for (int j = 0; j < W; j++) {
+            const double d = (double)row[j] - K[j];
+            s1[j] += d;
+            s2[j] += d * d;
         }
     }
 }
 
 /* part[b][j] = bn_rows_sum over the rows of block b. */
-static void bn_block_sums(double (*part)[BN_CW], const float *x, const double *center, int M,
-                          int C, int c0, int W, bool par) {
+static void bn_block_sums(double (*part)[BN_CW], const float *x, int M, int C, int c0, int W,
+                          bool par) {
 #pragma omp parallel for schedule(static) if (par)
     for (int b = 0; b < BN_BLOCKS; b++)
-        bn_rows_sum(part[b], x, center, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
+        bn_rows_sum(part[b], x, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
 }
 
 /* ---- linear -------------------------------------------------------------------------------- */
 
 /* Spike inputs. Every linear layer of the spiking blocks reads a spike matrix: x in {0, 1}, and
- * mostly 0 (firing rates of a few percent). For such an x (checked: every entry 0 or 1, at most
- * SP_MAX_DENSITY of them 1) the products skip the zeros:
+ * mostly 0 (firing rates of a few percent). For such an x (every entry 0 or 1, checked; at most
+ * SP_MAX_DENSITY of them 1 in the first rows) the products skip the zeros:
  *   y[m, :]  = (sum over the ones x[m, i], i ascending, of w^T[i, :]) + b   (float)
- *   dw^T[i, :] = sum over the rows m with x[m, i] = 1, m ascending, of dy[m, :]   (float)
+ *   dw^T[i, :] = sum over the rows m with x[m, i] = 1 of dy[m, :]   (float; blocks of rows)
  * i.e. the float sums of sgemm without its multiplications by 0 and 1, in a fixed order (so the
  * result is the same for any thread count; its bits differ from sgemm's, whose order is its
  * own). Any other x (real inputs, ternary spikes, dense spikes) and layers too large for the
@@ -130,25 +138,23 @@ typedef float v4fu __attribute__((vector_size(16), aligned(4))); /* unaligned ac
 
 /* Every x[t] is 0 or 1 and at most SP_MAX_DENSITY n of them are 1. */
 static WIDE_FN VEC_FN bool sparse_binary(const float *x, size_t n) {
-    size_t ones = 0;
+    uint32_t ones = 0;
     int bad = 0;
-    for (size_t t0 = 0; t0 < n; t0 += (size_t)1 << 20) {
-        const size_t t1 = n - t0 < ((size_t)1 << 20) ? n : t0 + ((size_t)1 << 20);
-        uint32_t cnt = 0;
-        for (size_t t = t0; t < t1; t++) {
-            const float v = x[t];
-            cnt += v != 0.0f;
-            bad |= (v != 0.0f) & (v != 1.0f);
-        }
-        ones += cnt;
-        if (bad) return false;
+    for (size_t t = 0; t < n; t++) {
+        const float v = x[t];
+        ones += v != 0.0f;
+        bad |= (v != 0.0f) & (v != 1.0f);
     }
-    return (double)ones <= SP_MAX_DENSITY * (double)n;
+    return !bad && (double)ones <= SP_MAX_DENSITY * (double)n;
 }
 
+/* Whether to try the spike path: the sizes fit, and the first SP_PROBE_ROWS rows of x are sparse
+ * spikes. The kernels then check every nonzero entry (a 1?) and report otherwise, and the caller
+ * falls back to sgemm, so a non-spike x anywhere still gets the sgemm result. */
+enum { SP_PROBE_ROWS = 256 };
 static bool sparse_ok(const float *x, int M, int in, int out) {
     return in <= SP_MAX_IN && (size_t)in * out <= SP_MAX_W && M > 0 &&
-           sparse_binary(x, (size_t)M * in);
+           sparse_binary(x, (size_t)(M < SP_PROBE_ROWS ? M : SP_PROBE_ROWS) * in);
 }
 
 /* Indices of the nonzero entries of x[0..n), ascending, into idx; returns their count. On x86
@@ -177,12 +183,15 @@ static inline int nonzeros(const float *x, int n, int *idx) {
 }
 
 /* Rows [m0, m1) of y = x w^T + b for a sparse binary x (see above); wt = w^T [in, out]. */
-static WIDE_FN VEC_FN void linear_fwd_sparse_rows(float *y, const float *x, const float *wt,
-                                                  const float *b, int m0, int m1, int in,
-                                                  int out) {
+static WIDE_FN VEC_FN int linear_fwd_sparse_rows(float *y, const float *x, const float *wt,
+                                                 const float *b, int m0, int m1, int in,
+                                                 int out) {
     int idx[SP_MAX_IN];
+    int bad = 0;
     for (int m = m0; m < m1; m++) {
-        const int nnz = nonzeros(x + (size_t)m * in, in, idx);
+        const float *xm = x + (size_t)m * in;
+        const int nnz = nonzeros(xm, in, idx);
+        for (int t = 0; t < nnz; t++) bad |= xm[idx[t]] != 1.0f;
         float *ym = y + (size_t)m * out;
         int ob = 0;
         for (; ob + SP_OB <= out; ob += SP_OB) {
@@ -212,56 +221,122 @@ static WIDE_FN VEC_FN void linear_fwd_sparse_rows(float *y, const float *x, cons
             for (int o = 0; o < r; o++) ym[ob + o] = b ? acc[o] + b[ob + o] : acc[o];
         }
     }
+    return bad;
 }
 
-/* y = x w^T + b for a sparse binary x (see above). */
-static void linear_fwd_sparse(float *y, const float *x, const float *w, const float *b, int M,
+/* y = x w^T + b for a sparse binary x (see above). Returns false (y garbage) if some entry of x
+ * is neither 0 nor 1. */
+static bool linear_fwd_sparse(float *y, const float *x, const float *w, const float *b, int M,
                               int in, int out, bool par) {
     float wt[SP_MAX_W] __attribute__((aligned(16))); /* w^T [in, out] */
     for (int o = 0; o < out; o++)
         for (int i = 0; i < in; i++) wt[(size_t)i * out + o] = w[(size_t)o * in + i];
     const int nc = n_chunks(M, SNN_LINEAR_ROW_CHUNK);
-#pragma omp parallel for schedule(static) if (par)
+    int bad = 0;
+#pragma omp parallel for schedule(static) if (par) reduction(| : bad)
     for (int k = 0; k < nc; k++) {
         const int m0 = k * SNN_LINEAR_ROW_CHUNK;
         const int m1 = M - m0 < SNN_LINEAR_ROW_CHUNK ? M : m0 + SNN_LINEAR_ROW_CHUNK;
-        linear_fwd_sparse_rows(y, x, wt, b, m0, m1, in, out);
+        bad |= linear_fwd_sparse_rows(y, x, wt, b, m0, m1, in, out);
     }
+    return !bad;
 }
 
-/* dw^T[i0:i1, :] = sum over the rows m, in order, with x[m, i] = 1 of dy[m, :] (float). */
-static WIDE_FN VEC_FN void linear_dw_sparse_cols(float *dwt, const float *dy, const float *x,
-                                                 int M, int in, int out, int i0, int i1) {
+/* dw^T[i0:i1, :] = sum over the rows m with x[m, i] = 1 of dy[m, :] (float): rows in blocks of
+ * SP_RB; in a block the rows of each feature i are listed (m ascending) and their dy rows summed
+ * in registers, then added to dw^T[i, :]; blocks in order. (Features beyond the list buffer: the
+ * rows' dy added to dw^T one by one, rows in order.) Returns whether an entry was neither 0 nor
+ * 1. */
+enum { SP_RB = 128, SP_LIST = 32768 };
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned access */
+static WIDE_FN VEC_FN int linear_dw_sparse_cols(float *dwt, const float *dy, const float *x,
+                                                int M, int in, int out, int i0, int i1) {
+    const int ni = i1 - i0;
     for (size_t t = (size_t)i0 * out; t < (size_t)i1 * out; t++) dwt[t] = 0.0f;
     int idx[SP_MAX_IN];
-    for (int m = 0; m < M; m++) {
-        /* this chunk reads part of each x row: the hardware prefetchers do not follow */
-        if (m + 8 < M) __builtin_prefetch(x + (size_t)(m + 8) * in + i0);
-        const int nnz = nonzeros(x + (size_t)m * in + i0, i1 - i0, idx);
-        const float *restrict dym = dy + (size_t)m * out;
-        for (int t = 0; t < nnz; t++) {
-            float *restrict d = dwt + (size_t)(i0 + idx[t]) * out;
-            for (int o = 0; o < out; o++) d[o] += dym[o];
+    int bad = 0;
+    if ((size_t)ni * SP_RB > SP_LIST) {
+        for (int m = 0; m < M; m++) {
+            const float *xm = x + (size_t)m * in + i0;
+            const int nnz = nonzeros(xm, ni, idx);
+            for (int t = 0; t < nnz; t++) bad |= xm[idx[t]] != 1.0f;
+            const float *restrict dym = dy + (size_t)m * out;
+            for (int t = 0; t < nnz; t++) {
+                float *restrict d = dwt + (size_t)(i0 + idx[t]) * out;
+                for (int o = 0; o < out; o++) d[o] += dym[o];
+            }
+        }
+        return bad;
+    }
+    uint8_t lst[SP_LIST]; /* lst[ii * SP_RB + t]: the t-th row (offset in the block) of feature ii */
+    uint8_t cnt[SP_MAX_IN];
+    const int o32 = out / 32 * 32;
+    for (int m0 = 0; m0 < M; m0 += SP_RB) {
+        const int m1 = M - m0 < SP_RB ? M : m0 + SP_RB;
+        for (int ii = 0; ii < ni; ii++) cnt[ii] = 0;
+        for (int m = m0; m < m1; m++) {
+            /* this chunk reads part of each x row, and the dy rows of the block right after:
+             * the hardware prefetchers follow neither */
+            if (m + 8 < M)
+                for (int t = 0; t < ni; t += 16) __builtin_prefetch(x + (size_t)(m + 8) * in + i0 + t);
+            for (int t = 0; t < out; t += 16) __builtin_prefetch(dy + (size_t)m * out + t);
+            const float *xm = x + (size_t)m * in + i0;
+            const int nnz = nonzeros(xm, ni, idx);
+            for (int t = 0; t < nnz; t++) {
+                const int ii = idx[t];
+                bad |= xm[ii] != 1.0f;
+                lst[ii * SP_RB + cnt[ii]++] = (uint8_t)(m - m0);
+            }
+        }
+        for (int ii = 0; ii < ni; ii++) {
+            const int c = cnt[ii];
+            if (!c) continue;
+            const uint8_t *l = lst + ii * SP_RB;
+            const float *dyb = dy + (size_t)m0 * out;
+            float *d = dwt + (size_t)(i0 + ii) * out;
+            for (int ob = 0; ob < o32; ob += 32) {
+                const v8f z = {0};
+                v8f a0 = z, a1 = z, a2 = z, a3 = z;
+                for (int t = 0; t < c; t++) {
+                    const v8fu *r = (const v8fu *)(dyb + (size_t)l[t] * out + ob);
+                    a0 += r[0], a1 += r[1], a2 += r[2], a3 += r[3];
+                }
+                v8fu *dd = (v8fu *)(d + ob);
+                dd[0] += a0, dd[1] += a1, dd[2] += a2, dd[3] += a3;
+            }
+            if (o32 < out) {
+                float acc[32];
+                for (int o = o32; o < out; o++) acc[o - o32] = 0.0f;
+                for (int t = 0; t < c; t++) {
+                    const float *r = dyb + (size_t)l[t] * out;
+                    for (int o = o32; o < out; o++) acc[o - o32] += r[o];
+                }
+                for (int o = o32; o < out; o++) d[o] += acc[o - o32];
+            }
         }
     }
+    return bad;
 }
 
 /* dw += dy^T x for a sparse binary x (see above): fixed chunks of input features i (each reads
- * its part of every x row once), summing dy rows into dw^T rows over the ones of x, rows in
- * order. */
-static void linear_dw_sparse(float *dw, const float *dy, const float *x, int M, int in, int out,
+ * its part of every x row once), summing dy rows into dw^T rows over the ones of x (see
+ * linear_dw_sparse_cols for the order). */
+static bool linear_dw_sparse(float *dw, const float *dy, const float *x, int M, int in, int out,
                              bool par) {
     float dwt[SP_MAX_W] __attribute__((aligned(16))); /* dw^T [in, out] sums */
     const int step = (in + SP_DW_CHUNKS - 1) / SP_DW_CHUNKS;
-#pragma omp parallel for schedule(static) if (par)
+    int bad = 0;
+#pragma omp parallel for schedule(static) if (par) reduction(| : bad)
     for (int k = 0; k < SP_DW_CHUNKS; k++) {
         const int i0 = k * step < in ? k * step : in;
         const int i1 = (k + 1) * step < in ? (k + 1) * step : in;
-        if (i1 <= i0) continue;
-        linear_dw_sparse_cols(dwt, dy, x, M, in, out, i0, i1);
-        for (int o = 0; o < out; o++)
-            for (int i = i0; i < i1; i++) dw[(size_t)o * in + i] += dwt[(size_t)i * out + o];
+        if (i1 > i0) bad |= linear_dw_sparse_cols(dwt, dy, x, M, in, out, i0, i1);
     }
+    if (bad) return false; /* dw untouched */
+    for (int o = 0; o < out; o++)
+        for (int i = 0; i < in; i++) dw[(size_t)o * in + i] += dwt[(size_t)i * out + o];
+    return true;
 }
 
 void snn_linear_fwd(float *y, const float *x, const float *w, const float *b, int M, int in,
@@ -269,10 +344,7 @@ void snn_linear_fwd(float *y, const float *x, const float *w, const float *b, in
     SNN_ASSERT(y && x && w && M >= 0 && in > 0 && out > 0);
     snn_layers_init();
     const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
-    if (sparse_ok(x, M, in, out)) {
-        linear_fwd_sparse(y, x, w, b, M, in, out, par);
-        return;
-    }
+    if (sparse_ok(x, M, in, out) && linear_fwd_sparse(y, x, w, b, M, in, out, par)) return;
     const int nc = n_chunks(M, SNN_LINEAR_ROW_CHUNK);
     /* Row chunk k computes y[m0:m1, :] = x[m0:m1, :] w^T (+ b broadcast, pre-filled). */
 #pragma omp parallel for schedule(static) if (par)
@@ -309,9 +381,7 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
         }
     }
     if (M == 0) return;
-    if (sparse_ok(x, M, in, out)) {
-        linear_dw_sparse(dw, dy, x, M, in, out, par);
-    } else {
+    if (!sparse_ok(x, M, in, out) || !linear_dw_sparse(dw, dy, x, M, in, out, par)) {
         const int nc = n_chunks(out, SNN_LINEAR_COL_CHUNK);
 #pragma omp parallel for schedule(static) if (par)
         for (int k = 0; k < nc; k++) {
@@ -327,7 +397,7 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
         for (int c0 = 0; c0 < out; c0 += BN_CW) {
             const int W = out - c0 < BN_CW ? out - c0 : BN_CW;
             double part[BN_BLOCKS][BN_CW];
-            bn_block_sums(part, dy, NULL, M, out, c0, W, par_db);
+            bn_block_sums(part, dy, M, out, c0, W, par_db);
             for (int j = 0; j < W; j++) {
                 double s = 0.0;
                 for (int bk = 0; bk < BN_BLOCKS; bk++) s += part[bk][j];
@@ -360,30 +430,36 @@ void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const flo
     SNN_ASSERT(M >= 2); /* PyTorch: "Expected more than 1 value per channel when training" */
     SNN_ASSERT((running_mean == NULL) == (running_var == NULL));
     const bool par = (size_t)M * C >= PAR_MIN_WORK;
-    /* Statistics: two passes in double (mean, then squared deviations from it). */
+    /* Statistics: one pass in double over the data shifted by the first row, K = x[0, c]:
+     *   s1 = sum_m (x - K),  s2 = sum_m (x - K)^2,  mean = K + s1 / M,
+     *   M var = s2 - s1^2 / M   (clamped at 0)
+     * K is a sample of the column, so |mean - K| is of the order of the spread and the
+     * subtraction loses only a few of double's 53 bits; a constant column gives exactly its
+     * value and variance 0. Sums per row block (BN_BLOCKS), blocks added in order. */
     for (int c0 = 0; c0 < C; c0 += BN_CW) {
         const int W = C - c0 < BN_CW ? C - c0 : BN_CW;
-        double part[BN_BLOCKS][BN_CW], mu[BN_CW], q[BN_CW];
-        bn_block_sums(part, x, NULL, M, C, c0, W, par);
+        double p1[BN_BLOCKS][BN_CW], p2[BN_BLOCKS][BN_CW], K[BN_CW];
+        for (int j = 0; j < W; j++) K[j] = (double)x[c0 + j];
+#pragma omp parallel for schedule(static) if (par)
+        for (int b = 0; b < BN_BLOCKS; b++)
+            bn_rows_shifted(p1[b], p2[b], x, K, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
         for (int j = 0; j < W; j++) {
-            double s = 0.0;
-            for (int b = 0; b < BN_BLOCKS; b++) s += part[b][j];
-            mu[j] = s / (double)M;
-        }
-        bn_block_sums(part, x, mu, M, C, c0, W, par);
-        for (int j = 0; j < W; j++) {
-            q[j] = 0.0;
-            for (int b = 0; b < BN_BLOCKS; b++) q[j] += part[b][j];
-        }
-        for (int j = 0; j < W; j++) {
+            double s1 = 0.0, s2 = 0.0;
+            for (int b = 0; b < BN_BLOCKS; b++) {
+                s1 += p1[b][j];
+                s2 += p2[b][j];
+            }
             const int c = c0 + j;
-            const double var = q[j] / (double)M; /* biased: normalises */
-            mean[c] = (float)mu[j];
+            const double mu = K[j] + s1 / (double)M;
+            double q = s2 - s1 * s1 / (double)M; /* sum of squared deviations from the mean */
+            if (q < 0.0) q = 0.0;
+            const double var = q / (double)M; /* biased: normalises */
+            mean[c] = (float)mu;
             rstd[c] = (float)(1.0 / sqrt(var + (double)eps));
             if (running_mean) {
-                const double unbiased = q[j] / (double)(M - 1);
+                const double unbiased = q / (double)(M - 1);
                 const double mo = (double)momentum;
-                running_mean[c] = (float)((1.0 - mo) * (double)running_mean[c] + mo * mu[j]);
+                running_mean[c] = (float)((1.0 - mo) * (double)running_mean[c] + mo * mu);
                 running_var[c] = (float)((1.0 - mo) * (double)running_var[c] + mo * unbiased);
             }
         }
