@@ -26,17 +26,22 @@
  * This is the exact derivative of the smooth forward with frozen m, r, and, in normal mode, the
  * STE: the backward depends on the forward only through P.
  *
- * Fast paths (N <= FAST_N, d <= FAST_D; the common case), same results bit for bit:
- *   forward, normal mode on spikes (ternary Q, K, binary V, shift >= 0, m and r computed): A in
- *     int32 from the nonzero q_ic (rows of K^T added or subtracted: exact), the Shiftmax row by
- *     snn_shiftmax_row itself, P = 2^e built from the exponent bits, and O^T[c] += P^T[j] for
- *     every v_jc = 1 in float: every partial sum is a multiple of 2^min(e) below N 2^-min(e), so
- *     when N 2^-min(e) <= 2^24 the float sums are exact, equal to the double sums of the generic
- *     code (otherwise the head takes the double P V of the generic code).
+ * Fast paths (N <= FAST_N, d <= FAST_D; the common case), same results bit for bit (checked
+ * against the generic code and the inference kernel on random heads):
+ *   forward, normal mode on spikes (ternary Q, K, binary V, 0 <= shift <= 30, m and r computed):
+ *     A in int32 from the nonzero q_ic (rows of K^T added or subtracted: exact); the Shiftmax row
+ *     with the same integers as snn_shiftmax_row (shiftmax_row_small); P = 2^e from the exponent
+ *     bits; O = P V in float over the rows of V with a one: every partial sum of row i is a
+ *     multiple of 2^min_j(e_ij) below N, so when N 2^-min(e) <= 2^24 the float sums are exact,
+ *     whatever their grouping, and equal the generic code's double sums (other rows take the
+ *     generic double sums in j order).
  *   backward, any inputs: the generic formulas with the same products summed in the same order
- *     (so the same bits), but skipping the zero terms (adding +-0 to a nonzero-or-+0 double
- *     accumulator changes nothing) and laid out for contiguous inner loops: dP^T rows from the
- *     nonzero v_jc, dQ^T rows from the nonzero k_jc, dK from the nonzero q_ic, dV dense.
+ *     (so the same bits), but skipping the zero terms (adding +-0 to a double accumulator that
+ *     is nonzero or +0 changes nothing) and laid out for contiguous inner loops: dV dense over
+ *     column pairs, dP^T and dA^T rows from the nonzero v_jc, dQ^T rows from the nonzero k_jc,
+ *     dA = (dA^T)^T into scratch, dK^T rows from the rows of dA and the nonzero q_ic.
+ *   Both ask for the next head's rows (prefetch; the caller walks the heads of a row block in
+ *   order), since the activations of a whole batch do not stay in cache between the passes.
  *
  * Pure numerics: no I/O, no allocation (fixed stack buffers), no static state.
  */
@@ -116,8 +121,8 @@ static inline __attribute__((always_inline)) bool spikes_qkv(int n, int d, const
         const float *qi = q + (long)i * ld, *ki = k + (long)i * ld, *vi = v + (long)i * ld;
         for (int c = 0; c < d; c++) {
             const float a = qi[c], b = ki[c], u = vi[c];
-            bad |= !(a == 0.0f || a == 1.0f || a == -1.0f) | !(b == 0.0f || b == 1.0f || b == -1.0f) |
-                   !(u == 0.0f || u == 1.0f);
+            bad |= !(a == 0.0f || a == 1.0f || a == -1.0f) |
+                   !(b == 0.0f || b == 1.0f || b == -1.0f) | !(u == 0.0f || u == 1.0f);
         }
     }
     return !bad;
@@ -262,8 +267,8 @@ WIDE_FN VEC_FN static bool bsa_forward_fast(int N, int d, const float *q, const 
             continue;
         }
         const bool two = i + 1 < N && exact[i + 1];
-        const float *pi1 = pi + N;
-        float *oi1 = oi + ldo;
+        const float *pi1 = two ? pi + N : pi;
+        float *oi1 = two ? oi + ldo : oi;
         for (int c0 = 0; c0 < d16; c0 += 16) {
             const v8f z = {0};
             v8f a0 = z, a1 = z, b0 = z, b1 = z;

@@ -6,8 +6,9 @@
  * Layout: row t of every [T, *] buffer starts at t * ld; a call handles columns [0, n) of each
  * row (n <= ld), so the caller can give slices of neurons of one [T, ld] buffer to threads.
  *
- * Forward (normal mode): snn_neuron_step itself, T times, on stack tiles of TILE neurons, so
- * spikes and membranes are bit-identical to the inference engine by construction.
+ * Forward (normal mode): snn_neuron_step's operations in its order, T times, on stack tiles of
+ * TILE neurons (fwd_row: one branch-free vectorised loop per neuron configuration), so spikes
+ * and membranes are bit-identical to the inference engine.
  * Forward (smooth mode, gradient checks only): the same charge (snn_neuron_step computes H; its
  * Heaviside spike and reset are then replaced), with g = snn_surrogate_primitive:
  *   binary   S = g(H - th)                        reset amount a = S
@@ -40,6 +41,12 @@
  * the kernel multiplies by 1/tau: identical for the default tau = 2); T is small and nothing is
  * summed over many terms. The dtau reduction over n T terms is accumulated in double and added
  * once to *dtau.
+ *
+ * Speed (backward_fast: every configuration except the dtau sum and the smooth bipolar hard
+ * reset, which keep the generic loop): per tile and timestep, the surrogate derivatives of the
+ * row (surrogate_row; for the sigmoid, expf values from a vectorised exp verified to be expf's
+ * bits, expf_row), then one branch-free element-wise loop per configuration (bwd_row), the same
+ * float operations in the same order as the generic loop: the same bits.
  *
  * Pure numerics: no I/O, no allocation (fixed stack tiles), no static state.
  */
@@ -139,8 +146,8 @@ INLINE_VEC void fwd_tile(const charge_mode mode, const bool bipolar, const bool 
 }
 
 /* Normal-mode forward of neurons [0, n): one specialised loop per (charge, bipolar, soft). */
-WIDE_FN VEC_FN static void forward_fast(const snn_neuron_params *p, int T, size_t n, size_t ld, const float *x,
-                         float *s, float *h) {
+WIDE_FN VEC_FN static void forward_fast(const snn_neuron_params *p, int T, size_t n,
+                                        size_t ld, const float *x, float *s, float *h) {
     const charge_mode mode = charge_mode_of(p);
     const float tau = p->tau, vr = p->v_reset, th = p->v_threshold;
     const float v0 = snn_neuron_v_init(p);
@@ -149,7 +156,8 @@ WIDE_FN VEC_FN static void forward_fast(const snn_neuron_params *p, int T, size_
         const size_t cn = n - i0 < TILE ? n - i0 : TILE;
         const float *xt = x + i0;
         float *st = s + i0, *ht = h ? h + i0 : NULL;
-        if (i0 + TILE < n) prefetch_tile(x, T, ld, i0 + TILE, n - i0 - TILE < TILE ? n - i0 - TILE : TILE);
+        if (i0 + TILE < n)
+            prefetch_tile(x, T, ld, i0 + TILE, n - i0 - TILE < TILE ? n - i0 - TILE : TILE);
         switch (key) {
 #define FWD_CASE(m, b, so)                                                                     \
     case (int)(m) * 4 + (b) * 2 + (so):                                                          \

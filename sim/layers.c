@@ -114,6 +114,7 @@ static WIDE_FN VEC_FN void bn_rows_shifted(double *restrict s1, double *restrict
 /* part[b][j] = bn_rows_sum over the rows of block b. */
 static void bn_block_sums(double (*part)[BN_CW], const float *x, int M, int C, int c0, int W,
                           bool par) {
+    (void)par; /* unused without OpenMP */
 #pragma omp parallel for schedule(static) if (par)
     for (int b = 0; b < BN_BLOCKS; b++)
         bn_rows_sum(part[b], x, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
@@ -228,6 +229,7 @@ static WIDE_FN VEC_FN int linear_fwd_sparse_rows(float *y, const float *x, const
  * is neither 0 nor 1. */
 static bool linear_fwd_sparse(float *y, const float *x, const float *w, const float *b, int M,
                               int in, int out, bool par) {
+    (void)par; /* unused without OpenMP */
     float wt[SP_MAX_W] __attribute__((aligned(16))); /* w^T [in, out] */
     for (int o = 0; o < out; o++)
         for (int i = 0; i < in; i++) wt[(size_t)i * out + o] = w[(size_t)o * in + i];
@@ -269,7 +271,7 @@ static WIDE_FN VEC_FN int linear_dw_sparse_cols(float *dwt, const float *dy, con
         }
         return bad;
     }
-    uint8_t lst[SP_LIST]; /* lst[ii * SP_RB + t]: the t-th row (offset in the block) of feature ii */
+    uint8_t lst[SP_LIST]; /* lst[ii * SP_RB + t]: t-th row (offset in the block) of feature ii */
     uint8_t cnt[SP_MAX_IN];
     const int o32 = out / 32 * 32;
     for (int m0 = 0; m0 < M; m0 += SP_RB) {
@@ -279,7 +281,8 @@ static WIDE_FN VEC_FN int linear_dw_sparse_cols(float *dwt, const float *dy, con
             /* this chunk reads part of each x row, and the dy rows of the block right after:
              * the hardware prefetchers follow neither */
             if (m + 8 < M)
-                for (int t = 0; t < ni; t += 16) __builtin_prefetch(x + (size_t)(m + 8) * in + i0 + t);
+                for (int t = 0; t < ni; t += 16)
+                    __builtin_prefetch(x + (size_t)(m + 8) * in + i0 + t);
             for (int t = 0; t < out; t += 16) __builtin_prefetch(dy + (size_t)m * out + t);
             const float *xm = x + (size_t)m * in + i0;
             const int nnz = nonzeros(xm, ni, idx);
@@ -324,6 +327,7 @@ static WIDE_FN VEC_FN int linear_dw_sparse_cols(float *dwt, const float *dy, con
  * linear_dw_sparse_cols for the order). */
 static bool linear_dw_sparse(float *dw, const float *dy, const float *x, int M, int in, int out,
                              bool par) {
+    (void)par; /* unused without OpenMP */
     float dwt[SP_MAX_W] __attribute__((aligned(16))); /* dw^T [in, out] sums */
     const int step = (in + SP_DW_CHUNKS - 1) / SP_DW_CHUNKS;
     int bad = 0;
@@ -344,6 +348,7 @@ void snn_linear_fwd(float *y, const float *x, const float *w, const float *b, in
     SNN_ASSERT(y && x && w && M >= 0 && in > 0 && out > 0);
     snn_layers_init();
     const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
+    (void)par; /* unused without OpenMP */
     if (sparse_ok(x, M, in, out) && linear_fwd_sparse(y, x, w, b, M, in, out, par)) return;
     const int nc = n_chunks(M, SNN_LINEAR_ROW_CHUNK);
     /* Row chunk k computes y[m0:m1, :] = x[m0:m1, :] w^T (+ b broadcast, pre-filled). */
@@ -366,6 +371,7 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
     SNN_ASSERT(!dx || w);
     snn_layers_init();
     const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
+    (void)par; /* unused without OpenMP */
     /* forward: y[m,o] = sum_i x[m,i] w[o,i] + b[o], so
      *   dx[m,i] += sum_o dy[m,o] w[o,i]        (dx = dy w, row chunks: rows are independent)
      *   dw[o,i] += sum_m dy[m,o] x[m,i]        (dw = dy^T x, chunks of output features o)
@@ -394,6 +400,7 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
     }
     if (db) {
         const bool par_db = (size_t)M * out >= PAR_MIN_WORK;
+        (void)par_db; /* unused without OpenMP */
         for (int c0 = 0; c0 < out; c0 += BN_CW) {
             const int W = out - c0 < BN_CW ? out - c0 : BN_CW;
             double part[BN_BLOCKS][BN_CW];
@@ -430,6 +437,7 @@ void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const flo
     SNN_ASSERT(M >= 2); /* PyTorch: "Expected more than 1 value per channel when training" */
     SNN_ASSERT((running_mean == NULL) == (running_var == NULL));
     const bool par = (size_t)M * C >= PAR_MIN_WORK;
+    (void)par; /* unused without OpenMP */
     /* Statistics: one pass in double over the data shifted by the first row, K = x[0, c]:
      *   s1 = sum_m (x - K),  s2 = sum_m (x - K)^2,  mean = K + s1 / M,
      *   M var = s2 - s1^2 / M   (clamped at 0)
@@ -523,6 +531,7 @@ void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, c
      * doubles are added in block order. Then dx, element-wise in float. The dx coefficients use
      * this call's sums, not the accumulated dgamma/dbeta. */
     const bool par = (size_t)M * C >= PAR_MIN_WORK;
+    (void)par; /* unused without OpenMP */
     for (int c0 = 0; c0 < C; c0 += BN_CW) {
         const int W = C - c0 < BN_CW ? C - c0 : BN_CW;
         double psd[BN_BLOCKS][BN_CW], psdh[BN_BLOCKS][BN_CW];

@@ -16,13 +16,16 @@
  * Determinism: every result is byte-identical for any OpenMP thread count (and with OMP=0).
  * Work is split into chunks whose boundaries depend only on the sizes, never on the thread
  * count, and every reduction runs in a fixed order inside one chunk:
- *   - linear: one cblas_sgemm per fixed chunk (row chunks of SNN_LINEAR_ROW_CHUNK for y and dx,
- *     output-feature chunks of SNN_LINEAR_COL_CHUNK for dw), run inside our own OpenMP loop
- *     with OpenBLAS pinned to one thread. What we rely on: the same BLAS call on the same
- *     arguments (same pointers, same sizes) returns the same bits whichever thread makes it;
- *     this holds for OpenBLAS run single-threaded. The bias gradient does not use BLAS: column
- *     sums in double, rows in order.
- *   - BatchNorm statistics and parameter gradients: per channel, in double, rows in order.
+ *   - linear: when the input is a 0/1 spike matrix, the forward and the weight gradient skip
+ *     the zeros and sum the selected rows in float in a fixed order; any other input (or a
+ *     non-0/1 value met mid-run) takes one cblas_sgemm per fixed chunk (row chunks of
+ *     SNN_LINEAR_ROW_CHUNK for y and dx, output-feature chunks of SNN_LINEAR_COL_CHUNK for dw),
+ *     run inside our own OpenMP loop with OpenBLAS pinned to one thread. What we rely on: the
+ *     same BLAS call on the same arguments returns the same bits whichever thread makes it,
+ *     which holds for OpenBLAS run single-threaded. The bias gradient sums fixed row blocks.
+ *   - BatchNorm: statistics in one pass over data shifted by the first row, in double, over 16
+ *     fixed row blocks combined in block order; the backward's column sums add 16-row runs in
+ *     float into double accumulators, and dx is computed in float.
  * Small problems (under 32768 elements or multiply-adds) run on the calling thread alone, over
  * the same chunks.
  * The kernels that call BLAS call snn_layers_init() themselves (cheap after the first time), so
