@@ -54,6 +54,8 @@ static void bench_training(snn_model *m, const snn_dataset *ds, int threads) {
     for (int c = 0; c < 2; c++) {
 #ifdef _OPENMP
         omp_set_num_threads(counts[c]);
+#else
+        (void)counts;
 #endif
         snn_trainer *tr = snn_trainer_new(m, B, false);
         double best = 1e300;
