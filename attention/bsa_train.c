@@ -46,6 +46,7 @@
  * Pure numerics: no I/O, no allocation (fixed stack buffers), no static state.
  */
 #include "attention/attention.h"
+#include "attention/bits.h"
 
 #include <math.h>
 #include <string.h>
@@ -88,29 +89,6 @@ static inline float pow2f(int32_t e) {
     return f;
 }
 
-/* Channels c < n with r[c] != 0, ascending, into idx; returns their count. On x86 (SSE2 is part of
- * x86-64) sixteen channels are tested at once; the portable loop gives the same list. */
-static inline __attribute__((always_inline)) int nz_list(const float *r, int n, int *idx) {
-    int k = 0, c = 0;
-#if defined(__SSE2__)
-    const __m128 z = _mm_setzero_ps();
-    for (; c + 16 <= n; c += 16) {
-        unsigned msk = (unsigned)_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(r + c), z)) |
-                       (unsigned)_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(r + c + 4), z)) << 4 |
-                       (unsigned)_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(r + c + 8), z)) << 8 |
-                       (unsigned)_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(r + c + 12), z)) << 12;
-        while (msk) {
-            idx[k++] = c + __builtin_ctz(msk);
-            msk &= msk - 1;
-        }
-    }
-#endif
-    for (; c < n; c++) {
-        idx[k] = c;
-        k += r[c] != 0.0f;
-    }
-    return k;
-}
 
 /* Q and K ternary ({-1, 0, 1}) and V binary ({0, 1}): the spike matrices of normal mode. */
 static inline __attribute__((always_inline)) bool spikes_qkv(int n, int d, const float *q,
@@ -215,7 +193,7 @@ WIDE_FN VEC_FN static bool bsa_forward_fast(int N, int d, const float *q, const 
         /* A_ij = sum_c q_ic k_jc: add or subtract row c of K^T for each nonzero q_ic */
         const float *qi = q + (long)i * ld;
         int qc[FAST_D];
-        const int nq = nz_list(qi, d, qc); /* |A_ij| <= nq, the number of nonzero q_ic */
+        const int nq = snn_nonzero_indices(qi, d, qc); /* |A_ij| <= nq, the number of nonzero q_ic */
         int32_t a[FAST_N];
         for (int j = 0; j < N; j++) a[j] = 0;
         for (int t = 0; t < nq; t++) {
@@ -496,7 +474,7 @@ WIDE_FN VEC_FN static void bsa_backward_fast(int N, int d, const float *q, const
         const float *vj = v + (long)j * ld;
         float *dj = dat + (long)j * N;
         int cs[FAST_D];
-        const int nc = nz_list(vj, d, cs);
+        const int nc = snn_nonzero_indices(vj, d, cs);
         live[j] = nc > 0;
         if (!nc) {
             for (int i = 0; i < N; i++) dj[i] = 0.0f;
@@ -524,7 +502,7 @@ WIDE_FN VEC_FN static void bsa_backward_fast(int N, int d, const float *q, const
             const float *kj = k + (long)j * ld;
             const float *dj = dat + (long)j * N;
             int cs[FAST_D];
-            const int nc = nz_list(kj, d, cs);
+            const int nc = snn_nonzero_indices(kj, d, cs);
             for (int t = 0; t < nc; t++) {
                 const double kv = (double)kj[cs[t]];
                 double *row = dqt + (long)cs[t] * N;
@@ -545,7 +523,7 @@ WIDE_FN VEC_FN static void bsa_backward_fast(int N, int d, const float *q, const
             const float *qi = q + (long)i * ld;
             const float *ai = scratch + (long)i * N;
             int cs[FAST_D];
-            const int nc = nz_list(qi, d, cs);
+            const int nc = snn_nonzero_indices(qi, d, cs);
             for (int t = 0; t < nc; t++) {
                 const double qv = (double)qi[cs[t]];
                 double *row = dkt + (long)cs[t] * N;

@@ -22,6 +22,8 @@
  */
 #include "sim/layers.h"
 
+#include "attention/bits.h"
+
 #include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -158,30 +160,6 @@ static bool sparse_ok(const float *x, int M, int in, int out) {
            sparse_binary(x, (size_t)(M < SP_PROBE_ROWS ? M : SP_PROBE_ROWS) * in);
 }
 
-/* Indices of the nonzero entries of x[0..n), ascending, into idx; returns their count. On x86
- * (SSE2 is part of x86-64) sixteen entries are tested at once and zero blocks skipped; the
- * portable loop gives the same list. */
-static inline int nonzeros(const float *x, int n, int *idx) {
-    int k = 0, i = 0;
-#if defined(__SSE2__)
-    const __m128 z = _mm_setzero_ps();
-    for (; i + 16 <= n; i += 16) {
-        unsigned msk = (unsigned)_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(x + i), z)) |
-                       (unsigned)_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(x + i + 4), z)) << 4 |
-                       (unsigned)_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(x + i + 8), z)) << 8 |
-                       (unsigned)_mm_movemask_ps(_mm_cmpneq_ps(_mm_loadu_ps(x + i + 12), z)) << 12;
-        while (msk) {
-            idx[k++] = i + __builtin_ctz(msk);
-            msk &= msk - 1;
-        }
-    }
-#endif
-    for (; i < n; i++) {
-        idx[k] = i;
-        k += x[i] != 0.0f;
-    }
-    return k;
-}
 
 /* Rows [m0, m1) of y = x w^T + b for a sparse binary x (see above); wt = w^T [in, out]. */
 static WIDE_FN VEC_FN int linear_fwd_sparse_rows(float *y, const float *x, const float *wt,
@@ -191,7 +169,7 @@ static WIDE_FN VEC_FN int linear_fwd_sparse_rows(float *y, const float *x, const
     int bad = 0;
     for (int m = m0; m < m1; m++) {
         const float *xm = x + (size_t)m * in;
-        const int nnz = nonzeros(xm, in, idx);
+        const int nnz = snn_nonzero_indices(xm, in, idx);
         for (int t = 0; t < nnz; t++) bad |= xm[idx[t]] != 1.0f;
         float *ym = y + (size_t)m * out;
         int ob = 0;
@@ -261,7 +239,7 @@ static WIDE_FN VEC_FN int linear_dw_sparse_cols(float *dwt, const float *dy, con
     if ((size_t)ni * SP_RB > SP_LIST) {
         for (int m = 0; m < M; m++) {
             const float *xm = x + (size_t)m * in + i0;
-            const int nnz = nonzeros(xm, ni, idx);
+            const int nnz = snn_nonzero_indices(xm, ni, idx);
             for (int t = 0; t < nnz; t++) bad |= xm[idx[t]] != 1.0f;
             const float *restrict dym = dy + (size_t)m * out;
             for (int t = 0; t < nnz; t++) {
@@ -285,7 +263,7 @@ static WIDE_FN VEC_FN int linear_dw_sparse_cols(float *dwt, const float *dy, con
                     __builtin_prefetch(x + (size_t)(m + 8) * in + i0 + t);
             for (int t = 0; t < out; t += 16) __builtin_prefetch(dy + (size_t)m * out + t);
             const float *xm = x + (size_t)m * in + i0;
-            const int nnz = nonzeros(xm, ni, idx);
+            const int nnz = snn_nonzero_indices(xm, ni, idx);
             for (int t = 0; t < nnz; t++) {
                 const int ii = idx[t];
                 bad |= xm[ii] != 1.0f;
