@@ -45,6 +45,7 @@
  *
  * Pure numerics: no I/O, no allocation (fixed stack buffers), no static state.
  */
+#include "sim/vec.h"
 #include "attention/attention.h"
 #include "attention/bits.h"
 
@@ -62,22 +63,14 @@ enum { CBLK = 64 };  /* channels per block of double accumulators */
 enum { FAST_N = 64, FAST_D = 64 };
 _Static_assert(FAST_N <= 256 && FAST_D <= 256, "uint8_t indices");
 
-/* Element-wise loops over contiguous rows, vectorised by gcc (see neurons/bptt.c): vectorising
- * independent element-wise operations changes no bit. */
+/* SNN_VEC_FN (sim/vec.h) plus no loop distribution: these loops must not be split into
+ * memset/memcpy calls. Vectorising independent element-wise operations changes no bit. */
 #if defined(__GNUC__) && !defined(__clang__)
 #define VEC_FN                                                                                  \
     __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic",                         \
                             "no-tree-loop-distribute-patterns")))
 #else
 #define VEC_FN
-#endif
-
-/* The fast kernels are also compiled for AVX2, chosen at run time (see neurons/bptt.c): the same
- * element-wise IEEE operations on wider vectors, so the same bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SNN_NO_CLONES)
-#define WIDE_FN __attribute__((target_clones("avx2", "default")))
-#else
-#define WIDE_FN
 #endif
 
 /* 2^e as a float, exactly as (float)ldexp(1.0, e): built from the exponent bits when normal. */
@@ -173,7 +166,7 @@ typedef float v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned lo
  * (every partial sum of row i is a multiple of 2^min_j(e_ij) below N, so N 2^-min(e) <= 2^24
  * suffices) in float over the rows j of V with a one, in any grouping (exact sums do not depend
  * on it); other rows in double in j order as the generic code sums. */
-WIDE_FN VEC_FN static bool bsa_forward_fast(int N, int d, const float *q, const float *k,
+SNN_WIDE_FN VEC_FN static bool bsa_forward_fast(int N, int d, const float *q, const float *k,
                                             const float *v, int ld, int shift,
                                             snn_shiftmax_round mode, float *o, int ldo, float *p,
                                             int32_t *mr) {
@@ -412,7 +405,7 @@ static inline __attribute__((always_inline)) void transpose_f(int n, const float
 /* Backward for N <= FAST_N, d <= FAST_D, any inputs: the generic code's sums, term for term and
  * in its order, without the zero terms (see the header comment). Buffers are laid out with the
  * head's own sizes (row strides N and d) so that they stay in L1. */
-WIDE_FN VEC_FN static void bsa_backward_fast(int N, int d, const float *q, const float *k,
+SNN_WIDE_FN VEC_FN static void bsa_backward_fast(int N, int d, const float *q, const float *k,
                                              const float *v, int ld, int shift, const float *p,
                                              const float *dout, int lddo, float *dq, float *dk,
                                              float *dv, float *scratch) {

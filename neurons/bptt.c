@@ -50,6 +50,8 @@
  *
  * Pure numerics: no I/O, no allocation (fixed stack tiles), no static state.
  */
+#include "neurons/charge.h"
+#include "sim/vec.h"
 #include "neurons/neuron.h"
 
 #include <math.h>
@@ -60,44 +62,7 @@
 /* Neurons per stack tile (state, spikes, H and carried gradient of one tile). */
 enum { TILE = 256 };
 
-/* The hot loops below are written element-wise over contiguous neurons, branch-free, so that gcc
- * vectorises them (baseline SSE2). -O2's "very cheap" cost model refuses loops whose trip count
- * is not a known multiple of the vector width, hence the per-function cost model. Vectorising a
- * loop of independent element-wise float operations does not change a single bit (no
- * reassociation, no contraction: -ffp-contract=off), so these loops compute exactly what the
- * scalar formulas compute. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define VEC_FN __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
-#else
-#define VEC_FN
-#endif
-#define INLINE_VEC static inline __attribute__((always_inline)) VEC_FN
-
-/* The hot kernels are also compiled for AVX2 and the variant is chosen at run time (gcc's
- * target_clones: an ifunc resolver reads the CPU's features). Both variants run the same
- * element-wise IEEE operations in the same order, only on wider vectors (no FMA: none is enabled
- * and -ffp-contract=off forbids contraction), so they give the same bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SNN_NO_CLONES)
-#define WIDE_FN __attribute__((target_clones("avx2", "default")))
-#else
-#define WIDE_FN
-#endif
-
-/* The charge formulas of snn_neuron_step (neurons/neuron.c), chosen the same way. */
-typedef enum charge_mode {
-    CHARGE_IF,            /* H = V + X */
-    CHARGE_DECAY_INPUT0,  /* H = V + (X - V) / tau */
-    CHARGE_DECAY_INPUT,   /* H = V + (X - (V - v_reset)) / tau */
-    CHARGE_NO_DECAY0,     /* H = V - V / tau + X */
-    CHARGE_NO_DECAY       /* H = V - (V - v_reset) / tau + X */
-} charge_mode;
-
-static charge_mode charge_mode_of(const snn_neuron_params *p) {
-    if (p->kind == SNN_NEURON_IF) return CHARGE_IF;
-    const bool zero_reset = p->soft_reset || p->v_reset == 0.0f;
-    if (p->decay_input) return zero_reset ? CHARGE_DECAY_INPUT0 : CHARGE_DECAY_INPUT;
-    return zero_reset ? CHARGE_NO_DECAY0 : CHARGE_NO_DECAY;
-}
+#define INLINE_VEC static inline __attribute__((always_inline)) SNN_VEC_FN
 
 /* One timestep of n neurons, normal mode: snn_neuron_step's operations in its order (charge,
  * fire with >=, reset by select or by H - th S), spikes written as float. mode, bipolar and soft
@@ -146,7 +111,7 @@ INLINE_VEC void fwd_tile(const charge_mode mode, const bool bipolar, const bool 
 }
 
 /* Normal-mode forward of neurons [0, n): one specialised loop per (charge, bipolar, soft). */
-WIDE_FN VEC_FN static void forward_fast(const snn_neuron_params *p, int T, size_t n,
+SNN_WIDE_FN SNN_VEC_FN static void forward_fast(const snn_neuron_params *p, int T, size_t n,
                                         size_t ld, const float *x, float *s, float *h) {
     const charge_mode mode = charge_mode_of(p);
     const float tau = p->tau, vr = p->v_reset, th = p->v_threshold;
@@ -292,7 +257,7 @@ INLINE_VEC void expf_row(size_t n, const float *restrict a, float *restrict out)
 /* g[i] = snn_surrogate_grad(kind, alpha, sign H[i] - th) for i < n (sign = +1 or -1), bit for
  * bit: the same float operations in the same order, and for the sigmoid the same expf values
  * (expf_row). */
-WIDE_FN VEC_FN static void surrogate_row(snn_surrogate_kind kind, float alpha, size_t n,
+SNN_WIDE_FN SNN_VEC_FN static void surrogate_row(snn_surrogate_kind kind, float alpha, size_t n,
                                  const float *restrict h, float sign, float th,
                                  float *restrict g) {
     float u[TILE];  /* the surrogate's argument x = H - th or -H - th */
@@ -367,7 +332,7 @@ INLINE_VEC void bwd_row(const bool bipolar, const bool soft, const bool detach,
 /* The recursion without the dtau sum and without the smooth bipolar hard reset (whose reset
  * amount is recomputed from H): per tile, per timestep, the surrogate derivatives of the row,
  * then one specialised element-wise loop. */
-WIDE_FN VEC_FN static void backward_fast(const snn_neuron_params *p, int T, size_t n, size_t ld,
+SNN_WIDE_FN SNN_VEC_FN static void backward_fast(const snn_neuron_params *p, int T, size_t n, size_t ld,
                           const float *h, const float *s, const float *ds, float *dx) {
     const bool is_if = p->kind == SNN_NEURON_IF;
     const float tau = p->tau, th = p->v_threshold, vr = p->v_reset;

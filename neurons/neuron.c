@@ -20,6 +20,8 @@
  *
  * Pure numerics: no I/O, no allocation, no static state (called from several threads at once).
  */
+#include "neurons/charge.h"
+#include "sim/vec.h"
 #include "neurons/neuron.h"
 
 #include <math.h>
@@ -49,33 +51,7 @@ void snn_neuron_reset_state(const snn_neuron_params *p, size_t n, float *v) {
     for (size_t i = 0; i < n; i++) v[i] = v0;
 }
 
-/* The five charge formulas; chosen once per call, not per neuron. */
-typedef enum charge_mode {
-    CHARGE_IF,            /* H = V + X */
-    CHARGE_DECAY_INPUT0,  /* H = V + (X - V) / tau */
-    CHARGE_DECAY_INPUT,   /* H = V + (X - (V - v_reset)) / tau */
-    CHARGE_NO_DECAY0,     /* H = V - V / tau + X */
-    CHARGE_NO_DECAY       /* H = V - (V - v_reset) / tau + X */
-} charge_mode;
-
-static charge_mode charge_mode_of(const snn_neuron_params *p) {
-    if (p->kind == SNN_NEURON_IF) return CHARGE_IF;
-    /* SJ uses the v_reset-free branch for soft reset (v_reset None) and for v_reset == 0. */
-    const bool zero_reset = p->soft_reset || p->v_reset == 0.0f;
-    if (p->decay_input) return zero_reset ? CHARGE_DECAY_INPUT0 : CHARGE_DECAY_INPUT;
-    return zero_reset ? CHARGE_NO_DECAY0 : CHARGE_NO_DECAY;
-}
-
-/* The step for one (charge mode, bipolar, soft reset) combination: mode, bipolar and soft are
- * compile-time constants at every call site below, so each instance is one branch-free loop that
- * gcc vectorises (an element-wise loop: the same float operations, so the same bits as the
- * scalar formulas; -ffp-contract=off). */
-#if defined(__GNUC__) && !defined(__clang__)
-#define VEC_FN __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
-#else
-#define VEC_FN
-#endif
-static inline __attribute__((always_inline)) VEC_FN uint32_t
+static inline __attribute__((always_inline)) SNN_VEC_FN uint32_t
 step_loop(const charge_mode mode, const bool bipolar, const bool soft, const bool has_h, size_t n,
           const float *restrict x, float *restrict v, int8_t *restrict s, float *restrict h,
           float tau, float vr, float th) {
@@ -110,7 +86,7 @@ step_loop(const charge_mode mode, const bool bipolar, const bool soft, const boo
     return nspikes;
 }
 
-VEC_FN size_t snn_neuron_step(const snn_neuron_params *p, size_t n, const float *x, float *v,
+SNN_VEC_FN size_t snn_neuron_step(const snn_neuron_params *p, size_t n, const float *x, float *v,
                               int8_t *s, float *h) {
     const charge_mode mode = charge_mode_of(p);
     const float tau = p->tau;

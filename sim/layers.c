@@ -20,6 +20,7 @@
  * reductions. So the bits do not depend on the thread count. BLAS runs single-threaded inside
  * our loops (snn_layers_init).
  */
+#include "sim/vec.h"
 #include "sim/layers.h"
 
 #include "attention/bits.h"
@@ -39,26 +40,6 @@
 /* BatchNorm channel chunk: one thread sums CH_CHUNK channels over all rows, in row order, so a
  * 64-byte line of each row is read by exactly one thread. */
 #define CH_CHUNK 16
-
-/* The BatchNorm loops are written lane-wise over contiguous channels (one accumulator per
- * channel), so gcc vectorises them across channels; that changes no bit: each channel still sees
- * exactly the same sequence of operations. -O2's "very cheap" vectoriser cost model refuses loops
- * of unknown trip count, hence the per-function option. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define VEC_FN __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
-#else
-#define VEC_FN
-#endif
-
-/* The hot loops (bodies of the parallel loops, in functions of their own since OpenMP outlines
- * the regions) are also compiled for AVX2 and the variant is chosen at run time (gcc's
- * target_clones, an ifunc). Both run the same IEEE operations in the same order on vectors of
- * different widths (no FMA: none is enabled and -ffp-contract=off), so both give the same bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SNN_NO_CLONES)
-#define WIDE_FN __attribute__((target_clones("avx2", "default")))
-#else
-#define WIDE_FN
-#endif
 
 /* Below this much work (elements, or multiply-adds for linear) a loop runs on the calling thread
  * alone: a parallel region costs more than it saves, and far more when the machine is
@@ -88,7 +69,7 @@ enum { BN_ROWS = 64 };
 static inline int bn_row0(int b, int M) { return (int)((long)b * M / BN_BLOCKS); }
 
 /* acc[j] = sum over rows [m0, m1) of x[m, c0 + j] (double, rows in order) for j < W. */
-static WIDE_FN VEC_FN void bn_rows_sum(double *restrict acc, const float *x, int m0, int m1, int C,
+static SNN_WIDE_FN SNN_VEC_FN void bn_rows_sum(double *restrict acc, const float *x, int m0, int m1, int C,
                                        int c0, int W) {
     for (int j = 0; j < W; j++) acc[j] = 0.0;
     for (int m = m0; m < m1; m++) {
@@ -99,7 +80,7 @@ static WIDE_FN VEC_FN void bn_rows_sum(double *restrict acc, const float *x, int
 
 /* s1[j] = sum over rows [m0, m1) of (x[m, c0 + j] - K[j]), s2[j] = the sum of its squares
  * (double, rows in order). */
-static WIDE_FN VEC_FN void bn_rows_shifted(double *restrict s1, double *restrict s2,
+static SNN_WIDE_FN SNN_VEC_FN void bn_rows_shifted(double *restrict s1, double *restrict s2,
                                            const float *x, const double *K, int m0, int m1,
                                            int C, int c0, int W) {
     for (int j = 0; j < W; j++) s1[j] = s2[j] = 0.0;
@@ -140,7 +121,7 @@ typedef float v4f __attribute__((vector_size(16)));
 typedef float v4fu __attribute__((vector_size(16), aligned(4))); /* unaligned access */
 
 /* Every x[t] is 0 or 1 and at most SP_MAX_DENSITY n of them are 1. */
-static WIDE_FN VEC_FN bool sparse_binary(const float *x, size_t n) {
+static SNN_WIDE_FN SNN_VEC_FN bool sparse_binary(const float *x, size_t n) {
     uint32_t ones = 0;
     int bad = 0;
     for (size_t t = 0; t < n; t++) {
@@ -162,7 +143,7 @@ static bool sparse_ok(const float *x, int M, int in, int out) {
 
 
 /* Rows [m0, m1) of y = x w^T + b for a sparse binary x (see above); wt = w^T [in, out]. */
-static WIDE_FN VEC_FN int linear_fwd_sparse_rows(float *y, const float *x, const float *wt,
+static SNN_WIDE_FN SNN_VEC_FN int linear_fwd_sparse_rows(float *y, const float *x, const float *wt,
                                                  const float *b, int m0, int m1, int in,
                                                  int out) {
     int idx[SP_MAX_IN];
@@ -230,7 +211,7 @@ static bool linear_fwd_sparse(float *y, const float *x, const float *w, const fl
 enum { SP_RB = 128, SP_LIST = 32768 };
 typedef float v8f __attribute__((vector_size(32)));
 typedef float v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned access */
-static WIDE_FN VEC_FN int linear_dw_sparse_cols(float *dwt, const float *dy, const float *x,
+static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_cols(float *dwt, const float *dy, const float *x,
                                                 int M, int in, int out, int i0, int i1) {
     const int ni = i1 - i0;
     for (size_t t = (size_t)i0 * out; t < (size_t)i1 * out; t++) dwt[t] = 0.0f;
@@ -395,7 +376,7 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
 /* ---- BatchNorm1d --------------------------------------------------------------------------- */
 
 /* Rows [m0, m1) of the training-mode normalisation (see snn_bn_train_fwd). */
-static WIDE_FN VEC_FN void bn_normalise_rows(float *y, float *xhat, const float *x,
+static SNN_WIDE_FN SNN_VEC_FN void bn_normalise_rows(float *y, float *xhat, const float *x,
                                              const float *mean, const float *rstd,
                                              const float *gamma, const float *beta, int m0,
                                              int m1, int C) {
@@ -462,7 +443,7 @@ void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const flo
 
 /* Column sums of rows [m0, m1) (see snn_bn_train_bwd): runs of BN_SUB rows in float, each run
  * added to the double ad[j] (sum of dy) and adh[j] (sum of dy xhat). */
-static WIDE_FN VEC_FN void bn_bwd_rows_sum(double *restrict ad, double *restrict adh,
+static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_sum(double *restrict ad, double *restrict adh,
                                            const float *dy, const float *xhat, int m0, int m1,
                                            int C, int c0, int W) {
     float fs[BN_CW], fsh[BN_CW];
@@ -486,7 +467,7 @@ static WIDE_FN VEC_FN void bn_bwd_rows_sum(double *restrict ad, double *restrict
 }
 
 /* dx[m, c0 + j] += g[j] (dy - a[j] - xhat bh[j]) for rows [m0, m1), float. */
-static WIDE_FN VEC_FN void bn_bwd_rows_dx(float *dx, const float *dy, const float *xhat,
+static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_dx(float *dx, const float *dy, const float *xhat,
                                           const float *g, const float *a, const float *bh,
                                           int m0, int m1, int C, int c0, int W) {
     for (int m = m0; m < m1; m++) {

@@ -1,0 +1,27 @@
+/* charge.h (private to neurons/): the five charge formulas of spec section 1, chosen once per
+ * call. Shared by the inference step (neuron.c) and the training forward/backward (bptt.c), which
+ * must pick the same formula to give the same bits. */
+#ifndef SNN_CHARGE_H
+#define SNN_CHARGE_H
+
+#include <stdbool.h>
+
+#include "neurons/neuron.h"
+
+typedef enum charge_mode {
+    CHARGE_IF,            /* H = V + X */
+    CHARGE_DECAY_INPUT0,  /* H = V + (X - V) / tau */
+    CHARGE_DECAY_INPUT,   /* H = V + (X - (V - v_reset)) / tau */
+    CHARGE_NO_DECAY0,     /* H = V - V / tau + X */
+    CHARGE_NO_DECAY       /* H = V - (V - v_reset) / tau + X */
+} charge_mode;
+
+static inline charge_mode charge_mode_of(const snn_neuron_params *p) {
+    if (p->kind == SNN_NEURON_IF) return CHARGE_IF;
+    /* SJ uses the v_reset-free branch for soft reset (v_reset None) and for v_reset == 0. */
+    const bool zero_reset = p->soft_reset || p->v_reset == 0.0f;
+    if (p->decay_input) return zero_reset ? CHARGE_DECAY_INPUT0 : CHARGE_DECAY_INPUT;
+    return zero_reset ? CHARGE_NO_DECAY0 : CHARGE_NO_DECAY;
+}
+
+#endif
