@@ -28,7 +28,7 @@ endif
 
 DEB_PKGS := gcc make pkg-config libyaml-dev libhdf5-dev hdf5-tools libcmocka-dev \
             libopenblas-dev libfftw3-dev zlib1g-dev dataset-fashion-mnist
-PKGS     := hdf5-serial yaml-0.1 zlib openblas cmocka
+PKGS     := hdf5-serial yaml-0.1 zlib openblas cmocka fftw3
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
