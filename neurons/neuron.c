@@ -26,6 +26,8 @@
 
 #include <math.h>
 
+#include "sim/util.h"
+
 snn_neuron_params snn_neuron_defaults(void) {
     snn_neuron_params p = {
         .kind = SNN_NEURON_LIF,
@@ -40,6 +42,13 @@ snn_neuron_params snn_neuron_defaults(void) {
         .detach_reset = true,
     };
     return p;
+}
+
+float snn_plif_tau(float w) { return (float)(1.0 + exp(-(double)w)); }
+
+float snn_plif_w(float tau) {
+    SNN_ASSERT(tau > 1.0f);
+    return (float)-log((double)tau - 1.0);
 }
 
 float snn_neuron_v_init(const snn_neuron_params *p) {

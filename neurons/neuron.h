@@ -52,6 +52,12 @@ typedef struct snn_neuron_params {
  * sigmoid surrogate alpha 4, detach_reset. */
 snn_neuron_params snn_neuron_defaults(void);
 
+/* PLIF parametrisation (SpikingJelly ParametricLIFNode): tau = 1 / sigmoid(w) = 1 + exp(-w), so
+ * every real w gives tau > 1; snn_plif_w is the inverse, w = -log(tau - 1) (tau > 1). Evaluated
+ * in double and rounded once. d tau / d w = -(tau - 1). */
+float snn_plif_tau(float w);
+float snn_plif_w(float tau);
+
 /* Initial membrane value: v_reset for hard reset, 0 for soft reset. */
 float snn_neuron_v_init(const snn_neuron_params *p);
 

@@ -464,8 +464,8 @@ static void write_failed(snn_h5 *h, const char *why, snn_err *err, const char *w
 
 int snn_h5_write(snn_h5 *h, const char *path, snn_h5_type type, int rank, const uint64_t *dims,
                  const void *data, snn_err *err) {
-    SNN_ASSERT(is_live(h) && path && dims);
-    SNN_ASSERT(rank >= 1 && rank <= 4);
+    SNN_ASSERT(is_live(h) && path && (dims || rank == 0));
+    SNN_ASSERT(rank >= 0 && rank <= 4);  /* rank 0: a scalar (PyTorch 0-d tensor) */
     type_info ti = type_of(type);
     hsize_t hdims[4], chunk[4];
     uint64_t n = 1;
@@ -491,7 +491,8 @@ int snn_h5_write(snn_h5 *h, const char *path, snn_h5_type type, int rank, const 
         why = "an object of that name already exists";
         goto cleanup;
     }
-    if ((space = H5Screate_simple(rank, hdims, NULL)) < 0) goto cleanup;
+    if ((space = rank ? H5Screate_simple(rank, hdims, NULL) : H5Screate(H5S_SCALAR)) < 0)
+        goto cleanup;
     if ((dcpl = H5Pcreate(H5P_DATASET_CREATE)) < 0) goto cleanup;
     /* n >= 1024 implies every dim >= 1, so chunk dims are valid (>= 1 and <= dims). Zero-size
      * datasets take the contiguous branch, which HDF5 handles with an empty dataspace. */
@@ -682,7 +683,7 @@ int snn_h5_write_parameters(snn_h5 *h, const snn_tensor *tensors, size_t n, snn_
     if (snn_h5_group(h, "/parameters", err) != SNN_OK) return SNN_ERR;
     for (size_t i = 0; i < n; i++) {
         const snn_tensor *t = &tensors[i];
-        SNN_ASSERT(t->name && t->rank >= 1 && t->rank <= 4);
+        SNN_ASSERT(t->name && t->rank >= 0 && t->rank <= 4);
         /* A '/' would silently turn into nested groups that no state_dict loader finds. */
         if (t->name[0] == '\0' || strchr(t->name, '/') || strcmp(t->name, ".") == 0)
             return snn_err_set(err, "%s: cannot write tensor \"%s\": not a valid tensor name",
@@ -913,7 +914,7 @@ int snn_h5_read_parameters_ex(const char *path, snn_tensor *tensors, size_t n,
     /* Missing tensors and expected names that are not datasets. */
     for (size_t i = 0; i < n; i++) {
         snn_tensor *t = &tensors[i];
-        SNN_ASSERT(t->name && t->rank >= 1 && t->rank <= 4);
+        SNN_ASSERT(t->name && t->rank >= 0 && t->rank <= 4);
         hsize_t wd[4];
         for (int d = 0; d < t->rank; d++) wd[d] = (hsize_t)t->dims[d];
         format_shape(want, sizeof want, t->rank, wd);

@@ -187,6 +187,8 @@ static void init_random(snn_model *m) {
         bool is_bn = strstr(t->name, "_bn.") != NULL;
         if (ends_with(t->name, "running_var") || (is_bn && ends_with(t->name, ".weight"))) {
             for (size_t j = 0; j < n; j++) t->data[j] = 1.0f;
+        } else if (t->rank == 0 && ends_with(t->name, ".w")) {
+            t->data[0] = snn_plif_w(c->model.neuron.tau);  /* PLIF starts at the configured tau */
         } else if (!is_bn && (ends_with(t->name, ".weight") || strcmp(t->name, "pos") == 0)) {
             init_trunc_normal(t->data, n, c->model.init_std, c->seed, t->name);
         } else {
@@ -232,6 +234,7 @@ int snn_model_init(snn_model *m, const snn_config *cfg, snn_err *err) {
         m->shift = snn_shiftmax_default_shift(m->d);
 
     const int N = m->N, D = m->D, Hd = m->Hd;
+    m->blocks = snn_xcalloc((size_t)m->L, sizeof *m->blocks);
     tensor_list tl = {0};
     linear_ids embed = add_linear(&tl, "embed", "embed_bn", m->K, D);
     size_t pos_id = tl_add(&tl, 2, N, D, 0, "pos");
@@ -253,33 +256,6 @@ int snn_model_init(snn_model *m, const snn_config *cfg, snn_err *err) {
     }
     linear_ids head = add_linear(&tl, "head", NULL, D, m->classes);
 
-    m->n_params = tl.total;
-    m->params = snn_xaligned(m->n_params * sizeof *m->params);
-    m->tensors = tl.t;
-    m->n_tensors = tl.n;
-    for (size_t i = 0; i < tl.n; i++) m->tensors[i].data = m->params + tl.offset[i];
-
-    /* Parameter views. */
-    snn_linear emb = {0};
-    bind_linear(&emb, &tl, m->params, embed);
-    m->embed_w = emb.weight;
-    m->embed_b = emb.bias;
-    m->embed_bn_w = emb.bn_w;
-    m->embed_bn_b = emb.bn_b;
-    m->embed_bn_mean = emb.bn_mean;
-    m->embed_bn_var = emb.bn_var;
-    m->embed_spk = emb;
-    m->pos = m->params + tl.offset[pos_id];
-    m->blocks = snn_xcalloc((size_t)m->L, sizeof *m->blocks);
-    for (int l = 0; l < m->L; l++) {
-        snn_block *b = &m->blocks[l];
-        snn_linear *lins[6] = {&b->q, &b->k, &b->v, &b->o, &b->fc1, &b->fc2};
-        for (int j = 0; j < 6; j++) bind_linear(lins[j], &tl, m->params, blk[6 * l + j]);
-    }
-    bind_linear(&m->head, &tl, m->params, head);
-    free(blk);
-    free(tl.offset);
-
     /* Populations and the op table, in forward order. */
     snn_neuron_params np = cfg->model.neuron;
     np.bipolar = false;
@@ -294,7 +270,6 @@ int snn_model_init(snn_model *m, const snn_config *cfg, snn_err *err) {
     }
     const uint64_t dNN = (uint64_t)N;
     m->layer_embed = add_layer(m, SNN_LAYER_EMBED, dNN * (uint64_t)m->K * (uint64_t)D, "embed");
-    m->embed_spk.layer = m->layer_embed;
     for (int l = 0; l < m->L; l++) {
         snn_block *b = &m->blocks[l];
         b->pop_in = b->pop_mlp_in = b->pop_o = b->pop_out = -1;
@@ -317,6 +292,44 @@ int snn_model_init(snn_model *m, const snn_config *cfg, snn_err *err) {
     }
     m->pop_head = sew ? -1 : add_pop(m, np, D, "head_lif");
     m->head.layer = add_layer(m, SNN_LAYER_HEAD, (uint64_t)D * m->classes, "head");
+
+    /* PLIF: one learnable w per population, tau = 1 + exp(-w) (SpikingJelly's ParametricLIFNode,
+     * tau = 1 / sigmoid(w)), a 0-d tensor named "<population>.w" like its state_dict entry. */
+    size_t *plif_ids = NULL;
+    if (cfg->model.neuron.kind == SNN_NEURON_PLIF) {
+        plif_ids = snn_xcalloc((size_t)m->n_pops, sizeof *plif_ids);
+        for (int p = 0; p < m->n_pops; p++)
+            plif_ids[p] = tl_add(&tl, 0, 0, 0, 0, "%s.w", m->pops[p].name);
+    }
+
+    m->n_params = tl.total;
+    m->params = snn_xaligned(m->n_params * sizeof *m->params);
+    m->tensors = tl.t;
+    m->n_tensors = tl.n;
+    for (size_t i = 0; i < tl.n; i++) m->tensors[i].data = m->params + tl.offset[i];
+
+    /* Parameter views. */
+    snn_linear emb = {0};
+    bind_linear(&emb, &tl, m->params, embed);
+    m->embed_w = emb.weight;
+    m->embed_b = emb.bias;
+    m->embed_bn_w = emb.bn_w;
+    m->embed_bn_b = emb.bn_b;
+    m->embed_bn_mean = emb.bn_mean;
+    m->embed_bn_var = emb.bn_var;
+    emb.layer = m->layer_embed;
+    m->embed_spk = emb;
+    m->pos = m->params + tl.offset[pos_id];
+    for (int l = 0; l < m->L; l++) {
+        snn_block *b = &m->blocks[l];
+        snn_linear *lins[6] = {&b->q, &b->k, &b->v, &b->o, &b->fc1, &b->fc2};
+        for (int j = 0; j < 6; j++) bind_linear(lins[j], &tl, m->params, blk[6 * l + j]);
+    }
+    bind_linear(&m->head, &tl, m->params, head);
+    for (int p = 0; plif_ids && p < m->n_pops; p++) m->pops[p].plif_w = m->params + tl.offset[plif_ids[p]];
+    free(plif_ids);
+    free(blk);
+    free(tl.offset);
 
     /* Folded weights: one arena for every linear layer's [in, out] matrix and bias. */
     size_t folded = (size_t)m->K * D + D;
@@ -380,6 +393,8 @@ static void fold_linear(snn_linear *lin) {
 }
 
 void snn_model_fold(snn_model *m) {
+    for (int p = 0; p < m->n_pops; p++)
+        if (m->pops[p].plif_w) m->pops[p].np.tau = snn_plif_tau(*m->pops[p].plif_w);
     fold_linear(&m->embed_spk);
     for (int l = 0; l < m->L; l++) {
         snn_block *b = &m->blocks[l];

@@ -50,6 +50,8 @@ typedef struct snn_pop {
     size_t size;         /* N * width */
     size_t state_offset; /* offset of its membrane in the workspace state arena */
     int layer;           /* index into the op table (neuron updates, compares) */
+    float *plif_w;       /* PLIF: the learnable w ("<name>.w" parameter), np.tau = 1 + exp(-w);
+                          * NULL for other neurons */
 } snn_pop;
 
 typedef enum snn_layer_kind {

@@ -36,6 +36,9 @@
 #include "sim/optim.h"
 #include "sim/rng.h"
 
+/* Neurons per parallel chunk of a population (and per PLIF dL/dtau partial sum). */
+enum { POP_CHUNK = 4096 };
+
 typedef struct lin_act {       /* a Linear followed by BatchNorm in training mode */
     float *xhat;               /* [M, out] normalised BN input */
     float *mean, *rstd;        /* [out] batch statistics */
@@ -93,6 +96,7 @@ struct snn_trainer {
     float *d_pooled;           /* [B, D] */
     float *d_logits;           /* [B, C] */
     float *att_scratch;        /* [threads, N*N] */
+    double *dtau;              /* [max chunks of a population] PLIF dL/dtau per neuron chunk */
     int n_threads;
 
     float *grads;              /* [n_params], laid out like the parameter arena */
@@ -184,6 +188,9 @@ static void plan(snn_trainer *tr, planner *p) {
     tr->d_logits = take(p, (size_t)tr->Bmax * tr->C);
     tr->att_scratch = take(p, (size_t)tr->n_threads * tr->N * tr->N);
     tr->grads = take(p, tr->m->n_params);
+    /* doubles, two floats each; chunks of POP_CHUNK neurons over the widest population */
+    const size_t widest = (size_t)tr->Bmax * tr->N * (tr->Hd > tr->D ? tr->Hd : tr->D);
+    tr->dtau = (double *)take(p, 2 * ((widest + POP_CHUNK - 1) / POP_CHUNK));
 }
 
 snn_trainer *snn_trainer_new(snn_model *m, int B, bool smooth) {
@@ -261,29 +268,47 @@ static void lin_bn_bwd(snn_trainer *tr, const snn_linear *lin, const float *x, c
                    lin->in, lin->out);
 }
 
-/* Neuron population over [T, n] (n = B * N * width), parallel over slices of neurons. */
+/* The population's neuron parameters at the current parameter values: a PLIF's tau follows
+ * its learnable w (the model's copy is refreshed only by snn_model_fold). */
+static snn_neuron_params pop_params(const snn_pop *pop) {
+    snn_neuron_params np = pop->np;
+    if (pop->plif_w) np.tau = snn_plif_tau(*pop->plif_w);
+    return np;
+}
+
+/* Neuron population over [T, n] (n = B * N * width), parallel over chunks of neurons. */
 static void pop_fwd(snn_trainer *tr, int p, const float *x, pop_act *a, size_t width) {
-    const snn_neuron_params *np = &tr->m->pops[p].np;
-    const size_t n = (size_t)tr->B * tr->N * width, chunk = 4096;
+    const snn_neuron_params np = pop_params(&tr->m->pops[p]);
+    const size_t n = (size_t)tr->B * tr->N * width, chunk = POP_CHUNK;
     const long n_chunks = (long)((n + chunk - 1) / chunk);
 #pragma omp parallel for schedule(static)
     for (long c = 0; c < n_chunks; c++) {
         size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
-        snn_neuron_forward_seq(np, tr->T, len, n, x + off, a->s + off, a->h + off, tr->smooth);
+        snn_neuron_forward_seq(&np, tr->T, len, n, x + off, a->s + off, a->h + off, tr->smooth);
     }
 }
 
 static void pop_bwd(snn_trainer *tr, int p, const float *x, const pop_act *a, const float *ds,
                     float *dx, size_t width) {
-    const snn_neuron_params *np = &tr->m->pops[p].np;
-    const size_t n = (size_t)tr->B * tr->N * width, chunk = 4096;
+    const snn_pop *pop = &tr->m->pops[p];
+    const snn_neuron_params np = pop_params(pop);
+    const size_t n = (size_t)tr->B * tr->N * width, chunk = POP_CHUNK;
     const long n_chunks = (long)((n + chunk - 1) / chunk);
 #pragma omp parallel for schedule(static)
     for (long c = 0; c < n_chunks; c++) {
         size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
+        float dtau = 0.0f;
         /* smooth mode: a bipolar hard reset's amount cannot be recovered from S (neuron.h) */
         (tr->smooth ? snn_neuron_backward_seq_smooth : snn_neuron_backward_seq)(
-            np, tr->T, len, n, x + off, a->h + off, a->s + off, ds + off, dx + off, NULL);
+            &np, tr->T, len, n, x + off, a->h + off, a->s + off, ds + off, dx + off,
+            pop->plif_w ? &dtau : NULL);
+        tr->dtau[c] = dtau;
+    }
+    if (pop->plif_w) {
+        /* chunk sums in chunk order (thread-count independent); d tau / d w = -(tau - 1) */
+        double dtau = 0.0;
+        for (long c = 0; c < n_chunks; c++) dtau += tr->dtau[c];
+        *grad_of(tr, pop->plif_w) += (float)(dtau * -((double)np.tau - 1.0));
     }
 }
 

@@ -856,6 +856,45 @@ static void test_checkpoint_round_trips_with_state_dict_names(void **state) {
     remove_dir(dir);
 }
 
+/* A PLIF's w is a 0-d tensor in PyTorch's state_dict: it is written as a scalar dataspace (what
+ * h5py makes of a 0-d numpy array), read back, and a [1] in its place is refused. */
+static void test_scalar_tensor_round_trips_as_hdf5_scalar(void **state) {
+    (void)state;
+    char *path = snn_test_tmp_path("scalar.h5");
+    snn_err err = {{0}};
+    float w = -0.375f, back = 0.0f;
+    snn_tensor t = {.name = "blocks.0.lif_in.w", .rank = 0, .data = &w};
+    snn_h5 h;
+    assert_int_equal(snn_h5_create(&h, path, 4, &err), SNN_OK);
+    assert_int_equal(snn_h5_write_parameters(&h, &t, 1, &err), SNN_OK);
+    assert_int_equal(snn_h5_commit(&h, &err), SNN_OK);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "/parameters/blocks.0.lif_in.w", H5P_DEFAULT);
+    hid_t sp = H5Dget_space(d);
+    assert_int_equal(H5Sget_simple_extent_type(sp), H5S_SCALAR);
+    H5Sclose(sp);
+    H5Dclose(d);
+    H5Fclose(f);
+    snn_tensor r = {.name = "blocks.0.lif_in.w", .rank = 0, .data = &back};
+    assert_int_equal(snn_h5_read_parameters(path, &r, 1, &err), SNN_OK);
+    assert_true(back == w);
+    unlink(path);
+
+    /* the same name with shape [1] is a different tensor */
+    float one[1] = {w};
+    snn_tensor t1 = {.name = "blocks.0.lif_in.w", .rank = 1, .dims = {1}, .data = one};
+    assert_int_equal(snn_h5_create(&h, path, 4, &err), SNN_OK);
+    assert_int_equal(snn_h5_write_parameters(&h, &t1, 1, &err), SNN_OK);
+    assert_int_equal(snn_h5_commit(&h, &err), SNN_OK);
+    assert_int_equal(snn_h5_read_parameters(path, &r, 1, &err), SNN_ERR);
+    char *want = snn_xasprintf("%s: blocks.0.lif_in.w has shape [1] in the file, the model expects []",
+                               path);
+    assert_string_equal(err.msg, want);
+    free(want);
+    unlink(path);
+    free(path);
+}
+
 /* One dataset of a hand-built checkpoint: file type, shape, NaN/Inf position (-1: none). */
 typedef struct raw_tensor {
     const char *name;
@@ -1175,6 +1214,7 @@ int main(void) {
         cmocka_unit_test(test_disk_full_in_chunk_cache_flush_is_reported),
         cmocka_unit_test(test_disk_full_at_commit_keeps_old_file_and_exits_cleanly),
         cmocka_unit_test(test_checkpoint_round_trips_with_state_dict_names),
+        cmocka_unit_test(test_scalar_tensor_round_trips_as_hdf5_scalar),
         cmocka_unit_test(test_checkpoint_refusals_name_tensor_and_shapes),
         cmocka_unit_test(test_checkpoint_reports_every_problem_in_priority_order),
         cmocka_unit_test(test_checkpoint_refuses_missing_foreign_and_groupless_files),

@@ -127,6 +127,53 @@ static void test_whole_network_gradients_sew(void **state) {
     gradcheck("bsa", "model.residual=sew");
 }
 
+/* PLIF: every population gets a learnable 0-d "<population>.w" (tau = 1 + exp(-w)), starting at
+ * the configured tau; the whole-network check above covers its gradient (one coordinate per
+ * population), and training moves it. */
+static void test_plif_tau_is_a_trained_parameter(void **state) {
+    (void)state;
+    gradcheck("bsa", "model.neuron.kind=plif");
+
+    snn_config cfg;
+    load_cfg(&cfg, "bsa", "model.neuron.kind=plif");
+    snn_err err = {{0}};
+    snn_model m;
+    assert_int_equal(snn_model_init(&m, &cfg, &err), SNN_OK);
+    int found = 0;
+    for (int p = 0; p < m.n_pops; p++) {
+        char name[96];
+        snprintf(name, sizeof name, "%s.w", m.pops[p].name);
+        for (size_t i = 0; i < m.n_tensors; i++) {
+            if (strcmp(m.tensors[i].name, name) != 0) continue;
+            assert_int_equal(m.tensors[i].rank, 0);
+            assert_ptr_equal(m.tensors[i].data, m.pops[p].plif_w);
+            /* w = -log(tau - 1): tau 2 gives w = 0 */
+            assert_true(m.tensors[i].data[0] == 0.0f);
+            assert_true(m.pops[p].np.tau == 2.0f);
+            found++;
+        }
+    }
+    assert_int_equal(found, m.n_pops);
+
+    /* the gradient reaches every w (so the check above compared something nonzero) */
+    snn_dataset ds = {0};
+    assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
+    snn_trainer *tr = snn_trainer_new(&m, 6, false);
+    int32_t labels[6];
+    for (int b = 0; b < 6; b++) labels[b] = ds.labels[b];
+    snn_trainer_zero_grads(tr);
+    snn_trainer_step(tr, ds.pixels, ds.index, labels, 6, false, true, NULL);
+    int nonzero = 0;
+    for (int p = 0; p < m.n_pops; p++)
+        nonzero += fabsf(snn_trainer_grads(tr)[m.pops[p].plif_w - m.params]) > 1e-6f;
+    fprintf(stderr, "  PLIF: %d of %d populations have |dL/dw| > 1e-6\n", nonzero, m.n_pops);
+    assert_true(nonzero >= m.n_pops / 2);
+    snn_trainer_free(tr);
+    snn_dataset_free(&ds);
+    snn_model_free(&m);
+    snn_config_free(&cfg);
+}
+
 /* ---- training runs ------------------------------------------------------------------------ */
 
 typedef struct run_out {
@@ -328,6 +375,7 @@ int main(void) {
         cmocka_unit_test(test_whole_network_gradients_ssa),
         cmocka_unit_test(test_whole_network_gradients_bsa),
         cmocka_unit_test(test_whole_network_gradients_sew),
+        cmocka_unit_test(test_plif_tau_is_a_trained_parameter),
         cmocka_unit_test(test_one_and_two_threads_train_identically),
         cmocka_unit_test(test_resume_equals_uninterrupted),
         cmocka_unit_test(test_loss_falls_on_a_learnable_task),
