@@ -87,7 +87,8 @@ static const char *const encoding_names[] = {"direct", "rate", NULL};
 static const char *const residual_names[] = {"ms", "sew", NULL};
 static const char *const neuron_names[] = {"lif", "if", "plif", NULL};
 static const char *const surrogate_names[] = {"sigmoid", "atan", "triangle", NULL};
-static const char *const attn_names[] = {"bsa", "ssa", NULL};
+static const char *const attn_names[] = {"bsa", "ssa", "sdsa", "softmax", "cat", "primal", NULL};
+static const char *const activation_names[] = {"relu", "gelu", NULL};
 static const char *const rounding_names[] = {"round", "ceil", NULL};
 static const char *const reset_names[] = {"hard", "soft", NULL};
 static const char *const preset_names[] = {"horowitz45nm", "fp16", "int8", NULL};
@@ -141,6 +142,8 @@ static const key_spec keys[] = {
      "checkpoint to load; null = seeded random init"},
     {"model.init_std", T_FLOAT, F_GT, OFF(model.init_std), 0, "0.02", NULL, 0, 0,
      "std of the truncated-normal init of linear weights"},
+    {"model.activation", T_ENUM, 0, OFF(model.activation), 0, "relu", activation_names, 0, 0,
+     "ANN models: activation of the MLP hidden layer and the head"},
 
     {"model.neuron.kind", T_ENUM, 0, OFF(model.neuron.kind), 0, "lif", neuron_names, 0, 0,
      "neuron model of every population"},
@@ -161,17 +164,24 @@ static const key_spec keys[] = {
      0, 0, "no gradient through the reset"},
 
     {"model.attention.kind", T_ENUM, 0, OFF(model.attention.kind), 0, "bsa", attn_names, 0, 0,
-     "bipolar spiking attention with Shiftmax, or Spikformer's SSA"},
+     "spiking: bsa (bipolar, Shiftmax), ssa (Spikformer), sdsa (Spike-driven Transformer); "
+     "ANN (T = 1): softmax, cat (circular-convolutional), primal (Primal-Attention)"},
     {"model.attention.scale", T_AUTO, F_GT, OFF(model.attention.scale), 0, "auto", NULL, 0, 0,
      "score scale; bsa: a power of two, auto from the head width; ssa: auto = 0.125"},
     {"model.attention.attn_threshold", T_AUTO, F_GT, OFF(model.attention.attn_threshold), 0,
-     "auto", NULL, 0, 0, "threshold of the attention-output neurons; auto = bsa 0.125, ssa 0.5"},
+     "auto", NULL, 0, 0, "threshold of the attention-output neurons; auto = bsa 0.125, ssa and sdsa 0.5"},
     {"model.attention.qk_threshold", T_FLOAT, F_GT, OFF(model.attention.qk_threshold), 0,
      "1.0", NULL, 0, 0, "bsa: threshold of the bipolar Q/K neurons"},
     {"model.attention.qk_reset", T_ENUM, F_AS_BOOL, OFF(model.attention.qk_soft_reset), 0,
      "hard", reset_names, 0, 0, "bsa: reset of the Q/K neurons"},
     {"model.attention.rounding", T_ENUM, 0, OFF(model.attention.rounding), 0, "round",
      rounding_names, 0, 0, "bsa: Shiftmax normaliser r = round or ceil of log2(row sum)"},
+    {"model.attention.s", T_INT, F_GE, OFF(model.attention.low_rank), 0, "20", NULL, 1, 0,
+     "primal: rank s of the primal representation"},
+    {"model.attention.rank_multi", T_INT, F_GE, OFF(model.attention.rank_multi), 0, "10", NULL,
+     1, 0, "primal: sampled tokens M = min(N, s * rank_multi)"},
+    {"model.attention.eta", T_FLOAT, F_GE, OFF(model.attention.eta), 0, "0.05", NULL, 0, 0,
+     "primal: weight of the KSVD regularisation added to the loss"},
 
     {"train.epochs", T_INT, F_GE, OFF(train.epochs), 0, "0", NULL, 0, 0,
      "training epochs; 0 = evaluate only"},
@@ -249,7 +259,7 @@ const char *snn_config_key_default(int i) { return i >= 0 && i < N_KEYS ? keys[i
 const char *snn_config_key_doc(int i) { return i >= 0 && i < N_KEYS ? keys[i].doc : NULL; }
 
 const char *snn_attn_kind_name(snn_attn_kind k) {
-    return (unsigned)k < 2 ? attn_names[k] : "?";
+    return (unsigned)k < sizeof attn_names / sizeof *attn_names - 1 ? attn_names[k] : "?";
 }
 
 const char *snn_neuron_kind_name(snn_neuron_kind k) {
@@ -940,6 +950,18 @@ static void check_cross(load_ctx *c) {
                  "model.neuron.v_reset (%g) must be < model.neuron.v_threshold (%g) with a hard "
                  "reset",
                  (double)cfg->model.neuron.v_reset, (double)cfg->model.neuron.v_threshold);
+    /* ANN baselines are the same graph evaluated once, without neurons (spec section 2) */
+    int steps = key_index("model.timesteps"), resid = key_index("model.residual");
+    if (both_ok(c, steps, kind) && snn_attn_is_ann(cfg->model.attention.kind) &&
+        cfg->model.timesteps != 1)
+        diag_add(c, cross_at(c, steps, kind),
+                 "model.timesteps (%d) must be 1 when model.attention.kind is %s (an ANN model)",
+                 cfg->model.timesteps, snn_attn_kind_name(cfg->model.attention.kind));
+    if (both_ok(c, resid, kind) && snn_attn_is_ann(cfg->model.attention.kind) &&
+        cfg->model.residual == SNN_RESIDUAL_SEW)
+        diag_add(c, cross_at(c, resid, kind),
+                 "model.residual sew needs spikes; model.attention.kind %s is an ANN model",
+                 snn_attn_kind_name(cfg->model.attention.kind));
     /* Shiftmax scales scores by shifting, so s must be 2^-k */
     if (both_ok(c, scale, kind) && cfg->model.attention.kind == SNN_ATTN_BSA &&
         cfg->model.attention.scale != 0.0f) {

@@ -23,7 +23,16 @@
 
 typedef enum snn_data_source { SNN_DATA_IDX, SNN_DATA_SYNTHETIC } snn_data_source;
 typedef enum snn_encoding { SNN_ENCODING_DIRECT, SNN_ENCODING_RATE } snn_encoding;
-typedef enum snn_attn_kind { SNN_ATTN_BSA, SNN_ATTN_SSA } snn_attn_kind;
+/* Spiking kernels first (bsa, ssa, sdsa), then the ANN baselines (softmax, cat, primal), which
+ * run the graph with T = 1 and activations in place of neurons (spec section 2). */
+typedef enum snn_attn_kind {
+    SNN_ATTN_BSA, SNN_ATTN_SSA, SNN_ATTN_SDSA, SNN_ATTN_SOFTMAX, SNN_ATTN_CAT, SNN_ATTN_PRIMAL
+} snn_attn_kind;
+
+static inline bool snn_attn_is_ann(snn_attn_kind k) { return k >= SNN_ATTN_SOFTMAX; }
+
+/* Activation of an ANN model's hidden and head slots. */
+typedef enum snn_activation { SNN_ACT_RELU, SNN_ACT_GELU } snn_activation;
 typedef enum snn_residual { SNN_RESIDUAL_MS, SNN_RESIDUAL_SEW } snn_residual;
 
 typedef struct snn_config {
@@ -56,13 +65,17 @@ typedef struct snn_config {
         float init_std;          /* trunc-normal std of linear weights (Spikformer: 0.02) */
         snn_neuron_params neuron;/* every LIF population (attention thresholds below) */
         struct {
-            snn_attn_kind kind;  /* bsa | ssa */
+            snn_attn_kind kind;  /* bsa | ssa | sdsa | softmax | cat | primal */
             float scale;         /* ssa: score scale (0.125); bsa: Shiftmax s, 0 = auto */
             float attn_threshold;/* v_threshold of attn_lif; 0 = auto (bsa 0.125, ssa 0.5) */
             float qk_threshold;  /* bsa: bipolar Q/K threshold */
             bool qk_soft_reset;  /* bsa: Q/K reset soft instead of hard */
             snn_shiftmax_round rounding; /* bsa: round | ceil */
+            int low_rank;        /* primal: s */
+            int rank_multi;      /* primal: sampled tokens M = min(N, s * rank_multi) */
+            float eta;           /* primal: weight of the KSVD loss */
         } attention;
+        snn_activation activation; /* ANN models: hidden and head activation */
     } model;
 
     struct {

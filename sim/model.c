@@ -83,11 +83,12 @@ static size_t tl_add(tensor_list *tl, int rank, int64_t d0, int64_t d1, int64_t 
 typedef struct linear_ids {
     size_t w, b, bn[4];
     bool has_bn;
+    bool present;        /* false: the kernel has no such layer (cat: q, k; primal: v) */
 } linear_ids;
 
 static linear_ids add_linear(tensor_list *tl, const char *prefix, const char *bn_prefix, int in,
                              int out) {
-    linear_ids id = {0};
+    linear_ids id = {.present = true};
     id.w = tl_add(tl, 2, out, in, 0, "%s.weight", prefix);
     id.b = tl_add(tl, 1, out, 0, 0, "%s.bias", prefix);
     if (bn_prefix) {
@@ -99,6 +100,7 @@ static linear_ids add_linear(tensor_list *tl, const char *prefix, const char *bn
 }
 
 static void bind_linear(snn_linear *lin, const tensor_list *tl, float *arena, linear_ids id) {
+    if (!id.present) return;
     lin->out = (int)tl->t[id.w].dims[0];
     lin->in = (int)tl->t[id.w].dims[1];
     lin->weight = arena + tl->offset[id.w];
@@ -129,10 +131,12 @@ static int add_layer(snn_model *m, snn_layer_kind kind, uint64_t dense_macs, con
     return m->n_layers++;
 }
 
-static int add_pop(snn_model *m, snn_neuron_params np, int width, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* A population of tokens * width neurons (tokens = N, or 1 for sdsa's per-channel kv_lif). */
+static int add_pop_tokens(snn_model *m, snn_neuron_params np, int tokens, int width,
+                          const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
-static int add_pop(snn_model *m, snn_neuron_params np, int width, const char *fmt, ...) {
+static int add_pop_tokens(snn_model *m, snn_neuron_params np, int tokens, int width,
+                          const char *fmt, ...) {
     m->pops = snn_xrealloc(m->pops, (size_t)(m->n_pops + 1) * sizeof *m->pops);
     snn_pop *p = &m->pops[m->n_pops];
     memset(p, 0, sizeof *p);
@@ -142,7 +146,7 @@ static int add_pop(snn_model *m, snn_neuron_params np, int width, const char *fm
     va_end(ap);
     p->np = np;
     p->width = width;
-    p->size = (size_t)m->N * (size_t)width;
+    p->size = (size_t)tokens * (size_t)width;
     p->state_offset = m->state_size;
     m->state_size += p->size;
     p->layer = add_layer(m, SNN_LAYER_NEURON, 0, "%s", p->name);
@@ -176,8 +180,35 @@ static bool ends_with(const char *s, const char *suffix) {
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
+/* Primal's E_h, R_h [M, s]: orthonormal columns (the official code initialises them
+ * orthogonally), by modified Gram-Schmidt on Gaussian columns in double; with M < s the first
+ * M columns are orthonormal and the rest are their normalised residuals (zero). */
+static void init_orthonormal_columns(float *x, int H, int M, int S, uint64_t seed,
+                                     const char *name) {
+    const uint64_t stream = snn_rng_stream(name);
+    double *a = snn_xmalloc((size_t)M * S * sizeof *a);
+    for (int h = 0; h < H; h++) {
+        for (size_t i = 0; i < (size_t)M * S; i++)
+            a[i] = snn_rng_normal(seed, stream, (uint64_t)h * M * S + i);
+        for (int j = 0; j < S; j++) {
+            for (int k = 0; k < j && k < M; k++) {
+                double dot = 0.0;
+                for (int i = 0; i < M; i++) dot += a[(size_t)i * S + j] * a[(size_t)i * S + k];
+                for (int i = 0; i < M; i++) a[(size_t)i * S + j] -= dot * a[(size_t)i * S + k];
+            }
+            double nrm = 0.0;
+            for (int i = 0; i < M; i++) nrm += a[(size_t)i * S + j] * a[(size_t)i * S + j];
+            nrm = j < M && nrm > 0.0 ? 1.0 / sqrt(nrm) : 0.0;
+            for (int i = 0; i < M; i++) a[(size_t)i * S + j] *= nrm;
+        }
+        for (size_t i = 0; i < (size_t)M * S; i++) x[(size_t)h * M * S + i] = (float)a[i];
+    }
+    free(a);
+}
+
 /* Spikformer's scheme: linear weights and pos ~ trunc_normal(init_std), biases 0, BatchNorm
- * weight 1 and bias 0, running statistics (0, 1). */
+ * weight 1 and bias 0, running statistics (0, 1). Primal: E, R orthonormal columns, lambda
+ * ~ U(0, 1) (the official code's choices). */
 static void init_random(snn_model *m) {
     const snn_config *c = m->cfg;
     for (size_t i = 0; i < m->n_tensors; i++) {
@@ -187,6 +218,12 @@ static void init_random(snn_model *m) {
         bool is_bn = strstr(t->name, "_bn.") != NULL;
         if (ends_with(t->name, "running_var") || (is_bn && ends_with(t->name, ".weight"))) {
             for (size_t j = 0; j < n; j++) t->data[j] = 1.0f;
+        } else if (t->rank == 3 && (ends_with(t->name, ".E") || ends_with(t->name, ".R"))) {
+            init_orthonormal_columns(t->data, (int)t->dims[0], (int)t->dims[1], (int)t->dims[2],
+                                     c->seed, t->name);
+        } else if (ends_with(t->name, ".lambda")) {
+            const uint64_t stream = snn_rng_stream(t->name);
+            for (size_t j = 0; j < n; j++) t->data[j] = snn_rng_uniform(c->seed, stream, j);
         } else if (t->rank == 0 && ends_with(t->name, ".w")) {
             t->data[0] = snn_plif_w(c->model.neuron.tau);  /* PLIF starts at the configured tau */
         } else if (!is_bn && (ends_with(t->name, ".weight") || strcmp(t->name, "pos") == 0)) {
@@ -199,8 +236,23 @@ static void init_random(snn_model *m) {
 
 /* ---- build ------------------------------------------------------------------------------- */
 
+/* MACs of one attention kernel (all heads, one timestep) run densely: what a dense accelerator
+ * would multiply (the op table's dense_macs column). */
+static uint64_t kernel_dense_macs(const snn_model *m, snn_attn_kind kind) {
+    const uint64_t N = (uint64_t)m->N, D = (uint64_t)m->D, d = (uint64_t)m->d;
+    const uint64_t s = (uint64_t)m->primal_s, M = (uint64_t)m->primal_M;
+    switch (kind) {
+    case SNN_ATTN_SDSA: return 2 * N * D;                 /* K*V, then Q*kv */
+    case SNN_ATTN_CAT: return N * N * D;                  /* the circulant product, directly */
+    case SNN_ATTN_PRIMAL:                                 /* We, Wr; e, r; the c map */
+        return (uint64_t)m->heads * (2 * M * d * s + 2 * N * d * s + N * 2 * s * d);
+    default: return 2 * N * N * D;                        /* Q K^T and A V */
+    }
+}
+
 /* Carves a linear layer's folded [in, out] matrix and [out] bias from the folded arena. */
 static void place_folded(snn_linear *lin, float **cursor) {
+    if (!lin->weight) return; /* absent in this kernel */
     lin->wt = *cursor;
     *cursor += (size_t)lin->in * lin->out;
     lin->b = *cursor;
@@ -222,8 +274,16 @@ int snn_model_init(snn_model *m, const snn_config *cfg, snn_err *err) {
     m->K = m->C * m->P * m->P;
     m->classes = cfg->model.classes;
     m->img = cfg->model.image_size;
-    bool bsa = cfg->model.attention.kind == SNN_ATTN_BSA;
-    bool sew = cfg->model.residual == SNN_RESIDUAL_SEW;
+    const snn_attn_kind kind = cfg->model.attention.kind;
+    if (kind != SNN_ATTN_BSA && kind != SNN_ATTN_SSA)
+        return snn_err_set(err, "model.attention.kind %s: not available yet in this build",
+                           snn_attn_kind_name(kind));
+    const bool bsa = kind == SNN_ATTN_BSA, ann = snn_attn_is_ann(kind);
+    const bool sew = cfg->model.residual == SNN_RESIDUAL_SEW;
+    m->ann = ann;
+    m->primal_s = cfg->model.attention.low_rank;
+    m->primal_M = m->N < m->primal_s * cfg->model.attention.rank_multi
+                      ? m->N : m->primal_s * cfg->model.attention.rank_multi;
     m->attn_threshold = cfg->model.attention.attn_threshold > 0 ? cfg->model.attention.attn_threshold
                         : bsa                                  ? 0.125f
                                                                : 0.5f;
@@ -239,13 +299,25 @@ int snn_model_init(snn_model *m, const snn_config *cfg, snn_err *err) {
     linear_ids embed = add_linear(&tl, "embed", "embed_bn", m->K, D);
     size_t pos_id = tl_add(&tl, 2, N, D, 0, "pos");
     linear_ids *blk = snn_xcalloc((size_t)m->L, 6 * sizeof *blk);
+    size_t *extra = snn_xcalloc((size_t)m->L, 5 * sizeof *extra); /* cat: a; primal: E R lambda c */
     static const char *const attn_names[4] = {"q", "k", "v", "o"};
+    const bool has_qk = kind != SNN_ATTN_CAT, has_v = kind != SNN_ATTN_PRIMAL;
+    const int Hh = m->heads, d = m->d, M = m->primal_M, S = m->primal_s;
     for (int l = 0; l < m->L; l++) {
         char p[64], bp[64];
         for (int j = 0; j < 4; j++) {
+            if ((j < 2 && !has_qk) || (j == 2 && !has_v)) continue;
             snprintf(p, sizeof p, "blocks.%d.attn.%s", l, attn_names[j]);
             snprintf(bp, sizeof bp, "blocks.%d.attn.%s_bn", l, attn_names[j]);
             blk[6 * l + j] = add_linear(&tl, p, bp, D, D);
+        }
+        if (kind == SNN_ATTN_CAT) extra[5 * l] = tl_add(&tl, 2, Hh, D, 0, "blocks.%d.attn.a.weight", l);
+        if (kind == SNN_ATTN_PRIMAL) {
+            extra[5 * l + 0] = tl_add(&tl, 3, Hh, M, S, "blocks.%d.attn.E", l);
+            extra[5 * l + 1] = tl_add(&tl, 3, Hh, M, S, "blocks.%d.attn.R", l);
+            extra[5 * l + 2] = tl_add(&tl, 2, Hh, S, 0, "blocks.%d.attn.lambda", l);
+            extra[5 * l + 3] = tl_add(&tl, 2, d, 2 * S, 0, "blocks.%d.attn.c.weight", l);
+            extra[5 * l + 4] = tl_add(&tl, 1, d, 0, 0, "blocks.%d.attn.c.bias", l);
         }
         snprintf(p, sizeof p, "blocks.%d.mlp.fc1", l);
         snprintf(bp, sizeof bp, "blocks.%d.mlp.fc1_bn", l);
@@ -268,29 +340,59 @@ int snn_model_init(snn_model *m, const snn_config *cfg, snn_err *err) {
         np_qk.soft_reset = cfg->model.attention.qk_soft_reset;
         if (np_qk.soft_reset) np_qk.v_reset = 0.0f;
     }
+    /* ANN models: the neuron slots of spec section 2 are identities or the activation */
+    const int id_slot = SNN_SLOT_IDENTITY;
     const uint64_t dNN = (uint64_t)N;
     m->layer_embed = add_layer(m, SNN_LAYER_EMBED, dNN * (uint64_t)m->K * (uint64_t)D, "embed");
     for (int l = 0; l < m->L; l++) {
         snn_block *b = &m->blocks[l];
-        b->pop_in = b->pop_mlp_in = b->pop_o = b->pop_out = -1;
-        if (!sew || l == 0) b->pop_in = add_pop(m, np, D, "blocks.%d.lif_in", l);
-        b->q.layer = add_layer(m, SNN_LAYER_LINEAR, dNN * D * D, "blocks.%d.attn.q", l);
-        b->k.layer = add_layer(m, SNN_LAYER_LINEAR, dNN * D * D, "blocks.%d.attn.k", l);
-        b->v.layer = add_layer(m, SNN_LAYER_LINEAR, dNN * D * D, "blocks.%d.attn.v", l);
-        b->pop_q = add_pop(m, np_qk, D, "blocks.%d.attn.q_lif", l);
-        b->pop_k = add_pop(m, np_qk, D, "blocks.%d.attn.k_lif", l);
-        b->pop_v = add_pop(m, np, D, "blocks.%d.attn.v_lif", l);
-        b->layer_kernel = add_layer(m, SNN_LAYER_ATTENTION, 2 * dNN * dNN * D, "blocks.%d.attn.kernel", l);
-        b->pop_attn = add_pop(m, np_attn, D, "blocks.%d.attn.attn_lif", l);
+        b->pop_in = b->pop_mlp_in = b->pop_o = b->pop_out = b->pop_kv = -1;
+        b->pop_q = b->pop_k = b->pop_v = -1;
+        if (ann) b->pop_in = id_slot;
+        else if (!sew || l == 0) b->pop_in = add_pop_tokens(m, np, N, D, "blocks.%d.lif_in", l);
+        if (has_qk) {
+            b->q.layer = add_layer(m, SNN_LAYER_LINEAR, dNN * D * D, "blocks.%d.attn.q", l);
+            b->k.layer = add_layer(m, SNN_LAYER_LINEAR, dNN * D * D, "blocks.%d.attn.k", l);
+        }
+        if (kind == SNN_ATTN_CAT)
+            b->layer_a = add_layer(m, SNN_LAYER_LINEAR, dNN * D * m->heads, "blocks.%d.attn.a", l);
+        if (has_v) b->v.layer = add_layer(m, SNN_LAYER_LINEAR, dNN * D * D, "blocks.%d.attn.v", l);
+        if (ann) {
+            b->pop_q = b->pop_k = b->pop_v = id_slot;
+        } else {
+            b->pop_q = add_pop_tokens(m, np_qk, N, D, "blocks.%d.attn.q_lif", l);
+            b->pop_k = add_pop_tokens(m, np_qk, N, D, "blocks.%d.attn.k_lif", l);
+            b->pop_v = add_pop_tokens(m, np, N, D, "blocks.%d.attn.v_lif", l);
+        }
+        b->layer_kernel = add_layer(m, SNN_LAYER_ATTENTION, kernel_dense_macs(m, kind),
+                                    "blocks.%d.attn.kernel", l);
+        if (kind == SNN_ATTN_SDSA) {
+            /* the kernel's own LIF_0.5 on sum_n K*V: one neuron per channel, not per token */
+            snn_neuron_params np_kv = np;
+            np_kv.v_threshold = 0.5f;
+            b->pop_kv = add_pop_tokens(m, np_kv, 1, D, "blocks.%d.attn.kv_lif", l);
+        }
+        b->pop_attn = ann ? id_slot : add_pop_tokens(m, np_attn, N, D, "blocks.%d.attn.attn_lif", l);
         b->o.layer = add_layer(m, SNN_LAYER_LINEAR, dNN * D * D, "blocks.%d.attn.o", l);
-        if (sew) b->pop_o = add_pop(m, np, D, "blocks.%d.attn.o_lif", l);
-        if (!sew) b->pop_mlp_in = add_pop(m, np, D, "blocks.%d.mlp.lif_in", l);
+        if (sew) b->pop_o = add_pop_tokens(m, np, N, D, "blocks.%d.attn.o_lif", l);
+        if (ann) b->pop_mlp_in = id_slot;
+        else if (!sew) b->pop_mlp_in = add_pop_tokens(m, np, N, D, "blocks.%d.mlp.lif_in", l);
         b->fc1.layer = add_layer(m, SNN_LAYER_LINEAR, dNN * D * Hd, "blocks.%d.mlp.fc1", l);
-        b->pop_hidden = add_pop(m, np, Hd, "blocks.%d.mlp.hidden_lif", l);
+        if (ann) {
+            b->pop_hidden = SNN_SLOT_ACTIVATION;
+            b->layer_act = add_layer(m, SNN_LAYER_ACTIVATION, 0, "blocks.%d.mlp.act", l);
+        } else {
+            b->pop_hidden = add_pop_tokens(m, np, N, Hd, "blocks.%d.mlp.hidden_lif", l);
+        }
         b->fc2.layer = add_layer(m, SNN_LAYER_LINEAR, dNN * Hd * D, "blocks.%d.mlp.fc2", l);
-        if (sew) b->pop_out = add_pop(m, np, D, "blocks.%d.mlp.out_lif", l);
+        if (sew) b->pop_out = add_pop_tokens(m, np, N, D, "blocks.%d.mlp.out_lif", l);
     }
-    m->pop_head = sew ? -1 : add_pop(m, np, D, "head_lif");
+    if (ann) {
+        m->pop_head = SNN_SLOT_ACTIVATION;
+        m->layer_head_act = add_layer(m, SNN_LAYER_ACTIVATION, 0, "head_act");
+    } else {
+        m->pop_head = sew ? -1 : add_pop_tokens(m, np, N, D, "head_lif");
+    }
     m->head.layer = add_layer(m, SNN_LAYER_HEAD, (uint64_t)D * m->classes, "head");
 
     /* PLIF: one learnable w per population, tau = 1 + exp(-w) (SpikingJelly's ParametricLIFNode,
@@ -324,16 +426,26 @@ int snn_model_init(snn_model *m, const snn_config *cfg, snn_err *err) {
         snn_block *b = &m->blocks[l];
         snn_linear *lins[6] = {&b->q, &b->k, &b->v, &b->o, &b->fc1, &b->fc2};
         for (int j = 0; j < 6; j++) bind_linear(lins[j], &tl, m->params, blk[6 * l + j]);
+        if (kind == SNN_ATTN_CAT) b->a_w = m->params + tl.offset[extra[5 * l]];
+        if (kind == SNN_ATTN_PRIMAL) {
+            float **views[5] = {&b->E, &b->R, &b->lambda, &b->c_w, &b->c_b};
+            for (int j = 0; j < 5; j++) *views[j] = m->params + tl.offset[extra[5 * l + j]];
+        }
     }
     bind_linear(&m->head, &tl, m->params, head);
     for (int p = 0; plif_ids && p < m->n_pops; p++) m->pops[p].plif_w = m->params + tl.offset[plif_ids[p]];
     free(plif_ids);
+    free(extra);
     free(blk);
     free(tl.offset);
 
     /* Folded weights: one arena for every linear layer's [in, out] matrix and bias. */
     size_t folded = (size_t)m->K * D + D;
-    for (int l = 0; l < m->L; l++) folded += 4 * ((size_t)D * D + D) + 2 * (size_t)D * Hd + Hd + D;
+    for (int l = 0; l < m->L; l++) {
+        snn_block *b = &m->blocks[l];
+        snn_linear *lins[6] = {&b->q, &b->k, &b->v, &b->o, &b->fc1, &b->fc2};
+        for (int j = 0; j < 6; j++) folded += (size_t)lins[j]->in * lins[j]->out + lins[j]->out;
+    }
     folded += (size_t)D * m->classes + m->classes;
     m->folded = snn_xaligned(folded * sizeof *m->folded);
     float *f = m->folded;
@@ -381,6 +493,7 @@ size_t snn_model_param_count(const snn_model *m) { return m->n_params; }
  * Folded into the linear layer: wt[i, o] = W[o, i] * a_o, b_o = (bias_o - mean_o) * a_o + beta_o
  * with a_o = weight_o / sqrt(var_o + eps), all in float32. */
 static void fold_linear(snn_linear *lin) {
+    if (!lin->weight) return;
     for (int o = 0; o < lin->out; o++) {
         float a = 1.0f, shift = lin->bias[o];
         if (lin->bn_w) {

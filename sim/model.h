@@ -55,8 +55,14 @@ typedef struct snn_pop {
 } snn_pop;
 
 typedef enum snn_layer_kind {
-    SNN_LAYER_EMBED, SNN_LAYER_LINEAR, SNN_LAYER_ATTENTION, SNN_LAYER_NEURON, SNN_LAYER_HEAD
+    SNN_LAYER_EMBED, SNN_LAYER_LINEAR, SNN_LAYER_ATTENTION, SNN_LAYER_NEURON, SNN_LAYER_HEAD,
+    SNN_LAYER_ACTIVATION
 } snn_layer_kind;
+
+/* Population ids of an ANN model's neuron slots (spec section 2), which hold no neurons: the
+ * identity (lif_in, q/k/v, attn, mlp lif_in) or the configured activation (hidden, head).
+ * -1 marks a slot that the graph does not have (sew). */
+enum { SNN_SLOT_IDENTITY = -2, SNN_SLOT_ACTIVATION = -3 };
 
 /* One row of the per-layer operation table. */
 typedef struct snn_layer {
@@ -69,12 +75,22 @@ typedef struct snn_block {
     snn_linear q, k, v, o, fc1, fc2;
     int pop_in, pop_q, pop_k, pop_v, pop_attn, pop_mlp_in, pop_hidden;  /* -1 if absent */
     int pop_o, pop_out;                                                  /* sew only */
+    int pop_kv;          /* sdsa: the kernel's LIF_0.5 on sum_n K*V, [D] neurons; else -1 */
     int layer_kernel;
+    int layer_a;         /* cat: the a projection's op-table row */
+    int layer_act;       /* ANN: the hidden activation's op-table row */
+    float *a_w;          /* cat: a.weight [h, D] (replaces q and k), else NULL */
+    float *E, *R;        /* primal: [h, M, s] each, else NULL */
+    float *lambda;       /* primal: [h, s] */
+    float *c_w, *c_b;    /* primal: c.weight [d, 2s], c.bias [d] (shared by the heads) */
 } snn_block;
 
 typedef struct snn_model {
     const snn_config *cfg;   /* borrowed; must outlive the model */
     int T, N, D, heads, d, Hd, L, C, P, K, classes, img, shift;
+    bool ann;                /* softmax, cat, primal: T = 1, no neurons (spec section 2) */
+    int primal_s, primal_M;  /* primal: rank s, sampled tokens M = min(N, s * rank_multi) */
+    int layer_head_act;      /* ANN: the head activation's op-table row */
     float attn_threshold, ssa_scale;
 
     float *params;           /* parameter arena (PyTorch layout) */

@@ -302,7 +302,7 @@ static void test_wrong_types_name_the_expected_type(void **state) {
                  NAME ":6:12: error: model.weights: expected a string or null, got a mapping\n"
                  NAME ":8:18: error: model.neuron.decay_input: expected true or false, got "
                       "'maybe'\n"
-                 NAME ":10:11: error: model.attention.kind: expected one of bsa, ssa, got 'foo'\n"
+                 NAME ":10:11: error: model.attention.kind: expected one of bsa, ssa, sdsa, softmax, cat, primal, got 'foo'\n"
                  NAME ":11:12: error: model.attention.scale: expected a number or auto, got "
                       "'big'\n"
                  NAME ":12:7: error: name: expected a string, got '~'\n"
@@ -458,8 +458,20 @@ static void test_cross_field_rules_point_at_the_explicit_key(void **state) {
     expect_diags("model:\n  attention:\n    scale: 0.3\n", NO_SETS,
                  NAME ":3:12: error: model.attention.scale (0.3) must be a power of two (2^-k) "
                       "when model.attention.kind is bsa\n");
+    /* ANN baselines run one step and have no spikes to sum */
+    expect_diags("model:\n  attention:\n    kind: softmax\n", NO_SETS,
+                 NAME ":3:11: error: model.timesteps (4) must be 1 when model.attention.kind is "
+                      "softmax (an ANN model)\n");
+    expect_diags("model:\n  timesteps: 1\n  residual: sew\n  attention: {kind: cat}\n", NO_SETS,
+                 NAME ":3:13: error: model.residual sew needs spikes; model.attention.kind cat is "
+                      "an ANN model\n");
     /* fine: powers of two for bsa, any positive scale for ssa, soft reset above threshold */
     snn_config c;
+    load_ok(&c, "model:\n  timesteps: 1\n  attention: {kind: primal, s: 8, eta: 0.1}\n", NO_SETS);
+    assert_int_equal(c.model.attention.kind, SNN_ATTN_PRIMAL);
+    assert_int_equal(c.model.attention.low_rank, 8);
+    assert_int_equal(c.model.attention.rank_multi, 10);
+    snn_config_free(&c);
     load_ok(&c, "model:\n  attention: {scale: 0.25}\n", NO_SETS);
     snn_config_free(&c);
     load_ok(&c, "model:\n  attention: {scale: 2}\n", NO_SETS);
@@ -610,11 +622,11 @@ static void test_to_yaml_nests_keys_in_table_order(void **state) {
                        "  path: /usr/share/datasets/fashion-mnist\n"
                        "  split: test\n";
     assert_int_equal(strncmp(y, head, strlen(head)), 0);
-    assert_non_null(strstr(y, "  weights: null\n  init_std: 0.02\n  neuron:\n    kind: lif\n"
+    assert_non_null(strstr(y, "  weights: null\n  init_std: 0.02\n  activation: relu\n  neuron:\n    kind: lif\n"
                               "    tau: 2.0\n"));
     assert_non_null(strstr(y, "    detach_reset: true\n  attention:\n    kind: bsa\n"
                               "    scale: auto\n    attn_threshold: auto\n"));
-    assert_non_null(strstr(y, "    rounding: round\ntrain:\n  epochs: 0\n"));
+    assert_non_null(strstr(y, "    rounding: round\n    s: 20\n    rank_multi: 10\n    eta: 0.05\ntrain:\n  epochs: 0\n"));
     const char *tail = "output:\n  path: null\n  compression: 4\n";
     assert_string_equal(y + strlen(y) - strlen(tail), tail);
     /* one line per key plus one per section header (data, model, model.neuron,
@@ -727,6 +739,8 @@ static void test_enum_names(void **state) {
     (void)state;
     assert_string_equal(snn_attn_kind_name(SNN_ATTN_BSA), "bsa");
     assert_string_equal(snn_attn_kind_name(SNN_ATTN_SSA), "ssa");
+    assert_string_equal(snn_attn_kind_name(SNN_ATTN_PRIMAL), "primal");
+    assert_string_equal(snn_attn_kind_name((snn_attn_kind)6), "?");
     assert_string_equal(snn_neuron_kind_name(SNN_NEURON_LIF), "lif");
     assert_string_equal(snn_neuron_kind_name(SNN_NEURON_IF), "if");
     assert_string_equal(snn_neuron_kind_name(SNN_NEURON_PLIF), "plif");
