@@ -12,6 +12,8 @@
 
 #include <cblas.h>
 
+#include "sim/train.h"
+
 /* Progress on stderr: a redrawn bar with rate and ETA on a terminal, a plain line every 10%
  * otherwise (logs stay readable). Only thread 0 prints. */
 typedef struct progress {
@@ -43,6 +45,46 @@ static void progress_show(progress *p, int64_t done) {
     }
 }
 
+/* ANN models (softmax, cat, primal) have no spikes to drive an event-driven pass: they run as
+ * the dense graph they are, the training graph in inference mode (BatchNorm with running
+ * statistics) over minibatches, threads inside each layer. Their operation counts are the
+ * dense counts of every layer (snn_model_ann_ops), the same for every sample. */
+static void evaluate_ann(const snn_model *m, const snn_dataset *ds, snn_eval *out, progress *pg) {
+    enum { BATCH = 64 };
+    const int64_t n = ds->n;
+    const int B0 = n < BATCH ? (n > 0 ? (int)n : 1) : BATCH;
+    const size_t pix = (size_t)ds->channels * ds->height * ds->width;
+    /* inference mode writes nothing into the model: no running-statistics update, no gradients */
+    snn_trainer *tr = snn_trainer_new((snn_model *)m, B0, false);
+    snn_trainer_set_eval(tr, true);
+    int32_t labels[BATCH];
+    for (int64_t i0 = 0; i0 < n; i0 += B0) {
+        const int B = n - i0 < B0 ? (int)(n - i0) : B0;
+        for (int b = 0; b < B; b++) labels[b] = ds->labels[i0 + b];
+        snn_trainer_step(tr, ds->pixels + (size_t)i0 * pix, ds->index + i0, labels, B, false,
+                         false, NULL);
+        memcpy(out->logits + (size_t)i0 * m->classes, snn_trainer_logits(tr),
+               (size_t)B * m->classes * sizeof *out->logits);
+        progress_show(pg, i0 + B);
+    }
+    snn_trainer_free(tr);
+    for (int64_t i = 0; i < n; i++) {
+        const float *lg = out->logits + (size_t)i * m->classes;
+        int best = 0;
+        for (int k = 1; k < m->classes; k++)
+            if (lg[k] > lg[best]) best = k;
+        out->pred[i] = best;
+        out->labels[i] = ds->labels[i];
+        out->sample_index[i] = ds->index[i];
+        out->correct += best == out->labels[i];
+    }
+    snn_ops *per = snn_xcalloc((size_t)m->n_layers, sizeof *per);
+    snn_model_ann_ops(m, per);
+    for (int l = 0; l < m->n_layers; l++)
+        for (int c = 0; c < SNN_OP__COUNT; c++) out->ops[l].n[c] = per[l].n[c] * (uint64_t)n;
+    free(per);
+}
+
 void snn_evaluate(const snn_model *m, const snn_dataset *ds, const snn_eval_opts *opts,
                   snn_eval *out) {
     memset(out, 0, sizeof *out);
@@ -55,7 +97,7 @@ void snn_evaluate(const snn_model *m, const snn_dataset *ds, const snn_eval_opts
     out->labels = snn_xcalloc((size_t)n, sizeof *out->labels);
     out->sample_index = snn_xcalloc((size_t)n, sizeof *out->sample_index);
     out->n_record = opts->n_record < n ? opts->n_record : n;
-    if (out->n_record < 0) out->n_record = 0;
+    if (out->n_record < 0 || m->ann) out->n_record = 0; /* ANN models have no spikes to record */
     const int64_t R = out->n_record;
     out->rec_spikes = snn_xcalloc((size_t)m->n_pops, sizeof *out->rec_spikes);
     if (opts->record_v) out->rec_v = snn_xcalloc((size_t)m->n_pops, sizeof *out->rec_v);
@@ -76,6 +118,14 @@ void snn_evaluate(const snn_model *m, const snn_dataset *ds, const snn_eval_opts
     threads = 1;
 #endif
     out->threads = threads;
+    if (m->ann) {
+        progress pa = {.on = opts->progress, .tty = isatty(STDERR_FILENO), .total = n,
+                       .start = snn_now(), .last_decile = -1};
+        double t0 = snn_now();
+        evaluate_ann(m, ds, out, &pa);
+        out->wall_seconds = snn_now() - t0;
+        return;
+    }
     /* BLAS is only used by the dense baseline, from inside our parallel region. */
     openblas_set_num_threads(1);
 

@@ -37,6 +37,9 @@
 
 #include "attention/attention.h"
 #include "datasets/dataset.h"
+#include "attention/ann.h"
+#include "attention/primal.h"
+#include "attention/sdsa.h"
 #include "neurons/neuron.h"
 #include "sim/rng.h"
 
@@ -275,9 +278,6 @@ int snn_model_init(snn_model *m, const snn_config *cfg, snn_err *err) {
     m->classes = cfg->model.classes;
     m->img = cfg->model.image_size;
     const snn_attn_kind kind = cfg->model.attention.kind;
-    if (kind != SNN_ATTN_BSA && kind != SNN_ATTN_SSA)
-        return snn_err_set(err, "model.attention.kind %s: not available yet in this build",
-                           snn_attn_kind_name(kind));
     const bool bsa = kind == SNN_ATTN_BSA, ann = snn_attn_is_ann(kind);
     const bool sew = cfg->model.residual == SNN_RESIDUAL_SEW;
     m->ann = ann;
@@ -487,6 +487,44 @@ void snn_model_free(snn_model *m) {
 
 size_t snn_model_param_count(const snn_model *m) { return m->n_params; }
 
+void snn_model_ann_ops(const snn_model *m, snn_ops *ops) {
+    SNN_ASSERT(m->ann);
+    memset(ops, 0, (size_t)m->n_layers * sizeof *ops);
+    const snn_attn_kind kind = m->cfg->model.attention.kind;
+    snn_ops kernel = {{0}};
+    if (kind == SNN_ATTN_SOFTMAX) {
+        snn_attn_softmax_count(m->N, m->d, &kernel);
+    } else if (kind == SNN_ATTN_CAT) {
+        snn_cat_plan *pl = snn_cat_plan_new(m->N, m->d);
+        snn_attn_cat_count(pl, &kernel);
+        snn_cat_plan_free(pl);
+    } else {
+        snn_primal_count(m->N, m->d, m->primal_s, m->primal_M, &kernel);
+    }
+    const bool gelu = m->cfg->model.activation == SNN_ACT_GELU;
+    for (int l = 0; l < m->n_layers; l++) {
+        const snn_layer *ly = &m->layers[l];
+        snn_ops *o = &ops[l];
+        switch (ly->kind) {
+        case SNN_LAYER_ATTENTION:
+            for (int c = 0; c < SNN_OP__COUNT; c++) o->n[c] = kernel.n[c] * (uint64_t)m->heads;
+            break;
+        case SNN_LAYER_ACTIVATION: {
+            const uint64_t elems = (uint64_t)m->N * (l == m->layer_head_act ? m->D : m->Hd);
+            if (gelu) {
+                o->n[SNN_OP_EXP] = elems;
+                o->n[SNN_OP_MAC] = 3 * elems;
+            } else {
+                o->n[SNN_OP_CMP] = elems;
+            }
+            break;
+        }
+        case SNN_LAYER_NEURON: break; /* an ANN model has none */
+        default: o->n[SNN_OP_MAC] = ly->dense_macs;
+        }
+    }
+}
+
 /* ---- BatchNorm folding ------------------------------------------------------------------- */
 
 /* PyTorch's BatchNorm1d at inference: y = (x - mean) / sqrt(var + eps) * weight + bias.
@@ -557,6 +595,8 @@ void snn_ws_init(snn_ws *ws, const snn_model *m) {
     ws->head_count = snn_xaligned(D * sizeof *ws->head_count);
     ws->head_in = snn_xaligned(D * sizeof *ws->head_in);
     ws->embed_acc = snn_xaligned(D * sizeof *ws->embed_acc);
+    ws->kv = snn_xaligned(D * sizeof *ws->kv);
+    ws->skv = snn_xaligned(D * sizeof *ws->skv);
     ws->ops = snn_xcalloc((size_t)m->n_layers, sizeof *ws->ops);
     ws->pop_t_count = snn_xcalloc((size_t)m->n_pops * m->T, sizeof *ws->pop_t_count);
     ws->neuron_count = snn_xcalloc(m->state_size, sizeof *ws->neuron_count);
@@ -566,7 +606,7 @@ void snn_ws_free(snn_ws *ws) {
     void *bufs[] = {ws->x,  ws->patches, ws->u0, ws->u,  ws->y,    ws->o,      ws->state,
                     ws->hbuf, ws->s_in,  ws->sq, ws->sk, ws->sv,   ws->sa,     ws->sh,
                     ws->sx, ws->ev,      ws->ev_n, ws->scores, ws->head_count, ws->head_in, ws->embed_acc,
-                    ws->ops, ws->pop_t_count, ws->neuron_count};
+                    ws->kv, ws->skv, ws->ops, ws->pop_t_count, ws->neuron_count};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     memset(ws, 0, sizeof *ws);
 }
@@ -717,13 +757,24 @@ static void embed_spikes(const snn_model *m, snn_ws *ws) {
     for (size_t i = 0; i < (size_t)N * D; i++) ws->u0[i] += m->pos[i];
 }
 
-static void attention(const snn_model *m, snn_ws *ws, int l) {
+static void attention(const snn_model *m, snn_ws *ws, int l, int t, const snn_record *rec) {
     const snn_block *b = &m->blocks[l];
     snn_ops *ops = &ws->ops[b->layer_kernel];
     const int N = m->N, D = m->D, d = m->d;
+    const snn_attn_kind kind = m->cfg->model.attention.kind;
+    if (kind == SNN_ATTN_SDSA) {
+        /* kv = sum_n K*V per channel, kv_lif (one neuron per channel, state across t), then
+         * O = Q masked by kv_lif's spikes (attention/sdsa.h) */
+        for (int h = 0; h < m->heads; h++)
+            snn_sdsa_kv_head(1, N, d, ws->sk + h * d, ws->sv + h * d, D, 0, ws->kv + h * d, D, ops);
+        pop_step(m, ws, b->pop_kv, t, ws->kv, ws->skv, rec);
+        for (int h = 0; h < m->heads; h++)
+            snn_sdsa_mask_head(1, N, d, ws->sq + h * d, D, 0, ws->skv + h * d, D, ws->o + h * d, D, 0);
+        return;
+    }
     for (int h = 0; h < m->heads; h++) {
         const size_t off = (size_t)h * d;
-        if (m->cfg->model.attention.kind == SNN_ATTN_BSA)
+        if (kind == SNN_ATTN_BSA)
             snn_attn_bsa_head(N, d, ws->sq + off, ws->sk + off, ws->sv + off, D, m->shift,
                               m->cfg->model.attention.rounding, ws->o + off, D, ws->scores, ops);
         else
@@ -757,7 +808,7 @@ static void block_ms(const snn_model *m, snn_ws *ws, int l, int t, const snn_rec
             linear_events(qkv[j], m->N, ws->s_in, ws->ev, ws->ev_n, ws->y, &ws->ops[qkv[j]->layer]);
         pop_step(m, ws, pops[j], t, ws->y, out[j], rec);
     }
-    attention(m, ws, l);
+    attention(m, ws, l, t, rec);
     pop_step(m, ws, b->pop_attn, t, ws->o, ws->sa, rec);
     linear_forward(m, ws, &b->o, ws->sa, ws->y);
     add_into(ws->u, ws->y, ND);
@@ -783,7 +834,7 @@ static void block_sew(const snn_model *m, snn_ws *ws, int l, int t, const snn_re
             linear_events(qkv[j], m->N, ws->sx, ws->ev, ws->ev_n, ws->y, &ws->ops[qkv[j]->layer]);
         pop_step(m, ws, pops[j], t, ws->y, out[j], rec);
     }
-    attention(m, ws, l);
+    attention(m, ws, l, t, rec);
     pop_step(m, ws, b->pop_attn, t, ws->o, ws->sa, rec);
     linear_forward(m, ws, &b->o, ws->sa, ws->y);
     pop_step(m, ws, b->pop_o, t, ws->y, ws->s_in, rec);

@@ -132,6 +132,12 @@ void snn_model_fold(snn_model *m);
 size_t snn_model_param_count(const snn_model *m);
 int snn_model_find_pop(const snn_model *m, const char *name);
 
+/* Operations per sample of an ANN model (dense: every layer multiplies everything), per
+ * op-table row: linear layers N in out MACs (BatchNorm folded), the attention kernel's own count
+ * (attention/ann.h, primal.h) times the heads, ReLU one CMP per element, GELU one EXP (erf) and
+ * 3 MACs per element. ops [n_layers], overwritten. */
+void snn_model_ann_ops(const snn_model *m, snn_ops *ops);
+
 /* Per-thread workspace: every buffer one sample's forward needs, planned from the model. */
 typedef struct snn_ws {
     float *x;            /* [T or 1, C*H*W] encoded input */
@@ -152,6 +158,8 @@ typedef struct snn_ws {
     int32_t *head_count; /* [D] head spikes summed over t and n */
     float *head_in;      /* [D] */
     double *embed_acc;   /* [D] */
+    float *kv;           /* [D] sdsa: sum_n K*V of the current timestep */
+    int8_t *skv;         /* [D] sdsa: kv_lif's spikes */
     snn_ops *ops;        /* [n_layers] operation counts of this workspace (accumulate) */
     uint64_t *pop_t_count;   /* [n_pops, T] spikes per population per timestep (accumulate) */
     uint64_t *neuron_count;  /* [state_size] spikes per neuron over t and samples (accumulate) */

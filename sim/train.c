@@ -29,7 +29,10 @@
 #include <omp.h>
 #endif
 
+#include "attention/ann.h"
 #include "attention/attention.h"
+#include "attention/primal.h"
+#include "attention/sdsa.h"
 #include "neurons/neuron.h"
 #include "sim/eval.h"
 #include "sim/layers.h"
@@ -66,6 +69,12 @@ typedef struct block_act {
     lin_act fc2;
     float *u_out;              /* [M, D] after the MLP residual */
     pop_act po, pout;          /* sew: attn.o_lif and mlp.out_lif */
+    float *g;                  /* cat: [M, h] token logits X a^T */
+    float *pcache;             /* primal: [B, h, snn_primal_cache_floats] forward caches */
+    double *ksvd_S;            /* primal: [h, s] sum over b, n of e^2 + r^2 */
+    double ksvd_J;             /* primal: this layer's J */
+    float *kv;                 /* sdsa: [T, B, D] sum_n K*V */
+    pop_act pkv;               /* sdsa: kv_lif over [T, B*D] */
 } block_act;
 
 struct snn_trainer {
@@ -95,7 +104,19 @@ struct snn_trainer {
     float *d_o, *d_q, *d_k, *d_v; /* [M, D] */
     float *d_pooled;           /* [B, D] */
     float *d_logits;           /* [B, C] */
-    float *att_scratch;        /* [threads, N*N] */
+    float *att_scratch;        /* [threads, att_scratch_floats] */
+    size_t att_scratch_floats; /* per thread: N*N, or the cat/primal backward's need */
+    snn_attn_kind kind;
+    bool eval;                 /* inference: BatchNorm with running statistics */
+    snn_cat_plan *cat_plan;    /* cat: FFTW plans of length N, made once */
+    double *cat_scratch;       /* cat: [threads, snn_cat_scratch_doubles] */
+    size_t cat_scratch_doubles;
+    int *primal_idx;           /* primal: [M] sampled tokens */
+    size_t primal_cache_floats;
+    float *primal_dgrad;       /* primal: [B, h, 2 M s + 2 d s + d] per-job dE dR dcw dcb */
+    double *ksvd_job;          /* primal: [B, h, s] per-job S rows, summed in job order */
+    float *d_g;                /* cat: [M, h] */
+    float *d_kv, *d_kvs;       /* sdsa: [T, B, D] gradients on kv and on kv_lif's spikes */
     double *dtau;              /* [max chunks of a population] PLIF dL/dtau per neuron chunk */
     int n_threads;
 
@@ -169,6 +190,16 @@ static void plan(snn_trainer *tr, planner *p) {
             plan_pop(p, &b->po, M, D);
             plan_pop(p, &b->pout, M, D);
         }
+        const size_t TBH = (size_t)tr->T * tr->Bmax * tr->m->heads;
+        if (tr->kind == SNN_ATTN_CAT) b->g = take(p, M * tr->m->heads);
+        if (tr->kind == SNN_ATTN_PRIMAL) {
+            b->pcache = take(p, TBH * tr->primal_cache_floats);
+            b->ksvd_S = (double *)take(p, 2 * (size_t)tr->m->heads * tr->m->primal_s);
+        }
+        if (tr->kind == SNN_ATTN_SDSA) {
+            b->kv = take(p, (size_t)tr->T * tr->Bmax * D);
+            plan_pop(p, &b->pkv, (size_t)tr->T * tr->Bmax, D);
+        }
     }
     plan_pop(p, &tr->head, M, D);
     tr->pooled = take(p, (size_t)tr->Bmax * D);
@@ -186,7 +217,23 @@ static void plan(snn_trainer *tr, planner *p) {
     tr->d_v = take(p, M * D);
     tr->d_pooled = take(p, (size_t)tr->Bmax * D);
     tr->d_logits = take(p, (size_t)tr->Bmax * tr->C);
-    tr->att_scratch = take(p, (size_t)tr->n_threads * tr->N * tr->N);
+    tr->att_scratch = take(p, (size_t)tr->n_threads * tr->att_scratch_floats);
+    const size_t TBH = (size_t)tr->T * tr->Bmax * tr->m->heads;
+    const size_t Ms = (size_t)tr->m->primal_M * tr->m->primal_s;
+    const size_t ds = (size_t)tr->m->d * tr->m->primal_s;
+    if (tr->kind == SNN_ATTN_CAT) {
+        tr->d_g = take(p, M * tr->m->heads);
+        tr->cat_scratch = (double *)take(p, 2 * tr->n_threads * tr->cat_scratch_doubles);
+    }
+    if (tr->kind == SNN_ATTN_PRIMAL) {
+        tr->primal_dgrad = take(p, TBH * (2 * Ms + 2 * ds + tr->m->d));
+        tr->ksvd_job = (double *)take(p, 2 * TBH * tr->m->primal_s);
+        tr->primal_idx = take_i(p, (size_t)tr->m->primal_M);
+    }
+    if (tr->kind == SNN_ATTN_SDSA) {
+        tr->d_kv = take(p, (size_t)tr->T * tr->Bmax * D);
+        tr->d_kvs = take(p, (size_t)tr->T * tr->Bmax * D);
+    }
     tr->grads = take(p, tr->m->n_params);
     /* doubles, two floats each; chunks of POP_CHUNK neurons over the widest population */
     const size_t widest = (size_t)tr->Bmax * tr->N * (tr->Hd > tr->D ? tr->Hd : tr->D);
@@ -210,6 +257,16 @@ snn_trainer *snn_trainer_new(snn_model *m, int B, bool smooth) {
     tr->n_threads = omp_get_max_threads();
 #endif
     tr->sew = m->cfg->model.residual == SNN_RESIDUAL_SEW;
+    tr->kind = m->cfg->model.attention.kind;
+    tr->att_scratch_floats = (size_t)m->N * m->N;
+    if (tr->kind == SNN_ATTN_CAT) {
+        tr->cat_plan = snn_cat_plan_new(m->N, m->d);
+        tr->cat_scratch_doubles = snn_cat_scratch_doubles(m->N, m->d);
+    }
+    if (tr->kind == SNN_ATTN_PRIMAL) {
+        tr->primal_cache_floats = snn_primal_cache_floats(m->N, m->d, m->primal_s);
+        tr->att_scratch_floats = snn_primal_scratch_floats(m->N, m->d, m->primal_s);
+    }
     tr->blocks = snn_xcalloc((size_t)m->L, sizeof *tr->blocks);
     planner p = {0};
     plan(tr, &p);
@@ -221,11 +278,13 @@ snn_trainer *snn_trainer_new(snn_model *m, int B, bool smooth) {
     memset(tr->iarena, 0, p.ints * sizeof(int32_t));
     planner q = {.place = true, .fbase = tr->arena, .ibase = tr->iarena};
     plan(tr, &q);
+    if (tr->kind == SNN_ATTN_PRIMAL) snn_primal_sample_indices(m->N, m->primal_M, tr->primal_idx);
     return tr;
 }
 
 void snn_trainer_free(snn_trainer *tr) {
     if (!tr) return;
+    snn_cat_plan_free(tr->cat_plan);
     free(tr->arena);
     free(tr->iarena);
     free(tr->blocks);
@@ -237,6 +296,7 @@ size_t snn_trainer_bytes(const snn_trainer *tr) {
 }
 
 float *snn_trainer_grads(snn_trainer *tr) { return tr->grads; }
+void snn_trainer_set_eval(snn_trainer *tr, bool eval) { tr->eval = eval; }
 snn_model *snn_trainer_model(snn_trainer *tr) { return tr->m; }
 const float *snn_trainer_logits(const snn_trainer *tr) { return tr->logits; }
 
@@ -254,8 +314,13 @@ static float *grad_of(snn_trainer *tr, const float *param) {
 static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, const float *x, int M, lin_act *a,
                        bool update_running) {
     snn_linear_fwd(tr->y, x, lin->weight, lin->bias, M, lin->in, lin->out);
-    snn_bn_train_fwd(a->z, a->xhat, a->mean, a->rstd, tr->y, lin->bn_w, lin->bn_b, lin->bn_mean,
-                     lin->bn_var, M, lin->out, update_running ? 0.1f : 0.0f, 1e-5f);
+    if (tr->eval)
+        snn_bn_eval_fwd(a->z, tr->y, lin->bn_w, lin->bn_b, lin->bn_mean, lin->bn_var, M, lin->out,
+                        1e-5f);
+    else
+        snn_bn_train_fwd(a->z, a->xhat, a->mean, a->rstd, tr->y, lin->bn_w, lin->bn_b,
+                         lin->bn_mean, lin->bn_var, M, lin->out, update_running ? 0.1f : 0.0f,
+                         1e-5f);
 }
 
 /* Given dz = dL/d(BN output) [M, out], accumulates parameter gradients and dx += dL/dx. */
@@ -276,10 +341,49 @@ static snn_neuron_params pop_params(const snn_pop *pop) {
     return np;
 }
 
-/* Neuron population over [T, n] (n = B * N * width), parallel over chunks of neurons. */
+/* Neurons of population p (or slot) per sample: tokens * width (sdsa's kv_lif has 1 token). */
+static size_t pop_per_sample(const snn_trainer *tr, int p, size_t width) {
+    return p >= 0 ? tr->m->pops[p].size : (size_t)tr->N * width;
+}
+
+/* GELU, exact erf form (PyTorch's default), and its derivative. */
+static float gelu(float x) { return (float)(0.5 * x * (1.0 + erf(x * M_SQRT1_2))); }
+static float gelu_grad(float x) {
+    const double cdf = 0.5 * (1.0 + erf(x * M_SQRT1_2));
+    return (float)(cdf + x * exp(-0.5 * (double)x * x) * (0.5 * M_2_SQRTPI * M_SQRT1_2));
+}
+
+/* An ANN model's slot (spec section 2): identity or the configured activation, elementwise. */
+static void slot_fwd(const snn_trainer *tr, int p, const float *x, float *y, size_t n) {
+    if (p == SNN_SLOT_IDENTITY) {
+        memcpy(y, x, n * sizeof *y);
+    } else if (tr->m->cfg->model.activation == SNN_ACT_GELU) {
+        for (size_t i = 0; i < n; i++) y[i] = gelu(x[i]);
+    } else {
+        for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    }
+}
+
+static void slot_bwd(const snn_trainer *tr, int p, const float *x, const float *dy, float *dx,
+                     size_t n) {
+    if (p == SNN_SLOT_IDENTITY) {
+        for (size_t i = 0; i < n; i++) dx[i] += dy[i];
+    } else if (tr->m->cfg->model.activation == SNN_ACT_GELU) {
+        for (size_t i = 0; i < n; i++) dx[i] += dy[i] * gelu_grad(x[i]);
+    } else {
+        for (size_t i = 0; i < n; i++) dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
+    }
+}
+
+/* Neuron population over [T, n] (n = B * neurons per sample), parallel over chunks of neurons;
+ * an ANN slot elementwise. */
 static void pop_fwd(snn_trainer *tr, int p, const float *x, pop_act *a, size_t width) {
+    const size_t n = (size_t)tr->B * pop_per_sample(tr, p, width), chunk = POP_CHUNK;
+    if (p < 0) {
+        slot_fwd(tr, p, x, a->s, (size_t)tr->T * n);
+        return;
+    }
     const snn_neuron_params np = pop_params(&tr->m->pops[p]);
-    const size_t n = (size_t)tr->B * tr->N * width, chunk = POP_CHUNK;
     const long n_chunks = (long)((n + chunk - 1) / chunk);
 #pragma omp parallel for schedule(static)
     for (long c = 0; c < n_chunks; c++) {
@@ -290,9 +394,13 @@ static void pop_fwd(snn_trainer *tr, int p, const float *x, pop_act *a, size_t w
 
 static void pop_bwd(snn_trainer *tr, int p, const float *x, const pop_act *a, const float *ds,
                     float *dx, size_t width) {
+    const size_t n = (size_t)tr->B * pop_per_sample(tr, p, width), chunk = POP_CHUNK;
+    if (p < 0) {
+        slot_bwd(tr, p, x, ds, dx, (size_t)tr->T * n);
+        return;
+    }
     const snn_pop *pop = &tr->m->pops[p];
     const snn_neuron_params np = pop_params(pop);
-    const size_t n = (size_t)tr->B * tr->N * width, chunk = POP_CHUNK;
     const long n_chunks = (long)((n + chunk - 1) / chunk);
 #pragma omp parallel for schedule(static)
     for (long c = 0; c < n_chunks; c++) {
@@ -312,53 +420,218 @@ static void pop_bwd(snn_trainer *tr, int p, const float *x, const pop_act *a, co
     }
 }
 
-static void attn_fwd(snn_trainer *tr, int l) {
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* sdsa (spec section 3): kv = sum_n K*V per (t, b, channel), kv_lif over t, O = Q * S_kv.
+ * Jobs own one (sample, head) over all T. */
+static void sdsa_fwd(snn_trainer *tr, int l) {
     const snn_model *m = tr->m;
+    block_act *b = &tr->blocks[l];
+    const int N = tr->N, D = tr->D, d = m->d, H = m->heads, B = tr->B, T = tr->T;
+    const long ldt = (long)B * N * D;
+#pragma omp parallel for schedule(static)
+    for (long j = 0; j < (long)B * H; j++) {
+        const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
+        snn_sdsa_kv_train(T, N, d, b->pk.s + off, b->pv.s + off, D, ldt,
+                          b->kv + (size_t)(j / H) * D + (size_t)(j % H) * d, B * D);
+    }
+    pop_fwd(tr, m->blocks[l].pop_kv, b->kv, &b->pkv, (size_t)D);
+#pragma omp parallel for schedule(static)
+    for (long j = 0; j < (long)B * H; j++) {
+        const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
+        snn_sdsa_mask_train(T, N, d, b->pq.s + off, D, ldt,
+                            b->pkv.s + (size_t)(j / H) * D + (size_t)(j % H) * d, B * D,
+                            b->o + off, D, ldt);
+    }
+}
+
+static void sdsa_bwd(snn_trainer *tr, int l) {
+    const snn_model *m = tr->m;
+    block_act *b = &tr->blocks[l];
+    const int N = tr->N, D = tr->D, d = m->d, H = m->heads, B = tr->B, T = tr->T;
+    const long ldt = (long)B * N * D;
+    const size_t TBD = (size_t)T * B * D;
+    memset(tr->d_kvs, 0, TBD * sizeof *tr->d_kvs);
+#pragma omp parallel for schedule(static)
+    for (long j = 0; j < (long)B * H; j++) {
+        const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
+        const size_t koff = (size_t)(j / H) * D + (size_t)(j % H) * d;
+        snn_sdsa_mask_backward(T, N, d, b->pq.s + off, D, ldt, b->pkv.s + koff, B * D,
+                               tr->d_o + off, D, ldt, tr->d_q + off, tr->d_kvs + koff);
+    }
+    memset(tr->d_kv, 0, TBD * sizeof *tr->d_kv);
+    pop_bwd(tr, m->blocks[l].pop_kv, b->kv, &b->pkv, tr->d_kvs, tr->d_kv, (size_t)D);
+#pragma omp parallel for schedule(static)
+    for (long j = 0; j < (long)B * H; j++) {
+        const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
+        const size_t koff = (size_t)(j / H) * D + (size_t)(j % H) * d;
+        snn_sdsa_kv_backward(T, N, d, b->pk.s + off, b->pv.s + off, D, ldt, tr->d_kv + koff,
+                             B * D, tr->d_k + off, tr->d_v + off);
+    }
+}
+
+/* Per-job gradient block of primal's shared parameters: dE [M s], dR [M s], dcw [d 2s], dcb [d]. */
+static size_t primal_dgrad_floats(const snn_model *m) {
+    return 2 * (size_t)m->primal_M * m->primal_s + 2 * (size_t)m->d * m->primal_s + (size_t)m->d;
+}
+
+/* The attention kernel of block l on its (t, b, h) jobs; x_in is the block input [M, D] (cat's
+ * projection and primal's sampled tokens read it). */
+static void attn_fwd(snn_trainer *tr, int l, const float *x_in) {
+    const snn_model *m = tr->m;
+    const snn_block *mb = &m->blocks[l];
     block_act *b = &tr->blocks[l];
     const int N = tr->N, D = tr->D, d = m->d, H = m->heads;
     const long jobs = (long)tr->T * tr->B * H;
-    const bool bsa = m->cfg->model.attention.kind == SNN_ATTN_BSA;
+    const int M = tr->T * tr->B * N;
+    if (tr->kind == SNN_ATTN_SDSA) {
+        sdsa_fwd(tr, l);
+        return;
+    }
+    if (tr->kind == SNN_ATTN_CAT) snn_linear_fwd(b->g, x_in, mb->a_w, NULL, M, D, H);
+    const int S = m->primal_s, Mp = m->primal_M;
 #pragma omp parallel for schedule(static)
     for (long j = 0; j < jobs; j++) {
         const long tb = j / H;
         const int h = (int)(j % H);
         const size_t off = (size_t)tb * N * D + (size_t)h * d;
         float *att = b->att + (size_t)j * N * N;
-        if (bsa)
+        switch (tr->kind) {
+        case SNN_ATTN_BSA:
             snn_attn_bsa_head_train(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D, m->shift,
-                                    m->cfg->model.attention.rounding, tr->smooth, b->o + off, D, att,
-                                    b->mr + (size_t)j * 2 * N, false);
-        else
+                                    m->cfg->model.attention.rounding, tr->smooth, b->o + off, D,
+                                    att, b->mr + (size_t)j * 2 * N, false);
+            break;
+        case SNN_ATTN_SSA:
             snn_attn_ssa_head_train(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D,
                                     m->ssa_scale, b->o + off, D, att);
+            break;
+        case SNN_ATTN_SOFTMAX:
+            snn_attn_softmax_head_train(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D,
+                                        b->o + off, D, att);
+            break;
+        case SNN_ATTN_CAT:
+            snn_attn_cat_head_train(tr->cat_plan, b->g + (size_t)tb * N * H + h, H, b->pv.s + off,
+                                    D, b->o + off, D, att,
+                                    tr->cat_scratch + (size_t)thread_id() * tr->cat_scratch_doubles);
+            break;
+        case SNN_ATTN_PRIMAL: {
+            snn_primal_cache c = snn_primal_cache_bind(b->pcache + (size_t)j * tr->primal_cache_floats,
+                                                       N, d, S);
+            snn_primal_forward(N, d, S, Mp, b->pq.s + off, b->pk.s + off, D, x_in + off, D,
+                               tr->primal_idx, mb->E + (size_t)h * Mp * S,
+                               mb->R + (size_t)h * Mp * S, mb->c_w, mb->c_b, b->o + off, D, &c,
+                               NULL);
+            double *Sj = tr->ksvd_job + (size_t)j * S;
+            for (int k = 0; k < S; k++) Sj[k] = 0.0;
+            snn_primal_ksvd_accum(N, S, c.e, c.r, Sj);
+            break;
+        }
+        default: SNN_ASSERT(!"unreachable attention kind");
+        }
+    }
+    if (tr->kind == SNN_ATTN_PRIMAL) {
+        /* S[h] = sum over the batch in job order; J of this layer (primal.h) */
+        memset(b->ksvd_S, 0, (size_t)H * S * sizeof *b->ksvd_S);
+        for (long j = 0; j < jobs; j++)
+            for (int k = 0; k < S; k++) b->ksvd_S[(size_t)(j % H) * S + k] += tr->ksvd_job[(size_t)j * S + k];
+        const double trace = snn_primal_ksvd_trace(H, Mp, S, mb->E, mb->R);
+        b->ksvd_J = snn_primal_ksvd_J(H, S, mb->lambda, b->ksvd_S, trace, tr->T * tr->B, N);
     }
 }
 
-static void attn_bwd(snn_trainer *tr, int l) {
+/* Backward of attn_fwd: dQ, dK, dV into tr->d_q, d_k, d_v; gradients on x_in (cat's projection,
+ * primal's sampled tokens) are added to d_in [M, D]. */
+static void attn_bwd(snn_trainer *tr, int l, const float *x_in, float *d_in) {
     const snn_model *m = tr->m;
+    const snn_block *mb = &m->blocks[l];
     block_act *b = &tr->blocks[l];
     const int N = tr->N, D = tr->D, d = m->d, H = m->heads;
     const long jobs = (long)tr->T * tr->B * H;
-    const bool bsa = m->cfg->model.attention.kind == SNN_ATTN_BSA;
+    const int M = tr->T * tr->B * N;
+    if (tr->kind == SNN_ATTN_SDSA) {
+        sdsa_bwd(tr, l);
+        return;
+    }
+    const int S = m->primal_s, Mp = m->primal_M;
+    const size_t pg = tr->kind == SNN_ATTN_PRIMAL ? primal_dgrad_floats(m) : 0;
+    double ksvd_g = 0.0, ksvd_coef = 0.0;
+    if (tr->kind == SNN_ATTN_PRIMAL) {
+        ksvd_g = snn_primal_ksvd_dJ(m->cfg->model.attention.eta, b->ksvd_J, m->L);
+        ksvd_coef = ksvd_g / ((double)tr->T * tr->B * H * N);
+        memset(tr->primal_dgrad, 0, (size_t)jobs * pg * sizeof *tr->primal_dgrad);
+    }
+    if (tr->kind == SNN_ATTN_CAT) memset(tr->d_g, 0, (size_t)M * H * sizeof *tr->d_g);
 #pragma omp parallel for schedule(static)
     for (long j = 0; j < jobs; j++) {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        float *scratch = tr->att_scratch + (size_t)tid * N * N;
+        const int tid = thread_id();
+        float *scratch = tr->att_scratch + (size_t)tid * tr->att_scratch_floats;
         const long tb = j / H;
         const int h = (int)(j % H);
         const size_t off = (size_t)tb * N * D + (size_t)h * d;
         const float *att = b->att + (size_t)j * N * N;
-        if (bsa)
-            snn_attn_bsa_head_backward(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D, m->shift,
-                                       att, tr->d_o + off, D, tr->d_q + off, tr->d_k + off,
-                                       tr->d_v + off, scratch);
-        else
+        switch (tr->kind) {
+        case SNN_ATTN_BSA:
+            snn_attn_bsa_head_backward(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D,
+                                       m->shift, att, tr->d_o + off, D, tr->d_q + off,
+                                       tr->d_k + off, tr->d_v + off, scratch);
+            break;
+        case SNN_ATTN_SSA:
             snn_attn_ssa_head_backward(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D,
                                        m->ssa_scale, att, tr->d_o + off, D, tr->d_q + off,
                                        tr->d_k + off, tr->d_v + off, scratch);
+            break;
+        case SNN_ATTN_SOFTMAX:
+            snn_attn_softmax_head_backward(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D,
+                                           att, tr->d_o + off, D, tr->d_q + off, tr->d_k + off,
+                                           tr->d_v + off, scratch);
+            break;
+        case SNN_ATTN_CAT:
+            snn_attn_cat_head_backward(tr->cat_plan, b->g + (size_t)tb * N * H + h, H,
+                                       b->pv.s + off, D, att, tr->d_o + off, D,
+                                       tr->d_g + (size_t)tb * N * H + h, H, tr->d_v + off,
+                                       tr->cat_scratch + (size_t)tid * tr->cat_scratch_doubles);
+            break;
+        case SNN_ATTN_PRIMAL: {
+            snn_primal_cache c = snn_primal_cache_bind(b->pcache + (size_t)j * tr->primal_cache_floats,
+                                                       N, d, S);
+            float *g = tr->primal_dgrad + (size_t)j * pg;
+            float *dE = g, *dR = g + (size_t)Mp * S, *dcw = dR + (size_t)Mp * S;
+            float *dcb = dcw + (size_t)d * 2 * S;
+            snn_primal_backward(N, d, S, Mp, x_in + off, D, tr->primal_idx,
+                                mb->E + (size_t)h * Mp * S, mb->R + (size_t)h * Mp * S, mb->c_w,
+                                &c, tr->d_o + off, D, ksvd_coef, mb->lambda + (size_t)h * S,
+                                tr->d_q + off, tr->d_k + off, D, d_in + off, dE, dR, dcw, dcb,
+                                scratch);
+            break;
+        }
+        default: SNN_ASSERT(!"unreachable attention kind");
+        }
+    }
+    if (tr->kind == SNN_ATTN_CAT)
+        snn_linear_bwd(d_in, grad_of(tr, mb->a_w), NULL, tr->d_g, x_in, mb->a_w, M, D, H);
+    if (tr->kind == SNN_ATTN_PRIMAL) {
+        /* shared-parameter gradients: per-job blocks summed in job order (any thread count) */
+        float *gE = grad_of(tr, mb->E), *gR = grad_of(tr, mb->R);
+        float *gcw = grad_of(tr, mb->c_w), *gcb = grad_of(tr, mb->c_b);
+        const size_t MS = (size_t)Mp * S, CW = (size_t)d * 2 * S;
+        for (long j = 0; j < jobs; j++) {
+            const float *g = tr->primal_dgrad + (size_t)j * pg;
+            const size_t h = (size_t)(j % H);
+            for (size_t i = 0; i < MS; i++) gE[h * MS + i] += g[i];
+            for (size_t i = 0; i < MS; i++) gR[h * MS + i] += g[MS + i];
+            for (size_t i = 0; i < CW; i++) gcw[i] += g[2 * MS + i];
+            for (int i = 0; i < d; i++) gcb[i] += g[2 * MS + CW + (size_t)i];
+        }
+        snn_primal_ksvd_lambda_backward(H, S, mb->lambda, b->ksvd_S, tr->T * tr->B, N, ksvd_g,
+                                        grad_of(tr, mb->lambda));
+        snn_primal_ksvd_trace_backward(H, Mp, S, mb->E, mb->R, ksvd_g, gE, gR);
     }
 }
 
@@ -420,13 +693,16 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         const float *x_in = b->in.s;
         if (!tr->sew || l == 0) pop_fwd(tr, mb->pop_in, b->u_in, &b->in, (size_t)D);
         if (tr->sew && l > 0) x_in = tr->blocks[l - 1].u_out;
-        lin_bn_fwd(tr, &mb->q, x_in, M, &b->q, update_running);
-        pop_fwd(tr, mb->pop_q, b->q.z, &b->pq, (size_t)D);
-        lin_bn_fwd(tr, &mb->k, x_in, M, &b->k, update_running);
-        pop_fwd(tr, mb->pop_k, b->k.z, &b->pk, (size_t)D);
-        lin_bn_fwd(tr, &mb->v, x_in, M, &b->v, update_running);
-        pop_fwd(tr, mb->pop_v, b->v.z, &b->pv, (size_t)D);
-        attn_fwd(tr, l);
+        const snn_linear *lins[3] = {&mb->q, &mb->k, &mb->v};
+        lin_act *acts[3] = {&b->q, &b->k, &b->v};
+        pop_act *pops[3] = {&b->pq, &b->pk, &b->pv};
+        const int pop_ids[3] = {mb->pop_q, mb->pop_k, mb->pop_v};
+        for (int j = 0; j < 3; j++) {
+            if (!lins[j]->weight) continue; /* cat has no q, k; primal no v */
+            lin_bn_fwd(tr, lins[j], x_in, M, acts[j], update_running);
+            pop_fwd(tr, pop_ids[j], acts[j]->z, pops[j], (size_t)D);
+        }
+        attn_fwd(tr, l, x_in);
         pop_fwd(tr, mb->pop_attn, b->o, &b->pa, (size_t)D);
         lin_bn_fwd(tr, &mb->o, b->pa.s, M, &b->proj, update_running);
         if (tr->sew) {
@@ -458,6 +734,12 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     snn_linear_fwd(tr->logits, tr->pooled, m->head.weight, m->head.bias, B, D, C);
     float loss = snn_cross_entropy_fwd(tr->probs, tr->logits, tr->labels, B, C,
                                        m->cfg->train.label_smoothing);
+    if (tr->kind == SNN_ATTN_PRIMAL) {
+        /* loss = CE + eta L_KSVD, L_KSVD = mean over the primal layers of J^2 (primal.h) */
+        double ksvd = 0.0;
+        for (int l = 0; l < m->L; l++) ksvd += tr->blocks[l].ksvd_J * tr->blocks[l].ksvd_J;
+        loss += (float)(m->cfg->model.attention.eta * ksvd / m->L);
+    }
     if (correct) {
         int ok = 0;
         for (int b = 0; b < B; b++) {
@@ -523,18 +805,20 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         memset(tr->d_q, 0, MD * sizeof(float));
         memset(tr->d_k, 0, MD * sizeof(float));
         memset(tr->d_v, 0, MD * sizeof(float));
-        attn_bwd(tr, l);
-        /* q, k and v all read x_in: their input gradients add up (in d_s for ms, where x_in is
-         * lif_in's spikes; straight into the stream's gradient for sew blocks after the first) */
+        /* q, k and v (and cat's a, primal's sampled tokens) all read x_in: their input gradients
+         * add up (in d_s for ms, where x_in is lif_in's spikes; straight into the stream's
+         * gradient for sew blocks after the first) */
         const bool into_stream = tr->sew && l > 0;
         float *d_in = into_stream ? tr->d_u : tr->d_s;
         if (!into_stream) memset(tr->d_s, 0, MD * sizeof(float));
+        attn_bwd(tr, l, x_in, d_in);
         const snn_linear *lins[3] = {&mb->q, &mb->k, &mb->v};
         const lin_act *acts[3] = {&b->q, &b->k, &b->v};
         const pop_act *pops[3] = {&b->pq, &b->pk, &b->pv};
         const int pop_ids[3] = {mb->pop_q, mb->pop_k, mb->pop_v};
         float *dsp[3] = {tr->d_q, tr->d_k, tr->d_v};
         for (int j = 0; j < 3; j++) {
+            if (!lins[j]->weight) continue;
             memset(tr->d_x, 0, MD * sizeof(float));
             pop_bwd(tr, pop_ids[j], acts[j]->z, pops[j], dsp[j], tr->d_x, (size_t)D);
             lin_bn_bwd(tr, lins[j], x_in, tr->d_x, M, acts[j], d_in);

@@ -38,6 +38,10 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
                        const int32_t *labels, int B, bool update_running, bool grads,
                        int *correct);
 
+/* Inference mode: BatchNorm uses the running statistics (PyTorch's model.eval()); the step's
+ * loss and logits are then the evaluated model's. ANN models are evaluated this way. */
+void snn_trainer_set_eval(snn_trainer *tr, bool eval);
+
 /* The model the trainer was built for. */
 snn_model *snn_trainer_model(snn_trainer *tr);
 

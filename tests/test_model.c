@@ -205,6 +205,11 @@ static void test_golden_ssa_spike_for_spike(void **state) {
     check_golden("tests/reference/golden_ssa.h5");
 }
 
+static void test_golden_sdsa_spike_for_spike(void **state) {
+    (void)state;
+    check_golden("tests/reference/golden_sdsa.h5");
+}
+
 static void test_golden_sew_spike_for_spike(void **state) {
     (void)state;
     check_golden("tests/reference/golden_sew.h5");
@@ -343,6 +348,7 @@ int main(void) {
         cmocka_unit_test(test_event_linear_equals_dense_reference),
         cmocka_unit_test(test_golden_bsa_spike_for_spike),
         cmocka_unit_test(test_golden_ssa_spike_for_spike),
+        cmocka_unit_test(test_golden_sdsa_spike_for_spike),
         cmocka_unit_test(test_golden_sew_spike_for_spike),
         cmocka_unit_test(test_one_and_two_threads_are_byte_identical),
         cmocka_unit_test(test_checkpoint_round_trip_and_mismatch),

@@ -69,6 +69,9 @@ VARIANTS = {
     "ssa": ("ssa", "ms", _spec(embed=_EMBED, q=dict(beta=(0, 96)), k=dict(beta=(0, 96)),
                                v=dict(beta=(32, 128)), o=dict(beta=(-32, 32)),
                                fc1=dict(beta=(0, 96)), fc2=dict(beta=(-32, 32)))),
+    "sdsa": ("sdsa", "ms", _spec(embed=_EMBED, q=dict(beta=(32, 128)), k=dict(beta=(32, 128)),
+                                 v=dict(beta=(32, 128)), o=dict(beta=(-32, 32)),
+                                 fc1=dict(beta=(0, 96)), fc2=dict(beta=(-32, 32)))),
     "sew": ("bsa", "sew", _spec(embed=_EMBED, q=dict(beta=(-96, 96)), k=dict(beta=(-96, 96)),
                                 v=dict(beta=(0, 96)), o=dict(beta=(0, 96)),
                                 fc1=dict(beta=(0, 96)), fc2=dict(beta=(0, 128)))),
@@ -335,11 +338,11 @@ def verify_file(path, cfg, model, images, labels, out):
         assert f["input/sample_index"].dtype == np.int64
         assert f["expected/logits"].dtype == np.float32 and f["expected/logits"].shape == (SAMPLES, cfg.classes)
         assert f["expected/embed"].shape == (SAMPLES, N, cfg.dim)
-        widths = model.population_widths()
-        assert set(f["expected/nodes"].keys()) == set(widths)
-        for name, w in widths.items():
+        sizes = model.population_sizes()
+        assert set(f["expected/nodes"].keys()) == set(sizes)
+        for name, size in sizes.items():
             ds = f["expected/nodes"][name]["spikes"]
-            assert ds.dtype == np.int8 and ds.shape == (SAMPLES, T, N * w), (name, ds.shape)
+            assert ds.dtype == np.int8 and ds.shape == (SAMPLES, T, size), (name, ds.shape)
             assert (ds[()] == out["spikes"][name].numpy()).all()
     # round trip: a fresh model built from /config, parameters from /parameters
     m2 = R.load_h5(path)
@@ -434,7 +437,7 @@ def main():
     torch.set_num_threads(1)
     check_test_vectors()
     images, labels = load_fashion_mnist_test(SAMPLES)
-    for stem in VARIANTS:
+    for stem in sys.argv[1:] or VARIANTS:   # e.g. make_golden.py sdsa: one file only
         make_variant(stem, images, labels)
 
 

@@ -66,7 +66,7 @@ class ModelConfig:
     mlp_ratio: int = 2
     timesteps: int = 4
     residual: str = "ms"              # ms | sew
-    attention: str = "bsa"            # bsa | ssa
+    attention: str = "bsa"            # bsa | ssa | sdsa
     scale: float = 0.0                # ssa: score scale (0 = auto 0.125); bsa: Shiftmax s (0 = auto)
     attn_threshold: float = 0.0       # 0 = auto: bsa 0.125, ssa 0.5
     qk_threshold: float = 1.0         # bsa bipolar Q/K threshold
@@ -113,8 +113,9 @@ class ModelConfig:
             raise ValueError("dim must be a multiple of heads")
         if self.residual not in ("ms", "sew"):
             raise ValueError(f"residual {self.residual!r}: expected ms or sew")
-        if self.attention not in ("bsa", "ssa"):
-            raise ValueError(f"attention kind {self.attention!r}: the reference has bsa and ssa")
+        if self.attention not in ("bsa", "ssa", "sdsa"):
+            raise ValueError(f"attention kind {self.attention!r}: this reference has bsa, ssa and "
+                             "sdsa (ANN baselines: baselines_ref.py)")
         if self.rounding not in ("round", "ceil"):
             raise ValueError(f"rounding {self.rounding!r}: expected round or ceil")
         if self.qk_reset not in ("hard", "soft"):
@@ -365,6 +366,9 @@ class Attention(nn.Module):
             self.q_lif = LIFNode(cfg.tau, cfg.v_threshold, cfg.v_reset, cfg.decay_input)
             self.k_lif = LIFNode(cfg.tau, cfg.v_threshold, cfg.v_reset, cfg.decay_input)
         self.v_lif = LIFNode(cfg.tau, cfg.v_threshold, cfg.v_reset, cfg.decay_input)
+        if cfg.attention == "sdsa":
+            # Spike-driven Transformer: LIF_0.5 on sum_n K*V, one neuron per channel
+            self.kv_lif = LIFNode(cfg.tau, 0.5, cfg.v_reset, cfg.decay_input)
         self.attn_lif = LIFNode(cfg.tau, cfg.resolved_attn_threshold(), cfg.v_reset, cfg.decay_input)
         if cfg.residual == "sew":
             self.o_lif = LIFNode(cfg.tau, cfg.v_threshold, cfg.v_reset, cfg.decay_input)
@@ -436,6 +440,11 @@ class SpikeSimRef(nn.Module):
         for n in self.populations():
             w[n] = c.hidden if n.endswith("hidden_lif") else c.dim
         return w
+
+    def population_sizes(self) -> Dict[str, int]:
+        """Neurons per sample: N * width, except sdsa's kv_lif (one neuron per channel)."""
+        return {n: w if n.endswith("kv_lif") else self.cfg.tokens * w
+                for n, w in self.population_widths().items()}
 
     def neurons(self):
         return [m for m in self.modules() if isinstance(m, LIFNode)]
@@ -598,7 +607,10 @@ class SpikeSimRef(nn.Module):
         Q = a.q_lif(self._linear_bn(a.q, a.q_bn, S, f"blocks.{l}.attn.q"))
         K = a.k_lif(self._linear_bn(a.k, a.k_bn, S, f"blocks.{l}.attn.k"))
         V = a.v_lif(self._linear_bn(a.v, a.v_bn, S, f"blocks.{l}.attn.v"))
-        O = self.attention_kernel(Q, K, V)
+        if self.cfg.attention == "sdsa":
+            O = Q * a.kv_lif((K * V).sum(dim=1, keepdim=True))   # [B, 1, D] kv: exact counts
+        else:
+            O = self.attention_kernel(Q, K, V)
         A = a.attn_lif(O)
         U = U + self._linear_bn(a.o, a.o_bn, A, f"blocks.{l}.attn.o")
         S2 = m.lif_in(U)

@@ -1,0 +1,824 @@
+/*
+ * test_attention_ann.c: the ANN attention baselines' training kernels (attention/softmax.c,
+ * attention/cat.c; spec/model.md section 3 `softmax` and `cat`, research/methods.md 4 and 6)
+ * against naive double references, the direct O(N^2) CAT, finite differences and FFTW's own
+ * operation counts.
+ *
+ *   softmax: P and O == a naive double evaluation (rows of P sum to 1, also with logits large
+ *     enough to overflow exp without the max subtraction); backward == the documented formulas in
+ *     double (accumulates, stays in the head's columns); central differences of every q, k, v
+ *     entry.
+ *   CAT: forward == snn_attn_cat_head_direct (and a double loop) for N = 49, 64, 1, 2, 7, 3, 12
+ *     with ld > d, a nonzero head offset, a strided g; the convention test vector of methods.md
+ *     4.1; backward == a direct O(N^2) double evaluation; central differences of every g and v
+ *     entry; the backward accumulates (twice gives exactly 2x) and writes nothing outside the head;
+ *     one plan used by two threads at once (one with scratch that is only 8-byte aligned) gives
+ *     the sequential bits.
+ *   op counts: the softmax formula; CAT's count from FFTW's own numbers (recomputed from the
+ *     test's own plans), exact literals for N = 1 and 2, and N log N growth (N = 64 vs 4096).
+ *
+ * Tolerances (why):
+ *   softmax P: relative 1e-6 (+1e-12 absolute for underflowed entries): the kernel rounds each
+ *     P_ij to float once (2^-24 = 6e-8 relative); the reference scales before subtracting the max,
+ *     the kernel after, which moves exp's argument by ~1e-16 |argument|. Row sums of the float P:
+ *     within 1e-6 of 1 (each entry's rounding is <= 6e-8 of itself).
+ *   softmax O: 1e-6 of max|V| (O is summed from the float P: 6e-8 sum_j P_ij |v_j| <= 6e-8 max|V|).
+ *   softmax backward vs reference: relative 1e-5 plus 1e-6 of the largest |gradient| of the
+ *     matrix (the kernel rounds dP to float before dP - r, a cancellation: its error is relative
+ *     to |dP|, not to the difference; and dA is rounded once more).
+ *   CAT forward vs direct: 1e-6 of max|V| (|O| <= max|V| since z sums to 1; the double FFT's error
+ *     is ~1e-15 of that, so the two differ by float rounding, about one ulp; the worst is printed).
+ *   CAT backward vs direct: 1e-6 of the largest |reference| of each gradient, plus 1e-7 (the
+ *     accumulation into the prefilled 0.25 rounds once more).
+ *   Finite differences, loss L = sum r_ic o_ic in double with fixed random r: eps 1e-2, pass if
+ *     |analytic - numeric| < 5e-5 or relative < 1e-3. Truncation error of a central difference is
+ *     eps^2/6 |L'''| (~1e-6 here: softmax derivatives of inputs in [-1, 1]); the noise is o's float
+ *     rounding, up to ~6e-8 per output summed over the N d outputs one entry touches, divided by
+ *     2 eps: ~1e-5 at worst for these sizes. Observed: largest |difference| ~5e-6, largest relative
+ *     error among |gradient| >= 1e-2 ~2e-4 (both printed).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fftw3.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention/ann.h"
+#include "sim/rng.h"
+#include "tests/testutil.h"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+typedef struct trng {
+    uint64_t seed, ctr;
+} trng;
+
+static double trng_unif(trng *r) {
+    return (double)(snn_rng_u64(r->seed, 17, r->ctr++) >> 11) * 0x1p-53;
+}
+
+static const float JUNK = 77.0f;       /* input columns outside the head: must never be read */
+static const float SENTINEL = -555.0f; /* output columns outside the head: never written */
+
+/* [rows, ld] float matrix: columns [off, off + d) uniform in [-amp, amp], the others JUNK. */
+static void fill(trng *r, float *m, int rows, int ld, int off, int d, double amp) {
+    for (int i = 0; i < rows; i++)
+        for (int c = 0; c < ld; c++)
+            m[(size_t)i * ld + c] =
+                (c >= off && c < off + d) ? (float)(amp * (2.0 * trng_unif(r) - 1.0)) : JUNK;
+}
+
+static void set_all(float *m, size_t n, float val) {
+    for (size_t t = 0; t < n; t++) m[t] = val;
+}
+
+static void set_nan(double *m, size_t n) {
+    for (size_t t = 0; t < n; t++) m[t] = NAN;
+}
+
+/* In-head columns get `in`, the others SENTINEL. */
+static void prefill(float *m, int rows, int ld, int off, int d, float in) {
+    for (int i = 0; i < rows; i++)
+        for (int c = 0; c < ld; c++)
+            m[(size_t)i * ld + c] = (c >= off && c < off + d) ? in : SENTINEL;
+}
+
+static double max_abs_head(const float *m, int rows, int ld, int off, int d) {
+    double mx = 0.0;
+    for (int i = 0; i < rows; i++)
+        for (int c = 0; c < d; c++) mx = fmax(mx, fabs((double)m[(size_t)i * ld + off + c]));
+    return mx;
+}
+
+static double max_abs(const double *x, size_t n, double minus) {
+    double mx = 0.0;
+    for (size_t t = 0; t < n; t++) mx = fmax(mx, fabs(x[t] - minus));
+    return mx;
+}
+
+/* Checks got[i * ld + off + c] against want[i * d + c] within atol + rtol |want|, and that every
+ * column outside [off, off + d) still holds `outside`. Returns the largest |difference|. */
+static double check_head(const float *got, int rows, int ld, int off, int d, const double *want,
+                         double atol, double rtol, float outside, const char *label) {
+    double worst = 0.0;
+    for (int i = 0; i < rows; i++)
+        for (int c = 0; c < ld; c++) {
+            const double g = got[(size_t)i * ld + c];
+            if (c < off || c >= off + d) {
+                if (g != outside)
+                    fail_msg("%s: row %d column %d outside the head written", label, i, c);
+                continue;
+            }
+            const double w = want[(size_t)i * d + (c - off)];
+            const double diff = fabs(g - w);
+            if (!(diff <= atol + rtol * fabs(w)))
+                fail_msg("%s[%d][%d] = %.9g, reference %.9g (atol %.3g)", label, i, c - off, g, w,
+                         atol);
+            worst = fmax(worst, diff);
+        }
+    return worst;
+}
+
+/* ---- softmax: references ------------------------------------------------------------------- */
+
+/* Naive double softmax attention: S = Q K^T / sqrt(d) (scaled first), P = softmax_rows(S),
+ * O = P V with the double P. P [N * N], O [N * d]. Returns max |S|. */
+static double softmax_ref(int N, int d, const float *q, const float *k, const float *v, int ld,
+                        double *P, double *O) {
+    const double s = 1.0 / sqrt((double)d);
+    double smax = 0.0;
+    for (int i = 0; i < N; i++) {
+        double *Pi = P + (size_t)i * N, m = -INFINITY, sum = 0.0;
+        for (int j = 0; j < N; j++) {
+            double a = 0.0;
+            for (int c = 0; c < d; c++) a += (double)q[(size_t)i * ld + c] * k[(size_t)j * ld + c];
+            Pi[j] = a * s;
+            m = fmax(m, Pi[j]);
+            smax = fmax(smax, fabs(Pi[j]));
+        }
+        for (int j = 0; j < N; j++) sum += Pi[j] = exp(Pi[j] - m);
+        for (int j = 0; j < N; j++) Pi[j] /= sum;
+        for (int c = 0; c < d; c++) {
+            double acc = 0.0;
+            for (int j = 0; j < N; j++) acc += Pi[j] * v[(size_t)j * ld + c];
+            O[(size_t)i * d + c] = acc;
+        }
+    }
+    return smax;
+}
+
+/* The backward's formulas in double at the float P: pre + the gradient for dq, dk, dv. */
+static void softmax_backward_ref(int N, int d, const float *q, const float *k, const float *v,
+                                 int ld, const float *p, const float *dout, int lddo, double pre,
+                                 double *rq, double *rk, double *rv) {
+    const double s = 1.0 / sqrt((double)d);
+    double *dA = malloc((size_t)N * N * sizeof *dA);
+    for (int i = 0; i < N; i++) {
+        double r = 0.0;
+        for (int j = 0; j < N; j++) {
+            double dp = 0.0;
+            for (int c = 0; c < d; c++)
+                dp += (double)dout[(size_t)i * lddo + c] * v[(size_t)j * ld + c];
+            dA[(size_t)i * N + j] = dp;
+            r += dp * p[(size_t)i * N + j];
+        }
+        for (int j = 0; j < N; j++)
+            dA[(size_t)i * N + j] = s * p[(size_t)i * N + j] * (dA[(size_t)i * N + j] - r);
+    }
+    for (int a = 0; a < N; a++)
+        for (int c = 0; c < d; c++) {
+            double av = 0.0, aq = 0.0, ak = 0.0;
+            for (int b = 0; b < N; b++) {
+                av += (double)p[(size_t)b * N + a] * dout[(size_t)b * lddo + c];
+                aq += dA[(size_t)a * N + b] * k[(size_t)b * ld + c];
+                ak += dA[(size_t)b * N + a] * q[(size_t)b * ld + c];
+            }
+            rv[(size_t)a * d + c] = pre + av;
+            rq[(size_t)a * d + c] = pre + aq;
+            rk[(size_t)a * d + c] = pre + ak;
+        }
+    free(dA);
+}
+
+static const int SM_SIZES[][2] = {{1, 1}, {2, 3}, {5, 8}, {17, 3}, {16, 16}, {64, 64}, {9, 70}};
+enum { N_SM_SIZES = sizeof SM_SIZES / sizeof SM_SIZES[0] };
+
+/* ---- softmax: forward ---------------------------------------------------------------------- */
+
+static void test_softmax_forward_reference(void **state) {
+    (void)state;
+    double worst_o = 0.0, worst_score = 0.0;
+    for (int sz = 0; sz < N_SM_SIZES; sz++)
+        for (int big = 0; big < 2; big++) {
+            const int N = SM_SIZES[sz][0], d = SM_SIZES[sz][1];
+            const int ld = 2 * d + 1, off = d, ldo = d + 2;
+            /* amp 40: scaled scores of several hundreds to thousands, beyond exp's overflow at
+             * 709 without the max subtraction (asserted below) */
+            const double amp = big ? 40.0 : 1.0;
+            const size_t nm = (size_t)N * ld, nn = (size_t)N * N;
+            float *q = malloc(nm * sizeof *q), *k = malloc(nm * sizeof *k);
+            float *v = malloc(nm * sizeof *v), *o = malloc((size_t)N * ldo * sizeof *o);
+            float *p = malloc(nn * sizeof *p);
+            double *P = malloc(nn * sizeof *P), *O = malloc((size_t)N * d * sizeof *O);
+            trng r = {(uint64_t)(100 + 2 * sz + big), 0};
+            fill(&r, q, N, ld, off, d, amp);
+            fill(&r, k, N, ld, off, d, amp);
+            fill(&r, v, N, ld, off, d, 1.0);
+            set_all(o, (size_t)N * ldo, SENTINEL);
+            /* o's last two columns lie outside the head (ldo = d + 2): check_head sees them */
+            snn_attn_softmax_head_train(N, d, q + off, k + off, v + off, ld, o, ldo, p);
+            const double smax = softmax_ref(N, d, q + off, k + off, v + off, ld, P, O);
+            if (big) worst_score = fmax(worst_score, smax);
+            for (int i = 0; i < N; i++) {
+                double sum = 0.0, pmin = INFINITY, pmax = -INFINITY;
+                for (int j = 0; j < N; j++) {
+                    const double got = p[(size_t)i * N + j], want = P[(size_t)i * N + j];
+                    if (!(fabs(got - want) <= 1e-12 + 1e-6 * want))
+                        fail_msg("softmax N %d d %d amp %g: P[%d][%d] = %.9g, reference %.9g", N, d,
+                                 amp, i, j, got, want);
+                    sum += got, pmin = fmin(pmin, got), pmax = fmax(pmax, got);
+                }
+                if (!(fabs(sum - 1.0) <= 1e-6)) fail_msg("softmax row %d sums to %.12g", i, sum);
+                /* random real scores: the rows are not uniform (else P could be anything 1/N) */
+                if (N > 1) assert_true(pmax > pmin);
+            }
+            const double vmax = max_abs_head(v, N, ld, off, d);
+            const double w =
+                check_head(o, N, ldo, 0, d, O, 1e-6 * vmax, 0.0, SENTINEL, "softmax O");
+            worst_o = fmax(worst_o, w / vmax);
+            free(q), free(k), free(v), free(o), free(p), free(P), free(O);
+        }
+    print_message("softmax forward: max |O - reference| / max|V| = %.2e; largest scaled score "
+                  "%.0f\n", worst_o, worst_score);
+    assert_true(worst_score > 1000.0); /* exp(1000) overflows: the max subtraction was needed */
+}
+
+/* ---- softmax: backward against the formulas ---------------------------------------------- */
+
+static void test_softmax_backward_reference(void **state) {
+    (void)state;
+    for (int sz = 0; sz < N_SM_SIZES; sz++) {
+        const int N = SM_SIZES[sz][0], d = SM_SIZES[sz][1];
+        const int ld = 2 * d + 3, off = d + 1, lddo = d + 1;
+        const size_t nm = (size_t)N * ld, nn = (size_t)N * N, nd = (size_t)N * d;
+        float *q = malloc(nm * sizeof *q), *k = malloc(nm * sizeof *k), *v = malloc(nm * sizeof *v);
+        float *dq = malloc(nm * sizeof *dq), *dk = malloc(nm * sizeof *dk);
+        float *dv = malloc(nm * sizeof *dv), *o = malloc((size_t)N * lddo * sizeof *o);
+        float *dout = malloc((size_t)N * lddo * sizeof *dout), *p = malloc(nn * sizeof *p);
+        float *scratch = malloc(nn * sizeof *scratch);
+        double *rq = malloc(nd * sizeof *rq), *rk = malloc(nd * sizeof *rk);
+        double *rv = malloc(nd * sizeof *rv);
+        trng r = {(uint64_t)(200 + sz), 0};
+        fill(&r, q, N, ld, off, d, 3.0 / sqrt(sqrt((double)d)));
+        fill(&r, k, N, ld, off, d, 3.0 / sqrt(sqrt((double)d)));
+        fill(&r, v, N, ld, off, d, 1.0);
+        fill(&r, dout, N, lddo, 0, d, 1.0);
+        snn_attn_softmax_head_train(N, d, q + off, k + off, v + off, ld, o, lddo, p);
+        prefill(dq, N, ld, off, d, 0.5f), prefill(dk, N, ld, off, d, 0.5f);
+        prefill(dv, N, ld, off, d, 0.5f);
+        set_all(scratch, nn, NAN); /* written before it is read */
+        snn_attn_softmax_head_backward(N, d, q + off, k + off, v + off, ld, p, dout, lddo, dq + off,
+                                       dk + off, dv + off, scratch);
+        softmax_backward_ref(N, d, q + off, k + off, v + off, ld, p, dout, lddo, 0.5, rq, rk, rv);
+        check_head(dq, N, ld, off, d, rq, 1e-6 * max_abs(rq, nd, 0.5) + 1e-7, 1e-5, SENTINEL,
+                   "softmax dQ");
+        check_head(dk, N, ld, off, d, rk, 1e-6 * max_abs(rk, nd, 0.5) + 1e-7, 1e-5, SENTINEL,
+                   "softmax dK");
+        check_head(dv, N, ld, off, d, rv, 1e-6 * max_abs(rv, nd, 0.5) + 1e-7, 1e-5, SENTINEL,
+                   "softmax dV");
+        /* not vacuous: for N > 1 the score gradients are not all zero */
+        if (N > 1) assert_true(max_abs(rq, nd, 0.5) > 1e-3 && max_abs(rk, nd, 0.5) > 1e-3);
+        free(q), free(k), free(v), free(dq), free(dk), free(dv), free(o), free(dout), free(p);
+        free(scratch), free(rq), free(rk), free(rv);
+    }
+}
+
+/* ---- finite differences (both kernels) -------------------------------------------------- */
+
+static const double FD_EPS = 1e-2, FD_ABS = 5e-5, FD_REL = 1e-3;
+static double fd_worst_abs; /* largest |analytic - numeric| seen (printed) */
+
+/* One FD comparison; returns the relative error if |gradient| >= 1e-2 (else 0). */
+static double fd_compare(double analytic, double numeric, const char *label, const char *what,
+                         int i, int c) {
+    const double diff = fabs(analytic - numeric);
+    const double re = diff / fmax(fmax(fabs(analytic), fabs(numeric)), 1e-30);
+    if (!(diff < FD_ABS || re < FD_REL))
+        fail_msg("%s: d%s[%d][%d]: backward %.9g, finite difference %.9g", label, what, i, c,
+                 analytic, numeric);
+    if (diff > fd_worst_abs) fd_worst_abs = diff;
+    return fmax(fabs(analytic), fabs(numeric)) >= 1e-2 ? re : 0.0;
+}
+
+/* L = sum_ic r_ic o_ic in double; r and o [N, d] at row stride ldo. */
+static double weighted_sum(const float *r, const float *o, int N, int d, int ldo) {
+    double L = 0.0;
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < d; c++) L += (double)r[(size_t)i * ldo + c] * o[(size_t)i * ldo + c];
+    return L;
+}
+
+static void test_softmax_finite_differences(void **state) {
+    (void)state;
+    fd_worst_abs = 0.0;
+    static const int cases[][2] = {{6, 5}, {4, 9}, {1, 3}, {7, 4}};
+    double worst = 0.0;
+    for (int ci = 0; ci < 4; ci++) {
+        const int N = cases[ci][0], d = cases[ci][1];
+        const int ld = 2 * d + 1, off = d + 1, ldo = d + 1;
+        const size_t nm = (size_t)N * ld, nn = (size_t)N * N;
+        float *q = malloc(nm * sizeof *q), *k = malloc(nm * sizeof *k), *v = malloc(nm * sizeof *v);
+        float *dq = calloc(nm, sizeof *dq), *dk = calloc(nm, sizeof *dk);
+        float *dv = calloc(nm, sizeof *dv), *o = malloc((size_t)N * ldo * sizeof *o);
+        float *rw = malloc((size_t)N * ldo * sizeof *rw), *p = malloc(nn * sizeof *p);
+        float *scratch = malloc(nn * sizeof *scratch);
+        trng r = {(uint64_t)(300 + ci), 0};
+        fill(&r, q, N, ld, off, d, 1.0), fill(&r, k, N, ld, off, d, 1.0);
+        fill(&r, v, N, ld, off, d, 1.0), fill(&r, rw, N, ldo, 0, d, 1.0);
+        snn_attn_softmax_head_train(N, d, q + off, k + off, v + off, ld, o, ldo, p);
+        snn_attn_softmax_head_backward(N, d, q + off, k + off, v + off, ld, p, rw, ldo, dq + off,
+                                       dk + off, dv + off, scratch);
+        float *const mats[3] = {q, k, v};
+        const float *const grads[3] = {dq, dk, dv};
+        static const char *const names[3] = {"q", "k", "v"};
+        bool nonzero = false;
+        for (int mi = 0; mi < 3; mi++)
+            for (int i = 0; i < N; i++)
+                for (int c = 0; c < d; c++) {
+                    const size_t at = (size_t)i * ld + off + c;
+                    float *m = mats[mi];
+                    const float x0 = m[at], xp = (float)(x0 + FD_EPS), xm = (float)(x0 - FD_EPS);
+                    m[at] = xp;
+                    snn_attn_softmax_head_train(N, d, q + off, k + off, v + off, ld, o, ldo, p);
+                    const double Lp = weighted_sum(rw, o, N, d, ldo);
+                    m[at] = xm;
+                    snn_attn_softmax_head_train(N, d, q + off, k + off, v + off, ld, o, ldo, p);
+                    const double Lm = weighted_sum(rw, o, N, d, ldo);
+                    m[at] = x0;
+                    const double num = (Lp - Lm) / ((double)xp - xm);
+                    const double re = fd_compare(grads[mi][at], num, "softmax fd", names[mi], i, c);
+                    worst = fmax(worst, re);
+                    if (mi < 2 && fabs(num) > 1e-2) nonzero = true;
+                }
+        if (N > 1) assert_true(nonzero); /* the q, k derivatives were really exercised */
+        free(q), free(k), free(v), free(dq), free(dk), free(dv), free(o), free(rw), free(p);
+        free(scratch);
+    }
+    print_message("softmax finite differences: max relative error (|grad| >= 1e-2) %.2e, max "
+                  "|difference| %.2e\n", worst, fd_worst_abs);
+}
+
+/* ---- CAT: references ----------------------------------------------------------------------- */
+
+static void softmax_vec_ref(int N, const float *g, int ldg, double *z) {
+    double m = -INFINITY, sum = 0.0;
+    for (int t = 0; t < N; t++) m = fmax(m, (double)g[(size_t)t * ldg]);
+    for (int t = 0; t < N; t++) sum += z[t] = exp((double)g[(size_t)t * ldg] - m);
+    for (int t = 0; t < N; t++) z[t] /= sum;
+}
+
+static int modn(int a, int N) { return ((a % N) + N) % N; }
+
+/* o[i, c] = sum_j z[(i - j) mod N] v[j, c] in double, [N * d]. */
+static void cat_forward_ref(int N, int d, const float *z, const float *v, int ld, double *o) {
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < d; c++) {
+            double acc = 0.0;
+            for (int j = 0; j < N; j++) acc += (double)z[modn(i - j, N)] * v[(size_t)j * ld + c];
+            o[(size_t)i * d + c] = acc;
+        }
+}
+
+/* Direct O(N^2 d) backward at the float z: pre + dV [N * d], pre + dg [N]. */
+static void cat_backward_ref(int N, int d, const float *z, const float *v, int ld,
+                             const float *dout, int lddo, double pre, double *rv, double *rg) {
+    double *dz = malloc((size_t)N * sizeof *dz), zdz = 0.0;
+    for (int j = 0; j < N; j++)
+        for (int c = 0; c < d; c++) {
+            double acc = 0.0;
+            for (int i = 0; i < N; i++)
+                acc += (double)z[modn(i - j, N)] * dout[(size_t)i * lddo + c];
+            rv[(size_t)j * d + c] = pre + acc;
+        }
+    for (int m = 0; m < N; m++) {
+        double acc = 0.0;
+        for (int i = 0; i < N; i++)
+            for (int c = 0; c < d; c++)
+                acc += (double)dout[(size_t)i * lddo + c] * v[(size_t)modn(i - m, N) * ld + c];
+        dz[m] = acc;
+        zdz += (double)z[m] * acc;
+    }
+    for (int m = 0; m < N; m++) rg[m] = pre + (double)z[m] * (dz[m] - zdz);
+    free(dz);
+}
+
+typedef struct cat_bufs {
+    int N, d, ld, off, ldo, ldg, goff;
+    float *g, *v, *o, *z, *dout, *dv, *dg;
+    double *scratch;
+    snn_cat_plan *pl;
+} cat_bufs;
+
+/* g: [N, ldg] with the head's logits in column goff (JUNK elsewhere); v, dv: [N, ld], head at
+ * column off; o, dout: [N, ldo]; dg: [N, ldg] like g. */
+static cat_bufs cb_new(int N, int d, uint64_t seed, double gamp) {
+    cat_bufs b = {.N = N, .d = d, .ld = 3 * d + 2, .off = d + 1, .ldo = d + 3, .ldg = 3, .goff = 1};
+    const size_t nm = (size_t)N * b.ld;
+    b.g = malloc((size_t)N * b.ldg * sizeof *b.g);
+    b.dg = malloc((size_t)N * b.ldg * sizeof *b.dg);
+    b.v = malloc(nm * sizeof *b.v), b.dv = malloc(nm * sizeof *b.dv);
+    b.o = malloc((size_t)N * b.ldo * sizeof *b.o);
+    b.dout = malloc((size_t)N * b.ldo * sizeof *b.dout);
+    b.z = malloc((size_t)N * sizeof *b.z);
+    b.pl = snn_cat_plan_new(N, d);
+    b.scratch = malloc(snn_cat_scratch_doubles(N, d) * sizeof *b.scratch);
+    set_nan(b.scratch, snn_cat_scratch_doubles(N, d)); /* nothing is read before written */
+    trng r = {seed, 0};
+    fill(&r, b.g, N, b.ldg, b.goff, 1, gamp);
+    fill(&r, b.v, N, b.ld, b.off, d, 1.0);
+    fill(&r, b.dout, N, b.ldo, 0, d, 1.0);
+    set_all(b.o, (size_t)N * b.ldo, SENTINEL);
+    return b;
+}
+
+static void cb_free(cat_bufs *b) {
+    free(b->g), free(b->dg), free(b->v), free(b->dv), free(b->o), free(b->dout), free(b->z);
+    free(b->scratch);
+    snn_cat_plan_free(b->pl);
+}
+
+static void cb_forward(cat_bufs *b) {
+    snn_attn_cat_head_train(b->pl, b->g + b->goff, b->ldg, b->v + b->off, b->ld, b->o, b->ldo, b->z,
+                            b->scratch);
+}
+
+static void cb_backward(cat_bufs *b) {
+    snn_attn_cat_head_backward(b->pl, b->g + b->goff, b->ldg, b->v + b->off, b->ld, b->z, b->dout,
+                               b->ldo, b->dg + b->goff, b->ldg, b->dv + b->off, b->scratch);
+}
+
+static const int CAT_SIZES[][2] = {{49, 5}, {64, 16}, {1, 3}, {2, 4}, {7, 6}, {3, 1}, {12, 2}};
+enum { N_CAT_SIZES = sizeof CAT_SIZES / sizeof CAT_SIZES[0] };
+
+/* ---- CAT: forward ---------------------------------------------------------------------------- */
+
+static void test_cat_forward_matches_direct(void **state) {
+    (void)state;
+    double worst = 0.0;
+    for (int sz = 0; sz < N_CAT_SIZES; sz++) {
+        const int N = CAT_SIZES[sz][0], d = CAT_SIZES[sz][1];
+        cat_bufs cb = cb_new(N, d, (uint64_t)(400 + sz), 2.0);
+        cat_bufs *b = &cb;
+        assert_int_equal(snn_cat_plan_n(b->pl), N);
+        assert_int_equal(snn_cat_plan_d(b->pl), d);
+        cb_forward(b);
+
+        /* z = softmax(g) */
+        double *zr = malloc((size_t)N * sizeof *zr), zsum = 0.0;
+        softmax_vec_ref(N, b->g + b->goff, b->ldg, zr);
+        for (int t = 0; t < N; t++) {
+            if (!(fabs(b->z[t] - zr[t]) <= 1e-12 + 1e-6 * zr[t]))
+                fail_msg("cat N %d: z[%d] = %.9g, reference %.9g", N, t, (double)b->z[t], zr[t]);
+            zsum += b->z[t];
+        }
+        assert_true(fabs(zsum - 1.0) <= 1e-6);
+        if (N > 1) assert_true(max_abs(zr, (size_t)N, 1.0 / N) > 1e-3); /* z is not uniform */
+
+        /* the direct kernel is the double loop of the reference, same order: the same double,
+         * rounded once */
+        float *od = malloc((size_t)N * b->ldo * sizeof *od);
+        double *ref = malloc((size_t)N * d * sizeof *ref);
+        double *ref32 = malloc((size_t)N * d * sizeof *ref32);
+        set_all(od, (size_t)N * b->ldo, SENTINEL);
+        snn_attn_cat_head_direct(N, d, b->z, b->v + b->off, b->ld, od, b->ldo);
+        cat_forward_ref(N, d, b->z, b->v + b->off, b->ld, ref);
+        for (size_t t = 0; t < (size_t)N * d; t++) ref32[t] = (float)ref[t];
+        check_head(od, N, b->ldo, 0, d, ref32, 0.0, 0.0, SENTINEL, "cat direct");
+
+        /* FFT path vs direct */
+        const double vmax = max_abs_head(b->v, N, b->ld, b->off, d);
+        const double w =
+            check_head(b->o, N, b->ldo, 0, d, ref, 1e-6 * vmax, 0.0, SENTINEL, "cat O");
+        worst = fmax(worst, w / vmax);
+        if (N == 1) /* z = [1]: O = V exactly */
+            for (int c = 0; c < d; c++) assert_true(b->o[c] == b->v[b->off + c]);
+        free(zr), free(od), free(ref), free(ref32);
+        cb_free(&cb);
+    }
+    print_message("cat forward (FFT) vs direct: max |diff| / max|V| = %.2e\n", worst);
+}
+
+/* methods.md 4.1: z = [.5, .25, .125, .125], v = [1, 2, 3, 4]: convolution [2.125, 2.125, 2.625,
+ * 3.125] (the correlation convention would give [1.875, 2.375, 2.875, 2.875]). */
+static void test_cat_convention_vector(void **state) {
+    (void)state;
+    const float z[4] = {0.5f, 0.25f, 0.125f, 0.125f}, v[4] = {1, 2, 3, 4};
+    const float want[4] = {2.125f, 2.125f, 2.625f, 3.125f};
+    float o[4], of[4], zf[4], g[4];
+    snn_attn_cat_head_direct(4, 1, z, v, 1, o, 1);
+    assert_memory_equal(o, want, sizeof o);
+    for (int t = 0; t < 4; t++) g[t] = (float)log((double)z[t]);
+    snn_cat_plan *pl = snn_cat_plan_new(4, 1);
+    double *scratch = malloc(snn_cat_scratch_doubles(4, 1) * sizeof *scratch);
+    snn_attn_cat_head_train(pl, g, 1, v, 1, of, 1, zf, scratch);
+    for (int t = 0; t < 4; t++) {
+        assert_true(fabs(zf[t] - z[t]) <= 1e-6);
+        assert_true(fabs(of[t] - want[t]) <= 1e-6 * 4);
+    }
+    free(scratch);
+    snn_cat_plan_free(pl);
+}
+
+/* ---- CAT: backward ------------------------------------------------------------------------- */
+
+static void test_cat_backward_matches_direct(void **state) {
+    (void)state;
+    for (int sz = 0; sz < N_CAT_SIZES; sz++) {
+        const int N = CAT_SIZES[sz][0], d = CAT_SIZES[sz][1];
+        cat_bufs cb = cb_new(N, d, (uint64_t)(500 + sz), 2.0);
+        cat_bufs *b = &cb;
+        cb_forward(b);
+        prefill(b->dv, N, b->ld, b->off, d, 0.25f);
+        prefill(b->dg, N, b->ldg, b->goff, 1, 0.25f);
+        set_nan(b->scratch, snn_cat_scratch_doubles(N, d)); /* the forward's leftovers unused */
+        cb_backward(b);
+        double *rv = malloc((size_t)N * d * sizeof *rv), *rg = malloc((size_t)N * sizeof *rg);
+        cat_backward_ref(N, d, b->z, b->v + b->off, b->ld, b->dout, b->ldo, 0.25, rv, rg);
+        check_head(b->dv, N, b->ld, b->off, d, rv, 1e-6 * max_abs(rv, (size_t)N * d, 0.25) + 1e-7,
+                   0.0, SENTINEL, "cat dV");
+        check_head(b->dg, N, b->ldg, b->goff, 1, rg, 1e-6 * max_abs(rg, (size_t)N, 0.25) + 1e-7,
+                   0.0, SENTINEL, "cat dg");
+        if (N > 1) assert_true(max_abs(rg, (size_t)N, 0.25) > 1e-3); /* dg really exercised */
+        else assert_true(b->dg[b->goff] == 0.25f); /* N = 1: z = [1] whatever g, dg = 0 */
+        free(rv), free(rg);
+        cb_free(&cb);
+    }
+}
+
+/* Twice gives exactly 2x (x + x is exact in float), the forward is repeatable bit for bit, and
+ * nothing outside the head (nor g, v, dout) changes. */
+static void test_cat_backward_accumulates(void **state) {
+    (void)state;
+    const int N = 49, d = 5;
+    cat_bufs cb = cb_new(N, d, 600, 2.0);
+    cat_bufs *b = &cb;
+    const size_t nm = (size_t)N * b->ld, ng = (size_t)N * b->ldg, no = (size_t)N * b->ldo;
+    cb_forward(b);
+    float *o1 = malloc(no * sizeof *o1), *z1 = malloc((size_t)N * sizeof *z1);
+    memcpy(o1, b->o, no * sizeof *o1), memcpy(z1, b->z, (size_t)N * sizeof *z1);
+    cb_forward(b);
+    assert_memory_equal(o1, b->o, no * sizeof *o1);
+    assert_memory_equal(z1, b->z, (size_t)N * sizeof *z1);
+
+    float *g0 = malloc(ng * sizeof *g0), *v0 = malloc(nm * sizeof *v0);
+    float *d0 = malloc(no * sizeof *d0);
+    memcpy(g0, b->g, ng * sizeof *g0), memcpy(v0, b->v, nm * sizeof *v0);
+    memcpy(d0, b->dout, no * sizeof *d0);
+    prefill(b->dv, N, b->ld, b->off, d, 0.0f), prefill(b->dg, N, b->ldg, b->goff, 1, 0.0f);
+    cb_backward(b);
+    float *dv1 = malloc(nm * sizeof *dv1), *dg1 = malloc(ng * sizeof *dg1);
+    memcpy(dv1, b->dv, nm * sizeof *dv1), memcpy(dg1, b->dg, ng * sizeof *dg1);
+    cb_backward(b);
+    int nonzero = 0;
+    for (size_t t = 0; t < nm; t++) {
+        const bool in = (int)(t % b->ld) >= b->off && (int)(t % b->ld) < b->off + d;
+        assert_true(b->dv[t] == (in ? 2.0f * dv1[t] : SENTINEL));
+        nonzero += in && dv1[t] != 0.0f;
+    }
+    for (size_t t = 0; t < ng; t++) {
+        const bool in = (int)(t % b->ldg) == b->goff;
+        assert_true(b->dg[t] == (in ? 2.0f * dg1[t] : SENTINEL));
+        nonzero += in && dg1[t] != 0.0f;
+    }
+    assert_true(nonzero > N * d / 2); /* the gradients are not (mostly) zero */
+    assert_memory_equal(g0, b->g, ng * sizeof *g0);
+    assert_memory_equal(v0, b->v, nm * sizeof *v0);
+    assert_memory_equal(d0, b->dout, no * sizeof *d0);
+    free(o1), free(z1), free(g0), free(v0), free(d0), free(dv1), free(dg1);
+    cb_free(&cb);
+}
+
+static void test_cat_finite_differences(void **state) {
+    (void)state;
+    fd_worst_abs = 0.0;
+    static const int cases[][2] = {{7, 3}, {8, 4}, {2, 2}, {1, 3}, {12, 2}, {5, 1}};
+    double worst = 0.0;
+    for (int ci = 0; ci < 6; ci++) {
+        const int N = cases[ci][0], d = cases[ci][1];
+        cat_bufs cb = cb_new(N, d, (uint64_t)(700 + ci), 1.0);
+        cat_bufs *b = &cb;
+        float *rw = b->dout; /* the loss weights are dO */
+        cb_forward(b);
+        prefill(b->dv, N, b->ld, b->off, d, 0.0f), prefill(b->dg, N, b->ldg, b->goff, 1, 0.0f);
+        cb_backward(b);
+        bool nonzero = false;
+        for (int mi = 0; mi < 2; mi++) /* g, then v */
+            for (int i = 0; i < N; i++)
+                for (int c = 0; c < (mi == 0 ? 1 : d); c++) {
+                    float *m = mi == 0 ? b->g : b->v;
+                    const size_t at = mi == 0 ? (size_t)i * b->ldg + b->goff
+                                              : (size_t)i * b->ld + b->off + c;
+                    const float x0 = m[at], xp = (float)(x0 + FD_EPS), xm = (float)(x0 - FD_EPS);
+                    m[at] = xp;
+                    cb_forward(b);
+                    const double Lp = weighted_sum(rw, b->o, N, d, b->ldo);
+                    m[at] = xm;
+                    cb_forward(b);
+                    const double Lm = weighted_sum(rw, b->o, N, d, b->ldo);
+                    m[at] = x0;
+                    const double num = (Lp - Lm) / ((double)xp - xm);
+                    const double a = mi == 0 ? b->dg[at] : b->dv[at];
+                    worst = fmax(worst, fd_compare(a, num, "cat fd", mi == 0 ? "g" : "v", i, c));
+                    if (mi == 0 && fabs(num) > 1e-2) nonzero = true;
+                }
+        if (N > 1) assert_true(nonzero);
+        cb_free(&cb);
+    }
+    print_message("cat finite differences: max relative error (|grad| >= 1e-2) %.2e, max "
+                  "|difference| %.2e\n", worst, fd_worst_abs);
+}
+
+/* ---- CAT: one plan, several threads -------------------------------------------------------- */
+
+typedef struct thread_job {
+    const snn_cat_plan *pl;
+    const cat_bufs *in;          /* g, v, dout (read only) */
+    const float *o_ref, *z_ref, *dv_ref, *dg_ref;
+    double *scratch;             /* this thread's own */
+    int reps, mismatches;
+} thread_job;
+
+/* Forward and backward `reps` times with the shared plan; counts results that differ in any
+ * bit from the sequential run (no cmocka calls here: they are not thread-safe). */
+static void *thread_run(void *arg) {
+    thread_job *j = arg;
+    const cat_bufs *b = j->in;
+    const int N = b->N, d = b->d;
+    const size_t nm = (size_t)N * b->ld, ng = (size_t)N * b->ldg, no = (size_t)N * b->ldo;
+    float *o = malloc(no * sizeof *o), *z = malloc((size_t)N * sizeof *z);
+    float *dv = malloc(nm * sizeof *dv), *dg = malloc(ng * sizeof *dg);
+    for (int rep = 0; rep < j->reps; rep++) {
+        set_all(o, no, SENTINEL);
+        prefill(dv, N, b->ld, b->off, d, 0.0f), prefill(dg, N, b->ldg, b->goff, 1, 0.0f);
+        snn_attn_cat_head_train(j->pl, b->g + b->goff, b->ldg, b->v + b->off, b->ld, o, b->ldo, z,
+                                j->scratch);
+        snn_attn_cat_head_backward(j->pl, b->g + b->goff, b->ldg, b->v + b->off, b->ld, z, b->dout,
+                                   b->ldo, dg + b->goff, b->ldg, dv + b->off, j->scratch);
+        j->mismatches += memcmp(o, j->o_ref, no * sizeof *o) != 0 ||
+                         memcmp(z, j->z_ref, (size_t)N * sizeof *z) != 0 ||
+                         memcmp(dv, j->dv_ref, nm * sizeof *dv) != 0 ||
+                         memcmp(dg, j->dg_ref, ng * sizeof *dg) != 0;
+    }
+    free(o), free(z), free(dv), free(dg);
+    return NULL;
+}
+
+static void test_cat_plan_shared_by_threads(void **state) {
+    (void)state;
+    const int N = 49, d = 8;
+    cat_bufs cb = cb_new(N, d, 800, 2.0);
+    cat_bufs *b = &cb;
+    const size_t nsc = snn_cat_scratch_doubles(N, d);
+    cb_forward(b);
+    prefill(b->dv, N, b->ld, b->off, d, 0.0f), prefill(b->dg, N, b->ldg, b->goff, 1, 0.0f);
+    cb_backward(b);
+    /* sanity: the sequential result is the direct one (else identical garbage would pass) */
+    double *ref = malloc((size_t)N * d * sizeof *ref);
+    cat_forward_ref(N, d, b->z, b->v + b->off, b->ld, ref);
+    check_head(b->o, N, b->ldo, 0, d, ref, 1e-6, 0.0, SENTINEL, "cat O (threads)");
+
+    /* scratch 1: malloc's 16-byte alignment; scratch 2: shifted by one double, so only 8-byte
+     * aligned (FFTW_UNALIGNED plans must accept it and give the same bits) */
+    double *s1 = malloc(nsc * sizeof *s1), *s2raw = malloc((nsc + 1) * sizeof *s2raw);
+    double *s2 = s2raw + 1;
+    set_nan(s1, nsc), set_nan(s2, nsc);
+    thread_job jobs[2];
+    for (int t = 0; t < 2; t++)
+        jobs[t] = (thread_job){b->pl, b, b->o, b->z, b->dv, b->dg, t ? s2 : s1, 40, 0};
+    pthread_t th[2];
+    for (int t = 0; t < 2; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, thread_run, &jobs[t]), 0);
+    for (int t = 0; t < 2; t++) assert_int_equal(pthread_join(th[t], NULL), 0);
+    assert_int_equal(jobs[0].mismatches, 0);
+    assert_int_equal(jobs[1].mismatches, 0);
+    free(ref), free(s1), free(s2raw);
+    cb_free(&cb);
+}
+
+/* ---- op counts ---------------------------------------------------------------------------- */
+
+static void test_softmax_count(void **state) {
+    (void)state;
+    snn_ops ops;
+    for (int c = 0; c < SNN_OP__COUNT; c++) ops.n[c] = 3; /* it adds, it does not overwrite */
+    snn_attn_softmax_count(7, 5, &ops);
+    /* MAC 2 N^2 d + N^2 = 490 + 49; EXP, DIV, CMP N^2 = 49 */
+    assert_int_equal(ops.n[SNN_OP_MAC], 3 + 539);
+    assert_int_equal(ops.n[SNN_OP_EXP], 3 + 49);
+    assert_int_equal(ops.n[SNN_OP_DIV], 3 + 49);
+    assert_int_equal(ops.n[SNN_OP_CMP], 3 + 49);
+    assert_int_equal(ops.n[SNN_OP_AC], 3);
+    assert_int_equal(ops.n[SNN_OP_SHIFT], 3);
+    assert_int_equal(ops.n[SNN_OP_INT_ADD], 3);
+    assert_int_equal(ops.n[SNN_OP_NEURON], 3);
+    memset(&ops, 0, sizeof ops);
+    snn_attn_softmax_count(64, 16, &ops); /* 2 * 4096 * 16 + 4096 */
+    assert_int_equal(ops.n[SNN_OP_MAC], 135168);
+    assert_int_equal(ops.n[SNN_OP_EXP], 4096);
+}
+
+static snn_cat_fft_flops plan_flops(fftw_plan p, double times) {
+    snn_cat_fft_flops f = {0, 0, 0};
+    fftw_flops(p, &f.add, &f.mul, &f.fma);
+    f.add *= times, f.mul *= times, f.fma *= times;
+    return f;
+}
+
+static double flops_total(snn_cat_fft_flops f) { return f.add + f.mul + f.fma; }
+
+static void test_cat_count(void **state) {
+    (void)state;
+    /* literals: a length-1 DFT is a copy (no flops), a length-2 real DFT is x0 + x1, x0 - x1
+     * (2 adds per transform); H = N/2 + 1 */
+    static const struct { int N, d; uint64_t mac; } lit[] = {
+        {1, 3, 2 * 1 + 4 * 1 * 3 + 0},                       /* 14 */
+        {2, 3, 2 * 2 + 4 * 2 * 3 + (2 + 2 * 3 + 2 * 3)},     /* 42 */
+    };
+    for (int t = 0; t < 2; t++) {
+        snn_cat_plan *pl = snn_cat_plan_new(lit[t].N, lit[t].d);
+        snn_ops ops;
+        for (int c = 0; c < SNN_OP__COUNT; c++) ops.n[c] = 5;
+        snn_attn_cat_count(pl, &ops);
+        const uint64_t N = (uint64_t)lit[t].N;
+        assert_int_equal(ops.n[SNN_OP_MAC], 5 + lit[t].mac);
+        assert_int_equal(ops.n[SNN_OP_EXP], 5 + N);
+        assert_int_equal(ops.n[SNN_OP_DIV], 5 + N + 1);
+        assert_int_equal(ops.n[SNN_OP_CMP], 5 + N);
+        assert_int_equal(ops.n[SNN_OP_AC], 5);
+        assert_int_equal(ops.n[SNN_OP_INT_ADD], 5);
+        snn_cat_plan_free(pl);
+    }
+    /* general N: 2N + 4 H d + FFTW's count of the forward's transforms, recomputed from the
+     * test's own plans (same sizes, strides and flags) */
+    static const int sizes[][2] = {{7, 6}, {49, 5}, {64, 16}};
+    for (int t = 0; t < 3; t++) {
+        const int N = sizes[t][0], d = sizes[t][1], H = N / 2 + 1;
+        double *re = fftw_alloc_real((size_t)N * d);
+        fftw_complex *cx = fftw_alloc_complex((size_t)H * d);
+        const unsigned fl = FFTW_ESTIMATE | FFTW_UNALIGNED;
+        const int n[1] = {N};
+        fftw_plan r1 = fftw_plan_dft_r2c_1d(N, re, cx, fl);
+        fftw_plan i1 = fftw_plan_dft_c2r_1d(N, cx, re, fl);
+        fftw_plan rd = fftw_plan_many_dft_r2c(1, n, d, re, NULL, d, 1, cx, NULL, d, 1, fl);
+        fftw_plan id = fftw_plan_many_dft_c2r(1, n, d, cx, NULL, d, 1, re, NULL, d, 1, fl);
+        const double fwd = flops_total(plan_flops(r1, 1)) + flops_total(plan_flops(rd, 1)) +
+                           flops_total(plan_flops(id, 1));
+        const double bwd = fwd + flops_total(plan_flops(rd, 1)) + flops_total(plan_flops(i1, 1));
+        snn_cat_plan *pl = snn_cat_plan_new(N, d);
+        assert_true(flops_total(snn_cat_plan_forward_flops(pl)) == fwd);
+        assert_true(flops_total(snn_cat_plan_backward_flops(pl)) == bwd);
+        assert_true(fwd > 0 && fwd == floor(fwd) && bwd > fwd);
+        snn_ops ops;
+        memset(&ops, 0, sizeof ops);
+        snn_attn_cat_count(pl, &ops);
+        assert_int_equal(ops.n[SNN_OP_MAC], (uint64_t)(2 * N + 4 * H * d) + (uint64_t)fwd);
+        assert_int_equal(ops.n[SNN_OP_EXP], N);
+        assert_int_equal(ops.n[SNN_OP_DIV], N + 1);
+        snn_cat_plan_free(pl);
+        fftw_destroy_plan(r1), fftw_destroy_plan(i1), fftw_destroy_plan(rd), fftw_destroy_plan(id);
+        fftw_free(re), fftw_free(cx);
+    }
+}
+
+/* O(N log N): from N = 64 to 4096 (x64) CAT's MACs grow between x64 (linear) and
+ * x64 * (log 4096 / log 64) * 2 = x256; softmax's, quadratic, grow about x4096. */
+static void test_cat_count_n_log_n(void **state) {
+    (void)state;
+    const int d = 8;
+    uint64_t mac[2], smac[2];
+    for (int t = 0; t < 2; t++) {
+        const int N = t ? 4096 : 64;
+        snn_cat_plan *pl = snn_cat_plan_new(N, d);
+        snn_ops ops, sops;
+        memset(&ops, 0, sizeof ops), memset(&sops, 0, sizeof sops);
+        snn_attn_cat_count(pl, &ops);
+        snn_attn_softmax_count(N, d, &sops);
+        mac[t] = ops.n[SNN_OP_MAC], smac[t] = sops.n[SNN_OP_MAC];
+        const snn_cat_fft_flops f = snn_cat_plan_forward_flops(pl);
+        print_message("cat N %d d %d: forward FFT flops add %.0f mul %.0f fma %.0f; MAC %llu "
+                      "(softmax %llu)\n", N, d, f.add, f.mul, f.fma, (unsigned long long)mac[t],
+                      (unsigned long long)smac[t]);
+        snn_cat_plan_free(pl);
+    }
+    const double ratio = (double)mac[1] / (double)mac[0];
+    print_message("cat MAC ratio N 4096 / N 64 = %.1f (softmax %.1f)\n", ratio,
+                  (double)smac[1] / (double)smac[0]);
+    assert_true(ratio >= 64.0 && ratio <= 256.0);
+    assert_true((double)smac[1] / (double)smac[0] > 4000.0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_softmax_forward_reference),
+        cmocka_unit_test(test_softmax_backward_reference),
+        cmocka_unit_test(test_softmax_finite_differences),
+        cmocka_unit_test(test_cat_forward_matches_direct),
+        cmocka_unit_test(test_cat_convention_vector),
+        cmocka_unit_test(test_cat_backward_matches_direct),
+        cmocka_unit_test(test_cat_backward_accumulates),
+        cmocka_unit_test(test_cat_finite_differences),
+        cmocka_unit_test(test_cat_plan_shared_by_threads),
+        cmocka_unit_test(test_softmax_count),
+        cmocka_unit_test(test_cat_count),
+        cmocka_unit_test(test_cat_count_n_log_n),
+    };
+    return cmocka_run_group_tests_name("attention_ann", tests, NULL, NULL);
+}
