@@ -195,6 +195,71 @@ static void check_golden(const char *file) {
     free(yaml);
 }
 
+/* ANN baselines: the logits of the PyTorch reference (tests/reference/make_golden_ann.py,
+ * computed in float64). spikesim evaluates the same weights with float32 activations (BLAS
+ * products, FFTW transforms in double, kernels summing in double), so the comparison has a
+ * tolerance: 2e-5 absolute + 2e-5 relative, about 100 float32 ulps of logits of size ~1; the
+ * PyTorch float32 evaluation itself differs from float64 by up to 1.7e-6. The logits differ
+ * between samples by far more than that (checked), so the test has teeth. */
+static void check_golden_ann(const char *file) {
+    snn_err err = {{0}};
+    char *yaml = read_text(file, "/config");
+    assert_non_null(yaml);
+    snn_config cfg;
+    assert_int_equal(snn_config_load_string(&cfg, yaml, file, NULL, 0, stderr), 0);
+    free(cfg.model.weights);
+    cfg.model.weights = strdup(file);
+    snn_model m;
+    if (snn_model_init(&m, &cfg, &err) != SNN_OK) fail_msg("%s", err.msg);
+    assert_true(m.ann);
+    assert_int_equal(m.n_pops, 0);
+
+    int rank;
+    uint64_t dims[4];
+    snn_dataset ds = {0};
+    float *logits_ref = NULL;
+    assert_int_equal(snn_h5_read(file, "/input/images", SNN_H5_U8, &rank, dims, (void **)&ds.pixels, &err), SNN_OK);
+    ds.n = (int64_t)dims[0];
+    ds.channels = (int)dims[1];
+    ds.height = (int)dims[2];
+    ds.width = (int)dims[3];
+    assert_int_equal(snn_h5_read(file, "/input/labels", SNN_H5_U8, &rank, dims, (void **)&ds.labels, &err), SNN_OK);
+    ds.index = calloc((size_t)ds.n, sizeof *ds.index);
+    for (int64_t i = 0; i < ds.n; i++) ds.index[i] = i;
+    assert_int_equal(snn_h5_read(file, "/expected/logits", SNN_H5_F32, &rank, dims, (void **)&logits_ref, &err), SNN_OK);
+    assert_int_equal(dims[0], (uint64_t)ds.n);
+
+    snn_eval_opts o = {.threads = 2};
+    snn_eval e;
+    snn_evaluate(&m, &ds, &o, &e);
+    snn_assert_allclose(e.logits, logits_ref, (size_t)ds.n * m.classes, 2e-5, 2e-5, file);
+    double spread = 0.0;
+    for (int k = 0; k < m.classes; k++)
+        spread = fmax(spread, fabs(logits_ref[k] - logits_ref[m.classes + k]));
+    assert_true(spread > 1e-2);
+    snn_eval_free(&e, &m);
+    free(logits_ref);
+    snn_dataset_free(&ds);
+    snn_model_free(&m);
+    snn_config_free(&cfg);
+    free(yaml);
+}
+
+static void test_golden_softmax_logits(void **state) {
+    (void)state;
+    check_golden_ann("tests/reference/golden_softmax.h5");
+}
+
+static void test_golden_cat_logits(void **state) {
+    (void)state;
+    check_golden_ann("tests/reference/golden_cat.h5");
+}
+
+static void test_golden_primal_logits(void **state) {
+    (void)state;
+    check_golden_ann("tests/reference/golden_primal.h5");
+}
+
 static void test_golden_bsa_spike_for_spike(void **state) {
     (void)state;
     check_golden("tests/reference/golden_bsa.h5");
@@ -349,6 +414,9 @@ int main(void) {
         cmocka_unit_test(test_golden_bsa_spike_for_spike),
         cmocka_unit_test(test_golden_ssa_spike_for_spike),
         cmocka_unit_test(test_golden_sdsa_spike_for_spike),
+        cmocka_unit_test(test_golden_softmax_logits),
+        cmocka_unit_test(test_golden_cat_logits),
+        cmocka_unit_test(test_golden_primal_logits),
         cmocka_unit_test(test_golden_sew_spike_for_spike),
         cmocka_unit_test(test_one_and_two_threads_are_byte_identical),
         cmocka_unit_test(test_checkpoint_round_trip_and_mismatch),
