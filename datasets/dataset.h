@@ -42,6 +42,13 @@ int snn_dataset_load_split(snn_dataset *ds, const char *dir, const char *split, 
 void snn_dataset_synthetic(snn_dataset *ds, uint64_t seed, int split, int64_t n, int channels,
                            int height, int width, int classes);
 
+/* Seeded long-range sequence task (datasets/longseq.c): n sequences of N = side^2 tokens as
+ * [symbols + 1, side, side] grids (one-hot symbol channels plus a marker channel); label 1 when
+ * the two marked tokens (first and last quarter of the sequence) carry the same symbol, else 0.
+ * Deterministic in (seed, split, sample index). */
+void snn_dataset_longseq(snn_dataset *ds, uint64_t seed, int split, int64_t n, int side,
+                         int symbols);
+
 /* Seeded Fisher-Yates shuffle of samples (pixels, labels and index move together). */
 void snn_dataset_shuffle(snn_dataset *ds, uint64_t seed);
 

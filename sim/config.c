@@ -81,7 +81,7 @@ typedef struct key_spec {
     const char *doc;
 } key_spec;
 
-static const char *const source_names[] = {"idx", "synthetic", NULL};
+static const char *const source_names[] = {"idx", "synthetic", "longseq", NULL};
 static const char *const split_names[] = {"test", "train", NULL};
 static const char *const encoding_names[] = {"direct", "rate", NULL};
 static const char *const residual_names[] = {"ms", "sew", NULL};
@@ -103,7 +103,8 @@ static const key_spec keys[] = {
      "seed of every random stream (init, shuffle, rate encoding, synthetic data)"},
 
     {"data.source", T_ENUM, 0, OFF(data.source), 0, "idx", source_names, 0, 0,
-     "dataset: IDX files (Fashion-MNIST layout) or generated synthetic images"},
+     "dataset: IDX files (Fashion-MNIST layout), generated synthetic images, or the generated "
+     "long-range sequence task"},
     {"data.path", T_STRING, 0, OFF(data.path), 0, "/usr/share/datasets/fashion-mnist", NULL, 0,
      0, "directory holding the IDX files (raw or .gz)"},
     {"data.split", T_ENUM, F_AS_STRING, OFF(data.split), 0, "test", split_names, 0, 0,
@@ -117,7 +118,9 @@ static const key_spec keys[] = {
     {"data.encoding", T_ENUM, 0, OFF(data.encoding), 0, "direct", encoding_names, 0, 0,
      "input coding: pixels as a constant current every step, or Bernoulli rate spikes"},
     {"data.synthetic_samples", T_INT64, F_GE, OFF(data.synthetic_samples), 0, "1024", NULL, 1,
-     0, "size of each synthetic split"},
+     0, "size of each synthetic (or longseq) split"},
+    {"data.seq_symbols", T_INT, F_MIN | F_MAX, OFF(data.seq_symbols), 0, "8", NULL, 3, 64,
+     "longseq: symbols a token can carry (channels = seq_symbols + 1)"},
 
     {"model.image_size", T_INT, F_GE, OFF(model.image_size), 0, "28", NULL, 1, 0,
      "input height = width H"},
@@ -950,6 +953,19 @@ static void check_cross(load_ctx *c) {
                  "model.neuron.v_reset (%g) must be < model.neuron.v_threshold (%g) with a hard "
                  "reset",
                  (double)cfg->model.neuron.v_reset, (double)cfg->model.neuron.v_threshold);
+    /* longseq: a sequence is a grid of 1x1 patches with one channel per symbol plus a marker */
+    int src = key_index("data.source"), syms = key_index("data.seq_symbols");
+    int chans = key_index("model.channels"), classes = key_index("model.classes");
+    if (both_ok(c, src, patch) && cfg->data.source == SNN_DATA_LONGSEQ && cfg->model.patch != 1)
+        diag_add(c, cross_at(c, patch, src), "model.patch (%d) must be 1 with data.source longseq "
+                 "(one token per sequence position)", cfg->model.patch);
+    if (both_ok(c, src, chans) && both_ok(c, syms, chans) && cfg->data.source == SNN_DATA_LONGSEQ &&
+        cfg->model.channels != cfg->data.seq_symbols + 1)
+        diag_add(c, cross_at(c, chans, syms), "model.channels (%d) must be data.seq_symbols + 1 (%d) "
+                 "with data.source longseq", cfg->model.channels, cfg->data.seq_symbols + 1);
+    if (both_ok(c, src, classes) && cfg->data.source == SNN_DATA_LONGSEQ && cfg->model.classes != 2)
+        diag_add(c, cross_at(c, classes, src), "model.classes (%d) must be 2 with data.source "
+                 "longseq (same or different)", cfg->model.classes);
     /* ANN baselines are the same graph evaluated once, without neurons (spec section 2) */
     int steps = key_index("model.timesteps"), resid = key_index("model.residual");
     if (both_ok(c, steps, kind) && snn_attn_is_ann(cfg->model.attention.kind) &&

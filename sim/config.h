@@ -21,7 +21,7 @@
 #include "neurons/neuron.h"
 #include "attention/attention.h"
 
-typedef enum snn_data_source { SNN_DATA_IDX, SNN_DATA_SYNTHETIC } snn_data_source;
+typedef enum snn_data_source { SNN_DATA_IDX, SNN_DATA_SYNTHETIC, SNN_DATA_LONGSEQ } snn_data_source;
 typedef enum snn_encoding { SNN_ENCODING_DIRECT, SNN_ENCODING_RATE } snn_encoding;
 /* Spiking kernels first (bsa, ssa, sdsa), then the ANN baselines (softmax, cat, primal), which
  * run the graph with T = 1 and activations in place of neurons (spec section 2). */
@@ -47,7 +47,8 @@ typedef struct snn_config {
         int64_t train_limit;     /* training samples; 0 = all */
         bool shuffle;            /* seeded shuffle of the evaluation order (default false) */
         snn_encoding encoding;   /* direct | rate */
-        int64_t synthetic_samples; /* size of each synthetic split */
+        int64_t synthetic_samples; /* size of each synthetic (or longseq) split */
+        int seq_symbols;         /* longseq: symbols per token */
     } data;
 
     struct {

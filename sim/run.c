@@ -19,6 +19,11 @@ int snn_run_load_data(const snn_config *cfg, snn_dataset *ds, snn_err *err) {
                               cfg->model.channels, cfg->model.image_size, cfg->model.image_size,
                               cfg->model.classes);
         if (cfg->data.limit > 0 && cfg->data.limit < ds->n) ds->n = cfg->data.limit;
+    } else if (cfg->data.source == SNN_DATA_LONGSEQ) {
+        int split = strcmp(cfg->data.split, "train") == 0 ? 0 : 1;
+        snn_dataset_longseq(ds, cfg->seed, split, cfg->data.synthetic_samples,
+                            cfg->model.image_size, cfg->data.seq_symbols);
+        if (cfg->data.limit > 0 && cfg->data.limit < ds->n) ds->n = cfg->data.limit;
     } else if (snn_dataset_load_split(ds, cfg->data.path, cfg->data.split, cfg->data.limit, err) != SNN_OK) {
         return SNN_ERR;
     }
@@ -99,7 +104,9 @@ int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summar
         ds.width != cfg->model.image_size || ds.classes > cfg->model.classes) {
         snn_err_set(err, "%s: %lldx%dx%d images with %d classes do not fit model.channels (%d), "
                     "model.image_size (%d) and model.classes (%d)",
-                    cfg->data.source == SNN_DATA_IDX ? cfg->data.path : "synthetic data",
+                    cfg->data.source == SNN_DATA_IDX         ? cfg->data.path
+                    : cfg->data.source == SNN_DATA_SYNTHETIC ? "synthetic data"
+                                                             : "long-sequence data",
                     (long long)ds.channels, ds.height, ds.width, ds.classes, cfg->model.channels,
                     cfg->model.image_size, cfg->model.classes);
         *is_config_error = true;

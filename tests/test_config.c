@@ -465,6 +465,10 @@ static void test_cross_field_rules_point_at_the_explicit_key(void **state) {
     expect_diags("model:\n  timesteps: 1\n  residual: sew\n  attention: {kind: cat}\n", NO_SETS,
                  NAME ":3:13: error: model.residual sew needs spikes; model.attention.kind cat is "
                       "an ANN model\n");
+    /* longseq: one token per position, one channel per symbol plus the marker, two classes */
+    expect_diags("data: {source: longseq}\nmodel: {patch: 1, channels: 4, classes: 2}\n", NO_SETS,
+                 NAME ":2:29: error: model.channels (4) must be data.seq_symbols + 1 (9) with "
+                      "data.source longseq\n");
     /* fine: powers of two for bsa, any positive scale for ssa, soft reset above threshold */
     snn_config c;
     load_ok(&c, "model:\n  timesteps: 1\n  attention: {kind: primal, s: 8, eta: 0.1}\n", NO_SETS);

@@ -739,6 +739,52 @@ static void test_free_zeroed(void **state) {
     assert_zeroed(&ds);
 }
 
+/* The long-range task: one-hot tokens, exactly two markers (first and last quarter), label =
+ * marked symbols equal, balanced, deterministic per (seed, split, i) and disjoint splits. */
+static void test_longseq_task(void **state) {
+    (void)state;
+    enum { SIDE = 16, N = SIDE * SIDE, SYMS = 5, C = SYMS + 1, NS = 2000 };
+    snn_dataset a, b, t;
+    snn_dataset_longseq(&a, 11, 0, NS, SIDE, SYMS);
+    snn_dataset_longseq(&b, 11, 0, 7, SIDE, SYMS);   /* a prefix: same samples */
+    snn_dataset_longseq(&t, 11, 1, 7, SIDE, SYMS);   /* the other split */
+    assert_int_equal(a.channels, C);
+    assert_int_equal(a.height, SIDE);
+    assert_int_equal(a.classes, 2);
+    assert_memory_equal(a.pixels, b.pixels, (size_t)7 * C * N);
+    assert_memory_not_equal(a.pixels, t.pixels, (size_t)7 * C * N);
+    int64_t ones = 0, near_far_min = N;
+    for (int64_t i = 0; i < NS; i++) {
+        const uint8_t *x = a.pixels + (size_t)i * C * N;
+        int marked[2], nm = 0, sym_of[N];
+        for (int p = 0; p < N; p++) {
+            int hot = 0;
+            for (int s = 0; s < SYMS; s++)
+                if (x[(size_t)s * N + p]) {
+                    assert_int_equal(x[(size_t)s * N + p], 255);
+                    sym_of[p] = s;
+                    hot++;
+                }
+            assert_int_equal(hot, 1); /* one-hot */
+            if (x[(size_t)SYMS * N + p]) {
+                assert_true(nm < 2);
+                marked[nm++] = p;
+            }
+        }
+        assert_int_equal(nm, 2);
+        assert_true(marked[0] < N / 4 && marked[1] >= N - N / 4);
+        if (marked[1] - marked[0] < near_far_min) near_far_min = marked[1] - marked[0];
+        assert_int_equal(a.labels[i], sym_of[marked[0]] == sym_of[marked[1]]);
+        ones += a.labels[i];
+    }
+    assert_true(near_far_min >= N / 2);
+    /* balanced: 1000 expected, binomial sd ~22 */
+    assert_true(ones > 900 && ones < 1100);
+    snn_dataset_free(&a);
+    snn_dataset_free(&b);
+    snn_dataset_free(&t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_idx_raw),
@@ -749,6 +795,7 @@ int main(void) {
         cmocka_unit_test(test_fashion_mnist),
         cmocka_unit_test(test_synthetic_determinism),
         cmocka_unit_test(test_synthetic_learnable),
+        cmocka_unit_test(test_longseq_task),
         cmocka_unit_test(test_shuffle),
         cmocka_unit_test(test_encode_direct),
         cmocka_unit_test(test_encode_rate),
