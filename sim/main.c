@@ -4,6 +4,7 @@
  *   spikesim run CONFIG [-o OUT.h5] [--set key.path=value]... [--threads N] [--dense]
  *   spikesim validate CONFIG... [--set key.path=value]...
  *   spikesim bench CONFIG [--set key.path=value]... [--threads N]
+ *   spikesim bench-attention [--max-n N]
  *   spikesim --help | --version
  *
  * Exit codes: 0 ok, 1 runtime or I/O error, 2 usage or config error.
@@ -25,6 +26,7 @@ static const char usage[] =
     "usage: spikesim run CONFIG [-o OUT.h5] [--set key.path=value]... [--threads N] [--dense]\n"
     "       spikesim validate CONFIG... [--set key.path=value]...\n"
     "       spikesim bench CONFIG [--set key.path=value]... [--threads N]\n"
+    "       spikesim bench-attention [--max-n N]\n"
     "       spikesim --help | --version\n"
     "\n"
     "commands:\n"
@@ -32,6 +34,7 @@ static const char usage[] =
     "             (default output: output.path, else runs/<name>.h5)\n"
     "  validate   check configs (and overrides) without running anything\n"
     "  bench      measure inference speed, event-driven against dense (no output file)\n"
+    "  bench-attention  time every attention kernel alone for N = 64 .. max-n (default 4096)\n"
     "\n"
     "options:\n"
     "  -o, --output FILE      output HDF5 file\n"
@@ -162,6 +165,17 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "--version")) {
         printf("spikesim %s\n", SNN_VERSION);
         return EXIT_OK;
+    }
+    if (!strcmp(cmd, "bench-attention")) {
+        int max_n = 4096;
+        if (argc == 4 && !strcmp(argv[2], "--max-n") && atoi(argv[3]) >= 64) {
+            max_n = atoi(argv[3]);
+        } else if (argc != 2) {
+            fprintf(stderr, "spikesim: error: bench-attention takes only --max-n N (N >= 64)\n%s",
+                    usage);
+            return EXIT_USAGE;
+        }
+        return snn_bench_attention(max_n, 16, 4, 20, stdout) == SNN_OK ? EXIT_OK : EXIT_RUNTIME;
     }
     cli c = {0};
     int rc;

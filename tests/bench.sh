@@ -6,6 +6,8 @@ build=${1:-build}
 threads=${2:-$(nproc)}
 out=$(mktemp)
 "$build/spikesim" bench configs/bench_bsa.yaml --threads "$threads" | tee "$out" || exit 1
+# every attention kernel alone, N = 64 .. 4096: times and growth exponents
+"$build/spikesim" bench-attention || exit 1
 if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
     echo "PyTorch reference: skipped (python3-torch is not installed: apt-get install python3-torch)"
     rm -f "$out"
