@@ -487,6 +487,19 @@ void snn_model_free(snn_model *m) {
 
 size_t snn_model_param_count(const snn_model *m) { return m->n_params; }
 
+size_t snn_model_attention_weights(const snn_model *m) {
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const snn_tensor *t = &m->tensors[i];
+        if (t->rank < 2 || strncmp(t->name, "blocks.0.attn.", 14) != 0 || strstr(t->name, "_bn."))
+            continue;
+        size_t c = 1;
+        for (int r = 0; r < t->rank; r++) c *= (size_t)t->dims[r];
+        n += c;
+    }
+    return n;
+}
+
 void snn_model_ann_ops(const snn_model *m, snn_ops *ops) {
     SNN_ASSERT(m->ann);
     memset(ops, 0, (size_t)m->n_layers * sizeof *ops);

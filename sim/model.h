@@ -130,6 +130,11 @@ void snn_model_free(snn_model *m);
 void snn_model_fold(snn_model *m);
 
 size_t snn_model_param_count(const snn_model *m);
+
+/* Weights of one block's attention (block 0): its matrices and tensors of rank >= 2, no biases
+ * or BatchNorm: 4 D^2 for q, k, v, o; CAT 2 D^2 + D h (v, o, a); Primal 3 D^2 (q, k, o) + the
+ * E, R, lambda and c tensors. */
+size_t snn_model_attention_weights(const snn_model *m);
 int snn_model_find_pop(const snn_model *m, const char *name);
 
 /* Operations per sample of an ANN model (dense: every layer multiplies everything), per

@@ -131,7 +131,7 @@ static int write_node(snn_h5 *h, const snn_model *m, const snn_eval *e, int p, s
     TRY(snn_h5_attr_str(h, g, "__type__", "NIRNodeData", err));
     TRY(snn_h5_attr_str(h, g, "neuron_model", neuron_model_name(pop), err));
     TRY(snn_h5_attr_i64(h, g, "n_neurons", (int64_t)pop->size, err));
-    TRY(snn_h5_attr_i64(h, g, "tokens", m->N, err));
+    TRY(snn_h5_attr_i64(h, g, "tokens", (int64_t)(pop->size / (size_t)pop->width), err));
     TRY(snn_h5_attr_i64(h, g, "width", pop->width, err));
     TRY(snn_h5_attr_f64(h, g, "v_threshold", pop->np.v_threshold, err));
     TRY(snn_h5_attr_f64(h, g, "tau", pop->np.tau, err));

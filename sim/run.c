@@ -116,9 +116,10 @@ int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summar
     have_model = true;
     if (opts->log)
         fprintf(opts->log, "spikesim: %s, attention %s, T=%d, N=%d, D=%d, heads=%d, blocks=%d, "
-                "%zu parameters; %lld %s samples\n",
+                "%zu parameters (attention weights %zu per block); %lld %s samples\n",
                 cfg->name, snn_attn_kind_name(cfg->model.attention.kind), m.T, m.N, m.D, m.heads,
-                m.L, snn_model_param_count(&m), (long long)ds.n, cfg->data.split);
+                m.L, snn_model_param_count(&m), snn_model_attention_weights(&m), (long long)ds.n,
+                cfg->data.split);
     if (cfg->train.epochs > 0) {
         have_train = true; /* the result owns memory even when training fails */
         if (train_model(cfg, &m, opts, out, &tres, err) != SNN_OK) goto done;

@@ -297,6 +297,37 @@ static void eval_with_threads(const snn_config *cfg, const snn_dataset *ds, int 
     snn_evaluate(m, ds, &o, e);
 }
 
+/* Parameter tables per kernel (spec section 4): CAT replaces q and k by a [h, D], so its
+ * attention has 2 D^2 + D h weights instead of 4 D^2; Primal has no v and adds E, R [h, M, s],
+ * lambda [h, s] and one shared c [d, 2s]. */
+static void test_attention_parameter_tables(void **state) {
+    (void)state;
+    static const struct { const char *attention; size_t weights; } cases[] = {
+        {"{kind: bsa}", 4 * 32 * 32},
+        {"{kind: sdsa}", 4 * 32 * 32},
+        {"{kind: cat}", 2 * 32 * 32 + 32 * 2},
+        /* N = 16, s = 3, rank_multi 4: M = 12; q, k, o + E, R (2 x 2 x 12 x 3) + lambda (2 x 3)
+         * + c (16 x 6) */
+        {"{kind: primal, s: 3, rank_multi: 4}", 3 * 32 * 32 + 2 * 2 * 12 * 3 + 2 * 3 + 16 * 6},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char yaml[512];
+        const bool ann = strstr(cases[i].attention, "cat") || strstr(cases[i].attention, "primal");
+        snprintf(yaml, sizeof yaml,
+                 "data: {source: synthetic}\nmodel: {image_size: 28, patch: 7, dim: 32, heads: 2, "
+                 "timesteps: %d, attention: %s}\n", ann ? 1 : 4, cases[i].attention);
+        snn_config cfg;
+        assert_int_equal(snn_config_load_string(&cfg, yaml, "inline", NULL, 0, stderr), 0);
+        snn_model m;
+        snn_err err = {{0}};
+        assert_int_equal(snn_model_init(&m, &cfg, &err), SNN_OK);
+        assert_int_equal(snn_model_attention_weights(&m), cases[i].weights);
+        assert_int_equal(m.ann, ann);
+        snn_model_free(&m);
+        snn_config_free(&cfg);
+    }
+}
+
 static void test_one_and_two_threads_are_byte_identical(void **state) {
     (void)state;
     snn_config cfg;
@@ -418,6 +449,7 @@ int main(void) {
         cmocka_unit_test(test_golden_cat_logits),
         cmocka_unit_test(test_golden_primal_logits),
         cmocka_unit_test(test_golden_sew_spike_for_spike),
+        cmocka_unit_test(test_attention_parameter_tables),
         cmocka_unit_test(test_one_and_two_threads_are_byte_identical),
         cmocka_unit_test(test_checkpoint_round_trip_and_mismatch),
         cmocka_unit_test(test_forward_counts_follow_spikes),
