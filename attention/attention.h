@@ -92,6 +92,12 @@ void snn_attn_wv_backward(int N, int d, const float *w, double wscale, const flo
 void snn_attn_qk_backward(int N, int d, const float *q, const float *k, int ld, const float *da,
                           float *dq, float *dk);
 
+/* out[i, j] = sum_c a[i, c] b[j, c] (c = 0..d-1 in order, in double, rounded once to float) for
+ * i < Ni, j < Nj: every Gram product of the training kernels (A = Q K^T, dO V^T), the same bits
+ * as a sequential double dot product per entry. a, b, out at row strides lda, ldb, ldout. */
+void snn_attn_gram(int Ni, int Nj, int d, const float *a, int lda, const float *b, int ldb,
+                   float *out, int ldout);
+
 /* Longest sequence the BSA training kernel accepts (one row of exponents lives on the stack). */
 enum { SNN_ATTN_BSA_TRAIN_MAX_N = 1024 };
 

@@ -23,6 +23,7 @@
 #include "attention/attention.h"
 
 #include "sim/util.h"
+#include "sim/vec.h"
 
 /* Channels per block of double accumulators. */
 enum { CBLK = 64 };
@@ -34,14 +35,50 @@ static inline double dot(const float *a, const float *b, int d) {
     return acc;
 }
 
-void snn_attn_ssa_head_train(int N, int d, const float *q, const float *k, const float *v, int ld,
-                             float scale, float *o, int ldo, float *scores) {
+/* Columns per block of snn_attn_gram, and the widest d its fast path takes (a [d, GJ] float
+ * block of b transposed lives on the stack: 64 KiB). */
+enum { GJ = 64, GRAM_MAX_D = 256 };
+
+/* Each entry is dot(a_i, b_j): the same double sum in the same c order, so the same bits. The
+ * fast path turns the N_j dot products of a row into axpys over a transposed block of b, which
+ * vectorise across j, and skips a_ic == 0 (spikes: most of them), which adds nothing: the
+ * accumulator starts at +0.0 and so is never -0.0, and x + (+-0.0) == x for every other x. */
+SNN_WIDE_FN SNN_VEC_FN void snn_attn_gram(int Ni, int Nj, int d, const float *a, int lda,
+                                          const float *b, int ldb, float *out, int ldout) {
+    if (d > GRAM_MAX_D) {
+        for (int i = 0; i < Ni; i++)
+            for (int j = 0; j < Nj; j++)
+                out[(long)i * ldout + j] = (float)dot(a + (long)i * lda, b + (long)j * ldb, d);
+        return;
+    }
+    float bt[GRAM_MAX_D * GJ]; /* [d, jn] block of b^T */
+    double acc[GJ];
+    for (int j0 = 0; j0 < Nj; j0 += GJ) {
+        const int jn = Nj - j0 < GJ ? Nj - j0 : GJ;
+        for (int j = 0; j < jn; j++)
+            for (int c = 0; c < d; c++) bt[c * GJ + j] = b[(long)(j0 + j) * ldb + c];
+        for (int i = 0; i < Ni; i++) {
+            const float *ai = a + (long)i * lda;
+            for (int j = 0; j < jn; j++) acc[j] = 0.0;
+            for (int c = 0; c < d; c++) {
+                const double aic = ai[c];
+                if (aic == 0.0) continue;
+                const float *btc = bt + c * GJ;
+                for (int j = 0; j < jn; j++) acc[j] += aic * (double)btc[j];
+            }
+            float *oi = out + (long)i * ldout + j0;
+            for (int j = 0; j < jn; j++) oi[j] = (float)acc[j];
+        }
+    }
+}
+
+SNN_WIDE_FN SNN_VEC_FN void snn_attn_ssa_head_train(int N, int d, const float *q, const float *k,
+                                                    const float *v, int ld, float scale, float *o,
+                                                    int ldo, float *scores) {
     if (N <= 0) return;
     SNN_ASSERT(d >= 0);
     /* A = Q K^T:  A_ij = sum_c q_ic k_jc */
-    for (int i = 0; i < N; i++)
-        for (int j = 0; j < N; j++)
-            scores[(long)i * N + j] = (float)dot(q + (long)i * ld, k + (long)j * ld, d);
+    snn_attn_gram(N, N, d, q, ld, k, ld, scores, N);
 
     /* O = scale * (A V):  o_ic = scale * sum_j A_ij v_jc (the sum rounded once, then scaled) */
     for (int i = 0; i < N; i++) {
@@ -62,8 +99,9 @@ void snn_attn_ssa_head_train(int N, int d, const float *q, const float *k, const
     }
 }
 
-void snn_attn_wv_backward(int N, int d, const float *w, double wscale, const float *v, int ld,
-                          const float *dout, int lddo, float *dv, float *dw) {
+SNN_WIDE_FN SNN_VEC_FN void snn_attn_wv_backward(int N, int d, const float *w, double wscale,
+                                                 const float *v, int ld, const float *dout,
+                                                 int lddo, float *dv, float *dw) {
     /* forward: o_ic = sum_j w_ij v_jc (times a constant)
      * dV:  dv_jc += wscale sum_i w_ij do_ic */
     for (int j = 0; j < N; j++) {
@@ -82,13 +120,11 @@ void snn_attn_wv_backward(int N, int d, const float *w, double wscale, const flo
         }
     }
     /* dW:  dw_ij = sum_c do_ic v_jc */
-    for (int i = 0; i < N; i++)
-        for (int j = 0; j < N; j++)
-            dw[(long)i * N + j] = (float)dot(dout + (long)i * lddo, v + (long)j * ld, d);
+    snn_attn_gram(N, N, d, dout, lddo, v, ld, dw, N);
 }
 
-void snn_attn_qk_backward(int N, int d, const float *q, const float *k, int ld, const float *da,
-                          float *dq, float *dk) {
+SNN_WIDE_FN SNN_VEC_FN void snn_attn_qk_backward(int N, int d, const float *q, const float *k,
+                                                 int ld, const float *da, float *dq, float *dk) {
     /* forward: A_ij = sum_c q_ic k_jc
      * dQ:  dq_ic += sum_j dA_ij k_jc */
     for (int i = 0; i < N; i++) {
