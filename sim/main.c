@@ -5,6 +5,9 @@
  *   spikesim validate CONFIG... [--set key.path=value]...
  *   spikesim bench CONFIG [--set key.path=value]... [--threads N]
  *   spikesim bench-attention [--max-n N]
+ *   spikesim inspect RUN.h5
+ *   spikesim raster RUN.h5 --population P [--sample i] -o FILE.svg
+ *   spikesim rates RUN.h5 -o FILE.svg
  *   spikesim --help | --version
  *
  * Exit codes: 0 ok, 1 runtime or I/O error, 2 usage or config error.
@@ -17,6 +20,7 @@
 #include "sim/bench.h"
 #include "sim/config.h"
 #include "sim/h5io.h"
+#include "sim/inspect.h"
 #include "sim/run.h"
 #include "sim/util.h"
 
@@ -27,6 +31,9 @@ static const char usage[] =
     "       spikesim validate CONFIG... [--set key.path=value]...\n"
     "       spikesim bench CONFIG [--set key.path=value]... [--threads N]\n"
     "       spikesim bench-attention [--max-n N]\n"
+    "       spikesim inspect RUN.h5\n"
+    "       spikesim raster RUN.h5 --population P [--sample i] -o FILE.svg\n"
+    "       spikesim rates RUN.h5 -o FILE.svg\n"
     "       spikesim --help | --version\n"
     "\n"
     "commands:\n"
@@ -35,16 +42,22 @@ static const char usage[] =
     "  validate   check configs (and overrides) without running anything\n"
     "  bench      measure inference speed, event-driven against dense (no output file)\n"
     "  bench-attention  time every attention kernel alone for N = 64 .. max-n (default 4096)\n"
+    "  inspect    summary, populations and tree of a run file (any HDF5 file)\n"
+    "  raster     SVG spike raster of one population and recorded sample (default 0)\n"
+    "  rates      SVG heatmap of every population's firing rate per timestep\n"
     "\n"
     "options:\n"
-    "  -o, --output FILE      output HDF5 file\n"
+    "  -o, --output FILE      output file (HDF5 for run, SVG for raster and rates)\n"
+    "  --population P         raster: the population /nodes/P (inspect lists them)\n"
+    "  --sample i             raster: which recorded sample (default 0)\n"
     "  --set key.path=value   override a config key (validated like the file), repeatable\n"
     "  --threads N            OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
     "  --dense                run synaptic layers densely (benchmark baseline)\n"
     "  --quiet                no progress or summary on stderr\n"
     "\n"
     "exit codes: 0 ok, 1 runtime or I/O error, 2 usage or config error\n"
-    "docs: docs/config.md (every config key), docs/hdf5-layout.md (the run file)\n";
+    "docs: docs/config.md (every config key), docs/hdf5-layout.md (the run file),\n"
+    "      docs/inspect.md (inspect, raster, rates)\n";
 
 typedef struct cli {
     const char **configs;
@@ -177,6 +190,8 @@ int main(int argc, char **argv) {
         }
         return snn_bench_attention(max_n, 16, 4, 20, stdout) == SNN_OK ? EXIT_OK : EXIT_RUNTIME;
     }
+    if (!strcmp(cmd, "inspect") || !strcmp(cmd, "raster") || !strcmp(cmd, "rates"))
+        return snn_inspect_cli(argc, argv, usage);
     cli c = {0};
     int rc;
     if (parse_args(argc, argv, 2, &c) != 0) {
