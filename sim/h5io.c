@@ -734,6 +734,13 @@ int snn_h5_write_parameters(snn_h5 *h, const snn_tensor *tensors, size_t n, snn_
         }
         char *path = snn_xasprintf("/parameters/%s", t->name);
         int rc = snn_h5_write(h, path, SNN_H5_F32, t->rank, dims, t->data, err);
+        /* viewers label axes and values from these two attributes */
+        if (rc == SNN_OK) rc = snn_h5_attr_str(h, path, "units", "1", err);
+        if (rc == SNN_OK) {
+            char *ln = snn_xasprintf("parameter %s (PyTorch state_dict layout)", t->name);
+            rc = snn_h5_attr_str(h, path, "long_name", ln, err);
+            free(ln);
+        }
         free(path);
         if (rc != SNN_OK) return rc;
     }
