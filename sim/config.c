@@ -92,6 +92,7 @@ static const char *const activation_names[] = {"relu", "gelu", NULL};
 static const char *const rounding_names[] = {"round", "ceil", NULL};
 static const char *const reset_names[] = {"hard", "soft", NULL};
 static const char *const preset_names[] = {"horowitz45nm", "fp16", "int8", NULL};
+static const char *const memory_level_names[] = {"sram8k", "sram32k", "sram1m", "dram", NULL};
 
 #define OFF(f) offsetof(snn_config, f)
 
@@ -227,6 +228,18 @@ static const key_spec keys[] = {
      "pJ per division"},
     {"energy.e_neuron_pj", T_DOUBLE, F_NULL | F_GE, OFF(energy.e_neuron_pj), 0, "null", NULL, 0,
      0, "pJ per neuron update"},
+    {"energy.weight_bits", T_DOUBLE, F_NULL | F_GE, OFF(energy.weight_bits), 0, "null", NULL, 0,
+     0, "bits per stored weight (memory-aware energy, footprint)"},
+    {"energy.membrane_bits", T_DOUBLE, F_NULL | F_GE, OFF(energy.membrane_bits), 0, "null", NULL,
+     0, 0, "bits per membrane potential (memory-aware energy)"},
+    {"energy.activation_bits", T_DOUBLE, F_NULL | F_GE, OFF(energy.activation_bits), 0, "null",
+     NULL, 0, 0, "bits per non-spike activation and attention-map entry (memory-aware energy)"},
+    {"energy.memory_level", T_ENUM, F_AS_STRING, OFF(energy.memory_level), 0, "sram8k",
+     memory_level_names, 0, 0, "memory the memory-aware energy reads and writes"},
+    {"energy.read_pj_per_bit", T_DOUBLE, F_NULL | F_GE, OFF(energy.read_pj_per_bit), 0, "null",
+     NULL, 0, 0, "pJ per bit read"},
+    {"energy.write_pj_per_bit", T_DOUBLE, F_NULL | F_GE, OFF(energy.write_pj_per_bit), 0, "null",
+     NULL, 0, 0, "pJ per bit written"},
 
     {"output.path", T_STRING, F_NULL, OFF(output.path), 0, "null", NULL, 0, 0,
      "HDF5 output file; null = runs/<name>.h5"},
@@ -236,22 +249,34 @@ static const key_spec keys[] = {
 
 #define N_KEYS ((int)(sizeof keys / sizeof keys[0]))
 
-/* Energy presets in pJ, in the order of energy_offs (sources in docs/config.md). Row i belongs
- * to preset_names[i]. */
-static const size_t energy_offs[8] = {
-    OFF(energy.e_mac_pj), OFF(energy.e_ac_pj),  OFF(energy.e_int_add_pj), OFF(energy.e_shift_pj),
-    OFF(energy.e_cmp_pj), OFF(energy.e_exp_pj), OFF(energy.e_div_pj),     OFF(energy.e_neuron_pj),
+/* Energy presets, in the order of energy_offs (sources in docs/config.md): pJ per op, then
+ * bits per weight, membrane and activation. Row i belongs to preset_names[i]. */
+enum { N_PRESET_COLS = 11 };
+static const size_t energy_offs[N_PRESET_COLS] = {
+    OFF(energy.e_mac_pj),    OFF(energy.e_ac_pj),       OFF(energy.e_int_add_pj),
+    OFF(energy.e_shift_pj),  OFF(energy.e_cmp_pj),      OFF(energy.e_exp_pj),
+    OFF(energy.e_div_pj),    OFF(energy.e_neuron_pj),   OFF(energy.weight_bits),
+    OFF(energy.membrane_bits), OFF(energy.activation_bits),
 };
-static const double energy_presets[3][8] = {
-    /*  mac   ac    int_add shift  cmp   exp    div    neuron */
-    {4.6, 0.9, 0.1, 0.13, 0.1, 26.27, 26.27, 3.6},     /* horowitz45nm (fp32) */
-    {1.5, 0.4, 0.1, 0.13, 0.1, 7.81, 7.81, 1.6},       /* fp16 */
-    {0.23, 0.03, 0.03, 0.024, 0.03, 1.42, 1.42, 0.12}, /* int8 */
+static const double energy_presets[3][N_PRESET_COLS] = {
+    /*  mac   ac    int_add shift  cmp   exp    div    neuron  w   v   act */
+    {4.6, 0.9, 0.1, 0.13, 0.1, 26.27, 26.27, 3.6, 32, 32, 32},     /* horowitz45nm (fp32) */
+    {1.5, 0.4, 0.1, 0.13, 0.1, 7.81, 7.81, 1.6, 16, 16, 16},       /* fp16 */
+    {0.23, 0.03, 0.03, 0.024, 0.03, 1.42, 1.42, 0.12, 8, 8, 8},    /* int8 */
 };
 
 _Static_assert(sizeof energy_presets / sizeof energy_presets[0] ==
                    sizeof preset_names / sizeof preset_names[0] - 1,
                "one energy row per preset name");
+
+/* pJ per bit read and written, per memory level: Horowitz's 64-bit access energies / 64
+ * (8 KB SRAM 10 pJ, 32 KB 20 pJ, 1 MB 100 pJ, DRAM 1.3-2.6 nJ: the low end). Horowitz gives
+ * reads only; a write is costed as a read (docs/config.md). */
+static const double memory_level_pj_per_bit[4] = {10.0 / 64, 20.0 / 64, 100.0 / 64, 1300.0 / 64};
+
+_Static_assert(sizeof memory_level_pj_per_bit / sizeof memory_level_pj_per_bit[0] ==
+                   sizeof memory_level_names / sizeof memory_level_names[0] - 1,
+               "one pJ-per-bit value per memory level");
 
 int snn_config_key_count(void) { return N_KEYS; }
 
@@ -567,10 +592,16 @@ static void resolve_energy(snn_config *cfg) {
     int p = 0;
     for (int i = 0; preset_names[i]; i++)
         if (cfg->energy.preset && strcmp(cfg->energy.preset, preset_names[i]) == 0) p = i;
-    for (int j = 0; j < 8; j++) {
+    for (int j = 0; j < N_PRESET_COLS; j++) {
         double *e = (double *)((char *)cfg + energy_offs[j]);
         if (isnan(*e)) *e = energy_presets[p][j];
     }
+    int ml = 0;
+    for (int i = 0; memory_level_names[i]; i++)
+        if (cfg->energy.memory_level && strcmp(cfg->energy.memory_level, memory_level_names[i]) == 0)
+            ml = i;
+    if (isnan(cfg->energy.read_pj_per_bit)) cfg->energy.read_pj_per_bit = memory_level_pj_per_bit[ml];
+    if (isnan(cfg->energy.write_pj_per_bit)) cfg->energy.write_pj_per_bit = memory_level_pj_per_bit[ml];
 }
 
 /* The table's defaults with the energy values still NaN ("from the preset"): loading resolves

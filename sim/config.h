@@ -101,6 +101,10 @@ typedef struct snn_config {
         /* pJ per op; NaN in a config means "from the preset" and is resolved at load */
         double e_mac_pj, e_ac_pj, e_int_add_pj, e_shift_pj, e_cmp_pj, e_exp_pj, e_div_pj;
         double e_neuron_pj;      /* per neuron update */
+        /* memory-aware energy (sim/energy.h); NaN = from the preset / the memory level */
+        double weight_bits, membrane_bits, activation_bits;
+        char *memory_level;      /* sram8k | sram32k | sram1m | dram */
+        double read_pj_per_bit, write_pj_per_bit;
     } energy;
 
     struct {

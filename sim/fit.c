@@ -119,8 +119,16 @@ static int write_history(snn_h5 *h, const char *group, const snn_history_row *ro
     snprintf(path, sizeof path, "%s/epoch", group);
     if (rc == SNN_OK) rc = snn_h5_write(h, path, SNN_H5_I32, 1, dims, ep, err);
     if (rc == SNN_OK) rc = snn_h5_attr_str(h, path, "units", "epoch", err);
+    if (rc == SNN_OK) rc = snn_h5_attr_str(h, path, "long_name", "epoch (1-based)", err);
+    char epoch_path[160];
+    snprintf(epoch_path, sizeof epoch_path, "%s", path);
+    if (rc == SNN_OK) rc = snn_h5_set_scale(h, epoch_path, "epoch", err);
     static const char *const names[5] = {"train_loss", "train_accuracy", "val_accuracy", "lr", "seconds"};
     static const char *const units[5] = {"nats", "fraction", "fraction", "1", "s"};
+    static const char *const long_names[5] = {
+        "mean training cross-entropy of the epoch", "training accuracy (minibatches, BatchNorm in training mode)",
+        "validation accuracy (event-driven engine)", "learning rate at the epoch's last step",
+        "wall time of the epoch"};
     for (int c = 0; c < 5 && rc == SNN_OK; c++) {
         for (int i = 0; i < n; i++) {
             const snn_history_row *r = &rows[i];
@@ -130,6 +138,8 @@ static int write_history(snn_h5 *h, const char *group, const snn_history_row *ro
         snprintf(path, sizeof path, "%s/%s", group, names[c]);
         rc = snn_h5_write(h, path, SNN_H5_F64, 1, dims, col, err);
         if (rc == SNN_OK) rc = snn_h5_attr_str(h, path, "units", units[c], err);
+        if (rc == SNN_OK) rc = snn_h5_attr_str(h, path, "long_name", long_names[c], err);
+        if (rc == SNN_OK) rc = snn_h5_attach_scale(h, path, epoch_path, 0, err);
     }
     free(col);
     free(ep);

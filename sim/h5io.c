@@ -34,6 +34,8 @@
 #endif
 #include "sim/h5io.h"
 
+#include <hdf5_hl.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -676,6 +678,43 @@ int snn_h5_attr_str_array(snn_h5 *h, const char *path, const char *name, int n,
     return write_attr(h, path, name, ATTR_STR, n, values, err);
 }
 
+/* ---- dimension scales ------------------------------------------------------------------------ */
+
+int snn_h5_set_scale(snn_h5 *h, const char *path, const char *label, snn_err *err) {
+    SNN_ASSERT(is_live(h) && path && label);
+    hid_t d = H5I_INVALID_HID;
+    int rc = SNN_ERR;
+    if (object_kind(h->file, path) != KIND_DATASET) {
+        write_failed(h, "no such dataset", err, "cannot make %s a dimension scale", path);
+        return SNN_ERR;
+    }
+    if ((d = H5Dopen2(h->file, path, H5P_DEFAULT)) >= 0 && H5DSset_scale(d, label) >= 0) rc = SNN_OK;
+    if (rc != SNN_OK) write_failed(h, NULL, err, "cannot make %s a dimension scale", path);
+    H5E_BEGIN_TRY { H5Dclose(d); } H5E_END_TRY;
+    return rc;
+}
+
+int snn_h5_attach_scale(snn_h5 *h, const char *path, const char *scale_path, int dim,
+                        snn_err *err) {
+    SNN_ASSERT(is_live(h) && path && scale_path && dim >= 0);
+    hid_t d = H5I_INVALID_HID, s = H5I_INVALID_HID;
+    int rc = SNN_ERR;
+    if (object_kind(h->file, path) != KIND_DATASET || object_kind(h->file, scale_path) != KIND_DATASET) {
+        write_failed(h, "no such dataset", err, "cannot attach scale %s to %s", scale_path, path);
+        return SNN_ERR;
+    }
+    if ((d = H5Dopen2(h->file, path, H5P_DEFAULT)) >= 0 &&
+        (s = H5Dopen2(h->file, scale_path, H5P_DEFAULT)) >= 0 &&
+        H5DSattach_scale(d, s, (unsigned)dim) >= 0)
+        rc = SNN_OK;
+    if (rc != SNN_OK) write_failed(h, NULL, err, "cannot attach scale %s to %s", scale_path, path);
+    H5E_BEGIN_TRY {
+        H5Dclose(s);
+        H5Dclose(d);
+    } H5E_END_TRY;
+    return rc;
+}
+
 /* ---- checkpoints: writing ------------------------------------------------------------------- */
 
 int snn_h5_write_parameters(snn_h5 *h, const snn_tensor *tensors, size_t n, snn_err *err) {
@@ -695,6 +734,13 @@ int snn_h5_write_parameters(snn_h5 *h, const snn_tensor *tensors, size_t n, snn_
         }
         char *path = snn_xasprintf("/parameters/%s", t->name);
         int rc = snn_h5_write(h, path, SNN_H5_F32, t->rank, dims, t->data, err);
+        /* viewers label axes and values from these two attributes */
+        if (rc == SNN_OK) rc = snn_h5_attr_str(h, path, "units", "1", err);
+        if (rc == SNN_OK) {
+            char *ln = snn_xasprintf("parameter %s (PyTorch state_dict layout)", t->name);
+            rc = snn_h5_attr_str(h, path, "long_name", ln, err);
+            free(ln);
+        }
         free(path);
         if (rc != SNN_OK) return rc;
     }

@@ -83,6 +83,14 @@ int snn_h5_attr_i64(snn_h5 *h, const char *path, const char *name, int64_t value
 int snn_h5_attr_str_array(snn_h5 *h, const char *path, const char *name, int n,
                           const char *const *values, snn_err *err);
 
+/* Dimension scales (HDF5 Dimension Scales, hdf5_hl; h5py exposes them as dset.dims):
+ * snn_h5_set_scale makes the dataset at path a scale named label; snn_h5_attach_scale attaches
+ * the scale at scale_path to dimension dim of the dataset at path. A scale cannot carry scales
+ * itself. Errors name the file and both objects. */
+int snn_h5_set_scale(snn_h5 *h, const char *path, const char *label, snn_err *err);
+int snn_h5_attach_scale(snn_h5 *h, const char *path, const char *scale_path, int dim,
+                        snn_err *err);
+
 /* ---- checkpoints (spec section 4) ----------------------------------------------------------
  * Parameters live under /parameters/<name>, float32, PyTorch shapes, names exactly as a
  * PyTorch state_dict ("blocks.0.attn.q.weight"). */

@@ -5,12 +5,10 @@
 #define SNN_OUTPUT_H
 
 #include "sim/config.h"
+#include "sim/energy.h"
 #include "sim/eval.h"
 #include "sim/h5io.h"
 #include "sim/model.h"
-
-/* Energy per operation class in pJ, in snn_op_class order, from the resolved config. */
-void snn_energy_costs(const snn_config *cfg, double pj[SNN_OP__COUNT]);
 
 /* Headline figures of a run, also printed by the CLI. */
 typedef struct snn_summary {
@@ -18,7 +16,13 @@ typedef struct snn_summary {
     int64_t samples;
     double sops_per_sample;      /* ACs */
     double macs_per_sample;
-    double energy_pj_per_sample; /* sum over layers and op classes of counts x pJ */
+    double energy_pj_per_sample; /* (b): sum over layers and op classes of counts x pJ */
+    /* the other energy figures of sim/energy.h, pJ / sample */
+    double paper_pj_per_sample;        /* (a), first layer once */
+    double paper_T_pj_per_sample;      /* (a), first layer times T */
+    double syops_pj_per_sample;        /* (b) under the syops rule (ternary-input ACs as MACs) */
+    double memory_pj_per_sample;       /* (c)'s memory traffic */
+    double memory_aware_pj_per_sample; /* (c) = (b) + memory traffic */
     double firing_rate_mean;     /* spikes / neuron updates over every population */
     double wall_seconds;
 } snn_summary;

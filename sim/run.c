@@ -146,6 +146,12 @@ int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summar
                 summary->macs_per_sample, summary->energy_pj_per_sample / 1000.0,
                 summary->firing_rate_mean, summary->wall_seconds, ev.threads,
                 summary->wall_seconds > 0 ? (double)summary->samples / summary->wall_seconds : 0.0);
+        fprintf(opts->log,
+                "  energy per sample: paper %.4g nJ (first layer x T %.4g), compute %.4g nJ "
+                "(syops rule %.4g), memory-aware %.4g nJ at %s\n",
+                summary->paper_pj_per_sample / 1000.0, summary->paper_T_pj_per_sample / 1000.0,
+                summary->energy_pj_per_sample / 1000.0, summary->syops_pj_per_sample / 1000.0,
+                summary->memory_aware_pj_per_sample / 1000.0, cfg->energy.memory_level);
         fprintf(opts->log, "  wrote %s\n", out);
     }
     rc = SNN_OK;

@@ -94,7 +94,9 @@ static void assert_config_equal(const snn_config *a, const snn_config *b) {
     EQ(record.samples); EQ(record.membrane);
     SEQ(energy.preset); FEQ(energy.e_mac_pj); FEQ(energy.e_ac_pj); FEQ(energy.e_int_add_pj);
     FEQ(energy.e_shift_pj); FEQ(energy.e_cmp_pj); FEQ(energy.e_exp_pj); FEQ(energy.e_div_pj);
-    FEQ(energy.e_neuron_pj);
+    FEQ(energy.e_neuron_pj); FEQ(energy.weight_bits); FEQ(energy.membrane_bits);
+    FEQ(energy.activation_bits); SEQ(energy.memory_level); FEQ(energy.read_pj_per_bit);
+    FEQ(energy.write_pj_per_bit);
     SEQ(output.path); EQ(output.compression);
 #undef EQ
 #undef FEQ
@@ -160,6 +162,10 @@ static void test_defaults_are_the_documented_values(void **state) {
     assert_true(c.record.samples == 16 && !c.record.membrane);
     assert_string_equal(c.energy.preset, "horowitz45nm");
     assert_true(c.energy.e_mac_pj == 4.6 && c.energy.e_ac_pj == 0.9);
+    assert_true(c.energy.weight_bits == 32 && c.energy.membrane_bits == 32 &&
+                c.energy.activation_bits == 32);
+    assert_string_equal(c.energy.memory_level, "sram8k");
+    assert_true(c.energy.read_pj_per_bit == 10.0 / 64 && c.energy.write_pj_per_bit == 10.0 / 64);
     assert_null(c.output.path);
     assert_int_equal(c.output.compression, 4);
     assert_int_equal(snn_config_tokens(&c), 49);
@@ -331,6 +337,8 @@ static void test_out_of_range_values_are_rejected(void **state) {
                        "  val_fraction: -0.1\n"
                        "energy:\n"
                        "  e_ac_pj: -1\n"
+                       "  weight_bits: -8\n"
+                       "  memory_level: l2\n"
                        "output:\n"
                        "  compression: 12\n";
     expect_diags(text, NO_SETS,
@@ -344,7 +352,10 @@ static void test_out_of_range_values_are_rejected(void **state) {
                  NAME ":11:20: error: train.label_smoothing (1) must be >= 0 and < 1\n"
                  NAME ":12:17: error: train.val_fraction (-0.1) must be >= 0 and < 1\n"
                  NAME ":14:12: error: energy.e_ac_pj (-1) must be >= 0\n"
-                 NAME ":16:16: error: output.compression (12) must be in 0..9\n");
+                 NAME ":15:16: error: energy.weight_bits (-8) must be >= 0\n"
+                 NAME ":16:17: error: energy.memory_level: expected one of sram8k, sram32k, "
+                      "sram1m, dram, got 'l2'\n"
+                 NAME ":18:16: error: output.compression (12) must be in 0..9\n");
 }
 
 static void test_duplicate_keys_are_errors_and_first_wins(void **state) {
