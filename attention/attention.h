@@ -92,6 +92,12 @@ void snn_attn_wv_backward(int N, int d, const float *w, double wscale, const flo
 void snn_attn_qk_backward(int N, int d, const float *q, const float *k, int ld, const float *da,
                           float *dq, float *dk);
 
+/* O = scale * (W V) for a row-major W [N, N]: o_ic = scale * (float)(sum_j w_ij v_jc), the sum in
+ * double in j order (zero w_ij skipped: they add nothing) and rounded once; v, o at row strides
+ * ld, ldo. The forward of SSA (W = A) and softmax (W = P, scale 1). */
+void snn_attn_wv_forward(int N, int d, const float *w, const float *v, int ld, float scale,
+                         float *o, int ldo);
+
 /* out[i, j] = sum_c a[i, c] b[j, c] (c = 0..d-1 in order, in double, rounded once to float) for
  * i < Ni, j < Nj: every Gram product of the training kernels (A = Q K^T, dO V^T), the same bits
  * as a sequential double dot product per entry. a, b, out at row strides lda, ldb, ldout. */

@@ -30,8 +30,6 @@
 
 #include "sim/util.h"
 
-enum { CBLK = 64 }; /* channels per block of double accumulators (as in ssa_train.c) */
-
 /* sum_c a[c] b[c] in double (products of floats are exact in double). */
 static inline double dot(const float *a, const float *b, int d) {
     double acc = 0.0;
@@ -62,23 +60,9 @@ void snn_attn_softmax_head_train(int N, int d, const float *q, const float *k, c
         for (int j = 0; j < N; j++) pi[j] = (float)(row[j] / sum);
     }
 
-    /* O = P V:  o_ic = sum_j p_ij v_jc, double accumulators in j order, rounded once */
-    for (int i = 0; i < N; i++) {
-        const float *pi = p + (long)i * N;
-        for (int c0 = 0; c0 < d; c0 += CBLK) {
-            const int cn = d - c0 < CBLK ? d - c0 : CBLK;
-            double acc[CBLK];
-            for (int c = 0; c < cn; c++) acc[c] = 0.0;
-            for (int j = 0; j < N; j++) {
-                const double pij = pi[j];
-                if (pij == 0.0) continue; /* underflowed weights add +0: nothing */
-                const float *vj = v + (long)j * ld + c0;
-                for (int c = 0; c < cn; c++) acc[c] += pij * (double)vj[c];
-            }
-            float *oi = o + (long)i * ldo + c0;
-            for (int c = 0; c < cn; c++) oi[c] = (float)acc[c];
-        }
-    }
+    /* O = P V:  o_ic = sum_j p_ij v_jc, double accumulators in j order, rounded once (a
+     * scale of 1 changes no bit; underflowed weights are skipped, adding +0 is nothing) */
+    snn_attn_wv_forward(N, d, p, v, ld, 1.0f, o, ldo);
 }
 
 void snn_attn_softmax_head_backward(int N, int d, const float *q, const float *k, const float *v,

@@ -72,6 +72,27 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_gram(int Ni, int Nj, int d, const float *a,
     }
 }
 
+/* o_ic = scale * (float)(sum_j w_ij v_jc), double accumulators in j order, rounded once. */
+SNN_WIDE_FN SNN_VEC_FN void snn_attn_wv_forward(int N, int d, const float *w, const float *v,
+                                                int ld, float scale, float *o, int ldo) {
+    for (int i = 0; i < N; i++) {
+        const float *wi = w + (long)i * N;
+        for (int c0 = 0; c0 < d; c0 += CBLK) {
+            const int cn = d - c0 < CBLK ? d - c0 : CBLK;
+            double acc[CBLK];
+            for (int c = 0; c < cn; c++) acc[c] = 0.0;
+            for (int j = 0; j < N; j++) {
+                const double a = wi[j];
+                if (a == 0.0) continue;  /* adds of +-0 change nothing */
+                const float *vj = v + (long)j * ld + c0;
+                for (int c = 0; c < cn; c++) acc[c] += a * (double)vj[c];
+            }
+            float *oi = o + (long)i * ldo + c0;
+            for (int c = 0; c < cn; c++) oi[c] = scale * (float)acc[c];
+        }
+    }
+}
+
 SNN_WIDE_FN SNN_VEC_FN void snn_attn_ssa_head_train(int N, int d, const float *q, const float *k,
                                                     const float *v, int ld, float scale, float *o,
                                                     int ldo, float *scores) {
@@ -81,22 +102,7 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_ssa_head_train(int N, int d, const float *q
     snn_attn_gram(N, N, d, q, ld, k, ld, scores, N);
 
     /* O = scale * (A V):  o_ic = scale * sum_j A_ij v_jc (the sum rounded once, then scaled) */
-    for (int i = 0; i < N; i++) {
-        const float *ai = scores + (long)i * N;
-        for (int c0 = 0; c0 < d; c0 += CBLK) {
-            const int cn = d - c0 < CBLK ? d - c0 : CBLK;
-            double acc[CBLK];
-            for (int c = 0; c < cn; c++) acc[c] = 0.0;
-            for (int j = 0; j < N; j++) {
-                const double a = ai[j];
-                if (a == 0.0) continue;  /* adds of +-0 change nothing */
-                const float *vj = v + (long)j * ld + c0;
-                for (int c = 0; c < cn; c++) acc[c] += a * (double)vj[c];
-            }
-            float *oi = o + (long)i * ldo + c0;
-            for (int c = 0; c < cn; c++) oi[c] = scale * (float)acc[c];
-        }
-    }
+    snn_attn_wv_forward(N, d, scores, v, ld, scale, o, ldo);
 }
 
 SNN_WIDE_FN SNN_VEC_FN void snn_attn_wv_backward(int N, int d, const float *w, double wscale,

@@ -749,9 +749,7 @@ int snn_h5_write_parameters(snn_h5 *h, const snn_tensor *tensors, size_t n, snn_
 
 /* ---- reading -------------------------------------------------------------------------------- */
 
-/* Opens path read-only, refusing with one line when it is missing, unreadable or not HDF5.
- * Returns the file id or H5I_INVALID_HID. */
-static hid_t open_readonly(const char *path, snn_err *err) {
+hid_t snn_h5_open_readonly(const char *path, snn_err *err) {
     snn_h5_init();
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -788,7 +786,7 @@ int snn_h5_read(const char *file_path, const char *path, snn_h5_type type, int *
     void *buf = NULL;
     int rc = SNN_ERR;
 
-    if ((file = open_readonly(file_path, err)) < 0) return SNN_ERR;
+    if ((file = snn_h5_open_readonly(file_path, err)) < 0) return SNN_ERR;
     int kind = object_kind(file, path);
     if (kind != KIND_DATASET) {
         if (kind == KIND_GROUP || kind == KIND_OTHER)
@@ -944,7 +942,7 @@ int snn_h5_read_parameters_ex(const char *path, snn_tensor *tensors, size_t n,
     char want[128], got[128], tname[64];
     hsize_t fdims[H5S_MAX_RANK];
 
-    if ((file = open_readonly(path, err)) < 0) return SNN_ERR;
+    if ((file = snn_h5_open_readonly(path, err)) < 0) return SNN_ERR;
     if (object_kind(file, "/parameters") != KIND_GROUP) {
         snn_err_set(err, "%s: no /parameters group (not a spikesim checkpoint)", path);
         goto cleanup;

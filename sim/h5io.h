@@ -66,6 +66,11 @@ typedef enum snn_h5_type {
 int snn_h5_write(snn_h5 *h, const char *path, snn_h5_type type, int rank, const uint64_t *dims,
                  const void *data, snn_err *err);
 
+/* Opens path read-only, refusing with one line when it is missing, a directory, unreadable or
+ * not HDF5 ("run.h5: not an HDF5 file"). Returns the file id (the caller closes it with
+ * H5Fclose) or H5I_INVALID_HID. */
+hid_t snn_h5_open_readonly(const char *path, snn_err *err);
+
 /* Creates the group at path (and its parents) if missing. */
 int snn_h5_group(snn_h5 *h, const char *path, snn_err *err);
 

@@ -68,29 +68,6 @@ static int strlist_find(const strlist *l, const char *s) {
     return -1;
 }
 
-/* Opens path read-only with the same one-line refusals as the rest of spikesim (h5io.c). */
-static hid_t open_file(const char *path, snn_err *err) {
-    snn_h5_init();
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snn_err_set(err, "%s: cannot open: %s", path, strerror(errno));
-        return H5I_INVALID_HID;
-    }
-    struct stat st;
-    int is_dir = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
-    close(fd);
-    if (is_dir) {
-        snn_err_set(err, "%s: cannot open: %s", path, strerror(EISDIR));
-        return H5I_INVALID_HID;
-    }
-    if (H5Fis_hdf5(path) <= 0) {
-        snn_err_set(err, "%s: not an HDF5 file", path);
-        return H5I_INVALID_HID;
-    }
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) snn_err_set(err, "%s: cannot open HDF5 file (damaged or truncated?)", path);
-    return f;
-}
 
 /* 1 when every link along path (absolute or relative to loc) exists and the object it names
  * opens as the given type. H5Lexists fails rather than answering "no" when an intermediate
@@ -1005,7 +982,7 @@ static void print_tree(FILE *out, hid_t file) {
 }
 
 int snn_inspect_print(const char *path, FILE *out, snn_err *err) {
-    hid_t file = open_file(path, err);
+    hid_t file = snn_h5_open_readonly(path, err);
     if (file < 0) return SNN_ERR;
     print_summary(out, file, path);
     print_tree(out, file);
@@ -1145,7 +1122,7 @@ static int no_populations(hid_t file, const char *path, snn_err *err) {
 int snn_inspect_raster(const char *path, const char *population, long long sample,
                        const char *svg_path, bool *usage_error, snn_err *err) {
     *usage_error = false;
-    hid_t file = open_file(path, err);
+    hid_t file = snn_h5_open_readonly(path, err);
     if (file < 0) return SNN_ERR;
     int rc = SNN_ERR;
     strlist pops = {0};
@@ -1382,7 +1359,7 @@ static void colormap(double x, unsigned char rgb[3]) {
 }
 
 int snn_inspect_rates(const char *path, const char *svg_path, snn_err *err) {
-    hid_t file = open_file(path, err);
+    hid_t file = snn_h5_open_readonly(path, err);
     if (file < 0) return SNN_ERR;
     strlist pops = {0};
     collect_populations(file, "stats/firing_rate_per_step", &pops);
