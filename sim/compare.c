@@ -683,7 +683,7 @@ int snn_compare_execute(const snn_compare *c, const snn_compare_opts *o, snn_com
                         bool *is_config_error, snn_err *err) {
     *st = (snn_compare_stats){0};
     *is_config_error = false;
-    if (mkdir_p(o->dir, err) != SNN_OK) return SNN_ERR;
+    if (!o->dry_run && mkdir_p(o->dir, err) != SNN_OK) return SNN_ERR;
     int live = 0, k = 0;
     for (int i = 0; i < c->n_runs; i++) live += !c->runs[i].skipped;
     for (int i = 0; i < c->n_runs; i++) {
@@ -728,6 +728,10 @@ int snn_compare_execute(const snn_compare *c, const snn_compare_opts *o, snn_com
                 st->simulated++;
             }
             free(best_cfg);
+            if (o->dry_run) {
+                if (o->log) fprintf(o->log, "compare: [%d/%d] %s: would be %s -> %s\n", k, live, r->name, what, out);
+                goto next;
+            }
             if (o->log) fprintf(o->log, "compare: [%d/%d] %s: running (%s)...\n", k, live, r->name,
                                 use == &cfg && cfg.train.epochs > 0 ? "training" : "evaluation");
             snn_run_opts ro = {.out_path = out, .threads = o->threads, .progress = false, .log = NULL};
@@ -742,8 +746,9 @@ int snn_compare_execute(const snn_compare *c, const snn_compare_opts *o, snn_com
             }
         }
         if (rc == SNN_OK && o->log)
-            fprintf(o->log, "compare: [%d/%d] %s: %s (%.1f s) -> %s\n", k, live, r->name, what,
-                    snn_now() - t0, out);
+            fprintf(o->log, "compare: [%d/%d] %s: %s%s (%.1f s) -> %s\n", k, live, r->name,
+                    o->dry_run ? "would be " : "", what, snn_now() - t0, out);
+    next:
         free(have);
         free(yaml);
         free(ckpt_yaml);
@@ -752,7 +757,7 @@ int snn_compare_execute(const snn_compare *c, const snn_compare_opts *o, snn_com
         snn_config_free(&cfg);
         if (rc != SNN_OK) return rc;
     }
-    return snn_compare_report(c, o->dir, err);
+    return o->dry_run ? SNN_OK : snn_compare_report(c, o->dir, err);
 }
 
 /* ---- reports -------------------------------------------------------------------------------- */
@@ -1461,7 +1466,7 @@ int snn_compare_report(const snn_compare *c, const char *dir, snn_err *err) {
 int snn_compare_cli(int argc, char **argv, const char *usage) {
     const char *file = NULL, *dir = NULL;
     int threads = 0;
-    bool quiet = false;
+    bool quiet = false, dry = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -1479,6 +1484,8 @@ int snn_compare_cli(int argc, char **argv, const char *usage) {
             threads = (int)n;
         } else if (!strcmp(a, "--quiet")) {
             quiet = true;
+        } else if (!strcmp(a, "--dry-run")) {
+            dry = true;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "spikesim: error: unknown or incomplete option '%s'\n", a);
             return EXIT_USAGE;
@@ -1499,13 +1506,16 @@ int snn_compare_cli(int argc, char **argv, const char *usage) {
         return EXIT_USAGE;
     }
     char *def = dir ? NULL : snn_xasprintf("runs/%s", c.name);
-    snn_compare_opts o = {.dir = dir ? dir : def, .threads = threads, .log = quiet ? NULL : stderr};
+    snn_compare_opts o = {.dir = dir ? dir : def, .threads = threads, .dry_run = dry,
+                          .log = quiet ? NULL : stderr};
     snn_compare_stats st;
     snn_err err = {{0}};
     bool cfg_err = false;
     int rc = snn_compare_execute(&c, &o, &st, &cfg_err, &err);
     if (rc != SNN_OK) {
         fprintf(stderr, "spikesim: error: %s\n", err.msg);
+    } else if (dry) {
+        if (!quiet) fprintf(stderr, "compare: %s: ok (dry run: nothing was run or written)\n", file);
     } else if (!quiet) {
         fprintf(stderr, "compare: %d trained, %d simulated, %d evaluated from checkpoints, %d reused, %d skipped; "
                 "wrote %s/report.html, report.md, summary.csv, summary.json\n", st.trained, st.simulated,

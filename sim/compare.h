@@ -54,10 +54,11 @@ void snn_compare_free(snn_compare *c);
 typedef struct snn_compare_opts {
     const char *dir;     /* output directory (created when missing) */
     int threads;         /* 0: OpenMP default */
+    bool dry_run;        /* decide and log what each run would do; run and write nothing */
     FILE *log;           /* one line per run; NULL for silence */
 } snn_compare_opts;
 
-/* What executing did, per rule above. */
+/* What executing did (or, in a dry run, would do), per rule above. */
 typedef struct snn_compare_stats {
     int trained, simulated, from_checkpoint, reused, skipped;
 } snn_compare_stats;
@@ -70,7 +71,7 @@ int snn_compare_execute(const snn_compare *c, const snn_compare_opts *o, snn_com
 /* Reads DIR/<name>.h5 of every non-skipped run and writes the four report files. */
 int snn_compare_report(const snn_compare *c, const char *dir, snn_err *err);
 
-/* `spikesim compare CONFIG [-o DIR] [--threads N] [--quiet]` as the CLI runs it (argv[1] is
+/* `spikesim compare CONFIG [-o DIR] [--threads N] [--quiet] [--dry-run]` as the CLI runs it (argv[1] is
  * "compare"); returns the exit code (0 ok, 1 runtime or I/O, 2 usage or config). */
 int snn_compare_cli(int argc, char **argv, const char *usage);
 

@@ -8,7 +8,7 @@
  *   spikesim inspect RUN.h5
  *   spikesim raster RUN.h5 --population P [--sample i] -o FILE.svg
  *   spikesim rates RUN.h5 -o FILE.svg
- *   spikesim compare CONFIG [-o DIR] [--threads N] [--quiet]
+ *   spikesim compare CONFIG [-o DIR] [--threads N] [--quiet] [--dry-run]
  *   spikesim --help | --version
  *
  * Exit codes: 0 ok, 1 runtime or I/O error, 2 usage or config error.
@@ -36,7 +36,7 @@ static const char usage[] =
     "       spikesim inspect RUN.h5\n"
     "       spikesim raster RUN.h5 --population P [--sample i] -o FILE.svg\n"
     "       spikesim rates RUN.h5 -o FILE.svg\n"
-    "       spikesim compare CONFIG [-o DIR] [--threads N] [--quiet]\n"
+    "       spikesim compare CONFIG [-o DIR] [--threads N] [--quiet] [--dry-run]\n"
     "       spikesim --help | --version\n"
     "\n"
     "commands:\n"
