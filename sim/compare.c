@@ -29,26 +29,68 @@ enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 /* ---- loading -------------------------------------------------------------------------------- */
 
+/* Diagnostics are collected and printed in file order at the end, like sim/config.c's. */
+typedef struct diag_line {
+    size_t line, col, seq;
+    char *text; /* whole line(s), newline-terminated */
+} diag_line;
+
 typedef struct diag_ctx {
     const char *file;
     FILE *out;
     int errors;
+    diag_line *lines;
+    size_t n;
 } diag_ctx;
+
+static void diag_push(diag_ctx *d, const yaml_node_t *n, char *text) {
+    d->lines = snn_xrealloc(d->lines, (d->n + 1) * sizeof *d->lines);
+    d->lines[d->n] = (diag_line){n ? n->start_mark.line + 1 : 0, n ? n->start_mark.column + 1 : 0, d->n, text};
+    d->n++;
+}
 
 static void diag(diag_ctx *d, const yaml_node_t *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void diag(diag_ctx *d, const yaml_node_t *n, const char *fmt, ...) {
     d->errors++;
-    if (!d->out) return;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    SNN_ASSERT(f);
     if (n)
-        fprintf(d->out, "%s:%zu:%zu: error: ", d->file, n->start_mark.line + 1, n->start_mark.column + 1);
+        fprintf(f, "%s:%zu:%zu: error: ", d->file, n->start_mark.line + 1, n->start_mark.column + 1);
     else
-        fprintf(d->out, "%s: error: ", d->file);
+        fprintf(f, "%s: error: ", d->file);
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(d->out, fmt, ap);
+    vfprintf(f, fmt, ap);
     va_end(ap);
-    fputc('\n', d->out);
+    fputc('\n', f);
+    fclose(f);
+    diag_push(d, n, buf);
+}
+
+/* Another file's diagnostics (a run config's), shown where the compare config names it. */
+static void diag_raw(diag_ctx *d, const yaml_node_t *n, const char *text) {
+    diag_push(d, n, snn_xstrdup(text));
+}
+
+static int diag_cmp(const void *pa, const void *pb) {
+    const diag_line *a = pa, *b = pb;
+    if (a->line != b->line) return a->line < b->line ? -1 : 1;
+    if (a->col != b->col) return a->col < b->col ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+static void diag_flush(diag_ctx *d) {
+    qsort(d->lines, d->n, sizeof *d->lines, diag_cmp);
+    for (size_t i = 0; i < d->n; i++) {
+        if (d->out) fputs(d->lines[i].text, d->out);
+        free(d->lines[i].text);
+    }
+    free(d->lines);
+    d->lines = NULL;
+    d->n = 0;
 }
 
 static const char *scalar(const yaml_node_t *n) {
@@ -383,7 +425,7 @@ int snn_compare_load(snn_compare *c, const char *path, FILE *diag_out) {
         char *dt = NULL;
         int e = try_config(c->base, common, n_common, &dt, NULL);
         if (e) {
-            if (diag_out) fputs(dt, diag_out);
+            diag_raw(&d, base_node, dt);
             diag(&d, base_node, "base config %s (with `set`) is invalid (%d error%s above)", c->base, e,
                  e == 1 ? "" : "s");
         }
@@ -464,7 +506,7 @@ int snn_compare_load(snn_compare *c, const char *path, FILE *diag_out) {
         char *dt = NULL, *cfg_name = NULL;
         int e = try_config(explicit[i], common, n_common, &dt, &cfg_name);
         if (e) {
-            if (diag_out) fputs(dt, diag_out);
+            diag_raw(&d, explicit_nodes[i], dt);
             diag(&d, explicit_nodes[i], "runs: %s (with `set`) is invalid (%d error%s above)", explicit[i], e,
                  e == 1 ? "" : "s");
         } else {
@@ -503,6 +545,7 @@ out:
     free(explicit);
     free(explicit_nodes);
     yaml_document_delete(&doc);
+    diag_flush(&d);
     return d.errors;
 }
 
