@@ -1058,7 +1058,8 @@ static void table_cells(const row *w, char cells[N_TABLE][64]) {
     short_num(cells[8], 64, w->e_syops / 1000);
     short_num(cells[9], 64, w->e_memory / 1000);
     snprintf(cells[10], 64, "%.2f", 100 * w->acc);
-    snprintf(cells[11], 64, "%.4f", w->fr);
+    if (w->n_pops) snprintf(cells[11], 64, "%.4f", w->fr);
+    else snprintf(cells[11], 64, "-"); /* no spiking population (ANN) */
     snprintf(cells[12], 64, "%.2f", w->wall);
     snprintf(cells[13], 64, "%s", w->pareto ? "yes" : "");
 }
