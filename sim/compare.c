@@ -83,7 +83,7 @@ static int diag_cmp(const void *pa, const void *pb) {
 }
 
 static void diag_flush(diag_ctx *d) {
-    qsort(d->lines, d->n, sizeof *d->lines, diag_cmp);
+    if (d->n) qsort(d->lines, d->n, sizeof *d->lines, diag_cmp);
     for (size_t i = 0; i < d->n; i++) {
         if (d->out) fputs(d->lines[i].text, d->out);
         free(d->lines[i].text);
