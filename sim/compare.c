@@ -809,12 +809,28 @@ typedef struct row {
     const snn_compare_run *run;
     char *attention;
     double T, params, acs, macs, e_paper, e_compute, e_syops, e_memory, acc, fr, wall, samples;
+    double train_seconds; /* sum of /training/history/seconds; NaN when never trained */
     size_t n_layers, n_pops;
     char **layers, **pops;
     double *layer_pj; /* figure (b) per layer, pJ / sample */
     double *pop_rate; /* mean firing rate per population */
     bool pareto;
 } row;
+
+/* Sum of /training/history/seconds of the file at path; NaN without a history. */
+static double train_seconds_of(const char *path) {
+    hid_t f = open_quiet(path);
+    if (f < 0) return NAN;
+    size_t n = 0;
+    double *sec = link_exists(f, "/training") && link_exists(f, "/training/history")
+                      ? read_f64(f, "/training/history/seconds", &n)
+                      : NULL;
+    double sum = sec ? 0 : NAN;
+    for (size_t i = 0; i < n; i++) sum += sec[i];
+    free(sec);
+    H5Fclose(f);
+    return sum;
+}
 
 static int read_row(const char *path, row *w, snn_err *err) {
     hid_t f = open_quiet(path);
@@ -945,16 +961,17 @@ static void json_num(FILE *f, double x) {
 }
 
 /* The columns of summary.csv and summary.json, in order. */
-#define N_COLS 16
+#define N_COLS 17
 static const char *const col_names[N_COLS] = {
     "name", "config", "overrides", "attention", "timesteps", "parameters", "acs_per_sample",
     "macs_per_sample", "paper_energy_pj_per_sample", "compute_energy_pj_per_sample",
     "compute_energy_syops_rule_pj_per_sample", "memory_aware_energy_pj_per_sample", "accuracy",
-    "firing_rate_mean", "wall_seconds", "samples"};
+    "firing_rate_mean", "wall_seconds", "train_seconds", "samples"};
 
 static double col_value(const row *w, int c) {
     const double v[N_COLS] = {0, 0, 0, 0, w->T, w->params, w->acs, w->macs, w->e_paper, w->e_compute,
-                              w->e_syops, w->e_memory, w->acc, w->fr, w->wall, w->samples};
+                              w->e_syops, w->e_memory, w->acc, w->fr, w->wall, w->train_seconds,
+                              w->samples};
     return v[c];
 }
 
@@ -1042,7 +1059,7 @@ static void sh_word(FILE *f, const char *s) {
 static const char *const table_head[] = {
     "run", "attention", "T", "params", "ACs / sample", "MACs / sample", "E paper (nJ)",
     "E compute (nJ)", "E syops rule (nJ)", "E memory-aware (nJ)", "accuracy (%)",
-    "firing rate", "wall (s)", "Pareto"};
+    "firing rate", "wall (s)", "train (s)", "Pareto"};
 #define N_TABLE ((int)(sizeof table_head / sizeof *table_head))
 
 /* The table cells of a row as text (shared by report.md and report.html). */
@@ -1061,7 +1078,9 @@ static void table_cells(const row *w, char cells[N_TABLE][64]) {
     if (w->n_pops) snprintf(cells[11], 64, "%.4f", w->fr);
     else snprintf(cells[11], 64, "-"); /* no spiking population (ANN) */
     snprintf(cells[12], 64, "%.2f", w->wall);
-    snprintf(cells[13], 64, "%s", w->pareto ? "yes" : "");
+    if (isfinite(w->train_seconds)) snprintf(cells[13], 64, "%.1f", w->train_seconds);
+    else snprintf(cells[13], 64, "-");
+    snprintf(cells[14], 64, "%s", w->pareto ? "yes" : "");
 }
 
 static const char figures_note[] =
@@ -1070,8 +1089,8 @@ static const char figures_note[] =
     "(NeuroBench's rule: a +-1 spike drives an AC); *syops rule* is figure (b) with ternary-input ACs "
     "billed as MACs; *memory-aware* is figure (c), compute plus memory traffic "
     "(docs/hdf5-layout.md). The Pareto front is over accuracy (higher is better) and compute "
-    "energy (lower is better). Wall time is the simulation of the evaluation split (training "
-    "excluded).";
+    "energy (lower is better). Wall time is the simulation of the evaluation split; training "
+    "time (the epochs' wall time, from /training/history) is given apart.";
 
 static void write_md(FILE *f, const snn_compare *c, const char *dir, const row *rows, int n) {
     fprintf(f, "# Comparison: %s\n\n", c->name);
@@ -1475,6 +1494,13 @@ int snn_compare_report(const snn_compare *c, const char *dir, snn_err *err) {
         char *p = run_path(dir, c->runs[i].name, NULL);
         rows[n].run = &c->runs[i];
         rc = read_row(p, &rows[n], err);
+        /* a run evaluated from its best checkpoint: the training is in the checkpoint */
+        rows[n].train_seconds = train_seconds_of(p);
+        if (!isfinite(rows[n].train_seconds)) {
+            char *b = run_path(dir, c->runs[i].name, "best");
+            rows[n].train_seconds = train_seconds_of(b);
+            free(b);
+        }
         n++;
         free(p);
     }

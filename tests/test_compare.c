@@ -243,6 +243,9 @@ static int run_compare(const char *cfg_path, const char *out, snn_compare_stats 
     return rc;
 }
 
+static int csv_record(const char **p, char fields[32][512]);
+static bool plain_decimal(const char *s, double *v);
+
 static void test_run_reuse_and_checkpoint(void **state) {
     (void)state;
     char *cfg = tiny_compare("run.yaml", "");
@@ -299,6 +302,19 @@ static void test_run_reuse_and_checkpoint(void **state) {
     assert_int_equal(st.trained, 0);
     assert_true(mtime_of(best) == best_mt); /* not retrained */
     assert_true(mtime_of(h5) > 0);
+    /* the report still gives its training time, from the checkpoint's history */
+    char *csv_path = snn_xasprintf("%s/summary.csv", out3), *csv = slurp(csv_path);
+    assert_non_null(csv);
+    const char *row_start = strstr(csv, "\nbsa_T2,");
+    assert_non_null(row_start);
+    const char *p = row_start + 1;
+    char fields[32][512];
+    assert_int_equal(csv_record(&p, fields), 18);
+    double tsec = -1;
+    assert_true(plain_decimal(fields[15], &tsec));
+    assert_true(tsec > 0);
+    free(csv);
+    free(csv_path);
     assert_int_equal(run_compare(cfg3, out3, &st), SNN_OK);
     assert_int_equal(st.reused, 3);
     assert_int_equal(st.from_checkpoint + st.trained + st.simulated, 0);
@@ -497,19 +513,22 @@ static void test_reports(void **state) {
     assert_non_null(csv);
     const char *p = csv;
     char fields[32][512];
-    assert_int_equal(csv_record(&p, fields), 17);
+    assert_int_equal(csv_record(&p, fields), 18);
     assert_string_equal(fields[0], "name");
+    assert_string_equal(fields[15], "train_seconds");
     assert_string_equal(fields[12], "accuracy");
     assert_string_equal(fields[9], "compute_energy_pj_per_sample");
-    assert_string_equal(fields[16], "pareto");
+    assert_string_equal(fields[17], "pareto");
     double energy[3], acc[3];
     bool pareto[3];
     for (int i = 0; i < 3; i++) {
         assert_true(*p);
-        assert_int_equal(csv_record(&p, fields), 17);
+        assert_int_equal(csv_record(&p, fields), 18);
         assert_string_equal(fields[0], live[i]);
+        assert_string_equal(fields[15], ""); /* not trained */
         assert_string_equal(fields[3], i < 2 ? "bsa" : "softmax");
-        for (int k = 4; k < 16; k++) {
+        for (int k = 4; k < 17; k++) {
+            if (k == 15) continue;
             double v;
             if (!plain_decimal(fields[k], &v)) fail_msg("%s: field %d '%s' is not a plain decimal", live[i], k, fields[k]);
         }
@@ -518,8 +537,8 @@ static void test_reports(void **state) {
         double T;
         plain_decimal(fields[4], &T);
         assert_true(T == (i == 1 ? 2 : 1));
-        pareto[i] = !strcmp(fields[16], "true");
-        assert_true(pareto[i] || !strcmp(fields[16], "false"));
+        pareto[i] = !strcmp(fields[17], "true");
+        assert_true(pareto[i] || !strcmp(fields[17], "false"));
         char *h5 = snn_xasprintf("%s/%s.h5", out, live[i]);
         assert_true(fabs(acc[i] - h5_summary_attr(h5, "accuracy")) <= 1e-9);
         double e = h5_summary_attr(h5, "compute_energy_pj_per_sample");
