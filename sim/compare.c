@@ -154,6 +154,26 @@ static char *first_message(const char *diag_text) {
     return out;
 }
 
+/* Why ks is not a config key: the config loader's own message (with its did-you-mean), or a
+ * note that a section is not a key path. malloc'd. */
+static char *unknown_key_message(const char *ks) {
+    char *set = snn_xasprintf("%s=null", ks);
+    snn_config tmp;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *mf = open_memstream(&buf, &len);
+    SNN_ASSERT(mf);
+    snn_config_load_string(&tmp, "", "x", (const char *const *)&set, 1, mf);
+    snn_config_free(&tmp);
+    fclose(mf);
+    char *msg = *buf ? first_message(buf)
+                     : snn_xasprintf("'%s' is not a config key (give a full key path such as "
+                                     "model.attention.kind)", ks);
+    free(buf);
+    free(set);
+    return msg;
+}
+
 /* Loads config + sets; returns the error count and the diagnostics text (malloc'd). */
 static int try_config(const char *config, char *const *sets, int n_sets, char **diag_text,
                       char **name) {
@@ -312,21 +332,9 @@ int snn_compare_load(snn_compare *c, const char *path, FILE *diag_out) {
             const yaml_node_t *v = yaml_document_get_node(&doc, p->value);
             const char *ks = scalar(k);
             if (!ks || !known_key(ks)) {
-                char *dt = NULL, *msg;
-                char *s = snn_xasprintf("%s=null", ks ? ks : "?");
-                snn_config tmp;
-                char *buf = NULL;
-                size_t len = 0;
-                FILE *mf = open_memstream(&buf, &len);
-                snn_config_load_string(&tmp, "", "x", (const char *const *)&s, 1, mf);
-                snn_config_free(&tmp);
-                fclose(mf);
-                msg = first_message(buf);
+                char *msg = ks ? unknown_key_message(ks) : snn_xstrdup("keys must be scalars");
                 diag(&d, k, "set: %s", msg);
                 free(msg);
-                free(buf);
-                free(s);
-                free(dt);
                 continue;
             }
             if (v->type != YAML_SCALAR_NODE) {
@@ -347,19 +355,9 @@ int snn_compare_load(snn_compare *c, const char *path, FILE *diag_out) {
             const char *ks = scalar(k);
             bool bad = false;
             if (!ks || !known_key(ks)) {
-                char *s = snn_xasprintf("%s=null", ks ? ks : "?");
-                snn_config tmp;
-                char *buf = NULL;
-                size_t len = 0;
-                FILE *mf = open_memstream(&buf, &len);
-                snn_config_load_string(&tmp, "", "x", (const char *const *)&s, 1, mf);
-                snn_config_free(&tmp);
-                fclose(mf);
-                char *msg = first_message(buf);
+                char *msg = ks ? unknown_key_message(ks) : snn_xstrdup("keys must be scalars");
                 diag(&d, k, "grid: %s", msg);
                 free(msg);
-                free(buf);
-                free(s);
                 continue;
             }
             for (int a = 0; a < n_axes; a++)
