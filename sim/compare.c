@@ -1257,7 +1257,7 @@ static void scatter(FILE *f, const row *rows, int n) {
     free(order);
     for (int i = 0; i < n; i++) {
         double x = SX(rows[i].e_compute / 1000), y = SY(100 * rows[i].acc);
-        char b1[32], b2[32];
+        char b1[32];
         fprintf(f, "<circle class=\"run\" data-run=\"");
         snn_xml_text(f, rows[i].run->name);
         fprintf(f, "\" data-pareto=\"%s\" cx=\"%.1f\" cy=\"%.1f\" r=\"%d\" fill=\"%s\"><title>",
@@ -1265,7 +1265,6 @@ static void scatter(FILE *f, const row *rows, int n) {
         snn_xml_text(f, rows[i].run->name);
         fprintf(f, ": accuracy %.2f%%, %s nJ per sample%s</title></circle>\n", 100 * rows[i].acc,
                 short_num(b1, sizeof b1, rows[i].e_compute / 1000), rows[i].pareto ? " (Pareto front)" : "");
-        (void)b2;
         fprintf(f, "<text class=\"label\" x=\"%.1f\" y=\"%.1f\">", x + 9, y - 6);
         snn_xml_text(f, rows[i].run->name);
         fputs("</text>\n", f);
