@@ -49,7 +49,9 @@ document.getElementById('f').onload = function () {
   function n(sel) { return d ? d.querySelectorAll(sel).length : -1; }
   var live = 0, cs = d ? d.querySelectorAll('svg#accuracy-energy circle.run') : [];
   for (var i = 0; i < cs.length; i++)
-    if (cs[i] instanceof SVGCircleElement && cs[i].getBBox().width > 0) live++;
+    // an SVG element of the iframe's realm (instanceof would test this window's classes)
+    if (cs[i].namespaceURI === 'http://www.w3.org/2000/svg' && typeof cs[i].getBBox === 'function' &&
+        cs[i].getBBox().width > 0) live++;
   o.push('circles=' + n('svg#accuracy-energy circle.run'));
   o.push('live_circles=' + live);
   o.push('bars=' + n('svg#layer-energy g.run'));
@@ -81,7 +83,7 @@ n=$(grep -o '<g class="run"' "$tmp/dom.html" | wc -l)
 # shellcheck disable=SC2086
 timeout 120 "$browser" $flags --dump-dom "file://$tmp/out/check.html" >"$tmp/check.dom" 2>"$tmp/check.log" ||
     fail "chromium could not load the checker page: $(tail -3 "$tmp/check.log")"
-result=$(grep -o 'result: .* end' "$tmp/check.dom")
+result=$(grep -o '<pre id="out">result: [^<]* end' "$tmp/check.dom" | sed 's/^<pre id="out">//')
 [ -n "$result" ] || fail "the checker page did not report (is file access blocked?): $(grep -o '<pre id="out">[^<]*' "$tmp/check.dom")"
 want="result: circles=3 live_circles=3 bars=3 bar_rects="
 case "$result" in
