@@ -1082,10 +1082,10 @@ static void table_cells(const row *w, char cells[N_TABLE][64]) {
 }
 
 static const char figures_note[] =
-    "Energies are per sample: *paper* is figure (a), the papers' convention (E_MAC x first-layer "
-    "FLOPs + E_AC x firing rate x T x FLOPs); *compute* is figure (b), the counted operations x pJ "
-    "(NeuroBench's rule: a +-1 spike drives an AC); *syops rule* is figure (b) with ternary-input ACs "
-    "billed as MACs; *memory-aware* is figure (c), compute plus memory traffic "
+    "Energies are per sample. Paper: figure (a), the papers' convention (E_MAC x first-layer "
+    "FLOPs + E_AC x firing rate x T x FLOPs). Compute: figure (b), the counted operations x pJ "
+    "(NeuroBench's rule: a +-1 spike drives an AC). Syops rule: figure (b) with ternary-input ACs "
+    "billed as MACs. Memory-aware: figure (c), compute plus memory traffic "
     "(docs/hdf5-layout.md). The Pareto front is over accuracy (higher is better) and compute "
     "energy (lower is better). Wall time is the simulation of the evaluation split; training "
     "time (the epochs' wall time, from /training/history) is given apart.";
@@ -1332,12 +1332,19 @@ static void rate_chart(FILE *f, const row *rows, int n) {
     int np = 0, spiking = 0;
     for (int i = 0; i < n; i++) {
         spiking += rows[i].n_pops > 0;
+        int after = -1; /* where this run's previous population sits on the axis */
         for (size_t p = 0; p < rows[i].n_pops; p++) {
-            bool seen = false;
-            for (int q = 0; q < np && !seen; q++) seen = !strcmp(names[q], rows[i].pops[p]);
-            if (seen) continue;
-            names = snn_xrealloc(names, (size_t)(np + 1) * sizeof *names);
-            names[np++] = rows[i].pops[p];
+            int at = -1;
+            for (int q = 0; q < np && at < 0; q++)
+                if (!strcmp(names[q], rows[i].pops[p])) at = q;
+            if (at < 0) { /* a new population goes right after its predecessor in this run */
+                names = snn_xrealloc(names, (size_t)(np + 1) * sizeof *names);
+                at = after + 1;
+                memmove(names + at + 1, names + at, (size_t)(np - at) * sizeof *names);
+                names[at] = rows[i].pops[p];
+                np++;
+            }
+            after = at;
         }
     }
     const double L = 70, R = 30, T = 20, B = 170, step = 34;
