@@ -2,7 +2,9 @@
 # depend on `deps`, which installs (apt-get, only what is missing) every package we use.
 #
 #   make            build build/spikesim
-#   make test       build and run the cmocka suite (one binary per module)
+#   make test       build and run the cmocka suite (one binary per module) and the headless
+#                   Chromium check of the compare report (tests/html_check.sh)
+#   make deps-test  install the test-only packages (chromium) when missing; `make test` does
 #   make run        run the quickstart config (configs/quickstart.yaml)
 #   make asan       the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make OMP=0 test build and test without OpenMP
@@ -28,6 +30,8 @@ endif
 
 DEB_PKGS := gcc make pkg-config libyaml-dev libhdf5-dev hdf5-tools libcmocka-dev \
             libopenblas-dev libfftw3-dev zlib1g-dev dataset-fashion-mnist
+# Test-only: tests/html_check.sh opens the compare report in headless Chromium.
+DEB_TEST_PKGS := chromium
 PKGS     := hdf5-serial yaml-0.1 zlib openblas cmocka fftw3
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -89,11 +93,25 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# Installs the test-only packages when missing. A failed install is not fatal: the browser
+# check then reports itself skipped.
+deps-test:
+	@missing=""; for p in $(DEB_TEST_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps-test: installing$$missing"; \
+	  { $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; } || \
+	  echo "make deps-test: could not install$$missing; tests/html_check.sh will be skipped"; \
+	fi
+
 build-only: $(BUILD)/spikesim $(TESTS)
 
-test: deps
+test: deps deps-test
 	@$(MAKE) --no-print-directory build-only
 	@tests/run_tests.sh $(BUILD)
+	@tests/html_check.sh $(BUILD)
 
 run: deps
 	@$(MAKE) --no-print-directory $(BUILD)/spikesim
@@ -114,7 +132,7 @@ noomp: deps
 clean:
 	rm -rf build build-asan build-noomp
 
-.PHONY: all deps build-only test run bench asan noomp clean
+.PHONY: all deps deps-test build-only test run bench asan noomp clean
 .SECONDARY:
 .DELETE_ON_ERROR:
 

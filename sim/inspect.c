@@ -31,6 +31,7 @@
 
 #include "sim/config.h"
 #include "sim/h5io.h"
+#include "sim/textout.h"
 
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
@@ -992,80 +993,16 @@ int snn_inspect_print(const char *path, FILE *out, snn_err *err) {
 
 /* ---- SVG output ----------------------------------------------------------------------------- */
 
-static void xml_text(FILE *f, const char *s) {
-    for (; *s; s++) {
-        switch (*s) {
-        case '&': fputs("&amp;", f); break;
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '"': fputs("&quot;", f); break;
-        case '\'': fputs("&apos;", f); break;
-        default:
-            /* Control characters are not allowed in XML 1.0. */
-            if ((unsigned char)*s >= 0x20 || *s == '\t' || *s == '\n') fputc(*s, f);
-            break;
-        }
-    }
-}
-
 static const char *base_name(const char *p) {
     const char *s = strrchr(p, '/');
     return s ? s + 1 : p;
-}
-
-/* Writes data to path atomically: a temporary file in the same directory (same filesystem,
- * so rename is atomic), fsync, rename, fsync of the directory. On failure no file is left and
- * an existing file at path is untouched. */
-static int write_atomic(const char *path, const char *data, size_t n, snn_err *err) {
-    const char *slash = strrchr(path, '/');
-    char *dir = !slash ? snn_xstrdup(".") : slash == path ? snn_xstrdup("/")
-                                                          : snn_xasprintf("%.*s", (int)(slash - path), path);
-    static unsigned counter;
-    char *tmp = snn_xasprintf("%s/.%s.tmp.%ld.%u", dir, base_name(path), (long)getpid(), counter++);
-    int rc = SNN_ERR;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        snn_err_set(err, "%s: cannot create output file: %s", path, strerror(errno));
-        goto done;
-    }
-    for (size_t off = 0; off < n;) {
-        ssize_t w = write(fd, data + off, n - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            snn_err_set(err, "%s: cannot write: %s", path, strerror(w < 0 ? errno : EIO));
-            close(fd);
-            unlink(tmp);
-            goto done;
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        snn_err_set(err, "%s: cannot write: %s", path, strerror(errno));
-        unlink(tmp);
-        goto done;
-    }
-    if (rename(tmp, path) != 0) {
-        snn_err_set(err, "%s: cannot write: %s", path, strerror(errno));
-        unlink(tmp);
-        goto done;
-    }
-    int dfd = open(dir, O_RDONLY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-    rc = SNN_OK;
-done:
-    free(tmp);
-    free(dir);
-    return rc;
 }
 
 /* Finishes an open_memstream SVG and writes it atomically. */
 static int finish_svg(FILE *f, char **buf, size_t *len, const char *svg_path, snn_err *err) {
     fputs("</svg>\n", f);
     if (fclose(f) != 0) return snn_err_set(err, "%s: out of memory building the SVG", svg_path);
-    int rc = write_atomic(svg_path, *buf, *len, err);
+    int rc = snn_write_file_atomic(svg_path, *buf, *len, err);
     free(*buf);
     *buf = NULL;
     return rc;
@@ -1077,7 +1014,7 @@ static void svg_open(FILE *f, double w, double h, const char *title) {
                "viewBox=\"0 0 %.0f %.0f\" font-family=\"DejaVu Sans, Arial, sans-serif\" "
                "font-size=\"12\">\n<title>",
             w, h, w, h);
-    xml_text(f, title);
+    snn_xml_text(f, title);
     fprintf(f, "</title>\n<rect x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" fill=\"#ffffff\"/>\n", w, h);
 }
 
@@ -1243,13 +1180,13 @@ int snn_inspect_raster(const char *path, const char *population, long long sampl
     snprintf(title, sizeof title, "%s, sample %lld: firing rate %.4f", population, sample, rate);
     svg_open(f, W, H, title);
     fprintf(f, "<text x=\"%.1f\" y=\"22\" font-size=\"15\" font-weight=\"bold\">", L);
-    xml_text(f, title);
+    snn_xml_text(f, title);
     fputs("</text>\n", f);
     fprintf(f, "<text x=\"%.1f\" y=\"42\" fill=\"#444444\">", L);
     char sub[768];
     snprintf(sub, sizeof sub, "%s, %zu neurons, T=%zu; sample %lld of %lld recorded%s; %s",
              model ? model : "population", N, T, sample, S, about, base_name(path));
-    xml_text(f, sub);
+    snn_xml_text(f, sub);
     fputs("</text>\n", f);
 
     /* Timestep bands and token separators, behind the marks. */
@@ -1318,7 +1255,7 @@ int snn_inspect_raster(const char *path, const char *population, long long sampl
             ly + (bipolar ? 68 : 48));
     if (units) {
         fprintf(f, "<text x=\"%.2f\" y=\"%.2f\" fill=\"#444444\">values: ", lx, ly + (bipolar ? 84 : 64));
-        xml_text(f, units);
+        snn_xml_text(f, units);
         fputs("</text>\n", f);
     }
     rc = finish_svg(f, &buf, &len, svg_path, err);
@@ -1417,13 +1354,13 @@ int snn_inspect_rates(const char *path, const char *svg_path, snn_err *err) {
     snprintf(title, sizeof title, "Firing rate per timestep: %s", base_name(path));
     svg_open(f, W, H, title);
     fprintf(f, "<text x=\"12\" y=\"22\" font-size=\"15\" font-weight=\"bold\">");
-    xml_text(f, title);
+    snn_xml_text(f, title);
     fputs("</text>\n", f);
     int k = snprintf(sub, sizeof sub, "%d populations in forward order", pops.n);
     if (att) k += snprintf(sub + k, sizeof sub - (size_t)k, ", attention %s", att);
     if (isfinite(nsamp)) snprintf(sub + k, sizeof sub - (size_t)k, ", %.0f samples", nsamp);
     fprintf(f, "<text x=\"12\" y=\"42\" fill=\"#444444\">");
-    xml_text(f, sub);
+    snn_xml_text(f, sub);
     fputs("; spikes / neuron / timestep</text>\n", f);
 
     /* Column headers. */
@@ -1439,7 +1376,7 @@ int snn_inspect_rates(const char *path, const char *svg_path, snn_err *err) {
         const double y = TOP + cell_h * p;
         fprintf(f, "<text x=\"%.2f\" y=\"%.2f\" text-anchor=\"end\" font-family=\"DejaVu Sans Mono, monospace\">",
                 L - 8, y + cell_h / 2 + 4);
-        xml_text(f, pops.s[p]);
+        snn_xml_text(f, pops.s[p]);
         fputs("</text>\n", f);
         double mean = 0;
         for (size_t t = 0; t < nt[p]; t++) {
@@ -1451,7 +1388,7 @@ int snn_inspect_rates(const char *path, const char *svg_path, snn_err *err) {
             fprintf(f, "<rect class=\"cell\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" "
                        "fill=\"#%02x%02x%02x\" stroke=\"#ffffff\" stroke-width=\"1\"><title>",
                     x, y, cell_w, cell_h, c[0], c[1], c[2]);
-            xml_text(f, pops.s[p]);
+            snn_xml_text(f, pops.s[p]);
             fprintf(f, ", timestep %zu: %.4f</title></rect>\n", t, v);
             if (values) {
                 /* Light text on the dark end of the map, dark text on the light end. */

@@ -8,6 +8,7 @@
  *   spikesim inspect RUN.h5
  *   spikesim raster RUN.h5 --population P [--sample i] -o FILE.svg
  *   spikesim rates RUN.h5 -o FILE.svg
+ *   spikesim compare CONFIG [-o DIR] [--threads N] [--quiet] [--dry-run]
  *   spikesim --help | --version
  *
  * Exit codes: 0 ok, 1 runtime or I/O error, 2 usage or config error.
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "sim/bench.h"
+#include "sim/compare.h"
 #include "sim/config.h"
 #include "sim/h5io.h"
 #include "sim/inspect.h"
@@ -34,6 +36,7 @@ static const char usage[] =
     "       spikesim inspect RUN.h5\n"
     "       spikesim raster RUN.h5 --population P [--sample i] -o FILE.svg\n"
     "       spikesim rates RUN.h5 -o FILE.svg\n"
+    "       spikesim compare CONFIG [-o DIR] [--threads N] [--quiet] [--dry-run]\n"
     "       spikesim --help | --version\n"
     "\n"
     "commands:\n"
@@ -45,6 +48,8 @@ static const char usage[] =
     "  inspect    summary, populations and tree of a run file (any HDF5 file)\n"
     "  raster     SVG spike raster of one population and recorded sample (default 0)\n"
     "  rates      SVG heatmap of every population's firing rate per timestep\n"
+    "  compare    run (or reuse) a compare config's runs; write DIR/report.{html,md}, summary.{csv,json}\n"
+    "             (-o DIR, default runs/<name>; docs/compare.md)\n"
     "\n"
     "options:\n"
     "  -o, --output FILE      output file (HDF5 for run, SVG for raster and rates)\n"
@@ -192,6 +197,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "inspect") || !strcmp(cmd, "raster") || !strcmp(cmd, "rates"))
         return snn_inspect_cli(argc, argv, usage);
+    if (!strcmp(cmd, "compare")) return snn_compare_cli(argc, argv, usage);
     cli c = {0};
     int rc;
     if (parse_args(argc, argv, 2, &c) != 0) {
