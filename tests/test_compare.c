@@ -40,19 +40,6 @@ static char *write_in_dir(const char *name, const char *text) {
     return p;
 }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t r = fread(buf, 1, (size_t)n, f);
-    buf[r] = '\0';
-    fclose(f);
-    return buf;
-}
-
 static int count(const char *hay, const char *needle) {
     int n = 0;
     for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
@@ -303,7 +290,7 @@ static void test_run_reuse_and_checkpoint(void **state) {
     assert_true(mtime_of(best) == best_mt); /* not retrained */
     assert_true(mtime_of(h5) > 0);
     /* the report still gives its training time, from the checkpoint's history */
-    char *csv_path = snn_xasprintf("%s/summary.csv", out3), *csv = slurp(csv_path);
+    char *csv_path = snn_xasprintf("%s/summary.csv", out3), *csv = snn_test_read_file(csv_path);
     assert_non_null(csv);
     const char *row_start = strstr(csv, "\nbsa_T2,");
     assert_non_null(row_start);
@@ -508,7 +495,7 @@ static void test_reports(void **state) {
     static const char *const live[] = {"bsa_T1", "bsa_T2", "softmax_T1"};
 
     /* summary.csv: the header, one row per run in order, plain decimals matching the run file */
-    char *path = snn_xasprintf("%s/summary.csv", out), *csv = slurp(path);
+    char *path = snn_xasprintf("%s/summary.csv", out), *csv = snn_test_read_file(path);
     free(path);
     assert_non_null(csv);
     const char *p = csv;
@@ -557,7 +544,7 @@ static void test_reports(void **state) {
 
     /* summary.json: an array of 3 objects with the same names and numbers, per-layer energy */
     path = snn_xasprintf("%s/summary.json", out);
-    char *json = slurp(path);
+    char *json = snn_test_read_file(path);
     free(path);
     assert_non_null(json);
     jp j = {.s = json};
@@ -576,7 +563,7 @@ static void test_reports(void **state) {
 
     /* report.html: self-contained, one circle and one bar group per run, rates for SNNs only */
     path = snn_xasprintf("%s/report.html", out);
-    char *html = slurp(path);
+    char *html = snn_test_read_file(path);
     free(path);
     assert_non_null(html);
     assert_int_equal(count(html, "<circle class=\"run\""), 3);
@@ -599,7 +586,7 @@ static void test_reports(void **state) {
 
     /* report.md: a row and a reproducing command per run, the skipped point listed */
     path = snn_xasprintf("%s/report.md", out);
-    char *md = slurp(path);
+    char *md = snn_test_read_file(path);
     free(path);
     assert_non_null(md);
     for (int i = 0; i < 3; i++) {
@@ -635,7 +622,7 @@ static void test_cli(void **state) {
     char *out = in_dir("cli"), *err = in_dir("cli.err");
     /* --dry-run writes nothing */
     assert_int_equal(sh("%s compare %s -o %s --dry-run 2>%s", spikesim, cfg, out, err), 0);
-    char *e = slurp(err);
+    char *e = snn_test_read_file(err);
     assert_non_null(strstr(e, "compare: [2/3] bsa_T2: would be simulated -> "));
     assert_non_null(strstr(e, "compare: softmax_T2: skipped: "));
     free(e);
@@ -644,13 +631,13 @@ static void test_cli(void **state) {
     /* a real run, then a rerun that reuses everything */
     assert_int_equal(sh("%s compare %s -o %s --threads 1 2>%s", spikesim, cfg, out, err), 0);
     assert_int_equal(sh("%s compare %s -o %s --threads 1 2>%s", spikesim, cfg, out, err), 0);
-    e = slurp(err);
+    e = snn_test_read_file(err);
     assert_non_null(strstr(e, "compare: 0 trained, 0 simulated, 0 evaluated from checkpoints, 3 reused, 1 skipped;"));
     free(e);
     /* config and usage errors exit 2 with one line each */
     char *bad = write_in_dir("clibad.yaml", "base: nowhere.yaml\nfoo: 1\n");
     assert_int_equal(sh("%s compare %s 2>%s", spikesim, bad, err), 2);
-    e = slurp(err);
+    e = snn_test_read_file(err);
     char want[1024];
     snprintf(want, sizeof want, "%s:2:1: error: unknown key 'foo' (expected name, base, grid, runs, set, skip_invalid)\n", bad);
     assert_string_equal(e, want);

@@ -50,19 +50,6 @@ static const char ann_cfg[] =
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t r = fread(buf, 1, (size_t)n, f);
-    buf[r] = '\0';
-    fclose(f);
-    return buf;
-}
-
 typedef struct result {
     int status;
     char *out, *err;
@@ -81,8 +68,8 @@ static void run(result *r, const char *args) {
     snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", spikesim, args, o, e);
     int st = system(cmd);
     r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    r->out = slurp(o);
-    r->err = slurp(e);
+    r->out = snn_test_read_file(o);
+    r->err = snn_test_read_file(e);
     remove(o);
     remove(e);
     free(o);
@@ -496,7 +483,7 @@ static void check_raster(const char *pop, int sample, bool bipolar) {
     snprintf(args, sizeof args, "raster %s --population %s --sample %d -o %s", bsa_run, pop, sample, svg);
     run(&r, args);
     if (r.status != 0) fail_msg("raster failed: %s", r.err);
-    char *text = slurp(svg);
+    char *text = snn_test_read_file(svg);
     assert_non_null(text);
     assert_well_formed(text);
     int pos, neg;
@@ -543,7 +530,7 @@ static void test_rates_one_cell_per_population_and_step(void **state) {
     snprintf(args, sizeof args, "rates %s -o %s", bsa_run, svg);
     run(&r, args);
     if (r.status != 0) fail_msg("rates failed: %s", r.err);
-    char *text = slurp(svg);
+    char *text = snn_test_read_file(svg);
     assert_non_null(text);
     assert_well_formed(text);
     char pops[32][64];
@@ -590,7 +577,7 @@ static void expect_fail(const char *args, int status, const char *err_line) {
     run(&r, args);
     if (r.status != status) fail_msg("'%s': exit %d, expected %d (%s)", args, r.status, status, r.err);
     if (strcmp(r.err, err_line)) fail_msg("'%s':\n got  %s\n want %s", args, r.err, err_line);
-    char *text = slurp(keep);
+    char *text = snn_test_read_file(keep);
     assert_string_equal(text, "keep me\n");
     assert_int_equal(stat(keep, &after), 0);
     assert_int_equal(before.st_ino, after.st_ino);
@@ -691,7 +678,7 @@ static void test_errors_are_one_line_and_lose_nothing(void **state) {
     snprintf(args, sizeof args, "rates %s -o %s", bsa_run, keep);
     run(&r, args);
     assert_int_equal(r.status, 0);
-    char *text = slurp(keep);
+    char *text = snn_test_read_file(keep);
     assert_non_null(strstr(text, "<svg"));
     assert_int_equal(leftovers(dir), 0);
     free(text);

@@ -34,6 +34,19 @@ char *snn_test_tmp_path(const char *name) {
     return p;
 }
 
+char *snn_test_read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    size_t r = fread(buf, 1, (size_t)n, f);
+    buf[r] = '\0';
+    fclose(f);
+    return buf;
+}
+
 int snn_test_write_file(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
     if (!f) return -1;

@@ -14,6 +14,9 @@ void snn_assert_allclose(const float *a, const float *b, size_t n, double atol, 
  * returned string is malloc'd. */
 char *snn_test_tmp_path(const char *name);
 
+/* The whole file at path, NUL-terminated (malloc'd; caller frees), or NULL if unreadable. */
+char *snn_test_read_file(const char *path);
+
 /* Writes text to a new file at path; returns 0 on success. */
 int snn_test_write_file(const char *path, const void *data, size_t n);
 
