@@ -716,6 +716,24 @@ static char *file_config(const char *path) {
     return t;
 }
 
+/* A checkpoint's /config names the training that wrote it. A training resumed from a .last.h5
+ * checkpoint is the same training as an uninterrupted one (resuming is exact), so train.resume
+ * is not part of the match. */
+static bool same_training(const char *stored, const char *yaml) {
+    if (!strcmp(stored, yaml)) return true;
+    snn_config c;
+    bool same = false;
+    if (snn_config_load_string(&c, stored, "checkpoint /config", NULL, 0, NULL) == 0 && c.train.resume) {
+        free(c.train.resume);
+        c.train.resume = NULL;
+        char *t = snn_config_to_yaml(&c);
+        same = !strcmp(t, yaml);
+        free(t);
+    }
+    snn_config_free(&c);
+    return same;
+}
+
 static char *run_path(const char *dir, const char *name, const char *tag) {
     return tag ? snn_xasprintf("%s/%s.%s.h5", dir, name, tag) : snn_xasprintf("%s/%s.h5", dir, name);
 }
@@ -757,7 +775,7 @@ int snn_compare_execute(const snn_compare *c, const snn_compare_opts *o, snn_com
         } else {
             char *best_cfg = cfg.train.epochs > 0 ? file_config(best) : NULL;
             const snn_config *use = &cfg;
-            if (best_cfg && !strcmp(best_cfg, yaml)) {
+            if (best_cfg && same_training(best_cfg, yaml)) {
                 use = &from_best;
                 what = "evaluated from its best checkpoint";
                 st->from_checkpoint++;

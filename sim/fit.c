@@ -287,6 +287,10 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
     const int64_t warmup = llround(cfg->train.warmup_epochs * (double)steps_per_epoch);
     const size_t pix = (size_t)train->channels * train->height * train->width;
 
+#ifdef _OPENMP
+    /* The trainer sizes its per-thread scratch from omp_get_max_threads(). */
+    if (opts->threads > 0) omp_set_num_threads(opts->threads);
+#endif
     snn_trainer *tr = snn_trainer_new(m, B, false);
     fit_state s = {0};
     s.best_epoch = -1;

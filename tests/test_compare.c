@@ -203,6 +203,46 @@ static double mtime_of(const char *p) {
     return (double)st.st_mtim.tv_sec + 1e-9 * (double)st.st_mtim.tv_nsec;
 }
 
+/* /config of an HDF5 file (malloc'd), and its replacement, as h5io writes it: a scalar UTF-8
+ * variable-length string. */
+static char *checkpoint_config(const char *path) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hid_t d = H5Dopen2(f, "/config", H5P_DEFAULT), t = H5Dget_type(d);
+    assert_true(H5Tis_variable_str(t) > 0);
+    char *text = NULL;
+    assert_true(H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, &text) >= 0);
+    char *copy = snn_xstrdup(text);
+    H5free_memory(text);
+    H5Tclose(t);
+    H5Dclose(d);
+    H5Fclose(f);
+    return copy;
+}
+
+static void set_checkpoint_config(const char *path, const char *text) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(f >= 0);
+    assert_true(H5Ldelete(f, "/config", H5P_DEFAULT) >= 0);
+    hid_t t = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    hid_t d = H5Dcreate2(f, "/config", t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(d >= 0);
+    assert_true(H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, &text) >= 0);
+    H5Dclose(d);
+    H5Sclose(sp);
+    H5Tclose(t);
+    assert_true(H5Fclose(f) >= 0);
+}
+
+/* s with the first `from` replaced by `to` (malloc'd); `from` must occur. */
+static char *replace_once(const char *s, const char *from, const char *to) {
+    const char *at = strstr(s, from);
+    assert_non_null(at);
+    return snn_xasprintf("%.*s%s%s", (int)(at - s), s, to, at + strlen(from));
+}
+
 static char *tiny_compare(const char *name, const char *extra_set) {
     char *base = write_in_dir("base.yaml", base_cfg);
     char text[2048];
@@ -305,6 +345,26 @@ static void test_run_reuse_and_checkpoint(void **state) {
     assert_int_equal(run_compare(cfg3, out3, &st), SNN_OK);
     assert_int_equal(st.reused, 3);
     assert_int_equal(st.from_checkpoint + st.trained + st.simulated, 0);
+
+    /* A checkpoint whose training was resumed (its /config names train.resume) is the same
+     * training: it is evaluated, not trained again. Any other difference still retrains. */
+    char *stored = checkpoint_config(best);
+    assert_non_null(strstr(stored, "\n  resume: null\n"));
+    char *resumed = replace_once(stored, "\n  resume: null\n", "\n  resume: /elsewhere/x.last.h5\n");
+    assert_int_equal(remove(h5), 0);
+    set_checkpoint_config(best, resumed);
+    assert_int_equal(run_compare(cfg3, out3, &st), SNN_OK);
+    assert_int_equal(st.from_checkpoint, 1);
+    assert_int_equal(st.trained, 0);
+    char *other = replace_once(resumed, "\n  epochs: 1\n", "\n  epochs: 2\n");
+    assert_int_equal(remove(h5), 0);
+    set_checkpoint_config(best, other);
+    assert_int_equal(run_compare(cfg3, out3, &st), SNN_OK);
+    assert_int_equal(st.trained, 1);
+    assert_int_equal(st.from_checkpoint, 0);
+    free(other);
+    free(resumed);
+    free(stored);
     free(h5);
     free(best);
     free(cfg);
