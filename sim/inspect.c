@@ -202,16 +202,14 @@ static char **read_strings(hid_t obj, bool is_attr, hid_t ftype, size_t n) {
     return out;
 }
 
-/* A scalar (or one-element) string attribute as a malloc'd string; NULL when absent or not a
- * string. */
-static char *attr_string(hid_t obj, const char *name) {
-    if (H5Aexists(obj, name) <= 0) return NULL;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (a < 0) return NULL;
-    hid_t t = H5Aget_type(a), s = H5Aget_space(a);
+/* The value of an open attribute (is_attr) or dataset that holds exactly one string, as a
+ * malloc'd string; NULL when it holds anything else. */
+static char *one_string(hid_t obj, bool is_attr) {
+    hid_t t = is_attr ? H5Aget_type(obj) : H5Dget_type(obj);
+    hid_t s = is_attr ? H5Aget_space(obj) : H5Dget_space(obj);
     char *out = NULL;
     if (H5Tget_class(t) == H5T_STRING && H5Sget_simple_extent_npoints(s) == 1) {
-        char **v = read_strings(a, true, t, 1);
+        char **v = read_strings(obj, is_attr, t, 1);
         if (v) {
             out = v[0];
             free(v);
@@ -219,6 +217,16 @@ static char *attr_string(hid_t obj, const char *name) {
     }
     H5Sclose(s);
     H5Tclose(t);
+    return out;
+}
+
+/* A scalar (or one-element) string attribute as a malloc'd string; NULL when absent or not a
+ * string. */
+static char *attr_string(hid_t obj, const char *name) {
+    if (H5Aexists(obj, name) <= 0) return NULL;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return NULL;
+    char *out = one_string(a, true);
     H5Aclose(a);
     return out;
 }
@@ -295,17 +303,7 @@ static char *read_text(hid_t file, const char *path) {
     if (!has_object(file, path, H5I_DATASET)) return NULL;
     hid_t d = H5Dopen2(file, path, H5P_DEFAULT);
     if (d < 0) return NULL;
-    hid_t t = H5Dget_type(d), s = H5Dget_space(d);
-    char *out = NULL;
-    if (H5Tget_class(t) == H5T_STRING && H5Sget_simple_extent_npoints(s) == 1) {
-        char **v = read_strings(d, false, t, 1);
-        if (v) {
-            out = v[0];
-            free(v);
-        }
-    }
-    H5Sclose(s);
-    H5Tclose(t);
+    char *out = one_string(d, false);
     H5Dclose(d);
     return out;
 }
@@ -1008,7 +1006,15 @@ static int finish_svg(FILE *f, char **buf, size_t *len, const char *svg_path, sn
     return rc;
 }
 
-static void svg_open(FILE *f, double w, double h, const char *title) {
+/* Starts a w x h SVG with its <title> in a memory stream (*buf, *len) for finish_svg; NULL with
+ * err set when the stream cannot be opened. */
+static FILE *svg_begin(char **buf, size_t *len, double w, double h, const char *title,
+                       const char *svg_path, snn_err *err) {
+    FILE *f = open_memstream(buf, len);
+    if (!f) {
+        snn_err_set(err, "%s: cannot build the SVG: %s", svg_path, strerror(errno));
+        return NULL;
+    }
     fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                "viewBox=\"0 0 %.0f %.0f\" font-family=\"DejaVu Sans, Arial, sans-serif\" "
@@ -1016,6 +1022,7 @@ static void svg_open(FILE *f, double w, double h, const char *title) {
             w, h, w, h);
     snn_xml_text(f, title);
     fprintf(f, "</title>\n<rect x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" fill=\"#ffffff\"/>\n", w, h);
+    return f;
 }
 
 /* A round tick step giving at most about `target` ticks over [0, span]. */
@@ -1169,16 +1176,12 @@ int snn_inspect_raster(const char *path, const char *population, long long sampl
     const double L = 78, TOP = 62, R = 190, B = 52;
     const double W = L + plot_w + R, H = TOP + plot_h + B;
 
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f) {
-        snn_err_set(err, "%s: cannot build the SVG: %s", svg_path, strerror(errno));
-        goto done;
-    }
     char title[512];
     snprintf(title, sizeof title, "%s, sample %lld: firing rate %.4f", population, sample, rate);
-    svg_open(f, W, H, title);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = svg_begin(&buf, &len, W, H, title, svg_path, err);
+    if (!f) goto done;
     fprintf(f, "<text x=\"%.1f\" y=\"22\" font-size=\"15\" font-weight=\"bold\">", L);
     snn_xml_text(f, title);
     fputs("</text>\n", f);
@@ -1343,16 +1346,12 @@ int snn_inspect_rates(const char *path, const char *svg_path, snn_err *err) {
     const double mean_x = L + plot_w + 12, bar_x = mean_x + 70, bar_h = fmax(plot_h, 120.0);
     const double W = bar_x + 110, H = TOP + fmax(plot_h, bar_h) + 50;
 
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f) {
-        snn_err_set(err, "%s: cannot build the SVG: %s", svg_path, strerror(errno));
-        goto done;
-    }
     char title[512], sub[512];
     snprintf(title, sizeof title, "Firing rate per timestep: %s", base_name(path));
-    svg_open(f, W, H, title);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = svg_begin(&buf, &len, W, H, title, svg_path, err);
+    if (!f) goto done;
     fprintf(f, "<text x=\"12\" y=\"22\" font-size=\"15\" font-weight=\"bold\">");
     snn_xml_text(f, title);
     fputs("</text>\n", f);
