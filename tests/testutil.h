@@ -20,4 +20,25 @@ char *snn_test_read_file(const char *path);
 /* Writes text to a new file at path; returns 0 on success. */
 int snn_test_write_file(const char *path, const void *data, size_t n);
 
+/* Removes a scratch directory and everything in it (rm -rf); returns 0 on success. */
+int snn_test_remove_tree(const char *path);
+
+/* One run of the built spikesim binary: its exit status (-1 when it did not exit) and its
+ * whole stdout and stderr (malloc'd, never NULL after a run). */
+typedef struct snn_test_cli {
+    int status;
+    char *out, *err;
+} snn_test_cli;
+
+/* Remembers where the binary is: BUILD/spikesim, next to the directory of this test binary
+ * (argv0 is BUILD/tests/test_x). Call once from main before snn_test_cli_run. */
+void snn_test_cli_locate(const char *argv0);
+
+/* Runs `spikesim ARGS` through the shell (ARGS formatted like printf; stdin /dev/null) and
+ * returns its status. r starts zeroed ({0}); each run frees what the previous one captured, so
+ * one snn_test_cli_free at the end suffices. */
+int snn_test_cli_run(snn_test_cli *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+void snn_test_cli_free(snn_test_cli *r);
+
 #endif
