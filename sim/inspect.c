@@ -29,11 +29,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sim/cli.h"
 #include "sim/config.h"
 #include "sim/h5io.h"
 #include "sim/textout.h"
-
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 /* Deeper trees are cut (a file this deep is not a run file; it also bounds recursion). */
 #define TREE_MAX_DEPTH 32
@@ -1437,12 +1436,7 @@ int snn_inspect_cli(int argc, char **argv, const char *usage) {
     const char *file = NULL, *out = NULL, *pop = NULL, *sample_s = NULL;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(usage, stdout);
-            return EXIT_OK;
-        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) {
-            out = argv[++i];
-        } else if (!strcmp(a, "--population") && i + 1 < argc) {
+        if (!strcmp(a, "--population") && i + 1 < argc) {
             pop = argv[++i];
         } else if (!strncmp(a, "--population=", 13)) {
             pop = a + 13;
@@ -1450,50 +1444,45 @@ int snn_inspect_cli(int argc, char **argv, const char *usage) {
             sample_s = argv[++i];
         } else if (!strncmp(a, "--sample=", 9)) {
             sample_s = a + 9;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "spikesim: error: unknown or incomplete option '%s'\n", a);
-            return EXIT_USAGE;
-        } else if (file) {
-            fprintf(stderr, "spikesim: error: %s takes one RUN.h5, got '%s' as well\n", cmd, a);
-            return EXIT_USAGE;
         } else {
-            file = a;
+            int rc = snn_cli_single_file_arg(argc, argv, &i, cmd, "RUN.h5", usage, &out, &file);
+            if (rc >= 0) return rc;
         }
     }
     const bool is_inspect = !strcmp(cmd, "inspect"), is_raster = !strcmp(cmd, "raster");
     if (!file) {
         fprintf(stderr, "spikesim: error: %s needs a RUN.h5 file\n%s", cmd, usage);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     const char *stray = is_inspect ? (out ? "-o" : pop ? "--population" : sample_s ? "--sample" : NULL)
                         : is_raster ? NULL
                                     : (pop ? "--population" : sample_s ? "--sample" : NULL);
     if (stray) {
         fprintf(stderr, "spikesim: error: %s does not take %s\n", cmd, stray);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     snn_err err = {{0}};
     if (is_inspect) {
         if (snn_inspect_print(file, stdout, &err) != SNN_OK) {
             fprintf(stderr, "spikesim: error: %s\n", err.msg);
-            return EXIT_RUNTIME;
+            return SNN_EXIT_RUNTIME;
         }
-        return EXIT_OK;
+        return SNN_EXIT_OK;
     }
     if (is_raster && !pop) {
         fprintf(stderr, "spikesim: error: raster needs --population P (spikesim inspect %s lists them)\n%s",
                 file, usage);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     if (!out) {
         fprintf(stderr, "spikesim: error: %s needs -o FILE.svg\n%s", cmd, usage);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     /* Writing the SVG over the run file would lose the run. */
     struct stat si, so;
     if (stat(file, &si) == 0 && stat(out, &so) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
         fprintf(stderr, "spikesim: error: -o %s is the input file\n", out);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     long long sample = 0;
     if (sample_s) {
@@ -1502,7 +1491,7 @@ int snn_inspect_cli(int argc, char **argv, const char *usage) {
         sample = strtoll(sample_s, &end, 10);
         if (!*sample_s || *end || errno || sample < 0) {
             fprintf(stderr, "spikesim: error: --sample expects a non-negative integer, got '%s'\n", sample_s);
-            return EXIT_USAGE;
+            return SNN_EXIT_USAGE;
         }
     }
     bool usage_error = false;
@@ -1510,7 +1499,7 @@ int snn_inspect_cli(int argc, char **argv, const char *usage) {
                        : snn_inspect_rates(file, out, &err);
     if (rc != SNN_OK) {
         fprintf(stderr, "spikesim: error: %s\n", err.msg);
-        return usage_error ? EXIT_USAGE : EXIT_RUNTIME;
+        return usage_error ? SNN_EXIT_USAGE : SNN_EXIT_RUNTIME;
     }
-    return EXIT_OK;
+    return SNN_EXIT_OK;
 }
