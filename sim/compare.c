@@ -975,6 +975,18 @@ static void json_num(FILE *f, double x) {
     fputs(isfinite(x) ? num(b, sizeof b, x) : "null", f);
 }
 
+/* The elements of a JSON list of {"<key>": names[i], "<value_key>": values[i]} objects. */
+static void json_named_values(FILE *f, const char *key, char *const *names, const char *value_key,
+                              const double *values, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        fprintf(f, "%s{\"%s\": ", i ? ", " : "", key);
+        json_str(f, names[i]);
+        fprintf(f, ", \"%s\": ", value_key);
+        json_num(f, values[i]);
+        fputc('}', f);
+    }
+}
+
 /* The columns of summary.csv and summary.json, in order. */
 #define N_COLS 17
 static const char *const col_names[N_COLS] = {
@@ -1036,21 +1048,9 @@ static void write_json(FILE *f, const row *rows, int n) {
             json_num(f, col_value(w, c));
         }
         fprintf(f, ", \"pareto\": %s,\n   \"layer_energy_pj_per_sample\": [", w->pareto ? "true" : "false");
-        for (size_t l = 0; l < w->n_layers; l++) {
-            fputs(l ? ", {\"layer\": " : "{\"layer\": ", f);
-            json_str(f, w->layers[l]);
-            fputs(", \"compute_energy_pj\": ", f);
-            json_num(f, w->layer_pj[l]);
-            fputc('}', f);
-        }
+        json_named_values(f, "layer", w->layers, "compute_energy_pj", w->layer_pj, w->n_layers);
         fputs("],\n   \"firing_rate_per_population\": [", f);
-        for (size_t p = 0; p < w->n_pops; p++) {
-            fputs(p ? ", {\"population\": " : "{\"population\": ", f);
-            json_str(f, w->pops[p]);
-            fputs(", \"firing_rate\": ", f);
-            json_num(f, w->pop_rate[p]);
-            fputc('}', f);
-        }
+        json_named_values(f, "population", w->pops, "firing_rate", w->pop_rate, w->n_pops);
         fputs("]}", f);
         free(ov);
     }
