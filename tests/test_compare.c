@@ -534,11 +534,7 @@ static void jvalue(jp *j, const char *key, int obj) {
 static double h5_summary_attr(const char *file, const char *name) {
     hid_t f = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
     assert_true(f >= 0);
-    hid_t a = H5Aopen_by_name(f, "/summary", name, H5P_DEFAULT, H5P_DEFAULT);
-    assert_true(a >= 0);
-    double v = NAN;
-    assert_true(H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0);
-    H5Aclose(a);
+    double v = snn_test_attr_f64(f, "/summary", name);
     H5Fclose(f);
     return v;
 }

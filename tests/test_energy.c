@@ -302,30 +302,6 @@ static double read_scalar(const char *path, const char *obj) {
     return x;
 }
 
-static double attr_f64(hid_t f, const char *obj, const char *name) {
-    double v = NAN;
-    hid_t a = H5Aopen_by_name(f, obj, name, H5P_DEFAULT, H5P_DEFAULT);
-    if (a < 0) fail_msg("no attribute %s on %s", name, obj);
-    assert_true(H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0);
-    H5Aclose(a);
-    return v;
-}
-
-static char *attr_str(hid_t f, const char *obj, const char *name) {
-    hid_t a = H5Aopen_by_name(f, obj, name, H5P_DEFAULT, H5P_DEFAULT);
-    if (a < 0) fail_msg("no attribute %s on %s", name, obj);
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    char *s = NULL;
-    assert_true(H5Aread(a, t, &s) >= 0);
-    char *out = strdup(s);
-    H5free_memory(s);
-    H5Tclose(t);
-    H5Aclose(a);
-    return out;
-}
-
 /* zero_q: weights of blocks.0.attn.q set to exactly zero before the run (ConnectionSparsity). */
 static char *write_run(const char *yaml, const char *name, int zero_q, snn_config *cfg,
                        snn_model *m, snn_eval *e) {
@@ -377,10 +353,10 @@ static void assert_attached(hid_t f, const char *dset, const char *scale, unsign
 }
 
 static void assert_nxdata(hid_t f, const char *g, const char *signal) {
-    char *s = attr_str(f, g, "NX_class");
+    char *s = snn_test_attr_str(f, g, "NX_class");
     assert_string_equal(s, "NXdata");
     free(s);
-    s = attr_str(f, g, "signal");
+    s = snn_test_attr_str(f, g, "signal");
     assert_string_equal(s, signal);
     char path[256];
     snprintf(path, sizeof path, "%s/%s", g, signal);
@@ -408,7 +384,7 @@ static void test_run_file_metrics_energy_and_viewers(void **state) {
     assert_true(spikes > 0 && spikes < updates);
     assert_close(read_scalar(path, "/metrics/ActivationSparsity"), 1.0 - (double)spikes / (double)updates, "ActivationSparsity");
     assert_close(read_scalar(path, "/metrics/MembraneUpdates"), (double)updates / (double)e.n, "MembraneUpdates");
-    assert_close(attr_f64(f, "/metrics", "ActivationSparsity"), 1.0 - (double)spikes / (double)updates, "attr");
+    assert_close(snn_test_attr_f64(f, "/metrics", "ActivationSparsity"), 1.0 - (double)spikes / (double)updates, "attr");
     /* ConnectionSparsity: 2-D weights embed 256 + q k v o 1024 + fc1 fc2 1024 + head 160 */
     snn_metrics mt;
     snn_metrics_compute(&m, &e, &mt);
@@ -442,14 +418,14 @@ static void test_run_file_metrics_energy_and_viewers(void **state) {
     /* /summary carries the three figures; the /energy totals agree with the model */
     snn_energy en;
     snn_energy_compute(&m, &e, &en);
-    assert_close(attr_f64(f, "/summary", "paper_energy_pj_per_sample"), en.paper_pj, "paper");
-    assert_close(attr_f64(f, "/summary", "paper_energy_first_layer_times_T_pj_per_sample"), en.paper_T_pj, "paper T");
-    assert_close(attr_f64(f, "/summary", "compute_energy_syops_rule_pj_per_sample"), en.syops_pj, "syops");
-    assert_close(attr_f64(f, "/summary", "memory_energy_pj_per_sample"), en.memory_pj, "memory");
-    assert_close(attr_f64(f, "/summary", "memory_aware_energy_pj_per_sample"), en.memory_aware_pj, "memory-aware");
-    assert_close(attr_f64(f, "/energy/memory", "total_pj_per_sample"), en.memory_pj, "memory attr");
-    assert_true(attr_f64(f, "/energy", "read_pj_per_bit") == 10.0 / 64);
-    assert_true(attr_f64(f, "/energy", "weight_bits") == 32);
+    assert_close(snn_test_attr_f64(f, "/summary", "paper_energy_pj_per_sample"), en.paper_pj, "paper");
+    assert_close(snn_test_attr_f64(f, "/summary", "paper_energy_first_layer_times_T_pj_per_sample"), en.paper_T_pj, "paper T");
+    assert_close(snn_test_attr_f64(f, "/summary", "compute_energy_syops_rule_pj_per_sample"), en.syops_pj, "syops");
+    assert_close(snn_test_attr_f64(f, "/summary", "memory_energy_pj_per_sample"), en.memory_pj, "memory");
+    assert_close(snn_test_attr_f64(f, "/summary", "memory_aware_energy_pj_per_sample"), en.memory_aware_pj, "memory-aware");
+    assert_close(snn_test_attr_f64(f, "/energy/memory", "total_pj_per_sample"), en.memory_pj, "memory attr");
+    assert_true(snn_test_attr_f64(f, "/energy", "read_pj_per_bit") == 10.0 / 64);
+    assert_true(snn_test_attr_f64(f, "/energy", "weight_bits") == 32);
     assert_true(en.paper_T_pj > en.paper_pj && en.memory_aware_pj > en.compute_pj);
     snn_energy_free(&en);
 

@@ -62,15 +62,6 @@ static bool line_has(const char *s, const char *a, const char *b) {
     return false;
 }
 
-static double attr_f64(hid_t f, const char *obj, const char *name) {
-    double v = NAN;
-    hid_t a = H5Aopen_by_name(f, obj, name, H5P_DEFAULT, H5P_DEFAULT);
-    assert_true(a >= 0);
-    assert_true(H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0);
-    H5Aclose(a);
-    return v;
-}
-
 /* The population groups of /nodes (those with stats: not the analog embed), in the forward
  * order of the /ops `layers` attribute, read here independently of sim/inspect.c. */
 static int populations(const char *path, char names[][64], int max) {
@@ -305,19 +296,19 @@ static void test_inspect_summary_and_populations(void **state) {
         snprintf(want, sizeof want, fmt, v);                                                    \
         if (!strstr(r.out, want)) fail_msg("inspect output lacks '%s'", want);                  \
     } while (0)
-    WANT("accuracy     %.2f %%\n", 100 * attr_f64(f, "/summary", "accuracy"));
-    WANT("parameters   %.0f\n", attr_f64(f, "/summary", "parameters"));
-    WANT("samples      %.0f evaluated, 4 recorded", attr_f64(f, "/summary", "samples_evaluated"));
-    WANT("firing rate  %.4f spikes / neuron / timestep", attr_f64(f, "/summary", "firing_rate_mean"));
+    WANT("accuracy     %.2f %%\n", 100 * snn_test_attr_f64(f, "/summary", "accuracy"));
+    WANT("parameters   %.0f\n", snn_test_attr_f64(f, "/summary", "parameters"));
+    WANT("samples      %.0f evaluated, 4 recorded", snn_test_attr_f64(f, "/summary", "samples_evaluated"));
+    WANT("firing rate  %.4f spikes / neuron / timestep", snn_test_attr_f64(f, "/summary", "firing_rate_mean"));
     /* ops by class are summed from /ops/per_sample; the ac sum must equal /summary's SOPs */
-    WANT("ops/sample   %.3g ac, ", attr_f64(f, "/summary", "sops_per_sample"));
-    WANT(" %.3g mac, ", attr_f64(f, "/summary", "macs_per_sample"));
-    WANT("wall time    %.3g s\n", attr_f64(f, "/summary", "wall_seconds"));
+    WANT("ops/sample   %.3g ac, ", snn_test_attr_f64(f, "/summary", "sops_per_sample"));
+    WANT(" %.3g mac, ", snn_test_attr_f64(f, "/summary", "macs_per_sample"));
+    WANT("wall time    %.3g s\n", snn_test_attr_f64(f, "/summary", "wall_seconds"));
     WANT("energy       %.4g nJ / sample (energy preset horowitz45nm)\n",
-         attr_f64(f, "/summary", "energy_pj_per_sample") / 1000);
+         snn_test_attr_f64(f, "/summary", "energy_pj_per_sample") / 1000);
 #undef WANT
     /* Attributes inspect has no special line for still show up, with their values. */
-    snprintf(want, sizeof want, " %.0f\n", attr_f64(f, "/summary", "embed_macs_per_sample"));
+    snprintf(want, sizeof want, " %.0f\n", snn_test_attr_f64(f, "/summary", "embed_macs_per_sample"));
     assert_true(line_has(r.out, "\nembed_macs_per_sample ", want));
     H5Fclose(f);
     assert_non_null(strstr(r.out, "run          insp: attention bsa, T=3, N=16, D=16, heads=2, blocks=1\n"));

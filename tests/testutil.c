@@ -57,6 +57,30 @@ int snn_test_write_file(const char *path, const void *data, size_t n) {
     return (fclose(f) == 0 && w == n) ? 0 : -1;
 }
 
+double snn_test_attr_f64(hid_t f, const char *obj, const char *name) {
+    double v = NAN;
+    hid_t a = H5Aopen_by_name(f, obj, name, H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0) fail_msg("no attribute %s on %s", name, obj);
+    assert_true(H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0);
+    H5Aclose(a);
+    return v;
+}
+
+char *snn_test_attr_str(hid_t f, const char *obj, const char *name) {
+    hid_t a = H5Aopen_by_name(f, obj, name, H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0) fail_msg("no attribute %s on %s", name, obj);
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    char *s = NULL;
+    assert_true(H5Aread(a, t, &s) >= 0);
+    char *out = strdup(s);
+    H5free_memory(s);
+    H5Tclose(t);
+    H5Aclose(a);
+    return out;
+}
+
 int snn_test_remove_tree(const char *path) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "rm -rf %s", path);
