@@ -196,6 +196,20 @@ static void evaluate(const snn_config *cfg, const snn_model *m, snn_eval *e) {
     snn_dataset_free(&ds);
 }
 
+/* The model of yaml simulated on its data, with its energy. */
+static void simulate(const char *yaml, snn_config *cfg, snn_model *m, snn_eval *e, snn_energy *en) {
+    load(cfg, m, yaml);
+    evaluate(cfg, m, e);
+    snn_energy_compute(m, e, en);
+}
+
+static void release(snn_config *cfg, snn_model *m, snn_eval *e, snn_energy *en) {
+    snn_energy_free(en);
+    snn_eval_free(e, m);
+    snn_model_free(m);
+    snn_config_free(cfg);
+}
+
 /* A simulated BSA run: its bipolar q/k populations really emit -1 spikes, the kernel is the only
  * ternary-input layer, and the two rules differ by exactly its ACs x (E_MAC - E_AC). SSA has no
  * bipolar population and both rules agree. */
@@ -203,15 +217,13 @@ static void test_syops_and_neurobench_rules_on_ternary_spikes(void **state) {
     (void)state;
     snn_config cfg;
     snn_model m;
-    load(&cfg, &m, TINY("bsa"));
     snn_eval e;
-    evaluate(&cfg, &m, &e);
+    snn_energy en;
+    simulate(TINY("bsa"), &cfg, &m, &e, &en);
     const int pq = find_pop(&m, "blocks.0.attn.q_lif");
     size_t neg = 0;
     for (size_t i = 0; i < (size_t)e.n_record * m.T * m.pops[pq].size; i++) neg += e.rec_spikes[pq][i] == -1;
     assert_true(neg > 0); /* the test is about -1 spikes: there must be some */
-    snn_energy en;
-    snn_energy_compute(&m, &e, &en);
     const int kern = find_layer(&m, "blocks.0.attn.kernel");
     int ternary = 0;
     for (int l = 0; l < m.n_layers; l++) ternary += en.layers[l].ternary_input;
@@ -227,20 +239,12 @@ static void test_syops_and_neurobench_rules_on_ternary_spikes(void **state) {
     snn_summarize(&m, &e, &s);
     assert_close(s.syops_pj_per_sample, en.syops_pj, "summary syops");
     assert_close(s.energy_pj_per_sample, en.compute_pj, "summary compute");
-    snn_energy_free(&en);
-    snn_eval_free(&e, &m);
-    snn_model_free(&m);
-    snn_config_free(&cfg);
+    release(&cfg, &m, &e, &en);
 
-    load(&cfg, &m, TINY_T("3", "kind: ssa"));
-    evaluate(&cfg, &m, &e);
-    snn_energy_compute(&m, &e, &en);
+    simulate(TINY_T("3", "kind: ssa"), &cfg, &m, &e, &en);
     assert_true(en.syops_pj == en.compute_pj);
     assert_true(en.compute_pj > 0);
-    snn_energy_free(&en);
-    snn_eval_free(&e, &m);
-    snn_model_free(&m);
-    snn_config_free(&cfg);
+    release(&cfg, &m, &e, &en);
 }
 
 /* The documented input map agrees with what the engine did: an event-driven linear layer does
@@ -250,11 +254,9 @@ static void test_input_map_matches_engine_events(void **state) {
     (void)state;
     snn_config cfg;
     snn_model m;
-    load(&cfg, &m, TINY("bsa"));
     snn_eval e;
-    evaluate(&cfg, &m, &e);
     snn_energy en;
-    snn_energy_compute(&m, &e, &en);
+    simulate(TINY("bsa"), &cfg, &m, &e, &en);
     static const char *const layers[6] = {"blocks.0.attn.q", "blocks.0.attn.k", "blocks.0.attn.v",
                                           "blocks.0.attn.o", "blocks.0.mlp.fc1", "blocks.0.mlp.fc2"};
     static const char *const feeds[6] = {"blocks.0.lif_in", "blocks.0.lif_in", "blocks.0.lif_in",
@@ -282,10 +284,7 @@ static void test_input_map_matches_engine_events(void **state) {
     assert_int_equal(kind, SNN_INPUT_ANALOG);
     assert_int_equal(snn_energy_layer_input(&m, find_layer(&m, "blocks.0.attn.q_lif"), pops, &kind), 0);
     assert_int_equal(kind, SNN_INPUT_NONE);
-    snn_energy_free(&en);
-    snn_eval_free(&e, &m);
-    snn_model_free(&m);
-    snn_config_free(&cfg);
+    release(&cfg, &m, &e, &en);
 }
 
 /* ---- the run file ---------------------------------------------------------------------------- */
