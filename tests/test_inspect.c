@@ -96,6 +96,20 @@ static int populations(const char *path, char names[][64], int max) {
     return k;
 }
 
+/* /nodes/<pop>/stats/firing_rate_per_step of the BSA run (T = 3 values, malloc'd), read here
+ * independently of sim/inspect.c. */
+static double *rate_per_step(const char *pop) {
+    char dp[160];
+    snprintf(dp, sizeof dp, "/nodes/%.63s/stats/firing_rate_per_step", pop);
+    int rank;
+    uint64_t dims[4];
+    double *rate;
+    snn_err err = {{0}};
+    assert_int_equal(snn_h5_read(bsa_run, dp, SNN_H5_F64, &rank, dims, (void **)&rate, &err), SNN_OK);
+    assert_int_equal(dims[0], 3);
+    return rate;
+}
+
 /* Nonzero spikes of one recorded sample of a population, read from the file. */
 static void spike_counts(const char *path, const char *pop, int sample, int *pos, int *neg) {
     char p[256];
@@ -329,14 +343,7 @@ static void test_inspect_summary_and_populations(void **state) {
         if (!at) fail_msg("population %s missing from the table", pops[i]);
         assert_true(at > prev); /* in forward order */
         prev = at;
-        char dp[160];
-        snprintf(dp, sizeof dp, "/nodes/%.63s/stats/firing_rate_per_step", pops[i]);
-        int rank;
-        uint64_t dims[4];
-        double *rate;
-        snn_err err = {{0}};
-        assert_int_equal(snn_h5_read(bsa_run, dp, SNN_H5_F64, &rank, dims, (void **)&rate, &err), SNN_OK);
-        assert_int_equal(dims[0], 3);
+        double *rate = rate_per_step(pops[i]);
         snprintf(want, sizeof want, "per step %.3f %.3f %.3f\n", rate[0], rate[1], rate[2]);
         const char *eol = strchr(at + 1, '\n');
         const char *hit = strstr(at, want);
@@ -490,18 +497,13 @@ static void test_rates_one_cell_per_population_and_step(void **state) {
     assert_int_equal(count_str(text, "class=\"value\""), n * 3);
     const char *prev = text;
     for (int i = 0; i < n; i++) {
-        char want[256], dp[160];
+        char want[256];
         snprintf(want, sizeof want, ">%.63s</text>", pops[i]);
         const char *at = strstr(text, want);
         if (!at) fail_msg("row label %s missing", pops[i]);
         assert_true(at > prev); /* rows in forward order */
         prev = at;
-        snprintf(dp, sizeof dp, "/nodes/%.63s/stats/firing_rate_per_step", pops[i]);
-        int rank;
-        uint64_t dims[4];
-        double *rate;
-        snn_err err = {{0}};
-        assert_int_equal(snn_h5_read(bsa_run, dp, SNN_H5_F64, &rank, dims, (void **)&rate, &err), SNN_OK);
+        double *rate = rate_per_step(pops[i]);
         for (int t = 0; t < 3; t++) {
             snprintf(want, sizeof want, "<title>%.63s, timestep %d: %.4f</title>", pops[i], t, rate[t]);
             if (!strstr(text, want)) fail_msg("SVG lacks the cell '%s'", want);
