@@ -96,16 +96,23 @@ static int populations(const char *path, char names[][64], int max) {
     return k;
 }
 
-/* /nodes/<pop>/stats/firing_rate_per_step of the BSA run (T = 3 values, malloc'd), read here
- * independently of sim/inspect.c. */
+/* Dataset dp of the run file at path, of the given rank, as type (malloc'd; shape in dims),
+ * read here independently of sim/inspect.c. */
+static void *read_data(const char *path, const char *dp, snn_h5_type type, int rank, uint64_t *dims) {
+    int r;
+    void *data;
+    snn_err err = {{0}};
+    if (snn_h5_read(path, dp, type, &r, dims, &data, &err) != SNN_OK) fail_msg("%s", err.msg);
+    assert_int_equal(r, rank);
+    return data;
+}
+
+/* /nodes/<pop>/stats/firing_rate_per_step of the BSA run (T = 3 values, malloc'd). */
 static double *rate_per_step(const char *pop) {
     char dp[160];
     snprintf(dp, sizeof dp, "/nodes/%.63s/stats/firing_rate_per_step", pop);
-    int rank;
     uint64_t dims[4];
-    double *rate;
-    snn_err err = {{0}};
-    assert_int_equal(snn_h5_read(bsa_run, dp, SNN_H5_F64, &rank, dims, (void **)&rate, &err), SNN_OK);
+    double *rate = read_data(bsa_run, dp, SNN_H5_F64, 1, dims);
     assert_int_equal(dims[0], 3);
     return rate;
 }
@@ -114,13 +121,9 @@ static double *rate_per_step(const char *pop) {
 static void spike_counts(const char *path, const char *pop, int sample, int *pos, int *neg) {
     char p[256];
     snprintf(p, sizeof p, "/nodes/%s/observables/spikes/data", pop);
-    int rank;
     uint64_t dims[4];
-    void *data;
-    snn_err err = {{0}};
-    if (snn_h5_read(path, p, SNN_H5_I8, &rank, dims, &data, &err) != SNN_OK) fail_msg("%s", err.msg);
-    assert_int_equal(rank, 3);
-    const int8_t *s = (const int8_t *)data + (size_t)sample * dims[1] * dims[2];
+    int8_t *data = read_data(path, p, SNN_H5_I8, 3, dims);
+    const int8_t *s = data + (size_t)sample * dims[1] * dims[2];
     *pos = *neg = 0;
     for (size_t i = 0; i < dims[1] * dims[2]; i++) {
         *pos += s[i] > 0;
