@@ -105,26 +105,35 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_ssa_head_train(int N, int d, const float *q
     snn_attn_wv_forward(N, d, scores, v, ld, scale, o, ldo);
 }
 
-SNN_WIDE_FN SNN_VEC_FN void snn_attn_wv_backward(int N, int d, const float *w, double wscale,
-                                                 const float *v, int ld, const float *dout,
-                                                 int lddo, float *dv, float *dw) {
-    /* forward: o_ic = sum_j w_ij v_jc (times a constant)
-     * dV:  dv_jc += wscale sum_i w_ij do_ic */
+/* out_jc += (float)(s * sum_i m_ij x_ic) for m [N, N]: column j of m against the rows of x,
+ * double accumulators in i order, m_ij == 0 skipped (adds of +-0 change nothing), rounded once.
+ * Always inlined, so that it is vectorised in each target clone of its callers. */
+static inline __attribute__((always_inline)) void add_mt_x(int N, int d, const float *m, double s,
+                                                           const float *x, int ldx, float *out,
+                                                           int ldout) {
     for (int j = 0; j < N; j++) {
         for (int c0 = 0; c0 < d; c0 += CBLK) {
             const int cn = d - c0 < CBLK ? d - c0 : CBLK;
             double acc[CBLK];
             for (int c = 0; c < cn; c++) acc[c] = 0.0;
             for (int i = 0; i < N; i++) {
-                const double wij = w[(long)i * N + j];
-                if (wij == 0.0) continue;
-                const float *doi = dout + (long)i * lddo + c0;
-                for (int c = 0; c < cn; c++) acc[c] += wij * (double)doi[c];
+                const double mij = m[(long)i * N + j];
+                if (mij == 0.0) continue;
+                const float *xi = x + (long)i * ldx + c0;
+                for (int c = 0; c < cn; c++) acc[c] += mij * (double)xi[c];
             }
-            float *dvj = dv + (long)j * ld + c0;
-            for (int c = 0; c < cn; c++) dvj[c] += (float)(wscale * acc[c]);
+            float *oj = out + (long)j * ldout + c0;
+            for (int c = 0; c < cn; c++) oj[c] += (float)(s * acc[c]);
         }
     }
+}
+
+SNN_WIDE_FN SNN_VEC_FN void snn_attn_wv_backward(int N, int d, const float *w, double wscale,
+                                                 const float *v, int ld, const float *dout,
+                                                 int lddo, float *dv, float *dw) {
+    /* forward: o_ic = sum_j w_ij v_jc (times a constant)
+     * dV:  dv_jc += wscale sum_i w_ij do_ic */
+    add_mt_x(N, d, w, wscale, dout, lddo, dv, ld);
     /* dW:  dw_ij = sum_c do_ic v_jc */
     snn_attn_gram(N, N, d, dout, lddo, v, ld, dw, N);
 }
@@ -149,22 +158,8 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_qk_backward(int N, int d, const float *q, c
             for (int c = 0; c < cn; c++) dqi[c] += (float)acc[c];
         }
     }
-    /* dK:  dk_jc += sum_i dA_ij q_ic */
-    for (int j = 0; j < N; j++) {
-        for (int c0 = 0; c0 < d; c0 += CBLK) {
-            const int cn = d - c0 < CBLK ? d - c0 : CBLK;
-            double acc[CBLK];
-            for (int c = 0; c < cn; c++) acc[c] = 0.0;
-            for (int i = 0; i < N; i++) {
-                const double g = da[(long)i * N + j];
-                if (g == 0.0) continue;
-                const float *qi = q + (long)i * ld + c0;
-                for (int c = 0; c < cn; c++) acc[c] += g * (double)qi[c];
-            }
-            float *dkj = dk + (long)j * ld + c0;
-            for (int c = 0; c < cn; c++) dkj[c] += (float)acc[c];
-        }
-    }
+    /* dK:  dk_jc += sum_i dA_ij q_ic (times 1.0, which is exact) */
+    add_mt_x(N, d, da, 1.0, q, ld, dk, ld);
 }
 
 void snn_attn_ssa_head_backward(int N, int d, const float *q, const float *k, const float *v,

@@ -73,15 +73,7 @@ INLINE_VEC void fwd_row(const charge_mode mode, const bool bipolar, const bool s
                         float *restrict h, float tau, float vr, float th) {
     const float neg_th = -th;
     for (size_t i = 0; i < n; i++) {
-        const float vi = v[i], xi = x[i];
-        float hi;
-        switch (mode) {
-        case CHARGE_IF: hi = vi + xi; break;
-        case CHARGE_DECAY_INPUT0: hi = vi + (xi - vi) / tau; break;
-        case CHARGE_DECAY_INPUT: hi = vi + (xi - (vi - vr)) / tau; break;
-        case CHARGE_NO_DECAY0: hi = vi - vi / tau + xi; break;
-        default: hi = vi - (vi - vr) / tau + xi; break;
-        }
+        const float hi = charge(mode, v[i], x[i], tau, vr);
         float si = hi >= th ? 1.0f : 0.0f;
         if (bipolar) si = hi <= neg_th ? -1.0f : si;
         v[i] = soft ? hi - th * si : (si != 0.0f ? vr : hi);

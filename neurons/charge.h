@@ -24,4 +24,17 @@ static inline charge_mode charge_mode_of(const snn_neuron_params *p) {
     return zero_reset ? CHARGE_NO_DECAY0 : CHARGE_NO_DECAY;
 }
 
+/* H from V and X by the formula of mode, in the spec's operation order. mode is a compile-time
+ * constant at every call site, so the switch folds away inside the vectorised loops. */
+static inline __attribute__((always_inline)) float charge(const charge_mode mode, float v, float x,
+                                                          float tau, float vr) {
+    switch (mode) {
+    case CHARGE_IF: return v + x;
+    case CHARGE_DECAY_INPUT0: return v + (x - v) / tau;
+    case CHARGE_DECAY_INPUT: return v + (x - (v - vr)) / tau;
+    case CHARGE_NO_DECAY0: return v - v / tau + x;
+    default: return v - (v - vr) / tau + x;
+    }
+}
+
 #endif

@@ -67,16 +67,7 @@ step_loop(const charge_mode mode, const bool bipolar, const bool soft, const boo
     const float neg_th = -th;
     uint32_t nspikes = 0;
     for (size_t i = 0; i < n; i++) {
-        const float vi = v[i];
-        const float xi = x[i];
-        float hi;
-        switch (mode) {
-        case CHARGE_IF: hi = vi + xi; break;
-        case CHARGE_DECAY_INPUT0: hi = vi + (xi - vi) / tau; break;
-        case CHARGE_DECAY_INPUT: hi = vi + (xi - (vi - vr)) / tau; break;
-        case CHARGE_NO_DECAY0: hi = vi - vi / tau + xi; break;
-        default: hi = vi - (vi - vr) / tau + xi; break;
-        }
+        const float hi = charge(mode, v[i], x[i], tau, vr);
 
         /* >= on both sides: a membrane exactly at threshold fires (SJ heaviside(x) = x >= 0). */
         int32_t si = hi >= th ? 1 : 0;

@@ -20,12 +20,11 @@
 #include <sys/stat.h>
 #include <yaml.h>
 
+#include "sim/cli.h"
 #include "sim/config.h"
 #include "sim/h5io.h"
 #include "sim/run.h"
 #include "sim/textout.h"
-
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 /* ---- loading -------------------------------------------------------------------------------- */
 
@@ -976,6 +975,18 @@ static void json_num(FILE *f, double x) {
     fputs(isfinite(x) ? num(b, sizeof b, x) : "null", f);
 }
 
+/* The elements of a JSON list of {"<key>": names[i], "<value_key>": values[i]} objects. */
+static void json_named_values(FILE *f, const char *key, char *const *names, const char *value_key,
+                              const double *values, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        fprintf(f, "%s{\"%s\": ", i ? ", " : "", key);
+        json_str(f, names[i]);
+        fprintf(f, ", \"%s\": ", value_key);
+        json_num(f, values[i]);
+        fputc('}', f);
+    }
+}
+
 /* The columns of summary.csv and summary.json, in order. */
 #define N_COLS 17
 static const char *const col_names[N_COLS] = {
@@ -1037,21 +1048,9 @@ static void write_json(FILE *f, const row *rows, int n) {
             json_num(f, col_value(w, c));
         }
         fprintf(f, ", \"pareto\": %s,\n   \"layer_energy_pj_per_sample\": [", w->pareto ? "true" : "false");
-        for (size_t l = 0; l < w->n_layers; l++) {
-            fputs(l ? ", {\"layer\": " : "{\"layer\": ", f);
-            json_str(f, w->layers[l]);
-            fputs(", \"compute_energy_pj\": ", f);
-            json_num(f, w->layer_pj[l]);
-            fputc('}', f);
-        }
+        json_named_values(f, "layer", w->layers, "compute_energy_pj", w->layer_pj, w->n_layers);
         fputs("],\n   \"firing_rate_per_population\": [", f);
-        for (size_t p = 0; p < w->n_pops; p++) {
-            fputs(p ? ", {\"population\": " : "{\"population\": ", f);
-            json_str(f, w->pops[p]);
-            fputs(", \"firing_rate\": ", f);
-            json_num(f, w->pop_rate[p]);
-            fputc('}', f);
-        }
+        json_named_values(f, "population", w->pops, "firing_rate", w->pop_rate, w->n_pops);
         fputs("]}", f);
         free(ov);
     }
@@ -1561,41 +1560,25 @@ int snn_compare_cli(int argc, char **argv, const char *usage) {
     bool quiet = false, dry = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(usage, stdout);
-            return EXIT_OK;
-        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) {
-            dir = argv[++i];
-        } else if (!strcmp(a, "--threads") && i + 1 < argc) {
-            char *end;
-            long n = strtol(argv[++i], &end, 10);
-            if (*end || n < 1 || n > 4096) {
-                fprintf(stderr, "spikesim: error: --threads expects a positive integer, got '%s'\n", argv[i]);
-                return EXIT_USAGE;
-            }
-            threads = (int)n;
+        if (!strcmp(a, "--threads") && i + 1 < argc) {
+            if ((threads = snn_cli_threads(argv[++i])) < 0) return SNN_EXIT_USAGE;
         } else if (!strcmp(a, "--quiet")) {
             quiet = true;
         } else if (!strcmp(a, "--dry-run")) {
             dry = true;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "spikesim: error: unknown or incomplete option '%s'\n", a);
-            return EXIT_USAGE;
-        } else if (file) {
-            fprintf(stderr, "spikesim: error: compare takes one CONFIG, got '%s' as well\n", a);
-            return EXIT_USAGE;
         } else {
-            file = a;
+            int rc = snn_cli_single_file_arg(argc, argv, &i, "compare", "CONFIG", usage, &dir, &file);
+            if (rc >= 0) return rc;
         }
     }
     if (!file) {
         fprintf(stderr, "spikesim: error: compare needs a CONFIG\n%s", usage);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     snn_compare c;
     if (snn_compare_load(&c, file, stderr)) {
         snn_compare_free(&c);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     char *def = dir ? NULL : snn_xasprintf("runs/%s", c.name);
     snn_compare_opts o = {.dir = dir ? dir : def, .threads = threads, .dry_run = dry,
@@ -1615,5 +1598,5 @@ int snn_compare_cli(int argc, char **argv, const char *usage) {
     }
     snn_compare_free(&c);
     free(def);
-    return rc == SNN_OK ? EXIT_OK : cfg_err ? EXIT_USAGE : EXIT_RUNTIME;
+    return rc == SNN_OK ? SNN_EXIT_OK : cfg_err ? SNN_EXIT_USAGE : SNN_EXIT_RUNTIME;
 }

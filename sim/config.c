@@ -1142,19 +1142,18 @@ typedef struct strbuf {
 
 static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void sb_printf(strbuf *b, const char *fmt, ...) {
-    va_list ap, ap2;
+    va_list ap;
     va_start(ap, fmt);
-    va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    char *s = snn_xvasprintf(fmt, ap);
     va_end(ap);
-    SNN_ASSERT(n >= 0);
-    if (b->len + (size_t)n + 1 > b->cap) {
-        b->cap = 2 * (b->len + (size_t)n + 1) + 256;
+    const size_t n = strlen(s); /* YAML text: no NUL inside */
+    if (b->len + n + 1 > b->cap) {
+        b->cap = 2 * (b->len + n + 1) + 256;
         b->s = snn_xrealloc(b->s, b->cap);
     }
-    vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap2);
-    va_end(ap2);
-    b->len += (size_t)n;
+    memcpy(b->s + b->len, s, n + 1);
+    b->len += n;
+    free(s);
 }
 
 /* Shortest %g text that reads back to the same float/double, always with a '.' or exponent

@@ -464,6 +464,20 @@ static void write_failed(snn_h5 *h, const char *why, snn_err *err, const char *w
     }
 }
 
+/* Creates the dataset path (file type ftype, shape space), writes buf (memory type mtype)
+ * unless it is NULL, and closes it; < 0 on failure. Closing writes the chunks still in the
+ * chunk cache, so a failed close is a failed write. On failure the dataset is left open in
+ * *dset for the caller to close after write_failed: closing it first would clear the HDF5
+ * error stack that write_failed reports from. */
+static herr_t new_dataset(hid_t file, const char *path, hid_t ftype, hid_t mtype, hid_t space,
+                          hid_t lcpl, hid_t dcpl, const void *buf, hid_t *dset) {
+    if ((*dset = H5Dcreate2(file, path, ftype, space, lcpl, dcpl, H5P_DEFAULT)) < 0) return -1;
+    if (buf && H5Dwrite(*dset, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) return -1;
+    herr_t closed = H5Dclose(*dset);
+    *dset = H5I_INVALID_HID;
+    return closed;
+}
+
 int snn_h5_write(snn_h5 *h, const char *path, snn_h5_type type, int rank, const uint64_t *dims,
                  const void *data, snn_err *err) {
     SNN_ASSERT(is_live(h) && path && (dims || rank == 0));
@@ -509,13 +523,8 @@ int snn_h5_write(snn_h5 *h, const char *path, snn_h5_type type, int rank, const 
         if (H5Pset_deflate(dcpl, (unsigned)h->compression) < 0) goto cleanup;
     }
     if ((lcpl = make_lcpl()) < 0) goto cleanup;
-    if ((dset = H5Dcreate2(h->file, path, ti.file, space, lcpl, dcpl, H5P_DEFAULT)) < 0)
+    if (new_dataset(h->file, path, ti.file, ti.mem, space, lcpl, dcpl, n > 0 ? data : NULL, &dset) < 0)
         goto cleanup;
-    if (n > 0 && H5Dwrite(dset, ti.mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) goto cleanup;
-    /* Closing writes the chunks still in the chunk cache: a failure here is a failed write. */
-    herr_t closed = H5Dclose(dset);
-    dset = H5I_INVALID_HID;
-    if (closed < 0) goto cleanup;
     rc = SNN_OK;
 
 cleanup:
@@ -572,13 +581,9 @@ int snn_h5_write_text(snn_h5 *h, const char *path, const char *text, snn_err *er
     if ((space = H5Screate(H5S_SCALAR)) < 0) goto cleanup;
     if ((type = make_utf8_type()) < 0) goto cleanup;
     if ((lcpl = make_lcpl()) < 0) goto cleanup;
-    if ((dset = H5Dcreate2(h->file, path, type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT)) < 0)
-        goto cleanup;
     /* A vlen string buffer is an array of char pointers: here, one. */
-    if (H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, &text) < 0) goto cleanup;
-    herr_t closed = H5Dclose(dset);
-    dset = H5I_INVALID_HID;
-    if (closed < 0) goto cleanup;
+    if (new_dataset(h->file, path, type, type, space, lcpl, H5P_DEFAULT, &text, &dset) < 0)
+        goto cleanup;
     rc = SNN_OK;
 
 cleanup:

@@ -29,11 +29,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sim/cli.h"
 #include "sim/config.h"
 #include "sim/h5io.h"
 #include "sim/textout.h"
-
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 /* Deeper trees are cut (a file this deep is not a run file; it also bounds recursion). */
 #define TREE_MAX_DEPTH 32
@@ -202,16 +201,14 @@ static char **read_strings(hid_t obj, bool is_attr, hid_t ftype, size_t n) {
     return out;
 }
 
-/* A scalar (or one-element) string attribute as a malloc'd string; NULL when absent or not a
- * string. */
-static char *attr_string(hid_t obj, const char *name) {
-    if (H5Aexists(obj, name) <= 0) return NULL;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (a < 0) return NULL;
-    hid_t t = H5Aget_type(a), s = H5Aget_space(a);
+/* The value of an open attribute (is_attr) or dataset that holds exactly one string, as a
+ * malloc'd string; NULL when it holds anything else. */
+static char *one_string(hid_t obj, bool is_attr) {
+    hid_t t = is_attr ? H5Aget_type(obj) : H5Dget_type(obj);
+    hid_t s = is_attr ? H5Aget_space(obj) : H5Dget_space(obj);
     char *out = NULL;
     if (H5Tget_class(t) == H5T_STRING && H5Sget_simple_extent_npoints(s) == 1) {
-        char **v = read_strings(a, true, t, 1);
+        char **v = read_strings(obj, is_attr, t, 1);
         if (v) {
             out = v[0];
             free(v);
@@ -219,6 +216,16 @@ static char *attr_string(hid_t obj, const char *name) {
     }
     H5Sclose(s);
     H5Tclose(t);
+    return out;
+}
+
+/* A scalar (or one-element) string attribute as a malloc'd string; NULL when absent or not a
+ * string. */
+static char *attr_string(hid_t obj, const char *name) {
+    if (H5Aexists(obj, name) <= 0) return NULL;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return NULL;
+    char *out = one_string(a, true);
     H5Aclose(a);
     return out;
 }
@@ -295,17 +302,7 @@ static char *read_text(hid_t file, const char *path) {
     if (!has_object(file, path, H5I_DATASET)) return NULL;
     hid_t d = H5Dopen2(file, path, H5P_DEFAULT);
     if (d < 0) return NULL;
-    hid_t t = H5Dget_type(d), s = H5Dget_space(d);
-    char *out = NULL;
-    if (H5Tget_class(t) == H5T_STRING && H5Sget_simple_extent_npoints(s) == 1) {
-        char **v = read_strings(d, false, t, 1);
-        if (v) {
-            out = v[0];
-            free(v);
-        }
-    }
-    H5Sclose(s);
-    H5Tclose(t);
+    char *out = one_string(d, false);
     H5Dclose(d);
     return out;
 }
@@ -1008,7 +1005,15 @@ static int finish_svg(FILE *f, char **buf, size_t *len, const char *svg_path, sn
     return rc;
 }
 
-static void svg_open(FILE *f, double w, double h, const char *title) {
+/* Starts a w x h SVG with its <title> in a memory stream (*buf, *len) for finish_svg; NULL with
+ * err set when the stream cannot be opened. */
+static FILE *svg_begin(char **buf, size_t *len, double w, double h, const char *title,
+                       const char *svg_path, snn_err *err) {
+    FILE *f = open_memstream(buf, len);
+    if (!f) {
+        snn_err_set(err, "%s: cannot build the SVG: %s", svg_path, strerror(errno));
+        return NULL;
+    }
     fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                "viewBox=\"0 0 %.0f %.0f\" font-family=\"DejaVu Sans, Arial, sans-serif\" "
@@ -1016,6 +1021,7 @@ static void svg_open(FILE *f, double w, double h, const char *title) {
             w, h, w, h);
     snn_xml_text(f, title);
     fprintf(f, "</title>\n<rect x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" fill=\"#ffffff\"/>\n", w, h);
+    return f;
 }
 
 /* A round tick step giving at most about `target` ticks over [0, span]. */
@@ -1169,16 +1175,12 @@ int snn_inspect_raster(const char *path, const char *population, long long sampl
     const double L = 78, TOP = 62, R = 190, B = 52;
     const double W = L + plot_w + R, H = TOP + plot_h + B;
 
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f) {
-        snn_err_set(err, "%s: cannot build the SVG: %s", svg_path, strerror(errno));
-        goto done;
-    }
     char title[512];
     snprintf(title, sizeof title, "%s, sample %lld: firing rate %.4f", population, sample, rate);
-    svg_open(f, W, H, title);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = svg_begin(&buf, &len, W, H, title, svg_path, err);
+    if (!f) goto done;
     fprintf(f, "<text x=\"%.1f\" y=\"22\" font-size=\"15\" font-weight=\"bold\">", L);
     snn_xml_text(f, title);
     fputs("</text>\n", f);
@@ -1343,16 +1345,12 @@ int snn_inspect_rates(const char *path, const char *svg_path, snn_err *err) {
     const double mean_x = L + plot_w + 12, bar_x = mean_x + 70, bar_h = fmax(plot_h, 120.0);
     const double W = bar_x + 110, H = TOP + fmax(plot_h, bar_h) + 50;
 
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f) {
-        snn_err_set(err, "%s: cannot build the SVG: %s", svg_path, strerror(errno));
-        goto done;
-    }
     char title[512], sub[512];
     snprintf(title, sizeof title, "Firing rate per timestep: %s", base_name(path));
-    svg_open(f, W, H, title);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = svg_begin(&buf, &len, W, H, title, svg_path, err);
+    if (!f) goto done;
     fprintf(f, "<text x=\"12\" y=\"22\" font-size=\"15\" font-weight=\"bold\">");
     snn_xml_text(f, title);
     fputs("</text>\n", f);
@@ -1438,12 +1436,7 @@ int snn_inspect_cli(int argc, char **argv, const char *usage) {
     const char *file = NULL, *out = NULL, *pop = NULL, *sample_s = NULL;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(usage, stdout);
-            return EXIT_OK;
-        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) {
-            out = argv[++i];
-        } else if (!strcmp(a, "--population") && i + 1 < argc) {
+        if (!strcmp(a, "--population") && i + 1 < argc) {
             pop = argv[++i];
         } else if (!strncmp(a, "--population=", 13)) {
             pop = a + 13;
@@ -1451,50 +1444,45 @@ int snn_inspect_cli(int argc, char **argv, const char *usage) {
             sample_s = argv[++i];
         } else if (!strncmp(a, "--sample=", 9)) {
             sample_s = a + 9;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "spikesim: error: unknown or incomplete option '%s'\n", a);
-            return EXIT_USAGE;
-        } else if (file) {
-            fprintf(stderr, "spikesim: error: %s takes one RUN.h5, got '%s' as well\n", cmd, a);
-            return EXIT_USAGE;
         } else {
-            file = a;
+            int rc = snn_cli_single_file_arg(argc, argv, &i, cmd, "RUN.h5", usage, &out, &file);
+            if (rc >= 0) return rc;
         }
     }
     const bool is_inspect = !strcmp(cmd, "inspect"), is_raster = !strcmp(cmd, "raster");
     if (!file) {
         fprintf(stderr, "spikesim: error: %s needs a RUN.h5 file\n%s", cmd, usage);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     const char *stray = is_inspect ? (out ? "-o" : pop ? "--population" : sample_s ? "--sample" : NULL)
                         : is_raster ? NULL
                                     : (pop ? "--population" : sample_s ? "--sample" : NULL);
     if (stray) {
         fprintf(stderr, "spikesim: error: %s does not take %s\n", cmd, stray);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     snn_err err = {{0}};
     if (is_inspect) {
         if (snn_inspect_print(file, stdout, &err) != SNN_OK) {
             fprintf(stderr, "spikesim: error: %s\n", err.msg);
-            return EXIT_RUNTIME;
+            return SNN_EXIT_RUNTIME;
         }
-        return EXIT_OK;
+        return SNN_EXIT_OK;
     }
     if (is_raster && !pop) {
         fprintf(stderr, "spikesim: error: raster needs --population P (spikesim inspect %s lists them)\n%s",
                 file, usage);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     if (!out) {
         fprintf(stderr, "spikesim: error: %s needs -o FILE.svg\n%s", cmd, usage);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     /* Writing the SVG over the run file would lose the run. */
     struct stat si, so;
     if (stat(file, &si) == 0 && stat(out, &so) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
         fprintf(stderr, "spikesim: error: -o %s is the input file\n", out);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     long long sample = 0;
     if (sample_s) {
@@ -1503,7 +1491,7 @@ int snn_inspect_cli(int argc, char **argv, const char *usage) {
         sample = strtoll(sample_s, &end, 10);
         if (!*sample_s || *end || errno || sample < 0) {
             fprintf(stderr, "spikesim: error: --sample expects a non-negative integer, got '%s'\n", sample_s);
-            return EXIT_USAGE;
+            return SNN_EXIT_USAGE;
         }
     }
     bool usage_error = false;
@@ -1511,7 +1499,7 @@ int snn_inspect_cli(int argc, char **argv, const char *usage) {
                        : snn_inspect_rates(file, out, &err);
     if (rc != SNN_OK) {
         fprintf(stderr, "spikesim: error: %s\n", err.msg);
-        return usage_error ? EXIT_USAGE : EXIT_RUNTIME;
+        return usage_error ? SNN_EXIT_USAGE : SNN_EXIT_RUNTIME;
     }
-    return EXIT_OK;
+    return SNN_EXIT_OK;
 }

@@ -19,14 +19,13 @@
 #include <unistd.h>
 
 #include "sim/bench.h"
+#include "sim/cli.h"
 #include "sim/compare.h"
 #include "sim/config.h"
 #include "sim/h5io.h"
 #include "sim/inspect.h"
 #include "sim/run.h"
 #include "sim/util.h"
-
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 static const char usage[] =
     "usage: spikesim run CONFIG [-o OUT.h5] [--set key.path=value]... [--threads N] [--dense]\n"
@@ -86,13 +85,7 @@ static int parse_args(int argc, char **argv, int first, cli *c) {
         } else if (!strncmp(a, "--set=", 6)) {
             c->sets[c->n_sets++] = a + 6;
         } else if (!strcmp(a, "--threads") && i + 1 < argc) {
-            char *end;
-            long n = strtol(argv[++i], &end, 10);
-            if (*end || n < 1 || n > 4096) {
-                fprintf(stderr, "spikesim: error: --threads expects a positive integer, got '%s'\n", argv[i]);
-                return -1;
-            }
-            c->threads = (int)n;
+            if ((c->threads = snn_cli_threads(argv[++i])) < 0) return -1;
         } else if (!strcmp(a, "--dense")) {
             c->dense = 1;
         } else if (!strcmp(a, "--quiet")) {
@@ -110,7 +103,7 @@ static int parse_args(int argc, char **argv, int first, cli *c) {
 static int cmd_validate(cli *c) {
     if (c->n_configs == 0) {
         fprintf(stderr, "spikesim: error: validate needs at least one CONFIG\n%s", usage);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     int bad = 0;
     for (int i = 0; i < c->n_configs; i++) {
@@ -122,18 +115,18 @@ static int cmd_validate(cli *c) {
             printf("%s: ok\n", c->configs[i]);
         snn_config_free(&cfg);
     }
-    return bad ? EXIT_USAGE : EXIT_OK;
+    return bad ? SNN_EXIT_USAGE : SNN_EXIT_OK;
 }
 
 static int cmd_run(cli *c) {
     if (c->n_configs != 1) {
         fprintf(stderr, "spikesim: error: run needs exactly one CONFIG\n%s", usage);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     snn_config cfg;
     if (snn_config_load_file(&cfg, c->configs[0], c->sets, c->n_sets, stderr)) {
         snn_config_free(&cfg);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     snn_run_opts opts = {.out_path = c->output, .threads = c->threads, .dense = c->dense,
                          .progress = !c->quiet, .log = c->quiet ? NULL : stderr};
@@ -144,45 +137,45 @@ static int cmd_run(cli *c) {
     snn_config_free(&cfg);
     if (rc != SNN_OK) {
         fprintf(stderr, "spikesim: error: %s\n", err.msg);
-        return config_error ? EXIT_USAGE : EXIT_RUNTIME;
+        return config_error ? SNN_EXIT_USAGE : SNN_EXIT_RUNTIME;
     }
-    return EXIT_OK;
+    return SNN_EXIT_OK;
 }
 
 static int cmd_bench(cli *c) {
     if (c->n_configs != 1) {
         fprintf(stderr, "spikesim: error: bench needs exactly one CONFIG\n%s", usage);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     snn_config cfg;
     if (snn_config_load_file(&cfg, c->configs[0], c->sets, c->n_sets, stderr)) {
         snn_config_free(&cfg);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     snn_err err = {{0}};
     int rc = snn_bench(&cfg, c->threads, &err);
     snn_config_free(&cfg);
     if (rc != SNN_OK) {
         fprintf(stderr, "spikesim: error: %s\n", err.msg);
-        return EXIT_RUNTIME;
+        return SNN_EXIT_RUNTIME;
     }
-    return EXIT_OK;
+    return SNN_EXIT_OK;
 }
 
 int main(int argc, char **argv) {
     snn_h5_init(); /* before any other HDF5 call: see h5io.h */
     if (argc < 2) {
         fputs(usage, stderr);
-        return EXIT_USAGE;
+        return SNN_EXIT_USAGE;
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         fputs(usage, stdout);
-        return EXIT_OK;
+        return SNN_EXIT_OK;
     }
     if (!strcmp(cmd, "--version")) {
         printf("spikesim %s\n", SNN_VERSION);
-        return EXIT_OK;
+        return SNN_EXIT_OK;
     }
     if (!strcmp(cmd, "bench-attention")) {
         int max_n = 4096;
@@ -191,9 +184,9 @@ int main(int argc, char **argv) {
         } else if (argc != 2) {
             fprintf(stderr, "spikesim: error: bench-attention takes only --max-n N (N >= 64)\n%s",
                     usage);
-            return EXIT_USAGE;
+            return SNN_EXIT_USAGE;
         }
-        return snn_bench_attention(max_n, 16, 4, 20, stdout) == SNN_OK ? EXIT_OK : EXIT_RUNTIME;
+        return snn_bench_attention(max_n, 16, 4, 20, stdout) == SNN_OK ? SNN_EXIT_OK : SNN_EXIT_RUNTIME;
     }
     if (!strcmp(cmd, "inspect") || !strcmp(cmd, "raster") || !strcmp(cmd, "rates"))
         return snn_inspect_cli(argc, argv, usage);
@@ -201,7 +194,7 @@ int main(int argc, char **argv) {
     cli c = {0};
     int rc;
     if (parse_args(argc, argv, 2, &c) != 0) {
-        rc = EXIT_USAGE;
+        rc = SNN_EXIT_USAGE;
     } else if (!strcmp(cmd, "run")) {
         rc = cmd_run(&c);
     } else if (!strcmp(cmd, "bench")) {
@@ -210,7 +203,7 @@ int main(int argc, char **argv) {
         rc = cmd_validate(&c);
     } else {
         fprintf(stderr, "spikesim: error: unknown command '%s'\n%s", cmd, usage);
-        rc = EXIT_USAGE;
+        rc = SNN_EXIT_USAGE;
     }
     free(c.configs);
     free(c.sets);

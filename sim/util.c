@@ -63,16 +63,22 @@ void *snn_xaligned_at(size_t n, const char *file, int line) {
     return p;
 }
 
-char *snn_xasprintf(const char *fmt, ...) {
-    va_list ap, ap2;
-    va_start(ap, fmt);
+char *snn_xvasprintf(const char *fmt, va_list ap) {
+    va_list ap2;
     va_copy(ap2, ap);
     int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
     SNN_ASSERT(n >= 0);
     char *s = snn_xmalloc((size_t)n + 1);
     vsnprintf(s, (size_t)n + 1, fmt, ap2);
     va_end(ap2);
+    return s;
+}
+
+char *snn_xasprintf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = snn_xvasprintf(fmt, ap);
+    va_end(ap);
     return s;
 }
 

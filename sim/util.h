@@ -53,6 +53,7 @@ void *snn_xaligned_at(size_t n, const char *file, int line);
 
 /* malloc'd printf. */
 char *snn_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *snn_xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
 /* Monotonic seconds. */
 double snn_now(void);

@@ -9,48 +9,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <libgen.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tests/testutil.h"
-
-static char spikesim[512];
-
-typedef struct result {
-    int status;
-    char out[8192];
-    char err[8192];
-} result;
-
-static void slurp(const char *path, char *buf, size_t n) {
-    buf[0] = '\0';
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
-    size_t r = fread(buf, 1, n - 1, f);
-    buf[r] = '\0';
-    fclose(f);
-}
-
-/* Runs `spikesim ARGS` through the shell, capturing stdout and stderr. */
-static void run(result *r, const char *args) {
-    char *o = snn_test_tmp_path("stdout"), *e = snn_test_tmp_path("stderr");
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", spikesim, args, o, e);
-    int st = system(cmd);
-    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    slurp(o, r->out, sizeof r->out);
-    slurp(e, r->err, sizeof r->err);
-    remove(o);
-    remove(e);
-    free(o);
-    free(e);
-}
 
 static bool exists(const char *path) {
     struct stat st;
@@ -77,40 +43,38 @@ static char *write_cfg(const char *name, const char *text) {
 
 static void test_version_and_help(void **state) {
     (void)state;
-    result r;
-    run(&r, "--version");
+    snn_test_cli r = {0};
+    snn_test_cli_run(&r, "--version");
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "spikesim 0."));
-    run(&r, "--help");
+    snn_test_cli_run(&r, "--help");
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "usage: spikesim run CONFIG"));
-    run(&r, "frobnicate");
+    snn_test_cli_run(&r, "frobnicate");
     assert_int_equal(r.status, 2);
-    run(&r, "run");
+    snn_test_cli_run(&r, "run");
     assert_int_equal(r.status, 2);
+    snn_test_cli_free(&r);
 }
 
 static void test_validate_reports_every_error_and_exits_2(void **state) {
     (void)state;
     char *good = write_cfg("good.yaml", good_cfg);
     char *bad = write_cfg("bad.yaml", "model:\n  dim: 30\n  heads: 4\n  heds: 2\n");
-    char args[1024];
-    result r;
-    snprintf(args, sizeof args, "validate %s", good);
-    run(&r, args);
+    snn_test_cli r = {0};
+    snn_test_cli_run(&r, "validate %s", good);
     assert_int_equal(r.status, 0);
-    snprintf(args, sizeof args, "validate %s", bad);
-    run(&r, args);
+    snn_test_cli_run(&r, "validate %s", bad);
     assert_int_equal(r.status, 2);
     char expect[600];
     snprintf(expect, sizeof expect, "%s:4:3: error: unknown key 'heds' in 'model' (did you mean 'heads'?)", bad);
     assert_non_null(strstr(r.err, expect));
     assert_non_null(strstr(r.err, "must be divisible by model.heads"));
     /* an override is validated like the file */
-    snprintf(args, sizeof args, "validate %s --set model.heads=5", good);
-    run(&r, args);
+    snn_test_cli_run(&r, "validate %s --set model.heads=5", good);
     assert_int_equal(r.status, 2);
     assert_non_null(strstr(r.err, "--set model.heads=5: error:"));
+    snn_test_cli_free(&r);
     remove(good);
     remove(bad);
     free(good);
@@ -121,19 +85,16 @@ static void test_run_writes_file_and_bad_input_loses_nothing(void **state) {
     (void)state;
     char *cfg = write_cfg("run.yaml", good_cfg);
     char *out = snn_test_tmp_path("run.h5");
-    char args[2048];
-    result r;
+    snn_test_cli r = {0};
     remove(out);
 
     /* A bad config: exit 2, no file. */
-    snprintf(args, sizeof args, "run %s -o %s --set model.heads=3", cfg, out);
-    run(&r, args);
+    snn_test_cli_run(&r, "run %s -o %s --set model.heads=3", cfg, out);
     assert_int_equal(r.status, 2);
     assert_false(exists(out));
 
     /* A good run: exit 0, the file opens in h5dump. */
-    snprintf(args, sizeof args, "run %s -o %s --quiet", cfg, out);
-    run(&r, args);
+    snn_test_cli_run(&r, "run %s -o %s --quiet", cfg, out);
     if (r.status != 0) fail_msg("run failed: %s", r.err);
     assert_true(exists(out));
     if (access("/usr/bin/h5dump", X_OK) == 0) {
@@ -145,16 +106,13 @@ static void test_run_writes_file_and_bad_input_loses_nothing(void **state) {
     assert_int_equal(stat(out, &before), 0);
 
     /* Missing dataset directory: exit 1, one line, the existing output untouched. */
-    snprintf(args, sizeof args,
-             "run %s -o %s --set data.source=idx --set data.path=/nonexistent/fmnist", cfg, out);
-    run(&r, args);
+    snn_test_cli_run(&r, "run %s -o %s --set data.source=idx --set data.path=/nonexistent/fmnist", cfg, out);
     assert_int_equal(r.status, 1);
     assert_int_equal(count_lines(r.err), 1);
     assert_non_null(strstr(r.err, "/nonexistent/fmnist"));
 
     /* A checkpoint that is not an HDF5 file: exit 1, existing output untouched. */
-    snprintf(args, sizeof args, "run %s -o %s --set model.weights=%s", cfg, out, cfg);
-    run(&r, args);
+    snn_test_cli_run(&r, "run %s -o %s --set model.weights=%s", cfg, out, cfg);
     assert_int_equal(r.status, 1);
     assert_int_equal(count_lines(r.err), 1);
     struct stat after;
@@ -164,16 +122,15 @@ static void test_run_writes_file_and_bad_input_loses_nothing(void **state) {
     assert_int_equal(before.st_mtime, after.st_mtime);
 
     /* An unwritable destination: exit 1 before any work. */
-    snprintf(args, sizeof args, "run %s -o /nonexistent/dir/x.h5", cfg);
-    run(&r, args);
+    snn_test_cli_run(&r, "run %s -o /nonexistent/dir/x.h5", cfg);
     assert_int_equal(r.status, 1);
     assert_non_null(strstr(r.err, "/nonexistent/dir/x.h5"));
 
     /* The run file is a checkpoint: running from it gives the same logits. */
     char *out2 = snn_test_tmp_path("run2.h5");
-    snprintf(args, sizeof args, "run %s -o %s --quiet --set model.weights=%s", cfg, out2, out);
-    run(&r, args);
+    snn_test_cli_run(&r, "run %s -o %s --quiet --set model.weights=%s", cfg, out2, out);
     if (r.status != 0) fail_msg("run from checkpoint failed: %s", r.err);
+    snn_test_cli_free(&r);
     char cmd[2048], *d1 = snn_test_tmp_path("l1"), *d2 = snn_test_tmp_path("l2");
     snprintf(cmd, sizeof cmd, "/usr/bin/h5dump -d /outputs/logits -y %s | tail -n +2 > %s; "
              "/usr/bin/h5dump -d /outputs/logits -y %s | tail -n +2 > %s; cmp -s %s %s",
@@ -193,9 +150,7 @@ static void test_run_writes_file_and_bad_input_loses_nothing(void **state) {
 
 int main(int argc, char **argv) {
     (void)argc;
-    char self[512];
-    snprintf(self, sizeof self, "%s", argv[0]);
-    snprintf(spikesim, sizeof spikesim, "%s/../spikesim", dirname(self));
+    snn_test_cli_locate(argv[0]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version_and_help),
         cmocka_unit_test(test_validate_reports_every_error_and_exits_2),

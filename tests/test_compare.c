@@ -15,21 +15,18 @@
 
 #include <ctype.h>
 #include <hdf5.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "sim/compare.h"
 #include "sim/h5io.h"
 #include "tests/testutil.h"
 
-static char spikesim[512];
 static char *dir; /* scratch directory of this process */
 
 static char *in_dir(const char *name) { return snn_xasprintf("%s/%s", dir, name); }
@@ -537,11 +534,7 @@ static void jvalue(jp *j, const char *key, int obj) {
 static double h5_summary_attr(const char *file, const char *name) {
     hid_t f = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
     assert_true(f >= 0);
-    hid_t a = H5Aopen_by_name(f, "/summary", name, H5P_DEFAULT, H5P_DEFAULT);
-    assert_true(a >= 0);
-    double v = NAN;
-    assert_true(H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0);
-    H5Aclose(a);
+    double v = snn_test_attr_f64(f, "/summary", name);
     H5Fclose(f);
     return v;
 }
@@ -665,52 +658,36 @@ static void test_reports(void **state) {
 
 /* ---- the command line ----------------------------------------------------------------------- */
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void test_cli(void **state) {
     (void)state;
     char *cfg = tiny_compare("cli.yaml", "");
-    char *out = in_dir("cli"), *err = in_dir("cli.err");
+    char *out = in_dir("cli");
+    snn_test_cli r = {0};
     /* --dry-run writes nothing */
-    assert_int_equal(sh("%s compare %s -o %s --dry-run 2>%s", spikesim, cfg, out, err), 0);
-    char *e = snn_test_read_file(err);
-    assert_non_null(strstr(e, "compare: [2/3] bsa_T2: would be simulated -> "));
-    assert_non_null(strstr(e, "compare: softmax_T2: skipped: "));
-    free(e);
+    assert_int_equal(snn_test_cli_run(&r, "compare %s -o %s --dry-run", cfg, out), 0);
+    assert_non_null(strstr(r.err, "compare: [2/3] bsa_T2: would be simulated -> "));
+    assert_non_null(strstr(r.err, "compare: softmax_T2: skipped: "));
     struct stat sb;
     assert_int_equal(stat(out, &sb), -1);
     /* a real run, then a rerun that reuses everything */
-    assert_int_equal(sh("%s compare %s -o %s --threads 1 2>%s", spikesim, cfg, out, err), 0);
-    assert_int_equal(sh("%s compare %s -o %s --threads 1 2>%s", spikesim, cfg, out, err), 0);
-    e = snn_test_read_file(err);
-    assert_non_null(strstr(e, "compare: 0 trained, 0 simulated, 0 evaluated from checkpoints, 3 reused, 1 skipped;"));
-    free(e);
+    assert_int_equal(snn_test_cli_run(&r, "compare %s -o %s --threads 1", cfg, out), 0);
+    assert_int_equal(snn_test_cli_run(&r, "compare %s -o %s --threads 1", cfg, out), 0);
+    assert_non_null(strstr(r.err, "compare: 0 trained, 0 simulated, 0 evaluated from checkpoints, 3 reused, 1 skipped;"));
     /* config and usage errors exit 2 with one line each */
     char *bad = write_in_dir("clibad.yaml", "base: nowhere.yaml\nfoo: 1\n");
-    assert_int_equal(sh("%s compare %s 2>%s", spikesim, bad, err), 2);
-    e = snn_test_read_file(err);
+    assert_int_equal(snn_test_cli_run(&r, "compare %s", bad), 2);
     char want[1024];
     snprintf(want, sizeof want, "%s:2:1: error: unknown key 'foo' (expected name, base, grid, runs, set, skip_invalid)\n", bad);
-    assert_string_equal(e, want);
-    free(e);
-    assert_int_equal(sh("%s compare 2>/dev/null", spikesim), 2);
-    assert_int_equal(sh("%s compare %s %s 2>/dev/null", spikesim, cfg, cfg), 2);
-    assert_int_equal(sh("%s compare %s --bogus 2>/dev/null", spikesim, cfg), 2);
+    assert_string_equal(r.err, want);
+    assert_int_equal(snn_test_cli_run(&r, "compare"), 2);
+    assert_int_equal(snn_test_cli_run(&r, "compare %s %s", cfg, cfg), 2);
+    assert_int_equal(snn_test_cli_run(&r, "compare %s --bogus", cfg), 2);
     /* an output directory that cannot be created is a runtime error (1) */
-    assert_int_equal(sh("%s compare %s -o /proc/nope/x --quiet 2>%s", spikesim, cfg, err), 1);
+    assert_int_equal(snn_test_cli_run(&r, "compare %s -o /proc/nope/x --quiet", cfg), 1);
+    snn_test_cli_free(&r);
     free(bad);
     free(cfg);
     free(out);
-    free(err);
 }
 
 /* The shipped compare configs load and expand as documented. */
@@ -746,18 +723,14 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) return -1;
+    if (snn_test_remove_tree(dir) != 0) return -1;
     free(dir);
     return 0;
 }
 
 int main(int argc, char **argv) {
     (void)argc;
-    char self[512];
-    snprintf(self, sizeof self, "%s", argv[0]);
-    snprintf(spikesim, sizeof spikesim, "%s/../spikesim", dirname(self));
+    snn_test_cli_locate(argv[0]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grid_expansion),
         cmocka_unit_test(test_load_errors),

@@ -196,6 +196,20 @@ static void evaluate(const snn_config *cfg, const snn_model *m, snn_eval *e) {
     snn_dataset_free(&ds);
 }
 
+/* The model of yaml simulated on its data, with its energy. */
+static void simulate(const char *yaml, snn_config *cfg, snn_model *m, snn_eval *e, snn_energy *en) {
+    load(cfg, m, yaml);
+    evaluate(cfg, m, e);
+    snn_energy_compute(m, e, en);
+}
+
+static void release(snn_config *cfg, snn_model *m, snn_eval *e, snn_energy *en) {
+    snn_energy_free(en);
+    snn_eval_free(e, m);
+    snn_model_free(m);
+    snn_config_free(cfg);
+}
+
 /* A simulated BSA run: its bipolar q/k populations really emit -1 spikes, the kernel is the only
  * ternary-input layer, and the two rules differ by exactly its ACs x (E_MAC - E_AC). SSA has no
  * bipolar population and both rules agree. */
@@ -203,15 +217,13 @@ static void test_syops_and_neurobench_rules_on_ternary_spikes(void **state) {
     (void)state;
     snn_config cfg;
     snn_model m;
-    load(&cfg, &m, TINY("bsa"));
     snn_eval e;
-    evaluate(&cfg, &m, &e);
+    snn_energy en;
+    simulate(TINY("bsa"), &cfg, &m, &e, &en);
     const int pq = find_pop(&m, "blocks.0.attn.q_lif");
     size_t neg = 0;
     for (size_t i = 0; i < (size_t)e.n_record * m.T * m.pops[pq].size; i++) neg += e.rec_spikes[pq][i] == -1;
     assert_true(neg > 0); /* the test is about -1 spikes: there must be some */
-    snn_energy en;
-    snn_energy_compute(&m, &e, &en);
     const int kern = find_layer(&m, "blocks.0.attn.kernel");
     int ternary = 0;
     for (int l = 0; l < m.n_layers; l++) ternary += en.layers[l].ternary_input;
@@ -227,20 +239,12 @@ static void test_syops_and_neurobench_rules_on_ternary_spikes(void **state) {
     snn_summarize(&m, &e, &s);
     assert_close(s.syops_pj_per_sample, en.syops_pj, "summary syops");
     assert_close(s.energy_pj_per_sample, en.compute_pj, "summary compute");
-    snn_energy_free(&en);
-    snn_eval_free(&e, &m);
-    snn_model_free(&m);
-    snn_config_free(&cfg);
+    release(&cfg, &m, &e, &en);
 
-    load(&cfg, &m, TINY_T("3", "kind: ssa"));
-    evaluate(&cfg, &m, &e);
-    snn_energy_compute(&m, &e, &en);
+    simulate(TINY_T("3", "kind: ssa"), &cfg, &m, &e, &en);
     assert_true(en.syops_pj == en.compute_pj);
     assert_true(en.compute_pj > 0);
-    snn_energy_free(&en);
-    snn_eval_free(&e, &m);
-    snn_model_free(&m);
-    snn_config_free(&cfg);
+    release(&cfg, &m, &e, &en);
 }
 
 /* The documented input map agrees with what the engine did: an event-driven linear layer does
@@ -250,11 +254,9 @@ static void test_input_map_matches_engine_events(void **state) {
     (void)state;
     snn_config cfg;
     snn_model m;
-    load(&cfg, &m, TINY("bsa"));
     snn_eval e;
-    evaluate(&cfg, &m, &e);
     snn_energy en;
-    snn_energy_compute(&m, &e, &en);
+    simulate(TINY("bsa"), &cfg, &m, &e, &en);
     static const char *const layers[6] = {"blocks.0.attn.q", "blocks.0.attn.k", "blocks.0.attn.v",
                                           "blocks.0.attn.o", "blocks.0.mlp.fc1", "blocks.0.mlp.fc2"};
     static const char *const feeds[6] = {"blocks.0.lif_in", "blocks.0.lif_in", "blocks.0.lif_in",
@@ -282,10 +284,7 @@ static void test_input_map_matches_engine_events(void **state) {
     assert_int_equal(kind, SNN_INPUT_ANALOG);
     assert_int_equal(snn_energy_layer_input(&m, find_layer(&m, "blocks.0.attn.q_lif"), pops, &kind), 0);
     assert_int_equal(kind, SNN_INPUT_NONE);
-    snn_energy_free(&en);
-    snn_eval_free(&e, &m);
-    snn_model_free(&m);
-    snn_config_free(&cfg);
+    release(&cfg, &m, &e, &en);
 }
 
 /* ---- the run file ---------------------------------------------------------------------------- */
@@ -300,30 +299,6 @@ static double read_scalar(const char *path, const char *obj) {
     double x = v[0];
     free(v);
     return x;
-}
-
-static double attr_f64(hid_t f, const char *obj, const char *name) {
-    double v = NAN;
-    hid_t a = H5Aopen_by_name(f, obj, name, H5P_DEFAULT, H5P_DEFAULT);
-    if (a < 0) fail_msg("no attribute %s on %s", name, obj);
-    assert_true(H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0);
-    H5Aclose(a);
-    return v;
-}
-
-static char *attr_str(hid_t f, const char *obj, const char *name) {
-    hid_t a = H5Aopen_by_name(f, obj, name, H5P_DEFAULT, H5P_DEFAULT);
-    if (a < 0) fail_msg("no attribute %s on %s", name, obj);
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    char *s = NULL;
-    assert_true(H5Aread(a, t, &s) >= 0);
-    char *out = strdup(s);
-    H5free_memory(s);
-    H5Tclose(t);
-    H5Aclose(a);
-    return out;
 }
 
 /* zero_q: weights of blocks.0.attn.q set to exactly zero before the run (ConnectionSparsity). */
@@ -377,10 +352,10 @@ static void assert_attached(hid_t f, const char *dset, const char *scale, unsign
 }
 
 static void assert_nxdata(hid_t f, const char *g, const char *signal) {
-    char *s = attr_str(f, g, "NX_class");
+    char *s = snn_test_attr_str(f, g, "NX_class");
     assert_string_equal(s, "NXdata");
     free(s);
-    s = attr_str(f, g, "signal");
+    s = snn_test_attr_str(f, g, "signal");
     assert_string_equal(s, signal);
     char path[256];
     snprintf(path, sizeof path, "%s/%s", g, signal);
@@ -408,7 +383,7 @@ static void test_run_file_metrics_energy_and_viewers(void **state) {
     assert_true(spikes > 0 && spikes < updates);
     assert_close(read_scalar(path, "/metrics/ActivationSparsity"), 1.0 - (double)spikes / (double)updates, "ActivationSparsity");
     assert_close(read_scalar(path, "/metrics/MembraneUpdates"), (double)updates / (double)e.n, "MembraneUpdates");
-    assert_close(attr_f64(f, "/metrics", "ActivationSparsity"), 1.0 - (double)spikes / (double)updates, "attr");
+    assert_close(snn_test_attr_f64(f, "/metrics", "ActivationSparsity"), 1.0 - (double)spikes / (double)updates, "attr");
     /* ConnectionSparsity: 2-D weights embed 256 + q k v o 1024 + fc1 fc2 1024 + head 160 */
     snn_metrics mt;
     snn_metrics_compute(&m, &e, &mt);
@@ -442,14 +417,14 @@ static void test_run_file_metrics_energy_and_viewers(void **state) {
     /* /summary carries the three figures; the /energy totals agree with the model */
     snn_energy en;
     snn_energy_compute(&m, &e, &en);
-    assert_close(attr_f64(f, "/summary", "paper_energy_pj_per_sample"), en.paper_pj, "paper");
-    assert_close(attr_f64(f, "/summary", "paper_energy_first_layer_times_T_pj_per_sample"), en.paper_T_pj, "paper T");
-    assert_close(attr_f64(f, "/summary", "compute_energy_syops_rule_pj_per_sample"), en.syops_pj, "syops");
-    assert_close(attr_f64(f, "/summary", "memory_energy_pj_per_sample"), en.memory_pj, "memory");
-    assert_close(attr_f64(f, "/summary", "memory_aware_energy_pj_per_sample"), en.memory_aware_pj, "memory-aware");
-    assert_close(attr_f64(f, "/energy/memory", "total_pj_per_sample"), en.memory_pj, "memory attr");
-    assert_true(attr_f64(f, "/energy", "read_pj_per_bit") == 10.0 / 64);
-    assert_true(attr_f64(f, "/energy", "weight_bits") == 32);
+    assert_close(snn_test_attr_f64(f, "/summary", "paper_energy_pj_per_sample"), en.paper_pj, "paper");
+    assert_close(snn_test_attr_f64(f, "/summary", "paper_energy_first_layer_times_T_pj_per_sample"), en.paper_T_pj, "paper T");
+    assert_close(snn_test_attr_f64(f, "/summary", "compute_energy_syops_rule_pj_per_sample"), en.syops_pj, "syops");
+    assert_close(snn_test_attr_f64(f, "/summary", "memory_energy_pj_per_sample"), en.memory_pj, "memory");
+    assert_close(snn_test_attr_f64(f, "/summary", "memory_aware_energy_pj_per_sample"), en.memory_aware_pj, "memory-aware");
+    assert_close(snn_test_attr_f64(f, "/energy/memory", "total_pj_per_sample"), en.memory_pj, "memory attr");
+    assert_true(snn_test_attr_f64(f, "/energy", "read_pj_per_bit") == 10.0 / 64);
+    assert_true(snn_test_attr_f64(f, "/energy", "weight_bits") == 32);
     assert_true(en.paper_T_pj > en.paper_pj && en.memory_aware_pj > en.compute_pj);
     snn_energy_free(&en);
 

@@ -15,14 +15,12 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <hdf5.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "sim/config.h"
@@ -31,7 +29,6 @@
 #include "sim/run.h"
 #include "tests/testutil.h"
 
-static char spikesim[512];
 static char *bsa_run, *ann_run, *dir;
 
 /* T = 3, 4 recorded samples; init_std 1.0 so that every population fires (9 to 18 % of
@@ -50,32 +47,6 @@ static const char ann_cfg[] =
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
-typedef struct result {
-    int status;
-    char *out, *err;
-} result;
-
-static void result_free(result *r) {
-    free(r->out);
-    free(r->err);
-    r->out = r->err = NULL;
-}
-
-/* Runs `spikesim ARGS`, capturing stdout and stderr whole. */
-static void run(result *r, const char *args) {
-    char *o = snn_test_tmp_path("stdout"), *e = snn_test_tmp_path("stderr");
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", spikesim, args, o, e);
-    int st = system(cmd);
-    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    r->out = snn_test_read_file(o);
-    r->err = snn_test_read_file(e);
-    remove(o);
-    remove(e);
-    free(o);
-    free(e);
-}
-
 static int count_str(const char *s, const char *needle) {
     int n = 0;
     for (const char *p = strstr(s, needle); p; p = strstr(p + 1, needle)) n++;
@@ -89,15 +60,6 @@ static bool line_has(const char *s, const char *a, const char *b) {
         if (q && (!eol || q < eol)) return true;
     }
     return false;
-}
-
-static double attr_f64(hid_t f, const char *obj, const char *name) {
-    double v = NAN;
-    hid_t a = H5Aopen_by_name(f, obj, name, H5P_DEFAULT, H5P_DEFAULT);
-    assert_true(a >= 0);
-    assert_true(H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0);
-    H5Aclose(a);
-    return v;
 }
 
 /* The population groups of /nodes (those with stats: not the analog embed), in the forward
@@ -134,17 +96,34 @@ static int populations(const char *path, char names[][64], int max) {
     return k;
 }
 
+/* Dataset dp of the run file at path, of the given rank, as type (malloc'd; shape in dims),
+ * read here independently of sim/inspect.c. */
+static void *read_data(const char *path, const char *dp, snn_h5_type type, int rank, uint64_t *dims) {
+    int r;
+    void *data;
+    snn_err err = {{0}};
+    if (snn_h5_read(path, dp, type, &r, dims, &data, &err) != SNN_OK) fail_msg("%s", err.msg);
+    assert_int_equal(r, rank);
+    return data;
+}
+
+/* /nodes/<pop>/stats/firing_rate_per_step of the BSA run (T = 3 values, malloc'd). */
+static double *rate_per_step(const char *pop) {
+    char dp[160];
+    snprintf(dp, sizeof dp, "/nodes/%.63s/stats/firing_rate_per_step", pop);
+    uint64_t dims[4];
+    double *rate = read_data(bsa_run, dp, SNN_H5_F64, 1, dims);
+    assert_int_equal(dims[0], 3);
+    return rate;
+}
+
 /* Nonzero spikes of one recorded sample of a population, read from the file. */
 static void spike_counts(const char *path, const char *pop, int sample, int *pos, int *neg) {
     char p[256];
     snprintf(p, sizeof p, "/nodes/%s/observables/spikes/data", pop);
-    int rank;
     uint64_t dims[4];
-    void *data;
-    snn_err err = {{0}};
-    if (snn_h5_read(path, p, SNN_H5_I8, &rank, dims, &data, &err) != SNN_OK) fail_msg("%s", err.msg);
-    assert_int_equal(rank, 3);
-    const int8_t *s = (const int8_t *)data + (size_t)sample * dims[1] * dims[2];
+    int8_t *data = read_data(path, p, SNN_H5_I8, 3, dims);
+    const int8_t *s = data + (size_t)sample * dims[1] * dims[2];
     *pos = *neg = 0;
     for (size_t i = 0; i < dims[1] * dims[2]; i++) {
         *pos += s[i] > 0;
@@ -309,9 +288,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) return -1;
+    if (snn_test_remove_tree(dir) != 0) return -1;
     free(bsa_run);
     free(ann_run);
     free(dir);
@@ -322,10 +299,9 @@ static int teardown(void **state) {
 
 static void test_inspect_summary_and_populations(void **state) {
     (void)state;
-    char args[1024], want[512];
-    result r;
-    snprintf(args, sizeof args, "inspect %s", bsa_run);
-    run(&r, args);
+    char want[512];
+    snn_test_cli r = {0};
+    snn_test_cli_run(&r, "inspect %s", bsa_run);
     if (r.status != 0) fail_msg("inspect failed: %s", r.err);
     assert_string_equal(r.err, "");
 
@@ -337,19 +313,19 @@ static void test_inspect_summary_and_populations(void **state) {
         snprintf(want, sizeof want, fmt, v);                                                    \
         if (!strstr(r.out, want)) fail_msg("inspect output lacks '%s'", want);                  \
     } while (0)
-    WANT("accuracy     %.2f %%\n", 100 * attr_f64(f, "/summary", "accuracy"));
-    WANT("parameters   %.0f\n", attr_f64(f, "/summary", "parameters"));
-    WANT("samples      %.0f evaluated, 4 recorded", attr_f64(f, "/summary", "samples_evaluated"));
-    WANT("firing rate  %.4f spikes / neuron / timestep", attr_f64(f, "/summary", "firing_rate_mean"));
+    WANT("accuracy     %.2f %%\n", 100 * snn_test_attr_f64(f, "/summary", "accuracy"));
+    WANT("parameters   %.0f\n", snn_test_attr_f64(f, "/summary", "parameters"));
+    WANT("samples      %.0f evaluated, 4 recorded", snn_test_attr_f64(f, "/summary", "samples_evaluated"));
+    WANT("firing rate  %.4f spikes / neuron / timestep", snn_test_attr_f64(f, "/summary", "firing_rate_mean"));
     /* ops by class are summed from /ops/per_sample; the ac sum must equal /summary's SOPs */
-    WANT("ops/sample   %.3g ac, ", attr_f64(f, "/summary", "sops_per_sample"));
-    WANT(" %.3g mac, ", attr_f64(f, "/summary", "macs_per_sample"));
-    WANT("wall time    %.3g s\n", attr_f64(f, "/summary", "wall_seconds"));
+    WANT("ops/sample   %.3g ac, ", snn_test_attr_f64(f, "/summary", "sops_per_sample"));
+    WANT(" %.3g mac, ", snn_test_attr_f64(f, "/summary", "macs_per_sample"));
+    WANT("wall time    %.3g s\n", snn_test_attr_f64(f, "/summary", "wall_seconds"));
     WANT("energy       %.4g nJ / sample (energy preset horowitz45nm)\n",
-         attr_f64(f, "/summary", "energy_pj_per_sample") / 1000);
+         snn_test_attr_f64(f, "/summary", "energy_pj_per_sample") / 1000);
 #undef WANT
     /* Attributes inspect has no special line for still show up, with their values. */
-    snprintf(want, sizeof want, " %.0f\n", attr_f64(f, "/summary", "embed_macs_per_sample"));
+    snprintf(want, sizeof want, " %.0f\n", snn_test_attr_f64(f, "/summary", "embed_macs_per_sample"));
     assert_true(line_has(r.out, "\nembed_macs_per_sample ", want));
     H5Fclose(f);
     assert_non_null(strstr(r.out, "run          insp: attention bsa, T=3, N=16, D=16, heads=2, blocks=1\n"));
@@ -370,14 +346,7 @@ static void test_inspect_summary_and_populations(void **state) {
         if (!at) fail_msg("population %s missing from the table", pops[i]);
         assert_true(at > prev); /* in forward order */
         prev = at;
-        char dp[160];
-        snprintf(dp, sizeof dp, "/nodes/%.63s/stats/firing_rate_per_step", pops[i]);
-        int rank;
-        uint64_t dims[4];
-        double *rate;
-        snn_err err = {{0}};
-        assert_int_equal(snn_h5_read(bsa_run, dp, SNN_H5_F64, &rank, dims, (void **)&rate, &err), SNN_OK);
-        assert_int_equal(dims[0], 3);
+        double *rate = rate_per_step(pops[i]);
         snprintf(want, sizeof want, "per step %.3f %.3f %.3f\n", rate[0], rate[1], rate[2]);
         const char *eol = strchr(at + 1, '\n');
         const char *hit = strstr(at, want);
@@ -397,28 +366,25 @@ static void test_inspect_summary_and_populations(void **state) {
     assert_true(line_has(r.out, "  data ", "int8 [4, 3, 256]"));
     assert_true(line_has(r.out, "int8 [4, 3, 256]", " spike (0, 1)\n"));
     assert_true(line_has(r.out, "    logits ", "float32 [12, 10]"));
-    result_free(&r);
+    snn_test_cli_free(&r);
 }
 
 /* Anything HDF5: the ANN run (no populations), a golden file, and a file with every odd
  * object the tree has to cope with. */
 static void test_inspect_any_hdf5(void **state) {
     (void)state;
-    char args[1024];
-    result r;
-    snprintf(args, sizeof args, "inspect %s", ann_run);
-    run(&r, args);
+    snn_test_cli r = {0};
+    snn_test_cli_run(&r, "inspect %s", ann_run);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "attention softmax, T=1"));
     assert_null(strstr(r.out, "\npopulations  "));
-    result_free(&r);
 
-    run(&r, "inspect tests/reference/golden_bsa.h5");
+    snn_test_cli_run(&r, "inspect tests/reference/golden_bsa.h5");
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "run          golden_bsa: attention bsa"));
     assert_non_null(strstr(r.out, "tensors in /parameters)"));
     assert_non_null(strstr(r.out, "  expected/\n"));
-    result_free(&r);
+    snn_test_cli_free(&r);
 
     char *odd = in_dir("odd.h5");
     hid_t f = H5Fcreate(odd, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
@@ -458,8 +424,7 @@ static void test_inspect_any_hdf5(void **state) {
     H5Sclose(s5);
     H5Gclose(g);
     H5Fclose(f);
-    snprintf(args, sizeof args, "inspect %s", odd);
-    run(&r, args);
+    snn_test_cli_run(&r, "inspect %s", odd);
     if (r.status != 0) fail_msg("inspect of an odd file failed: %s", r.err);
     assert_non_null(strstr(r.out, "float32 [1, 2, 3, 4, 5]"));
     assert_non_null(strstr(r.out, "compound(2 fields) [20]"));
@@ -470,7 +435,7 @@ static void test_inspect_any_hdf5(void **state) {
     assert_true(line_has(r.out, "\nmany ", " [0, 10, 20, 30, 40, 50, 60, 70, ... (20 values)]\n"));
     assert_true(line_has(r.out, "\nnothing ", " (empty int32)\n"));
     assert_int_equal(count_str(r.out, "loop/"), 1);
-    result_free(&r);
+    snn_test_cli_free(&r);
     free(odd);
 }
 
@@ -478,10 +443,8 @@ static void test_inspect_any_hdf5(void **state) {
 
 static void check_raster(const char *pop, int sample, bool bipolar) {
     char *svg = in_dir("raster.svg");
-    char args[1024];
-    result r;
-    snprintf(args, sizeof args, "raster %s --population %s --sample %d -o %s", bsa_run, pop, sample, svg);
-    run(&r, args);
+    snn_test_cli r = {0};
+    snn_test_cli_run(&r, "raster %s --population %s --sample %d -o %s", bsa_run, pop, sample, svg);
     if (r.status != 0) fail_msg("raster failed: %s", r.err);
     char *text = snn_test_read_file(svg);
     assert_non_null(text);
@@ -508,7 +471,7 @@ static void check_raster(const char *pop, int sample, bool bipolar) {
     assert_non_null(strstr(text, ">neuron (token * 16 + channel)</text>"));
     assert_int_equal(count_str(text, "class=\"col-bg\""), 3);
     free(text);
-    result_free(&r);
+    snn_test_cli_free(&r);
     remove(svg);
     free(svg);
 }
@@ -525,10 +488,8 @@ static void test_raster_one_mark_per_spike(void **state) {
 static void test_rates_one_cell_per_population_and_step(void **state) {
     (void)state;
     char *svg = in_dir("rates.svg");
-    char args[1024];
-    result r;
-    snprintf(args, sizeof args, "rates %s -o %s", bsa_run, svg);
-    run(&r, args);
+    snn_test_cli r = {0};
+    snn_test_cli_run(&r, "rates %s -o %s", bsa_run, svg);
     if (r.status != 0) fail_msg("rates failed: %s", r.err);
     char *text = snn_test_read_file(svg);
     assert_non_null(text);
@@ -539,18 +500,13 @@ static void test_rates_one_cell_per_population_and_step(void **state) {
     assert_int_equal(count_str(text, "class=\"value\""), n * 3);
     const char *prev = text;
     for (int i = 0; i < n; i++) {
-        char want[256], dp[160];
+        char want[256];
         snprintf(want, sizeof want, ">%.63s</text>", pops[i]);
         const char *at = strstr(text, want);
         if (!at) fail_msg("row label %s missing", pops[i]);
         assert_true(at > prev); /* rows in forward order */
         prev = at;
-        snprintf(dp, sizeof dp, "/nodes/%.63s/stats/firing_rate_per_step", pops[i]);
-        int rank;
-        uint64_t dims[4];
-        double *rate;
-        snn_err err = {{0}};
-        assert_int_equal(snn_h5_read(bsa_run, dp, SNN_H5_F64, &rank, dims, (void **)&rate, &err), SNN_OK);
+        double *rate = rate_per_step(pops[i]);
         for (int t = 0; t < 3; t++) {
             snprintf(want, sizeof want, "<title>%.63s, timestep %d: %.4f</title>", pops[i], t, rate[t]);
             if (!strstr(text, want)) fail_msg("SVG lacks the cell '%s'", want);
@@ -559,7 +515,7 @@ static void test_rates_one_cell_per_population_and_step(void **state) {
     }
     assert_non_null(strstr(text, "fill=\"url(#viridis)\""));
     free(text);
-    result_free(&r);
+    snn_test_cli_free(&r);
     remove(svg);
     free(svg);
 }
@@ -573,8 +529,8 @@ static void expect_fail(const char *args, int status, const char *err_line) {
     assert_int_equal(snn_test_write_file(keep, "keep me\n", 8), 0);
     struct stat before, after;
     assert_int_equal(stat(keep, &before), 0);
-    result r;
-    run(&r, args);
+    snn_test_cli r = {0};
+    snn_test_cli_run(&r, "%s", args);
     if (r.status != status) fail_msg("'%s': exit %d, expected %d (%s)", args, r.status, status, r.err);
     if (strcmp(r.err, err_line)) fail_msg("'%s':\n got  %s\n want %s", args, r.err, err_line);
     char *text = snn_test_read_file(keep);
@@ -583,7 +539,7 @@ static void expect_fail(const char *args, int status, const char *err_line) {
     assert_int_equal(before.st_ino, after.st_ino);
     assert_int_equal(leftovers(dir), 0);
     free(text);
-    result_free(&r);
+    snn_test_cli_free(&r);
     free(keep);
 }
 
@@ -627,62 +583,48 @@ static void test_errors_are_one_line_and_lose_nothing(void **state) {
         snprintf(want, sizeof want, "spikesim: error: %s: not an HDF5 file\n", junk);
         expect_fail(args, 1, want);
     }
-    result r;
-    run(&r, "inspect /nonexistent/run.h5");
+    snn_test_cli r = {0};
+    snn_test_cli_run(&r, "inspect /nonexistent/run.h5");
     assert_int_equal(r.status, 1);
     assert_string_equal(r.err, "spikesim: error: /nonexistent/run.h5: cannot open: No such file or directory\n");
     assert_string_equal(r.out, "");
-    result_free(&r);
-    snprintf(args, sizeof args, "inspect %s", junk);
-    run(&r, args);
+    snn_test_cli_run(&r, "inspect %s", junk);
     assert_int_equal(r.status, 1);
     snprintf(want, sizeof want, "spikesim: error: %s: not an HDF5 file\n", junk);
     assert_string_equal(r.err, want);
-    result_free(&r);
 
     /* An output directory that does not exist: exit 1 before anything is written. */
-    snprintf(args, sizeof args, "rates %s -o /nonexistent/dir/r.svg", bsa_run);
-    run(&r, args);
+    snn_test_cli_run(&r, "rates %s -o /nonexistent/dir/r.svg", bsa_run);
     assert_int_equal(r.status, 1);
     assert_string_equal(r.err, "spikesim: error: /nonexistent/dir/r.svg: cannot create output file: No such file or directory\n");
-    result_free(&r);
 
     /* Usage errors: exit 2, and the run file is never the output. */
-    snprintf(args, sizeof args, "rates %s -o %s", bsa_run, bsa_run);
-    run(&r, args);
+    snn_test_cli_run(&r, "rates %s -o %s", bsa_run, bsa_run);
     assert_int_equal(r.status, 2);
     snprintf(want, sizeof want, "spikesim: error: -o %s is the input file\n", bsa_run);
     assert_string_equal(r.err, want);
-    result_free(&r);
-    snprintf(args, sizeof args, "raster %s -o %s", bsa_run, keep);
-    run(&r, args);
+    snn_test_cli_run(&r, "raster %s -o %s", bsa_run, keep);
     assert_int_equal(r.status, 2);
     assert_non_null(strstr(r.err, "raster needs --population P"));
-    result_free(&r);
-    snprintf(args, sizeof args, "rates %s", bsa_run);
-    run(&r, args);
+    snn_test_cli_run(&r, "rates %s", bsa_run);
     assert_int_equal(r.status, 2);
     assert_non_null(strstr(r.err, "rates needs -o FILE.svg"));
-    result_free(&r);
-    snprintf(args, sizeof args, "inspect %s --population x", bsa_run);
-    run(&r, args);
+    snn_test_cli_run(&r, "inspect %s --population x", bsa_run);
     assert_int_equal(r.status, 2);
     assert_string_equal(r.err, "spikesim: error: inspect does not take --population\n");
-    result_free(&r);
-    run(&r, "inspect");
+    snn_test_cli_run(&r, "inspect");
     assert_int_equal(r.status, 2);
-    result_free(&r);
+    snn_test_cli_free(&r);
 
     /* Success replaces an existing file in one step and leaves no temporary behind. */
     assert_int_equal(snn_test_write_file(keep, "old\n", 4), 0);
-    snprintf(args, sizeof args, "rates %s -o %s", bsa_run, keep);
-    run(&r, args);
+    snn_test_cli_run(&r, "rates %s -o %s", bsa_run, keep);
     assert_int_equal(r.status, 0);
     char *text = snn_test_read_file(keep);
     assert_non_null(strstr(text, "<svg"));
     assert_int_equal(leftovers(dir), 0);
     free(text);
-    result_free(&r);
+    snn_test_cli_free(&r);
 
     /* The library reports which failures are usage errors (exit 2). */
     bool usage = true;
@@ -699,9 +641,7 @@ static void test_errors_are_one_line_and_lose_nothing(void **state) {
 
 int main(int argc, char **argv) {
     (void)argc;
-    char self[512];
-    snprintf(self, sizeof self, "%s", argv[0]);
-    snprintf(spikesim, sizeof spikesim, "%s/../spikesim", dirname(self));
+    snn_test_cli_locate(argv[0]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_inspect_summary_and_populations),
         cmocka_unit_test(test_inspect_any_hdf5),

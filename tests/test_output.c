@@ -28,30 +28,6 @@ static const char cfg_yaml[] =
     " init_std: 0.3, attention: {kind: bsa}}\n"
     "record: {samples: 4}\n";
 
-static double attr_f64(hid_t f, const char *obj, const char *name) {
-    double v = NAN;
-    hid_t a = H5Aopen_by_name(f, obj, name, H5P_DEFAULT, H5P_DEFAULT);
-    assert_true(a >= 0);
-    assert_true(H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0);
-    H5Aclose(a);
-    return v;
-}
-
-static char *attr_str(hid_t f, const char *obj, const char *name) {
-    hid_t a = H5Aopen_by_name(f, obj, name, H5P_DEFAULT, H5P_DEFAULT);
-    assert_true(a >= 0);
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    char *s = NULL;
-    assert_true(H5Aread(a, t, &s) >= 0);
-    char *out = strdup(s);
-    H5free_memory(s);
-    H5Tclose(t);
-    H5Aclose(a);
-    return out;
-}
-
 static void test_run_file_layout(void **state) {
     (void)state;
     snn_config cfg;
@@ -75,13 +51,13 @@ static void test_run_file_layout(void **state) {
 
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     assert_true(f >= 0);
-    char *s = attr_str(f, "/", "__type__");
+    char *s = snn_test_attr_str(f, "/", "__type__");
     assert_string_equal(s, "NIRGraphData");
     free(s);
-    s = attr_str(f, "/", "generator");
+    s = snn_test_attr_str(f, "/", "generator");
     assert_non_null(strstr(s, "spikesim"));
     free(s);
-    s = attr_str(f, "/", "created");
+    s = snn_test_attr_str(f, "/", "created");
     assert_int_equal(strlen(s), 20); /* YYYY-MM-DDTHH:MM:SSZ */
     assert_int_equal(s[19], 'Z');
     free(s);
@@ -89,9 +65,9 @@ static void test_run_file_layout(void **state) {
     /* summary */
     snn_summary sum;
     snn_summarize(&m, &e, &sum);
-    assert_true(fabs(attr_f64(f, "/summary", "accuracy") - (double)e.correct / (double)e.n) < 1e-12);
-    assert_true(attr_f64(f, "/summary", "sops_per_sample") == sum.sops_per_sample);
-    assert_true(attr_f64(f, "/summary", "energy_pj_per_sample") == sum.energy_pj_per_sample);
+    assert_true(fabs(snn_test_attr_f64(f, "/summary", "accuracy") - (double)e.correct / (double)e.n) < 1e-12);
+    assert_true(snn_test_attr_f64(f, "/summary", "sops_per_sample") == sum.sops_per_sample);
+    assert_true(snn_test_attr_f64(f, "/summary", "energy_pj_per_sample") == sum.energy_pj_per_sample);
     assert_true(sum.sops_per_sample > 0);
     /* energy = sum of counts x pJ, recomputed here by hand */
     double pj[SNN_OP__COUNT];

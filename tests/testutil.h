@@ -5,6 +5,8 @@
 
 #include <stddef.h>
 
+#include <hdf5.h>
+
 /* Fails (cmocka fail_msg) unless |a[i] - b[i]| <= atol + rtol * |b[i]| for every i; the message
  * names the label, the first bad index, both values and the largest difference. */
 void snn_assert_allclose(const float *a, const float *b, size_t n, double atol, double rtol,
@@ -19,5 +21,31 @@ char *snn_test_read_file(const char *path);
 
 /* Writes text to a new file at path; returns 0 on success. */
 int snn_test_write_file(const char *path, const void *data, size_t n);
+
+/* Attribute name of the object at path obj in the open file f, as a double or as a malloc'd
+ * copy of a variable-length UTF-8 string; fails the test when it is missing or unreadable. */
+double snn_test_attr_f64(hid_t f, const char *obj, const char *name);
+char *snn_test_attr_str(hid_t f, const char *obj, const char *name);
+
+/* Removes a scratch directory and everything in it (rm -rf); returns 0 on success. */
+int snn_test_remove_tree(const char *path);
+
+/* One run of the built spikesim binary: its exit status (-1 when it did not exit) and its
+ * whole stdout and stderr (malloc'd, never NULL after a run). */
+typedef struct snn_test_cli {
+    int status;
+    char *out, *err;
+} snn_test_cli;
+
+/* Remembers where the binary is: BUILD/spikesim, next to the directory of this test binary
+ * (argv0 is BUILD/tests/test_x). Call once from main before snn_test_cli_run. */
+void snn_test_cli_locate(const char *argv0);
+
+/* Runs `spikesim ARGS` through the shell (ARGS formatted like printf; stdin /dev/null) and
+ * returns its status. r starts zeroed ({0}); each run frees what the previous one captured, so
+ * one snn_test_cli_free at the end suffices. */
+int snn_test_cli_run(snn_test_cli *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+void snn_test_cli_free(snn_test_cli *r);
 
 #endif

@@ -270,34 +270,10 @@ def stream_fed(cfg, name):
 
 # ---- HDF5 writing (deterministic: no timestamps) -------------------------------------------
 
-def _group(parent, name):
-    if name in parent:
-        return parent[name]
-    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
-    gcpl.set_obj_track_times(False)
-    h5py.h5g.create(parent.id, name.encode("utf-8"), gcpl=gcpl)
-    return parent[name]
-
-
-def _dataset(parent, name, data, dtype):
-    data = np.asarray(data, dtype=dtype)
-    kw = dict(track_times=False)
-    if data.size >= 1024:
-        kw.update(chunks=data.shape, compression="gzip", compression_opts=9, shuffle=True)
-    return parent.create_dataset(name, data=data, dtype=dtype, **kw)
-
-
 def write_golden(path, cfg, model, images, labels, out):
     utf8 = h5py.string_dtype("utf-8")
     tmp = path + ".tmp"
-    # HDF5 1.10 file format (single-chunk index: small files; readable by HDF5 >= 1.10), and no
-    # object timestamps anywhere, the root group included (it takes them from the fcpl)
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V110)
-    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
-    fcpl.set_obj_track_times(False)
-    fid = h5py.h5f.create(tmp.encode("utf-8"), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl)
-    with h5py.File(fid) as f:
+    with h5py.File(R.h5_create(tmp)) as f:
         f.attrs.create("generator", "tests/reference/make_golden.py", dtype=utf8)
         f.attrs.create("torch_version", torch.__version__, dtype=utf8)
         f.attrs.create("dyadic_grid", GRID_TEXT, dtype=utf8)
@@ -307,19 +283,19 @@ def write_golden(path, cfg, model, images, labels, out):
                        f"{images.shape[0]} Fashion-MNIST test images", dtype=utf8)
         f.create_dataset("config", data=R.config_to_yaml(cfg, seed=SEED, limit=SAMPLES),
                          dtype=utf8, track_times=False)
-        p = _group(f, "parameters")
+        p = R.h5_group(f, "parameters")
         for k, v in R.export_state_dict(model).items():
-            _dataset(p, k, v, np.float32)
-        g = _group(f, "input")
-        _dataset(g, "images", images, np.uint8)
-        _dataset(g, "labels", labels, np.uint8)
-        _dataset(g, "sample_index", np.arange(images.shape[0]), np.int64)
-        e = _group(f, "expected")
-        _dataset(e, "logits", out["logits"].numpy(), np.float32)
-        _dataset(e, "embed", out["embed"].numpy(), np.float32)
-        nodes = _group(e, "nodes")
+            R.h5_dataset(p, k, v, np.float32)
+        g = R.h5_group(f, "input")
+        R.h5_dataset(g, "images", images, np.uint8)
+        R.h5_dataset(g, "labels", labels, np.uint8)
+        R.h5_dataset(g, "sample_index", np.arange(images.shape[0]), np.int64)
+        e = R.h5_group(f, "expected")
+        R.h5_dataset(e, "logits", out["logits"].numpy(), np.float32)
+        R.h5_dataset(e, "embed", out["embed"].numpy(), np.float32)
+        nodes = R.h5_group(e, "nodes")
         for name, s in out["spikes"].items():
-            _dataset(_group(nodes, name), "spikes", s.numpy(), np.int8)
+            R.h5_dataset(R.h5_group(nodes, name), "spikes", s.numpy(), np.int8)
     os.replace(tmp, path)
 
 

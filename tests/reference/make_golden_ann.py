@@ -22,7 +22,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import baselines_ref as B  # noqa: E402
-import make_golden as G    # noqa: E402  (Fashion-MNIST loader, deterministic HDF5 writing)
+import make_golden as G    # noqa: E402  (Fashion-MNIST loader)
+import spikesim_ref as R   # noqa: E402  (deterministic HDF5 writing)
 
 SEED = 20251125
 SAMPLES = 8
@@ -51,12 +52,7 @@ def make(kind: str, images: np.ndarray, labels: np.ndarray) -> None:
     path = os.path.join(HERE, f"golden_{kind}.h5")
     tmp = path + ".tmp"
     utf8 = h5py.string_dtype("utf-8")
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V110)
-    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
-    fcpl.set_obj_track_times(False)
-    fid = h5py.h5f.create(tmp.encode("utf-8"), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl)
-    with h5py.File(fid) as f:
+    with h5py.File(R.h5_create(tmp)) as f:
         f.attrs.create("generator", "tests/reference/make_golden_ann.py", dtype=utf8)
         f.attrs.create("torch_version", torch.__version__, dtype=utf8)
         f.attrs.create("description", f"spikesim golden file: ANN baseline {kind}; logits of "
@@ -64,14 +60,14 @@ def make(kind: str, images: np.ndarray, labels: np.ndarray) -> None:
                        f"{SAMPLES} Fashion-MNIST test images", dtype=utf8)
         f.create_dataset("config", data=B.config_to_yaml(cfg, seed=SEED, limit=SAMPLES),
                          dtype=utf8, track_times=False)
-        p = G._group(f, "parameters")
+        p = R.h5_group(f, "parameters")
         for k, v in B.export_state_dict(model).items():
-            G._dataset(p, k, v, np.float32)
-        g = G._group(f, "input")
-        G._dataset(g, "images", images, np.uint8)
-        G._dataset(g, "labels", labels, np.uint8)
-        e = G._group(f, "expected")
-        G._dataset(e, "logits", logits64.numpy(), np.float32)
+            R.h5_dataset(p, k, v, np.float32)
+        g = R.h5_group(f, "input")
+        R.h5_dataset(g, "images", images, np.uint8)
+        R.h5_dataset(g, "labels", labels, np.uint8)
+        e = R.h5_group(f, "expected")
+        R.h5_dataset(e, "logits", logits64.numpy(), np.float32)
     os.replace(tmp, path)
     print(f"  wrote {os.path.relpath(path)} ({os.path.getsize(path)} bytes)")
 

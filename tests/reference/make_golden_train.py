@@ -111,26 +111,8 @@ def write(path, cfg_text, init, after, images, labels, index, losses, norms, lrs
     import h5py
     utf8 = h5py.string_dtype("utf-8")
     tmp = path + ".tmp"
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V110)
-    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
-    fcpl.set_obj_track_times(False)                  # also the root group
-    fid = h5py.h5f.create(tmp.encode("utf-8"), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl)
-
-    def group(f, name):
-        gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
-        gcpl.set_obj_track_times(False)
-        h5py.h5g.create(f.id, name.encode("utf-8"), gcpl=gcpl)
-        return f[name]
-
-    def dataset(g, name, data, dtype):
-        data = np.asarray(data, dtype=dtype)
-        kw = dict(track_times=False)
-        if data.size >= 1024:
-            kw.update(chunks=data.shape, compression="gzip", compression_opts=9, shuffle=True)
-        g.create_dataset(name, data=data, dtype=dtype, **kw)
-
-    with h5py.File(fid) as f:
+    group, dataset = R.h5_group, R.h5_dataset
+    with h5py.File(R.h5_create(tmp)) as f:
         attrs = {
             "generator": "tests/reference/make_golden_train.py",
             "torch_version": torch.__version__,

@@ -547,27 +547,16 @@ def write_checkpoint(path, model, cfg_text, attrs):
     import h5py
     utf8 = h5py.string_dtype("utf-8")
     tmp = path + ".tmp"
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V110)
-    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
-    fcpl.set_obj_track_times(False)
-    fid = h5py.h5f.create(tmp.encode("utf-8"), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl)
-    with h5py.File(fid) as f:
+    with h5py.File(R.h5_create(tmp)) as f:
         for k, v in attrs.items():
             if isinstance(v, str):
                 f.attrs.create(k, v, dtype=utf8)
             else:
                 f.attrs[k] = v
         f.create_dataset("config", data=cfg_text, dtype=utf8, track_times=False)
-        gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
-        gcpl.set_obj_track_times(False)
-        h5py.h5g.create(f.id, b"parameters", gcpl=gcpl)
-        g = f["parameters"]
+        g = R.h5_group(f, "parameters")
         for k, v in R.export_state_dict(model).items():
-            kw = dict(track_times=False)
-            if v.size >= 1024:
-                kw.update(chunks=v.shape, compression="gzip", compression_opts=9, shuffle=True)
-            g.create_dataset(k, data=v, dtype=np.float32, **kw)
+            R.h5_dataset(g, k, v, np.float32)
     os.replace(tmp, path)
 
 
