@@ -60,7 +60,7 @@ static void set_threads(int threads) {
 #endif
 }
 
-/* ---- helpers (bench.h) ---------------------------------------------------------------------- */
+/* ---- helpers (bench.h) ------------------------------------------------------------------- */
 
 double snn_bench_linfit(const double *x, const double *y, int n, double *slope,
                         double *intercept) {
@@ -94,7 +94,8 @@ int snn_bench_rss(size_t *current, size_t *peak, snn_err *err) {
     const size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
-    const int64_t rss = snn_bench_status_kib(buf, "VmRSS"), hwm = snn_bench_status_kib(buf, "VmHWM");
+    const int64_t rss = snn_bench_status_kib(buf, "VmRSS");
+    const int64_t hwm = snn_bench_status_kib(buf, "VmHWM");
     if (rss < 0 || hwm < 0) return snn_err_set(err, "/proc/self/status: no VmRSS or VmHWM line");
     *current = (size_t)rss * 1024u;
     *peak = (size_t)hwm * 1024u;
@@ -116,7 +117,7 @@ int64_t snn_bench_status_kib(const char *status, const char *key) {
     return -1;
 }
 
-/* ---- inference -------------------------------------------------------------------------------- */
+/* ---- inference --------------------------------------------------------------------------- */
 
 typedef struct run_stats {
     double seconds;      /* best wall time of one pass */
@@ -160,7 +161,7 @@ static const char *fr_text(const snn_model *m, double rate, char *buf, size_t n)
     return buf;
 }
 
-/* ---- training --------------------------------------------------------------------------------- */
+/* ---- training ---------------------------------------------------------------------------- */
 
 /* Samples per second of snn_fit_step on minibatches of train.batch_size (the first samples of
  * ds), best of REPS_SHORT runs of TRAIN_STEPS steps after one warm-up step (whose page faults
@@ -194,7 +195,7 @@ static double train_rate(snn_model *m, const snn_dataset *ds, int threads, doubl
     return (double)TRAIN_STEPS * B / best;
 }
 
-/* ---- peak memory ------------------------------------------------------------------------------ */
+/* ---- peak memory ------------------------------------------------------------------------- */
 
 typedef struct phase_ctx {
     snn_model *m;
@@ -233,7 +234,7 @@ static void phase_train(const phase_ctx *c) {
     snn_trainer_free(tr);
 }
 
-/* ---- firing-rate levels ------------------------------------------------------------------------ */
+/* ---- firing-rate levels ------------------------------------------------------------------ */
 
 /* Every neuron's input current times g, applied as thresholds / g: for LIF with v_reset 0 (the
  * default) and for soft reset the two give the same spikes, since the membrane scales with the
@@ -262,7 +263,8 @@ static void bench_rate_levels(snn_model *m, const snn_dataset *ds, int all) {
     const size_t pix = (size_t)ds->channels * ds->height * ds->width;
     snn_dataset dim = search;
     dim.pixels = snn_xmalloc((size_t)search.n * pix); /* [search.n, C, H, W] */
-    for (size_t i = 0; i < (size_t)search.n * pix; i++) dim.pixels[i] = (uint8_t)((ds->pixels[i] + 1) / 2);
+    for (size_t i = 0; i < (size_t)search.n * pix; i++)
+        dim.pixels[i] = (uint8_t)((ds->pixels[i] + 1) / 2); /* round(p / 2) */
     snn_eval_opts o = {.threads = all};
     const double fr_full = best_eval(m, &search, &o, 1).rate;
     const double fr_dim = best_eval(m, &dim, &o, 1).rate;
@@ -312,20 +314,21 @@ static void bench_rate_levels(snn_model *m, const snn_dataset *ds, int all) {
     for (int i = 0; i < 100000; i++) sink = snn_now();
     (void)sink;
     const double per_read = (snn_now() - c0) / 100000;
-    const double spikes = timed[1].acs / timed[0].acs, syn = timed[1].syn_seconds / timed[0].syn_seconds;
+    const double spikes = timed[1].acs / timed[0].acs;
+    const double syn = timed[1].syn_seconds / timed[0].syn_seconds;
     printf("    lower level / model : fr x%.2f, ACs x%.2f, synaptic-layer time x%.2f (%.0f%% less; "
            "time ratio / ACs ratio %.2f), whole forward x%.2f\n",
            timed[1].rate / timed[0].rate, spikes, syn, 100 * (1 - syn), syn / spikes,
            timed[1].seconds / timed[0].seconds);
     printf("    synaptic layers = event lists + weight-row accumulation of q, k, v, o, fc1, fc2; the "
            "timer reads the clock %d times per sample at %.0f ns = %.2f%% of the untimed forward "
-           "(timed runs measured %+.1f%% against untimed at g = 1: the machine's noise)\n",
+           "(the timed runs' best total differs from the untimed one by %+.1f%% at g = 1)\n",
            reads, 1e9 * per_read, 100 * reads * per_read / (plain[0].seconds / (double)level.n),
            100 * (timed[0].seconds / plain[0].seconds - 1));
     free(th0);
 }
 
-/* ---- the benchmark ----------------------------------------------------------------------------- */
+/* ---- the benchmark ----------------------------------------------------------------------- */
 
 int snn_bench(const snn_config *cfg, const snn_bench_opts *opts, snn_err *err) {
     snn_dataset ds = {0};
