@@ -8,7 +8,8 @@
 #   make run        run the quickstart config (configs/quickstart.yaml)
 #   make asan       the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make OMP=0 test build and test without OpenMP
-#   make bench      throughput benchmark (never part of `make test`)
+#   make bench      speed, memory and synaptic operations of the five bench models against
+#                   the PyTorch reference (tests/bench.sh; never part of `make test`)
 #   make V=1        show full compiler command lines
 #
 # No -ffast-math and no FP contraction: results must be reproducible bit for bit across thread

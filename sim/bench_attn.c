@@ -217,14 +217,14 @@ static double time_pass(attn_bufs *b, int kernel, bool backward) {
     return best;
 }
 
-/* Least-squares slope of log t against log N. */
+/* Least-squares slope of log t against log N (n <= 16 sizes; NaN for fewer than 2). */
 static double fit_exponent(const int *ns, const double *t, int n) {
-    double sx = 0, sy = 0, sxx = 0, sxy = 0;
-    for (int i = 0; i < n; i++) {
-        const double x = log((double)ns[i]), y = log(t[i]);
-        sx += x, sy += y, sxx += x * x, sxy += x * y;
-    }
-    return (n * sxy - sx * sy) / (n * sxx - sx * sx);
+    if (n < 2) return NAN;
+    double x[16], y[16], slope, intercept;
+    SNN_ASSERT(n <= 16);
+    for (int i = 0; i < n; i++) x[i] = log((double)ns[i]), y[i] = log(t[i]);
+    snn_bench_linfit(x, y, n, &slope, &intercept);
+    return slope;
 }
 
 int snn_bench_attention(int max_n, int d, int heads, int primal_s, FILE *out) {

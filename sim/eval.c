@@ -47,17 +47,25 @@ static void progress_show(progress *p, int64_t done) {
 
 /* ANN models (softmax, cat, primal) have no spikes to drive an event-driven pass: they run as
  * the dense graph they are, the training graph in inference mode (BatchNorm with running
- * statistics) over minibatches, threads inside each layer. Their operation counts are the
- * dense counts of every layer (snn_model_ann_ops), the same for every sample. */
-static void evaluate_ann(const snn_model *m, const snn_dataset *ds, snn_eval *out, progress *pg) {
-    enum { BATCH = 64 };
+ * statistics) over minibatches of `batch` samples, `threads` threads inside each layer. Their
+ * operation counts are the dense counts of every layer (snn_model_ann_ops), the same for every
+ * sample. */
+static void evaluate_ann(const snn_model *m, const snn_dataset *ds, int batch, int threads,
+                         snn_eval *out, progress *pg) {
     const int64_t n = ds->n;
-    const int B0 = n < BATCH ? (n > 0 ? (int)n : 1) : BATCH;
+    const int B0 = n < batch ? (n > 0 ? (int)n : 1) : batch;
     const size_t pix = (size_t)ds->channels * ds->height * ds->width;
+#ifdef _OPENMP
+    /* the trainer sizes its per-thread scratch from omp_get_max_threads(): set it first */
+    const int saved_threads = omp_get_max_threads();
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
     /* inference mode writes nothing into the model: no running-statistics update, no gradients */
     snn_trainer *tr = snn_trainer_new((snn_model *)m, B0, false);
     snn_trainer_set_eval(tr, true);
-    int32_t labels[BATCH];
+    int32_t *labels = snn_xmalloc((size_t)B0 * sizeof *labels); /* [B0] */
     for (int64_t i0 = 0; i0 < n; i0 += B0) {
         const int B = n - i0 < B0 ? (int)(n - i0) : B0;
         for (int b = 0; b < B; b++) labels[b] = ds->labels[i0 + b];
@@ -68,6 +76,10 @@ static void evaluate_ann(const snn_model *m, const snn_dataset *ds, snn_eval *ou
         progress_show(pg, i0 + B);
     }
     snn_trainer_free(tr);
+    free(labels);
+#ifdef _OPENMP
+    omp_set_num_threads(saved_threads);
+#endif
     for (int64_t i = 0; i < n; i++) {
         const float *lg = out->logits + (size_t)i * m->classes;
         int best = 0;
@@ -122,7 +134,7 @@ void snn_evaluate(const snn_model *m, const snn_dataset *ds, const snn_eval_opts
         progress pa = {.on = opts->progress, .tty = isatty(STDERR_FILENO), .total = n,
                        .start = snn_now(), .last_decile = -1};
         double t0 = snn_now();
-        evaluate_ann(m, ds, out, &pa);
+        evaluate_ann(m, ds, opts->ann_batch > 0 ? opts->ann_batch : 64, threads, out, &pa);
         out->wall_seconds = snn_now() - t0;
         return;
     }
@@ -133,6 +145,7 @@ void snn_evaluate(const snn_model *m, const snn_dataset *ds, const snn_eval_opts
     for (int i = 0; i < threads; i++) {
         snn_ws_init(&ws[i], m);
         ws[i].dense = opts->dense;
+        ws[i].time_syn = opts->time_synaptic;
     }
     progress pg = {.on = opts->progress, .tty = isatty(STDERR_FILENO), .total = n,
                    .start = snn_now(), .last_decile = -1};
@@ -187,6 +200,7 @@ void snn_evaluate(const snn_model *m, const snn_dataset *ds, const snn_eval_opts
     /* Reduce per-thread counters (integers: exact in any order; thread order anyway). */
     for (int i = 0; i < threads; i++) {
         for (int l = 0; l < m->n_layers; l++) snn_ops_add(&out->ops[l], &ws[i].ops[l]);
+        out->synaptic_seconds += ws[i].syn_seconds;
         for (size_t j = 0; j < (size_t)m->n_pops * T; j++) out->pop_t_count[j] += ws[i].pop_t_count[j];
         for (size_t j = 0; j < m->state_size; j++) out->neuron_count[j] += ws[i].neuron_count[j];
         snn_ws_free(&ws[i]);

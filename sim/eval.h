@@ -18,8 +18,12 @@ typedef struct snn_eval_opts {
     int64_t n_record;    /* record spikes of the first n_record samples */
     bool record_v;       /* also record post-reset membranes */
     bool dense;          /* run synaptic layers densely (benchmark baseline) */
-    int threads;         /* 0 = OpenMP default */
+    int threads;         /* 0 = OpenMP default; ANN models: threads inside each layer */
     bool progress;       /* progress on stderr */
+    int ann_batch;       /* ANN models: minibatch size (0 = 64); spiking models always run one
+                          * sample at a time per thread */
+    bool time_synaptic;  /* accumulate the wall time of the event-driven synaptic layers into
+                          * synaptic_seconds (benchmark; off: no clock is read) */
 } snn_eval_opts;
 
 typedef struct snn_eval {
@@ -38,6 +42,9 @@ typedef struct snn_eval {
     uint64_t *pop_t_count;   /* [n_pops, T] spikes summed over samples */
     uint64_t *neuron_count;  /* [state_size] spikes per neuron over t and samples */
     double wall_seconds;
+    double synaptic_seconds; /* time_synaptic: seconds in the synaptic layers (event lists and
+                              * row accumulation of q k v o fc1 fc2, and of a rate-coded
+                              * embedding), summed over threads; else 0 */
     int threads;
 } snn_eval;
 

@@ -3,7 +3,7 @@
  *
  *   spikesim run CONFIG [-o OUT.h5] [--set key.path=value]... [--threads N] [--dense]
  *   spikesim validate CONFIG... [--set key.path=value]...
- *   spikesim bench CONFIG [--set key.path=value]... [--threads N]
+ *   spikesim bench CONFIG [--set key.path=value]... [--threads N] [--rate-levels]
  *   spikesim bench-attention [--max-n N]
  *   spikesim inspect RUN.h5
  *   spikesim raster RUN.h5 --population P [--sample i] -o FILE.svg
@@ -30,7 +30,7 @@
 static const char usage[] =
     "usage: spikesim run CONFIG [-o OUT.h5] [--set key.path=value]... [--threads N] [--dense]\n"
     "       spikesim validate CONFIG... [--set key.path=value]...\n"
-    "       spikesim bench CONFIG [--set key.path=value]... [--threads N]\n"
+    "       spikesim bench CONFIG [--set key.path=value]... [--threads N] [--rate-levels]\n"
     "       spikesim bench-attention [--max-n N]\n"
     "       spikesim inspect RUN.h5\n"
     "       spikesim raster RUN.h5 --population P [--sample i] -o FILE.svg\n"
@@ -42,7 +42,8 @@ static const char usage[] =
     "  run        simulate the model of CONFIG on its dataset and write an HDF5 run file\n"
     "             (default output: output.path, else runs/<name>.h5)\n"
     "  validate   check configs (and overrides) without running anything\n"
-    "  bench      measure inference speed, event-driven against dense (no output file)\n"
+    "  bench      inference and training speed, peak memory and synaptic operations of a\n"
+    "             model (no output file)\n"
     "  bench-attention  time every attention kernel alone for N = 64 .. max-n (default 4096)\n"
     "  inspect    summary, populations and tree of a run file (any HDF5 file)\n"
     "  raster     SVG spike raster of one population and recorded sample (default 0)\n"
@@ -57,6 +58,7 @@ static const char usage[] =
     "  --set key.path=value   override a config key (validated like the file), repeatable\n"
     "  --threads N            OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
     "  --dense                run synaptic layers densely (benchmark baseline)\n"
+    "  --rate-levels          bench: also run a spiking model at two firing-rate levels\n"
     "  --quiet                no progress or summary on stderr\n"
     "\n"
     "exit codes: 0 ok, 1 runtime or I/O error, 2 usage or config error\n"
@@ -70,7 +72,7 @@ typedef struct cli {
     int n_sets;
     const char *output;
     int threads;
-    int dense, quiet;
+    int dense, quiet, rate_levels;
 } cli;
 
 static int parse_args(int argc, char **argv, int first, cli *c) {
@@ -90,6 +92,8 @@ static int parse_args(int argc, char **argv, int first, cli *c) {
             c->dense = 1;
         } else if (!strcmp(a, "--quiet")) {
             c->quiet = 1;
+        } else if (!strcmp(a, "--rate-levels")) {
+            c->rate_levels = 1;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "spikesim: error: unknown or incomplete option '%s'\n", a);
             return -1;
@@ -153,7 +157,8 @@ static int cmd_bench(cli *c) {
         return SNN_EXIT_USAGE;
     }
     snn_err err = {{0}};
-    int rc = snn_bench(&cfg, c->threads, &err);
+    const snn_bench_opts bo = {.threads = c->threads, .rate_levels = c->rate_levels};
+    int rc = snn_bench(&cfg, &bo, &err);
     snn_config_free(&cfg);
     if (rc != SNN_OK) {
         fprintf(stderr, "spikesim: error: %s\n", err.msg);

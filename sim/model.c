@@ -696,15 +696,24 @@ void snn_linear_forward_dense(const snn_linear *lin, int N, const int8_t *s, flo
     ops->n[SNN_OP_MAC] += (uint64_t)N * lin->in * lin->out;
 }
 
+/* Synaptic-layer timer (benchmark only, ws->time_syn): the start time, or 0 without a clock read
+ * when the workspace does not time. */
+static double syn_start(const snn_ws *ws) { return ws->time_syn ? snn_now() : 0.0; }
+static void syn_stop(snn_ws *ws, double t0) {
+    if (ws->time_syn) ws->syn_seconds += snn_now() - t0;
+}
+
 static void linear_forward(const snn_model *m, snn_ws *ws, const snn_linear *lin, const int8_t *s,
                            float *y) {
     snn_ops *ops = &ws->ops[lin->layer];
+    const double t0 = syn_start(ws);
     if (ws->dense) {
         snn_linear_forward_dense(lin, m->N, s, ws->hbuf, y, ops);
     } else {
         build_events(m->N, lin->in, s, ws->ev, ws->ev_n);
         linear_events(lin, m->N, s, ws->ev, ws->ev_n, y, ops);
     }
+    syn_stop(ws, t0);
 }
 
 /* One timestep of population p on input x [N * width]; spikes into s. Counts one neuron
@@ -725,6 +734,26 @@ static void pop_step(const snn_model *m, snn_ws *ws, int p, int t, const float *
     if (rec) {
         if (rec->spikes && rec->spikes[p]) memcpy(rec->spikes[p] + (size_t)t * pop->size, s, pop->size);
         if (rec->v && rec->v[p]) memcpy(rec->v[p] + (size_t)t * pop->size, v, pop->size * sizeof *v);
+    }
+}
+
+/* q, k and v read the same input x [N, width]: its event lists are built once, and each layer's
+ * output goes through its population before the next layer reuses ws->y. */
+static void qkv_forward(const snn_model *m, snn_ws *ws, const snn_block *b, int t, const int8_t *x,
+                        const snn_record *rec) {
+    const snn_linear *qkv[3] = {&b->q, &b->k, &b->v};
+    int8_t *out[3] = {ws->sq, ws->sk, ws->sv};
+    const int pops[3] = {b->pop_q, b->pop_k, b->pop_v};
+    double t0 = syn_start(ws);
+    if (!ws->dense) build_events(m->N, m->D, x, ws->ev, ws->ev_n);
+    for (int j = 0; j < 3; j++) {
+        if (j > 0) t0 = syn_start(ws);
+        if (ws->dense)
+            snn_linear_forward_dense(qkv[j], m->N, x, ws->hbuf, ws->y, &ws->ops[qkv[j]->layer]);
+        else
+            linear_events(qkv[j], m->N, x, ws->ev, ws->ev_n, ws->y, &ws->ops[qkv[j]->layer]);
+        syn_stop(ws, t0);
+        pop_step(m, ws, pops[j], t, ws->y, out[j], rec);
     }
 }
 
@@ -809,18 +838,7 @@ static void block_ms(const snn_model *m, snn_ws *ws, int l, int t, const snn_rec
     const snn_block *b = &m->blocks[l];
     const size_t ND = (size_t)m->N * m->D;
     pop_step(m, ws, b->pop_in, t, ws->u, ws->s_in, rec);
-    build_events(m->N, m->D, ws->s_in, ws->ev, ws->ev_n);
-    /* q, k and v read the same input: build its event lists once */
-    const snn_linear *qkv[3] = {&b->q, &b->k, &b->v};
-    int8_t *out[3] = {ws->sq, ws->sk, ws->sv};
-    const int pops[3] = {b->pop_q, b->pop_k, b->pop_v};
-    for (int j = 0; j < 3; j++) {
-        if (ws->dense)
-            snn_linear_forward_dense(qkv[j], m->N, ws->s_in, ws->hbuf, ws->y, &ws->ops[qkv[j]->layer]);
-        else
-            linear_events(qkv[j], m->N, ws->s_in, ws->ev, ws->ev_n, ws->y, &ws->ops[qkv[j]->layer]);
-        pop_step(m, ws, pops[j], t, ws->y, out[j], rec);
-    }
+    qkv_forward(m, ws, b, t, ws->s_in, rec);
     attention(m, ws, l, t, rec);
     pop_step(m, ws, b->pop_attn, t, ws->o, ws->sa, rec);
     linear_forward(m, ws, &b->o, ws->sa, ws->y);
@@ -836,17 +854,7 @@ static void block_sew(const snn_model *m, snn_ws *ws, int l, int t, const snn_re
     const snn_block *b = &m->blocks[l];
     const size_t ND = (size_t)m->N * m->D;
     if (l == 0) pop_step(m, ws, b->pop_in, t, ws->u, ws->sx, rec);
-    build_events(m->N, m->D, ws->sx, ws->ev, ws->ev_n);
-    const snn_linear *qkv[3] = {&b->q, &b->k, &b->v};
-    int8_t *out[3] = {ws->sq, ws->sk, ws->sv};
-    const int pops[3] = {b->pop_q, b->pop_k, b->pop_v};
-    for (int j = 0; j < 3; j++) {
-        if (ws->dense)
-            snn_linear_forward_dense(qkv[j], m->N, ws->sx, ws->hbuf, ws->y, &ws->ops[qkv[j]->layer]);
-        else
-            linear_events(qkv[j], m->N, ws->sx, ws->ev, ws->ev_n, ws->y, &ws->ops[qkv[j]->layer]);
-        pop_step(m, ws, pops[j], t, ws->y, out[j], rec);
-    }
+    qkv_forward(m, ws, b, t, ws->sx, rec);
     attention(m, ws, l, t, rec);
     pop_step(m, ws, b->pop_attn, t, ws->o, ws->sa, rec);
     linear_forward(m, ws, &b->o, ws->sa, ws->y);

@@ -169,6 +169,9 @@ typedef struct snn_ws {
     uint64_t *pop_t_count;   /* [n_pops, T] spikes per population per timestep (accumulate) */
     uint64_t *neuron_count;  /* [state_size] spikes per neuron over t and samples (accumulate) */
     bool dense;          /* run synaptic layers densely (benchmark baseline) */
+    bool time_syn;       /* accumulate the synaptic layers' wall time into syn_seconds
+                          * (benchmark; two clock reads per layer call, none when off) */
+    double syn_seconds;  /* seconds spent in synaptic layers (accumulate) */
 } snn_ws;
 
 void snn_ws_init(snn_ws *ws, const snn_model *m);

@@ -240,12 +240,12 @@ static void plan(snn_trainer *tr, planner *p) {
     tr->dtau = (double *)take(p, 2 * ((widest + POP_CHUNK - 1) / POP_CHUNK));
 }
 
-snn_trainer *snn_trainer_new(snn_model *m, int B, bool smooth) {
-    snn_layers_init(); /* pins BLAS to one thread, before any parallel region */
-    snn_trainer *tr = snn_xcalloc(1, sizeof *tr);
+/* The sizes plan() reads, for minibatches of up to B samples over T timesteps (no allocation
+ * but tr->blocks). */
+static void setup(snn_trainer *tr, snn_model *m, int B, int T, bool smooth) {
     tr->m = m;
     tr->Bmax = tr->B = B;
-    tr->T = m->T;
+    tr->T = T;
     tr->N = m->N;
     tr->D = m->D;
     tr->Hd = m->Hd;
@@ -259,15 +259,33 @@ snn_trainer *snn_trainer_new(snn_model *m, int B, bool smooth) {
     tr->sew = m->cfg->model.residual == SNN_RESIDUAL_SEW;
     tr->kind = m->cfg->model.attention.kind;
     tr->att_scratch_floats = (size_t)m->N * m->N;
-    if (tr->kind == SNN_ATTN_CAT) {
-        tr->cat_plan = snn_cat_plan_new(m->N, m->d);
-        tr->cat_scratch_doubles = snn_cat_scratch_doubles(m->N, m->d);
-    }
+    if (tr->kind == SNN_ATTN_CAT) tr->cat_scratch_doubles = snn_cat_scratch_doubles(m->N, m->d);
     if (tr->kind == SNN_ATTN_PRIMAL) {
         tr->primal_cache_floats = snn_primal_cache_floats(m->N, m->d, m->primal_s);
         tr->att_scratch_floats = snn_primal_scratch_floats(m->N, m->d, m->primal_s);
     }
     tr->blocks = snn_xcalloc((size_t)m->L, sizeof *tr->blocks);
+}
+
+static size_t planned_bytes(const planner *p) {
+    return p->floats * sizeof(float) + p->ints * sizeof(int32_t);
+}
+
+size_t snn_trainer_bytes_for(snn_model *m, int B, int T) {
+    SNN_ASSERT(B >= 1 && T >= 1);
+    snn_trainer tr = {0};
+    setup(&tr, m, B, T, false);
+    planner p = {0};
+    plan(&tr, &p);
+    free(tr.blocks);
+    return planned_bytes(&p);
+}
+
+snn_trainer *snn_trainer_new(snn_model *m, int B, bool smooth) {
+    snn_layers_init(); /* pins BLAS to one thread, before any parallel region */
+    snn_trainer *tr = snn_xcalloc(1, sizeof *tr);
+    setup(tr, m, B, m->T, smooth);
+    if (tr->kind == SNN_ATTN_CAT) tr->cat_plan = snn_cat_plan_new(m->N, m->d);
     planner p = {0};
     plan(tr, &p);
     tr->arena_floats = p.floats;
@@ -292,7 +310,7 @@ void snn_trainer_free(snn_trainer *tr) {
 }
 
 size_t snn_trainer_bytes(const snn_trainer *tr) {
-    return tr->arena_floats * sizeof(float) + tr->iarena_ints * sizeof(int32_t);
+    return planned_bytes(&(planner){.floats = tr->arena_floats, .ints = tr->iarena_ints});
 }
 
 float *snn_trainer_grads(snn_trainer *tr) { return tr->grads; }
@@ -664,6 +682,35 @@ static void make_patches(snn_trainer *tr, const uint8_t *images, const int64_t *
     }
     if (!rate)
         for (int t = 1; t < tr->T; t++) memcpy(tr->patches + (size_t)t * per_t, tr->patches, per_t * sizeof(float));
+}
+
+/* Nonzero spikes in a population's [T, B * per_sample] spike buffer. */
+static uint64_t count_spikes(const snn_trainer *tr, int p, const pop_act *a, size_t width,
+                             uint64_t *neurons) {
+    if (p < 0) return 0; /* absent, or an ANN slot */
+    const size_t n = (size_t)tr->T * tr->B * pop_per_sample(tr, p, width);
+    uint64_t c = 0;
+    for (size_t i = 0; i < n; i++) c += a->s[i] != 0.0f;
+    *neurons += n;
+    return c;
+}
+
+double snn_trainer_firing_rate(const snn_trainer *tr) {
+    const snn_model *m = tr->m;
+    const size_t D = (size_t)tr->D, Hd = (size_t)tr->Hd;
+    uint64_t spikes = 0, neurons = 0;
+    for (int l = 0; l < m->L; l++) {
+        const snn_block *mb = &m->blocks[l];
+        const block_act *b = &tr->blocks[l];
+        const int ids[9] = {mb->pop_in, mb->pop_q, mb->pop_k, mb->pop_v, mb->pop_attn,
+                            mb->pop_mlp_in, mb->pop_o, mb->pop_out, mb->pop_kv};
+        const pop_act *acts[9] = {&b->in, &b->pq, &b->pk, &b->pv, &b->pa, &b->pm, &b->po, &b->pout,
+                                  &b->pkv};
+        for (int j = 0; j < 9; j++) spikes += count_spikes(tr, ids[j], acts[j], D, &neurons);
+        spikes += count_spikes(tr, mb->pop_hidden, &b->ph, Hd, &neurons);
+    }
+    spikes += count_spikes(tr, m->pop_head, &tr->head, D, &neurons);
+    return neurons ? (double)spikes / (double)neurons : 0.0;
 }
 
 /* ---- step -------------------------------------------------------------------------------- */

@@ -29,6 +29,17 @@ void snn_trainer_free(snn_trainer *tr);
 /* Bytes held by the trainer's buffers (printed at start). */
 size_t snn_trainer_bytes(const snn_trainer *tr);
 
+/* Bytes snn_trainer_new would allocate for m with minibatches of B samples if the model had T
+ * timesteps, computed by the same plan, without allocating (at the current OpenMP thread
+ * count, which sizes the per-thread attention scratch). BPTT keeps every timestep's
+ * activations, so this is a + b T: b is the per-timestep cost (exactly linear when B * N is a
+ * multiple of 16, the buffers' alignment in floats). */
+size_t snn_trainer_bytes_for(snn_model *m, int B, int T);
+
+/* Spikes / neuron updates over every spiking population in the last step's forward (training
+ * mode: batch-statistics BatchNorm); 0 for ANN models. */
+double snn_trainer_firing_rate(const snn_trainer *tr);
+
 /* One minibatch: images [B, C, H, W] uint8, file indices [B] (rate encoding), labels [B].
  * Forward in training mode (batch statistics; running statistics updated unless
  * update_running is false), loss = cross-entropy with cfg->train.label_smoothing. If grads is

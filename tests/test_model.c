@@ -19,6 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "sim/eval.h"
 #include "sim/model.h"
 #include "sim/rng.h"
@@ -365,6 +369,88 @@ static void test_one_and_two_threads_are_byte_identical(void **state) {
     snn_config_free(&cfg);
 }
 
+/* The benchmark's synaptic-layer timer only reads clocks: with it on, every output is the same
+ * bytes as with it off (direct and rate encoding, 1 and 2 threads). */
+static void test_synaptic_timer_changes_no_output(void **state) {
+    (void)state;
+    snn_config cfg;
+    assert_int_equal(snn_config_load_string(&cfg, synthetic_yaml, "inline", NULL, 0, stderr), 0);
+    for (int enc = 0; enc < 2; enc++) {
+        cfg.data.encoding = enc ? SNN_ENCODING_RATE : SNN_ENCODING_DIRECT;
+        snn_dataset ds = {0};
+        snn_err err = {{0}};
+        assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
+        snn_model m;
+        assert_int_equal(snn_model_init(&m, &cfg, &err), SNN_OK);
+        snn_eval off, on;
+        snn_eval_opts o = {.n_record = cfg.record.samples, .record_v = true, .threads = 1};
+        snn_evaluate(&m, &ds, &o, &off);
+        assert_true(off.synaptic_seconds == 0.0);
+        for (int threads = 1; threads <= 2; threads++) {
+            o.threads = threads;
+            o.time_synaptic = true;
+            snn_evaluate(&m, &ds, &o, &on);
+            assert_true(on.synaptic_seconds > 0.0);
+            /* layer time is part of the threads' time (monotonic clock) */
+            assert_true(on.synaptic_seconds <= on.wall_seconds * on.threads);
+            assert_memory_equal(off.logits, on.logits, (size_t)off.n * off.classes * sizeof(float));
+            assert_memory_equal(off.ops, on.ops, (size_t)m.n_layers * sizeof(snn_ops));
+            assert_memory_equal(off.pop_t_count, on.pop_t_count, (size_t)m.n_pops * m.T * sizeof(uint64_t));
+            assert_memory_equal(off.neuron_count, on.neuron_count, m.state_size * sizeof(uint64_t));
+            for (int p = 0; p < m.n_pops; p++) {
+                size_t n = (size_t)off.n_record * m.T * m.pops[p].size;
+                assert_memory_equal(off.rec_spikes[p], on.rec_spikes[p], n);
+                assert_memory_equal(off.rec_v[p], on.rec_v[p], n * sizeof(float));
+            }
+            snn_eval_free(&on, &m);
+        }
+        snn_eval_free(&off, &m);
+        snn_model_free(&m);
+        snn_dataset_free(&ds);
+    }
+    snn_config_free(&cfg);
+}
+
+/* An ANN model evaluates one sample at a time (ann_batch 1, the benchmark's batch-1 latency) to
+ * the logits of minibatches of 64; its thread count applies to that evaluation only (the
+ * OpenMP default is restored). */
+static void test_ann_batch_one_and_threads(void **state) {
+    (void)state;
+    snn_config cfg;
+    const char *yaml =
+        "name: t\nseed: 3\ndata: {source: synthetic, synthetic_samples: 20}\n"
+        "model: {image_size: 16, patch: 4, dim: 32, heads: 2, blocks: 2, mlp_ratio: 2, timesteps: 1,"
+        " attention: {kind: softmax}}\n";
+    assert_int_equal(snn_config_load_string(&cfg, yaml, "inline", NULL, 0, stderr), 0);
+    snn_dataset ds = {0};
+    snn_err err = {{0}};
+    assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
+    snn_model m;
+    assert_int_equal(snn_model_init(&m, &cfg, &err), SNN_OK);
+    snn_eval batched, single;
+    snn_eval_opts o = {.threads = 2};
+    snn_evaluate(&m, &ds, &o, &batched);
+    o.threads = 1;
+    o.ann_batch = 1;
+#ifdef _OPENMP
+    const int before = omp_get_max_threads();
+#endif
+    snn_evaluate(&m, &ds, &o, &single);
+    assert_int_equal(single.threads, 1);
+#ifdef _OPENMP
+    assert_int_equal(omp_get_max_threads(), before);
+#endif
+    snn_assert_allclose(single.logits, batched.logits, (size_t)ds.n * m.classes, 1e-6, 1e-6,
+                        "ann batch 1 vs 64");
+    assert_memory_equal(single.ops, batched.ops, (size_t)m.n_layers * sizeof(snn_ops));
+    assert_int_equal(single.correct, batched.correct);
+    snn_eval_free(&batched, &m);
+    snn_eval_free(&single, &m);
+    snn_model_free(&m);
+    snn_dataset_free(&ds);
+    snn_config_free(&cfg);
+}
+
 /* ---- checkpoints ------------------------------------------------------------------------- */
 
 static void test_checkpoint_round_trip_and_mismatch(void **state) {
@@ -451,6 +537,8 @@ int main(void) {
         cmocka_unit_test(test_golden_sew_spike_for_spike),
         cmocka_unit_test(test_attention_parameter_tables),
         cmocka_unit_test(test_one_and_two_threads_are_byte_identical),
+        cmocka_unit_test(test_synaptic_timer_changes_no_output),
+        cmocka_unit_test(test_ann_batch_one_and_threads),
         cmocka_unit_test(test_checkpoint_round_trip_and_mismatch),
         cmocka_unit_test(test_forward_counts_follow_spikes),
     };

@@ -8,7 +8,8 @@
  *     uninterrupted run;
  *   - the loss falls on a learnable task;
  *   - the first 10 training losses of a tiny model match the PyTorch reference
- *     (tests/reference/golden_train_*.h5, made by make_golden_train.py).
+ *     (tests/reference/golden_train_*.h5, made by make_golden_train.py);
+ *   - the trainer's buffers grow exactly linearly in T; a step's firing rate is the engine's.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -391,6 +392,94 @@ static void check_golden_train(const char *file) {
     snn_config_free(&cfg);
 }
 
+/* ---- memory per timestep and the firing rate of a step ------------------------------------ */
+
+/* BPTT stores every timestep's activations: the trainer's buffers are a + b T, exactly (B * N =
+ * 32 keeps every buffer a multiple of the 16-float alignment), with b > 0 and a > 0 (the
+ * parameter gradients at least); snn_trainer_bytes_for(m, B, m->T) is what the trainer holds. */
+static void test_trainer_bytes_are_linear_in_T(void **state) {
+    (void)state;
+    const char *kinds[] = {"bsa", "ssa", "sdsa", "softmax", "cat", "{kind: primal, s: 3}"};
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++)
+        for (int sew = 0; sew < 2; sew++) {
+            if (sew && k != 0) continue;
+            snn_config cfg;
+            const bool ann = k == 3 || k == 4 || k == 5;
+            load_cfg(&cfg, kinds[k], sew ? "model.residual=sew" : ann ? "model.timesteps=1" : NULL);
+            snn_model m;
+            snn_err err = {{0}};
+            assert_int_equal(snn_model_init(&m, &cfg, &err), SNN_OK);
+            const int B = 8;
+            snn_trainer *tr = snn_trainer_new(&m, B, false);
+            assert_int_equal(snn_trainer_bytes_for(&m, B, m.T), snn_trainer_bytes(tr));
+            snn_trainer_free(tr);
+            const size_t b1 = snn_trainer_bytes_for(&m, B, 1), b2 = snn_trainer_bytes_for(&m, B, 2);
+            const size_t per_t = b2 - b1;
+            assert_true(b2 > b1);
+            assert_true(b1 > per_t); /* a = b1 - per_t > 0 */
+            assert_true(b1 - per_t >= m.n_params * sizeof(float));
+            for (int T = 3; T <= 8; T++)
+                assert_int_equal(snn_trainer_bytes_for(&m, B, T), b1 + (size_t)(T - 1) * per_t);
+            /* twice the batch: every per-timestep buffer scales with B */
+            const size_t per_t2 = snn_trainer_bytes_for(&m, 2 * B, 2) - snn_trainer_bytes_for(&m, 2 * B, 1);
+            assert_int_equal(per_t2, 2 * per_t);
+            snn_model_free(&m);
+            snn_config_free(&cfg);
+        }
+}
+
+/* The firing rate of a step in inference mode (running BatchNorm statistics) is the event-driven
+ * engine's on the same samples, up to float summation order; ANN models have none. */
+static void test_trainer_firing_rate_matches_engine(void **state) {
+    (void)state;
+    const char *kinds[] = {"bsa", "ssa", "softmax"};
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+        /* a model with weights large enough to fire (the tiny one is nearly silent) */
+        char yaml[512];
+        snprintf(yaml, sizeof yaml,
+                 "name: t\nseed: 3\ndata: {source: synthetic, synthetic_samples: 24}\n"
+                 "model: {image_size: 16, patch: 4, dim: 32, heads: 2, blocks: 2, mlp_ratio: 2,"
+                 " timesteps: %d, init_std: 1.0, attention: {kind: %s}}\n",
+                 k == 2 ? 1 : 3, kinds[k]);
+        snn_config cfg;
+        assert_int_equal(snn_config_load_string(&cfg, yaml, "inline", NULL, 0, stderr), 0);
+        snn_err err = {{0}};
+        snn_dataset ds = {0};
+        assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
+        snn_model m;
+        assert_int_equal(snn_model_init(&m, &cfg, &err), SNN_OK);
+        const int B = 16;
+        int32_t labels[16];
+        for (int b = 0; b < B; b++) labels[b] = ds.labels[b];
+        snn_trainer *tr = snn_trainer_new(&m, B, false);
+        snn_trainer_set_eval(tr, true);
+        snn_trainer_step(tr, ds.pixels, ds.index, labels, B, false, false, NULL);
+        const double rate = snn_trainer_firing_rate(tr);
+        snn_trainer_free(tr);
+        snn_dataset view = ds;
+        view.n = B;
+        snn_eval e;
+        snn_eval_opts o = {.threads = 1};
+        snn_evaluate(&m, &view, &o, &e);
+        uint64_t spikes = 0, updates = 0;
+        for (size_t j = 0; j < (size_t)m.n_pops * m.T; j++) spikes += e.pop_t_count[j];
+        for (int l = 0; l < m.n_layers; l++) updates += e.ops[l].n[SNN_OP_NEURON];
+        if (m.ann) {
+            assert_true(rate == 0.0);
+            assert_int_equal(updates, 0);
+        } else {
+            const double engine = (double)spikes / (double)updates;
+            fprintf(stderr, "  %s: trainer %.6f, engine %.6f\n", kinds[k], rate, engine);
+            assert_true(engine > 0.01);
+            assert_true(fabs(rate - engine) <= 1e-3);
+        }
+        snn_eval_free(&e, &m);
+        snn_model_free(&m);
+        snn_dataset_free(&ds);
+        snn_config_free(&cfg);
+    }
+}
+
 static void test_first_losses_match_pytorch_bsa(void **state) {
     (void)state;
     check_golden_train("tests/reference/golden_train_bsa.h5");
@@ -414,6 +503,8 @@ int main(void) {
         cmocka_unit_test(test_one_and_two_threads_train_identically),
         cmocka_unit_test(test_resume_equals_uninterrupted),
         cmocka_unit_test(test_loss_falls_on_a_learnable_task),
+        cmocka_unit_test(test_trainer_bytes_are_linear_in_T),
+        cmocka_unit_test(test_trainer_firing_rate_matches_engine),
         cmocka_unit_test(test_first_losses_match_pytorch_bsa),
         cmocka_unit_test(test_first_losses_match_pytorch_ssa),
     };

@@ -4,8 +4,9 @@ LIF_mlp_in become identities; LIF_hidden and LIF_head the activation), with the 
 `softmax`, `cat` and `primal`. Parameter names are spikesim's checkpoint names (spec section 4),
 so `export_state_dict` writes a file spikesim loads and `load_h5` reads one spikesim wrote.
 
-Evaluation only (BatchNorm with running statistics), float32 unless the caller passes float64
-inputs and converts the module (`model.double()`). The per-head kernels come from
+Evaluation (`AnnRef.forward`, BatchNorm with running statistics), float32 unless the caller
+passes float64 inputs and converts the module (`model.double()`); `train_forward` is the same
+graph with autograd for training (BatchNorm in the module's mode, Primal's KSVD loss). The per-head kernels come from
 ann_attention_ref.py (softmax, CAT) and primal_ref.py (Primal-Attention, official-code form).
 """
 from __future__ import annotations
@@ -144,6 +145,33 @@ class AnnRef(nn.Module):
                 U = U + self.lbn(a.o, a.o_bn, self.kernel(a, U))
                 U = U + self.lbn(m.fc2, m.fc2_bn, self.act(self.lbn(m.fc1, m.fc1_bn, U)))
             return self.head(self.act(U).mean(dim=1))
+
+
+def train_forward(model: AnnRef, images: torch.Tensor):
+    """AnnRef's graph with autograd, for training (tests/reference/bench_ref.py times it):
+    BatchNorm follows the module's mode (model.train(): batch statistics, running statistics
+    updated, as spikesim's trainer). Returns (logits [B, classes], ksvd), ksvd being Primal's
+    KSVD loss mean over the layers of J^2 (primal_ref.ksvd_loss; the training loss adds
+    eta * ksvd) and 0 for softmax and cat."""
+    c = model.cfg
+    x = images.float() / 255 if images.dtype == torch.uint8 else images
+    p = x.unfold(2, c.patch, c.patch).unfold(3, c.patch, c.patch)
+    p = p.permute(0, 2, 3, 1, 4, 5).reshape(x.shape[0], -1, c.channels * c.patch * c.patch)
+    U = model.lbn(model.embed, model.embed_bn, p) + model.pos
+    Js = []
+    for blk in model.blocks:
+        a, m = blk.attn, blk.mlp
+        if c.attention == "primal":
+            q = model.lbn(a.q, a.q_bn, U)
+            k = model.lbn(a.k, a.k_bn, U)
+            o, e, r = P.primal_layer(q, k, U, a.E, a.R, a.c.weight, a.c.bias, c.heads)
+            Js.append(P.ksvd_J(e, r, getattr(a, "lambda"), a.E, a.R))
+        else:
+            o = model.kernel(a, U)
+        U = U + model.lbn(a.o, a.o_bn, o)
+        U = U + model.lbn(m.fc2, m.fc2_bn, model.act(model.lbn(m.fc1, m.fc1_bn, U)))
+    logits = model.head(model.act(U).mean(dim=1))
+    return logits, (P.ksvd_loss(Js) if Js else torch.zeros(()))
 
 
 def export_state_dict(model: AnnRef) -> dict:

@@ -1,31 +1,60 @@
 #!/usr/bin/python3
-"""PyTorch side of `make bench`: throughput of the reference model (spikesim_ref +
-train_ref) on this machine, measured the way `spikesim bench` measures spikesim.
+"""PyTorch side of `make bench`: the reference model of a bench config measured on this machine
+the way `spikesim bench` measures spikesim.
 
-    /usr/bin/python3 tests/reference/bench_ref.py [--threads N] [--attention bsa|ssa]
+    /usr/bin/python3 tests/reference/bench_ref.py --config configs/bench_bsa.yaml [--threads N]
+    /usr/bin/python3 tests/reference/bench_ref.py --attention cat [--threads N]
 
-Prints one `key value` line per figure (samples/s):
-    ref_infer_batch1_1t   inference, one sample at a time, 1 thread
-    ref_infer_Nt          inference, batches of 64, N threads
-    ref_train_1t          training step (forward, backward, AdamW), batch 64, 1 thread
+The model is the config's (patch, dim, heads, blocks, mlp_ratio, timesteps, attention kind and
+Primal's s and eta, train.batch_size, model.weights); without --config, --attention picks the
+Fashion-MNIST bench model of that kind. Spiking models (bsa, ssa) are spikesim_ref.SpikeSimRef,
+trained by train_ref's step (surrogate-gradient BPTT, AdamW, clipping); ANN models (softmax, cat,
+primal) are baselines_ref.AnnRef, trained with baselines_ref.train_forward, cross-entropy with
+label smoothing 0.1 (+ eta KSVD for primal), AdamW and clipping. Weights: the config's checkpoint
+when it names one (bsa, ssa), else random (Spikformer's init for spiking models, init_random for
+ANN models): only a spiking model's rate could change spikesim's speed, and PyTorch's dense
+compute does not depend on it.
+
+Prints one `key value` line per figure:
+    ref_infer_batch1_1t   inference samples/s, one sample at a time, 1 thread (200 images)
+    ref_infer_1t          inference samples/s, batches of 64, 1 thread (512 images)
+    ref_infer_Nt          the same with N threads
+    ref_train_1t          training samples/s (forward, backward, clipping, AdamW), batch 64, 1 thread
     ref_train_Nt          the same with N threads
-Each is the best of 3 repetitions on Fashion-MNIST test images, after one warm-up run.
+    ref_fr                firing rate (spikes / neuron updates, every population) of 64 test
+                          images in inference (spiking models)
+    ref_rss_infer_mib     peak RSS (ru_maxrss) of the process that ran the inference figures
+    ref_rss_train_mib     peak RSS of the process that ran the training figures
+Inference and training each run in a process of their own (this script, --phase), so each peak
+RSS is that phase's, torch and the data included. Each time is the best of a few repetitions
+after a warm-up run: batch 1 and inference best of 2, training best of 3 runs of 2 steps (as
+spikesim bench).
 """
 import argparse
 import os
+import resource
+import subprocess
 import sys
 import time
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import baselines_ref as B  # noqa: E402
 import spikesim_ref as R  # noqa: E402
 import train_ref as TR  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SPIKING = ("bsa", "ssa")
+ANN = ("softmax", "cat", "primal")
+BATCH1_SAMPLES, INFER_SAMPLES, TRAIN_STEPS = 200, 512, 2
 
-def best_of(fn, reps=3):
-    fn()  # warm-up
+
+def best_of(fn, reps):
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -34,47 +63,145 @@ def best_of(fn, reps=3):
     return best
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--attention", choices=("bsa", "ssa"), default="bsa")
-    ap.add_argument("--batch", type=int, default=64)
-    args = ap.parse_args()
-    cfg = R.ModelConfig(name="bench", patch=4, dim=64, heads=4, blocks=2, mlp_ratio=4,
-                        timesteps=4, attention=args.attention)
+def bench_config(args):
+    """The model settings of --config (a spikesim YAML), or of the bench model of --attention."""
+    c = {"patch": 4, "dim": 64, "heads": 4, "blocks": 2, "mlp_ratio": 4, "kind": args.attention,
+         "s": 20, "eta": 0.05, "batch": 64, "weights": None}
+    if args.config:
+        import yaml
+        with open(args.config) as f:
+            y = yaml.safe_load(f)
+        m = y.get("model", {})
+        a = m.get("attention", {})
+        c.update({k: m[k] for k in ("patch", "dim", "heads", "blocks", "mlp_ratio") if k in m})
+        c["kind"] = a.get("kind", "bsa")
+        c["s"] = a.get("s", 20)
+        c["eta"] = a.get("eta", 0.05)
+        c["batch"] = y.get("train", {}).get("batch_size", 64)
+        if m.get("weights"):
+            w = m["weights"]
+            c["weights"] = w if os.path.isabs(w) else os.path.join(ROOT, w)
+    c["timesteps"] = 4 if c["kind"] in SPIKING else 1
+    if c["kind"] not in SPIKING + ANN:
+        sys.exit(f"bench_ref.py: attention {c['kind']!r} is not one of {SPIKING + ANN}")
+    return c
+
+
+def build(c):
+    common = dict(name="bench", patch=c["patch"], dim=c["dim"], heads=c["heads"],
+                  blocks=c["blocks"], mlp_ratio=c["mlp_ratio"])
     torch.manual_seed(0)
-    model = R.build_model(cfg)
-    TR.spikformer_init(model)
-    images, labels = TR.load_split("t10k")
-    B = args.batch
-    x = images[:B].float() / 255.0
-    y = labels[:B]
-    x1 = images[:200]
-    out = {}
-    for threads in (1, args.threads):
-        torch.set_num_threads(threads)
-        model.eval()
-        if threads == 1:
-            def infer1():
-                with torch.no_grad():
-                    for i in range(x1.shape[0]):
-                        model(x1[i:i + 1])
-            out["ref_infer_batch1_1t"] = x1.shape[0] / best_of(infer1, reps=1)
+    if c["kind"] in SPIKING:
+        model = R.build_model(R.ModelConfig(timesteps=c["timesteps"], attention=c["kind"], **common))
+        TR.spikformer_init(model)
+        if c["weights"]:
+            R.load_h5(c["weights"], model)
+    else:
+        model = B.AnnRef(B.AnnConfig(attention=c["kind"], s=c["s"], eta=c["eta"], **common))
+        B.init_random(model, 0)
+    model.eval()
+    return model
+
+
+def infer_fn(c, model):
+    if c["kind"] in SPIKING:
+        return lambda x: model(x, record=False)
+    return model
+
+
+def phase_infer(c, model, images, threads, out):
+    run = infer_fn(c, model)
+    model.eval()
+    x1 = images[:BATCH1_SAMPLES]
+    torch.set_num_threads(1)
+
+    def batch1():
+        with torch.no_grad():
+            for i in range(x1.shape[0]):
+                run(x1[i:i + 1])
+    with torch.no_grad():
+        for i in range(10):  # warm-up
+            run(x1[i:i + 1])
+    out["ref_infer_batch1_1t"] = x1.shape[0] / best_of(batch1, 2)
+    bsz = 64
+    for t in sorted({1, threads}):
+        torch.set_num_threads(t)
 
         def infer():
             with torch.no_grad():
-                for i in range(0, 512, B):
-                    model(images[i:i + B])
-        out[f"ref_infer_{threads}t"] = 512 / best_of(infer)
-        model.train()
+                for i in range(0, INFER_SAMPLES, bsz):
+                    run(images[i:i + bsz])
+        with torch.no_grad():
+            run(images[:bsz])  # warm-up
+        out[f"ref_infer_{t}t"] = INFER_SAMPLES / best_of(infer, 2)
+    if c["kind"] in SPIKING:
+        with torch.no_grad():
+            spikes = model(images[:64], record=True)["spikes"]
+        nz = sum(int((s != 0).sum()) for s in spikes.values())
+        out["ref_fr"] = nz / sum(s.numel() for s in spikes.values())
+
+
+def ann_train_step(model, opt, x, y, lr, eta):
+    for g in opt.param_groups:
+        g["lr"] = lr
+    logits, ksvd = B.train_forward(model, x)
+    loss = F.cross_entropy(logits, y, label_smoothing=0.1) + eta * ksvd
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss
+
+
+def phase_train(c, model, images, labels, threads, out):
+    bsz = c["batch"]
+    x = images[:bsz].float() / 255.0
+    y = labels[:bsz]
+    model.train()
+    for t in sorted({1, threads}):
+        torch.set_num_threads(t)
         opt = TR.make_optimizer(model, 1e-3, 0.01)
+        if c["kind"] in SPIKING:
+            step = lambda: TR.train_step(model, opt, x, y, 1e-4)
+        else:
+            step = lambda: ann_train_step(model, opt, x, y, 1e-4, c["eta"] if c["kind"] == "primal" else 0.0)
+        step()  # warm-up
 
         def train():
-            for _ in range(4):
-                TR.train_step(model, opt, x, y, 1e-3)
-        out[f"ref_train_{threads}t"] = 4 * B / best_of(train)
+            for _ in range(TRAIN_STEPS):
+                step()
+        out[f"ref_train_{t}t"] = TRAIN_STEPS * bsz / best_of(train, 3)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", help="a spikesim bench config (configs/bench_<kind>.yaml)")
+    ap.add_argument("--attention", choices=SPIKING + ANN, default="bsa")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--phase", choices=("infer", "train"), help="run one phase in this process")
+    args = ap.parse_args()
+    if args.phase is None:
+        # each phase in a process of its own, so that each peak RSS is that phase's
+        for phase in ("infer", "train"):
+            r = subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:],
+                                "--phase", phase], stdout=subprocess.PIPE, text=True)
+            if r.returncode != 0:
+                sys.exit(r.returncode)
+            sys.stdout.write(r.stdout)
+        return
+    c = bench_config(args)
+    model = build(c)
+    images, labels = TR.load_split("t10k")
+    out = {}
+    if args.phase == "infer":
+        phase_infer(c, model, images, args.threads, out)
+    else:
+        phase_train(c, model, images, labels, args.threads, out)
+    out[f"ref_rss_{args.phase}_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     for k, v in out.items():
-        print(f"{k.replace(f'_{args.threads}t', '_Nt') if args.threads != 1 else k} {v:.1f}")
+        if args.threads != 1:
+            k = k.replace(f"_{args.threads}t", "_Nt")
+        print(f"{k} {v:.4f}" if k == "ref_fr" else f"{k} {v:.1f}")
 
 
 if __name__ == "__main__":
