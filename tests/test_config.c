@@ -7,12 +7,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <ctype.h>
 #include <errno.h>
+#include <glob.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sim/config.h"
 #include "tests/testutil.h"
@@ -820,6 +823,48 @@ static void test_docs_describe_every_key(void **state) {
     assert_int_equal(missing, 0);
 }
 
+/* Every run config that README.md or docs/ names (configs/<name>.yaml) exists and loads without
+ * a diagnostic, so a documented command never starts with "file not found". Compare configs
+ * (configs/compare_*.yaml) have their own schema (test_compare loads them); here they must
+ * exist. */
+static void test_documented_configs_exist_and_load(void **state) {
+    (void)state;
+    glob_t g;
+    assert_int_equal(glob("docs/*.md", 0, NULL, &g), 0);
+    int checked = 0, bad = 0;
+    for (size_t f = 0; f <= g.gl_pathc; f++) {
+        const char *doc_path = f < g.gl_pathc ? g.gl_pathv[f] : "README.md";
+        char *doc = snn_test_read_file(doc_path);
+        assert_non_null(doc);
+        for (const char *p = doc; (p = strstr(p, "configs/")) != NULL; p++) {
+            size_t n = strlen("configs/");
+            while (isalnum((unsigned char)p[n]) || p[n] == '_' || p[n] == '-' || p[n] == '.') n++;
+            if (n < 14 || strncmp(p + n - 5, ".yaml", 5) != 0) continue; /* a pattern or a dir */
+            if (p[n] == ':') continue; /* a diagnostic shown as an example: configs/x.yaml:3:1 */
+            char path[256];
+            snprintf(path, sizeof path, "%.*s", (int)n, p);
+            checked++;
+            if (access(path, R_OK) != 0) {
+                print_error("%s names %s, which does not exist\n", doc_path, path);
+                bad++;
+                continue;
+            }
+            if (!strncmp(path, "configs/compare_", 16)) continue;
+            snn_config c;
+            int errors = snn_config_load_file(&c, path, NULL, 0, stderr);
+            snn_config_free(&c);
+            if (errors) {
+                print_error("%s names %s, which has %d error(s)\n", doc_path, path, errors);
+                bad++;
+            }
+        }
+        free(doc);
+    }
+    globfree(&g);
+    assert_true(checked >= 10); /* README.md and docs/ name more than that */
+    assert_int_equal(bad, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_are_the_documented_values),
@@ -846,6 +891,7 @@ int main(void) {
         cmocka_unit_test(test_enum_names),
         cmocka_unit_test(test_schema_sections_are_contiguous),
         cmocka_unit_test(test_docs_describe_every_key),
+        cmocka_unit_test(test_documented_configs_exist_and_load),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }
