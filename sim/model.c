@@ -34,8 +34,12 @@
 #include <string.h>
 
 #include <cblas.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "attention/attention.h"
+#include "sim/vec.h"
 #include "datasets/dataset.h"
 #include "attention/ann.h"
 #include "attention/primal.h"
@@ -627,14 +631,29 @@ void snn_ws_free(snn_ws *ws) {
 /* ---- forward ----------------------------------------------------------------------------- */
 
 /* Event lists of a [N, width] spike matrix: for every token, the channels whose spike is
- * nonzero, in channel order. Returns the total number of events. */
+ * nonzero, in channel order. Returns the total number of events. On x86 sixteen spikes are
+ * tested per compare (SSE2 is part of x86-64); the portable loop gives the same lists. */
 static uint64_t build_events(int N, int width, const int8_t *s, int32_t *ev, int32_t *ev_n) {
     uint64_t total = 0;
     for (int n = 0; n < N; n++) {
         const int8_t *row = s + (size_t)n * width;
         int32_t *e = ev + (size_t)n * width, cnt = 0;
-        for (int c = 0; c < width; c++)
-            if (row[c]) e[cnt++] = c;
+        int c = 0;
+#if defined(__SSE2__)
+        const __m128i z = _mm_setzero_si128();
+        for (; c + 16 <= width; c += 16) {
+            const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(row + c));
+            unsigned msk = ~(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, z)) & 0xFFFFu;
+            while (msk) {
+                e[cnt++] = c + __builtin_ctz(msk);
+                msk &= msk - 1;
+            }
+        }
+#endif
+        for (; c < width; c++) {
+            e[cnt] = c;
+            cnt += row[c] != 0;
+        }
         ev_n[n] = cnt;
         total += (uint64_t)cnt;
     }
@@ -654,16 +673,87 @@ void snn_linear_forward_events(const snn_linear *lin, int N, const int8_t *s, in
     linear_events(lin, N, s, ev, ev_n, y, ops);
 }
 
-static void linear_events(const snn_linear *lin, int N, const int8_t *s, const int32_t *ev,
-                          const int32_t *ev_n, float *y, snn_ops *ops) {
+/* Output columns per register block: the accumulators of one block (8 vectors of 8 floats)
+ * stay in registers while the token's whole event list streams through, so y is written once
+ * per token instead of once per event. */
+enum { LIN_BLOCK = 64 };
+typedef float lin_v8f __attribute__((vector_size(32)));
+typedef float lin_v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned access */
+typedef uint32_t lin_v8u __attribute__((vector_size(32)));
+
+/* yn[0..out) = b + sum over the events e[0..ne) of +-wt[e[k], :], for a token whose spikes are
+ * all +1 (signed = false) or +-1 (signed = true; the sign is read from sn). Each output is
+ * summed in event order, as the scalar loop does: vector lanes run the same IEEE additions,
+ * and x - w is x + (-w) exactly (IEEE 754 defines subtraction so), which is what flipping
+ * the sign bit computes. */
+static inline __attribute__((always_inline)) void
+accumulate_rows(float *restrict yn, const float *restrict b, const float *restrict wt, int out,
+                const int8_t *sn, const int32_t *e, int ne, const bool sgn) {
+    int o0 = 0;
+    for (; o0 + LIN_BLOCK <= out; o0 += LIN_BLOCK) {
+        lin_v8f a[LIN_BLOCK / 8];
+        for (int j = 0; j < LIN_BLOCK / 8; j++) a[j] = *(const lin_v8fu *)(b + o0 + 8 * j);
+        for (int k = 0; k < ne; k++) {
+            const float *w = wt + (size_t)e[k] * out + o0;
+            if (sgn) {
+                const lin_v8u m = (lin_v8u){0} + ((uint32_t)(sn[e[k]] < 0) << 31);
+                for (int j = 0; j < LIN_BLOCK / 8; j++)
+                    a[j] += (lin_v8f)((lin_v8u)*(const lin_v8fu *)(w + 8 * j) ^ m);
+            } else {
+                for (int j = 0; j < LIN_BLOCK / 8; j++) a[j] += *(const lin_v8fu *)(w + 8 * j);
+            }
+        }
+        for (int j = 0; j < LIN_BLOCK / 8; j++) *(lin_v8fu *)(yn + o0 + 8 * j) = a[j];
+    }
+    for (; o0 + 8 <= out; o0 += 8) {
+        lin_v8f a = *(const lin_v8fu *)(b + o0);
+        for (int k = 0; k < ne; k++) {
+            const lin_v8f w = *(const lin_v8fu *)(wt + (size_t)e[k] * out + o0);
+            if (sgn)
+                a += (lin_v8f)((lin_v8u)w ^ ((lin_v8u){0} + ((uint32_t)(sn[e[k]] < 0) << 31)));
+            else
+                a += w;
+        }
+        *(lin_v8fu *)(yn + o0) = a;
+    }
+    for (; o0 < out; o0++) {
+        float a = b[o0];
+        for (int k = 0; k < ne; k++) {
+            const float w = wt[(size_t)e[k] * out + o0];
+            a = sgn && sn[e[k]] < 0 ? a - w : a + w;
+        }
+        yn[o0] = a;
+    }
+}
+
+static SNN_WIDE_FN void linear_events(const snn_linear *lin, int N, const int8_t *s,
+                                      const int32_t *ev, const int32_t *ev_n, float *y,
+                                      snn_ops *ops) {
     const int out = lin->out;
     uint64_t ac = 0, mac = 0;
     for (int n = 0; n < N; n++) {
         float *yn = y + (size_t)n * out;
-        memcpy(yn, lin->b, (size_t)out * sizeof *yn);
         const int8_t *sn = s + (size_t)n * lin->in;
         const int32_t *e = ev + (size_t)n * lin->in;
-        for (int k = 0; k < ev_n[n]; k++) {
+        const int ne = ev_n[n];
+        /* What the token's spikes are: all +1 (the usual case), +-1, or other integers. */
+        int neg = 0, other = 0;
+        for (int k = 0; k < ne; k++) {
+            const int8_t v = sn[e[k]];
+            neg |= v == -1;
+            other |= v != 1 && v != -1;
+        }
+        if (!other) {
+            if (neg)
+                accumulate_rows(yn, lin->b, lin->wt, out, sn, e, ne, true);
+            else
+                accumulate_rows(yn, lin->b, lin->wt, out, sn, e, ne, false);
+            ac += (uint64_t)ne * (uint64_t)out;
+            continue;
+        }
+        /* SEW spike sums: one event at a time, in event order. */
+        memcpy(yn, lin->b, (size_t)out * sizeof *yn);
+        for (int k = 0; k < ne; k++) {
             const int i = e[k];
             const float *w = lin->wt + (size_t)i * out;
             const int8_t v = sn[i];
@@ -716,6 +806,13 @@ static void linear_forward(const snn_model *m, snn_ws *ws, const snn_linear *lin
     syn_stop(ws, t0);
 }
 
+/* cnt[i] += (s[i] != 0) for i < n: the per-neuron spike counts (vectorised: it runs for every
+ * population at every timestep). */
+static SNN_WIDE_FN SNN_VEC_FN void count_spikes(uint64_t *restrict cnt, const int8_t *restrict s,
+                                                size_t n) {
+    for (size_t i = 0; i < n; i++) cnt[i] += (uint64_t)(s[i] != 0);
+}
+
 /* One timestep of population p on input x [N * width]; spikes into s. Counts one neuron
  * update and one threshold compare per neuron (two for bipolar), records if asked. */
 static void pop_step(const snn_model *m, snn_ws *ws, int p, int t, const float *x, int8_t *s,
@@ -727,10 +824,7 @@ static void pop_step(const snn_model *m, snn_ws *ws, int p, int t, const float *
     ops->n[SNN_OP_NEURON] += pop->size;
     ops->n[SNN_OP_CMP] += pop->size * (pop->np.bipolar ? 2u : 1u);
     ws->pop_t_count[(size_t)p * m->T + t] += nz;
-    if (nz) {
-        uint64_t *cnt = ws->neuron_count + pop->state_offset;
-        for (size_t i = 0; i < pop->size; i++) cnt[i] += (s[i] != 0);
-    }
+    if (nz) count_spikes(ws->neuron_count + pop->state_offset, s, pop->size);
     if (rec) {
         if (rec->spikes && rec->spikes[p]) memcpy(rec->spikes[p] + (size_t)t * pop->size, s, pop->size);
         if (rec->v && rec->v[p]) memcpy(rec->v[p] + (size_t)t * pop->size, v, pop->size * sizeof *v);
