@@ -27,6 +27,7 @@
  */
 #include "attention/attention.h"
 #include "attention/bits.h"
+#include "sim/vec.h"
 
 #include <math.h>
 #include <string.h>
@@ -39,24 +40,6 @@ enum { BSA_TILE = 64 };
 enum { BSA_VPACK_MAX = 1024 };
 
 
-/* pos / neg bit masks of a ternary row p[0..n), n <= 64. */
-static inline void pack_ternary(const int8_t *p, int n, uint64_t *pos, uint64_t *neg) {
-    uint64_t wp = 0, wn = 0;
-    for (int c = 0; c < n; c++) {
-        wp |= (uint64_t)(p[c] > 0) << c;
-        wn |= (uint64_t)(p[c] < 0) << c;
-    }
-    *pos = wp;
-    *neg = wn;
-}
-
-/* Bit c set iff p[c] != 0, for c < n <= 64. */
-static inline uint64_t pack_nz(const int8_t *p, int n) {
-    uint64_t w = 0;
-    for (int c = 0; c < n; c++) w |= (uint64_t)(p[c] != 0) << c;
-    return w;
-}
-
 /* Exact 2^t as a double, by building the IEEE-754 binary64 bit pattern (cheaper than ldexp in
  * the inner loop); ldexp handles the subnormal and overflow ranges. */
 _Static_assert(sizeof(double) == sizeof(uint64_t), "binary64 double expected");
@@ -68,32 +51,40 @@ static inline double pow2i(int32_t t) {
     return x;
 }
 
-void snn_attn_bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld,
-                       int shift, snn_shiftmax_round mode, float *o, int ldo, int32_t *scores,
-                       snn_ops *ops) {
-    if (N <= 0) return;
+/* The kernel body, instantiated twice (sim/vec.h SNN_AVX2_FN): hw selects the hardware
+ * popcount, for the instance compiled for AVX2 + POPCNT. Same integers either way. */
+static inline __attribute__((always_inline)) void
+bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld, int shift,
+         snn_shiftmax_round mode, float *o, int ldo, int32_t *scores, snn_ops *ops, const int hw) {
     uint64_t n_ac = 0;
 
-    /* scores [N, N] row-major: A_ij = sum_c q_ic k_jc over 64-channel words. */
-    for (long t = 0; t < (long)N * N; t++) scores[t] = 0;
+    /* scores [N, N] row-major: A_ij = sum_c q_ic k_jc over 64-channel words. The first word
+     * writes every score (a silent query word writes a row of zeros), later words add. */
     for (int c0 = 0; c0 < d; c0 += 64) {
         const int cn = d - c0 < 64 ? d - c0 : 64;
         for (int j0 = 0; j0 < N; j0 += BSA_TILE) {
             const int jn = N - j0 < BSA_TILE ? N - j0 : BSA_TILE;
-            uint64_t kp[BSA_TILE], kn[BSA_TILE];  /* packed k rows j0 .. j0 + jn */
-            for (int jj = 0; jj < jn; jj++)
-                pack_ternary(k + (long)(j0 + jj) * ld + c0, cn, &kp[jj], &kn[jj]);
+            uint64_t kp[BSA_TILE], kn[BSA_TILE], kz[BSA_TILE];  /* k rows j0 .. j0 + jn: planes */
+            for (int jj = 0; jj < jn; jj++) {
+                snn_pack_planes(k + (long)(j0 + jj) * ld + c0, cn, &kp[jj], &kn[jj]);
+                kz[jj] = kp[jj] | kn[jj];
+            }
             for (int i = 0; i < N; i++) {
                 uint64_t qp, qn;
-                pack_ternary(q + (long)i * ld + c0, cn, &qp, &qn);
+                snn_pack_planes(q + (long)i * ld + c0, cn, &qp, &qn);
                 const uint64_t qz = qp | qn;
-                if (!qz) continue;  /* a silent query word contributes no events */
                 int32_t *ai = scores + (long)i * N + j0;
+                if (!qz) {  /* a silent query word contributes no events */
+                    if (c0 == 0)
+                        for (int jj = 0; jj < jn; jj++) ai[jj] = 0;
+                    continue;
+                }
                 for (int jj = 0; jj < jn; jj++) {
-                    const uint64_t nz = qz & (kp[jj] | kn[jj]);
+                    const uint64_t nz = qz & kz[jj];
                     const uint64_t same = (qp & kp[jj]) | (qn & kn[jj]);
-                    const int pn = snn_popcount64(nz);
-                    ai[jj] += 2 * snn_popcount64(same) - pn;
+                    const int pn = snn_popcount64_sel(nz, hw);
+                    const int32_t a = 2 * snn_popcount64_sel(same, hw) - pn;
+                    ai[jj] = c0 == 0 ? a : ai[jj] + a;
                     n_ac += (uint64_t)pn;
                 }
             }
@@ -109,20 +100,25 @@ void snn_attn_bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int
     /* o [N, d] at row stride ldo: O_ic = sum_j 2^e_ij v_jc, double accumulators in j order
      * (skipping v_jc = 0 skips additions of +0.0, which change nothing). */
     uint64_t nnz_v = 0;
-    for (int j = 0; j < N; j++)
-        for (int c = 0; c < d; c++) nnz_v += (uint64_t)(v[(long)j * ld + c] != 0);
     const int cached = N <= BSA_VPACK_MAX;
     for (int c0 = 0; c0 < d; c0 += 64) {
         const int cn = d - c0 < 64 ? d - c0 : 64;
         uint64_t vb[BSA_VPACK_MAX];  /* packed v rows 0 .. N, channels c0 .. c0 + cn */
-        if (cached)
-            for (int j = 0; j < N; j++) vb[j] = pack_nz(v + (long)j * ld + c0, cn);
+        if (cached) {
+            for (int j = 0; j < N; j++) {
+                vb[j] = snn_pack_nz(v + (long)j * ld + c0, cn);
+                nnz_v += (uint64_t)snn_popcount64_sel(vb[j], hw);
+            }
+        } else {
+            for (int j = 0; j < N; j++)
+                nnz_v += (uint64_t)snn_popcount64_sel(snn_pack_nz(v + (long)j * ld + c0, cn), hw);
+        }
         for (int i = 0; i < N; i++) {
             const int32_t *ei = scores + (long)i * N;
             double acc[64];
             for (int c = 0; c < cn; c++) acc[c] = 0.0;
             for (int j = 0; j < N; j++) {
-                uint64_t w = cached ? vb[j] : pack_nz(v + (long)j * ld + c0, cn);
+                uint64_t w = cached ? vb[j] : snn_pack_nz(v + (long)j * ld + c0, cn);
                 if (!w) continue;
                 const double p = pow2i(ei[j]);  /* P_ij, an exact power of two */
                 while (w) {
@@ -142,4 +138,25 @@ void snn_attn_bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int
         ops->n[SNN_OP_SHIFT] += 2 * nn;
         ops->n[SNN_OP_INT_ADD] += nn + (uint64_t)N * nnz_v;
     }
+}
+
+#if SNN_HAVE_AVX2_DISPATCH
+static SNN_AVX2_FN void bsa_head_avx2(int N, int d, const int8_t *q, const int8_t *k,
+                                      const int8_t *v, int ld, int shift, snn_shiftmax_round mode,
+                                      float *o, int ldo, int32_t *scores, snn_ops *ops) {
+    bsa_head(N, d, q, k, v, ld, shift, mode, o, ldo, scores, ops, 1);
+}
+#endif
+
+void snn_attn_bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld,
+                       int shift, snn_shiftmax_round mode, float *o, int ldo, int32_t *scores,
+                       snn_ops *ops) {
+    if (N <= 0) return;
+#if SNN_HAVE_AVX2_DISPATCH
+    if (snn_cpu_avx2()) {
+        bsa_head_avx2(N, d, q, k, v, ld, shift, mode, o, ldo, scores, ops);
+        return;
+    }
+#endif
+    bsa_head(N, d, q, k, v, ld, shift, mode, o, ldo, scores, ops, 0);
 }

@@ -26,6 +26,7 @@
  * Pure numerics: no I/O, no allocation, no static state.
  */
 #include "attention/attention.h"
+#include "sim/vec.h"
 
 #include <limits.h>
 #include <math.h>
@@ -72,8 +73,55 @@ static inline double pow2_nonpos(int64_t t) {
     return x;
 }
 
+/* r from S (S >= 1) as described above. */
+static int shiftmax_r(double sum, snn_shiftmax_round mode) {
+    /* k = floor(log2 S): S >= 1 is a normal double, so ilogb is exact. */
+    const int k = ilogb(sum);
+    const double x = ldexp(sum, -k);  /* [1, 2) */
+    if (mode == SNN_SHIFTMAX_CEIL) return k + (x != 1.0);
+    return k + (x * x >= 2.0);
+}
+
+/* floor(a / 2^shift) for 0 <= shift < 32 as ((a + 2^62) >> shift) - 2^(62 - shift) on a
+ * non-negative int64: 2^62 is a multiple of 2^shift, so the floor commutes with the offset, and
+ * no negative value is shifted. Branch-free, so the loops below vectorise. */
+static inline int64_t floor_shift_off(int32_t a, int shift) {
+    return (int64_t)((uint64_t)((int64_t)a + ((int64_t)1 << 62)) >> shift) -
+           ((int64_t)1 << (62 - shift));
+}
+
+/* Fast path for 0 <= shift < 32 (every BSA default), in place on x[0..n) (scores in, exponents
+ * out). Returns -1, with x untouched, when the row is too wide for it. When the spread
+ * m - min z plus ceil(log2 n) is at most 52, the double sum of the general path is exact (see
+ * above), so it equals ldexp(Si, min z - m) with the integer Si = sum_j 2^(z_j - min z) < 2^53:
+ * the same S, hence the same r and the same exponents. */
+static SNN_WIDE_FN SNN_VEC_FN int shiftmax_row_fast(int n, int32_t *restrict x, int shift,
+                                                    snn_shiftmax_round mode) {
+    int64_t m = INT64_MIN, lo = INT64_MAX;
+    for (int j = 0; j < n; j++) {
+        const int64_t z = floor_shift_off(x[j], shift);
+        m = z > m ? z : m;
+        lo = z < lo ? z : lo;
+    }
+    int lg = 0;  /* ceil(log2 n) */
+    while (((int64_t)1 << lg) < n) lg++;
+    if (m - lo + lg > 52) return -1;
+    uint64_t si = 0;
+    for (int j = 0; j < n; j++) si += (uint64_t)1 << (floor_shift_off(x[j], shift) - lo);
+    const int r = shiftmax_r(ldexp((double)si, (int)(lo - m)), mode);
+    const int64_t mr = m + r;
+    for (int j = 0; j < n; j++) x[j] = (int32_t)(floor_shift_off(x[j], shift) - mr);
+    return r;
+}
+
 int snn_shiftmax_row(int n, const int32_t *a, int shift, snn_shiftmax_round mode, int32_t *e) {
     SNN_ASSERT(n >= 1);
+    if (shift >= 0 && shift < 32) {
+        if (e != a) memmove(e, a, (size_t)n * sizeof *e);
+        const int r = shiftmax_row_fast(n, e, shift, mode);
+        if (r >= 0) return r;
+        a = e;  /* untouched copy of the scores */
+    }
 
     /* Pass 1: z_j into e (e may alias a: a[j] is read before e[j] is written) and the maximum. */
     int32_t m = INT32_MIN;

@@ -297,6 +297,38 @@ static int64_t ref_r(int n, const int64_t *z, snn_shiftmax_round mode) {
     return k + (s > (SQRT2_Q63 >> (63 - kk)));
 }
 
+/* The integer fast path of snn_shiftmax_row (0 <= shift < 32, spread m - min z plus
+ * ceil(log2 n) at most 52) and the double path past that limit both give the exact r and
+ * e_j = z_j - m - r, in place and out of place. */
+static void test_shiftmax_fast_path_limit(void **state) {
+    (void)state;
+    static const int ns[] = {2, 3, 49};
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+        const int n = ns[ni];
+        int lg = 0;
+        while ((1 << lg) < n) lg++;
+        for (int spread = 50 - lg; spread <= 54 - lg; spread++) {
+            if (n > 3 && spread + lg > 52) continue; /* wide random rows may round in double */
+            for (int shift = 0; shift <= 2; shift++) {
+                int32_t a[49], e[49];
+                int64_t z[49];
+                for (int j = 0; j < n; j++) {
+                    const int32_t zj = j == 0   ? 0
+                                       : j == 1 ? -spread
+                                                : -(int32_t)((j * 7919) % (spread + 1));
+                    a[j] = zj * (1 << shift) + (j % (1 << shift)); /* floor(a / 2^shift) = zj */
+                    z[j] = zj;
+                }
+                const int r = snn_shiftmax_row(n, a, shift, SNN_SHIFTMAX_ROUND, e);
+                assert_int_equal(r, ref_r(n, z, SNN_SHIFTMAX_ROUND));
+                for (int j = 0; j < n; j++) assert_int_equal(e[j], z[j] - r);
+                assert_int_equal(snn_shiftmax_row(n, a, shift, SNN_SHIFTMAX_ROUND, a), r);
+                assert_memory_equal(a, e, (size_t)n * sizeof *e);
+            }
+        }
+    }
+}
+
 /* The rounding boundary itself: rows whose S is one of the two doubles adjacent to sqrt(2).
  * Each set mantissa bit at position p (below the leading one) becomes a score -p, so S is that
  * double exactly (53 significant bits: beyond the 26-bit "x*x is exact" range). This is the
@@ -606,6 +638,7 @@ int main(void) {
         cmocka_unit_test(test_shiftmax_in_place),
         cmocka_unit_test(test_shiftmax_floor_division),
         cmocka_unit_test(test_shiftmax_sqrt2_boundary),
+        cmocka_unit_test(test_shiftmax_fast_path_limit),
         cmocka_unit_test(test_shiftmax_properties),
         cmocka_unit_test(test_shiftmax_default_shift),
         cmocka_unit_test(test_bsa_hand),
