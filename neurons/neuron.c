@@ -86,8 +86,9 @@ step_loop(const charge_mode mode, const bool bipolar, const bool soft, const boo
     return nspikes;
 }
 
-SNN_VEC_FN size_t snn_neuron_step(const snn_neuron_params *p, size_t n, const float *x, float *v,
-                              int8_t *s, float *h) {
+/* Also compiled for AVX2 (SNN_WIDE_FN): it runs for every neuron at every timestep. */
+SNN_WIDE_FN SNN_VEC_FN size_t snn_neuron_step(const snn_neuron_params *p, size_t n, const float *x,
+                                              float *v, int8_t *s, float *h) {
     const charge_mode mode = charge_mode_of(p);
     const float tau = p->tau;
     const float vr = p->v_reset;
