@@ -690,21 +690,41 @@ static inline __attribute__((always_inline)) void
 accumulate_rows(float *restrict yn, const float *restrict b, const float *restrict wt, int out,
                 const int8_t *sn, const int32_t *e, int ne, const bool sgn) {
     int o0 = 0;
+    /* Eight named accumulators (an array would live on the stack: one load, add and store
+     * per vector and event). */
+#define LIN_LD(j) *(const lin_v8fu *)(src + 8 * (j))
     for (; o0 + LIN_BLOCK <= out; o0 += LIN_BLOCK) {
-        lin_v8f a[LIN_BLOCK / 8];
-        for (int j = 0; j < LIN_BLOCK / 8; j++) a[j] = *(const lin_v8fu *)(b + o0 + 8 * j);
+        const float *src = b + o0;
+        lin_v8f a0 = LIN_LD(0), a1 = LIN_LD(1), a2 = LIN_LD(2), a3 = LIN_LD(3);
+        lin_v8f a4 = LIN_LD(4), a5 = LIN_LD(5), a6 = LIN_LD(6), a7 = LIN_LD(7);
         for (int k = 0; k < ne; k++) {
-            const float *w = wt + (size_t)e[k] * out + o0;
+            src = wt + (size_t)e[k] * out + o0;
             if (sgn) {
                 const lin_v8u m = (lin_v8u){0} + ((uint32_t)(sn[e[k]] < 0) << 31);
-                for (int j = 0; j < LIN_BLOCK / 8; j++)
-                    a[j] += (lin_v8f)((lin_v8u)*(const lin_v8fu *)(w + 8 * j) ^ m);
+                a0 += (lin_v8f)((lin_v8u)LIN_LD(0) ^ m);
+                a1 += (lin_v8f)((lin_v8u)LIN_LD(1) ^ m);
+                a2 += (lin_v8f)((lin_v8u)LIN_LD(2) ^ m);
+                a3 += (lin_v8f)((lin_v8u)LIN_LD(3) ^ m);
+                a4 += (lin_v8f)((lin_v8u)LIN_LD(4) ^ m);
+                a5 += (lin_v8f)((lin_v8u)LIN_LD(5) ^ m);
+                a6 += (lin_v8f)((lin_v8u)LIN_LD(6) ^ m);
+                a7 += (lin_v8f)((lin_v8u)LIN_LD(7) ^ m);
             } else {
-                for (int j = 0; j < LIN_BLOCK / 8; j++) a[j] += *(const lin_v8fu *)(w + 8 * j);
+                a0 += LIN_LD(0);
+                a1 += LIN_LD(1);
+                a2 += LIN_LD(2);
+                a3 += LIN_LD(3);
+                a4 += LIN_LD(4);
+                a5 += LIN_LD(5);
+                a6 += LIN_LD(6);
+                a7 += LIN_LD(7);
             }
         }
-        for (int j = 0; j < LIN_BLOCK / 8; j++) *(lin_v8fu *)(yn + o0 + 8 * j) = a[j];
+        lin_v8fu *dst = (lin_v8fu *)(yn + o0);
+        dst[0] = a0, dst[1] = a1, dst[2] = a2, dst[3] = a3;
+        dst[4] = a4, dst[5] = a5, dst[6] = a6, dst[7] = a7;
     }
+#undef LIN_LD
     for (; o0 + 8 <= out; o0 += 8) {
         lin_v8f a = *(const lin_v8fu *)(b + o0);
         for (int k = 0; k < ne; k++) {
