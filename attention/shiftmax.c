@@ -73,44 +73,50 @@ static inline double pow2_nonpos(int64_t t) {
     return x;
 }
 
-/* r from S (S >= 1) as described above. */
-static int shiftmax_r(double sum, snn_shiftmax_round mode) {
-    /* k = floor(log2 S): S >= 1 is a normal double, so ilogb is exact. */
-    const int k = ilogb(sum);
-    const double x = ldexp(sum, -k);  /* [1, 2) */
-    if (mode == SNN_SHIFTMAX_CEIL) return k + (x != 1.0);
-    return k + (x * x >= 2.0);
-}
-
-/* floor(a / 2^shift) for 0 <= shift < 32 as ((a + 2^62) >> shift) - 2^(62 - shift) on a
- * non-negative int64: 2^62 is a multiple of 2^shift, so the floor commutes with the offset, and
- * no negative value is shifted. Branch-free, so the loops below vectorise. */
-static inline int64_t floor_shift_off(int32_t a, int shift) {
-    return (int64_t)((uint64_t)((int64_t)a + ((int64_t)1 << 62)) >> shift) -
-           ((int64_t)1 << (62 - shift));
+/* floor(a / 2^shift) + 2^(31 - shift) for 0 <= shift < 32, as (a + 2^31) >> shift on the
+ * unsigned 32-bit value a + 2^31 (the offset is a multiple of 2^shift, so the floor commutes
+ * with it; no negative value is shifted). The offset cancels in every difference below. */
+static inline uint32_t floor_shift_biased(int32_t a, int shift) {
+    return ((uint32_t)a + 0x80000000u) >> shift;
 }
 
 /* Fast path for 0 <= shift < 32 (every BSA default), in place on x[0..n) (scores in, exponents
  * out). Returns -1, with x untouched, when the row is too wide for it. When the spread
  * m - min z plus ceil(log2 n) is at most 52, the double sum of the general path is exact (see
  * above), so it equals ldexp(Si, min z - m) with the integer Si = sum_j 2^(z_j - min z) < 2^53:
- * the same S, hence the same r and the same exponents. */
+ * the same S, hence the same r and the same exponents. 32-bit lanes, branch-free: the loops
+ * vectorise (sim/vec.h). */
 static SNN_WIDE_FN SNN_VEC_FN int shiftmax_row_fast(int n, int32_t *restrict x, int shift,
                                                     snn_shiftmax_round mode) {
-    int64_t m = INT64_MIN, lo = INT64_MAX;
+    uint32_t m = 0, lo = UINT32_MAX;  /* biased max and min of z */
     for (int j = 0; j < n; j++) {
-        const int64_t z = floor_shift_off(x[j], shift);
+        const uint32_t z = floor_shift_biased(x[j], shift);
         m = z > m ? z : m;
         lo = z < lo ? z : lo;
     }
     int lg = 0;  /* ceil(log2 n) */
     while (((int64_t)1 << lg) < n) lg++;
-    if (m - lo + lg > 52) return -1;
+    const int spread = (int)(m - lo);
+    if ((int64_t)spread + lg > 52) return -1;
     uint64_t si = 0;
-    for (int j = 0; j < n; j++) si += (uint64_t)1 << (floor_shift_off(x[j], shift) - lo);
-    const int r = shiftmax_r(ldexp((double)si, (int)(lo - m)), mode);
-    const int64_t mr = m + r;
-    for (int j = 0; j < n; j++) x[j] = (int32_t)(floor_shift_off(x[j], shift) - mr);
+    if (spread + lg <= 31) {  /* BSA's rows: 32-bit lanes (the AVX2 clone shifts 8 at once) */
+        uint32_t s32 = 0;
+        for (int j = 0; j < n; j++) s32 += (uint32_t)1 << (floor_shift_biased(x[j], shift) - lo);
+        si = s32;
+    } else {
+        for (int j = 0; j < n; j++) si += (uint64_t)1 << (floor_shift_biased(x[j], shift) - lo);
+    }
+    /* r from S = Si 2^(lo - m) without libm: kk = floor(log2 Si), so k = kk + lo - m, and
+     * x = S 2^-k = Si 2^-kk, an exact scaling of the exact double Si (< 2^53). */
+    const int kk = 63 - __builtin_clzll(si);
+    const uint64_t scale_bits = (uint64_t)(1023 - kk) << 52;  /* 2^-kk, a normal double */
+    double scale;
+    memcpy(&scale, &scale_bits, sizeof scale);
+    const double xs = (double)si * scale;  /* [1, 2) */
+    const int rx = mode == SNN_SHIFTMAX_CEIL ? xs != 1.0 : xs * xs >= 2.0;
+    const int r = kk - spread + rx;
+    /* e_j = z_j - m - r, with m - z_j in [0, 52] */
+    for (int j = 0; j < n; j++) x[j] = -(int32_t)(m - floor_shift_biased(x[j], shift)) - r;
     return r;
 }
 
