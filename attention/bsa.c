@@ -51,6 +51,57 @@ static inline double pow2i(int32_t t) {
     return x;
 }
 
+/* P V in integers: keys whose mask table fits the stack take this path. */
+enum { BSA_PV_MAX = 128 };
+typedef uint32_t bsa_v8u __attribute__((vector_size(32)));
+typedef uint32_t bsa_v8uu __attribute__((vector_size(32), aligned(4))); /* unaligned access */
+
+/* Row i of O = P V in 32-bit integers: with E = -min_j e_ij, every P_ij 2^E = 2^(e_ij + E) is an
+ * integer, and when E + ceil(log2 N) <= 31 the sums over j fit uint32 exactly. The double sums
+ * of the general path are exact too (sums of powers of two with exponents in [-E, 0], at most
+ * N terms: E + log2 N bits < 53), so (float)(acc 2^-E) is the same float. Integer sums do not
+ * depend on order, so all channels of a key are added at once: one vector add per 8 channels
+ * and key (G vectors: channels 0 .. 8G, masked by vm). Returns 0 (o untouched) when the row is
+ * too wide. */
+static inline __attribute__((always_inline)) int
+bsa_pv_row_int(int N, const int32_t *ei, const bsa_v8u *vm, const int G, int cn, float *oi) {
+    int32_t emin = 0;
+    for (int j = 0; j < N; j++) emin = ei[j] < emin ? ei[j] : emin;
+    int lg = 0;
+    while ((1 << lg) < N) lg++;
+    if ((int64_t)-emin + lg > 31) return 0;
+    const int E = -emin;
+    uint32_t pj[BSA_PV_MAX];  /* [N] P_ij 2^E */
+    for (int j = 0; j < N; j++) pj[j] = (uint32_t)1 << (ei[j] + E);
+    bsa_v8u a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+    for (int j = 0; j < N; j++) {
+        const bsa_v8u t = (bsa_v8u){0} + pj[j];
+        const bsa_v8u *m = vm + (long)j * G;
+        a0 += t & m[0];
+        a1 += t & m[1];
+        if (G > 2) {
+            a2 += t & m[2];
+            a3 += t & m[3];
+        }
+        if (G > 4) {
+            a4 += t & m[4];
+            a5 += t & m[5];
+            a6 += t & m[6];
+            a7 += t & m[7];
+        }
+    }
+    uint32_t acc[64];
+    bsa_v8uu *dst = (bsa_v8uu *)acc;
+    dst[0] = a0, dst[1] = a1;
+    if (G > 2) dst[2] = a2, dst[3] = a3;
+    if (G > 4) dst[4] = a4, dst[5] = a5, dst[6] = a6, dst[7] = a7;
+    const uint64_t sb = (uint64_t)(1023 - E) << 52;  /* 2^-E, a normal double */
+    double scale;
+    memcpy(&scale, &sb, sizeof scale);
+    for (int c = 0; c < cn; c++) oi[c] = (float)((double)acc[c] * scale);
+    return 1;
+}
+
 /* The kernel body, instantiated twice (sim/vec.h SNN_AVX2_FN): hw selects the hardware
  * popcount, for the instance compiled for AVX2 + POPCNT. Same integers either way. */
 static inline __attribute__((always_inline)) void
@@ -113,8 +164,24 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
             for (int j = 0; j < N; j++)
                 nnz_v += (uint64_t)snn_popcount64_sel(snn_pack_nz(v + (long)j * ld + c0, cn), hw);
         }
+        /* Channel masks of the packed v rows for the integer path: vm [N, G] vectors of 8
+         * lanes, lane c all ones iff v_jc != 0 (lanes past cn stay 0). */
+        const int G = cn <= 16 ? 2 : cn <= 32 ? 4 : 8;
+        const int int_path = cached && N <= BSA_PV_MAX;
+        bsa_v8u vm[BSA_PV_MAX * 8];
+        if (int_path)
+            for (int j = 0; j < N; j++)
+                for (int g = 0; g < G; g++)
+                    for (int l = 0; l < 8; l++)
+                        vm[j * G + g][l] = 0u - (uint32_t)((vb[j] >> (8 * g + l)) & 1u);
         for (int i = 0; i < N; i++) {
             const int32_t *ei = scores + (long)i * N;
+            float *oi = o + (long)i * ldo + c0;
+            if (int_path) {
+                if (G == 2 && bsa_pv_row_int(N, ei, vm, 2, cn, oi)) continue;
+                if (G == 4 && bsa_pv_row_int(N, ei, vm, 4, cn, oi)) continue;
+                if (G == 8 && bsa_pv_row_int(N, ei, vm, 8, cn, oi)) continue;
+            }
             double acc[64];
             for (int c = 0; c < cn; c++) acc[c] = 0.0;
             for (int j = 0; j < N; j++) {
@@ -126,7 +193,6 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
                     w &= w - 1;
                 }
             }
-            float *oi = o + (long)i * ldo + c0;
             for (int c = 0; c < cn; c++) oi[c] = (float)acc[c];
         }
     }
@@ -141,12 +207,20 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
 }
 
 #if SNN_HAVE_AVX2_DISPATCH
-static SNN_AVX2_FN void bsa_head_avx2(int N, int d, const int8_t *q, const int8_t *k,
-                                      const int8_t *v, int ld, int shift, snn_shiftmax_round mode,
-                                      float *o, int ldo, int32_t *scores, snn_ops *ops) {
+static SNN_AVX2_FN SNN_VEC_FN void bsa_head_avx2(int N, int d, const int8_t *q, const int8_t *k,
+                                                 const int8_t *v, int ld, int shift,
+                                                 snn_shiftmax_round mode, float *o, int ldo,
+                                                 int32_t *scores, snn_ops *ops) {
     bsa_head(N, d, q, k, v, ld, shift, mode, o, ldo, scores, ops, 1);
 }
 #endif
+
+static SNN_VEC_FN void bsa_head_portable(int N, int d, const int8_t *q, const int8_t *k,
+                                         const int8_t *v, int ld, int shift,
+                                         snn_shiftmax_round mode, float *o, int ldo,
+                                         int32_t *scores, snn_ops *ops) {
+    bsa_head(N, d, q, k, v, ld, shift, mode, o, ldo, scores, ops, 0);
+}
 
 void snn_attn_bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld,
                        int shift, snn_shiftmax_round mode, float *o, int ldo, int32_t *scores,
@@ -158,5 +232,5 @@ void snn_attn_bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int
         return;
     }
 #endif
-    bsa_head(N, d, q, k, v, ld, shift, mode, o, ldo, scores, ops, 0);
+    bsa_head_portable(N, d, q, k, v, ld, shift, mode, o, ldo, scores, ops);
 }
