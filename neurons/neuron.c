@@ -55,7 +55,8 @@ float snn_neuron_v_init(const snn_neuron_params *p) {
     return p->soft_reset ? 0.0f : p->v_reset;
 }
 
-void snn_neuron_reset_state(const snn_neuron_params *p, size_t n, float *v) {
+SNN_WIDE_FN SNN_VEC_FN void snn_neuron_reset_state(const snn_neuron_params *p, size_t n,
+                                                  float *v) {
     const float v0 = snn_neuron_v_init(p);
     for (size_t i = 0; i < n; i++) v[i] = v0;
 }

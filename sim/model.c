@@ -939,7 +939,7 @@ static void attention(const snn_model *m, snn_ws *ws, int l, int t, const snn_re
     }
 }
 
-static void add_into(float *u, const float *y, size_t n) {
+static SNN_WIDE_FN SNN_VEC_FN void add_into(float *restrict u, const float *restrict y, size_t n) {
     for (size_t i = 0; i < n; i++) u[i] += y[i];
 }
 
@@ -981,6 +981,21 @@ static void block_sew(const snn_model *m, snn_ws *ws, int l, int t, const snn_re
     add_spikes(ws->sx, ws->s_in, ND);
 }
 
+/* count[o] += sum_n hs[n, o] over the head's spikes hs [N, D]; returns the number of nonzero
+ * spikes (one integer add each). Branch-free so that it vectorises: adding a 0 changes nothing. */
+static SNN_WIDE_FN SNN_VEC_FN uint64_t head_accumulate(int32_t *restrict count,
+                                                       const int8_t *restrict hs, int N, int D) {
+    uint32_t adds = 0;  /* at most N D per call */
+    for (int n = 0; n < N; n++) {
+        const int8_t *row = hs + (size_t)n * D;
+        for (int o = 0; o < D; o++) {
+            count[o] += row[o];
+            adds += row[o] != 0;
+        }
+    }
+    return adds;
+}
+
 void snn_model_forward(const snn_model *m, snn_ws *ws, const uint8_t *pixels, int64_t file_index,
                        float *logits, const snn_record *rec) {
     const snn_config *c = m->cfg;
@@ -1017,16 +1032,7 @@ void snn_model_forward(const snn_model *m, snn_ws *ws, const uint8_t *pixels, in
             pop_step(m, ws, m->pop_head, t, ws->u, ws->s_in, rec);
             hs = ws->s_in;
         }
-        uint64_t adds = 0;
-        for (int n = 0; n < N; n++)
-            for (int o = 0; o < D; o++) {
-                const int8_t v = hs[(size_t)n * D + o];
-                if (v) {
-                    ws->head_count[o] += v;
-                    adds++;
-                }
-            }
-        ws->ops[m->head.layer].n[SNN_OP_INT_ADD] += adds;
+        ws->ops[m->head.layer].n[SNN_OP_INT_ADD] += head_accumulate(ws->head_count, hs, N, D);
     }
     /* logits = mean_t mean_n spikes @ head^T + bias; the mean is exact integer / (T N). */
     const float denom = (float)(T * N);
