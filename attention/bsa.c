@@ -31,6 +31,9 @@
 
 #include <math.h>
 #include <string.h>
+#if SNN_HAVE_AVX2_DISPATCH
+#include <immintrin.h>
+#endif
 
 /* Keys per stack tile for Q K^T; also the channels per packed word. */
 enum { BSA_TILE = 64 };
@@ -74,6 +77,7 @@ bsa_pv_row_int(int N, const int32_t *ei, const bsa_v8u *vm, const int G, int cn,
     uint32_t pj[BSA_PV_MAX];  /* [N] P_ij 2^E */
     for (int j = 0; j < N; j++) pj[j] = (uint32_t)1 << (ei[j] + E);
     bsa_v8u a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+#pragma GCC unroll 4
     for (int j = 0; j < N; j++) {
         const bsa_v8u t = (bsa_v8u){0} + pj[j];
         const bsa_v8u *m = vm + (long)j * G;
@@ -101,6 +105,56 @@ bsa_pv_row_int(int N, const int32_t *ei, const bsa_v8u *vm, const int G, int cn,
     for (int c = 0; c < cn; c++) oi[c] = (float)((double)acc[c] * scale);
     return 1;
 }
+
+#if SNN_HAVE_AVX2_DISPATCH
+/* Scores of one query word (planes qp, qn; nonzero qz) against jn packed keys, four keys per
+ * vector: ai[jj] = (first ? 0 : ai[jj]) + 2 popcount(same) - popcount(nz) as in the scalar loop;
+ * returns the sum of popcount(nz) (the ACs). AVX2 has no vector popcount: per-nibble table
+ * lookups and byte sums (Mula's method), exact integers like popcnt. */
+static SNN_AVX2_FN uint64_t bsa_scores_avx2(int jn, uint64_t qp, uint64_t qn, const uint64_t *kp,
+                                            const uint64_t *kn, const uint64_t *kz, int32_t *ai,
+                                            int first) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+    const __m256i vqp = _mm256_set1_epi64x((long long)qp), vqn = _mm256_set1_epi64x((long long)qn);
+    const __m256i vqz = _mm256_or_si256(vqp, vqn);
+    const __m256i lo32 = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);  /* low halves of 4 lanes */
+    __m256i acc = zero;
+    int jj = 0;
+    for (; jj + 4 <= jn; jj += 4) {
+        const __m256i p = _mm256_loadu_si256((const __m256i *)(const void *)(kp + jj));
+        const __m256i n = _mm256_loadu_si256((const __m256i *)(const void *)(kn + jj));
+        const __m256i z = _mm256_loadu_si256((const __m256i *)(const void *)(kz + jj));
+        const __m256i nz = _mm256_and_si256(vqz, z);
+        const __m256i same = _mm256_or_si256(_mm256_and_si256(vqp, p), _mm256_and_si256(vqn, n));
+        const __m256i bnz = _mm256_add_epi8(
+            _mm256_shuffle_epi8(lut, _mm256_and_si256(nz, low)),
+            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(nz, 4), low)));
+        const __m256i bsm = _mm256_add_epi8(
+            _mm256_shuffle_epi8(lut, _mm256_and_si256(same, low)),
+            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(same, 4), low)));
+        const __m256i pn = _mm256_sad_epu8(bnz, zero), ps = _mm256_sad_epu8(bsm, zero);
+        const __m256i a = _mm256_sub_epi64(_mm256_add_epi64(ps, ps), pn);
+        const __m128i a32 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(a, lo32));
+        __m128i *dst = (__m128i *)(void *)(ai + jj);
+        _mm_storeu_si128(dst, first ? a32 : _mm_add_epi32(_mm_loadu_si128(dst), a32));
+        acc = _mm256_add_epi64(acc, pn);
+    }
+    uint64_t lanes[4];
+    _mm256_storeu_si256((__m256i *)(void *)lanes, acc);
+    uint64_t n_ac = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+    for (; jj < jn; jj++) {
+        const uint64_t nz = (qp | qn) & kz[jj];
+        const uint64_t same = (qp & kp[jj]) | (qn & kn[jj]);
+        const int pn = __builtin_popcountll(nz);
+        const int32_t a = 2 * __builtin_popcountll(same) - pn;
+        ai[jj] = first ? a : ai[jj] + a;
+        n_ac += (uint64_t)pn;
+    }
+    return n_ac;
+}
+#endif
 
 /* The kernel body, instantiated twice (sim/vec.h SNN_AVX2_FN): hw selects the hardware
  * popcount, for the instance compiled for AVX2 + POPCNT. Same integers either way. */
@@ -130,6 +184,12 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
                         for (int jj = 0; jj < jn; jj++) ai[jj] = 0;
                     continue;
                 }
+#if SNN_HAVE_AVX2_DISPATCH
+                if (hw) {
+                    n_ac += bsa_scores_avx2(jn, qp, qn, kp, kn, kz, ai, c0 == 0);
+                    continue;
+                }
+#endif
                 for (int jj = 0; jj < jn; jj++) {
                     const uint64_t nz = qz & kz[jj];
                     const uint64_t same = (qp & kp[jj]) | (qn & kn[jj]);
