@@ -617,13 +617,15 @@ void snn_ws_init(snn_ws *ws, const snn_model *m) {
     ws->ops = snn_xcalloc((size_t)m->n_layers, sizeof *ws->ops);
     ws->pop_t_count = snn_xcalloc((size_t)m->n_pops * m->T, sizeof *ws->pop_t_count);
     ws->neuron_count = snn_xcalloc(m->state_size, sizeof *ws->neuron_count);
+    ws->count8 = snn_xcalloc(m->state_size, sizeof *ws->count8);
 }
 
 void snn_ws_free(snn_ws *ws) {
     void *bufs[] = {ws->x,  ws->patches, ws->u0, ws->u,  ws->y,    ws->o,      ws->state,
                     ws->hbuf, ws->s_in,  ws->sq, ws->sk, ws->sv,   ws->sa,     ws->sh,
                     ws->sx, ws->ev,      ws->ev_n, ws->scores, ws->head_count, ws->head_in, ws->embed_acc,
-                    ws->kv, ws->skv, ws->ops, ws->pop_t_count, ws->neuron_count};
+                    ws->kv, ws->skv, ws->ops, ws->pop_t_count, ws->neuron_count,
+                    ws->count8};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     memset(ws, 0, sizeof *ws);
 }
@@ -826,11 +828,20 @@ static void linear_forward(const snn_model *m, snn_ws *ws, const snn_linear *lin
     syn_stop(ws, t0);
 }
 
-/* cnt[i] += (s[i] != 0) for i < n: the per-neuron spike counts (vectorised: it runs for every
- * population at every timestep). */
-static SNN_WIDE_FN SNN_VEC_FN void count_spikes(uint64_t *restrict cnt, const int8_t *restrict s,
+/* cnt[i] += (s[i] != 0) for i < n: the per-neuron spike counts, in bytes (it runs for every
+ * population at every timestep; flush_counts widens them once per sample). */
+static SNN_WIDE_FN SNN_VEC_FN void count_spikes(uint8_t *restrict cnt, const int8_t *restrict s,
                                                 size_t n) {
-    for (size_t i = 0; i < n; i++) cnt[i] += (uint64_t)(s[i] != 0);
+    for (size_t i = 0; i < n; i++) cnt[i] = (uint8_t)(cnt[i] + (s[i] != 0));
+}
+
+/* total[i] += cnt[i], cnt[i] = 0 for i < n. */
+static SNN_WIDE_FN SNN_VEC_FN void flush_counts(uint64_t *restrict total, uint8_t *restrict cnt,
+                                                size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        total[i] += cnt[i];
+        cnt[i] = 0;
+    }
 }
 
 /* One timestep of population p on input x [N * width]; spikes into s. Counts one neuron
@@ -844,7 +855,7 @@ static void pop_step(const snn_model *m, snn_ws *ws, int p, int t, const float *
     ops->n[SNN_OP_NEURON] += pop->size;
     ops->n[SNN_OP_CMP] += pop->size * (pop->np.bipolar ? 2u : 1u);
     ws->pop_t_count[(size_t)p * m->T + t] += nz;
-    if (nz) count_spikes(ws->neuron_count + pop->state_offset, s, pop->size);
+    if (nz) count_spikes(ws->count8 + pop->state_offset, s, pop->size);
     if (rec) {
         if (rec->spikes && rec->spikes[p]) memcpy(rec->spikes[p] + (size_t)t * pop->size, s, pop->size);
         if (rec->v && rec->v[p]) memcpy(rec->v[p] + (size_t)t * pop->size, v, pop->size * sizeof *v);
@@ -1033,6 +1044,9 @@ void snn_model_forward(const snn_model *m, snn_ws *ws, const uint8_t *pixels, in
             hs = ws->s_in;
         }
         ws->ops[m->head.layer].n[SNN_OP_INT_ADD] += head_accumulate(ws->head_count, hs, N, D);
+        /* byte counters hold at most 255 timesteps */
+        if (t == T - 1 || (t + 1) % 255 == 0)
+            flush_counts(ws->neuron_count, ws->count8, m->state_size);
     }
     /* logits = mean_t mean_n spikes @ head^T + bias; the mean is exact integer / (T N). */
     const float denom = (float)(T * N);

@@ -168,6 +168,8 @@ typedef struct snn_ws {
     snn_ops *ops;        /* [n_layers] operation counts of this workspace (accumulate) */
     uint64_t *pop_t_count;   /* [n_pops, T] spikes per population per timestep (accumulate) */
     uint64_t *neuron_count;  /* [state_size] spikes per neuron over t and samples (accumulate) */
+    uint8_t *count8;     /* [state_size] spikes per neuron since the last flush into neuron_count
+                          * (at most 255 timesteps: byte counters vectorise 32 to a register) */
     bool dense;          /* run synaptic layers densely (benchmark baseline) */
     bool time_syn;       /* accumulate the synaptic layers' wall time into syn_seconds
                           * (benchmark; two clock reads per layer call, none when off) */
