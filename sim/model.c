@@ -608,6 +608,7 @@ void snn_ws_init(snn_ws *ws, const snn_model *m) {
     ws->sx = snn_xaligned(N * D);
     ws->ev = snn_xaligned(N * wmax * sizeof *ws->ev);
     ws->ev_n = snn_xaligned(N * sizeof *ws->ev_n);
+    ws->ev_kind = snn_xaligned(N * sizeof *ws->ev_kind);
     ws->scores = snn_xaligned(N * N * sizeof *ws->scores);
     ws->head_count = snn_xaligned(D * sizeof *ws->head_count);
     ws->head_in = snn_xaligned(D * sizeof *ws->head_in);
@@ -625,7 +626,7 @@ void snn_ws_free(snn_ws *ws) {
                     ws->hbuf, ws->s_in,  ws->sq, ws->sk, ws->sv,   ws->sa,     ws->sh,
                     ws->sx, ws->ev,      ws->ev_n, ws->scores, ws->head_count, ws->head_in, ws->embed_acc,
                     ws->kv, ws->skv, ws->ops, ws->pop_t_count, ws->neuron_count,
-                    ws->count8};
+                    ws->count8, ws->ev_kind};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     memset(ws, 0, sizeof *ws);
 }
@@ -633,37 +634,49 @@ void snn_ws_free(snn_ws *ws) {
 /* ---- forward ----------------------------------------------------------------------------- */
 
 /* Event lists of a [N, width] spike matrix: for every token, the channels whose spike is
- * nonzero, in channel order. Returns the total number of events. On x86 sixteen spikes are
- * tested per compare (SSE2 is part of x86-64); the portable loop gives the same lists. */
-static uint64_t build_events(int N, int width, const int8_t *s, int32_t *ev, int32_t *ev_n) {
+ * nonzero, in channel order. Returns the total number of events. kind (NULL: not wanted)
+ * receives per token EV_NEG if some spike is -1 and EV_OTHER if some is neither 0 nor +-1, so
+ * the synaptic layer need not inspect its events one by one. On x86 sixteen spikes are tested
+ * per compare (SSE2 is part of x86-64); the portable loop gives the same lists and kinds. */
+enum { EV_NEG = 1, EV_OTHER = 2 };
+static uint64_t build_events(int N, int width, const int8_t *s, int32_t *ev, int32_t *ev_n,
+                             uint8_t *kind) {
     uint64_t total = 0;
     for (int n = 0; n < N; n++) {
         const int8_t *row = s + (size_t)n * width;
         int32_t *e = ev + (size_t)n * width, cnt = 0;
-        int c = 0;
+        int c = 0, neg = 0, other = 0;
 #if defined(__SSE2__)
-        const __m128i z = _mm_setzero_si128();
+        const __m128i z = _mm_setzero_si128(), p1 = _mm_set1_epi8(1), m1 = _mm_set1_epi8(-1);
+        __m128i negv = z, othv = z;
         for (; c + 16 <= width; c += 16) {
             const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(row + c));
+            negv = _mm_or_si128(negv, _mm_cmplt_epi8(x, z));
+            othv = _mm_or_si128(othv, _mm_or_si128(_mm_cmpgt_epi8(x, p1), _mm_cmplt_epi8(x, m1)));
             unsigned msk = ~(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, z)) & 0xFFFFu;
             while (msk) {
                 e[cnt++] = c + __builtin_ctz(msk);
                 msk &= msk - 1;
             }
         }
+        neg = _mm_movemask_epi8(negv) != 0;
+        other = _mm_movemask_epi8(othv) != 0;
 #endif
         for (; c < width; c++) {
             e[cnt] = c;
             cnt += row[c] != 0;
+            neg |= row[c] < 0;
+            other |= row[c] > 1 || row[c] < -1;
         }
         ev_n[n] = cnt;
+        if (kind) kind[n] = (uint8_t)((neg ? EV_NEG : 0) | (other ? EV_OTHER : 0));
         total += (uint64_t)cnt;
     }
     return total;
 }
 
 static void linear_events(const snn_linear *lin, int N, const int8_t *s, const int32_t *ev,
-                          const int32_t *ev_n, float *y, snn_ops *ops);
+                          const int32_t *ev_n, const uint8_t *kind, float *y, snn_ops *ops);
 
 /* Event-driven synaptic layer: y[n, :] = b + sum over events (n, i) of s[n, i] * wt[i, :].
  * A +1 spike adds its weight row and a -1 spike subtracts it: one AC per (event, synapse).
@@ -671,8 +684,8 @@ static void linear_events(const snn_linear *lin, int N, const int8_t *s, const i
  * accumulated in event order, so the result does not depend on threads. */
 void snn_linear_forward_events(const snn_linear *lin, int N, const int8_t *s, int32_t *ev,
                                int32_t *ev_n, float *y, snn_ops *ops) {
-    build_events(N, lin->in, s, ev, ev_n);
-    linear_events(lin, N, s, ev, ev_n, y, ops);
+    build_events(N, lin->in, s, ev, ev_n, NULL);
+    linear_events(lin, N, s, ev, ev_n, NULL, y, ops);
 }
 
 /* Output columns per register block: the accumulators of one block (8 vectors of 8 floats)
@@ -749,8 +762,8 @@ accumulate_rows(float *restrict yn, const float *restrict b, const float *restri
 }
 
 static SNN_WIDE_FN void linear_events(const snn_linear *lin, int N, const int8_t *s,
-                                      const int32_t *ev, const int32_t *ev_n, float *y,
-                                      snn_ops *ops) {
+                                      const int32_t *ev, const int32_t *ev_n, const uint8_t *kind,
+                                      float *y, snn_ops *ops) {
     const int out = lin->out;
     uint64_t ac = 0, mac = 0;
     for (int n = 0; n < N; n++) {
@@ -760,10 +773,15 @@ static SNN_WIDE_FN void linear_events(const snn_linear *lin, int N, const int8_t
         const int ne = ev_n[n];
         /* What the token's spikes are: all +1 (the usual case), +-1, or other integers. */
         int neg = 0, other = 0;
-        for (int k = 0; k < ne; k++) {
-            const int8_t v = sn[e[k]];
-            neg |= v == -1;
-            other |= v != 1 && v != -1;
+        if (kind) {
+            neg = kind[n] & EV_NEG;
+            other = kind[n] & EV_OTHER;
+        } else {
+            for (int k = 0; k < ne; k++) {
+                const int8_t v = sn[e[k]];
+                neg |= v == -1;
+                other |= v != 1 && v != -1;
+            }
         }
         if (!other) {
             if (neg)
@@ -822,8 +840,8 @@ static void linear_forward(const snn_model *m, snn_ws *ws, const snn_linear *lin
     if (ws->dense) {
         snn_linear_forward_dense(lin, m->N, s, ws->hbuf, y, ops);
     } else {
-        build_events(m->N, lin->in, s, ws->ev, ws->ev_n);
-        linear_events(lin, m->N, s, ws->ev, ws->ev_n, y, ops);
+        build_events(m->N, lin->in, s, ws->ev, ws->ev_n, ws->ev_kind);
+        linear_events(lin, m->N, s, ws->ev, ws->ev_n, ws->ev_kind, y, ops);
     }
     syn_stop(ws, t0);
 }
@@ -870,13 +888,14 @@ static void qkv_forward(const snn_model *m, snn_ws *ws, const snn_block *b, int 
     int8_t *out[3] = {ws->sq, ws->sk, ws->sv};
     const int pops[3] = {b->pop_q, b->pop_k, b->pop_v};
     double t0 = syn_start(ws);
-    if (!ws->dense) build_events(m->N, m->D, x, ws->ev, ws->ev_n);
+    if (!ws->dense) build_events(m->N, m->D, x, ws->ev, ws->ev_n, ws->ev_kind);
     for (int j = 0; j < 3; j++) {
         if (j > 0) t0 = syn_start(ws);
         if (ws->dense)
             snn_linear_forward_dense(qkv[j], m->N, x, ws->hbuf, ws->y, &ws->ops[qkv[j]->layer]);
         else
-            linear_events(qkv[j], m->N, x, ws->ev, ws->ev_n, ws->y, &ws->ops[qkv[j]->layer]);
+            linear_events(qkv[j], m->N, x, ws->ev, ws->ev_n, ws->ev_kind, ws->y,
+                          &ws->ops[qkv[j]->layer]);
         syn_stop(ws, t0);
         pop_step(m, ws, pops[j], t, ws->y, out[j], rec);
     }

@@ -159,6 +159,7 @@ typedef struct snn_ws {
     int8_t *sx;          /* [N, D] sew integer stream (clamped to int8 range) */
     int32_t *ev;         /* [N, max(D, Hd)] event lists: channel indices per token */
     int32_t *ev_n;       /* [N] events per token */
+    uint8_t *ev_kind;    /* [N] per token: some -1 spike (1), some spike not in {0, +-1} (2) */
     int32_t *scores;     /* [N, N] attention scores */
     int32_t *head_count; /* [D] head spikes summed over t and n */
     float *head_in;      /* [D] */
