@@ -712,6 +712,7 @@ accumulate_rows(float *restrict yn, const float *restrict b, const float *restri
         const float *src = b + o0;
         lin_v8f a0 = LIN_LD(0), a1 = LIN_LD(1), a2 = LIN_LD(2), a3 = LIN_LD(3);
         lin_v8f a4 = LIN_LD(4), a5 = LIN_LD(5), a6 = LIN_LD(6), a7 = LIN_LD(7);
+#pragma GCC unroll 2
         for (int k = 0; k < ne; k++) {
             src = wt + (size_t)e[k] * out + o0;
             if (sgn) {
