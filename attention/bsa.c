@@ -70,8 +70,7 @@ static inline __attribute__((always_inline)) int
 bsa_pv_row_int(int N, const int32_t *ei, const bsa_v8u *vm, const int G, int cn, float *oi) {
     int32_t emin = 0;
     for (int j = 0; j < N; j++) emin = ei[j] < emin ? ei[j] : emin;
-    int lg = 0;
-    while ((1 << lg) < N) lg++;
+    const int lg = N > 1 ? 32 - __builtin_clz((unsigned)(N - 1)) : 0;  /* ceil(log2 N) */
     if ((int64_t)-emin + lg > 31) return 0;
     const int E = -emin;
     uint32_t pj[BSA_PV_MAX];  /* [N] P_ij 2^E */

@@ -94,8 +94,7 @@ static SNN_WIDE_FN SNN_VEC_FN int shiftmax_row_fast(int n, int32_t *restrict x, 
         m = z > m ? z : m;
         lo = z < lo ? z : lo;
     }
-    int lg = 0;  /* ceil(log2 n) */
-    while (((int64_t)1 << lg) < n) lg++;
+    const int lg = n > 1 ? 32 - __builtin_clz((unsigned)(n - 1)) : 0;  /* ceil(log2 n) */
     const int spread = (int)(m - lo);
     if ((int64_t)spread + lg > 52) return -1;
     uint64_t si = 0;
