@@ -7,15 +7,18 @@
  *   P = Shiftmax_rows(A)      shiftmax.c; every P_ij is a power of two 2^e_ij
  *   O = P V                   binary V: O_ic = sum_j 2^e_ij v_jc, a shift-and-add
  *
- * O is accumulated in double in j order and rounded once to float. The partial sums are sums of
- * powers of two whose exponents span at most (m - min z) + log2 N bits, so they are exact for
- * the score ranges BSA produces (see shiftmax.c), and the float result is the correctly rounded
- * exact value, whatever order a reference sums in.
+ * O is the exact sum rounded once to float. The partial sums are sums of powers of two whose
+ * exponents span at most (m - min z) + log2 N bits, so they are exact for the score ranges BSA
+ * produces (see shiftmax.c), and the float result is the correctly rounded exact value, whatever
+ * order a reference sums in. Rows whose span fits 31 bits sum in uint32 (all channels of a key
+ * at once, masked vector adds); wider rows accumulate in double in j order over the set bits.
  *
  * Event-driven, bit-parallel: each ternary row is packed into two uint64 words per 64 channels
  * (bit c of pos/neg set iff the spike is +1/-1). With nz = the pair's common nonzero channels
  * and same = the homopolar ones, A_ij = 2 popcount(same) - popcount(nz) and the AC count is
- * popcount(nz). P V visits only the set bits of each packed v_j.
+ * popcount(nz). Where the CPU has AVX2 and POPCNT (chosen at run time, sim/vec.h), popcounts
+ * are hardware instructions and four keys are scored per vector; the portable instance (SWAR
+ * popcount) computes the same integers.
  *
  * Op counts (spec section 6, exact):
  *   AC       one per (i, j, c) with q_ic != 0 and k_jc != 0 (an add or a subtract)
