@@ -69,6 +69,10 @@ typedef uint32_t bsa_v8uu __attribute__((vector_size(32), aligned(4))); /* unali
  * depend on order, so all channels of a key are added at once: one vector add per 8 channels
  * and key (G vectors: channels 0 .. 8G, masked by vm). Returns 0 (o untouched) when the row is
  * too wide. */
+static inline __attribute__((always_inline)) void
+bsa_pv_accumulate(int N, const uint32_t *pj, int E, const bsa_v8u *vm, const int G, int cn,
+                  float *oi);
+
 static inline __attribute__((always_inline)) int
 bsa_pv_row_int(int N, const int32_t *ei, const bsa_v8u *vm, const int G, int cn, float *oi) {
     int32_t emin = 0;
@@ -78,6 +82,14 @@ bsa_pv_row_int(int N, const int32_t *ei, const bsa_v8u *vm, const int G, int cn,
     const int E = -emin;
     uint32_t pj[BSA_PV_MAX];  /* [N] P_ij 2^E */
     for (int j = 0; j < N; j++) pj[j] = (uint32_t)1 << (ei[j] + E);
+    bsa_pv_accumulate(N, pj, E, vm, G, cn, oi);
+    return 1;
+}
+
+/* o_i[c] = (float)(2^-E sum_j pj[j] v_jc) for c < cn: the integer sums of bsa_pv_row_int. */
+static inline __attribute__((always_inline)) void
+bsa_pv_accumulate(int N, const uint32_t *pj, int E, const bsa_v8u *vm, const int G, int cn,
+                  float *oi) {
     bsa_v8u a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
 #pragma GCC unroll 4
     for (int j = 0; j < N; j++) {
@@ -105,7 +117,6 @@ bsa_pv_row_int(int N, const int32_t *ei, const bsa_v8u *vm, const int G, int cn,
     double scale;
     memcpy(&scale, &sb, sizeof scale);
     for (int c = 0; c < cn; c++) oi[c] = (float)((double)acc[c] * scale);
-    return 1;
 }
 
 #if SNN_HAVE_AVX2_DISPATCH
@@ -204,11 +215,15 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
         }
     }
 
-    /* Shiftmax per row, in place: scores row i now holds the exponents e_ij (all <= 0). */
-    for (int i = 0; i < N; i++) {
-        int32_t *ai = scores + (long)i * N;
-        (void)snn_shiftmax_row(N, ai, shift, mode, ai);
-    }
+    /* Shiftmax per row, in place: scores row i now holds the exponents e_ij (all <= 0). With one
+     * channel word (d <= 64) and the integer P V path available, it runs row by row inside the
+     * P V loop instead, which then takes the row's integer probabilities from it directly. */
+    const int fused = d <= 64 && N <= BSA_VPACK_MAX && N <= BSA_PV_MAX;
+    if (!fused)
+        for (int i = 0; i < N; i++) {
+            int32_t *ai = scores + (long)i * N;
+            (void)snn_shiftmax_row(N, ai, shift, mode, ai);
+        }
 
     /* o [N, d] at row stride ldo: O_ic = sum_j 2^e_ij v_jc, double accumulators in j order
      * (skipping v_jc = 0 skips additions of +0.0, which change nothing). */
@@ -237,8 +252,19 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
                     for (int l = 0; l < 8; l++)
                         vm[j * G + g][l] = 0u - (uint32_t)((vb[j] >> (8 * g + l)) & 1u);
         for (int i = 0; i < N; i++) {
-            const int32_t *ei = scores + (long)i * N;
+            int32_t *ei = scores + (long)i * N;
             float *oi = o + (long)i * ldo + c0;
+            if (fused) {
+                uint32_t pj[BSA_PV_MAX];  /* [N] P_ij 2^E */
+                int E;
+                if (snn_shiftmax_row_int(N, ei, shift, mode, pj, &E) >= 0) {
+                    if (G == 2) bsa_pv_accumulate(N, pj, E, vm, 2, cn, oi);
+                    if (G == 4) bsa_pv_accumulate(N, pj, E, vm, 4, cn, oi);
+                    if (G == 8) bsa_pv_accumulate(N, pj, E, vm, 8, cn, oi);
+                    continue;
+                }
+                (void)snn_shiftmax_row(N, ei, shift, mode, ei);
+            }
             if (int_path) {
                 if (G == 2 && bsa_pv_row_int(N, ei, vm, 2, cn, oi)) continue;
                 if (G == 4 && bsa_pv_row_int(N, ei, vm, 4, cn, oi)) continue;

@@ -119,6 +119,40 @@ static SNN_WIDE_FN SNN_VEC_FN int shiftmax_row_fast(int n, int32_t *restrict x, 
     return r;
 }
 
+SNN_WIDE_FN SNN_VEC_FN int snn_shiftmax_row_int(int n, int32_t *restrict x, int shift,
+                                                 snn_shiftmax_round mode, uint32_t *restrict p,
+                                                 int *E) {
+    SNN_ASSERT(n >= 1);
+    if (shift < 0 || shift >= 32) return -1;
+    uint32_t m = 0, lo = UINT32_MAX;  /* biased max and min of z */
+    for (int j = 0; j < n; j++) {
+        const uint32_t z = floor_shift_biased(x[j], shift);
+        m = z > m ? z : m;
+        lo = z < lo ? z : lo;
+    }
+    const int lg = n > 1 ? 32 - __builtin_clz((unsigned)(n - 1)) : 0;  /* ceil(log2 n) */
+    const int spread = (int)(m - lo);
+    /* r <= lg (S <= n), so E = spread + r <= spread + lg, and the sums of p need lg more bits */
+    if ((int64_t)spread + 2 * lg > 31) return -1;
+    /* p_j = 2^(e_j + E) = 2^(z_j - m - r + m - lo + r) = 2^(z_j - lo); S = sum_j p_j 2^(lo - m),
+     * exact (as in shiftmax_row_fast) */
+    uint32_t si = 0;
+    for (int j = 0; j < n; j++) {
+        p[j] = (uint32_t)1 << (floor_shift_biased(x[j], shift) - lo);
+        si += p[j];
+    }
+    const int kk = 31 - __builtin_clz(si);
+    const uint64_t scale_bits = (uint64_t)(1023 - kk) << 52;  /* 2^-kk, a normal double */
+    double scale;
+    memcpy(&scale, &scale_bits, sizeof scale);
+    const double xs = (double)si * scale;  /* [1, 2) */
+    const int rx = mode == SNN_SHIFTMAX_CEIL ? xs != 1.0 : xs * xs >= 2.0;
+    const int r = kk - spread + rx;
+    for (int j = 0; j < n; j++) x[j] = -(int32_t)(m - floor_shift_biased(x[j], shift)) - r;
+    *E = spread + r;
+    return r;
+}
+
 int snn_shiftmax_row(int n, const int32_t *a, int shift, snn_shiftmax_round mode, int32_t *e) {
     SNN_ASSERT(n >= 1);
     if (shift >= 0 && shift < 32) {

@@ -329,6 +329,42 @@ static void test_shiftmax_fast_path_limit(void **state) {
     }
 }
 
+/* snn_shiftmax_row_int gives snn_shiftmax_row's r and exponents, p_j = 2^(e_j + E) with
+ * E = -min e_j, and declines (-1, row untouched) rows too wide for 32-bit sums. */
+static void test_shiftmax_row_int(void **state) {
+    (void)state;
+    enum { NMAX = 70 };
+    uint64_t seed = 12345;
+    for (int trial = 0; trial < 400; trial++) {
+        const int n = 1 + trial % NMAX, shift = trial % 5, span = 1 + trial % 90;
+        int32_t a[NMAX], x[NMAX], e[NMAX];
+        uint32_t p[NMAX];
+        for (int j = 0; j < n; j++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            a[j] = (int32_t)((seed >> 33) % (uint64_t)(2 * span + 1)) - span;
+            x[j] = a[j];
+        }
+        for (int mode = 0; mode < 2; mode++) {
+            const snn_shiftmax_round md = mode ? SNN_SHIFTMAX_CEIL : SNN_SHIFTMAX_ROUND;
+            memcpy(x, a, sizeof x);
+            const int r = snn_shiftmax_row(n, a, shift, md, e);
+            int E = -1;
+            const int ri = snn_shiftmax_row_int(n, x, shift, md, p, &E);
+            if (ri < 0) {
+                assert_int_equal(E, -1);
+                assert_memory_equal(x, a, (size_t)n * sizeof *x);
+                continue;
+            }
+            assert_int_equal(ri, r);
+            assert_memory_equal(x, e, (size_t)n * sizeof *x);
+            int32_t emin = 0;
+            for (int j = 0; j < n; j++) emin = e[j] < emin ? e[j] : emin;
+            assert_int_equal(E, -emin);
+            for (int j = 0; j < n; j++) assert_int_equal(p[j], (uint32_t)1 << (e[j] + E));
+        }
+    }
+}
+
 /* The rounding boundary itself: rows whose S is one of the two doubles adjacent to sqrt(2).
  * Each set mantissa bit at position p (below the leading one) becomes a score -p, so S is that
  * double exactly (53 significant bits: beyond the 26-bit "x*x is exact" range). This is the
@@ -639,6 +675,7 @@ int main(void) {
         cmocka_unit_test(test_shiftmax_floor_division),
         cmocka_unit_test(test_shiftmax_sqrt2_boundary),
         cmocka_unit_test(test_shiftmax_fast_path_limit),
+        cmocka_unit_test(test_shiftmax_row_int),
         cmocka_unit_test(test_shiftmax_properties),
         cmocka_unit_test(test_shiftmax_default_shift),
         cmocka_unit_test(test_bsa_hand),
