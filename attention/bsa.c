@@ -78,7 +78,7 @@ bsa_pv_row_int(int N, const int32_t *ei, const bsa_v8u *vm, const int G, int cn,
     int32_t emin = 0;
     for (int j = 0; j < N; j++) emin = ei[j] < emin ? ei[j] : emin;
     const int lg = N > 1 ? 32 - __builtin_clz((unsigned)(N - 1)) : 0;  /* ceil(log2 N) */
-    if ((int64_t)-emin + lg > 31) return 0;
+    if (-(int64_t)emin + lg > 31) return 0;
     const int E = -emin;
     uint32_t pj[BSA_PV_MAX];  /* [N] P_ij 2^E */
     for (int j = 0; j < N; j++) pj[j] = (uint32_t)1 << (ei[j] + E);

@@ -95,8 +95,8 @@ static SNN_WIDE_FN SNN_VEC_FN int shiftmax_row_fast(int n, int32_t *restrict x, 
         lo = z < lo ? z : lo;
     }
     const int lg = n > 1 ? 32 - __builtin_clz((unsigned)(n - 1)) : 0;  /* ceil(log2 n) */
+    if ((uint64_t)(m - lo) + (uint64_t)lg > 52) return -1;  /* before narrowing the spread */
     const int spread = (int)(m - lo);
-    if ((int64_t)spread + lg > 52) return -1;
     uint64_t si = 0;
     if (spread + lg <= 31) {  /* BSA's rows: 32-bit lanes (the AVX2 clone shifts 8 at once) */
         uint32_t s32 = 0;
@@ -131,9 +131,9 @@ SNN_WIDE_FN SNN_VEC_FN int snn_shiftmax_row_int(int n, int32_t *restrict x, int 
         lo = z < lo ? z : lo;
     }
     const int lg = n > 1 ? 32 - __builtin_clz((unsigned)(n - 1)) : 0;  /* ceil(log2 n) */
-    const int spread = (int)(m - lo);
     /* r <= lg (S <= n), so E = spread + r <= spread + lg, and the sums of p need lg more bits */
-    if ((int64_t)spread + 2 * lg > 31) return -1;
+    if ((uint64_t)(m - lo) + 2 * (uint64_t)lg > 31) return -1;  /* before narrowing the spread */
+    const int spread = (int)(m - lo);
     /* p_j = 2^(e_j + E) = 2^(z_j - m - r + m - lo + r) = 2^(z_j - lo); S = sum_j p_j 2^(lo - m),
      * exact (as in shiftmax_row_fast) */
     uint32_t si = 0;
