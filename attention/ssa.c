@@ -11,10 +11,10 @@
  *
  * Event-driven, bit-parallel: spike rows are packed 64 channels to a uint64 word (bit c set iff
  * the spike is nonzero), so A_ij is a popcount of q_i AND k_j (hardware popcount where the CPU
- * has AVX2 + POPCNT, chosen at run time; SWAR otherwise), and A V adds A_ij under the channel
- * mask of v_j, 8 channels per vector, skipping A_ij = 0 and silent v_j. The packed words and
- * masks live in small fixed stack tiles, so the kernel needs no scratch beyond `scores` and has
- * no limit on N or d. The integer sums A V are exact in float (asserted: N d < 2^24), so their
+ * has AVX2 + POPCNT, chosen at run time, four keys per vector; SWAR otherwise), and A V adds
+ * A_ij under the channel mask of v_j, 8 channels per vector, skipping A_ij = 0 and silent v_j.
+ * The packed words and masks live in small fixed stack tiles, so the kernel needs no scratch
+ * beyond `scores` and has no limit on N or d. The integer sums A V are exact in float (asserted: N d < 2^24), so their
  * order (tile by tile) changes no bit.
  *
  * Op counts (spec section 6, exact, from the spikes present):
@@ -29,6 +29,9 @@
 #include "sim/vec.h"
 
 #include <string.h>
+#if SNN_HAVE_AVX2_DISPATCH
+#include <immintrin.h>
+#endif
 
 #include "sim/util.h"
 
@@ -39,6 +42,44 @@ enum { SSA_TILE = 64 };
 typedef float ssa_v8f __attribute__((vector_size(32)));
 typedef float ssa_v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned access */
 typedef uint32_t ssa_v8u __attribute__((vector_size(32)));
+
+#if SNN_HAVE_AVX2_DISPATCH
+/* Scores of one query word qb (nonzero) against jn packed keys, four keys per vector:
+ * ai[jj] = (first ? 0 : ai[jj]) + popcount(qb & kb[jj]); returns the sum of the popcounts (the
+ * ACs). AVX2 has no vector popcount: per-nibble table lookups and byte sums (Mula's method),
+ * exact integers like popcnt. */
+static SNN_AVX2_FN uint64_t ssa_scores_avx2(int jn, uint64_t qb, const uint64_t *kb, int32_t *ai,
+                                            int first) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+    const __m256i vq = _mm256_set1_epi64x((long long)qb);
+    const __m256i lo32 = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);  /* low halves of 4 lanes */
+    __m256i acc = zero;
+    int jj = 0;
+    for (; jj + 4 <= jn; jj += 4) {
+        const __m256i x = _mm256_and_si256(
+            vq, _mm256_loadu_si256((const __m256i *)(const void *)(kb + jj)));
+        const __m256i b = _mm256_add_epi8(
+            _mm256_shuffle_epi8(lut, _mm256_and_si256(x, low)),
+            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), low)));
+        const __m256i pc = _mm256_sad_epu8(b, zero);
+        const __m128i p32 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(pc, lo32));
+        __m128i *dst = (__m128i *)(void *)(ai + jj);
+        _mm_storeu_si128(dst, first ? p32 : _mm_add_epi32(_mm_loadu_si128(dst), p32));
+        acc = _mm256_add_epi64(acc, pc);
+    }
+    uint64_t lanes[4];
+    _mm256_storeu_si256((__m256i *)(void *)lanes, acc);
+    uint64_t n_ac = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+    for (; jj < jn; jj++) {
+        const int pc = __builtin_popcountll(qb & kb[jj]);
+        ai[jj] = first ? pc : ai[jj] + pc;
+        n_ac += (uint64_t)pc;
+    }
+    return n_ac;
+}
+#endif
 
 /* The kernel body, instantiated twice (sim/vec.h SNN_AVX2_FN): hw selects the hardware
  * popcount, for the instance compiled for AVX2 + POPCNT. Same integers and floats either way. */
@@ -64,6 +105,12 @@ ssa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
                         for (int jj = 0; jj < jn; jj++) ai[jj] = 0;
                     continue;
                 }
+#if SNN_HAVE_AVX2_DISPATCH
+                if (hw) {
+                    n_ac += ssa_scores_avx2(jn, qb, kb, ai, c0 == 0);
+                    continue;
+                }
+#endif
                 for (int jj = 0; jj < jn; jj++) {
                     const int pc = snn_popcount64_sel(qb & kb[jj], hw);
                     ai[jj] = c0 == 0 ? pc : ai[jj] + pc;
