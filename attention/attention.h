@@ -49,6 +49,15 @@ int snn_shiftmax_default_shift(int d);
  * Exactness limits are documented in attention/shiftmax.c. */
 int snn_shiftmax_row(int n, const int32_t *a, int shift, snn_shiftmax_round mode, int32_t *e);
 
+/* snn_shiftmax_row in place on x[0..n) (the same r and exponents), for 0 <= shift < 32 and
+ * rows whose exponents span few bits, also giving the row as integers: p[j] = 2^(e_j + E) with
+ * E = -min_j e_j (written to *E), so P_j = p[j] 2^-E and sum_j p[j] < 2^32. Returns r, or -1
+ * with x, p and *E untouched when the row does not qualify (shift outside [0, 32), or
+ * (max z - min z) + 2 ceil(log2 n) > 31); the caller then uses snn_shiftmax_row.
+ *   x [n] scores in, exponents out;  p [n] */
+int snn_shiftmax_row_int(int n, int32_t *x, int shift, snn_shiftmax_round mode, uint32_t *p,
+                         int *E);
+
 /* BSA (bipolar spiking self-attention): ternary Q, K in {-1, 0, +1} (read by sign), binary V
  * (any nonzero entry counts as 1).
  *   A = Q K^T (integers in [-d, d], adds and subtracts only), P = Shiftmax_rows(A), O = P V.

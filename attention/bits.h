@@ -17,6 +17,50 @@ static inline int snn_popcount64(uint64_t w) {
     return (int)((w * 0x0101010101010101ull) >> 56);
 }
 
+/* Population count, hardware when hw: callers instantiate their bodies twice (sim/vec.h
+ * SNN_AVX2_FN), with hw = true only inside a function compiled for a POPCNT target, where
+ * __builtin_popcountll is one instruction (elsewhere it would be a libgcc call). Same integer. */
+static inline __attribute__((always_inline)) int snn_popcount64_sel(uint64_t w, const int hw) {
+    return hw ? __builtin_popcountll(w) : snn_popcount64(w);
+}
+
+/* Bit planes of a spike row p[0..n), n <= 64: bit c of *pos / *neg set iff p[c] > 0 / p[c] < 0.
+ * On x86 sixteen spikes per compare; the portable tail gives the same bits. */
+static inline __attribute__((always_inline)) void snn_pack_planes(const int8_t *p, int n,
+                                                                  uint64_t *pos, uint64_t *neg) {
+    uint64_t wp = 0, wn = 0;
+    int c = 0;
+#if defined(__SSE2__)
+    const __m128i z = _mm_setzero_si128();
+    for (; c + 16 <= n; c += 16) {
+        const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(p + c));
+        wp |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpgt_epi8(x, z)) << c;
+        wn |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmplt_epi8(x, z)) << c;
+    }
+#endif
+    for (; c < n; c++) {
+        wp |= (uint64_t)(p[c] > 0) << c;
+        wn |= (uint64_t)(p[c] < 0) << c;
+    }
+    *pos = wp;
+    *neg = wn;
+}
+
+/* Bit c set iff p[c] != 0, for c < n <= 64 (the single plane of a binary spike row). */
+static inline __attribute__((always_inline)) uint64_t snn_pack_nz(const int8_t *p, int n) {
+    uint64_t w = 0;
+    int c = 0;
+#if defined(__SSE2__)
+    const __m128i z = _mm_setzero_si128();
+    for (; c + 16 <= n; c += 16) {
+        const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(p + c));
+        w |= (uint64_t)(~(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, z)) & 0xFFFFu) << c;
+    }
+#endif
+    for (; c < n; c++) w |= (uint64_t)(p[c] != 0) << c;
+    return w;
+}
+
 /* Indices of the nonzero entries of x[0..n), ascending, into idx; returns their count. On x86
  * (SSE2 is part of x86-64) sixteen entries are tested at once; the portable loop gives the same
  * list. Always inlined so that callers compiled for several targets get their own copy. */

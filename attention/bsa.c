@@ -7,15 +7,18 @@
  *   P = Shiftmax_rows(A)      shiftmax.c; every P_ij is a power of two 2^e_ij
  *   O = P V                   binary V: O_ic = sum_j 2^e_ij v_jc, a shift-and-add
  *
- * O is accumulated in double in j order and rounded once to float. The partial sums are sums of
- * powers of two whose exponents span at most (m - min z) + log2 N bits, so they are exact for
- * the score ranges BSA produces (see shiftmax.c), and the float result is the correctly rounded
- * exact value, whatever order a reference sums in.
+ * O is the exact sum rounded once to float. The partial sums are sums of powers of two whose
+ * exponents span at most (m - min z) + log2 N bits, so they are exact for the score ranges BSA
+ * produces (see shiftmax.c), and the float result is the correctly rounded exact value, whatever
+ * order a reference sums in. Rows whose span fits 31 bits sum in uint32 (all channels of a key
+ * at once, masked vector adds); wider rows accumulate in double in j order over the set bits.
  *
  * Event-driven, bit-parallel: each ternary row is packed into two uint64 words per 64 channels
  * (bit c of pos/neg set iff the spike is +1/-1). With nz = the pair's common nonzero channels
  * and same = the homopolar ones, A_ij = 2 popcount(same) - popcount(nz) and the AC count is
- * popcount(nz). P V visits only the set bits of each packed v_j.
+ * popcount(nz). Where the CPU has AVX2 and POPCNT (chosen at run time, sim/vec.h), popcounts
+ * are hardware instructions and four keys are scored per vector; the portable instance (SWAR
+ * popcount) computes the same integers.
  *
  * Op counts (spec section 6, exact):
  *   AC       one per (i, j, c) with q_ic != 0 and k_jc != 0 (an add or a subtract)
@@ -27,9 +30,13 @@
  */
 #include "attention/attention.h"
 #include "attention/bits.h"
+#include "sim/vec.h"
 
 #include <math.h>
 #include <string.h>
+#if SNN_HAVE_AVX2_DISPATCH
+#include <immintrin.h>
+#endif
 
 /* Keys per stack tile for Q K^T; also the channels per packed word. */
 enum { BSA_TILE = 64 };
@@ -38,24 +45,6 @@ enum { BSA_TILE = 64 };
  * result, more work). */
 enum { BSA_VPACK_MAX = 1024 };
 
-
-/* pos / neg bit masks of a ternary row p[0..n), n <= 64. */
-static inline void pack_ternary(const int8_t *p, int n, uint64_t *pos, uint64_t *neg) {
-    uint64_t wp = 0, wn = 0;
-    for (int c = 0; c < n; c++) {
-        wp |= (uint64_t)(p[c] > 0) << c;
-        wn |= (uint64_t)(p[c] < 0) << c;
-    }
-    *pos = wp;
-    *neg = wn;
-}
-
-/* Bit c set iff p[c] != 0, for c < n <= 64. */
-static inline uint64_t pack_nz(const int8_t *p, int n) {
-    uint64_t w = 0;
-    for (int c = 0; c < n; c++) w |= (uint64_t)(p[c] != 0) << c;
-    return w;
-}
 
 /* Exact 2^t as a double, by building the IEEE-754 binary64 bit pattern (cheaper than ldexp in
  * the inner loop); ldexp handles the subnormal and overflow ranges. */
@@ -68,61 +57,223 @@ static inline double pow2i(int32_t t) {
     return x;
 }
 
-void snn_attn_bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld,
-                       int shift, snn_shiftmax_round mode, float *o, int ldo, int32_t *scores,
-                       snn_ops *ops) {
-    if (N <= 0) return;
+/* P V in integers: keys whose mask table fits the stack take this path. */
+enum { BSA_PV_MAX = 128 };
+typedef uint32_t bsa_v8u __attribute__((vector_size(32)));
+typedef uint32_t bsa_v8uu __attribute__((vector_size(32), aligned(4))); /* unaligned access */
+
+/* Row i of O = P V in 32-bit integers: with E = -min_j e_ij, every P_ij 2^E = 2^(e_ij + E) is an
+ * integer, and when E + ceil(log2 N) <= 31 the sums over j fit uint32 exactly. The double sums
+ * of the general path are exact too (sums of powers of two with exponents in [-E, 0], at most
+ * N terms: E + log2 N bits < 53), so (float)(acc 2^-E) is the same float. Integer sums do not
+ * depend on order, so all channels of a key are added at once: one vector add per 8 channels
+ * and key (G vectors: channels 0 .. 8G, masked by vm). Returns 0 (o untouched) when the row is
+ * too wide. */
+static inline __attribute__((always_inline)) void
+bsa_pv_accumulate(int N, const uint32_t *pj, int E, const bsa_v8u *vm, const int G, int cn,
+                  float *oi);
+
+static inline __attribute__((always_inline)) int
+bsa_pv_row_int(int N, const int32_t *ei, const bsa_v8u *vm, const int G, int cn, float *oi) {
+    int32_t emin = 0;
+    for (int j = 0; j < N; j++) emin = ei[j] < emin ? ei[j] : emin;
+    const int lg = N > 1 ? 32 - __builtin_clz((unsigned)(N - 1)) : 0;  /* ceil(log2 N) */
+    if (-(int64_t)emin + lg > 31) return 0;
+    const int E = -emin;
+    uint32_t pj[BSA_PV_MAX];  /* [N] P_ij 2^E */
+    for (int j = 0; j < N; j++) pj[j] = (uint32_t)1 << (ei[j] + E);
+    bsa_pv_accumulate(N, pj, E, vm, G, cn, oi);
+    return 1;
+}
+
+/* o_i[c] = (float)(2^-E sum_j pj[j] v_jc) for c < cn: the integer sums of bsa_pv_row_int. */
+static inline __attribute__((always_inline)) void
+bsa_pv_accumulate(int N, const uint32_t *pj, int E, const bsa_v8u *vm, const int G, int cn,
+                  float *oi) {
+    bsa_v8u a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+#pragma GCC unroll 4
+    for (int j = 0; j < N; j++) {
+        const bsa_v8u t = (bsa_v8u){0} + pj[j];
+        const bsa_v8u *m = vm + (long)j * G;
+        a0 += t & m[0];
+        a1 += t & m[1];
+        if (G > 2) {
+            a2 += t & m[2];
+            a3 += t & m[3];
+        }
+        if (G > 4) {
+            a4 += t & m[4];
+            a5 += t & m[5];
+            a6 += t & m[6];
+            a7 += t & m[7];
+        }
+    }
+    uint32_t acc[64];
+    bsa_v8uu *dst = (bsa_v8uu *)acc;
+    dst[0] = a0, dst[1] = a1;
+    if (G > 2) dst[2] = a2, dst[3] = a3;
+    if (G > 4) dst[4] = a4, dst[5] = a5, dst[6] = a6, dst[7] = a7;
+    const uint64_t sb = (uint64_t)(1023 - E) << 52;  /* 2^-E, a normal double */
+    double scale;
+    memcpy(&scale, &sb, sizeof scale);
+    for (int c = 0; c < cn; c++) oi[c] = (float)((double)acc[c] * scale);
+}
+
+#if SNN_HAVE_AVX2_DISPATCH
+/* Scores of one query word (planes qp, qn; nonzero qz) against jn packed keys, four keys per
+ * vector: ai[jj] = (first ? 0 : ai[jj]) + 2 popcount(same) - popcount(nz) as in the scalar loop;
+ * returns the sum of popcount(nz) (the ACs). AVX2 has no vector popcount: per-nibble table
+ * lookups and byte sums (Mula's method), exact integers like popcnt. */
+static SNN_AVX2_FN uint64_t bsa_scores_avx2(int jn, uint64_t qp, uint64_t qn, const uint64_t *kp,
+                                            const uint64_t *kn, const uint64_t *kz, int32_t *ai,
+                                            int first) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+    const __m256i vqp = _mm256_set1_epi64x((long long)qp), vqn = _mm256_set1_epi64x((long long)qn);
+    const __m256i vqz = _mm256_or_si256(vqp, vqn);
+    const __m256i lo32 = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);  /* low halves of 4 lanes */
+    __m256i acc = zero;
+    int jj = 0;
+    for (; jj + 4 <= jn; jj += 4) {
+        const __m256i p = _mm256_loadu_si256((const __m256i *)(const void *)(kp + jj));
+        const __m256i n = _mm256_loadu_si256((const __m256i *)(const void *)(kn + jj));
+        const __m256i z = _mm256_loadu_si256((const __m256i *)(const void *)(kz + jj));
+        const __m256i nz = _mm256_and_si256(vqz, z);
+        const __m256i same = _mm256_or_si256(_mm256_and_si256(vqp, p), _mm256_and_si256(vqn, n));
+        const __m256i bnz = _mm256_add_epi8(
+            _mm256_shuffle_epi8(lut, _mm256_and_si256(nz, low)),
+            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(nz, 4), low)));
+        const __m256i bsm = _mm256_add_epi8(
+            _mm256_shuffle_epi8(lut, _mm256_and_si256(same, low)),
+            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(same, 4), low)));
+        const __m256i pn = _mm256_sad_epu8(bnz, zero), ps = _mm256_sad_epu8(bsm, zero);
+        const __m256i a = _mm256_sub_epi64(_mm256_add_epi64(ps, ps), pn);
+        const __m128i a32 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(a, lo32));
+        __m128i *dst = (__m128i *)(void *)(ai + jj);
+        _mm_storeu_si128(dst, first ? a32 : _mm_add_epi32(_mm_loadu_si128(dst), a32));
+        acc = _mm256_add_epi64(acc, pn);
+    }
+    uint64_t lanes[4];
+    _mm256_storeu_si256((__m256i *)(void *)lanes, acc);
+    uint64_t n_ac = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+    for (; jj < jn; jj++) {
+        const uint64_t nz = (qp | qn) & kz[jj];
+        const uint64_t same = (qp & kp[jj]) | (qn & kn[jj]);
+        const int pn = __builtin_popcountll(nz);
+        const int32_t a = 2 * __builtin_popcountll(same) - pn;
+        ai[jj] = first ? a : ai[jj] + a;
+        n_ac += (uint64_t)pn;
+    }
+    return n_ac;
+}
+#endif
+
+/* The kernel body, instantiated twice (sim/vec.h SNN_AVX2_FN): hw selects the hardware
+ * popcount, for the instance compiled for AVX2 + POPCNT. Same integers either way. */
+static inline __attribute__((always_inline)) void
+bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld, int shift,
+         snn_shiftmax_round mode, float *o, int ldo, int32_t *scores, snn_ops *ops, const int hw) {
     uint64_t n_ac = 0;
 
-    /* scores [N, N] row-major: A_ij = sum_c q_ic k_jc over 64-channel words. */
-    for (long t = 0; t < (long)N * N; t++) scores[t] = 0;
+    /* scores [N, N] row-major: A_ij = sum_c q_ic k_jc over 64-channel words. The first word
+     * writes every score (a silent query word writes a row of zeros), later words add. */
     for (int c0 = 0; c0 < d; c0 += 64) {
         const int cn = d - c0 < 64 ? d - c0 : 64;
         for (int j0 = 0; j0 < N; j0 += BSA_TILE) {
             const int jn = N - j0 < BSA_TILE ? N - j0 : BSA_TILE;
-            uint64_t kp[BSA_TILE], kn[BSA_TILE];  /* packed k rows j0 .. j0 + jn */
-            for (int jj = 0; jj < jn; jj++)
-                pack_ternary(k + (long)(j0 + jj) * ld + c0, cn, &kp[jj], &kn[jj]);
+            uint64_t kp[BSA_TILE], kn[BSA_TILE], kz[BSA_TILE];  /* k rows j0 .. j0 + jn: planes */
+            for (int jj = 0; jj < jn; jj++) {
+                snn_pack_planes(k + (long)(j0 + jj) * ld + c0, cn, &kp[jj], &kn[jj]);
+                kz[jj] = kp[jj] | kn[jj];
+            }
             for (int i = 0; i < N; i++) {
                 uint64_t qp, qn;
-                pack_ternary(q + (long)i * ld + c0, cn, &qp, &qn);
+                snn_pack_planes(q + (long)i * ld + c0, cn, &qp, &qn);
                 const uint64_t qz = qp | qn;
-                if (!qz) continue;  /* a silent query word contributes no events */
                 int32_t *ai = scores + (long)i * N + j0;
+                if (!qz) {  /* a silent query word contributes no events */
+                    if (c0 == 0)
+                        for (int jj = 0; jj < jn; jj++) ai[jj] = 0;
+                    continue;
+                }
+#if SNN_HAVE_AVX2_DISPATCH
+                if (hw) {
+                    n_ac += bsa_scores_avx2(jn, qp, qn, kp, kn, kz, ai, c0 == 0);
+                    continue;
+                }
+#endif
                 for (int jj = 0; jj < jn; jj++) {
-                    const uint64_t nz = qz & (kp[jj] | kn[jj]);
+                    const uint64_t nz = qz & kz[jj];
                     const uint64_t same = (qp & kp[jj]) | (qn & kn[jj]);
-                    const int pn = snn_popcount64(nz);
-                    ai[jj] += 2 * snn_popcount64(same) - pn;
+                    const int pn = snn_popcount64_sel(nz, hw);
+                    const int32_t a = 2 * snn_popcount64_sel(same, hw) - pn;
+                    ai[jj] = c0 == 0 ? a : ai[jj] + a;
                     n_ac += (uint64_t)pn;
                 }
             }
         }
     }
 
-    /* Shiftmax per row, in place: scores row i now holds the exponents e_ij (all <= 0). */
-    for (int i = 0; i < N; i++) {
-        int32_t *ai = scores + (long)i * N;
-        (void)snn_shiftmax_row(N, ai, shift, mode, ai);
-    }
+    /* Shiftmax per row, in place: scores row i now holds the exponents e_ij (all <= 0). With one
+     * channel word (d <= 64) and the integer P V path available, it runs row by row inside the
+     * P V loop instead, which then takes the row's integer probabilities from it directly. */
+    const int fused = d <= 64 && N <= BSA_VPACK_MAX && N <= BSA_PV_MAX;
+    if (!fused)
+        for (int i = 0; i < N; i++) {
+            int32_t *ai = scores + (long)i * N;
+            (void)snn_shiftmax_row(N, ai, shift, mode, ai);
+        }
 
     /* o [N, d] at row stride ldo: O_ic = sum_j 2^e_ij v_jc, double accumulators in j order
      * (skipping v_jc = 0 skips additions of +0.0, which change nothing). */
     uint64_t nnz_v = 0;
-    for (int j = 0; j < N; j++)
-        for (int c = 0; c < d; c++) nnz_v += (uint64_t)(v[(long)j * ld + c] != 0);
     const int cached = N <= BSA_VPACK_MAX;
     for (int c0 = 0; c0 < d; c0 += 64) {
         const int cn = d - c0 < 64 ? d - c0 : 64;
         uint64_t vb[BSA_VPACK_MAX];  /* packed v rows 0 .. N, channels c0 .. c0 + cn */
-        if (cached)
-            for (int j = 0; j < N; j++) vb[j] = pack_nz(v + (long)j * ld + c0, cn);
+        if (cached) {
+            for (int j = 0; j < N; j++) {
+                vb[j] = snn_pack_nz(v + (long)j * ld + c0, cn);
+                nnz_v += (uint64_t)snn_popcount64_sel(vb[j], hw);
+            }
+        } else {
+            for (int j = 0; j < N; j++)
+                nnz_v += (uint64_t)snn_popcount64_sel(snn_pack_nz(v + (long)j * ld + c0, cn), hw);
+        }
+        /* Channel masks of the packed v rows for the integer path: vm [N, G] vectors of 8
+         * lanes, lane c all ones iff v_jc != 0 (lanes past cn stay 0). */
+        const int G = cn <= 16 ? 2 : cn <= 32 ? 4 : 8;
+        const int int_path = cached && N <= BSA_PV_MAX;
+        bsa_v8u vm[BSA_PV_MAX * 8];
+        if (int_path)
+            for (int j = 0; j < N; j++)
+                for (int g = 0; g < G; g++)
+                    for (int l = 0; l < 8; l++)
+                        vm[j * G + g][l] = 0u - (uint32_t)((vb[j] >> (8 * g + l)) & 1u);
         for (int i = 0; i < N; i++) {
-            const int32_t *ei = scores + (long)i * N;
+            int32_t *ei = scores + (long)i * N;
+            float *oi = o + (long)i * ldo + c0;
+            if (fused) {
+                uint32_t pj[BSA_PV_MAX];  /* [N] P_ij 2^E */
+                int E;
+                if (snn_shiftmax_row_int(N, ei, shift, mode, pj, &E) >= 0) {
+                    if (G == 2) bsa_pv_accumulate(N, pj, E, vm, 2, cn, oi);
+                    if (G == 4) bsa_pv_accumulate(N, pj, E, vm, 4, cn, oi);
+                    if (G == 8) bsa_pv_accumulate(N, pj, E, vm, 8, cn, oi);
+                    continue;
+                }
+                (void)snn_shiftmax_row(N, ei, shift, mode, ei);
+            }
+            if (int_path) {
+                if (G == 2 && bsa_pv_row_int(N, ei, vm, 2, cn, oi)) continue;
+                if (G == 4 && bsa_pv_row_int(N, ei, vm, 4, cn, oi)) continue;
+                if (G == 8 && bsa_pv_row_int(N, ei, vm, 8, cn, oi)) continue;
+            }
             double acc[64];
             for (int c = 0; c < cn; c++) acc[c] = 0.0;
             for (int j = 0; j < N; j++) {
-                uint64_t w = cached ? vb[j] : pack_nz(v + (long)j * ld + c0, cn);
+                uint64_t w = cached ? vb[j] : snn_pack_nz(v + (long)j * ld + c0, cn);
                 if (!w) continue;
                 const double p = pow2i(ei[j]);  /* P_ij, an exact power of two */
                 while (w) {
@@ -130,7 +281,6 @@ void snn_attn_bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int
                     w &= w - 1;
                 }
             }
-            float *oi = o + (long)i * ldo + c0;
             for (int c = 0; c < cn; c++) oi[c] = (float)acc[c];
         }
     }
@@ -142,4 +292,33 @@ void snn_attn_bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int
         ops->n[SNN_OP_SHIFT] += 2 * nn;
         ops->n[SNN_OP_INT_ADD] += nn + (uint64_t)N * nnz_v;
     }
+}
+
+#if SNN_HAVE_AVX2_DISPATCH
+static SNN_AVX2_FN SNN_VEC_FN void bsa_head_avx2(int N, int d, const int8_t *q, const int8_t *k,
+                                                 const int8_t *v, int ld, int shift,
+                                                 snn_shiftmax_round mode, float *o, int ldo,
+                                                 int32_t *scores, snn_ops *ops) {
+    bsa_head(N, d, q, k, v, ld, shift, mode, o, ldo, scores, ops, 1);
+}
+#endif
+
+static SNN_VEC_FN void bsa_head_portable(int N, int d, const int8_t *q, const int8_t *k,
+                                         const int8_t *v, int ld, int shift,
+                                         snn_shiftmax_round mode, float *o, int ldo,
+                                         int32_t *scores, snn_ops *ops) {
+    bsa_head(N, d, q, k, v, ld, shift, mode, o, ldo, scores, ops, 0);
+}
+
+void snn_attn_bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld,
+                       int shift, snn_shiftmax_round mode, float *o, int ldo, int32_t *scores,
+                       snn_ops *ops) {
+    if (N <= 0) return;
+#if SNN_HAVE_AVX2_DISPATCH
+    if (snn_cpu_avx2()) {
+        bsa_head_avx2(N, d, q, k, v, ld, shift, mode, o, ldo, scores, ops);
+        return;
+    }
+#endif
+    bsa_head_portable(N, d, q, k, v, ld, shift, mode, o, ldo, scores, ops);
 }

@@ -26,6 +26,7 @@
  * Pure numerics: no I/O, no allocation, no static state.
  */
 #include "attention/attention.h"
+#include "sim/vec.h"
 
 #include <limits.h>
 #include <math.h>
@@ -72,8 +73,94 @@ static inline double pow2_nonpos(int64_t t) {
     return x;
 }
 
+/* floor(a / 2^shift) + 2^(31 - shift) for 0 <= shift < 32, as (a + 2^31) >> shift on the
+ * unsigned 32-bit value a + 2^31 (the offset is a multiple of 2^shift, so the floor commutes
+ * with it; no negative value is shifted). The offset cancels in every difference below. */
+static inline uint32_t floor_shift_biased(int32_t a, int shift) {
+    return ((uint32_t)a + 0x80000000u) >> shift;
+}
+
+/* Fast path for 0 <= shift < 32 (every BSA default), in place on x[0..n) (scores in, exponents
+ * out). Returns -1, with x untouched, when the row is too wide for it. When the spread
+ * m - min z plus ceil(log2 n) is at most 52, the double sum of the general path is exact (see
+ * above), so it equals ldexp(Si, min z - m) with the integer Si = sum_j 2^(z_j - min z) < 2^53:
+ * the same S, hence the same r and the same exponents. 32-bit lanes, branch-free: the loops
+ * vectorise (sim/vec.h). */
+static SNN_WIDE_FN SNN_VEC_FN int shiftmax_row_fast(int n, int32_t *restrict x, int shift,
+                                                    snn_shiftmax_round mode) {
+    uint32_t m = 0, lo = UINT32_MAX;  /* biased max and min of z */
+    for (int j = 0; j < n; j++) {
+        const uint32_t z = floor_shift_biased(x[j], shift);
+        m = z > m ? z : m;
+        lo = z < lo ? z : lo;
+    }
+    const int lg = n > 1 ? 32 - __builtin_clz((unsigned)(n - 1)) : 0;  /* ceil(log2 n) */
+    if ((uint64_t)(m - lo) + (uint64_t)lg > 52) return -1;  /* before narrowing the spread */
+    const int spread = (int)(m - lo);
+    uint64_t si = 0;
+    if (spread + lg <= 31) {  /* BSA's rows: 32-bit lanes (the AVX2 clone shifts 8 at once) */
+        uint32_t s32 = 0;
+        for (int j = 0; j < n; j++) s32 += (uint32_t)1 << (floor_shift_biased(x[j], shift) - lo);
+        si = s32;
+    } else {
+        for (int j = 0; j < n; j++) si += (uint64_t)1 << (floor_shift_biased(x[j], shift) - lo);
+    }
+    /* r from S = Si 2^(lo - m) without libm: kk = floor(log2 Si), so k = kk + lo - m, and
+     * x = S 2^-k = Si 2^-kk, an exact scaling of the exact double Si (< 2^53). */
+    const int kk = 63 - __builtin_clzll(si);
+    const uint64_t scale_bits = (uint64_t)(1023 - kk) << 52;  /* 2^-kk, a normal double */
+    double scale;
+    memcpy(&scale, &scale_bits, sizeof scale);
+    const double xs = (double)si * scale;  /* [1, 2) */
+    const int rx = mode == SNN_SHIFTMAX_CEIL ? xs != 1.0 : xs * xs >= 2.0;
+    const int r = kk - spread + rx;
+    /* e_j = z_j - m - r, with m - z_j in [0, 52] */
+    for (int j = 0; j < n; j++) x[j] = -(int32_t)(m - floor_shift_biased(x[j], shift)) - r;
+    return r;
+}
+
+SNN_WIDE_FN SNN_VEC_FN int snn_shiftmax_row_int(int n, int32_t *restrict x, int shift,
+                                                 snn_shiftmax_round mode, uint32_t *restrict p,
+                                                 int *E) {
+    SNN_ASSERT(n >= 1);
+    if (shift < 0 || shift >= 32) return -1;
+    uint32_t m = 0, lo = UINT32_MAX;  /* biased max and min of z */
+    for (int j = 0; j < n; j++) {
+        const uint32_t z = floor_shift_biased(x[j], shift);
+        m = z > m ? z : m;
+        lo = z < lo ? z : lo;
+    }
+    const int lg = n > 1 ? 32 - __builtin_clz((unsigned)(n - 1)) : 0;  /* ceil(log2 n) */
+    /* r <= lg (S <= n), so E = spread + r <= spread + lg, and the sums of p need lg more bits */
+    if ((uint64_t)(m - lo) + 2 * (uint64_t)lg > 31) return -1;  /* before narrowing the spread */
+    const int spread = (int)(m - lo);
+    /* p_j = 2^(e_j + E) = 2^(z_j - m - r + m - lo + r) = 2^(z_j - lo); S = sum_j p_j 2^(lo - m),
+     * exact (as in shiftmax_row_fast) */
+    uint32_t si = 0;
+    for (int j = 0; j < n; j++) {
+        p[j] = (uint32_t)1 << (floor_shift_biased(x[j], shift) - lo);
+        si += p[j];
+    }
+    const int kk = 31 - __builtin_clz(si);
+    const uint64_t scale_bits = (uint64_t)(1023 - kk) << 52;  /* 2^-kk, a normal double */
+    double scale;
+    memcpy(&scale, &scale_bits, sizeof scale);
+    const double xs = (double)si * scale;  /* [1, 2) */
+    const int rx = mode == SNN_SHIFTMAX_CEIL ? xs != 1.0 : xs * xs >= 2.0;
+    const int r = kk - spread + rx;
+    for (int j = 0; j < n; j++) x[j] = -(int32_t)(m - floor_shift_biased(x[j], shift)) - r;
+    *E = spread + r;
+    return r;
+}
+
 int snn_shiftmax_row(int n, const int32_t *a, int shift, snn_shiftmax_round mode, int32_t *e) {
     SNN_ASSERT(n >= 1);
+    if (shift >= 0 && shift < 32) {
+        if (e != a) memmove(e, a, (size_t)n * sizeof *e);
+        const int r = shiftmax_row_fast(n, e, shift, mode);
+        if (r >= 0) return r;
+        a = e;  /* untouched copy of the scores */
+    }
 
     /* Pass 1: z_j into e (e may alias a: a[j] is read before e[j] is written) and the maximum. */
     int32_t m = INT32_MIN;

@@ -159,6 +159,7 @@ typedef struct snn_ws {
     int8_t *sx;          /* [N, D] sew integer stream (clamped to int8 range) */
     int32_t *ev;         /* [N, max(D, Hd)] event lists: channel indices per token */
     int32_t *ev_n;       /* [N] events per token */
+    uint8_t *ev_kind;    /* [N] per token: some -1 spike (1), some spike not in {0, +-1} (2) */
     int32_t *scores;     /* [N, N] attention scores */
     int32_t *head_count; /* [D] head spikes summed over t and n */
     float *head_in;      /* [D] */
@@ -168,6 +169,8 @@ typedef struct snn_ws {
     snn_ops *ops;        /* [n_layers] operation counts of this workspace (accumulate) */
     uint64_t *pop_t_count;   /* [n_pops, T] spikes per population per timestep (accumulate) */
     uint64_t *neuron_count;  /* [state_size] spikes per neuron over t and samples (accumulate) */
+    uint8_t *count8;     /* [state_size] spikes per neuron since the last flush into neuron_count
+                          * (at most 255 timesteps: byte counters vectorise 32 to a register) */
     bool dense;          /* run synaptic layers densely (benchmark baseline) */
     bool time_syn;       /* accumulate the synaptic layers' wall time into syn_seconds
                           * (benchmark; two clock reads per layer call, none when off) */

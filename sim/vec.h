@@ -24,4 +24,19 @@
 #define SNN_WIDE_FN
 #endif
 
+/* SNN_AVX2_FN / snn_cpu_avx2(): explicit run-time dispatch for kernels that want AVX2 and POPCNT
+ * (the hardware popcount; gcc's target("avx2") implies it). The kernel body is an always-inline
+ * function instantiated twice, once inside an SNN_AVX2_FN wrapper and once in a portable one;
+ * snn_cpu_avx2() picks the wrapper. Both run the same integer and IEEE operations in the same
+ * order, so both give the same bits. SNN_NO_CLONES disables this too (portable only). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SNN_NO_CLONES)
+#define SNN_AVX2_FN __attribute__((target("avx2,popcnt")))
+#define SNN_HAVE_AVX2_DISPATCH 1
+static inline int snn_cpu_avx2(void) {
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+}
+#else
+#define SNN_HAVE_AVX2_DISPATCH 0
+#endif
+
 #endif

@@ -297,6 +297,74 @@ static int64_t ref_r(int n, const int64_t *z, snn_shiftmax_round mode) {
     return k + (s > (SQRT2_Q63 >> (63 - kk)));
 }
 
+/* The integer fast path of snn_shiftmax_row (0 <= shift < 32, spread m - min z plus
+ * ceil(log2 n) at most 52) and the double path past that limit both give the exact r and
+ * e_j = z_j - m - r, in place and out of place. */
+static void test_shiftmax_fast_path_limit(void **state) {
+    (void)state;
+    static const int ns[] = {2, 3, 49};
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+        const int n = ns[ni];
+        int lg = 0;
+        while ((1 << lg) < n) lg++;
+        for (int spread = 50 - lg; spread <= 54 - lg; spread++) {
+            if (n > 3 && spread + lg > 52) continue; /* wide random rows may round in double */
+            for (int shift = 0; shift <= 2; shift++) {
+                int32_t a[49], e[49];
+                int64_t z[49];
+                for (int j = 0; j < n; j++) {
+                    const int32_t zj = j == 0   ? 0
+                                       : j == 1 ? -spread
+                                                : -(int32_t)((j * 7919) % (spread + 1));
+                    a[j] = zj * (1 << shift) + (j % (1 << shift)); /* floor(a / 2^shift) = zj */
+                    z[j] = zj;
+                }
+                const int r = snn_shiftmax_row(n, a, shift, SNN_SHIFTMAX_ROUND, e);
+                assert_int_equal(r, ref_r(n, z, SNN_SHIFTMAX_ROUND));
+                for (int j = 0; j < n; j++) assert_int_equal(e[j], z[j] - r);
+                assert_int_equal(snn_shiftmax_row(n, a, shift, SNN_SHIFTMAX_ROUND, a), r);
+                assert_memory_equal(a, e, (size_t)n * sizeof *e);
+            }
+        }
+    }
+}
+
+/* snn_shiftmax_row_int gives snn_shiftmax_row's r and exponents, p_j = 2^(e_j + E) with
+ * E = -min e_j, and declines (-1, row untouched) rows too wide for 32-bit sums. */
+static void test_shiftmax_row_int(void **state) {
+    (void)state;
+    enum { NMAX = 70 };
+    uint64_t seed = 12345;
+    for (int trial = 0; trial < 400; trial++) {
+        const int n = 1 + trial % NMAX, shift = trial % 5, span = 1 + trial % 90;
+        int32_t a[NMAX], x[NMAX], e[NMAX];
+        uint32_t p[NMAX];
+        for (int j = 0; j < n; j++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            a[j] = (int32_t)((seed >> 33) % (uint64_t)(2 * span + 1)) - span;
+            x[j] = a[j];
+        }
+        for (int mode = 0; mode < 2; mode++) {
+            const snn_shiftmax_round md = mode ? SNN_SHIFTMAX_CEIL : SNN_SHIFTMAX_ROUND;
+            memcpy(x, a, sizeof x);
+            const int r = snn_shiftmax_row(n, a, shift, md, e);
+            int E = -1;
+            const int ri = snn_shiftmax_row_int(n, x, shift, md, p, &E);
+            if (ri < 0) {
+                assert_int_equal(E, -1);
+                assert_memory_equal(x, a, (size_t)n * sizeof *x);
+                continue;
+            }
+            assert_int_equal(ri, r);
+            assert_memory_equal(x, e, (size_t)n * sizeof *x);
+            int32_t emin = 0;
+            for (int j = 0; j < n; j++) emin = e[j] < emin ? e[j] : emin;
+            assert_int_equal(E, -emin);
+            for (int j = 0; j < n; j++) assert_int_equal(p[j], (uint32_t)1 << (e[j] + E));
+        }
+    }
+}
+
 /* The rounding boundary itself: rows whose S is one of the two doubles adjacent to sqrt(2).
  * Each set mantissa bit at position p (below the leading one) becomes a score -p, so S is that
  * double exactly (53 significant bits: beyond the 26-bit "x*x is exact" range). This is the
@@ -606,6 +674,8 @@ int main(void) {
         cmocka_unit_test(test_shiftmax_in_place),
         cmocka_unit_test(test_shiftmax_floor_division),
         cmocka_unit_test(test_shiftmax_sqrt2_boundary),
+        cmocka_unit_test(test_shiftmax_fast_path_limit),
+        cmocka_unit_test(test_shiftmax_row_int),
         cmocka_unit_test(test_shiftmax_properties),
         cmocka_unit_test(test_shiftmax_default_shift),
         cmocka_unit_test(test_bsa_hand),
