@@ -86,14 +86,34 @@ static inline uint32_t floor_shift_biased(int32_t a, int shift) {
  * above), so it equals ldexp(Si, min z - m) with the integer Si = sum_j 2^(z_j - min z) < 2^53:
  * the same S, hence the same r and the same exponents. 32-bit lanes, branch-free: the loops
  * vectorise (sim/vec.h). */
-static SNN_WIDE_FN SNN_VEC_FN int shiftmax_row_fast(int n, int32_t *restrict x, int shift,
-                                                    snn_shiftmax_round mode) {
-    uint32_t m = 0, lo = UINT32_MAX;  /* biased max and min of z */
+
+/* 1 when log2(Si) rounds up past kk = floor(log2 Si) (mode ceil: Si is not a power of two;
+ * round: the mantissa x = Si 2^-kk in [1, 2) has x^2 >= 2). x is an exact scaling of the exact
+ * double Si (< 2^53), so no libm call is needed. */
+static inline int round_up_log2(uint64_t si, int kk, snn_shiftmax_round mode) {
+    const uint64_t scale_bits = (uint64_t)(1023 - kk) << 52;  /* 2^-kk, a normal double */
+    double scale;
+    memcpy(&scale, &scale_bits, sizeof scale);
+    const double xs = (double)si * scale;  /* [1, 2) */
+    return mode == SNN_SHIFTMAX_CEIL ? xs != 1.0 : xs * xs >= 2.0;
+}
+
+/* The biased maximum and minimum of z_j = floor(x_j 2^-shift) over a row. */
+static inline void biased_range(int n, const int32_t *restrict x, int shift, uint32_t *m_out,
+                                uint32_t *lo_out) {
+    uint32_t m = 0, lo = UINT32_MAX;
     for (int j = 0; j < n; j++) {
         const uint32_t z = floor_shift_biased(x[j], shift);
         m = z > m ? z : m;
         lo = z < lo ? z : lo;
     }
+    *m_out = m, *lo_out = lo;
+}
+
+static SNN_WIDE_FN SNN_VEC_FN int shiftmax_row_fast(int n, int32_t *restrict x, int shift,
+                                                    snn_shiftmax_round mode) {
+    uint32_t m, lo;  /* biased max and min of z */
+    biased_range(n, x, shift, &m, &lo);
     const int lg = n > 1 ? 32 - __builtin_clz((unsigned)(n - 1)) : 0;  /* ceil(log2 n) */
     if ((uint64_t)(m - lo) + (uint64_t)lg > 52) return -1;  /* before narrowing the spread */
     const int spread = (int)(m - lo);
@@ -108,12 +128,7 @@ static SNN_WIDE_FN SNN_VEC_FN int shiftmax_row_fast(int n, int32_t *restrict x, 
     /* r from S = Si 2^(lo - m) without libm: kk = floor(log2 Si), so k = kk + lo - m, and
      * x = S 2^-k = Si 2^-kk, an exact scaling of the exact double Si (< 2^53). */
     const int kk = 63 - __builtin_clzll(si);
-    const uint64_t scale_bits = (uint64_t)(1023 - kk) << 52;  /* 2^-kk, a normal double */
-    double scale;
-    memcpy(&scale, &scale_bits, sizeof scale);
-    const double xs = (double)si * scale;  /* [1, 2) */
-    const int rx = mode == SNN_SHIFTMAX_CEIL ? xs != 1.0 : xs * xs >= 2.0;
-    const int r = kk - spread + rx;
+    const int r = kk - spread + round_up_log2(si, kk, mode);
     /* e_j = z_j - m - r, with m - z_j in [0, 52] */
     for (int j = 0; j < n; j++) x[j] = -(int32_t)(m - floor_shift_biased(x[j], shift)) - r;
     return r;
@@ -124,12 +139,8 @@ SNN_WIDE_FN SNN_VEC_FN int snn_shiftmax_row_int(int n, int32_t *restrict x, int 
                                                  int *E) {
     SNN_ASSERT(n >= 1);
     if (shift < 0 || shift >= 32) return -1;
-    uint32_t m = 0, lo = UINT32_MAX;  /* biased max and min of z */
-    for (int j = 0; j < n; j++) {
-        const uint32_t z = floor_shift_biased(x[j], shift);
-        m = z > m ? z : m;
-        lo = z < lo ? z : lo;
-    }
+    uint32_t m, lo;  /* biased max and min of z */
+    biased_range(n, x, shift, &m, &lo);
     const int lg = n > 1 ? 32 - __builtin_clz((unsigned)(n - 1)) : 0;  /* ceil(log2 n) */
     /* r <= lg (S <= n), so E = spread + r <= spread + lg, and the sums of p need lg more bits */
     if ((uint64_t)(m - lo) + 2 * (uint64_t)lg > 31) return -1;  /* before narrowing the spread */
@@ -142,12 +153,7 @@ SNN_WIDE_FN SNN_VEC_FN int snn_shiftmax_row_int(int n, int32_t *restrict x, int 
         si += p[j];
     }
     const int kk = 31 - __builtin_clz(si);
-    const uint64_t scale_bits = (uint64_t)(1023 - kk) << 52;  /* 2^-kk, a normal double */
-    double scale;
-    memcpy(&scale, &scale_bits, sizeof scale);
-    const double xs = (double)si * scale;  /* [1, 2) */
-    const int rx = mode == SNN_SHIFTMAX_CEIL ? xs != 1.0 : xs * xs >= 2.0;
-    const int r = kk - spread + rx;
+    const int r = kk - spread + round_up_log2(si, kk, mode);
     for (int j = 0; j < n; j++) x[j] = -(int32_t)(m - floor_shift_biased(x[j], shift)) - r;
     *E = spread + r;
     return r;
