@@ -27,8 +27,10 @@
 #include "attention/attention.h"
 
 #include <math.h>
+#include <stdbool.h>
 
 #include "sim/util.h"
+#include "sim/vec.h"
 
 /* sum_c a[c] b[c] in double (products of floats are exact in double). */
 static inline double dot(const float *a, const float *b, int d) {
@@ -37,18 +39,55 @@ static inline double dot(const float *a, const float *b, int d) {
     return acc;
 }
 
-void snn_attn_softmax_head_train(int N, int d, const float *q, const float *k, const float *v,
-                                 int ld, float *o, int ldo, float *p) {
+/* Keys per block of the transposed K, and the widest d the vectorised scores take (a [d, SJ]
+ * float block of K transposed on the stack: 64 KiB). */
+enum { SJ = 64, SCORE_MAX_D = 256 };
+
+/* row[j] = dot(q_i, k_{j0 + j}, d) for j < jn, from kt [d, SJ] (that block of K transposed):
+ * each lane is one key's double sum over c in order, the same bits as dot, vectorised across
+ * keys. No zero skip: q is dense here. */
+static inline __attribute__((always_inline)) void score_block(int d, int jn, const float *qi,
+                                                              const float *kt, double *row) {
+    for (int j = 0; j < jn; j++) row[j] = 0.0;
+    for (int c = 0; c < d; c++) {
+        const double qc = qi[c];
+        const float *ktc = kt + (long)c * SJ;
+        for (int j = 0; j < jn; j++) row[j] += qc * (double)ktc[j];
+    }
+}
+
+SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_train(int N, int d, const float *q,
+                                                        const float *k, const float *v, int ld,
+                                                        float *o, int ldo, float *p) {
     if (N <= 0) return;
     SNN_ASSERT(d >= 1 && N <= SNN_ATTN_SOFTMAX_MAX_N);
     const double s = 1.0 / sqrt((double)d);
     double row[SNN_ATTN_SOFTMAX_MAX_N];
+    /* A = Q K^T into p as float would round twice: the scores of a row stay in double. With
+     * N <= SJ (one key block) K is transposed once; otherwise block by block per row. */
+    float kt[SCORE_MAX_D * SJ]; /* [d, SJ]: a block of K transposed */
+    const bool fast = d <= SCORE_MAX_D;
+    int kt_j0 = -1; /* the key block kt holds */
     for (int i = 0; i < N; i++) {
         const float *qi = q + (long)i * ld;
         double m = -INFINITY;
-        for (int j = 0; j < N; j++) {
-            row[j] = dot(qi, k + (long)j * ld, d);
-            if (row[j] > m) m = row[j];
+        if (fast) {
+            for (int j0 = 0; j0 < N; j0 += SJ) {
+                const int jn = N - j0 < SJ ? N - j0 : SJ;
+                if (kt_j0 != j0) {
+                    for (int j = 0; j < jn; j++)
+                        for (int c = 0; c < d; c++) kt[c * SJ + j] = k[(long)(j0 + j) * ld + c];
+                    kt_j0 = j0;
+                }
+                score_block(d, jn, qi, kt, row + j0);
+            }
+            for (int j = 0; j < N; j++)
+                if (row[j] > m) m = row[j];
+        } else {
+            for (int j = 0; j < N; j++) {
+                row[j] = dot(qi, k + (long)j * ld, d);
+                if (row[j] > m) m = row[j];
+            }
         }
         double sum = 0.0;
         for (int j = 0; j < N; j++) {
@@ -65,7 +104,7 @@ void snn_attn_softmax_head_train(int N, int d, const float *q, const float *k, c
     snn_attn_wv_forward(N, d, p, v, ld, 1.0f, o, ldo);
 }
 
-void snn_attn_softmax_head_backward(int N, int d, const float *q, const float *k, const float *v,
+SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_backward(int N, int d, const float *q, const float *k, const float *v,
                                     int ld, const float *p, const float *dout, int lddo,
                                     float *dq, float *dk, float *dv, float *scratch) {
     if (N <= 0) return;

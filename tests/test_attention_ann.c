@@ -241,6 +241,59 @@ static void test_softmax_forward_reference(void **state) {
     assert_true(worst_score > 1000.0); /* exp(1000) overflows: the max subtraction was needed */
 }
 
+/* ---- softmax: bit-exact against the scalar kernel ---------------------------------------- */
+
+/* The kernel's arithmetic written as plain scalar loops (one key's score at a time): the
+ * vectorised kernel must give exactly these bits. P [N * N] and O [N * ldo] as the kernel's. */
+static void softmax_scalar(int N, int d, const float *q, const float *k, const float *v, int ld,
+                           float *o, int ldo, float *p) {
+    const double s = 1.0 / sqrt((double)d);
+    double *row = malloc((size_t)N * sizeof *row);
+    for (int i = 0; i < N; i++) {
+        double m = -INFINITY, sum = 0.0;
+        for (int j = 0; j < N; j++) {
+            double a = 0.0;
+            for (int c = 0; c < d; c++)
+                a += (double)q[(size_t)i * ld + c] * (double)k[(size_t)j * ld + c];
+            row[j] = a;
+            if (a > m) m = a;
+        }
+        for (int j = 0; j < N; j++) sum += row[j] = exp((row[j] - m) * s);
+        for (int j = 0; j < N; j++) p[(size_t)i * N + j] = (float)(row[j] / sum);
+        for (int c = 0; c < d; c++) {
+            double acc = 0.0;
+            for (int j = 0; j < N; j++) acc += (double)p[(size_t)i * N + j] * v[(size_t)j * ld + c];
+            o[(size_t)i * ldo + c] = (float)acc;
+        }
+    }
+    free(row);
+}
+
+static void test_softmax_forward_bit_exact(void **state) {
+    (void)state;
+    /* odd sizes; N = 130 spans three key blocks, d = 300 takes the unvectorised scores */
+    static const int NS[] = {1, 7, 49, 67, 130}, DS[] = {1, 5, 16, 300};
+    for (size_t a = 0; a < sizeof NS / sizeof NS[0]; a++)
+        for (size_t b = 0; b < sizeof DS / sizeof DS[0]; b++) {
+            const int N = NS[a], d = DS[b], ld = d + 3, ldo = d + 1;
+            const size_t nm = (size_t)N * ld, nn = (size_t)N * N, no = (size_t)N * ldo;
+            float *q = malloc(nm * sizeof *q), *k = malloc(nm * sizeof *k);
+            float *v = malloc(nm * sizeof *v);
+            float *o = malloc(no * sizeof *o), *o2 = malloc(no * sizeof *o2);
+            float *p = malloc(nn * sizeof *p), *p2 = malloc(nn * sizeof *p2);
+            trng r = {(uint64_t)(300 + 10 * a + b), 0};
+            fill(&r, q, N, ld, 0, ld, 2.0);
+            fill(&r, k, N, ld, 0, ld, 2.0);
+            fill(&r, v, N, ld, 0, ld, 1.0);
+            set_all(o, no, 0.0f), set_all(o2, no, 0.0f);
+            snn_attn_softmax_head_train(N, d, q, k, v, ld, o, ldo, p);
+            softmax_scalar(N, d, q, k, v, ld, o2, ldo, p2);
+            if (memcmp(p, p2, nn * sizeof *p) != 0 || memcmp(o, o2, no * sizeof *o) != 0)
+                fail_msg("softmax N %d d %d: not bit-identical to the scalar kernel", N, d);
+            free(q), free(k), free(v), free(o), free(o2), free(p), free(p2);
+        }
+}
+
 /* ---- softmax: backward against the formulas ---------------------------------------------- */
 
 static void test_softmax_backward_reference(void **state) {
@@ -808,6 +861,7 @@ static void test_cat_count_n_log_n(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softmax_forward_reference),
+        cmocka_unit_test(test_softmax_forward_bit_exact),
         cmocka_unit_test(test_softmax_backward_reference),
         cmocka_unit_test(test_softmax_finite_differences),
         cmocka_unit_test(test_cat_forward_matches_direct),
