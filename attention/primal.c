@@ -2,9 +2,12 @@
  * primal.c: Primal-Attention, one head of one sample, forward and backward, and the KSVD
  * regularisation pieces (formulas in attention/primal.h; research/methods.md section 5).
  *
- * Every product below is a small dense matrix product; they all go through vecmat (a row
- * vector times a matrix, double accumulators in blocks of JBLK columns on the stack, so there
- * is no limit on s or d) or dot. Each output element is one double sum rounded once to float;
+ * Every product below is a small dense matrix product; they all go through axpy_rows (a row
+ * vector times a matrix, double accumulators for up to JBLK columns in vector registers, each
+ * output its own sum in order: vectorised across outputs, never within one sum), by way of
+ * vecmat or tvec (a dot product per output, against a stack transpose), or through dot when a
+ * shape is too large for the stack transpose. Each output element is one double sum rounded
+ * once to float;
  * intermediates that PyTorch keeps as float tensors (phi, We, Wr, e, r, de, dWe, dphi) are
  * rounded to float here too, so the kernel has PyTorch's structure, not only its formula.
  *
@@ -14,12 +17,10 @@
 
 #include <math.h>
 #include <stdbool.h>
+#include <string.h>
 
 #include "sim/util.h"
 #include "sim/vec.h"
-
-/* Output columns per block of double accumulators. */
-enum { JBLK = 64 };
 
 /* sum_i a[i] b[i] in double (products of floats are exact in double). */
 static inline double dot(const float *a, const float *b, int n) {
@@ -28,22 +29,70 @@ static inline double dot(const float *a, const float *b, int n) {
     return acc;
 }
 
-/* out[j] (= or +=) sum_i a_i B[i ldb + j] for j < n, i < k, where a_i = a[r_i inca] with
- * r_i = rows[i] (a gather: the sampled tokens) or i when rows is NULL. One double sum per
- * output, rounded once (accumulate: the rounded sum is added to out[j]). Vectorised across the
- * outputs j (each lane its own sum, i in order), so the same bits as the scalar loop. */
-SNN_WIDE_FN SNN_VEC_FN static void vecmat(int k, int n, const float *a, long inca, const int *rows, const float *B,
+/* acc[j] = sum_i a_i B[i ldb + j] for j < n <= 32, i < k in order, where a_i = a[r_i inca]
+ * with r_i = rows[i] (a gather: the sampled tokens) or i when rows is NULL; a_i == 0 is
+ * skipped (adds of +-0 change nothing: each sum starts at +0.0). Every output is its own double
+ * sum in i order, rounded by the caller, so the bits are those of the scalar loop; the outputs
+ * are spread over NV 4-lane double vectors held in registers across i (GCC vector extensions:
+ * the same IEEE multiply and add per lane, no FMA), the n % 4 tail in scalars. NV = n / 4 is a
+ * compile-time constant at each call (the switch in axpy_rows), so the loops over it unroll. */
+typedef double v4d __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+
+static inline __attribute__((always_inline)) void axpy_rows_nv(const int NV, int k, int n,
+                                                               const float *a, long inca,
+                                                               const int *rows, const float *B,
+                                                               long ldb, double *acc) {
+    v4d va[8];
+    double ta[3] = {0.0, 0.0, 0.0}; /* the tail: outputs 4 NV .. n - 1 */
+    const int nt = n - 4 * NV;
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; v++) va[v] = (v4d){0.0, 0.0, 0.0, 0.0};
+    for (int i = 0; i < k; i++) {
+        const double ai = a[(long)(rows ? rows[i] : i) * inca];
+        if (ai == 0.0) continue;
+        const v4d av = {ai, ai, ai, ai};
+        const float *bi = B + (long)i * ldb;
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) {
+            v4f b;
+            memcpy(&b, bi + 4 * v, sizeof b);
+            va[v] += av * __builtin_convertvector(b, v4d);
+        }
+        for (int t = 0; t < nt; t++) ta[t] += ai * (double)bi[4 * NV + t];
+    }
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; v++) memcpy(acc + 4 * v, &va[v], sizeof va[v]);
+    for (int t = 0; t < nt; t++) acc[4 * NV + t] = ta[t];
+}
+
+SNN_WIDE_FN static void axpy_rows(int k, int n, const float *a, long inca, const int *rows,
+                                  const float *B, long ldb, double *acc) {
+    SNN_ASSERT(n >= 0 && n <= 32);
+    switch (n / 4) {
+    case 0: axpy_rows_nv(0, k, n, a, inca, rows, B, ldb, acc); break;
+    case 1: axpy_rows_nv(1, k, n, a, inca, rows, B, ldb, acc); break;
+    case 2: axpy_rows_nv(2, k, n, a, inca, rows, B, ldb, acc); break;
+    case 3: axpy_rows_nv(3, k, n, a, inca, rows, B, ldb, acc); break;
+    case 4: axpy_rows_nv(4, k, n, a, inca, rows, B, ldb, acc); break;
+    case 5: axpy_rows_nv(5, k, n, a, inca, rows, B, ldb, acc); break;
+    case 6: axpy_rows_nv(6, k, n, a, inca, rows, B, ldb, acc); break;
+    case 7: axpy_rows_nv(7, k, n, a, inca, rows, B, ldb, acc); break;
+    default: axpy_rows_nv(8, k, n, a, inca, rows, B, ldb, acc); break;
+    }
+}
+
+/* Output columns per axpy_rows call (its register block). */
+enum { JBLK = 32 };
+
+/* out[j] (= or +=) sum_i a_i B[i ldb + j] for j < n, i < k (a_i as in axpy_rows). One double
+ * sum per output, rounded once (accumulate: the rounded sum is added to out[j]). */
+static void vecmat(int k, int n, const float *a, long inca, const int *rows, const float *B,
                    long ldb, float *out, bool accumulate) {
     for (int j0 = 0; j0 < n; j0 += JBLK) {
         const int jn = n - j0 < JBLK ? n - j0 : JBLK;
         double acc[JBLK];
-        for (int j = 0; j < jn; j++) acc[j] = 0.0;
-        for (int i = 0; i < k; i++) {
-            const double ai = a[(long)(rows ? rows[i] : i) * inca];
-            if (ai == 0.0) continue;  /* adds of +-0 change nothing */
-            const float *bi = B + (long)i * ldb + j0;
-            for (int j = 0; j < jn; j++) acc[j] += ai * (double)bi[j];
-        }
+        axpy_rows(k, jn, a, inca, rows, B + j0, ldb, acc);
         float *oj = out + j0;
         if (accumulate)
             for (int j = 0; j < jn; j++) oj[j] += (float)acc[j];
@@ -64,16 +113,10 @@ static void transpose(int n, int k, const float *b, long ldb, float *bt, int ldb
 
 /* acc[c] = sum_j x[j] bt[j ldbt + c] for c < n, j < k in order: acc[c] is dot(x, b_c, k) for
  * the b that bt transposes, the same double sum in the same order (so the same bits),
- * vectorised across the outputs c. x_j == 0 is skipped as in vecmat. */
-SNN_WIDE_FN SNN_VEC_FN static void tvec(int k, int n, const float *x, const float *bt, int ldbt,
-                                        double *acc) {
-    for (int c = 0; c < n; c++) acc[c] = 0.0;
-    for (int j = 0; j < k; j++) {
-        const double xj = x[j];
-        if (xj == 0.0) continue;  /* adds of +-0 change nothing */
-        const float *bj = bt + (long)j * ldbt;
-        for (int c = 0; c < n; c++) acc[c] += xj * (double)bj[c];
-    }
+ * vectorised across the outputs c (axpy_rows; x_j == 0 skipped). */
+static void tvec(int k, int n, const float *x, const float *bt, int ldbt, double *acc) {
+    for (int c0 = 0; c0 < n; c0 += JBLK)
+        axpy_rows(k, n - c0 < JBLK ? n - c0 : JBLK, x, 1, NULL, bt + c0, ldbt, acc + c0);
 }
 
 int snn_primal_num_samples(int N, int s, int rank_multi) {

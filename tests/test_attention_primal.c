@@ -973,7 +973,7 @@ static void ref_primal_backward(int N, int d, int s, int M, const float *x, int 
 static void test_primal_bit_exact_vs_scalar(void **state) {
     (void)state;
     /* odd sizes; d = 300 takes the scalar fallback of the vectorised kernel */
-    static const int NS[] = {1, 7, 49, 67}, DS[] = {1, 5, 16, 300}, SS[] = {1, 3, 20};
+    static const int NS[] = {1, 7, 49, 67}, DS[] = {1, 5, 16, 300}, SS[] = {1, 3, 20, 37};
     for (size_t a = 0; a < sizeof NS / sizeof NS[0]; a++)
         for (size_t b = 0; b < sizeof DS / sizeof DS[0]; b++)
             for (size_t e = 0; e < sizeof SS / sizeof SS[0]; e++) {
