@@ -14,10 +14,10 @@
  * Pure numerics: no I/O, no allocation, no static state.
  */
 #include "attention/primal.h"
+#include "attention/axpy.h"
 
 #include <math.h>
 #include <stdbool.h>
-#include <string.h>
 
 #include "sim/util.h"
 #include "sim/vec.h"
@@ -29,61 +29,14 @@ static inline double dot(const float *a, const float *b, int n) {
     return acc;
 }
 
-/* acc[j] = sum_i a_i B[i ldb + j] for j < n <= 32, i < k in order, where a_i = a[r_i inca]
- * with r_i = rows[i] (a gather: the sampled tokens) or i when rows is NULL; a_i == 0 is
- * skipped (adds of +-0 change nothing: each sum starts at +0.0). Every output is its own double
- * sum in i order, rounded by the caller, so the bits are those of the scalar loop; the outputs
- * are spread over NV 4-lane double vectors held in registers across i (GCC vector extensions:
- * the same IEEE multiply and add per lane, no FMA), the n % 4 tail in scalars. NV = n / 4 is a
- * compile-time constant at each call (the switch in axpy_rows), so the loops over it unroll. */
-typedef double v4d __attribute__((vector_size(32)));
-typedef float v4f __attribute__((vector_size(16)));
-
-static inline __attribute__((always_inline)) void axpy_rows_nv(const int NV, int k, int n,
-                                                               const float *a, long inca,
-                                                               const int *rows, const float *B,
-                                                               long ldb, double *acc) {
-    v4d va[8];
-    double ta[3] = {0.0, 0.0, 0.0}; /* the tail: outputs 4 NV .. n - 1 */
-    const int nt = n - 4 * NV;
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; v++) va[v] = (v4d){0.0, 0.0, 0.0, 0.0};
-    for (int i = 0; i < k; i++) {
-        const double ai = a[(long)(rows ? rows[i] : i) * inca];
-        if (ai == 0.0) continue;
-        const v4d av = {ai, ai, ai, ai};
-        const float *bi = B + (long)i * ldb;
-#pragma GCC unroll 8
-        for (int v = 0; v < NV; v++) {
-            v4f b;
-            memcpy(&b, bi + 4 * v, sizeof b);
-            va[v] += av * __builtin_convertvector(b, v4d);
-        }
-        for (int t = 0; t < nt; t++) ta[t] += ai * (double)bi[4 * NV + t];
-    }
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; v++) memcpy(acc + 4 * v, &va[v], sizeof va[v]);
-    for (int t = 0; t < nt; t++) acc[4 * NV + t] = ta[t];
-}
-
+/* snn_axpy_rows (attention/axpy.h) instantiated once per target clone. */
 SNN_WIDE_FN static void axpy_rows(int k, int n, const float *a, long inca, const int *rows,
                                   const float *B, long ldb, double *acc) {
-    SNN_ASSERT(n >= 0 && n <= 32);
-    switch (n / 4) {
-    case 0: axpy_rows_nv(0, k, n, a, inca, rows, B, ldb, acc); break;
-    case 1: axpy_rows_nv(1, k, n, a, inca, rows, B, ldb, acc); break;
-    case 2: axpy_rows_nv(2, k, n, a, inca, rows, B, ldb, acc); break;
-    case 3: axpy_rows_nv(3, k, n, a, inca, rows, B, ldb, acc); break;
-    case 4: axpy_rows_nv(4, k, n, a, inca, rows, B, ldb, acc); break;
-    case 5: axpy_rows_nv(5, k, n, a, inca, rows, B, ldb, acc); break;
-    case 6: axpy_rows_nv(6, k, n, a, inca, rows, B, ldb, acc); break;
-    case 7: axpy_rows_nv(7, k, n, a, inca, rows, B, ldb, acc); break;
-    default: axpy_rows_nv(8, k, n, a, inca, rows, B, ldb, acc); break;
-    }
+    snn_axpy_rows(k, n, a, inca, rows, B, ldb, acc);
 }
 
 /* Output columns per axpy_rows call (its register block). */
-enum { JBLK = 32 };
+enum { JBLK = SNN_AXPY_MAX_N };
 
 /* out[j] (= or +=) sum_i a_i B[i ldb + j] for j < n, i < k (a_i as in axpy_rows). One double
  * sum per output, rounded once (accumulate: the rounded sum is added to out[j]). */

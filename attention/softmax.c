@@ -25,6 +25,7 @@
  */
 #include "attention/ann.h"
 #include "attention/attention.h"
+#include "attention/axpy.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -39,22 +40,10 @@ static inline double dot(const float *a, const float *b, int d) {
     return acc;
 }
 
-/* Keys per block of the transposed K, and the widest d the vectorised scores take (a [d, SJ]
- * float block of K transposed on the stack: 64 KiB). */
-enum { SJ = 64, SCORE_MAX_D = 256 };
-
-/* row[j] = dot(q_i, k_{j0 + j}, d) for j < jn, from kt [d, SJ] (that block of K transposed):
- * each lane is one key's double sum over c in order, the same bits as dot, vectorised across
- * keys. No zero skip: q is dense here. */
-static inline __attribute__((always_inline)) void score_block(int d, int jn, const float *qi,
-                                                              const float *kt, double *row) {
-    for (int j = 0; j < jn; j++) row[j] = 0.0;
-    for (int c = 0; c < d; c++) {
-        const double qc = qi[c];
-        const float *ktc = kt + (long)c * SJ;
-        for (int j = 0; j < jn; j++) row[j] += qc * (double)ktc[j];
-    }
-}
+/* Keys per snn_axpy_rows call (its register block), and the stack transpose of K: all of it,
+ * [d, N], when d N <= KT_FLOATS (64 KiB), else one [d, SJ] block at a time (d <= KT_FLOATS / SJ);
+ * wider heads take the scalar dots. */
+enum { SJ = SNN_AXPY_MAX_N, KT_FLOATS = 16384 };
 
 SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_train(int N, int d, const float *q,
                                                         const float *k, const float *v, int ld,
@@ -63,23 +52,26 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_train(int N, int d, const floa
     SNN_ASSERT(d >= 1 && N <= SNN_ATTN_SOFTMAX_MAX_N);
     const double s = 1.0 / sqrt((double)d);
     double row[SNN_ATTN_SOFTMAX_MAX_N];
-    /* A = Q K^T into p as float would round twice: the scores of a row stay in double. With
-     * N <= SJ (one key block) K is transposed once; otherwise block by block per row. */
-    float kt[SCORE_MAX_D * SJ]; /* [d, SJ]: a block of K transposed */
-    const bool fast = d <= SCORE_MAX_D;
-    int kt_j0 = -1; /* the key block kt holds */
+    /* A = Q K^T into p as float would round twice: the scores of a row stay in double.
+     * row[j] = dot(q_i, k_j, d) from K transposed: each lane is one key's double sum over c in
+     * order, the same bits as dot (q_ic == 0 skipped: adds of +-0 change nothing), vectorised
+     * across keys. */
+    float kt[KT_FLOATS]; /* [d, ldt]: K (whole) or a block of SJ keys of it, transposed */
+    const bool whole = (long)d * N <= KT_FLOATS, blocked = !whole && d * SJ <= KT_FLOATS;
+    const int ldt = whole ? N : SJ;
+    if (whole)
+        for (int j = 0; j < N; j++)
+            for (int c = 0; c < d; c++) kt[(long)c * N + j] = k[(long)j * ld + c];
     for (int i = 0; i < N; i++) {
         const float *qi = q + (long)i * ld;
         double m = -INFINITY;
-        if (fast) {
+        if (whole || blocked) {
             for (int j0 = 0; j0 < N; j0 += SJ) {
                 const int jn = N - j0 < SJ ? N - j0 : SJ;
-                if (kt_j0 != j0) {
+                if (blocked)
                     for (int j = 0; j < jn; j++)
                         for (int c = 0; c < d; c++) kt[c * SJ + j] = k[(long)(j0 + j) * ld + c];
-                    kt_j0 = j0;
-                }
-                score_block(d, jn, qi, kt, row + j0);
+                snn_axpy_rows(d, jn, qi, 1, NULL, whole ? kt + j0 : kt, ldt, row + j0);
             }
             for (int j = 0; j < N; j++)
                 if (row[j] > m) m = row[j];
