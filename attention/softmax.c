@@ -21,7 +21,8 @@
  * dA_ij are formed in double from it and dA rounded once more: two float roundings on the way to
  * dQ, dK, relative 1e-7 each, far below what float training notices.
  *
- * Pure numerics: no I/O, no allocation (one fixed stack row), no static state.
+ * Pure numerics: no I/O, no allocation (a fixed stack row and a 64 KiB stack transpose of K), no
+ * static state.
  */
 #include "attention/ann.h"
 #include "attention/attention.h"
