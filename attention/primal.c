@@ -2,23 +2,25 @@
  * primal.c: Primal-Attention, one head of one sample, forward and backward, and the KSVD
  * regularisation pieces (formulas in attention/primal.h; research/methods.md section 5).
  *
- * Every product below is a small dense matrix product; they all go through vecmat (a row
- * vector times a matrix, double accumulators in blocks of JBLK columns on the stack, so there
- * is no limit on s or d) or dot. Each output element is one double sum rounded once to float;
+ * Every product below is a small dense matrix product; they all go through axpy_rows (a row
+ * vector times a matrix, double accumulators for up to JBLK columns in vector registers, each
+ * output its own sum in order: vectorised across outputs, never within one sum), by way of
+ * vecmat or tvec (a dot product per output, against a stack transpose), or through dot when a
+ * shape is too large for the stack transpose. Each output element is one double sum rounded
+ * once to float;
  * intermediates that PyTorch keeps as float tensors (phi, We, Wr, e, r, de, dWe, dphi) are
  * rounded to float here too, so the kernel has PyTorch's structure, not only its formula.
  *
  * Pure numerics: no I/O, no allocation, no static state.
  */
 #include "attention/primal.h"
+#include "attention/axpy.h"
 
 #include <math.h>
 #include <stdbool.h>
 
 #include "sim/util.h"
-
-/* Output columns per block of double accumulators. */
-enum { JBLK = 64 };
+#include "sim/vec.h"
 
 /* sum_i a[i] b[i] in double (products of floats are exact in double). */
 static inline double dot(const float *a, const float *b, int n) {
@@ -27,27 +29,47 @@ static inline double dot(const float *a, const float *b, int n) {
     return acc;
 }
 
-/* out[j] (= or +=) sum_i a_i B[i ldb + j] for j < n, i < k, where a_i = a[r_i inca] with
- * r_i = rows[i] (a gather: the sampled tokens) or i when rows is NULL. One double sum per
- * output, rounded once (accumulate: the rounded sum is added to out[j]). */
+/* snn_axpy_rows (attention/axpy.h) instantiated once per target clone. */
+SNN_WIDE_FN static void axpy_rows(int k, int n, const float *a, long inca, const int *rows,
+                                  const float *B, long ldb, double *acc) {
+    snn_axpy_rows(k, n, a, inca, rows, B, ldb, acc);
+}
+
+/* Output columns per axpy_rows call (its register block). */
+enum { JBLK = SNN_AXPY_MAX_N };
+
+/* out[j] (= or +=) sum_i a_i B[i ldb + j] for j < n, i < k (a_i as in axpy_rows). One double
+ * sum per output, rounded once (accumulate: the rounded sum is added to out[j]). */
 static void vecmat(int k, int n, const float *a, long inca, const int *rows, const float *B,
                    long ldb, float *out, bool accumulate) {
     for (int j0 = 0; j0 < n; j0 += JBLK) {
         const int jn = n - j0 < JBLK ? n - j0 : JBLK;
         double acc[JBLK];
-        for (int j = 0; j < jn; j++) acc[j] = 0.0;
-        for (int i = 0; i < k; i++) {
-            const double ai = a[(long)(rows ? rows[i] : i) * inca];
-            if (ai == 0.0) continue;  /* adds of +-0 change nothing */
-            const float *bi = B + (long)i * ldb + j0;
-            for (int j = 0; j < jn; j++) acc[j] += ai * (double)bi[j];
-        }
+        axpy_rows(k, jn, a, inca, rows, B + j0, ldb, acc);
         float *oj = out + j0;
         if (accumulate)
             for (int j = 0; j < jn; j++) oj[j] += (float)acc[j];
         else
             for (int j = 0; j < jn; j++) oj[j] = (float)acc[j];
     }
+}
+
+/* The widest product tvec takes from a stack transpose: a [k, n] float block with k n <= TMAX
+ * (64 KiB) and n <= TMAX_N (the double accumulator row); larger shapes take the scalar dots. */
+enum { TMAX = 16384, TMAX_N = 256 };
+
+/* bt[j ldbt + c] = b[c ldb + j] for c < n, j < k: b [n, k] transposed into bt [k, n]. */
+static void transpose(int n, int k, const float *b, long ldb, float *bt, int ldbt) {
+    for (int c = 0; c < n; c++)
+        for (int j = 0; j < k; j++) bt[(long)j * ldbt + c] = b[(long)c * ldb + j];
+}
+
+/* acc[c] = sum_j x[j] bt[j ldbt + c] for c < n, j < k in order: acc[c] is dot(x, b_c, k) for
+ * the b that bt transposes, the same double sum in the same order (so the same bits),
+ * vectorised across the outputs c (axpy_rows; x_j == 0 skipped). */
+static void tvec(int k, int n, const float *x, const float *bt, int ldbt, double *acc) {
+    for (int c0 = 0; c0 < n; c0 += JBLK)
+        axpy_rows(k, n - c0 < JBLK ? n - c0 : JBLK, x, 1, NULL, bt + c0, ldbt, acc + c0);
 }
 
 int snn_primal_num_samples(int N, int s, int rank_multi) {
@@ -134,7 +156,17 @@ void snn_primal_forward(int N, int d, int s, int M, const float *q, const float 
         vecmat(d, s, cache->kn + (long)n * d, 1, NULL, cache->wr, s, cache->r + (long)n * s, false);
     }
     /* o_nc = cb_c + sum_j cw_{c, j} e_nj + cw_{c, s + j} r_nj: one sum, rounded once */
-    for (int n = 0; n < N; n++) {
+    if (d <= TMAX_N && 2 * (long)s * d <= TMAX) {
+        float cwt[TMAX]; /* [2s, d]: cw transposed */
+        double a1[TMAX_N], a2[TMAX_N];
+        transpose(d, 2 * s, cw, 2 * s, cwt, d);
+        for (int n = 0; n < N; n++) {
+            tvec(s, d, cache->e + (long)n * s, cwt, d, a1);
+            tvec(s, d, cache->r + (long)n * s, cwt + (long)s * d, d, a2);
+            float *on = o + (long)n * ldo;
+            for (int c = 0; c < d; c++) on[c] = (float)((double)cb[c] + a1[c] + a2[c]);
+        }
+    } else for (int n = 0; n < N; n++) {
         const float *en = cache->e + (long)n * s, *rn = cache->r + (long)n * s;
         float *on = o + (long)n * ldo;
         for (int c = 0; c < d; c++) {
@@ -154,9 +186,18 @@ size_t snn_primal_scratch_floats(int N, int d, int s) {
  *   dv_n += (dphi_n - phi_n <phi_n, dphi_n>) / nrm_n  if nrm_n > eps, else dphi_n / eps. */
 static void normalise_backward(int N, int d, int s, const float *phi, const float *nrm,
                                const float *W, const float *dY, float *dv, int ld, float *dphi) {
+    const bool fast = d <= TMAX_N && (long)s * d <= TMAX;
+    float wt[TMAX]; /* [s, d]: W transposed, for the fast path */
+    double acc[TMAX_N];
+    if (fast) transpose(d, s, W, s, wt, d);
     for (int n = 0; n < N; n++) {
         const float *dyn = dY + (long)n * s, *pn = phi + (long)n * d;
-        for (int c = 0; c < d; c++) dphi[c] = (float)dot(dyn, W + (long)c * s, s);
+        if (fast) {
+            tvec(s, d, dyn, wt, d, acc);
+            for (int c = 0; c < d; c++) dphi[c] = (float)acc[c];
+        } else {
+            for (int c = 0; c < d; c++) dphi[c] = (float)dot(dyn, W + (long)c * s, s);
+        }
         float *dvn = dv + (long)n * ld;
         const double nr = nrm[n];
         if (nrm[n] > SNN_PRIMAL_NORM_EPS) {
@@ -209,14 +250,27 @@ void snn_primal_backward(int N, int d, int s, int M, const float *x, int ldx, co
 
     /* We = X~ E with X~_cm = x_{idx_m, c}:
      *   dE_mj += sum_c x_{idx_m, c} dWe_cj;   dx_{idx_m, c} += sum_j E_mj dWe_cj + R_mj dWr_cj */
+    const bool fast = d <= TMAX_N && 2 * (long)s * d <= TMAX;
+    float dwt[TMAX]; /* [2s, d]: dWe transposed, then dWr transposed, for the fast path */
+    double a1[TMAX_N], a2[TMAX_N];
+    if (fast) {
+        transpose(d, s, dwe, s, dwt, d);
+        transpose(d, s, dwr, s, dwt + (long)s * d, d);
+    }
     for (int m = 0; m < M; m++) {
         const float *xm = x + (long)idx[m] * ldx;
         vecmat(d, s, xm, 1, NULL, dwe, s, dE + (long)m * s, true);
         vecmat(d, s, xm, 1, NULL, dwr, s, dR + (long)m * s, true);
         float *dxm = dx + (long)idx[m] * ldx;
         const float *Em = E + (long)m * s, *Rm = R + (long)m * s;
-        for (int c = 0; c < d; c++)
-            dxm[c] += (float)(dot(Em, dwe + (long)c * s, s) + dot(Rm, dwr + (long)c * s, s));
+        if (fast) {
+            tvec(s, d, Em, dwt, d, a1);
+            tvec(s, d, Rm, dwt + (long)s * d, d, a2);
+            for (int c = 0; c < d; c++) dxm[c] += (float)(a1[c] + a2[c]);
+        } else {
+            for (int c = 0; c < d; c++)
+                dxm[c] += (float)(dot(Em, dwe + (long)c * s, s) + dot(Rm, dwr + (long)c * s, s));
+        }
     }
 }
 

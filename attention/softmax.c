@@ -21,14 +21,18 @@
  * dA_ij are formed in double from it and dA rounded once more: two float roundings on the way to
  * dQ, dK, relative 1e-7 each, far below what float training notices.
  *
- * Pure numerics: no I/O, no allocation (one fixed stack row), no static state.
+ * Pure numerics: no I/O, no allocation (a fixed stack row and a 64 KiB stack transpose of K), no
+ * static state.
  */
 #include "attention/ann.h"
 #include "attention/attention.h"
+#include "attention/axpy.h"
 
 #include <math.h>
+#include <stdbool.h>
 
 #include "sim/util.h"
+#include "sim/vec.h"
 
 /* sum_c a[c] b[c] in double (products of floats are exact in double). */
 static inline double dot(const float *a, const float *b, int d) {
@@ -37,18 +41,46 @@ static inline double dot(const float *a, const float *b, int d) {
     return acc;
 }
 
-void snn_attn_softmax_head_train(int N, int d, const float *q, const float *k, const float *v,
-                                 int ld, float *o, int ldo, float *p) {
+/* Keys per snn_axpy_rows call (its register block), and the stack transpose of K: all of it,
+ * [d, N], when d N <= KT_FLOATS (64 KiB), else one [d, SJ] block at a time (d <= KT_FLOATS / SJ);
+ * wider heads take the scalar dots. */
+enum { SJ = SNN_AXPY_MAX_N, KT_FLOATS = 16384 };
+
+SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_train(int N, int d, const float *q,
+                                                        const float *k, const float *v, int ld,
+                                                        float *o, int ldo, float *p) {
     if (N <= 0) return;
     SNN_ASSERT(d >= 1 && N <= SNN_ATTN_SOFTMAX_MAX_N);
     const double s = 1.0 / sqrt((double)d);
     double row[SNN_ATTN_SOFTMAX_MAX_N];
+    /* A = Q K^T into p as float would round twice: the scores of a row stay in double.
+     * row[j] = dot(q_i, k_j, d) from K transposed: each lane is one key's double sum over c in
+     * order, the same bits as dot (q_ic == 0 skipped: adds of +-0 change nothing), vectorised
+     * across keys. */
+    float kt[KT_FLOATS]; /* [d, ldt]: K (whole) or a block of SJ keys of it, transposed */
+    const bool whole = (long)d * N <= KT_FLOATS, blocked = !whole && d * SJ <= KT_FLOATS;
+    const int ldt = whole ? N : SJ;
+    if (whole)
+        for (int j = 0; j < N; j++)
+            for (int c = 0; c < d; c++) kt[(long)c * N + j] = k[(long)j * ld + c];
     for (int i = 0; i < N; i++) {
         const float *qi = q + (long)i * ld;
         double m = -INFINITY;
-        for (int j = 0; j < N; j++) {
-            row[j] = dot(qi, k + (long)j * ld, d);
-            if (row[j] > m) m = row[j];
+        if (whole || blocked) {
+            for (int j0 = 0; j0 < N; j0 += SJ) {
+                const int jn = N - j0 < SJ ? N - j0 : SJ;
+                if (blocked)
+                    for (int j = 0; j < jn; j++)
+                        for (int c = 0; c < d; c++) kt[c * SJ + j] = k[(long)(j0 + j) * ld + c];
+                snn_axpy_rows(d, jn, qi, 1, NULL, whole ? kt + j0 : kt, ldt, row + j0);
+            }
+            for (int j = 0; j < N; j++)
+                if (row[j] > m) m = row[j];
+        } else {
+            for (int j = 0; j < N; j++) {
+                row[j] = dot(qi, k + (long)j * ld, d);
+                if (row[j] > m) m = row[j];
+            }
         }
         double sum = 0.0;
         for (int j = 0; j < N; j++) {
@@ -65,7 +97,7 @@ void snn_attn_softmax_head_train(int N, int d, const float *q, const float *k, c
     snn_attn_wv_forward(N, d, p, v, ld, 1.0f, o, ldo);
 }
 
-void snn_attn_softmax_head_backward(int N, int d, const float *q, const float *k, const float *v,
+SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_backward(int N, int d, const float *q, const float *k, const float *v,
                                     int ld, const float *p, const float *dout, int lddo,
                                     float *dq, float *dk, float *dv, float *scratch) {
     if (N <= 0) return;

@@ -21,12 +21,13 @@
  * Pure numerics: no I/O, no allocation, no static state.
  */
 #include "attention/attention.h"
+#include "attention/axpy.h"
 
 #include "sim/util.h"
 #include "sim/vec.h"
 
-/* Channels per block of double accumulators. */
-enum { CBLK = 64 };
+/* Channels per block of double accumulators (snn_axpy_rows' register block). */
+enum { CBLK = SNN_AXPY_MAX_N };
 
 /* sum_c a[c] b[c] in double (products of floats are exact in double). */
 static inline double dot(const float *a, const float *b, int d) {
@@ -36,8 +37,8 @@ static inline double dot(const float *a, const float *b, int d) {
 }
 
 /* Columns per block of snn_attn_gram, and the widest d its fast path takes (a [d, GJ] float
- * block of b transposed lives on the stack: 64 KiB). */
-enum { GJ = 64, GRAM_MAX_D = 256 };
+ * block of b transposed lives on the stack: 32 KiB). */
+enum { GJ = SNN_AXPY_MAX_N, GRAM_MAX_D = 256 };
 
 /* Each entry is dot(a_i, b_j): the same double sum in the same c order, so the same bits. The
  * fast path turns the N_j dot products of a row into axpys over a transposed block of b, which
@@ -58,14 +59,7 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_gram(int Ni, int Nj, int d, const float *a,
         for (int j = 0; j < jn; j++)
             for (int c = 0; c < d; c++) bt[c * GJ + j] = b[(long)(j0 + j) * ldb + c];
         for (int i = 0; i < Ni; i++) {
-            const float *ai = a + (long)i * lda;
-            for (int j = 0; j < jn; j++) acc[j] = 0.0;
-            for (int c = 0; c < d; c++) {
-                const double aic = ai[c];
-                if (aic == 0.0) continue;
-                const float *btc = bt + c * GJ;
-                for (int j = 0; j < jn; j++) acc[j] += aic * (double)btc[j];
-            }
+            snn_axpy_rows(d, jn, a + (long)i * lda, 1, NULL, bt, GJ, acc);
             float *oi = out + (long)i * ldout + j0;
             for (int j = 0; j < jn; j++) oi[j] = (float)acc[j];
         }
@@ -80,13 +74,7 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_wv_forward(int N, int d, const float *w, co
         for (int c0 = 0; c0 < d; c0 += CBLK) {
             const int cn = d - c0 < CBLK ? d - c0 : CBLK;
             double acc[CBLK];
-            for (int c = 0; c < cn; c++) acc[c] = 0.0;
-            for (int j = 0; j < N; j++) {
-                const double a = wi[j];
-                if (a == 0.0) continue;  /* adds of +-0 change nothing */
-                const float *vj = v + (long)j * ld + c0;
-                for (int c = 0; c < cn; c++) acc[c] += a * (double)vj[c];
-            }
+            snn_axpy_rows(N, cn, wi, 1, NULL, v + c0, ld, acc); /* w_ij == 0 skipped */
             float *oi = o + (long)i * ldo + c0;
             for (int c = 0; c < cn; c++) oi[c] = scale * (float)acc[c];
         }
@@ -115,13 +103,7 @@ static inline __attribute__((always_inline)) void add_mt_x(int N, int d, const f
         for (int c0 = 0; c0 < d; c0 += CBLK) {
             const int cn = d - c0 < CBLK ? d - c0 : CBLK;
             double acc[CBLK];
-            for (int c = 0; c < cn; c++) acc[c] = 0.0;
-            for (int i = 0; i < N; i++) {
-                const double mij = m[(long)i * N + j];
-                if (mij == 0.0) continue;
-                const float *xi = x + (long)i * ldx + c0;
-                for (int c = 0; c < cn; c++) acc[c] += mij * (double)xi[c];
-            }
+            snn_axpy_rows(N, cn, m + j, N, NULL, x + c0, ldx, acc); /* column j of m */
             float *oj = out + (long)j * ldout + c0;
             for (int c = 0; c < cn; c++) oj[c] += (float)(s * acc[c]);
         }
@@ -147,13 +129,7 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_qk_backward(int N, int d, const float *q, c
         for (int c0 = 0; c0 < d; c0 += CBLK) {
             const int cn = d - c0 < CBLK ? d - c0 : CBLK;
             double acc[CBLK];
-            for (int c = 0; c < cn; c++) acc[c] = 0.0;
-            for (int j = 0; j < N; j++) {
-                const double g = dai[j];
-                if (g == 0.0) continue;
-                const float *kj = k + (long)j * ld + c0;
-                for (int c = 0; c < cn; c++) acc[c] += g * (double)kj[c];
-            }
+            snn_axpy_rows(N, cn, dai, 1, NULL, k + c0, ld, acc);
             float *dqi = dq + (long)i * ld + c0;
             for (int c = 0; c < cn; c++) dqi[c] += (float)acc[c];
         }

@@ -52,6 +52,7 @@
 #include <string.h>
 
 #include "attention/ann.h"
+#include "attention/attention.h"
 #include "sim/rng.h"
 #include "tests/testutil.h"
 
@@ -239,6 +240,148 @@ static void test_softmax_forward_reference(void **state) {
     print_message("softmax forward: max |O - reference| / max|V| = %.2e; largest scaled score "
                   "%.0f\n", worst_o, worst_score);
     assert_true(worst_score > 1000.0); /* exp(1000) overflows: the max subtraction was needed */
+}
+
+/* ---- softmax: bit-exact against the scalar kernel ---------------------------------------- */
+
+/* The kernel's arithmetic written as plain scalar loops (one key's score at a time): the
+ * vectorised kernel must give exactly these bits. P [N * N] and O [N * ldo] as the kernel's. */
+static void softmax_scalar(int N, int d, const float *q, const float *k, const float *v, int ld,
+                           float *o, int ldo, float *p) {
+    const double s = 1.0 / sqrt((double)d);
+    double *row = malloc((size_t)N * sizeof *row);
+    for (int i = 0; i < N; i++) {
+        double m = -INFINITY, sum = 0.0;
+        for (int j = 0; j < N; j++) {
+            double a = 0.0;
+            for (int c = 0; c < d; c++)
+                a += (double)q[(size_t)i * ld + c] * (double)k[(size_t)j * ld + c];
+            row[j] = a;
+            if (a > m) m = a;
+        }
+        for (int j = 0; j < N; j++) sum += row[j] = exp((row[j] - m) * s);
+        for (int j = 0; j < N; j++) p[(size_t)i * N + j] = (float)(row[j] / sum);
+        for (int c = 0; c < d; c++) {
+            double acc = 0.0;
+            for (int j = 0; j < N; j++) acc += (double)p[(size_t)i * N + j] * v[(size_t)j * ld + c];
+            o[(size_t)i * ldo + c] = (float)acc;
+        }
+    }
+    free(row);
+}
+
+static void test_softmax_forward_bit_exact(void **state) {
+    (void)state;
+    /* odd sizes; N = 130 spans five key blocks; N d > 16384 transposes K block by block, d = 600
+     * takes the scalar dots */
+    static const int NS[] = {1, 7, 49, 67, 130}, DS[] = {1, 5, 16, 300, 600};
+    for (size_t a = 0; a < sizeof NS / sizeof NS[0]; a++)
+        for (size_t b = 0; b < sizeof DS / sizeof DS[0]; b++) {
+            const int N = NS[a], d = DS[b], ld = d + 3, ldo = d + 1;
+            const size_t nm = (size_t)N * ld, nn = (size_t)N * N, no = (size_t)N * ldo;
+            float *q = malloc(nm * sizeof *q), *k = malloc(nm * sizeof *k);
+            float *v = malloc(nm * sizeof *v);
+            float *o = malloc(no * sizeof *o), *o2 = malloc(no * sizeof *o2);
+            float *p = malloc(nn * sizeof *p), *p2 = malloc(nn * sizeof *p2);
+            trng r = {(uint64_t)(300 + 10 * a + b), 0};
+            fill(&r, q, N, ld, 0, ld, 2.0);
+            fill(&r, k, N, ld, 0, ld, 2.0);
+            fill(&r, v, N, ld, 0, ld, 1.0);
+            set_all(o, no, 0.0f), set_all(o2, no, 0.0f);
+            snn_attn_softmax_head_train(N, d, q, k, v, ld, o, ldo, p);
+            softmax_scalar(N, d, q, k, v, ld, o2, ldo, p2);
+            if (memcmp(p, p2, nn * sizeof *p) != 0 || memcmp(o, o2, no * sizeof *o) != 0)
+                fail_msg("softmax N %d d %d: not bit-identical to the scalar kernel", N, d);
+            free(q), free(k), free(v), free(o), free(o2), free(p), free(p2);
+        }
+}
+
+/* ---- shared products (attention/ssa_train.c): bit-exact against scalar loops --------------- */
+
+/* Each output one double sum in order, rounded once: the loops the vectorised kernels replace.
+ * Inputs carry zeros (spike-like sparsity) so the zero skips are exercised. */
+static void fill_sparse(trng *r, float *m, size_t n) {
+    for (size_t t = 0; t < n; t++) {
+        const double u = trng_unif(r);
+        m[t] = u < 0.4 ? 0.0f : (float)(2.0 * trng_unif(r) - 1.0);
+    }
+}
+
+static void test_shared_products_bit_exact(void **state) {
+    (void)state;
+    static const int NS[] = {1, 7, 49, 67}, DS[] = {1, 5, 16, 33, 70, 300};
+    for (size_t a = 0; a < sizeof NS / sizeof NS[0]; a++)
+        for (size_t b = 0; b < sizeof DS / sizeof DS[0]; b++) {
+            const int N = NS[a], d = DS[b], ld = d + 2;
+            const size_t nm = (size_t)N * ld, nn = (size_t)N * N;
+            float *q = malloc(nm * sizeof *q), *k = malloc(nm * sizeof *k);
+            float *v = malloc(nm * sizeof *v), *w = malloc(nn * sizeof *w);
+            float *x1 = malloc(nm * sizeof *x1), *x2 = malloc(nm * sizeof *x2);
+            float *y1 = malloc(nm * sizeof *y1), *y2 = malloc(nm * sizeof *y2);
+            float *z1 = malloc(nm * sizeof *z1), *z2 = malloc(nm * sizeof *z2);
+            float *g1 = malloc(nn * sizeof *g1), *g2 = malloc(nn * sizeof *g2);
+            trng r = {(uint64_t)(700 + 10 * a + b), 0};
+            fill_sparse(&r, q, nm), fill_sparse(&r, k, nm), fill_sparse(&r, v, nm);
+            fill_sparse(&r, w, nn);
+            /* gram: g = q k^T */
+            snn_attn_gram(N, N, d, q, ld, k, ld, g1, N);
+            for (int i = 0; i < N; i++)
+                for (int j = 0; j < N; j++) {
+                    double acc = 0.0;
+                    for (int c = 0; c < d; c++)
+                        acc += (double)q[(size_t)i * ld + c] * k[(size_t)j * ld + c];
+                    g2[(size_t)i * N + j] = (float)acc;
+                }
+            if (memcmp(g1, g2, nn * sizeof *g1) != 0) fail_msg("gram N %d d %d", N, d);
+            /* wv_forward: o = 0.125 (float)(w v) */
+            set_all(x1, nm, 1.0f), set_all(x2, nm, 1.0f);
+            snn_attn_wv_forward(N, d, w, v, ld, 0.125f, x1, ld);
+            for (int i = 0; i < N; i++)
+                for (int c = 0; c < d; c++) {
+                    double acc = 0.0;
+                    for (int j = 0; j < N; j++)
+                        acc += (double)w[(size_t)i * N + j] * v[(size_t)j * ld + c];
+                    x2[(size_t)i * ld + c] = 0.125f * (float)acc;
+                }
+            if (memcmp(x1, x2, nm * sizeof *x1) != 0) fail_msg("wv_forward N %d d %d", N, d);
+            /* wv_backward: dv += 0.5 w^T dout (here dout = q), dw = dout v^T */
+            set_all(y1, nm, 0.25f), set_all(y2, nm, 0.25f);
+            snn_attn_wv_backward(N, d, w, 0.5, v, ld, q, ld, y1, g1);
+            for (int j = 0; j < N; j++)
+                for (int c = 0; c < d; c++) {
+                    double acc = 0.0;
+                    for (int i = 0; i < N; i++)
+                        acc += (double)w[(size_t)i * N + j] * q[(size_t)i * ld + c];
+                    y2[(size_t)j * ld + c] += (float)(0.5 * acc);
+                }
+            for (int i = 0; i < N; i++)
+                for (int j = 0; j < N; j++) {
+                    double acc = 0.0;
+                    for (int c = 0; c < d; c++)
+                        acc += (double)q[(size_t)i * ld + c] * v[(size_t)j * ld + c];
+                    g2[(size_t)i * N + j] = (float)acc;
+                }
+            if (memcmp(y1, y2, nm * sizeof *y1) != 0 || memcmp(g1, g2, nn * sizeof *g1) != 0)
+                fail_msg("wv_backward N %d d %d", N, d);
+            /* qk_backward: dq += w k, dk += w^T q (w as dA) */
+            set_all(x1, nm, 0.5f), set_all(x2, nm, 0.5f);
+            set_all(z1, nm, -0.5f), set_all(z2, nm, -0.5f);
+            snn_attn_qk_backward(N, d, q, k, ld, w, x1, z1);
+            for (int i = 0; i < N; i++)
+                for (int c = 0; c < d; c++) {
+                    double aq = 0.0, ak = 0.0;
+                    for (int j = 0; j < N; j++) {
+                        aq += (double)w[(size_t)i * N + j] * k[(size_t)j * ld + c];
+                        ak += (double)w[(size_t)j * N + i] * q[(size_t)j * ld + c];
+                    }
+                    x2[(size_t)i * ld + c] += (float)aq;
+                    z2[(size_t)i * ld + c] += (float)(1.0 * ak);
+                }
+            if (memcmp(x1, x2, nm * sizeof *x1) != 0 || memcmp(z1, z2, nm * sizeof *z1) != 0)
+                fail_msg("qk_backward N %d d %d", N, d);
+            free(q), free(k), free(v), free(w), free(x1), free(x2), free(y1), free(y2);
+            free(z1), free(z2), free(g1), free(g2);
+        }
 }
 
 /* ---- softmax: backward against the formulas ---------------------------------------------- */
@@ -808,6 +951,8 @@ static void test_cat_count_n_log_n(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softmax_forward_reference),
+        cmocka_unit_test(test_softmax_forward_bit_exact),
+        cmocka_unit_test(test_shared_products_bit_exact),
         cmocka_unit_test(test_softmax_backward_reference),
         cmocka_unit_test(test_softmax_finite_differences),
         cmocka_unit_test(test_cat_forward_matches_direct),

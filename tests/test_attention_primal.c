@@ -830,11 +830,195 @@ static void test_sdsa_backward(void **state) {
     free(ds), free(kv), free(o);
 }
 
+/* ---- bit-exact against the scalar kernel ------------------------------------------------- */
+
+/* The kernel as it was before its products were vectorised across outputs (plain scalar dots
+ * and a scalar vecmat): the vectorised kernel must give exactly these bits. */
+enum { REF_JBLK = 64 };
+
+static inline double ref_dot(const float *a, const float *b, int n) {
+    double acc = 0.0;
+    for (int i = 0; i < n; i++) acc += (double)a[i] * (double)b[i];
+    return acc;
+}
+
+/* out[j] (= or +=) sum_i a_i B[i ldb + j] for j < n, i < k, where a_i = a[r_i inca] with
+ * r_i = rows[i] (a gather: the sampled tokens) or i when rows is NULL. One double sum per
+ * output, rounded once (accumulate: the rounded sum is added to out[j]). */
+static void ref_vecmat(int k, int n, const float *a, long inca, const int *rows, const float *B,
+                   long ldb, float *out, bool accumulate) {
+    for (int j0 = 0; j0 < n; j0 += REF_JBLK) {
+        const int jn = n - j0 < REF_JBLK ? n - j0 : REF_JBLK;
+        double acc[REF_JBLK];
+        for (int j = 0; j < jn; j++) acc[j] = 0.0;
+        for (int i = 0; i < k; i++) {
+            const double ai = a[(long)(rows ? rows[i] : i) * inca];
+            if (ai == 0.0) continue;  /* adds of +-0 change nothing */
+            const float *bi = B + (long)i * ldb + j0;
+            for (int j = 0; j < jn; j++) acc[j] += ai * (double)bi[j];
+        }
+        float *oj = out + j0;
+        if (accumulate)
+            for (int j = 0; j < jn; j++) oj[j] += (float)acc[j];
+        else
+            for (int j = 0; j < jn; j++) oj[j] = (float)acc[j];
+    }
+}
+static void ref_normalise_rows(int N, int d, const float *v, int ld, float *phi, float *nrm) {
+    for (int n = 0; n < N; n++) {
+        const float *vn = v + (long)n * ld;
+        float nr = (float)sqrt(ref_dot(vn, vn, d));
+        if (!(nr > SNN_PRIMAL_NORM_EPS)) nr = SNN_PRIMAL_NORM_EPS;
+        nrm[n] = nr;
+        float *pn = phi + (long)n * d;
+        for (int c = 0; c < d; c++) pn[c] = vn[c] / nr;
+    }
+}
+static void ref_primal_forward(int N, int d, int s, int M, const float *q, const float *k, int ld,
+                        const float *x, int ldx, const int *idx, const float *E, const float *R,
+                        const float *cw, const float *cb, float *o, int ldo,
+                        const snn_primal_cache *cache, snn_ops *ops) {
+    assert_true(N >= 1 && d >= 1 && s >= 1 && M >= 1 && M <= N);
+    ref_normalise_rows(N, d, q, ld, cache->qn, cache->nq);
+    ref_normalise_rows(N, d, k, ld, cache->kn, cache->nk);
+
+    /* We_cj = sum_m x_{idx_m, c} E_mj, Wr likewise: column c of x gathered at the sampled rows */
+    for (int c = 0; c < d; c++) {
+        ref_vecmat(M, s, x + c, ldx, idx, E, s, cache->we + (long)c * s, false);
+        ref_vecmat(M, s, x + c, ldx, idx, R, s, cache->wr + (long)c * s, false);
+    }
+    /* e_n = phi(q)_n We, r_n = phi(k)_n Wr */
+    for (int n = 0; n < N; n++) {
+        ref_vecmat(d, s, cache->qn + (long)n * d, 1, NULL, cache->we, s, cache->e + (long)n * s, false);
+        ref_vecmat(d, s, cache->kn + (long)n * d, 1, NULL, cache->wr, s, cache->r + (long)n * s, false);
+    }
+    /* o_nc = cb_c + sum_j cw_{c, j} e_nj + cw_{c, s + j} r_nj: one sum, rounded once */
+    for (int n = 0; n < N; n++) {
+        const float *en = cache->e + (long)n * s, *rn = cache->r + (long)n * s;
+        float *on = o + (long)n * ldo;
+        for (int c = 0; c < d; c++) {
+            const float *wc = cw + (long)c * 2 * s;
+            on[c] = (float)((double)cb[c] + ref_dot(wc, en, s) + ref_dot(wc + s, rn, s));
+        }
+    }
+    (void)ops;
+}
+static void ref_normalise_backward(int N, int d, int s, const float *phi, const float *nrm,
+                               const float *W, const float *dY, float *dv, int ld, float *dphi) {
+    for (int n = 0; n < N; n++) {
+        const float *dyn = dY + (long)n * s, *pn = phi + (long)n * d;
+        for (int c = 0; c < d; c++) dphi[c] = (float)ref_dot(dyn, W + (long)c * s, s);
+        float *dvn = dv + (long)n * ld;
+        const double nr = nrm[n];
+        if (nrm[n] > SNN_PRIMAL_NORM_EPS) {
+            /* ||v|| = nrm here, and d(v/||v||) = (I - phi phi^T) / ||v|| */
+            const double pd = ref_dot(pn, dphi, d);
+            for (int c = 0; c < d; c++)
+                dvn[c] += (float)(((double)dphi[c] - (double)pn[c] * pd) / nr);
+        } else {
+            for (int c = 0; c < d; c++) dvn[c] += (float)((double)dphi[c] / nr);
+        }
+    }
+}
+static void ref_primal_backward(int N, int d, int s, int M, const float *x, int ldx, const int *idx,
+                         const float *E, const float *R, const float *cw,
+                         const snn_primal_cache *cache, const float *dout, int lddo,
+                         double ksvd_coef, const float *lambda, float *dq, float *dk, int ld,
+                         float *dx, float *dE, float *dR, float *dcw, float *dcb,
+                         float *scratch) {
+    assert_true(N >= 1 && d >= 1 && s >= 1 && M >= 1 && M <= N);
+    assert_true(ksvd_coef == 0.0 || lambda != NULL);
+    float *de = scratch, *dr = de + (size_t)N * s;
+    float *dwe = dr + (size_t)N * s, *dwr = dwe + (size_t)d * s;
+    float *dphi = dwr + (size_t)d * s;
+    const int s2 = 2 * s;
+
+    /* o = [e | r] cw^T + cb:  dcb += sum_n dout_n;  dcw_{c, j} += sum_n dout_nc [e | r]_nj */
+    for (int c = 0; c < d; c++) {
+        double acc = 0.0;
+        for (int n = 0; n < N; n++) acc += (double)dout[(long)n * lddo + c];
+        dcb[c] += (float)acc;
+        ref_vecmat(N, s, dout + c, lddo, NULL, cache->e, s, dcw + (long)c * s2, true);
+        ref_vecmat(N, s, dout + c, lddo, NULL, cache->r, s, dcw + (long)c * s2 + s, true);
+    }
+    /* de_n = dout_n cw[:, :s], dr_n = dout_n cw[:, s:] */
+    for (int n = 0; n < N; n++) {
+        ref_vecmat(d, s, dout + (long)n * lddo, 1, NULL, cw, s2, de + (long)n * s, false);
+        ref_vecmat(d, s, dout + (long)n * lddo, 1, NULL, cw + s, s2, dr + (long)n * s, false);
+    }
+    if (ksvd_coef != 0.0)
+        snn_primal_ksvd_score_grad(N, s, lambda, cache->e, cache->r, ksvd_coef, de, dr);
+
+    /* e = phi(q) We:  dWe_cj = sum_n phi(q)_nc de_nj;  dphi(q) = de We^T (then through phi) */
+    for (int c = 0; c < d; c++) {
+        ref_vecmat(N, s, cache->qn + c, d, NULL, de, s, dwe + (long)c * s, false);
+        ref_vecmat(N, s, cache->kn + c, d, NULL, dr, s, dwr + (long)c * s, false);
+    }
+    ref_normalise_backward(N, d, s, cache->qn, cache->nq, cache->we, de, dq, ld, dphi);
+    ref_normalise_backward(N, d, s, cache->kn, cache->nk, cache->wr, dr, dk, ld, dphi);
+
+    /* We = X~ E with X~_cm = x_{idx_m, c}:
+     *   dE_mj += sum_c x_{idx_m, c} dWe_cj;   dx_{idx_m, c} += sum_j E_mj dWe_cj + R_mj dWr_cj */
+    for (int m = 0; m < M; m++) {
+        const float *xm = x + (long)idx[m] * ldx;
+        ref_vecmat(d, s, xm, 1, NULL, dwe, s, dE + (long)m * s, true);
+        ref_vecmat(d, s, xm, 1, NULL, dwr, s, dR + (long)m * s, true);
+        float *dxm = dx + (long)idx[m] * ldx;
+        const float *Em = E + (long)m * s, *Rm = R + (long)m * s;
+        for (int c = 0; c < d; c++)
+            dxm[c] += (float)(ref_dot(Em, dwe + (long)c * s, s) + ref_dot(Rm, dwr + (long)c * s, s));
+    }
+}
+
+static void test_primal_bit_exact_vs_scalar(void **state) {
+    (void)state;
+    /* odd sizes; d = 300 takes the scalar fallback of the vectorised kernel */
+    static const int NS[] = {1, 7, 49, 67}, DS[] = {1, 5, 16, 300}, SS[] = {1, 3, 20, 37};
+    for (size_t a = 0; a < sizeof NS / sizeof NS[0]; a++)
+        for (size_t b = 0; b < sizeof DS / sizeof DS[0]; b++)
+            for (size_t e = 0; e < sizeof SS / sizeof SS[0]; e++) {
+                const int N = NS[a], d = DS[b], s = SS[e];
+                layer L = layer_new(1, N, 1, d, s, 10, 2, 900 + 100 * a + 10 * b + e);
+                const int M = L.M;
+                const size_t cf = snn_primal_cache_floats(N, d, s);
+                float *cbuf = fmalloc(cf), *o = fmalloc((size_t)N * d);
+                snn_primal_cache c2 = snn_primal_cache_bind(cbuf, N, d, s);
+                layer_loss(&L);
+                ref_primal_forward(N, d, s, M, L.q, L.k, L.ld, L.x, L.ldx, L.idx, L.E, L.R, L.cw,
+                                   L.cb, o, d, &c2, NULL);
+                if (memcmp(o, L.o, (size_t)N * d * sizeof *o) != 0 ||
+                    memcmp(cbuf, L.cachebuf, cf * sizeof *cbuf) != 0)
+                    fail_msg("primal forward N %d d %d s %d: not bit-identical", N, d, s);
+                /* backward with the KSVD term: kernel into L's grads, reference into a copy */
+                layer_zero_grads(&L, 0.25f);
+                layer R2 = layer_new(1, N, 1, d, s, 10, 2, 900 + 100 * a + 10 * b + e);
+                layer_loss(&R2);
+                layer_zero_grads(&R2, 0.25f);
+                layer_backward(&L, 0, 1, 1);
+                const double g = snn_primal_ksvd_dJ(R2.eta, R2.J, R2.P);
+                ref_primal_backward(N, d, s, M, R2.x, R2.ldx, R2.idx, R2.E, R2.R, R2.cw,
+                                    &R2.cache[0], R2.w, d, g / ((double)N), R2.lam, R2.dq, R2.dk,
+                                    R2.ld, R2.dx, R2.dE, R2.dR, R2.dcw, R2.dcb, R2.scratch);
+                const size_t ms = (size_t)M * s;
+                if (memcmp(L.dq, R2.dq, act_size(&L, L.ld) * sizeof(float)) != 0 ||
+                    memcmp(L.dk, R2.dk, act_size(&L, L.ld) * sizeof(float)) != 0 ||
+                    memcmp(L.dx, R2.dx, act_size(&L, L.ldx) * sizeof(float)) != 0 ||
+                    memcmp(L.dE, R2.dE, ms * sizeof(float)) != 0 ||
+                    memcmp(L.dR, R2.dR, ms * sizeof(float)) != 0 ||
+                    memcmp(L.dcw, R2.dcw, (size_t)d * 2 * s * sizeof(float)) != 0 ||
+                    memcmp(L.dcb, R2.dcb, (size_t)d * sizeof(float)) != 0)
+                    fail_msg("primal backward N %d d %d s %d: not bit-identical", N, d, s);
+                free(cbuf), free(o);
+                layer_free(&L), layer_free(&R2);
+            }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sample_indices_match_torch),
         cmocka_unit_test(test_sample_indices_invariants),
         cmocka_unit_test(test_primal_forward_matches_reference),
+        cmocka_unit_test(test_primal_bit_exact_vs_scalar),
         cmocka_unit_test(test_ksvd_J_matches_official_expression),
         cmocka_unit_test(test_primal_backward_accumulates_in_head),
         cmocka_unit_test(test_primal_dx_only_sampled_rows),
