@@ -267,6 +267,15 @@ static int run_compare(const char *cfg_path, const char *out, snn_compare_stats 
     return rc;
 }
 
+/* Drops the run file h5 (an interrupted run), gives its best checkpoint the /config text, and
+ * runs the comparison again. */
+static void rerun_with_best_config(const char *cfg, const char *out, const char *h5,
+                                   const char *best, const char *text, snn_compare_stats *st) {
+    assert_int_equal(remove(h5), 0);
+    set_checkpoint_config(best, text);
+    assert_int_equal(run_compare(cfg, out, st), SNN_OK);
+}
+
 static int csv_record(const char **p, char fields[32][512]);
 static bool plain_decimal(const char *s, double *v);
 
@@ -348,15 +357,11 @@ static void test_run_reuse_and_checkpoint(void **state) {
     char *stored = checkpoint_config(best);
     assert_non_null(strstr(stored, "\n  resume: null\n"));
     char *resumed = replace_once(stored, "\n  resume: null\n", "\n  resume: /elsewhere/x.last.h5\n");
-    assert_int_equal(remove(h5), 0);
-    set_checkpoint_config(best, resumed);
-    assert_int_equal(run_compare(cfg3, out3, &st), SNN_OK);
+    rerun_with_best_config(cfg3, out3, h5, best, resumed, &st);
     assert_int_equal(st.from_checkpoint, 1);
     assert_int_equal(st.trained, 0);
     char *other = replace_once(resumed, "\n  epochs: 1\n", "\n  epochs: 2\n");
-    assert_int_equal(remove(h5), 0);
-    set_checkpoint_config(best, other);
-    assert_int_equal(run_compare(cfg3, out3, &st), SNN_OK);
+    rerun_with_best_config(cfg3, out3, h5, best, other, &st);
     assert_int_equal(st.trained, 1);
     assert_int_equal(st.from_checkpoint, 0);
     free(other);
