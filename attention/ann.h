@@ -86,6 +86,8 @@ void snn_cat_plan_free(snn_cat_plan *pl); /* NULL is fine; not thread-safe eithe
 
 int snn_cat_plan_n(const snn_cat_plan *pl);
 int snn_cat_plan_d(const snn_cat_plan *pl);
+/* Channels per block of FFTs (a divisor of d; d itself unless N d is large: cat.c). */
+int snn_cat_plan_channel_block(const snn_cat_plan *pl);
 
 /* Scratch one call of either CAT kernel needs, in doubles (any alignment of double; the same
  * size serves forward and backward): 2 N + 4 (N/2 + 1) + d (2 N + 4 (N/2 + 1)), each block

@@ -25,15 +25,19 @@
  * the same plan and gets the same bits; a machine with other SIMD may pick other codelets and
  * differ in the last double bits (rarely a float bit). Which thread runs a call never matters.
  *
- * Layout of the d-channel transforms: interleaved, sample i of channel c at [i d + c] (FFTW
- * stride d, distance 1), so V, dO, O and dV are copied to and from the token-major head rows
- * with contiguous inner loops.
+ * Layout of the channel transforms: the d channels go through the FFTs in blocks of cb
+ * channels, interleaved within a block (sample i of channel c at [i cb + c]: FFTW stride cb,
+ * distance 1), so V, dO, O and dV are copied to and from the token-major head rows with
+ * contiguous inner loops. cb is the largest divisor of d whose backward working set (V and dO,
+ * real and complex, 32 N cb bytes) fits in 256 KiB, half of a typical L2: without the blocking
+ * the long-sequence transforms stream from L3 and the time grows faster than N log N (N = 4096,
+ * d = 16 is 2 MiB). At the models' sizes (N <= 512 at d = 16) cb = d: one block, as before.
  *
  * Scratch blocks (doubles, each rounded up to a multiple of 8; H = N/2 + 1 complex bins):
- *   zr N     z / N                     Zc 2H      rfft(z / N)
- *   Vr N d   V, then the c2r output    Vc 2H d    rfft(V), then the products (forward)
- *   Dr N d   dO, then the dV output    Dc 2H d    rfft(dO), then conj(Zc) rfft(dO)
- *   DZ 2H    sum_c Dc conj(Vc)         dzr N      irfft(DZ)
+ *   zr N      z / N                     Zc 2H       rfft(z / N)
+ *   Vr N cb   V, then the c2r output    Vc 2H cb    rfft(V), then the products (forward)
+ *   Dr N cb   dO, then the dV output    Dc 2H cb    rfft(dO), then conj(Zc) rfft(dO)
+ *   DZ 2H     sum_c Dc conj(Vc)         dzr N       irfft(DZ)
  * c2r transforms destroy their complex input (FFTW's default for c2r); every complex block is
  * dead after its inverse transform, so that is fine.
  *
@@ -48,10 +52,10 @@
 #include "sim/util.h"
 
 struct snn_cat_plan {
-    int N, d, H;
+    int N, d, H, cb; /* cb: channels per block of transforms, a divisor of d */
     fftw_plan r2c1; /* rfft of one signal (z)                         */
-    fftw_plan r2cd; /* rfft of d interleaved signals (V, dO)         */
-    fftw_plan c2rd; /* irfft of d interleaved spectra (O, dV)        */
+    fftw_plan r2cd; /* rfft of cb interleaved signals (V, dO)        */
+    fftw_plan c2rd; /* irfft of cb interleaved spectra (O, dV)       */
     fftw_plan c2r1; /* irfft of one spectrum (dz)                     */
     snn_cat_fft_flops fwd, bwd;
 };
@@ -65,8 +69,16 @@ typedef struct cat_scratch {
     fftw_complex *Zc, *Vc, *Dc, *DZ;
 } cat_scratch;
 
-static cat_scratch carve(int N, int d, double *s) {
-    const size_t n = (size_t)N, H = (size_t)(N / 2 + 1), dd = (size_t)d;
+/* The largest divisor of d with 32 N cb bytes <= 256 KiB (at least 1): see the header. */
+static int channel_block(int N, int d) {
+    int cb = 1;
+    for (int c = 1; c <= d; c++)
+        if (d % c == 0 && 32.0 * N * c <= 256.0 * 1024.0) cb = c;
+    return cb;
+}
+
+static cat_scratch carve(int N, int cb, double *s) {
+    const size_t n = (size_t)N, H = (size_t)(N / 2 + 1), dd = (size_t)cb;
     cat_scratch c;
     c.zr = s, s += blk(n);
     c.dzr = s, s += blk(n);
@@ -81,7 +93,7 @@ static cat_scratch carve(int N, int d, double *s) {
 
 size_t snn_cat_scratch_doubles(int N, int d) {
     SNN_ASSERT(N >= 1 && d >= 1);
-    const size_t n = (size_t)N, H = (size_t)(N / 2 + 1), dd = (size_t)d;
+    const size_t n = (size_t)N, H = (size_t)(N / 2 + 1), dd = (size_t)channel_block(N, d);
     return 2 * blk(n) + 2 * blk(2 * H) + 2 * blk(n * dd) + 2 * blk(2 * H * dd);
 }
 
@@ -98,30 +110,33 @@ static void flops_acc(snn_cat_fft_flops *dst, snn_cat_fft_flops f, double times)
 snn_cat_plan *snn_cat_plan_new(int N, int d) {
     SNN_ASSERT(N >= 1 && d >= 1);
     snn_cat_plan *pl = snn_xcalloc(1, sizeof *pl);
-    pl->N = N, pl->d = d, pl->H = N / 2 + 1;
+    pl->N = N, pl->d = d, pl->H = N / 2 + 1, pl->cb = channel_block(N, d);
+    const int cb = pl->cb;
     /* Planning arrays: FFTW_ESTIMATE never writes them, but it wants real, distinct (out of
      * place, as every execution is) arrays of the planned sizes. */
     const size_t H = (size_t)pl->H;
-    double *re = fftw_alloc_real((size_t)N * (size_t)d);
-    fftw_complex *cx = fftw_alloc_complex(H * (size_t)d);
+    double *re = fftw_alloc_real((size_t)N * (size_t)cb);
+    fftw_complex *cx = fftw_alloc_complex(H * (size_t)cb);
     SNN_ASSERT(re && cx);
     const unsigned flags = FFTW_ESTIMATE | FFTW_UNALIGNED;
     const int n[1] = {N};
     pl->r2c1 = fftw_plan_dft_r2c_1d(N, re, cx, flags);
     pl->c2r1 = fftw_plan_dft_c2r_1d(N, cx, re, flags);
-    /* d transforms, interleaved: sample i of channel c at [i d + c], bin k at [k d + c] */
-    pl->r2cd = fftw_plan_many_dft_r2c(1, n, d, re, NULL, d, 1, cx, NULL, d, 1, flags);
-    pl->c2rd = fftw_plan_many_dft_c2r(1, n, d, cx, NULL, d, 1, re, NULL, d, 1, flags);
+    /* cb transforms, interleaved: sample i of channel c at [i cb + c], bin k at [k cb + c] */
+    pl->r2cd = fftw_plan_many_dft_r2c(1, n, cb, re, NULL, cb, 1, cx, NULL, cb, 1, flags);
+    pl->c2rd = fftw_plan_many_dft_c2r(1, n, cb, cx, NULL, cb, 1, re, NULL, cb, 1, flags);
     fftw_free(re);
     fftw_free(cx);
     if (!pl->r2c1 || !pl->c2r1 || !pl->r2cd || !pl->c2rd)
         snn_abort(__FILE__, __LINE__, "FFTW could not plan CAT transforms (N %d, d %d)", N, d);
     /* forward: rfft(z), rfft(V), irfft(O);  backward: rfft(z), rfft(V), rfft(dO), irfft(dV),
-     * irfft(dz) */
+     * irfft(dz); the channel transforms once per block of cb channels */
+    const double blocks = (double)(d / cb);
     const snn_cat_fft_flops f1 = flops_of(pl->r2c1), fd = flops_of(pl->r2cd);
     const snn_cat_fft_flops i1 = flops_of(pl->c2r1), id = flops_of(pl->c2rd);
-    flops_acc(&pl->fwd, f1, 1), flops_acc(&pl->fwd, fd, 1), flops_acc(&pl->fwd, id, 1);
-    flops_acc(&pl->bwd, f1, 1), flops_acc(&pl->bwd, fd, 2), flops_acc(&pl->bwd, id, 1);
+    flops_acc(&pl->fwd, f1, 1), flops_acc(&pl->fwd, fd, blocks), flops_acc(&pl->fwd, id, blocks);
+    flops_acc(&pl->bwd, f1, 1), flops_acc(&pl->bwd, fd, 2 * blocks);
+    flops_acc(&pl->bwd, id, blocks);
     flops_acc(&pl->bwd, i1, 1);
     return pl;
 }
@@ -137,6 +152,7 @@ void snn_cat_plan_free(snn_cat_plan *pl) {
 
 int snn_cat_plan_n(const snn_cat_plan *pl) { return pl->N; }
 int snn_cat_plan_d(const snn_cat_plan *pl) { return pl->d; }
+int snn_cat_plan_channel_block(const snn_cat_plan *pl) { return pl->cb; }
 snn_cat_fft_flops snn_cat_plan_forward_flops(const snn_cat_plan *pl) { return pl->fwd; }
 snn_cat_fft_flops snn_cat_plan_backward_flops(const snn_cat_plan *pl) { return pl->bwd; }
 
@@ -147,7 +163,7 @@ static void z_spectrum(const snn_cat_plan *pl, const float *z, const cat_scratch
     fftw_execute_dft_r2c(pl->r2c1, s->zr, s->Zc);
 }
 
-/* dst[i d + c] = m[i ld + c] for an [N, d] head at row stride ld. */
+/* dst[i cb + c] = m[i ld + c] for an [N, cb] block of a head at row stride ld. */
 static void gather(int N, int d, const float *m, int ld, double *dst) {
     for (int i = 0; i < N; i++) {
         const float *mi = m + (long)i * ld;
@@ -158,8 +174,8 @@ static void gather(int N, int d, const float *m, int ld, double *dst) {
 
 void snn_attn_cat_head_train(const snn_cat_plan *pl, const float *g, int ldg, const float *v,
                              int ld, float *o, int ldo, float *z, double *scratch) {
-    const int N = pl->N, d = pl->d, H = pl->H;
-    const cat_scratch s = carve(N, d, scratch);
+    const int N = pl->N, d = pl->d, H = pl->H, cb = pl->cb;
+    const cat_scratch s = carve(N, cb, scratch);
 
     /* z = softmax(g): exponentials and their sum in double (zr holds them for a moment) */
     double m = -INFINITY;
@@ -175,22 +191,24 @@ void snn_attn_cat_head_train(const snn_cat_plan *pl, const float *g, int ldg, co
 
     /* the convolution of the float z the backward will see */
     z_spectrum(pl, z, &s);
-    gather(N, d, v, ld, s.Vr);
-    fftw_execute_dft_r2c(pl->r2cd, s.Vr, s.Vc);
-    for (int kb = 0; kb < H; kb++) {
-        const double zr = s.Zc[kb][0], zi = s.Zc[kb][1];
-        fftw_complex *vk = s.Vc + (size_t)kb * d;
-        for (int c = 0; c < d; c++) {
-            const double vr = vk[c][0], vi = vk[c][1];
-            vk[c][0] = zr * vr - zi * vi;
-            vk[c][1] = zr * vi + zi * vr;
+    for (int c0 = 0; c0 < d; c0 += cb) {
+        gather(N, cb, v + c0, ld, s.Vr);
+        fftw_execute_dft_r2c(pl->r2cd, s.Vr, s.Vc);
+        for (int kb = 0; kb < H; kb++) {
+            const double zr = s.Zc[kb][0], zi = s.Zc[kb][1];
+            fftw_complex *vk = s.Vc + (size_t)kb * cb;
+            for (int c = 0; c < cb; c++) {
+                const double vr = vk[c][0], vi = vk[c][1];
+                vk[c][0] = zr * vr - zi * vi;
+                vk[c][1] = zr * vi + zi * vr;
+            }
         }
-    }
-    fftw_execute_dft_c2r(pl->c2rd, s.Vc, s.Vr);
-    for (int i = 0; i < N; i++) {
-        const double *yi = s.Vr + (size_t)i * d;
-        float *oi = o + (long)i * ldo;
-        for (int c = 0; c < d; c++) oi[c] = (float)yi[c];
+        fftw_execute_dft_c2r(pl->c2rd, s.Vc, s.Vr);
+        for (int i = 0; i < N; i++) {
+            const double *yi = s.Vr + (size_t)i * cb;
+            float *oi = o + (long)i * ldo + c0;
+            for (int c = 0; c < cb; c++) oi[c] = (float)yi[c];
+        }
     }
 }
 
@@ -198,39 +216,41 @@ void snn_attn_cat_head_backward(const snn_cat_plan *pl, const float *g, int ldg,
                                 int ld, const float *z, const float *dout, int lddo, float *dg,
                                 int lddg, float *dv, double *scratch) {
     (void)g, (void)ldg; /* the softmax backward needs only z */
-    const int N = pl->N, d = pl->d, H = pl->H;
-    const cat_scratch s = carve(N, d, scratch);
+    const int N = pl->N, d = pl->d, H = pl->H, cb = pl->cb;
+    const cat_scratch s = carve(N, cb, scratch);
 
     z_spectrum(pl, z, &s);
-    gather(N, d, v, ld, s.Vr);
-    fftw_execute_dft_r2c(pl->r2cd, s.Vr, s.Vc);
-    gather(N, d, dout, lddo, s.Dr);
-    fftw_execute_dft_r2c(pl->r2cd, s.Dr, s.Dc);
+    for (int c0 = 0; c0 < d; c0 += cb) {
+        gather(N, cb, v + c0, ld, s.Vr);
+        fftw_execute_dft_r2c(pl->r2cd, s.Vr, s.Vc);
+        gather(N, cb, dout + c0, lddo, s.Dr);
+        fftw_execute_dft_r2c(pl->r2cd, s.Dr, s.Dc);
 
-    for (int kb = 0; kb < H; kb++) {
-        const double zr = s.Zc[kb][0], zi = s.Zc[kb][1];
-        fftw_complex *vk = s.Vc + (size_t)kb * d, *dk = s.Dc + (size_t)kb * d;
-        /* dz: DZ_k = sum_c DO_kc conj(V_kc), channels summed in c order */
-        double ar = 0.0, ai = 0.0;
-        for (int c = 0; c < d; c++) {
-            const double dr = dk[c][0], di = dk[c][1], vr = vk[c][0], vi = vk[c][1];
-            ar += dr * vr + di * vi;
-            ai += di * vr - dr * vi;
+        for (int kb = 0; kb < H; kb++) {
+            const double zr = s.Zc[kb][0], zi = s.Zc[kb][1];
+            fftw_complex *vk = s.Vc + (size_t)kb * cb, *dk = s.Dc + (size_t)kb * cb;
+            /* dz: DZ_k = sum_c DO_kc conj(V_kc), channels summed in c order across blocks */
+            double ar = c0 ? s.DZ[kb][0] : 0.0, ai = c0 ? s.DZ[kb][1] : 0.0;
+            for (int c = 0; c < cb; c++) {
+                const double dr = dk[c][0], di = dk[c][1], vr = vk[c][0], vi = vk[c][1];
+                ar += dr * vr + di * vi;
+                ai += di * vr - dr * vi;
+            }
+            s.DZ[kb][0] = ar, s.DZ[kb][1] = ai;
+            /* dV: conj(Z_k / N) DO_kc, in place */
+            for (int c = 0; c < cb; c++) {
+                const double dr = dk[c][0], di = dk[c][1];
+                dk[c][0] = zr * dr + zi * di;
+                dk[c][1] = zr * di - zi * dr;
+            }
         }
-        s.DZ[kb][0] = ar, s.DZ[kb][1] = ai;
-        /* dV: conj(Z_k / N) DO_kc, in place */
-        for (int c = 0; c < d; c++) {
-            const double dr = dk[c][0], di = dk[c][1];
-            dk[c][0] = zr * dr + zi * di;
-            dk[c][1] = zr * di - zi * dr;
-        }
-    }
 
-    fftw_execute_dft_c2r(pl->c2rd, s.Dc, s.Dr);
-    for (int j = 0; j < N; j++) {
-        const double *uj = s.Dr + (size_t)j * d;
-        float *dvj = dv + (long)j * ld;
-        for (int c = 0; c < d; c++) dvj[c] += (float)uj[c];
+        fftw_execute_dft_c2r(pl->c2rd, s.Dc, s.Dr);
+        for (int j = 0; j < N; j++) {
+            const double *uj = s.Dr + (size_t)j * cb;
+            float *dvj = dv + (long)j * ld + c0;
+            for (int c = 0; c < cb; c++) dvj[c] += (float)uj[c];
+        }
     }
 
     fftw_execute_dft_c2r(pl->c2r1, s.DZ, s.dzr);
