@@ -38,6 +38,7 @@
 #include "sim/layers.h"
 #include "sim/optim.h"
 #include "sim/rng.h"
+#include "sim/spikebits.h"
 
 /* Neurons per parallel chunk of a population (and per PLIF dL/dtau partial sum). */
 enum { POP_CHUNK = 4096 };
@@ -48,9 +49,29 @@ typedef struct lin_act {       /* a Linear followed by BatchNorm in training mod
     float *z;                  /* [M, out] BN output */
 } lin_act;
 
+/* A population's outputs kept for the backward pass, [T, n] with n = B * neurons per sample.
+ * Spiking populations keep their pre-reset membrane h as floats and their spikes as bit planes
+ * (spikebits.h), unpacked into a scratch slot when a consumer needs floats; in smooth mode
+ * (gradient checks) spikes are real numbers and stay floats in s. ANN slots: an activation keeps
+ * its output in s; an identity keeps nothing, its output is its input x (a buffer the forward
+ * keeps anyway). */
 typedef struct pop_act {
-    float *h, *s;              /* [T, B*N*width] pre-reset membrane and spikes */
+    float *h;                  /* [T, n] pre-reset membrane (spiking populations) */
+    float *s;                  /* [T, n] outputs as floats (activation slots, smooth mode) */
+    uint64_t *nz, *neg;        /* [T, ld] spike bits: S != 0 and (bipolar only) S < 0 */
+    size_t ld;                 /* words per timestep row of nz and neg */
+    const float *x;            /* identity slot: its input, set by the forward */
 } pop_act;
+
+/* Scratch slots holding a population's spikes as floats while the forward or backward uses them
+ * (the float view of the bit planes). Forward: a population's spikes are written to its slot by
+ * the neurons, packed, and read from the slot until the slot's next population overwrites it;
+ * backward: unpacked into the slot right before use. Lifetimes within a block:
+ *   SP_X   [M, W]  lif_in (the block input x_in: q, k, v and attention read it), then hidden_lif
+ *   SP_Q   [M, D]  q_lif until the attention; then attn_lif, o_lif, mlp.lif_in, out_lif, head_lif
+ *   SP_K, SP_V     k_lif and v_lif until the attention (the backward: until their own backward)
+ *   SP_KV  [T, B, D] sdsa's kv_lif */
+enum { SP_X, SP_Q, SP_K, SP_V, SP_KV, SP_SLOTS };
 
 typedef struct block_act {
     float *u_in;               /* [M, D] stream entering the block */
@@ -86,6 +107,8 @@ struct snn_trainer {
     size_t arena_floats;
     int32_t *iarena;
     size_t iarena_ints;
+    uint64_t *warena;          /* spike bit planes, packed without padding */
+    size_t warena_words;
 
     float *patches;            /* [M, K] */
     lin_act embed;             /* embed and embed_bn */
@@ -97,6 +120,7 @@ struct snn_trainer {
     int32_t *labels;           /* [B] */
 
     float *y;                  /* [M, Wmax] linear output (forward scratch) */
+    float *sp[SP_SLOTS];       /* spikes as floats (see SP_X); NULL where unused */
     float *d_u;                /* [M, D] gradient of the stream */
     float *d_s;                /* [M, Wmax] gradient on spikes */
     float *d_x;                /* [M, Wmax] gradient on neuron inputs */
@@ -126,10 +150,11 @@ struct snn_trainer {
 /* ---- planning ---------------------------------------------------------------------------- */
 
 typedef struct planner {
-    size_t floats, ints;
+    size_t floats, ints, words;
     bool place;
     float *fbase;
     int32_t *ibase;
+    uint64_t *wbase;
 } planner;
 
 static float *take(planner *p, size_t n) {
@@ -146,6 +171,13 @@ static int32_t *take_i(planner *p, size_t n) {
     return r;
 }
 
+/* Bit-plane words: no padding, so a population's planes ([T, ld]) cost exactly T ld words. */
+static uint64_t *take_w(planner *p, size_t n) {
+    uint64_t *r = p->place ? p->wbase + p->words : NULL;
+    p->words += n;
+    return r;
+}
+
 static void plan_lin(planner *p, lin_act *a, size_t M, size_t out) {
     a->xhat = take(p, M * out);
     a->z = take(p, M * out);
@@ -153,9 +185,19 @@ static void plan_lin(planner *p, lin_act *a, size_t M, size_t out) {
     a->rstd = take(p, out);
 }
 
-static void plan_pop(planner *p, pop_act *a, size_t M, size_t width) {
-    a->h = take(p, M * width);
-    a->s = take(p, M * width);
+static size_t pop_per_sample(const snn_trainer *tr, int p, size_t width);
+
+/* Storage of population p (or slot; -1: absent) over [T, Bmax * neurons per sample]. */
+static void plan_pop(const snn_trainer *tr, planner *p, pop_act *a, int pop, size_t width) {
+    if (pop == -1 || pop == SNN_SLOT_IDENTITY) return;
+    const size_t n = (size_t)tr->Bmax * pop_per_sample(tr, pop, width), T = (size_t)tr->T;
+    if (pop < 0 || tr->smooth) a->s = take(p, T * n);
+    if (pop < 0) return;
+    a->h = take(p, T * n);
+    if (tr->smooth) return;
+    a->ld = snn_bits_words(n);
+    a->nz = take_w(p, T * a->ld);
+    if (tr->m->pops[pop].np.bipolar) a->neg = take_w(p, T * a->ld);
 }
 
 static void plan(snn_trainer *tr, planner *p) {
@@ -167,29 +209,29 @@ static void plan(snn_trainer *tr, planner *p) {
     tr->u0 = take(p, M * D);
     for (int l = 0; l < tr->m->L; l++) {
         block_act *b = &tr->blocks[l];
+        const snn_block *mb = &tr->m->blocks[l];
         b->u_in = l == 0 ? tr->u0 : tr->blocks[l - 1].u_out;
-        plan_pop(p, &b->in, M, D);
+        plan_pop(tr, p, &b->in, mb->pop_in, D);
         plan_lin(p, &b->q, M, D);
         plan_lin(p, &b->k, M, D);
         plan_lin(p, &b->v, M, D);
-        plan_pop(p, &b->pq, M, D);
-        plan_pop(p, &b->pk, M, D);
-        plan_pop(p, &b->pv, M, D);
+        /* cat has no q, k and primal no v: their populations never run */
+        plan_pop(tr, p, &b->pq, mb->q.weight ? mb->pop_q : -1, D);
+        plan_pop(tr, p, &b->pk, mb->k.weight ? mb->pop_k : -1, D);
+        plan_pop(tr, p, &b->pv, mb->v.weight ? mb->pop_v : -1, D);
         b->o = take(p, M * D);
         b->att = take(p, att);
         b->mr = take_i(p, (size_t)tr->T * tr->Bmax * tr->m->heads * 2 * tr->N);
-        plan_pop(p, &b->pa, M, D);
+        plan_pop(tr, p, &b->pa, mb->pop_attn, D);
         plan_lin(p, &b->proj, M, D);
         b->u_mid = take(p, M * D);
-        plan_pop(p, &b->pm, M, D);
+        plan_pop(tr, p, &b->pm, mb->pop_mlp_in, D);
         plan_lin(p, &b->fc1, M, Hd);
-        plan_pop(p, &b->ph, M, Hd);
+        plan_pop(tr, p, &b->ph, mb->pop_hidden, Hd);
         plan_lin(p, &b->fc2, M, D);
         b->u_out = take(p, M * D);
-        if (tr->sew) {
-            plan_pop(p, &b->po, M, D);
-            plan_pop(p, &b->pout, M, D);
-        }
+        plan_pop(tr, p, &b->po, mb->pop_o, D);
+        plan_pop(tr, p, &b->pout, mb->pop_out, D);
         const size_t TBH = (size_t)tr->T * tr->Bmax * tr->m->heads;
         if (tr->kind == SNN_ATTN_CAT) b->g = take(p, M * tr->m->heads);
         if (tr->kind == SNN_ATTN_PRIMAL) {
@@ -198,15 +240,22 @@ static void plan(snn_trainer *tr, planner *p) {
         }
         if (tr->kind == SNN_ATTN_SDSA) {
             b->kv = take(p, (size_t)tr->T * tr->Bmax * D);
-            plan_pop(p, &b->pkv, (size_t)tr->T * tr->Bmax, D);
+            plan_pop(tr, p, &b->pkv, mb->pop_kv, D);
         }
     }
-    plan_pop(p, &tr->head, M, D);
+    plan_pop(tr, p, &tr->head, tr->m->pop_head, D);
     tr->pooled = take(p, (size_t)tr->Bmax * D);
     tr->logits = take(p, (size_t)tr->Bmax * tr->C);
     tr->probs = take(p, (size_t)tr->Bmax * tr->C);
     tr->labels = take_i(p, (size_t)tr->Bmax);
     tr->y = take(p, M * W);
+    if (!tr->m->ann && !tr->smooth) {
+        tr->sp[SP_X] = take(p, M * W);
+        tr->sp[SP_Q] = take(p, M * D);
+        tr->sp[SP_K] = take(p, M * D);
+        tr->sp[SP_V] = take(p, M * D);
+        if (tr->kind == SNN_ATTN_SDSA) tr->sp[SP_KV] = take(p, (size_t)tr->T * tr->Bmax * D);
+    }
     tr->d_u = take(p, M * D);
     tr->d_s = take(p, M * W);
     tr->d_x = take(p, M * W);
@@ -268,7 +317,7 @@ static void setup(snn_trainer *tr, snn_model *m, int B, int T, bool smooth) {
 }
 
 static size_t planned_bytes(const planner *p) {
-    return p->floats * sizeof(float) + p->ints * sizeof(int32_t);
+    return p->floats * sizeof(float) + p->ints * sizeof(int32_t) + p->words * sizeof(uint64_t);
 }
 
 size_t snn_trainer_bytes_for(snn_model *m, int B, int T) {
@@ -290,11 +339,14 @@ snn_trainer *snn_trainer_new(snn_model *m, int B, bool smooth) {
     plan(tr, &p);
     tr->arena_floats = p.floats;
     tr->iarena_ints = p.ints;
+    tr->warena_words = p.words;
     tr->arena = snn_xaligned(p.floats * sizeof(float));
     tr->iarena = snn_xaligned(p.ints * sizeof(int32_t));
+    tr->warena = snn_xaligned(p.words * sizeof(uint64_t));
     memset(tr->arena, 0, p.floats * sizeof(float));
     memset(tr->iarena, 0, p.ints * sizeof(int32_t));
-    planner q = {.place = true, .fbase = tr->arena, .ibase = tr->iarena};
+    memset(tr->warena, 0, p.words * sizeof(uint64_t));
+    planner q = {.place = true, .fbase = tr->arena, .ibase = tr->iarena, .wbase = tr->warena};
     plan(tr, &q);
     if (tr->kind == SNN_ATTN_PRIMAL) snn_primal_sample_indices(m->N, m->primal_M, tr->primal_idx);
     return tr;
@@ -305,12 +357,14 @@ void snn_trainer_free(snn_trainer *tr) {
     snn_cat_plan_free(tr->cat_plan);
     free(tr->arena);
     free(tr->iarena);
+    free(tr->warena);
     free(tr->blocks);
     free(tr);
 }
 
 size_t snn_trainer_bytes(const snn_trainer *tr) {
-    return planned_bytes(&(planner){.floats = tr->arena_floats, .ints = tr->iarena_ints});
+    return planned_bytes(&(planner){.floats = tr->arena_floats, .ints = tr->iarena_ints,
+                                    .words = tr->warena_words});
 }
 
 float *snn_trainer_grads(snn_trainer *tr) { return tr->grads; }
@@ -393,25 +447,61 @@ static void slot_bwd(const snn_trainer *tr, int p, const float *x, const float *
     }
 }
 
+/* Packs or unpacks spikes s [T, n] to or from a's bit planes, parallel over (t, chunk of
+ * POP_CHUNK neurons: a whole number of words). */
+static void pop_bits(const snn_trainer *tr, const pop_act *a, float *s, size_t n, bool pack) {
+    const size_t chunk = POP_CHUNK;
+    const long n_chunks = (long)((n + chunk - 1) / chunk);
+#pragma omp parallel for schedule(static)
+    for (long j = 0; j < (long)tr->T * n_chunks; j++) {
+        const size_t t = (size_t)(j / n_chunks), off = (size_t)(j % n_chunks) * chunk;
+        const size_t len = n - off < chunk ? n - off : chunk, w = t * a->ld + off / 64;
+        if (pack)
+            snn_bits_pack(a->nz + w, a->neg ? a->neg + w : NULL, s + t * n + off, len);
+        else
+            snn_bits_unpack(s + t * n + off, a->nz + w, a->neg ? a->neg + w : NULL, len);
+    }
+}
+
 /* Neuron population over [T, n] (n = B * neurons per sample), parallel over chunks of neurons;
- * an ANN slot elementwise. */
-static void pop_fwd(snn_trainer *tr, int p, const float *x, pop_act *a, size_t width) {
+ * an ANN slot elementwise. Returns the outputs as floats [T, n]: for a population kept as bits,
+ * scratch slot `slot`, valid until the slot's next use. */
+static const float *pop_fwd(snn_trainer *tr, int p, const float *x, pop_act *a, size_t width,
+                            int slot) {
     const size_t n = (size_t)tr->B * pop_per_sample(tr, p, width), chunk = POP_CHUNK;
+    if (p == SNN_SLOT_IDENTITY) {
+        a->x = x;
+        return x;
+    }
     if (p < 0) {
         slot_fwd(tr, p, x, a->s, (size_t)tr->T * n);
-        return;
+        return a->s;
     }
+    float *s = a->nz ? tr->sp[slot] : a->s;
     const snn_neuron_params np = pop_params(&tr->m->pops[p]);
     const long n_chunks = (long)((n + chunk - 1) / chunk);
 #pragma omp parallel for schedule(static)
     for (long c = 0; c < n_chunks; c++) {
         size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
-        snn_neuron_forward_seq(&np, tr->T, len, n, x + off, a->s + off, a->h + off, tr->smooth);
+        snn_neuron_forward_seq(&np, tr->T, len, n, x + off, s + off, a->h + off, tr->smooth);
     }
+    if (a->nz) pop_bits(tr, a, s, n, true);
+    return s;
 }
 
-static void pop_bwd(snn_trainer *tr, int p, const float *x, const pop_act *a, const float *ds,
-                    float *dx, size_t width) {
+/* The outputs of population p as floats [T, n] for the backward: spikes kept as bits are
+ * unpacked into scratch slot `slot` (valid until the slot's next use). */
+static const float *pop_out(snn_trainer *tr, int p, const pop_act *a, size_t width, int slot) {
+    if (p == SNN_SLOT_IDENTITY) return a->x;
+    if (!a->nz) return a->s;
+    float *s = tr->sp[slot];
+    pop_bits(tr, a, s, (size_t)tr->B * pop_per_sample(tr, p, width), false);
+    return s;
+}
+
+/* s: the population's outputs (pop_fwd's or pop_out's). */
+static void pop_bwd(snn_trainer *tr, int p, const float *x, const pop_act *a, const float *s,
+                    const float *ds, float *dx, size_t width) {
     const size_t n = (size_t)tr->B * pop_per_sample(tr, p, width), chunk = POP_CHUNK;
     if (p < 0) {
         slot_bwd(tr, p, x, ds, dx, (size_t)tr->T * n);
@@ -426,7 +516,7 @@ static void pop_bwd(snn_trainer *tr, int p, const float *x, const pop_act *a, co
         float dtau = 0.0f;
         /* smooth mode: a bipolar hard reset's amount cannot be recovered from S (neuron.h) */
         (tr->smooth ? snn_neuron_backward_seq_smooth : snn_neuron_backward_seq)(
-            &np, tr->T, len, n, x + off, a->h + off, a->s + off, ds + off, dx + off,
+            &np, tr->T, len, n, x + off, a->h + off, s + off, ds + off, dx + off,
             pop->plif_w ? &dtau : NULL);
         tr->dtau[c] = dtau;
     }
@@ -448,7 +538,7 @@ static int thread_id(void) {
 
 /* sdsa (spec section 3): kv = sum_n K*V per (t, b, channel), kv_lif over t, O = Q * S_kv.
  * Jobs own one (sample, head) over all T. */
-static void sdsa_fwd(snn_trainer *tr, int l) {
+static void sdsa_fwd(snn_trainer *tr, int l, const float *sq, const float *sk, const float *sv) {
     const snn_model *m = tr->m;
     block_act *b = &tr->blocks[l];
     const int N = tr->N, D = tr->D, d = m->d, H = m->heads, B = tr->B, T = tr->T;
@@ -456,40 +546,42 @@ static void sdsa_fwd(snn_trainer *tr, int l) {
 #pragma omp parallel for schedule(static)
     for (long j = 0; j < (long)B * H; j++) {
         const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
-        snn_sdsa_kv_train(T, N, d, b->pk.s + off, b->pv.s + off, D, ldt,
+        snn_sdsa_kv_train(T, N, d, sk + off, sv + off, D, ldt,
                           b->kv + (size_t)(j / H) * D + (size_t)(j % H) * d, B * D);
     }
-    pop_fwd(tr, m->blocks[l].pop_kv, b->kv, &b->pkv, (size_t)D);
+    const float *skv = pop_fwd(tr, m->blocks[l].pop_kv, b->kv, &b->pkv, (size_t)D, SP_KV);
 #pragma omp parallel for schedule(static)
     for (long j = 0; j < (long)B * H; j++) {
         const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
-        snn_sdsa_mask_train(T, N, d, b->pq.s + off, D, ldt,
-                            b->pkv.s + (size_t)(j / H) * D + (size_t)(j % H) * d, B * D,
+        snn_sdsa_mask_train(T, N, d, sq + off, D, ldt,
+                            skv + (size_t)(j / H) * D + (size_t)(j % H) * d, B * D,
                             b->o + off, D, ldt);
     }
 }
 
-static void sdsa_bwd(snn_trainer *tr, int l) {
+static void sdsa_bwd(snn_trainer *tr, int l, const float *sq, const float *sk, const float *sv) {
     const snn_model *m = tr->m;
     block_act *b = &tr->blocks[l];
     const int N = tr->N, D = tr->D, d = m->d, H = m->heads, B = tr->B, T = tr->T;
     const long ldt = (long)B * N * D;
     const size_t TBD = (size_t)T * B * D;
     memset(tr->d_kvs, 0, TBD * sizeof *tr->d_kvs);
+    const int pop_kv = m->blocks[l].pop_kv;
+    const float *skv = pop_out(tr, pop_kv, &b->pkv, (size_t)D, SP_KV);
 #pragma omp parallel for schedule(static)
     for (long j = 0; j < (long)B * H; j++) {
         const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
         const size_t koff = (size_t)(j / H) * D + (size_t)(j % H) * d;
-        snn_sdsa_mask_backward(T, N, d, b->pq.s + off, D, ldt, b->pkv.s + koff, B * D,
+        snn_sdsa_mask_backward(T, N, d, sq + off, D, ldt, skv + koff, B * D,
                                tr->d_o + off, D, ldt, tr->d_q + off, tr->d_kvs + koff);
     }
     memset(tr->d_kv, 0, TBD * sizeof *tr->d_kv);
-    pop_bwd(tr, m->blocks[l].pop_kv, b->kv, &b->pkv, tr->d_kvs, tr->d_kv, (size_t)D);
+    pop_bwd(tr, pop_kv, b->kv, &b->pkv, skv, tr->d_kvs, tr->d_kv, (size_t)D);
 #pragma omp parallel for schedule(static)
     for (long j = 0; j < (long)B * H; j++) {
         const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
         const size_t koff = (size_t)(j / H) * D + (size_t)(j % H) * d;
-        snn_sdsa_kv_backward(T, N, d, b->pk.s + off, b->pv.s + off, D, ldt, tr->d_kv + koff,
+        snn_sdsa_kv_backward(T, N, d, sk + off, sv + off, D, ldt, tr->d_kv + koff,
                              B * D, tr->d_k + off, tr->d_v + off);
     }
 }
@@ -500,8 +592,10 @@ static size_t primal_dgrad_floats(const snn_model *m) {
 }
 
 /* The attention kernel of block l on its (t, b, h) jobs; x_in is the block input [M, D] (cat's
- * projection and primal's sampled tokens read it). */
-static void attn_fwd(snn_trainer *tr, int l, const float *x_in) {
+ * projection and primal's sampled tokens read it), sq, sk, sv the outputs of q_lif, k_lif,
+ * v_lif [M, D] (NULL where the kind has none). */
+static void attn_fwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
+                     const float *sk, const float *sv) {
     const snn_model *m = tr->m;
     const snn_block *mb = &m->blocks[l];
     block_act *b = &tr->blocks[l];
@@ -509,7 +603,7 @@ static void attn_fwd(snn_trainer *tr, int l, const float *x_in) {
     const long jobs = (long)tr->T * tr->B * H;
     const int M = tr->T * tr->B * N;
     if (tr->kind == SNN_ATTN_SDSA) {
-        sdsa_fwd(tr, l);
+        sdsa_fwd(tr, l, sq, sk, sv);
         return;
     }
     if (tr->kind == SNN_ATTN_CAT) snn_linear_fwd(b->g, x_in, mb->a_w, NULL, M, D, H);
@@ -522,27 +616,27 @@ static void attn_fwd(snn_trainer *tr, int l, const float *x_in) {
         float *att = b->att + (size_t)j * N * N;
         switch (tr->kind) {
         case SNN_ATTN_BSA:
-            snn_attn_bsa_head_train(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D, m->shift,
+            snn_attn_bsa_head_train(N, d, sq + off, sk + off, sv + off, D, m->shift,
                                     m->cfg->model.attention.rounding, tr->smooth, b->o + off, D,
                                     att, b->mr + (size_t)j * 2 * N, false);
             break;
         case SNN_ATTN_SSA:
-            snn_attn_ssa_head_train(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D,
+            snn_attn_ssa_head_train(N, d, sq + off, sk + off, sv + off, D,
                                     m->ssa_scale, b->o + off, D, att);
             break;
         case SNN_ATTN_SOFTMAX:
-            snn_attn_softmax_head_train(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D,
+            snn_attn_softmax_head_train(N, d, sq + off, sk + off, sv + off, D,
                                         b->o + off, D, att);
             break;
         case SNN_ATTN_CAT:
-            snn_attn_cat_head_train(tr->cat_plan, b->g + (size_t)tb * N * H + h, H, b->pv.s + off,
+            snn_attn_cat_head_train(tr->cat_plan, b->g + (size_t)tb * N * H + h, H, sv + off,
                                     D, b->o + off, D, att,
                                     tr->cat_scratch + (size_t)thread_id() * tr->cat_scratch_doubles);
             break;
         case SNN_ATTN_PRIMAL: {
             snn_primal_cache c = snn_primal_cache_bind(b->pcache + (size_t)j * tr->primal_cache_floats,
                                                        N, d, S);
-            snn_primal_forward(N, d, S, Mp, b->pq.s + off, b->pk.s + off, D, x_in + off, D,
+            snn_primal_forward(N, d, S, Mp, sq + off, sk + off, D, x_in + off, D,
                                tr->primal_idx, mb->E + (size_t)h * Mp * S,
                                mb->R + (size_t)h * Mp * S, mb->c_w, mb->c_b, b->o + off, D, &c,
                                NULL);
@@ -566,7 +660,8 @@ static void attn_fwd(snn_trainer *tr, int l, const float *x_in) {
 
 /* Backward of attn_fwd: dQ, dK, dV into tr->d_q, d_k, d_v; gradients on x_in (cat's projection,
  * primal's sampled tokens) are added to d_in [M, D]. */
-static void attn_bwd(snn_trainer *tr, int l, const float *x_in, float *d_in) {
+static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
+                     const float *sk, const float *sv, float *d_in) {
     const snn_model *m = tr->m;
     const snn_block *mb = &m->blocks[l];
     block_act *b = &tr->blocks[l];
@@ -574,7 +669,7 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, float *d_in) {
     const long jobs = (long)tr->T * tr->B * H;
     const int M = tr->T * tr->B * N;
     if (tr->kind == SNN_ATTN_SDSA) {
-        sdsa_bwd(tr, l);
+        sdsa_bwd(tr, l, sq, sk, sv);
         return;
     }
     const int S = m->primal_s, Mp = m->primal_M;
@@ -596,23 +691,23 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, float *d_in) {
         const float *att = b->att + (size_t)j * N * N;
         switch (tr->kind) {
         case SNN_ATTN_BSA:
-            snn_attn_bsa_head_backward(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D,
+            snn_attn_bsa_head_backward(N, d, sq + off, sk + off, sv + off, D,
                                        m->shift, att, tr->d_o + off, D, tr->d_q + off,
                                        tr->d_k + off, tr->d_v + off, scratch);
             break;
         case SNN_ATTN_SSA:
-            snn_attn_ssa_head_backward(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D,
+            snn_attn_ssa_head_backward(N, d, sq + off, sk + off, sv + off, D,
                                        m->ssa_scale, att, tr->d_o + off, D, tr->d_q + off,
                                        tr->d_k + off, tr->d_v + off, scratch);
             break;
         case SNN_ATTN_SOFTMAX:
-            snn_attn_softmax_head_backward(N, d, b->pq.s + off, b->pk.s + off, b->pv.s + off, D,
+            snn_attn_softmax_head_backward(N, d, sq + off, sk + off, sv + off, D,
                                            att, tr->d_o + off, D, tr->d_q + off, tr->d_k + off,
                                            tr->d_v + off, scratch);
             break;
         case SNN_ATTN_CAT:
             snn_attn_cat_head_backward(tr->cat_plan, b->g + (size_t)tb * N * H + h, H,
-                                       b->pv.s + off, D, att, tr->d_o + off, D,
+                                       sv + off, D, att, tr->d_o + off, D,
                                        tr->d_g + (size_t)tb * N * H + h, H, tr->d_v + off,
                                        tr->cat_scratch + (size_t)tid * tr->cat_scratch_doubles);
             break;
@@ -684,14 +779,19 @@ static void make_patches(snn_trainer *tr, const uint8_t *images, const int64_t *
         for (int t = 1; t < tr->T; t++) memcpy(tr->patches + (size_t)t * per_t, tr->patches, per_t * sizeof(float));
 }
 
-/* Nonzero spikes in a population's [T, B * per_sample] spike buffer. */
+/* Nonzero spikes of a population over [T, B * per_sample] (none if it never ran: cat's q_lif
+ * and k_lif, which count as silent neurons). */
 static uint64_t count_spikes(const snn_trainer *tr, int p, const pop_act *a, size_t width,
                              uint64_t *neurons) {
     if (p < 0) return 0; /* absent, or an ANN slot */
-    const size_t n = (size_t)tr->T * tr->B * pop_per_sample(tr, p, width);
+    const size_t n = (size_t)tr->B * pop_per_sample(tr, p, width);
     uint64_t c = 0;
-    for (size_t i = 0; i < n; i++) c += a->s[i] != 0.0f;
-    *neurons += n;
+    for (size_t t = 0; t < (size_t)tr->T; t++) {
+        if (a->nz) c += snn_bits_count(a->nz + t * a->ld, n);
+        if (a->s)
+            for (size_t i = 0; i < n; i++) c += a->s[t * n + i] != 0.0f;
+    }
+    *neurons += (size_t)tr->T * n;
     return c;
 }
 
@@ -737,35 +837,35 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         const snn_block *mb = &m->blocks[l];
         block_act *b = &tr->blocks[l];
         /* input of q, k, v: lif_in's spikes (ms), or the spike-sum stream (sew) */
-        const float *x_in = b->in.s;
-        if (!tr->sew || l == 0) pop_fwd(tr, mb->pop_in, b->u_in, &b->in, (size_t)D);
-        if (tr->sew && l > 0) x_in = tr->blocks[l - 1].u_out;
+        const float *x_in = tr->sew && l > 0 ? tr->blocks[l - 1].u_out
+                                             : pop_fwd(tr, mb->pop_in, b->u_in, &b->in, (size_t)D, SP_X);
         const snn_linear *lins[3] = {&mb->q, &mb->k, &mb->v};
         lin_act *acts[3] = {&b->q, &b->k, &b->v};
         pop_act *pops[3] = {&b->pq, &b->pk, &b->pv};
-        const int pop_ids[3] = {mb->pop_q, mb->pop_k, mb->pop_v};
+        const int pop_ids[3] = {mb->pop_q, mb->pop_k, mb->pop_v}, slots[3] = {SP_Q, SP_K, SP_V};
+        const float *qkv[3] = {NULL, NULL, NULL};
         for (int j = 0; j < 3; j++) {
             if (!lins[j]->weight) continue; /* cat has no q, k; primal no v */
             lin_bn_fwd(tr, lins[j], x_in, M, acts[j], update_running);
-            pop_fwd(tr, pop_ids[j], acts[j]->z, pops[j], (size_t)D);
+            qkv[j] = pop_fwd(tr, pop_ids[j], acts[j]->z, pops[j], (size_t)D, slots[j]);
         }
-        attn_fwd(tr, l, x_in);
-        pop_fwd(tr, mb->pop_attn, b->o, &b->pa, (size_t)D);
-        lin_bn_fwd(tr, &mb->o, b->pa.s, M, &b->proj, update_running);
+        attn_fwd(tr, l, x_in, qkv[0], qkv[1], qkv[2]);
+        const float *sa = pop_fwd(tr, mb->pop_attn, b->o, &b->pa, (size_t)D, SP_Q);
+        lin_bn_fwd(tr, &mb->o, sa, M, &b->proj, update_running);
         if (tr->sew) {
-            pop_fwd(tr, mb->pop_o, b->proj.z, &b->po, (size_t)D);
-            add3(b->u_mid, x_in, b->po.s, MD);
+            const float *so = pop_fwd(tr, mb->pop_o, b->proj.z, &b->po, (size_t)D, SP_Q);
+            add3(b->u_mid, x_in, so, MD);
             lin_bn_fwd(tr, &mb->fc1, b->u_mid, M, &b->fc1, update_running);
         } else {
             add3(b->u_mid, b->u_in, b->proj.z, MD);
-            pop_fwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, (size_t)D);
-            lin_bn_fwd(tr, &mb->fc1, b->pm.s, M, &b->fc1, update_running);
+            const float *sm = pop_fwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, (size_t)D, SP_Q);
+            lin_bn_fwd(tr, &mb->fc1, sm, M, &b->fc1, update_running);
         }
-        pop_fwd(tr, mb->pop_hidden, b->fc1.z, &b->ph, (size_t)Hd);
-        lin_bn_fwd(tr, &mb->fc2, b->ph.s, M, &b->fc2, update_running);
+        const float *sh = pop_fwd(tr, mb->pop_hidden, b->fc1.z, &b->ph, (size_t)Hd, SP_X);
+        lin_bn_fwd(tr, &mb->fc2, sh, M, &b->fc2, update_running);
         if (tr->sew) {
-            pop_fwd(tr, mb->pop_out, b->fc2.z, &b->pout, (size_t)D);
-            add3(b->u_out, b->u_mid, b->pout.s, MD);
+            const float *sout = pop_fwd(tr, mb->pop_out, b->fc2.z, &b->pout, (size_t)D, SP_Q);
+            add3(b->u_out, b->u_mid, sout, MD);
         } else {
             add3(b->u_out, b->u_mid, b->fc2.z, MD);
         }
@@ -773,10 +873,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     const float *u_last = tr->blocks[m->L - 1].u_out;
     /* head input: head_lif's spikes (ms) or the spike-sum stream itself (sew) */
     const float *head_in = u_last;
-    if (!tr->sew) {
-        pop_fwd(tr, m->pop_head, u_last, &tr->head, (size_t)D);
-        head_in = tr->head.s;
-    }
+    if (!tr->sew) head_in = pop_fwd(tr, m->pop_head, u_last, &tr->head, (size_t)D, SP_Q);
     snn_meanpool_fwd(tr->pooled, head_in, T, B, N, D);
     snn_linear_fwd(tr->logits, tr->pooled, m->head.weight, m->head.bias, B, D, C);
     float loss = snn_cross_entropy_fwd(tr->probs, tr->logits, tr->labels, B, C,
@@ -812,43 +909,48 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     } else {
         memset(tr->d_s, 0, MD * sizeof(float));
         snn_meanpool_bwd(tr->d_s, tr->d_pooled, T, B, N, D);
-        pop_bwd(tr, m->pop_head, u_last, &tr->head, tr->d_s, tr->d_u, (size_t)D);
+        pop_bwd(tr, m->pop_head, u_last, &tr->head, pop_out(tr, m->pop_head, &tr->head, (size_t)D, SP_Q),
+                tr->d_s, tr->d_u, (size_t)D);
     }
 
     for (int l = m->L - 1; l >= 0; l--) {
         const snn_block *mb = &m->blocks[l];
         block_act *b = &tr->blocks[l];
-        const float *x_in = (tr->sew && l > 0) ? tr->blocks[l - 1].u_out : b->in.s;
         /* ms: u_out = u_mid + BN_fc2(fc2(hidden)); sew: u_out = u_mid + out_lif(BN_fc2(...)).
          * d_u flows to both terms. */
         const float *d_fc2 = tr->d_u;
         if (tr->sew) {
             memset(tr->d_x, 0, MD * sizeof(float));
-            pop_bwd(tr, mb->pop_out, b->fc2.z, &b->pout, tr->d_u, tr->d_x, (size_t)D);
+            pop_bwd(tr, mb->pop_out, b->fc2.z, &b->pout,
+                    pop_out(tr, mb->pop_out, &b->pout, (size_t)D, SP_Q), tr->d_u, tr->d_x, (size_t)D);
             d_fc2 = tr->d_x;
         }
         memset(tr->d_s, 0, (size_t)M * Hd * sizeof(float));
-        lin_bn_bwd(tr, &mb->fc2, b->ph.s, d_fc2, M, &b->fc2, tr->d_s);
+        const float *sh = pop_out(tr, mb->pop_hidden, &b->ph, (size_t)Hd, SP_X);
+        lin_bn_bwd(tr, &mb->fc2, sh, d_fc2, M, &b->fc2, tr->d_s);
         memset(tr->d_x, 0, (size_t)M * Hd * sizeof(float));
-        pop_bwd(tr, mb->pop_hidden, b->fc1.z, &b->ph, tr->d_s, tr->d_x, (size_t)Hd);
+        pop_bwd(tr, mb->pop_hidden, b->fc1.z, &b->ph, sh, tr->d_s, tr->d_x, (size_t)Hd);
         if (tr->sew) {
             lin_bn_bwd(tr, &mb->fc1, b->u_mid, tr->d_x, M, &b->fc1, tr->d_u);
         } else {
             memset(tr->d_s, 0, MD * sizeof(float));
-            lin_bn_bwd(tr, &mb->fc1, b->pm.s, tr->d_x, M, &b->fc1, tr->d_s);
-            pop_bwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, tr->d_s, tr->d_u, (size_t)D);
+            const float *sm = pop_out(tr, mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q);
+            lin_bn_bwd(tr, &mb->fc1, sm, tr->d_x, M, &b->fc1, tr->d_s);
+            pop_bwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, sm, tr->d_s, tr->d_u, (size_t)D);
         }
         /* ms: u_mid = u_in + BN_o(o(A)); sew: u_mid = x_in + o_lif(BN_o(o(A))) */
         const float *d_proj = tr->d_u;
         if (tr->sew) {
             memset(tr->d_x, 0, MD * sizeof(float));
-            pop_bwd(tr, mb->pop_o, b->proj.z, &b->po, tr->d_u, tr->d_x, (size_t)D);
+            pop_bwd(tr, mb->pop_o, b->proj.z, &b->po, pop_out(tr, mb->pop_o, &b->po, (size_t)D, SP_Q),
+                    tr->d_u, tr->d_x, (size_t)D);
             d_proj = tr->d_x;
         }
         memset(tr->d_s, 0, MD * sizeof(float));
-        lin_bn_bwd(tr, &mb->o, b->pa.s, d_proj, M, &b->proj, tr->d_s);
+        const float *sa = pop_out(tr, mb->pop_attn, &b->pa, (size_t)D, SP_Q);
+        lin_bn_bwd(tr, &mb->o, sa, d_proj, M, &b->proj, tr->d_s);
         memset(tr->d_o, 0, MD * sizeof(float));
-        pop_bwd(tr, mb->pop_attn, b->o, &b->pa, tr->d_s, tr->d_o, (size_t)D);
+        pop_bwd(tr, mb->pop_attn, b->o, &b->pa, sa, tr->d_s, tr->d_o, (size_t)D);
         memset(tr->d_q, 0, MD * sizeof(float));
         memset(tr->d_k, 0, MD * sizeof(float));
         memset(tr->d_v, 0, MD * sizeof(float));
@@ -858,25 +960,30 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         const bool into_stream = tr->sew && l > 0;
         float *d_in = into_stream ? tr->d_u : tr->d_s;
         if (!into_stream) memset(tr->d_s, 0, MD * sizeof(float));
-        attn_bwd(tr, l, x_in, d_in);
+        const float *x_in = into_stream ? tr->blocks[l - 1].u_out
+                                        : pop_out(tr, mb->pop_in, &b->in, (size_t)D, SP_X);
         const snn_linear *lins[3] = {&mb->q, &mb->k, &mb->v};
         const lin_act *acts[3] = {&b->q, &b->k, &b->v};
         const pop_act *pops[3] = {&b->pq, &b->pk, &b->pv};
-        const int pop_ids[3] = {mb->pop_q, mb->pop_k, mb->pop_v};
+        const int pop_ids[3] = {mb->pop_q, mb->pop_k, mb->pop_v}, slots[3] = {SP_Q, SP_K, SP_V};
+        const float *qkv[3] = {NULL, NULL, NULL};
+        for (int j = 0; j < 3; j++)
+            if (lins[j]->weight) qkv[j] = pop_out(tr, pop_ids[j], pops[j], (size_t)D, slots[j]);
+        attn_bwd(tr, l, x_in, qkv[0], qkv[1], qkv[2], d_in);
         float *dsp[3] = {tr->d_q, tr->d_k, tr->d_v};
         for (int j = 0; j < 3; j++) {
             if (!lins[j]->weight) continue;
             memset(tr->d_x, 0, MD * sizeof(float));
-            pop_bwd(tr, pop_ids[j], acts[j]->z, pops[j], dsp[j], tr->d_x, (size_t)D);
+            pop_bwd(tr, pop_ids[j], acts[j]->z, pops[j], qkv[j], dsp[j], tr->d_x, (size_t)D);
             lin_bn_bwd(tr, lins[j], x_in, tr->d_x, M, acts[j], d_in);
         }
         if (!tr->sew) {
-            pop_bwd(tr, mb->pop_in, b->u_in, &b->in, tr->d_s, tr->d_u, (size_t)D);
+            pop_bwd(tr, mb->pop_in, b->u_in, &b->in, x_in, tr->d_s, tr->d_u, (size_t)D);
         } else if (l == 0) {
             /* x_0 = lif_in(U0): its spikes receive the stream's gradient plus q, k, v's */
             for (size_t i = 0; i < MD; i++) tr->d_s[i] += tr->d_u[i];
             memset(tr->d_u, 0, MD * sizeof(float));
-            pop_bwd(tr, mb->pop_in, b->u_in, &b->in, tr->d_s, tr->d_u, (size_t)D);
+            pop_bwd(tr, mb->pop_in, b->u_in, &b->in, x_in, tr->d_s, tr->d_u, (size_t)D);
         }
     }
     /* u0 = BN_embed(embed(patches)) + pos */
