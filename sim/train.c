@@ -70,7 +70,9 @@ typedef struct pop_act {
  *   SP_X   [M, W]  lif_in (the block input x_in: q, k, v and attention read it), then hidden_lif
  *   SP_Q   [M, D]  q_lif until the attention; then attn_lif, o_lif, mlp.lif_in, out_lif, head_lif
  *   SP_K, SP_V     k_lif and v_lif until the attention (the backward: until their own backward)
- *   SP_KV  [T, B, D] sdsa's kv_lif */
+ *   SP_KV  [T, B, D] sdsa's kv_lif
+ * SP_X owns no memory: it is d_s in the forward (gradients are not live yet) and y in the
+ * backward (y only holds a linear output inside lin_bn_fwd). */
 enum { SP_X, SP_Q, SP_K, SP_V, SP_KV, SP_SLOTS };
 
 typedef struct block_act {
@@ -250,7 +252,6 @@ static void plan(snn_trainer *tr, planner *p) {
     tr->labels = take_i(p, (size_t)tr->Bmax);
     tr->y = take(p, M * W);
     if (!tr->m->ann && !tr->smooth) {
-        tr->sp[SP_X] = take(p, M * W);
         tr->sp[SP_Q] = take(p, M * D);
         tr->sp[SP_K] = take(p, M * D);
         tr->sp[SP_V] = take(p, M * D);
@@ -827,6 +828,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     memcpy(tr->labels, labels, (size_t)B * sizeof *labels);
 
     /* ---- forward ---- */
+    tr->sp[SP_X] = tr->d_s;
     make_patches(tr, images, file_index);
     lin_bn_fwd(tr, &m->embed_spk, tr->patches, M, &tr->embed, update_running);
     for (size_t r = 0; r < (size_t)M; r++) {
@@ -898,6 +900,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     if (!grads) return loss;
 
     /* ---- backward ---- */
+    tr->sp[SP_X] = tr->y;
     memset(tr->d_logits, 0, (size_t)B * C * sizeof(float));
     snn_cross_entropy_bwd(tr->d_logits, tr->probs, tr->labels, B, C, m->cfg->train.label_smoothing, 1.0f);
     memset(tr->d_pooled, 0, (size_t)B * D * sizeof(float));
