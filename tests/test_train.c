@@ -9,7 +9,10 @@
  *   - the loss falls on a learnable task;
  *   - the first 10 training losses of a tiny model match the PyTorch reference
  *     (tests/reference/golden_train_*.h5, made by make_golden_train.py);
- *   - the trainer's buffers grow exactly linearly in T; a step's firing rate is the engine's.
+ *   - the trainer's buffers grow exactly linearly in T; a step's firing rate is the engine's;
+ *   - spikes kept for the backward pass take 1 bit (binary) or 2 bits (ternary) each, and a
+ *     minibatch smaller than the planned one (bit rows not a whole number of words) gives the
+ *     same loss and gradients as a trainer planned for exactly that minibatch.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -428,6 +431,92 @@ static void test_trainer_bytes_are_linear_in_T(void **state) {
         }
 }
 
+/* The planner's 64-byte alignment of float buffers, in bytes. */
+static size_t float_bytes(size_t n) { return (n + 15) / 16 * 16 * sizeof(float); }
+
+/* Spikes kept for the backward pass are bits: smooth mode keeps every spiking population's
+ * (real-valued) spikes as floats and needs no scratch slots, so its trainer minus the normal one
+ * is exactly, with every term computed here from the model's populations:
+ *   sum over populations of (T n floats - T words(n) 8 bytes per bit plane) - scratch slots,
+ * n = B * size, one plane for binary spikes and two for ternary (bipolar) ones; the slots are
+ * the float views of q_lif, k_lif and v_lif [M, D] (and sdsa's kv_lif [T, B, D]). B = 5 makes
+ * the rows of bits end inside a word. */
+static void test_spikes_are_stored_as_bits(void **state) {
+    (void)state;
+    const char *kinds[] = {"bsa", "ssa", "sdsa", "bsa"};
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+        snn_config cfg;
+        load_cfg(&cfg, kinds[k], k == 3 ? "model.residual=sew;model.blocks=2" : NULL);
+        snn_model m;
+        snn_err err = {{0}};
+        assert_int_equal(snn_model_init(&m, &cfg, &err), SNN_OK);
+        const int B = 5;
+        const size_t T = (size_t)m.T, M = T * B * m.N;
+        snn_trainer *bits = snn_trainer_new(&m, B, false), *floats = snn_trainer_new(&m, B, true);
+        assert_int_equal(snn_trainer_bytes_for(&m, B, m.T), snn_trainer_bytes(bits));
+        size_t float_spikes = 0, bit_spikes = 0, ternary = 0;
+        for (int p = 0; p < m.n_pops; p++) {
+            const size_t n = (size_t)B * m.pops[p].size, np = m.pops[p].np.bipolar ? 2 : 1;
+            float_spikes += float_bytes(T * n);
+            bit_spikes += T * ((n + 63) / 64) * sizeof(uint64_t) * np;
+            ternary += np == 2;
+        }
+        size_t slots = 3 * float_bytes(M * (size_t)m.D);
+        if (cfg.model.attention.kind == SNN_ATTN_SDSA) slots += float_bytes(T * B * (size_t)m.D);
+        fprintf(stderr, "  %s%s: %d populations (%zu ternary), spikes %zu bytes as floats, %zu as "
+                "bits; trainer %zu -> %zu bytes\n", kinds[k], k == 3 ? " sew" : "", m.n_pops,
+                ternary, float_spikes, bit_spikes, snn_trainer_bytes(floats),
+                snn_trainer_bytes(bits));
+        assert_int_equal(ternary, strcmp(kinds[k], "bsa") == 0 ? 2 * (size_t)m.L : 0);
+        assert_int_equal(snn_trainer_bytes(floats) - snn_trainer_bytes(bits),
+                         float_spikes - bit_spikes - slots);
+        snn_trainer_free(bits);
+        snn_trainer_free(floats);
+        snn_model_free(&m);
+        snn_config_free(&cfg);
+    }
+}
+
+/* A minibatch of B = 5 in a trainer planned for 8, right after a step at 8 (whose bits stay past
+ * each row's end), gives the loss and gradients of a trainer planned for exactly 5, bit for bit:
+ * rows of spike bits are read at the planned stride and only up to the minibatch's length. */
+static void test_smaller_minibatch_equals_exact_plan(void **state) {
+    (void)state;
+    const char *kinds[] = {"bsa", "sdsa", "bsa"};
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+        snn_config cfg;
+        load_cfg(&cfg, kinds[k], k == 2 ? "model.residual=sew;model.blocks=2" : NULL);
+        snn_err err = {{0}};
+        snn_dataset ds = {0};
+        assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
+        snn_model m;
+        assert_int_equal(snn_model_init(&m, &cfg, &err), SNN_OK);
+        int32_t labels[8];
+        for (int b = 0; b < 8; b++) labels[b] = ds.labels[b];
+        snn_trainer *big = snn_trainer_new(&m, 8, false), *exact = snn_trainer_new(&m, 5, false);
+        snn_trainer_zero_grads(big);
+        snn_trainer_step(big, ds.pixels + 8 * (size_t)m.C * m.img * m.img, ds.index + 8, labels,
+                         8, false, true, NULL);
+        snn_trainer_zero_grads(big);
+        snn_trainer_zero_grads(exact);
+        const float lb = snn_trainer_step(big, ds.pixels, ds.index, labels, 5, false, true, NULL);
+        const float le = snn_trainer_step(exact, ds.pixels, ds.index, labels, 5, false, true, NULL);
+        assert_memory_equal(&lb, &le, sizeof lb);
+        assert_memory_equal(snn_trainer_grads(big), snn_trainer_grads(exact),
+                            m.n_params * sizeof(float));
+        /* the gradients are not all zero (the comparison means something) */
+        const float *g = snn_trainer_grads(exact);
+        size_t nonzero = 0;
+        for (size_t i = 0; i < m.n_params; i++) nonzero += g[i] != 0.0f;
+        assert_true(nonzero > m.n_params / 2);
+        snn_trainer_free(big);
+        snn_trainer_free(exact);
+        snn_model_free(&m);
+        snn_dataset_free(&ds);
+        snn_config_free(&cfg);
+    }
+}
+
 /* The firing rate of a step in inference mode (running BatchNorm statistics) is the event-driven
  * engine's on the same samples, up to float summation order; ANN models have none. */
 static void test_trainer_firing_rate_matches_engine(void **state) {
@@ -505,6 +594,8 @@ int main(void) {
         cmocka_unit_test(test_loss_falls_on_a_learnable_task),
         cmocka_unit_test(test_trainer_bytes_are_linear_in_T),
         cmocka_unit_test(test_trainer_firing_rate_matches_engine),
+        cmocka_unit_test(test_spikes_are_stored_as_bits),
+        cmocka_unit_test(test_smaller_minibatch_equals_exact_plan),
         cmocka_unit_test(test_first_losses_match_pytorch_bsa),
         cmocka_unit_test(test_first_losses_match_pytorch_ssa),
     };
