@@ -14,6 +14,10 @@
  * paths. Neurons: snn_neuron_backward_seq (methods.md 1.4); attention: the straight-through
  * rules of the spec (attention/ssa_train.c, bsa_train.c); linear and BatchNorm: sim/layers.c (BLAS).
  *
+ * Memory: one arena planned up front (plan()); for the backward pass every spiking population
+ * keeps its pre-reset membrane as floats and its spikes as bit planes (sim/spikebits.h), which
+ * are unpacked into a few scratch slots (SP_X below) for the float consumers.
+ *
  * Parallelism: BLAS for the products; OpenMP over neuron slices, over (t, b, head) for
  * attention, over channels for BatchNorm. Each thread owns what it writes and every reduction
  * runs in a fixed order, so losses are identical for any thread count.

@@ -33,7 +33,11 @@ size_t snn_trainer_bytes(const snn_trainer *tr);
  * timesteps, computed by the same plan, without allocating (at the current OpenMP thread
  * count, which sizes the per-thread attention scratch). BPTT keeps every timestep's
  * activations, so this is a + b T: b is the per-timestep cost (exactly linear when B * N is a
- * multiple of 16, the buffers' alignment in floats). */
+ * multiple of 16, the float buffers' alignment). Per timestep and token row: the pre-reset
+ * membrane of every spiking population and the BatchNorm caches (normalised input, output) of
+ * every Linear as floats, spikes as bits (1 per binary spike, 2 per ternary one), three float
+ * scratch slots of D that hold spikes unpacked for their consumers, the attention scores, the
+ * residual stream and the gradient buffers (README, "Training memory", has the figures). */
 size_t snn_trainer_bytes_for(snn_model *m, int B, int T);
 
 /* Spikes / neuron updates over every spiking population in the last step's forward (training
