@@ -390,6 +390,39 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_normalise_rows(float *y, float *xhat, cons
     }
 }
 
+/* The batch's shifted sums from every rank's (one collective): rank r's rows shifted by its
+ * own first row K_r give s1_r, s2_r; shifted by rank 0's K_0 instead (the batch's first row,
+ * as in one process), with d = K_r - K_0,
+ *     s1 = sum_r s1_r + M_r d,   s2 = sum_r s2_r + 2 d s1_r + M_r d^2,
+ * added in rank order. Every rank puts (M_r, K_r, s1_r, s2_r) in its own slot of a zeroed
+ * buffer and the ordered sum adds exact zeros elsewhere: each rank receives the others' values
+ * exactly. One rank: d = 0 and the sums are unchanged. On return s1, s2 and K are the batch's. */
+static void bn_merge_ranks(double *s1, double *s2, double *K, int M, int W) {
+    const int P = snn_dist_size(), me = snn_dist_rank();
+    const size_t slot = 1 + 3 * (size_t)W;
+    double *all = snn_xcalloc((size_t)P * slot, sizeof *all), *mine = all + (size_t)me * slot;
+    mine[0] = (double)M;
+    for (int j = 0; j < W; j++) {
+        mine[1 + j] = K[j];
+        mine[1 + W + j] = s1[j];
+        mine[1 + 2 * W + j] = s2[j];
+    }
+    snn_dist_sum_f64(all, (size_t)P * slot);
+    for (int j = 0; j < W; j++) {
+        const double K0 = all[1 + j];
+        double a = 0.0, b = 0.0;
+        for (int r = 0; r < P; r++) {
+            const double *v = all + (size_t)r * slot, Mr = v[0], d = v[1 + j] - K0;
+            a += v[1 + W + j] + Mr * d;
+            b += v[1 + 2 * W + j] + 2.0 * d * v[1 + W + j] + Mr * d * d;
+        }
+        K[j] = K0;
+        s1[j] = a;
+        s2[j] = b;
+    }
+    free(all);
+}
+
 /* The forward over this rank's M rows; Mg = 0: the batch is these rows, else the batch is Mg
  * rows over every rank (snn_bn_train_fwd_dist). */
 static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,
@@ -413,8 +446,6 @@ static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const 
         const int W = C - c0 < BN_CW ? C - c0 : BN_CW;
         double p1[BN_BLOCKS][BN_CW], p2[BN_BLOCKS][BN_CW], K[BN_CW];
         for (int j = 0; j < W; j++) K[j] = (double)x[c0 + j];
-        /* across ranks: rank 0's first row is the batch's first row */
-        if (dist) snn_dist_bcast(K, (size_t)W * sizeof *K, 0);
 #pragma omp parallel for schedule(static) if (par)
         for (int b = 0; b < BN_BLOCKS; b++)
             bn_rows_shifted(p1[b], p2[b], x, K, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
@@ -428,10 +459,7 @@ static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const 
             s12[0][j] = s1;
             s12[1][j] = s2;
         }
-        if (dist) {
-            snn_dist_sum_f64(s12[0], (size_t)W);
-            snn_dist_sum_f64(s12[1], (size_t)W);
-        }
+        if (dist) bn_merge_ranks(s12[0], s12[1], K, M, W);
         for (int j = 0; j < W; j++) {
             const double s1 = s12[0][j], s2 = s12[1][j];
             const int c = c0 + j;
@@ -536,7 +564,7 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
         for (int b = 0; b < BN_BLOCKS; b++)
             bn_bwd_rows_sum(psd[b], psdh[b], dy, xhat, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
         float g[BN_CW], a[BN_CW], bh[BN_CW];
-        double s[2][BN_CW]; /* sum dy, sum dy xhat per channel */
+        double s[2 * BN_CW]; /* sum dy [W], then sum dy xhat [W] per channel */
         for (int j = 0; j < W; j++) {
             double sd = 0.0, sdh = 0.0;
             for (int b = 0; b < BN_BLOCKS; b++) {
@@ -546,17 +574,14 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
             /* this rank's sums: the gradients are summed over ranks later, with the rest */
             dbeta[c0 + j] += (float)sd;
             dgamma[c0 + j] += (float)sdh;
-            s[0][j] = sd;
-            s[1][j] = sdh;
+            s[j] = sd;
+            s[W + j] = sdh;
         }
-        if (dist) { /* dx needs the batch's sums */
-            snn_dist_sum_f64(s[0], (size_t)W);
-            snn_dist_sum_f64(s[1], (size_t)W);
-        }
+        if (dist) snn_dist_sum_f64(s, 2 * (size_t)W); /* dx needs the batch's sums */
         for (int j = 0; j < W; j++) {
             g[j] = (float)((double)gamma[c0 + j] * (double)rstd[c0 + j]);
-            a[j] = (float)(s[0][j] / Md);
-            bh[j] = (float)(s[1][j] / Md);
+            a[j] = (float)(s[j] / Md);
+            bh[j] = (float)(s[W + j] / Md);
         }
         if (!dx) continue;
         const int nr = n_chunks(M, BN_ROWS);

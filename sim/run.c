@@ -133,16 +133,16 @@ int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summar
     if (cfg->train.epochs > 0) {
         have_train = true; /* the result owns memory even when training fails */
         if (train_model(cfg, &m, opts, out, &tres, err) != SNN_OK) goto done;
-        if (!writer) {
-            rc = SNN_OK;
-            goto done;
-        }
     } else if (opts->log && !cfg->model.weights) {
         fprintf(opts->log, "  note: model.weights is not set: simulating seeded random weights "
                 "(Spikformer init, std %g); expect little activity and chance accuracy\n",
                 (double)cfg->model.init_std);
     }
 
+    if (!writer) { /* rank 0 evaluates the trained model and writes the run file */
+        rc = SNN_OK;
+        goto done;
+    }
     snn_eval_opts eo = {.n_record = cfg->record.samples, .record_v = cfg->record.membrane,
                         .dense = opts->dense, .threads = opts->threads, .progress = opts->progress};
     snn_evaluate(&m, &ds, &eo, &ev);

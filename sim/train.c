@@ -806,12 +806,23 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     }
     snn_meanpool_fwd(tr->pooled, head_in, T, B, N, D);
     snn_linear_fwd(tr->logits, tr->pooled, m->head.weight, m->head.bias, B, D, C);
+    int ok = 0;
+    for (int b = 0; b < B; b++) {
+        const float *lg = tr->logits + (size_t)b * C;
+        int best = 0;
+        for (int k = 1; k < C; k++)
+            if (lg[k] > lg[best]) best = k;
+        ok += best == labels[b];
+    }
     float loss;
-    if (tr->B_batch) { /* the batch's mean: the ranks' sums added in rank order */
-        double total = snn_cross_entropy_fwd_sum(tr->probs, tr->logits, tr->labels, B, C,
-                                                 m->cfg->train.label_smoothing);
-        snn_dist_sum_f64(&total, 1);
-        loss = (float)(total / (double)tr->B_batch);
+    if (tr->B_batch) {
+        /* a share: the batch's mean loss, the ranks' sums added in rank order, and the batch's
+         * correct count (exact in double) in the same collective */
+        double v[2] = {snn_cross_entropy_fwd_sum(tr->probs, tr->logits, tr->labels, B, C,
+                                                 m->cfg->train.label_smoothing), ok};
+        snn_dist_sum_f64(v, 2);
+        loss = (float)(v[0] / (double)tr->B_batch);
+        ok = (int)v[1];
     } else {
         loss = snn_cross_entropy_fwd(tr->probs, tr->logits, tr->labels, B, C,
                                      m->cfg->train.label_smoothing);
@@ -822,18 +833,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         for (int l = 0; l < m->L; l++) ksvd += tr->blocks[l].ksvd_J * tr->blocks[l].ksvd_J;
         loss += (float)(m->cfg->model.attention.eta * ksvd / m->L);
     }
-    if (correct || tr->B_batch) {
-        int64_t ok = 0;
-        for (int b = 0; b < B; b++) {
-            const float *lg = tr->logits + (size_t)b * C;
-            int best = 0;
-            for (int k = 1; k < C; k++)
-                if (lg[k] > lg[best]) best = k;
-            ok += best == labels[b];
-        }
-        if (tr->B_batch) snn_dist_sum_i64(&ok, 1); /* every rank takes part */
-        if (correct) *correct = (int)ok;
-    }
+    if (correct) *correct = ok;
     if (!grads) return loss;
 
     /* ---- backward ---- */
