@@ -356,6 +356,9 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
 
     if (cfg->train.resume) {
         rc = load_checkpoint(cfg->train.resume, m, &s, epochs, err);
+        /* every rank reads it (each node needs the file): all go on, or all stop */
+        if (dist && snn_dist_first_failed(rc != SNN_OK) >= 0 && rc == SNN_OK)
+            rc = snn_err_set(err, "another MPI rank could not read %s", cfg->train.resume);
         if (rc != SNN_OK) goto done;
         if (opts->log)
             fprintf(opts->log, "  resuming from %s after epoch %d (step %lld)\n", cfg->train.resume,

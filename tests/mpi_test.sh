@@ -8,7 +8,9 @@
 #   2. resume: a 2-rank run resumed from its epoch-1 checkpoint ends bit-identical to the
 #      uninterrupted 2-rank run (parameters, optimizer moments, state, loss history);
 #   3. distributed compare: 2 ranks share the runs round-robin (each rank's own log names only
-#      its runs) and write the same summary.csv as 1 rank except the timing columns.
+#      its runs) and write the same summary.csv as 1 rank except the timing columns;
+#   4. a compare run failing on rank 1: the job exits 1, rank 0 prints rank 1's error once,
+#      and no report is written.
 #
 # Tolerance (1 vs 2 ranks): a rank holds half of every batch, so a sum over the batch (a
 # BLAS weight gradient, a BatchNorm statistic) is two half sums added, not one sum in row order:
@@ -113,5 +115,17 @@ untimed() {
 [ "$(untimed "$tmp/c1/summary.csv")" = "$(untimed "$tmp/c2/summary.csv")" ] ||
     fail "summary.csv of 2 ranks differs from 1 rank's beyond the timing columns"
 for f in report.md report.html summary.json; do [ -s "$tmp/c2/$f" ] || fail "no $f from 2 ranks"; done
+# ---- 4. a run failing on rank 1 ------------------------------------------------------------
+# rank 0 must report rank 1's error (not hang in a collective) and write no report
+sed 's/^name: tiny/name: bad/; s|^train: {|train: {resume: '"$tmp"'/missing.h5, |' \
+    "$tmp/tiny.yaml" >"$tmp/bad.yaml"
+printf 'name: cf\nruns: [%s, %s]\n' "$tmp/tiny.yaml" "$tmp/bad.yaml" >"$tmp/cf.yaml"
+if $mpirun -np 2 "$bin" compare "$tmp/cf.yaml" -o "$tmp/cf" >"$tmp/cf.log" 2>&1; then
+    fail "a compare whose run on rank 1 fails exited 0"
+fi
+[ "$(grep -c 'spikesim: error: run bad: .*missing.h5' "$tmp/cf.log")" = 1 ] ||
+    { cat "$tmp/cf.log"; fail "rank 1's error is not reported once"; }
+[ ! -e "$tmp/cf/summary.csv" ] || fail "a failed compare wrote its summary"
 echo "mpi_test: ok (training 1 vs 2 ranks: losses $loss_note, $n weight tensors within 1e-5;" \
-     "2-rank resume bit-identical; compare over 2 ranks: summary.csv equal but timing)"
+     "2-rank resume bit-identical; compare over 2 ranks: summary.csv equal but timing;" \
+     "rank 1's failure reported by rank 0)"
