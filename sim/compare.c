@@ -1625,13 +1625,11 @@ int snn_compare_cli(int argc, char **argv, const char *usage) {
     snn_err err = {{0}};
     bool cfg_err = false;
     int rc = snn_compare_execute(&c, &o, &st, &cfg_err, &err);
-    if (!root) {
-        /* rank 0 reports */
-    } else if (rc != SNN_OK) {
-        fprintf(stderr, "spikesim: error: %s\n", err.msg);
+    if (rc != SNN_OK) {
+        if (root) fprintf(stderr, "spikesim: error: %s\n", err.msg); /* every rank's outcome */
     } else if (dry) {
         if (!quiet) fprintf(stderr, "compare: %s: ok (dry run: nothing was run or written)\n", file);
-    } else if (!quiet) {
+    } else if (!quiet && root) {
         fprintf(stderr, "compare: %d trained, %d simulated, %d evaluated from checkpoints, %d reused, %d skipped; "
                 "wrote %s/report.html, report.md, summary.csv, summary.json\n", st.trained, st.simulated,
                 st.from_checkpoint, st.reused, st.skipped, o.dir);
