@@ -4,7 +4,8 @@
 # thread per rank):
 #   1. data-parallel training: 1 rank and 2 ranks with the same global batch give the same
 #      training losses and weights within the tolerance below, and the 2-rank job leaves only
-#      rank 0's three files (run, best and last checkpoints);
+#      rank 0's three files (run, best and last checkpoints); when strace works, rank 1 is
+#      traced and opens no file for writing but Open MPI's own session files;
 #   2. resume: a 2-rank run resumed from its epoch-1 checkpoint ends bit-identical to the
 #      uninterrupted 2-rank run (parameters, optimizer moments, state, loss history);
 #   3. distributed compare: 2 ranks share the runs round-robin (each rank's own log names only
@@ -78,6 +79,23 @@ for p in $(h5ls -r "$a/parameters" | awk '{print $1}'); do
 done
 [ "$n" -ge 8 ] || fail "only $n weight tensors compared"
 
+# only rank 0 writes: trace rank 1's file calls (when strace works here; containers may forbid
+# ptrace) and allow only Open MPI's own session files
+if strace -o /dev/null true >/dev/null 2>&1; then
+    mkdir -p "$tmp/traced"
+    # shellcheck disable=SC2016
+    $mpirun -np 2 sh -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then
+            exec strace -f -e trace=open,openat,creat,mkdir,rename,unlink -o "$0" "$@"; fi
+        exec "$@"' "$tmp/rank1.trace" "$bin" run "$tmp/tiny.yaml" -o "$tmp/traced/run.h5" --quiet \
+        >"$tmp/traced.log" 2>&1 || { cat "$tmp/traced.log"; fail "traced 2-rank run"; }
+    writes=$(grep -E 'O_WRONLY|O_RDWR|O_CREAT|creat\(|mkdir\(|rename\(|unlink\(' "$tmp/rank1.trace" |
+        grep -v -E '"/(dev|proc|sys)/|/ompi\.|open_mpi|pmix|vader_segment')
+    [ -z "$writes" ] || fail "rank 1 wrote files: $writes"
+    trace_note="rank 1 wrote no file (strace)"
+else
+    trace_note="rank 1's files not traced (no strace)"
+fi
+
 # ---- 2. resume in two ranks -----------------------------------------------------------------
 # run.best.h5 holds epoch 1 when epoch 1 validated best: check it, it is what makes it the
 # epoch-1 checkpoint this test resumes from
@@ -128,4 +146,4 @@ fi
 [ ! -e "$tmp/cf/summary.csv" ] || fail "a failed compare wrote its summary"
 echo "mpi_test: ok (training 1 vs 2 ranks: losses $loss_note, $n weight tensors within 1e-5;" \
      "2-rank resume bit-identical; compare over 2 ranks: summary.csv equal but timing;" \
-     "rank 1's failure reported by rank 0)"
+     "rank 1's failure reported by rank 0; $trace_note)"
