@@ -16,7 +16,10 @@
  *
  * Parallelism: BLAS for the products; OpenMP over neuron slices, over (t, b, head) for
  * attention, over channels for BatchNorm. Each thread owns what it writes and every reduction
- * runs in a fixed order, so losses are identical for any thread count.
+ * runs in a fixed order, so losses are identical for any thread count. Over MPI ranks
+ * (snn_trainer_set_share) each rank holds a share of the batch's samples; the only couplings
+ * between samples, BatchNorm's statistics and the mean loss, are summed over the ranks in rank
+ * order (one collective per BatchNorm pass, one for the loss).
  */
 #include "sim/train.h"
 
