@@ -8,6 +8,11 @@
 #   make run        run the quickstart config (configs/quickstart.yaml)
 #   make asan       the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make OMP=0 test build and test without OpenMP
+#   make MPI=1      build build-mpi/spikesim with mpicc (data-parallel training and distributed
+#                   compare under mpirun; README "Running on several cores or nodes with MPI");
+#                   `make MPI=1 deps` also installs Open MPI. The default build needs no MPI.
+#   make mpi-test   build with MPI=1 and check 2-rank training and compare against 1 rank
+#                   (tests/mpi_test.sh; mpirun -np 2 --oversubscribe)
 #   make bench      speed, memory and synaptic operations of the five bench models against
 #                   the PyTorch reference (tests/bench.sh; never part of `make test`)
 #   make V=1        show full compiler command lines
@@ -15,9 +20,15 @@
 # No -ffast-math and no FP contraction: results must be reproducible bit for bit across thread
 # counts and match the PyTorch reference spike for spike.
 
-CC       = gcc
 OPT     ?= -O2 -g
 OMP     ?= 1
+MPI     ?= 0
+ifeq ($(MPI),1)
+  CC     = mpicc
+  BUILD ?= build-mpi
+else
+  CC     = gcc
+endif
 WERROR  ?= 1
 SAN     ?=
 BUILD   ?= build
@@ -31,6 +42,9 @@ endif
 
 DEB_PKGS := gcc make pkg-config libyaml-dev libhdf5-dev hdf5-tools libcmocka-dev \
             libopenblas-dev libfftw3-dev zlib1g-dev dataset-fashion-mnist
+ifeq ($(MPI),1)
+  DEB_PKGS += libopenmpi-dev openmpi-bin
+endif
 # Test-only: tests/html_check.sh opens the compare report in headless Chromium.
 DEB_TEST_PKGS := chromium
 PKGS     := hdf5-serial yaml-0.1 zlib openblas cmocka fftw3
@@ -47,6 +61,9 @@ LDLIBS   = $(PKG_LIBS) -lhdf5_hl -lm
 
 ifeq ($(WERROR),1)
   CFLAGS += -Werror
+endif
+ifeq ($(MPI),1)
+  CFLAGS  += -DSNN_MPI
 endif
 ifeq ($(OMP),1)
   CFLAGS  += -fopenmp
@@ -130,10 +147,16 @@ noomp: deps
 	@$(MAKE) --no-print-directory BUILD=build-noomp OMP=0 build-only
 	@tests/run_tests.sh build-noomp
 
-clean:
-	rm -rf build build-asan build-noomp
+# The cmocka suite needs no MPI; this checks what only an MPI job can (tests/mpi_test.sh).
+mpi-test:
+	@$(MAKE) --no-print-directory MPI=1 deps
+	@$(MAKE) --no-print-directory MPI=1 BUILD=build-mpi build-mpi/spikesim
+	@tests/mpi_test.sh build-mpi
 
-.PHONY: all deps deps-test build-only test run bench asan noomp clean
+clean:
+	rm -rf build build-asan build-noomp build-mpi
+
+.PHONY: all deps deps-test build-only test run bench asan noomp mpi-test clean
 .SECONDARY:
 .DELETE_ON_ERROR:
 

@@ -22,6 +22,7 @@
 
 #include "sim/cli.h"
 #include "sim/config.h"
+#include "sim/dist.h"
 #include "sim/h5io.h"
 #include "sim/run.h"
 #include "sim/textout.h"
@@ -737,26 +738,53 @@ static char *run_path(const char *dir, const char *name, const char *tag) {
     return tag ? snn_xasprintf("%s/%s.%s.h5", dir, name, tag) : snn_xasprintf("%s/%s.h5", dir, name);
 }
 
+/* After every rank has run its runs: when one failed, every rank takes the message and
+ * config-error flag of the lowest failing rank. Returns the agreed status. */
+static int agree(int rc, bool *is_config_error, snn_err *err) {
+    const int first = snn_dist_first_failed(rc != SNN_OK);
+    if (first < 0) return SNN_OK;
+    struct {
+        snn_err e;
+        int config_error;
+    } f = {.config_error = *is_config_error};
+    if (err) f.e = *err;
+    snn_dist_bcast(&f, sizeof f, first);
+    if (err) *err = f.e;
+    *is_config_error = f.config_error;
+    return SNN_ERR;
+}
+
 int snn_compare_execute(const snn_compare *c, const snn_compare_opts *o, snn_compare_stats *st,
                         bool *is_config_error, snn_err *err) {
     *st = (snn_compare_stats){0};
     *is_config_error = false;
-    if (!o->dry_run && mkdir_p(o->dir, err) != SNN_OK) return SNN_ERR;
+    /* several ranks: live run k goes to rank k mod P; rank 0 makes the directory and writes the
+     * reports (a dry run is rank 0's alone) */
+    if (o->distributed && o->dry_run && snn_dist_rank() != 0) return SNN_OK;
+    const bool dist = o->distributed && !o->dry_run && snn_dist_size() > 1;
+    const int P = dist ? snn_dist_size() : 1, rank = dist ? snn_dist_rank() : 0;
+    int rc = SNN_OK;
+    if (!o->dry_run && rank == 0) rc = mkdir_p(o->dir, err);
+    if (dist) rc = agree(rc, is_config_error, err);
+    if (rc != SNN_OK) return SNN_ERR;
     int live = 0, k = 0;
     for (int i = 0; i < c->n_runs; i++) live += !c->runs[i].skipped;
-    for (int i = 0; i < c->n_runs; i++) {
+    for (int i = 0; i < c->n_runs && rc == SNN_OK; i++) {
         const snn_compare_run *r = &c->runs[i];
         if (r->skipped) {
+            if (rank != 0) continue;
             st->skipped++;
             if (o->log) fprintf(o->log, "compare: %s: skipped: %s\n", r->name, r->skip_reason);
             continue;
         }
         k++;
+        if ((k - 1) % P != rank) continue;
         snn_config cfg;
         if (snn_config_load_file(&cfg, r->config, (const char *const *)r->sets, r->n_sets, o->log)) {
             snn_config_free(&cfg);
             *is_config_error = true;
-            return snn_err_set(err, "%s: config %s is no longer valid", r->name, r->config);
+            rc = snn_err_set(err, "%s: config %s is no longer valid", r->name, r->config);
+            break;
         }
         char *out = run_path(o->dir, r->name, NULL), *best = run_path(o->dir, r->name, "best");
         char *yaml = snn_config_to_yaml(&cfg), *ckpt_yaml = NULL;
@@ -766,7 +794,6 @@ int snn_compare_execute(const snn_compare *c, const snn_compare_opts *o, snn_com
         if (cfg.train.epochs > 0) ckpt_yaml = snn_config_to_yaml(&from_best);
         char *have = file_config(out);
         const char *what;
-        int rc = SNN_OK;
         double t0 = snn_now();
         if (have && (!strcmp(have, yaml) || (ckpt_yaml && !strcmp(have, ckpt_yaml)))) {
             st->reused++;
@@ -813,9 +840,16 @@ int snn_compare_execute(const snn_compare *c, const snn_compare_opts *o, snn_com
         free(out);
         free(best);
         snn_config_free(&cfg);
-        if (rc != SNN_OK) return rc;
     }
-    return o->dry_run ? SNN_OK : snn_compare_report(c, o->dir, err);
+    if (dist) {
+        rc = agree(rc, is_config_error, err);
+        int64_t n[5] = {st->trained, st->simulated, st->from_checkpoint, st->reused, st->skipped};
+        snn_dist_sum_i64(n, 5);
+        *st = (snn_compare_stats){(int)n[0], (int)n[1], (int)n[2], (int)n[3], (int)n[4]};
+    }
+    if (rc != SNN_OK || o->dry_run) return rc;
+    if (rank == 0) rc = snn_compare_report(c, o->dir, err);
+    return dist ? agree(rc, is_config_error, err) : rc;
 }
 
 /* ---- reports -------------------------------------------------------------------------------- */
@@ -1575,23 +1609,27 @@ int snn_compare_cli(int argc, char **argv, const char *usage) {
         fprintf(stderr, "spikesim: error: compare needs a CONFIG\n%s", usage);
         return SNN_EXIT_USAGE;
     }
+    /* under mpirun: every rank runs its share of the runs; rank 0 alone prints diagnostics,
+     * the summary and errors */
+    const bool root = snn_dist_rank() == 0;
     snn_compare c;
-    if (snn_compare_load(&c, file, stderr)) {
+    if (snn_compare_load(&c, file, root ? stderr : NULL)) {
         snn_compare_free(&c);
         return SNN_EXIT_USAGE;
     }
+    quiet = quiet || (dry && !root);
     char *def = dir ? NULL : snn_xasprintf("runs/%s", c.name);
     snn_compare_opts o = {.dir = dir ? dir : def, .threads = threads, .dry_run = dry,
-                          .log = quiet ? NULL : stderr};
+                          .log = quiet ? NULL : stderr, .distributed = true};
     snn_compare_stats st;
     snn_err err = {{0}};
     bool cfg_err = false;
     int rc = snn_compare_execute(&c, &o, &st, &cfg_err, &err);
     if (rc != SNN_OK) {
-        fprintf(stderr, "spikesim: error: %s\n", err.msg);
+        if (root) fprintf(stderr, "spikesim: error: %s\n", err.msg); /* every rank's outcome */
     } else if (dry) {
         if (!quiet) fprintf(stderr, "compare: %s: ok (dry run: nothing was run or written)\n", file);
-    } else if (!quiet) {
+    } else if (!quiet && root) {
         fprintf(stderr, "compare: %d trained, %d simulated, %d evaluated from checkpoints, %d reused, %d skipped; "
                 "wrote %s/report.html, report.md, summary.csv, summary.json\n", st.trained, st.simulated,
                 st.from_checkpoint, st.reused, st.skipped, o.dir);

@@ -56,6 +56,11 @@ typedef struct snn_compare_opts {
     int threads;         /* 0: OpenMP default */
     bool dry_run;        /* decide and log what each run would do; run and write nothing */
     FILE *log;           /* one line per run; NULL for silence */
+    bool distributed;    /* every rank of an MPI job calls snn_compare_execute: live run k
+                          * (0-based, skipped runs not counted) runs on rank k mod P, each
+                          * in one process, into DIR (which every rank must see: a shared
+                          * file system across nodes); rank 0 makes DIR, writes the reports
+                          * and does a dry run alone. No effect in a one-rank job */
 } snn_compare_opts;
 
 /* What executing did (or, in a dry run, would do), per rule above. */

@@ -18,6 +18,13 @@
  *   /training/best_parameters   float32 [n_params]
  *   /training/history/<column>  [epochs done]: epoch, train_loss, train_accuracy, val_accuracy,
  *                               lr, seconds
+ *
+ * Data parallelism (opts->distributed, under mpirun): every rank holds the model, the
+ * optimizer and the data, draws the same permutation, and steps on its contiguous share of
+ * every batch (snn_dist_share; snn_trainer_set_share gives BatchNorm the batch's statistics).
+ * The gradients are summed over ranks in rank order, so every rank takes the same AdamW step
+ * and the parameters stay identical on every rank. Validation splits the validation set over
+ * the ranks and adds the correct counts. Only rank 0 logs and writes checkpoints.
  */
 #include "sim/train.h"
 
@@ -30,6 +37,7 @@
 #include <omp.h>
 #endif
 
+#include "sim/dist.h"
 #include "sim/eval.h"
 #include "sim/h5io.h"
 #include "sim/optim.h"
@@ -245,6 +253,30 @@ static void progress(const snn_train_opts *o, int epoch, int epochs, int64_t ste
 
 /* ---- loop -------------------------------------------------------------------------------- */
 
+/* Validation accuracy with the event-driven engine; with P ranks each evaluates its share of
+ * the samples and the correct counts (integers: exact) are added. */
+static double validate(const snn_model *m, const snn_dataset *val, int threads, int rank, int P) {
+    int64_t lo, hi;
+    snn_dist_share(val->n, rank, P, &lo, &hi);
+    const size_t pix = (size_t)val->channels * val->height * val->width;
+    snn_dataset part = *val; /* a view of samples [lo, hi): not freed */
+    part.n = hi - lo;
+    part.pixels = val->pixels + (size_t)lo * pix;
+    part.labels = val->labels + lo;
+    part.index = val->index + lo;
+    int64_t counts[2] = {0, 0}; /* correct, evaluated */
+    if (part.n > 0) {
+        snn_eval ev;
+        snn_eval_opts eo = {.threads = threads};
+        snn_evaluate(m, &part, &eo, &ev);
+        counts[0] = ev.correct;
+        counts[1] = ev.n;
+        snn_eval_free(&ev, m);
+    }
+    if (P > 1) snn_dist_sum_i64(counts, 2);
+    return counts[1] ? (double)counts[0] / (double)counts[1] : 0.0;
+}
+
 uint8_t *snn_decay_mask(const snn_model *m) {
     uint8_t *mask = snn_xcalloc(m->n_params, 1);
     for (size_t i = 0; i < m->n_tensors; i++) {
@@ -266,6 +298,7 @@ float snn_fit_step(snn_trainer *tr, snn_adamw *opt, const uint8_t *decay_mask,
     float loss = snn_trainer_step(tr, images, file_index, labels, B, true, true, correct);
     float *g = snn_trainer_grads(tr);
     const size_t n = snn_trainer_model(tr)->n_params;
+    if (snn_trainer_share_of(tr)) snn_dist_sum_f32(g, n); /* the batch's gradient, on every rank */
     double norm = cfg->train.grad_clip > 0 ? snn_clip_grad_norm(g, n, cfg->train.grad_clip)
                                            : snn_grad_norm(g, n);
     double rate = snn_lr_cosine(step, total, warmup, cfg->train.lr, 0.0f);
@@ -283,6 +316,20 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
     if (train->n < B)
         return snn_err_set(err, "training set has %lld samples, fewer than train.batch_size (%d)",
                            (long long)train->n, B);
+    /* data parallel over P ranks: this rank steps on samples [lo, hi) of every batch */
+    const bool dist = opts->distributed && snn_dist_size() > 1;
+    const int P = dist ? snn_dist_size() : 1, rank = dist ? snn_dist_rank() : 0;
+    if (dist && B < P)
+        return snn_err_set(err, "train.batch_size (%d) is smaller than the number of MPI ranks (%d)",
+                           B, P);
+    if (dist && cfg->model.attention.kind == SNN_ATTN_PRIMAL)
+        return snn_err_set(err, "primal attention cannot train over several MPI ranks (its K-SVD "
+                           "loss spans the whole batch); run it in one process");
+    int64_t lo = 0, hi = B;
+    snn_dist_share(B, rank, P, &lo, &hi);
+    snn_train_opts me = *opts; /* what this rank does: only rank 0 logs and writes */
+    if (rank != 0) me = (snn_train_opts){.threads = opts->threads, .max_steps = opts->max_steps};
+    opts = &me;
     const int64_t steps_per_epoch = train->n / B, total = steps_per_epoch * epochs;
     const int64_t warmup = llround(cfg->train.warmup_epochs * (double)steps_per_epoch);
     const size_t pix = (size_t)train->channels * train->height * train->width;
@@ -291,7 +338,8 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
     /* The trainer sizes its per-thread scratch from omp_get_max_threads(). */
     if (opts->threads > 0) omp_set_num_threads(opts->threads);
 #endif
-    snn_trainer *tr = snn_trainer_new(m, B, false);
+    snn_trainer *tr = snn_trainer_new(m, (int)(hi - lo), false);
+    if (dist) snn_trainer_set_share(tr, B);
     fit_state s = {0};
     s.best_epoch = -1;
     s.best_val = -1.0;
@@ -308,6 +356,9 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
 
     if (cfg->train.resume) {
         rc = load_checkpoint(cfg->train.resume, m, &s, epochs, err);
+        /* every rank reads it (each node needs the file): all go on, or all stop */
+        if (dist && snn_dist_first_failed(rc != SNN_OK) >= 0 && rc == SNN_OK)
+            rc = snn_err_set(err, "another MPI rank could not read %s", cfg->train.resume);
         if (rc != SNN_OK) goto done;
         if (opts->log)
             fprintf(opts->log, "  resuming from %s after epoch %d (step %lld)\n", cfg->train.resume,
@@ -330,15 +381,15 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
         int64_t correct = 0, seen = 0;
         double lr = 0.0;
         for (int64_t st = 0; st < steps_per_epoch; st++) {
-            for (int b = 0; b < B; b++) {
-                const int64_t i = perm[st * B + b];
+            for (int b = 0; b < (int)(hi - lo); b++) {
+                const int64_t i = perm[st * B + lo + b];
                 memcpy(images + (size_t)b * pix, train->pixels + (size_t)i * pix, pix);
                 fidx[b] = train->index[i];
                 labels[b] = train->labels[i];
             }
             int ok = 0;
-            float loss = snn_fit_step(tr, &s.opt, mask, images, fidx, labels, B, s.step, total,
-                                      warmup, NULL, &lr, &ok);
+            float loss = snn_fit_step(tr, &s.opt, mask, images, fidx, labels, (int)(hi - lo), s.step,
+                                      total, warmup, NULL, &lr, &ok);
             if (!isfinite(loss)) {
                 rc = snn_err_set(err, "training diverged: loss is %g at epoch %d, step %lld", (double)loss,
                                  e + 1, (long long)st);
@@ -357,11 +408,7 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
         }
         /* Validate with the event-driven engine on the folded weights. */
         snn_model_fold(m);
-        snn_eval ev;
-        snn_eval_opts eo = {.threads = opts->threads};
-        snn_evaluate(m, val, &eo, &ev);
-        double val_acc = ev.n ? (double)ev.correct / (double)ev.n : 0.0;
-        snn_eval_free(&ev, m);
+        double val_acc = validate(m, val, opts->threads, rank, P);
         snn_history_row *row = &s.history[e];
         row->epoch = e + 1;
         row->train_loss = loss_sum / (double)(seen / B ? seen / B : 1);
@@ -380,13 +427,14 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
             s.best_val = val_acc;
             s.best_epoch = e + 1;
             memcpy(s.best_params, m->params, m->n_params * sizeof(float));
-            if (opts->best_path &&
-                (rc = save_checkpoint(opts->best_path, m, &s, opts->config_yaml, cfg->output.compression, err)) != SNN_OK)
-                goto done;
+            if (opts->best_path)
+                rc = save_checkpoint(opts->best_path, m, &s, opts->config_yaml, cfg->output.compression, err);
         }
-        if (opts->last_path &&
-            (rc = save_checkpoint(opts->last_path, m, &s, opts->config_yaml, cfg->output.compression, err)) != SNN_OK)
-            goto done;
+        if (rc == SNN_OK && opts->last_path)
+            rc = save_checkpoint(opts->last_path, m, &s, opts->config_yaml, cfg->output.compression, err);
+        if (dist && snn_dist_first_failed(rc != SNN_OK) >= 0 && rc == SNN_OK)
+            rc = snn_err_set(err, "rank 0 could not write a checkpoint");
+        if (rc != SNN_OK) goto done;
         if (opts->max_steps && s.step >= opts->max_steps) break;
     }
     res->seconds = snn_now() - t_start;

@@ -35,6 +35,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "sim/dist.h"
 #include "sim/util.h"
 
 /* BatchNorm channel chunk: one thread sums CH_CHUNK channels over all rows, in row order, so a
@@ -389,11 +390,49 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_normalise_rows(float *y, float *xhat, cons
     }
 }
 
-void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,
-                             const float *gamma, const float *beta, float *running_mean,
-                             float *running_var, int M, int C, float momentum, float eps) {
+/* The batch's shifted sums from every rank's (one collective): rank r's rows shifted by its
+ * own first row K_r give s1_r, s2_r; shifted by rank 0's K_0 instead (the batch's first row,
+ * as in one process), with d = K_r - K_0,
+ *     s1 = sum_r s1_r + M_r d,   s2 = sum_r s2_r + 2 d s1_r + M_r d^2,
+ * added in rank order. Every rank puts (M_r, K_r, s1_r, s2_r) in its own slot of a zeroed
+ * buffer and the ordered sum adds exact zeros elsewhere: each rank receives the others' values
+ * exactly. One rank: d = 0 and the sums are unchanged. On return s1, s2 and K are the batch's. */
+static void bn_merge_ranks(double *s1, double *s2, double *K, int M, int W) {
+    const int P = snn_dist_size(), me = snn_dist_rank();
+    const size_t slot = 1 + 3 * (size_t)W;
+    double *all = snn_xcalloc((size_t)P * slot, sizeof *all), *mine = all + (size_t)me * slot;
+    mine[0] = (double)M;
+    for (int j = 0; j < W; j++) {
+        mine[1 + j] = K[j];
+        mine[1 + W + j] = s1[j];
+        mine[1 + 2 * W + j] = s2[j];
+    }
+    snn_dist_sum_f64(all, (size_t)P * slot);
+    for (int j = 0; j < W; j++) {
+        const double K0 = all[1 + j];
+        double a = 0.0, b = 0.0;
+        for (int r = 0; r < P; r++) {
+            const double *v = all + (size_t)r * slot, Mr = v[0], d = v[1 + j] - K0;
+            a += v[1 + W + j] + Mr * d;
+            b += v[1 + 2 * W + j] + 2.0 * d * v[1 + W + j] + Mr * d * d;
+        }
+        K[j] = K0;
+        s1[j] = a;
+        s2[j] = b;
+    }
+    free(all);
+}
+
+/* The forward over this rank's M rows; Mg = 0: the batch is these rows, else the batch is Mg
+ * rows over every rank (snn_bn_train_fwd_dist). */
+static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,
+                         const float *gamma, const float *beta, float *running_mean,
+                         float *running_var, int M, long Mg, int C, float momentum, float eps) {
     SNN_ASSERT(y && xhat && mean && rstd && x && gamma && beta && C > 0);
-    SNN_ASSERT(M >= 2); /* PyTorch: "Expected more than 1 value per channel when training" */
+    const bool dist = Mg > 0;
+    const double Md = dist ? (double)Mg : (double)M; /* rows in the batch */
+    /* PyTorch: "Expected more than 1 value per channel when training" */
+    SNN_ASSERT(dist ? Mg >= 2 && M >= 1 : M >= 2);
     SNN_ASSERT((running_mean == NULL) == (running_var == NULL));
     const bool par = (size_t)M * C >= PAR_MIN_WORK;
     (void)par; /* unused without OpenMP */
@@ -410,21 +449,28 @@ void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const flo
 #pragma omp parallel for schedule(static) if (par)
         for (int b = 0; b < BN_BLOCKS; b++)
             bn_rows_shifted(p1[b], p2[b], x, K, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
+        double s12[2][BN_CW]; /* s1 and s2 per channel */
         for (int j = 0; j < W; j++) {
             double s1 = 0.0, s2 = 0.0;
             for (int b = 0; b < BN_BLOCKS; b++) {
                 s1 += p1[b][j];
                 s2 += p2[b][j];
             }
+            s12[0][j] = s1;
+            s12[1][j] = s2;
+        }
+        if (dist) bn_merge_ranks(s12[0], s12[1], K, M, W);
+        for (int j = 0; j < W; j++) {
+            const double s1 = s12[0][j], s2 = s12[1][j];
             const int c = c0 + j;
-            const double mu = K[j] + s1 / (double)M;
-            double q = s2 - s1 * s1 / (double)M; /* sum of squared deviations from the mean */
+            const double mu = K[j] + s1 / Md;
+            double q = s2 - s1 * s1 / Md; /* sum of squared deviations from the mean */
             if (q < 0.0) q = 0.0;
-            const double var = q / (double)M; /* biased: normalises */
+            const double var = q / Md; /* biased: normalises */
             mean[c] = (float)mu;
             rstd[c] = (float)(1.0 / sqrt(var + (double)eps));
             if (running_mean) {
-                const double unbiased = q / (double)(M - 1);
+                const double unbiased = q / (Md - 1.0);
                 const double mo = (double)momentum;
                 running_mean[c] = (float)((1.0 - mo) * (double)running_mean[c] + mo * mu);
                 running_var[c] = (float)((1.0 - mo) * (double)running_var[c] + mo * unbiased);
@@ -439,6 +485,22 @@ void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const flo
         const int m0 = k * BN_ROWS, m1 = M - m0 < BN_ROWS ? M : m0 + BN_ROWS;
         bn_normalise_rows(y, xhat, x, mean, rstd, gamma, beta, m0, m1, C);
     }
+}
+
+void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,
+                      const float *gamma, const float *beta, float *running_mean,
+                      float *running_var, int M, int C, float momentum, float eps) {
+    bn_train_fwd(y, xhat, mean, rstd, x, gamma, beta, running_mean, running_var, M, 0, C,
+                 momentum, eps);
+}
+
+void snn_bn_train_fwd_dist(float *y, float *xhat, float *mean, float *rstd, const float *x,
+                           const float *gamma, const float *beta, float *running_mean,
+                           float *running_var, int M, long M_batch, int C, float momentum,
+                           float eps) {
+    SNN_ASSERT(M_batch >= M);
+    bn_train_fwd(y, xhat, mean, rstd, x, gamma, beta, running_mean, running_var, M, M_batch, C,
+                 momentum, eps);
 }
 
 /* Column sums of rows [m0, m1) (see snn_bn_train_bwd): runs of BN_SUB rows in float, each run
@@ -478,9 +540,13 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_dx(float *dx, const float *dy, co
     }
 }
 
-void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *xhat,
-                      const float *rstd, const float *gamma, int M, int C) {
+/* The backward over this rank's M rows; Mg as in bn_train_fwd. */
+static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
+                         const float *xhat, const float *rstd, const float *gamma, int M, long Mg,
+                         int C) {
     SNN_ASSERT(dgamma && dbeta && dy && xhat && rstd && gamma && M >= 1 && C > 0);
+    const bool dist = Mg > 0;
+    const double Md = dist ? (double)Mg : (double)M;
     /* forward: xhat = (x - mean) rstd with mean, rstd functions of the whole column;
      *          y = gamma xhat + beta. With g = dy gamma (d loss / d xhat):
      *   dx = rstd (g - mean_m(g) - xhat mean_m(g xhat))
@@ -498,17 +564,24 @@ void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, c
         for (int b = 0; b < BN_BLOCKS; b++)
             bn_bwd_rows_sum(psd[b], psdh[b], dy, xhat, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
         float g[BN_CW], a[BN_CW], bh[BN_CW];
+        double s[2 * BN_CW]; /* sum dy [W], then sum dy xhat [W] per channel */
         for (int j = 0; j < W; j++) {
             double sd = 0.0, sdh = 0.0;
             for (int b = 0; b < BN_BLOCKS; b++) {
                 sd += psd[b][j];
                 sdh += psdh[b][j];
             }
+            /* this rank's sums: the gradients are summed over ranks later, with the rest */
             dbeta[c0 + j] += (float)sd;
             dgamma[c0 + j] += (float)sdh;
+            s[j] = sd;
+            s[W + j] = sdh;
+        }
+        if (dist) snn_dist_sum_f64(s, 2 * (size_t)W); /* dx needs the batch's sums */
+        for (int j = 0; j < W; j++) {
             g[j] = (float)((double)gamma[c0 + j] * (double)rstd[c0 + j]);
-            a[j] = (float)(sd / (double)M);
-            bh[j] = (float)(sdh / (double)M);
+            a[j] = (float)(s[j] / Md);
+            bh[j] = (float)(s[W + j] / Md);
         }
         if (!dx) continue;
         const int nr = n_chunks(M, BN_ROWS);
@@ -518,6 +591,18 @@ void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, c
             bn_bwd_rows_dx(dx, dy, xhat, g, a, bh, m0, m1, C, c0, W);
         }
     }
+}
+
+void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *xhat,
+                      const float *rstd, const float *gamma, int M, int C) {
+    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, rstd, gamma, M, 0, C);
+}
+
+void snn_bn_train_bwd_dist(float *dx, float *dgamma, float *dbeta, const float *dy,
+                           const float *xhat, const float *rstd, const float *gamma, int M,
+                           long M_batch, int C) {
+    SNN_ASSERT(M_batch >= M);
+    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, rstd, gamma, M, M_batch, C);
 }
 
 void snn_bn_eval_fwd(float *y, const float *x, const float *gamma, const float *beta,
@@ -574,8 +659,8 @@ void snn_meanpool_bwd(float *dx, const float *dy, int T, int B, int N, int D) {
 
 /* ---- cross-entropy with label smoothing ---------------------------------------------------- */
 
-float snn_cross_entropy_fwd(float *probs, const float *logits, const int32_t *labels, int B,
-                            int C, float smoothing) {
+double snn_cross_entropy_fwd_sum(float *probs, const float *logits, const int32_t *labels, int B,
+                                 int C, float smoothing) {
     SNN_ASSERT(probs && logits && labels && B > 0 && C > 0);
     SNN_ASSERT(smoothing >= 0.0f && smoothing < 1.0f);
     const double e = (double)smoothing;
@@ -598,7 +683,12 @@ float snn_cross_entropy_fwd(float *probs, const float *logits, const int32_t *la
         }
         total += (1.0 - e) * (lse - (double)l[y]) + e * sum_nll / (double)C;
     }
-    return (float)(total / (double)B);
+    return total;
+}
+
+float snn_cross_entropy_fwd(float *probs, const float *logits, const int32_t *labels, int B,
+                            int C, float smoothing) {
+    return (float)(snn_cross_entropy_fwd_sum(probs, logits, labels, B, C, smoothing) / (double)B);
 }
 
 void snn_cross_entropy_bwd(float *dlogits, const float *probs, const int32_t *labels, int B,

@@ -79,6 +79,14 @@ void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const flo
                       const float *gamma, const float *beta, float *running_mean,
                       float *running_var, int M, int C, float momentum, float eps);
 
+/* The same with the batch spread over the ranks of an MPI job (sim/dist.h): this rank holds M
+ * of the batch's M_batch rows, rank 0 the batch's first row. The statistics are the batch's:
+ * the per-rank sums (in double) are added in rank order. Every rank must call it. */
+void snn_bn_train_fwd_dist(float *y, float *xhat, float *mean, float *rstd, const float *x,
+                           const float *gamma, const float *beta, float *running_mean,
+                           float *running_var, int M, long M_batch, int C, float momentum,
+                           float eps);
+
 /* Backward of the training-mode forward (batch statistics depend on x); accumulates:
  *   dbeta[c]  += sum_m dy[m,c]
  *   dgamma[c] += sum_m dy[m,c] xhat[m,c]
@@ -87,6 +95,12 @@ void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const flo
  *   dx, dy, xhat [M, C]   dgamma, dbeta, rstd, gamma [C] */
 void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *xhat,
                       const float *rstd, const float *gamma, int M, int C);
+
+/* The same for snn_bn_train_fwd_dist's batch: dx uses the batch's sums over every rank;
+ * dgamma and dbeta receive this rank's sums only (the caller sums gradients over ranks). */
+void snn_bn_train_bwd_dist(float *dx, float *dgamma, float *dbeta, const float *dy,
+                           const float *xhat, const float *rstd, const float *gamma, int M,
+                           long M_batch, int C);
 
 /* Eval mode with running statistics:
  *   y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta   (in double, rounded once)
@@ -115,6 +129,11 @@ void snn_meanpool_bwd(float *dx, const float *dy, int T, int B, int N, int D);
  *   labels [B] in [0, C)   0 <= smoothing < 1 */
 float snn_cross_entropy_fwd(float *probs, const float *logits, const int32_t *labels, int B,
                             int C, float smoothing);
+
+/* The same, returning sum_b loss_b in double (not divided by B): a batch spread over ranks adds
+ * the ranks' sums before dividing. */
+double snn_cross_entropy_fwd_sum(float *probs, const float *logits, const int32_t *labels, int B,
+                                 int C, float smoothing);
 
 /* dlogits[b,c] += scale / B * (p[b,c] - (1 - e) [c == y_b] - e / C)
  * where scale is d(final loss)/d(this mean loss), usually 1.

@@ -12,6 +12,10 @@
  *   spikesim --help | --version
  *
  * Exit codes: 0 ok, 1 runtime or I/O error, 2 usage or config error.
+ *
+ * Under mpirun (a `make MPI=1` build), run trains data parallel over the ranks and compare
+ * spreads its runs over them; rank 0 prints and writes. Other commands run on every rank as
+ * if alone, so start them without mpirun.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +26,7 @@
 #include "sim/cli.h"
 #include "sim/compare.h"
 #include "sim/config.h"
+#include "sim/dist.h"
 #include "sim/h5io.h"
 #include "sim/inspect.h"
 #include "sim/run.h"
@@ -127,20 +132,23 @@ static int cmd_run(cli *c) {
         fprintf(stderr, "spikesim: error: run needs exactly one CONFIG\n%s", usage);
         return SNN_EXIT_USAGE;
     }
+    /* every rank loads the config and trains; rank 0 alone prints and writes */
+    const bool root = snn_dist_rank() == 0;
     snn_config cfg;
-    if (snn_config_load_file(&cfg, c->configs[0], c->sets, c->n_sets, stderr)) {
+    if (snn_config_load_file(&cfg, c->configs[0], c->sets, c->n_sets, root ? stderr : NULL)) {
         snn_config_free(&cfg);
         return SNN_EXIT_USAGE;
     }
+    const bool quiet = c->quiet || !root;
     snn_run_opts opts = {.out_path = c->output, .threads = c->threads, .dense = c->dense,
-                         .progress = !c->quiet, .log = c->quiet ? NULL : stderr};
+                         .progress = !quiet, .log = quiet ? NULL : stderr, .distributed = true};
     snn_summary s;
     snn_err err = {{0}};
     bool config_error = false;
     int rc = snn_run(&cfg, &opts, &s, &config_error, &err);
     snn_config_free(&cfg);
     if (rc != SNN_OK) {
-        fprintf(stderr, "spikesim: error: %s\n", err.msg);
+        if (root) fprintf(stderr, "spikesim: error: %s\n", err.msg);
         return config_error ? SNN_EXIT_USAGE : SNN_EXIT_RUNTIME;
     }
     return SNN_EXIT_OK;
@@ -167,7 +175,16 @@ static int cmd_bench(cli *c) {
     return SNN_EXIT_OK;
 }
 
+static int dispatch(int argc, char **argv);
+
 int main(int argc, char **argv) {
+    snn_dist_init(&argc, &argv);
+    int rc = dispatch(argc, argv);
+    snn_dist_finalize();
+    return rc;
+}
+
+static int dispatch(int argc, char **argv) {
     snn_h5_init(); /* before any other HDF5 call: see h5io.h */
     if (argc < 2) {
         fputs(usage, stderr);

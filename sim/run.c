@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "sim/dist.h"
 #include "sim/eval.h"
 #include "sim/model.h"
 #include "sim/train.h"
@@ -64,7 +65,8 @@ static int train_model(const snn_config *cfg, snn_model *m, const snn_run_opts *
     char *last = sibling_path(out, "last"), *best = sibling_path(out, "best");
     char *yaml = snn_config_to_yaml(cfg);
     snn_train_opts to = {.last_path = last, .best_path = best, .config_yaml = yaml,
-                         .threads = opts->threads, .progress = opts->progress, .log = opts->log};
+                         .threads = opts->threads, .progress = opts->progress, .log = opts->log,
+                         .distributed = opts->distributed};
     int rc = snn_train(m, &train, &val, &to, res, err);
     if (rc == SNN_OK && opts->log)
         fprintf(opts->log, "  trained %d epochs in %.0fs (%.0f samples/s); best validation accuracy "
@@ -82,11 +84,14 @@ static int train_model(const snn_config *cfg, snn_model *m, const snn_run_opts *
 int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summary,
             bool *is_config_error, snn_err *err) {
     *is_config_error = false;
+    /* a rank other than 0 of a distributed run only trains: it writes nothing */
+    const bool dist = opts->distributed && snn_dist_size() > 1;
+    const bool writer = !dist || snn_dist_rank() == 0;
     char *default_path = NULL;
     const char *out = opts->out_path ? opts->out_path : cfg->output.path;
     if (!out) {
         default_path = snn_xasprintf("runs/%s.h5", cfg->name);
-        ensure_parent_dir(default_path);
+        if (writer) ensure_parent_dir(default_path);
         out = default_path;
     }
     snn_dataset ds = {0};
@@ -98,7 +103,12 @@ int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summar
     bool have_model = false, have_eval = false, have_train = false;
     snn_train_result tres = {0};
 
-    if (snn_h5_create(&h, out, cfg->output.compression, err) != SNN_OK) goto done;
+    int created = writer ? snn_h5_create(&h, out, cfg->output.compression, err) : SNN_OK;
+    if (dist && snn_dist_first_failed(created != SNN_OK) >= 0 && created == SNN_OK) {
+        snn_err_set(err, "rank 0 could not create %s", out);
+        goto done;
+    }
+    if (created != SNN_OK) goto done;
     if (snn_run_load_data(cfg, &ds, err) != SNN_OK) goto done;
     if (ds.channels != cfg->model.channels || ds.height != cfg->model.image_size ||
         ds.width != cfg->model.image_size || ds.classes > cfg->model.classes) {
@@ -129,6 +139,10 @@ int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summar
                 (double)cfg->model.init_std);
     }
 
+    if (!writer) { /* rank 0 evaluates the trained model and writes the run file */
+        rc = SNN_OK;
+        goto done;
+    }
     snn_eval_opts eo = {.n_record = cfg->record.samples, .record_v = cfg->record.membrane,
                         .dense = opts->dense, .threads = opts->threads, .progress = opts->progress};
     snn_evaluate(&m, &ds, &eo, &ev);
@@ -156,7 +170,7 @@ int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summar
     }
     rc = SNN_OK;
 done:
-    if (rc != SNN_OK) snn_h5_abort(&h);
+    if (rc != SNN_OK && writer) snn_h5_abort(&h);
     if (have_eval) snn_eval_free(&ev, &m);
     if (have_train) snn_train_result_free(&tres);
     if (have_model) snn_model_free(&m);

@@ -17,6 +17,9 @@ typedef struct snn_run_opts {
     bool dense;              /* benchmark baseline */
     bool progress;
     FILE *log;               /* human-readable summary; NULL for silence */
+    bool distributed;        /* every rank of an MPI job calls snn_run: training is data
+                              * parallel over them (snn_train_opts), rank 0 alone evaluates
+                              * and writes files; no effect in a one-rank job */
 } snn_run_opts;
 
 /* Loads the evaluation split named by the config (IDX directory or synthetic). */

@@ -20,7 +20,10 @@
  *
  * Parallelism: BLAS for the products; OpenMP over neuron slices, over (t, b, head) for
  * attention, over channels for BatchNorm. Each thread owns what it writes and every reduction
- * runs in a fixed order, so losses are identical for any thread count.
+ * runs in a fixed order, so losses are identical for any thread count. Over MPI ranks
+ * (snn_trainer_set_share) each rank holds a share of the batch's samples; the only couplings
+ * between samples, BatchNorm's statistics and the mean loss, are summed over the ranks in rank
+ * order (one collective per BatchNorm pass, one for the loss).
  */
 #include "sim/train.h"
 
@@ -38,6 +41,7 @@
 #include "attention/primal.h"
 #include "attention/sdsa.h"
 #include "neurons/neuron.h"
+#include "sim/dist.h"
 #include "sim/eval.h"
 #include "sim/layers.h"
 #include "sim/optim.h"
@@ -151,6 +155,8 @@ struct snn_trainer {
     int n_threads;
 
     float *grads;              /* [n_params], laid out like the parameter arena */
+    int B_batch;               /* > 0: the step's B samples are this rank's share of a batch of
+                                * B_batch samples over the ranks (snn_trainer_set_share) */
 };
 
 /* ---- planning ---------------------------------------------------------------------------- */
@@ -373,6 +379,14 @@ size_t snn_trainer_bytes(const snn_trainer *tr) {
 }
 
 float *snn_trainer_grads(snn_trainer *tr) { return tr->grads; }
+
+void snn_trainer_set_share(snn_trainer *tr, int B_batch) {
+    SNN_ASSERT(B_batch >= 0 && (B_batch == 0 || B_batch >= snn_dist_size()));
+    SNN_ASSERT(B_batch == 0 || tr->kind != SNN_ATTN_PRIMAL); /* batch-wide K-SVD loss */
+    tr->B_batch = B_batch;
+}
+
+int snn_trainer_share_of(const snn_trainer *tr) { return tr->B_batch; }
 void snn_trainer_set_eval(snn_trainer *tr, bool eval) { tr->eval = eval; }
 snn_model *snn_trainer_model(snn_trainer *tr) { return tr->m; }
 const float *snn_trainer_logits(const snn_trainer *tr) { return tr->logits; }
@@ -388,24 +402,40 @@ static float *grad_of(snn_trainer *tr, const float *param) {
 
 /* ---- layers ------------------------------------------------------------------------------ */
 
+/* Rows of the whole batch when it is spread over ranks (M counts this rank's rows). */
+static long batch_rows(const snn_trainer *tr) { return (long)tr->T * tr->B_batch * tr->N; }
+
 static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, const float *x, int M, lin_act *a,
                        bool update_running) {
     snn_linear_fwd(tr->y, x, lin->weight, lin->bias, M, lin->in, lin->out);
+    const float momentum = update_running ? 0.1f : 0.0f;
     if (tr->eval)
         snn_bn_eval_fwd(a->z, tr->y, lin->bn_w, lin->bn_b, lin->bn_mean, lin->bn_var, M, lin->out,
                         1e-5f);
+    else if (tr->B_batch)
+        snn_bn_train_fwd_dist(a->z, a->xhat, a->mean, a->rstd, tr->y, lin->bn_w, lin->bn_b,
+                              lin->bn_mean, lin->bn_var, M, batch_rows(tr), lin->out, momentum,
+                              1e-5f);
     else
         snn_bn_train_fwd(a->z, a->xhat, a->mean, a->rstd, tr->y, lin->bn_w, lin->bn_b,
-                         lin->bn_mean, lin->bn_var, M, lin->out, update_running ? 0.1f : 0.0f,
-                         1e-5f);
+                         lin->bn_mean, lin->bn_var, M, lin->out, momentum, 1e-5f);
+}
+
+/* BatchNorm backward over the step's rows, or over the batch spread over ranks. */
+static void bn_bwd(const snn_trainer *tr, float *dx, float *dgamma, float *dbeta, const float *dz,
+                   const float *xhat, const float *rstd, const float *gamma, int M, int C) {
+    if (tr->B_batch)
+        snn_bn_train_bwd_dist(dx, dgamma, dbeta, dz, xhat, rstd, gamma, M, batch_rows(tr), C);
+    else
+        snn_bn_train_bwd(dx, dgamma, dbeta, dz, xhat, rstd, gamma, M, C);
 }
 
 /* Given dz = dL/d(BN output) [M, out], accumulates parameter gradients and dx += dL/dx. */
 static void lin_bn_bwd(snn_trainer *tr, const snn_linear *lin, const float *x, const float *dz,
                        int M, const lin_act *a, float *dx) {
     memset(tr->d_y, 0, (size_t)M * lin->out * sizeof *tr->d_y);
-    snn_bn_train_bwd(tr->d_y, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz, a->xhat, a->rstd,
-                     lin->bn_w, M, lin->out);
+    bn_bwd(tr, tr->d_y, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz, a->xhat, a->rstd,
+           lin->bn_w, M, lin->out);
     snn_linear_bwd(dx, grad_of(tr, lin->weight), grad_of(tr, lin->bias), tr->d_y, x, lin->weight, M,
                    lin->in, lin->out);
 }
@@ -882,31 +912,43 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     if (!tr->sew) head_in = pop_fwd(tr, m->pop_head, u_last, &tr->head, (size_t)D, SP_Q);
     snn_meanpool_fwd(tr->pooled, head_in, T, B, N, D);
     snn_linear_fwd(tr->logits, tr->pooled, m->head.weight, m->head.bias, B, D, C);
-    float loss = snn_cross_entropy_fwd(tr->probs, tr->logits, tr->labels, B, C,
-                                       m->cfg->train.label_smoothing);
+    int ok = 0;
+    for (int b = 0; b < B; b++) {
+        const float *lg = tr->logits + (size_t)b * C;
+        int best = 0;
+        for (int k = 1; k < C; k++)
+            if (lg[k] > lg[best]) best = k;
+        ok += best == labels[b];
+    }
+    float loss;
+    if (tr->B_batch) {
+        /* a share: the batch's mean loss, the ranks' sums added in rank order, and the batch's
+         * correct count (exact in double) in the same collective */
+        double v[2] = {snn_cross_entropy_fwd_sum(tr->probs, tr->logits, tr->labels, B, C,
+                                                 m->cfg->train.label_smoothing), ok};
+        snn_dist_sum_f64(v, 2);
+        loss = (float)(v[0] / (double)tr->B_batch);
+        ok = (int)v[1];
+    } else {
+        loss = snn_cross_entropy_fwd(tr->probs, tr->logits, tr->labels, B, C,
+                                     m->cfg->train.label_smoothing);
+    }
     if (tr->kind == SNN_ATTN_PRIMAL) {
         /* loss = CE + eta L_KSVD, L_KSVD = mean over the primal layers of J^2 (primal.h) */
         double ksvd = 0.0;
         for (int l = 0; l < m->L; l++) ksvd += tr->blocks[l].ksvd_J * tr->blocks[l].ksvd_J;
         loss += (float)(m->cfg->model.attention.eta * ksvd / m->L);
     }
-    if (correct) {
-        int ok = 0;
-        for (int b = 0; b < B; b++) {
-            const float *lg = tr->logits + (size_t)b * C;
-            int best = 0;
-            for (int k = 1; k < C; k++)
-                if (lg[k] > lg[best]) best = k;
-            ok += best == labels[b];
-        }
-        *correct = ok;
-    }
+    if (correct) *correct = ok;
     if (!grads) return loss;
 
     /* ---- backward ---- */
     tr->sp[SP_X] = tr->y;
     memset(tr->d_logits, 0, (size_t)B * C * sizeof(float));
-    snn_cross_entropy_bwd(tr->d_logits, tr->probs, tr->labels, B, C, m->cfg->train.label_smoothing, 1.0f);
+    /* d(batch mean)/d(this share's mean) = B / B_batch */
+    const float ce_scale = tr->B_batch ? (float)((double)B / (double)tr->B_batch) : 1.0f;
+    snn_cross_entropy_bwd(tr->d_logits, tr->probs, tr->labels, B, C, m->cfg->train.label_smoothing,
+                          ce_scale);
     memset(tr->d_pooled, 0, (size_t)B * D * sizeof(float));
     snn_linear_bwd(tr->d_pooled, grad_of(tr, m->head.weight), grad_of(tr, m->head.bias), tr->d_logits,
                    tr->pooled, m->head.weight, B, D, C);
@@ -1002,8 +1044,8 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         dpos[i] += (float)acc;
     }
     memset(tr->d_y, 0, MD * sizeof(float));
-    snn_bn_train_bwd(tr->d_y, grad_of(tr, m->embed_bn_w), grad_of(tr, m->embed_bn_b), tr->d_u,
-                     tr->embed.xhat, tr->embed.rstd, m->embed_bn_w, M, D);
+    bn_bwd(tr, tr->d_y, grad_of(tr, m->embed_bn_w), grad_of(tr, m->embed_bn_b), tr->d_u,
+           tr->embed.xhat, tr->embed.rstd, m->embed_bn_w, M, D);
     snn_linear_bwd(NULL, grad_of(tr, m->embed_w), grad_of(tr, m->embed_b), tr->d_y, tr->patches,
                    m->embed_w, M, tr->K, D);
     return loss;

@@ -60,6 +60,15 @@ void snn_trainer_set_eval(snn_trainer *tr, bool eval);
 /* The model the trainer was built for. */
 snn_model *snn_trainer_model(snn_trainer *tr);
 
+/* Data parallelism over the ranks of an MPI job (sim/dist.h): from now on the B samples of a
+ * step are this rank's share of a batch of B_batch samples (shares in rank order, rank 0 first,
+ * every rank stepping together). BatchNorm statistics and the returned loss and correct count
+ * are the whole batch's; gradients are this share's contribution to the batch-mean loss, to be
+ * summed over ranks (snn_fit_step does). 0: the step's samples are the batch (the default).
+ * Not for primal attention, whose K-SVD loss spans the batch. */
+void snn_trainer_set_share(snn_trainer *tr, int B_batch);
+int snn_trainer_share_of(const snn_trainer *tr);
+
 /* Parameter gradients, laid out like the model's parameter arena ([n_params]). */
 float *snn_trainer_grads(snn_trainer *tr);
 void snn_trainer_zero_grads(snn_trainer *tr);
@@ -108,6 +117,8 @@ typedef struct snn_train_opts {
     bool progress;
     FILE *log;
     int max_steps;             /* stop after this many steps (tests); 0 = no limit */
+    bool distributed;          /* data parallel over the ranks of an MPI job (sim/dist.h; every
+                                * rank calls snn_train); no effect in a one-rank job */
 } snn_train_opts;
 
 /* Trains m on train (validating on val after every epoch with the event-driven engine), from
