@@ -8,7 +8,8 @@
 void fuzz_file_open(fuzz_file *f, const uint8_t *data, size_t size) {
     const char *dir = getenv("FUZZ_TMPDIR");
     if (!dir) dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    snprintf(f->path, sizeof f->path, "%s/spikesim-fuzz-XXXXXX", dir);
+    /* The pid tells whose file it is when a crash leaves one behind. */
+    snprintf(f->path, sizeof f->path, "%s/spikesim-fuzz-%ld-XXXXXX", dir, (long)getpid());
     f->fd = mkstemp(f->path);
     if (f->fd < 0) {
         perror(f->path);

@@ -4,7 +4,9 @@
  * The readers under test take file paths (the IDX loader opens through zlib, the checkpoint
  * reader through libhdf5, which also checks the signature with H5Fis_hdf5 first), so each input
  * goes into a temporary file on tmpfs (/dev/shm, or $FUZZ_TMPDIR) that is removed after the
- * run: the real path-based entry points are fuzzed, and nothing is written to disk. (A memfd
+ * run: the real path-based entry points are fuzzed, and nothing is written to disk. An input
+ * that crashes leaves its file (spikesim-fuzz-<pid>-*); tests/fuzz/run.sh points FUZZ_TMPDIR
+ * at a directory it removes. (A memfd
  * named /proc/self/fd/N does not do: H5Fopen resolves the link with realpath, which fails.)
  */
 #ifndef SNN_FUZZ_COMMON_H

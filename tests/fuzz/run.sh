@@ -10,7 +10,10 @@ build=${1:-build-fuzz}
 seconds=${2:-20}
 here=$(dirname "$0")
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# The targets' per-input files (fuzz_common.h), on tmpfs when there is one.
+shm=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
+trap 'rm -rf "$tmp" "$shm"' EXIT
+export FUZZ_TMPDIR="$shm"
 out=${FUZZ_OUT:-$tmp}
 # Leaks are errors, except memory libhdf5 loses on malformed files (lsan.supp; the checkpoint
 # target checks that spikesim closes every HDF5 object). An absurd allocation returns NULL as
