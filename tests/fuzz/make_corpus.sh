@@ -16,20 +16,20 @@ cp configs/*.yaml "$c/config/"
     >"$c/config/synthetic_with_sets"
 
 # idx: [limit][image file length, 2 bytes LE][image file][label file] (fuzz_idx.c).
+byte() { printf "\\$(printf %03o "$1")"; }        # one byte, 0..255
+be32() { byte 0; byte 0; byte 0; byte "$1"; }     # big-endian uint32 below 256
 images() { # n rows cols, then n*rows*cols pixel bytes
-    printf '\000\000\010\003\000\000\000\%03o\000\000\000\%03o\000\000\000\%03o' "$1" "$2" "$3"
+    byte 0; byte 0; byte 8; byte 3; be32 "$1"; be32 "$2"; be32 "$3"
     head -c $(($1 * $2 * $3)) /dev/urandom
 }
 labels() { # n, then n label bytes
-    printf '\000\000\010\001\000\000\000\%03o' "$1"
+    byte 0; byte 0; byte 8; byte 1; be32 "$1"
     shift
-    for l in "$@"; do printf "\\$(printf %03o "$l")"; done
+    for l in "$@"; do byte "$l"; done
 }
 seed() { # name limit images-file labels-file
     len=$(wc -c <"$3")
-    printf "\\$(printf %03o "$2")\\$(printf %03o $((len % 256)))\\$(printf %03o $((len / 256)))" \
-        >"$c/idx/$1"
-    cat "$3" "$4" >>"$c/idx/$1"
+    { byte "$2"; byte $((len % 256)); byte $((len / 256)); cat "$3" "$4"; } >"$c/idx/$1"
 }
 images 3 4 4 >"$tmp/i"; labels 3 0 9 4 >"$tmp/l"
 seed valid 0 "$tmp/i" "$tmp/l"
