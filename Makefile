@@ -15,6 +15,9 @@
 #                   (tests/mpi_test.sh; mpirun -np 2 --oversubscribe)
 #   make bench      speed, memory and synaptic operations of the five bench models against
 #                   the PyTorch reference (tests/bench.sh; never part of `make test`)
+#   make fuzz       build the libFuzzer targets of tests/fuzz with clang (build-fuzz/fuzz/)
+#   make fuzz-smoke run each fuzz target for 20 s from its committed corpus (docs/fuzzing.md)
+#   make fuzz-run FUZZ_SECONDS=1800   the same, as long as you like
 #   make V=1        show full compiler command lines
 #
 # No -ffast-math and no FP contraction: results must be reproducible bit for bit across thread
@@ -47,6 +50,14 @@ ifeq ($(MPI),1)
 endif
 # Test-only: tests/html_check.sh opens the compare report in headless Chromium.
 DEB_TEST_PKGS := chromium
+# Fuzzing only (`make fuzz`): clang with libFuzzer and the sanitizer runtimes, which Debian
+# ships in libclang-rt-14-dev (only recommended by clang, so not installed with
+# --no-install-recommends).
+DEB_FUZZ_PKGS := clang-14 libclang-rt-14-dev
+FUZZ_CC  := clang-14
+FUZZ_BUILD := build-fuzz
+FUZZ_TARGETS := config idx checkpoint
+FUZZ_SECONDS ?= 20
 PKGS     := hdf5-serial yaml-0.1 zlib openblas cmocka fftw3
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -100,13 +111,15 @@ $(BUILD)/%.o: %.c
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TEST_LIB)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-# Installs, with apt-get and only when missing, every Debian package the project needs.
-deps:
-	@missing=""; for p in $(DEB_PKGS); do \
+# Installs, with apt-get and only when missing, every Debian package the project needs
+# (deps-fuzz: the fuzzing toolchain).
+deps deps-fuzz: PKG_LIST = $(if $(filter deps-fuzz,$@),$(DEB_FUZZ_PKGS),$(DEB_PKGS))
+deps deps-fuzz:
+	@missing=""; for p in $(PKG_LIST); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
-	  echo "make deps: installing$$missing"; \
+	  echo "make $@: installing$$missing"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
@@ -153,10 +166,31 @@ mpi-test:
 	@$(MAKE) --no-print-directory MPI=1 BUILD=build-mpi build-mpi/spikesim
 	@tests/mpi_test.sh build-mpi
 
-clean:
-	rm -rf build build-asan build-noomp build-mpi
+# libFuzzer targets (tests/fuzz, docs/fuzzing.md): the library built by clang with ASan, UBSan
+# and coverage instrumentation, without OpenMP (clang's libomp is not a dependency).
+fuzz: deps deps-fuzz
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OMP=0 OPT="-O1 -g" \
+	  SAN=fuzzer-no-link,address,undefined fuzz-build
 
-.PHONY: all deps deps-test build-only test run bench asan noomp mpi-test clean
+fuzz-build: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
+
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/fuzz_common.o $(BUILD)/libspikesim.a
+	@mkdir -p $(@D)
+	@echo "  LD    $@"
+	$(Q)$(CC) $(LDFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/fuzz/fuzz_checkpoint.o: CFLAGS += -DFUZZ_CHECKPOINT_CONFIG='"$(CURDIR)/tests/fuzz/checkpoint.yaml"'
+
+# Each target for FUZZ_SECONDS from a copy of its committed corpus; fails on any crash, leak,
+# timeout or sanitizer report.
+fuzz-smoke fuzz-run: fuzz
+	@tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+clean:
+	rm -rf build build-asan build-noomp build-mpi build-fuzz
+
+.PHONY: all deps deps-test deps-fuzz build-only test run bench asan noomp mpi-test fuzz \
+        fuzz-build fuzz-smoke fuzz-run clean
 .SECONDARY:
 .DELETE_ON_ERROR:
 

@@ -54,6 +54,10 @@
 #define H5IO_CHUNK_MAX_BYTES    ((uint64_t)1 << 20)
 #define H5IO_CHUNK_MIN_BYTES    ((uint64_t)64 << 10)
 #define H5IO_CHUNK_1D_MAX_ELEMS ((uint64_t)262144)
+/* snn_h5_read: datasets above this size must have their data in the file, at most this
+ * compressed (deflate's limit is ~1032:1). */
+#define H5IO_READ_UNCHECKED_BYTES ((uint64_t)1 << 20)
+#define H5IO_MAX_GZIP_RATIO       ((uint64_t)1032)
 
 /* ---- small helpers -------------------------------------------------------------------------- */
 
@@ -821,6 +825,23 @@ int snn_h5_read(const char *file_path, const char *path, snn_h5_type type, int *
             goto cleanup;
         }
         n *= hd[i];
+    }
+    /* A corrupt or hostile file can declare any shape: a chunked dataset of 2^40 elements whose
+     * chunks were never written costs a few hundred bytes. Refuse a shape the stored data
+     * cannot hold, before allocating for it: gzip (the only compression we write or expect)
+     * shrinks data at most ~1032:1, and datasets whose data was never written are not part of
+     * any file spikesim reads. Small datasets are exempt (fill values, tiny headers). */
+    hid_t ftype = H5Dget_type(dset);
+    size_t fsize = ftype < 0 ? 0 : H5Tget_size(ftype);
+    if (ftype >= 0) H5Tclose(ftype);
+    uint64_t stored = H5Dget_storage_size(dset);
+    uint64_t claimed = fsize > 0 && n > UINT64_MAX / fsize ? UINT64_MAX : n * (uint64_t)fsize;
+    if (claimed > H5IO_READ_UNCHECKED_BYTES && claimed / H5IO_MAX_GZIP_RATIO > stored) {
+        char shape[128];
+        format_shape(shape, sizeof shape, r, hd);
+        snn_err_set(err, "%s: %s has shape %s but the file stores only %llu bytes of its data "
+                    "(corrupt file?)", file_path, path, shape, (unsigned long long)stored);
+        goto cleanup;
     }
     buf = snn_xmalloc((size_t)n * ti.size);
     /* HDF5 converts between numeric types (e.g. int32 in the file into double). */

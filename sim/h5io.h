@@ -142,8 +142,11 @@ void snn_h5_problems_free(snn_h5_problems *p);
 
 /* Reads a whole dataset (rank 0..4) into a malloc'd buffer (free()), converting to the given
  * memory type; rank and dims are returned (unused dims set to 0; a scalar has rank 0 and one
- * element). Errors: "<file>: no dataset /x", "<file>: cannot read /x[: reason]", and the
- * open errors of snn_h5_read_parameters. */
+ * element). Errors: "<file>: no dataset /x", "<file>: cannot read /x[: reason]", the open
+ * errors of snn_h5_read_parameters, and for a dataset over 1 MiB that declares more data than
+ * the file can hold even at gzip's best ratio (a corrupt file must not cost a huge allocation):
+ * "<file>: /x has shape [1099511627776] but the file stores only 0 bytes of its data (corrupt
+ * file?)". */
 int snn_h5_read(const char *file_path, const char *path, snn_h5_type type, int *rank,
                 uint64_t dims[4], void **data, snn_err *err);
 

@@ -289,6 +289,59 @@ static void test_read_converts_types(void **state) {
     remove_dir(dir);
 }
 
+/* A few hundred bytes of HDF5 can declare a chunked dataset of 2^40 floats whose chunks were
+ * never written. Reading it must be a clean error, not a 4 TiB allocation that aborts the run
+ * (train.resume reads /optimizer/m this way; tests/fuzz/regressions/checkpoint holds such a
+ * checkpoint). Real data, even all zeros at gzip level 9, still reads. */
+static void test_read_refuses_shape_the_stored_data_cannot_hold(void **state) {
+    (void)state;
+    char *dir = make_dir("hollow");
+    char *path = snn_xasprintf("%s/hollow.h5", dir);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hsize_t chunk[1] = {1024}, huge[1] = {(hsize_t)1 << 40}, small[1] = {1024};
+    H5Pset_chunk(dcpl, 1, chunk);
+    hid_t space = H5Screate_simple(1, huge, NULL);
+    H5Dclose(H5Dcreate2(f, "/m", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT));
+    H5Sclose(space);
+    space = H5Screate_simple(1, small, NULL);
+    H5Dclose(H5Dcreate2(f, "/fill", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT));
+    H5Sclose(space);
+    H5Pclose(dcpl);
+    H5Fclose(f);
+
+    snn_err err = {{0}};
+    int rank;
+    uint64_t dims[4];
+    void *data = NULL;
+    assert_int_equal(snn_h5_read(path, "/m", SNN_H5_F32, &rank, dims, &data, &err), SNN_ERR);
+    char *want = snn_xasprintf("%s: /m has shape [1099511627776] but the file stores only 0 "
+                               "bytes of its data (corrupt file?)", path);
+    assert_string_equal(err.msg, want);
+    free(want);
+    assert_null(data);
+    /* Below 1 MiB the check does not apply: unwritten chunks read as the fill value. */
+    assert_int_equal(snn_h5_read(path, "/fill", SNN_H5_F32, &rank, dims, &data, &err), SNN_OK);
+    assert_int_equal(dims[0], 1024);
+    assert_true(((float *)data)[1023] == 0.0f);
+    free(data);
+
+    /* 8 MiB of zeros at gzip level 9 is compressed close to deflate's limit and reads. */
+    uint64_t n[1] = {(uint64_t)1 << 21};
+    float *zeros = calloc(n[0], sizeof *zeros);
+    snn_h5 h;
+    assert_int_equal(snn_h5_create(&h, path, 9, &err), SNN_OK);
+    assert_int_equal(snn_h5_write(&h, "/zeros", SNN_H5_F32, 1, n, zeros, &err), SNN_OK);
+    assert_int_equal(snn_h5_commit(&h, &err), SNN_OK);
+    assert_int_equal(snn_h5_read(path, "/zeros", SNN_H5_F32, &rank, dims, &data, &err), SNN_OK);
+    assert_int_equal(dims[0], n[0]);
+    assert_memory_equal(data, zeros, n[0] * sizeof *zeros);
+    free(data);
+    free(zeros);
+    free(path);
+    remove_dir(dir);
+}
+
 static void test_large_dataset_is_chunked_with_shuffle_and_deflate(void **state) {
     (void)state;
     char *dir = make_dir("filters");
@@ -1202,6 +1255,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_type_and_rank_round_trips),
         cmocka_unit_test(test_read_converts_types),
+        cmocka_unit_test(test_read_refuses_shape_the_stored_data_cannot_hold),
         cmocka_unit_test(test_large_dataset_is_chunked_with_shuffle_and_deflate),
         cmocka_unit_test(test_writing_an_existing_path_fails_naming_it),
         cmocka_unit_test(test_groups_text_and_attributes_read_back),
