@@ -488,6 +488,19 @@ static void test_bad_input_exits_with_one_line_and_loses_nothing(void **state) {
         free(after);
         free(cfg);
     }
+    /* a text output (SVG) on a full disk: exit 1, the previous SVG kept, no temporary */
+    char *svg = write_in(dir, "r.svg", "<svg/>\n");
+    /* 1 KiB: room for the error line on stderr (the limit applies to it too), not for the
+     * heatmap (about 8 KiB) */
+    int pid = snn_test_cli_spawn(errf, 1024, "rates %s -o %s", out, svg);
+    snn_test_cli_reap(pid, errf, &r);
+    if (r.status != 1 || count_lines(r.err) != 1 || !strstr(r.err, "r.svg: cannot write: File too large"))
+        fail_msg("rates on a full disk: exit %d, stderr:\n%s", r.status, r.err);
+    char *svg_text = snn_test_read_file(svg);
+    assert_string_equal(svg_text, "<svg/>\n");
+    assert_int_equal(count_tmp_files(dir), 0);
+    free(svg_text);
+    free(svg);
     /* unwritable destinations: exit 1, one line, nothing created */
     snn_test_cli_run(&r, "run %s -o %s/no/such/dir/x.h5 --quiet", good, dir);
     assert_int_equal(r.status, 1);
