@@ -336,7 +336,7 @@ static int stop_interrupted(const snn_model *m, const snn_train_opts *opts, fit_
                             int64_t steps_per_epoch, snn_err *err) {
     const char *sig = snn_interrupt_name(snn_interrupt_pending());
     if (!opts->last_path) {
-        snn_err_set(err, "interrupted by %s at epoch %d step %lld of %lld (no checkpoint path)", sig,
+        snn_err_set(err, "interrupted by %s at epoch %d after step %lld of %lld (no checkpoint path)", sig,
                     s->epochs_done + 1, (long long)s->epoch_step, (long long)steps_per_epoch);
         return SNN_INTERRUPTED;
     }
@@ -345,7 +345,7 @@ static int stop_interrupted(const snn_model *m, const snn_train_opts *opts, fit_
     if (s->epochs_done >= epochs)
         snn_err_set(err, "interrupted by %s after the last epoch; checkpoint %s", sig, opts->last_path);
     else
-        snn_err_set(err, "interrupted by %s at epoch %d step %lld of %lld; resumable checkpoint %s",
+        snn_err_set(err, "interrupted by %s at epoch %d after step %lld of %lld; resumable checkpoint %s",
                     sig, s->epochs_done + 1, (long long)s->epoch_step, (long long)steps_per_epoch,
                     opts->last_path);
     return SNN_INTERRUPTED;
@@ -433,11 +433,11 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
             if (!isfinite(loss) || !isfinite(gnorm)) {
                 const char *bad = snn_first_nonfinite_grad(m, snn_trainer_grads(tr));
                 char kept[640];
-                if (opts->last_path && s.epochs_done > 0)
-                    snprintf(kept, sizeof kept, "last good checkpoint %s (epoch %d)", opts->last_path,
-                             s.epochs_done);
+                if (opts->last_path && access(opts->last_path, F_OK) == 0)
+                    snprintf(kept, sizeof kept, "last good checkpoint %s (after epoch %d)",
+                             opts->last_path, s.epochs_done);
                 else
-                    snprintf(kept, sizeof kept, "no checkpoint written (diverged in the first epoch)");
+                    snprintf(kept, sizeof kept, "no checkpoint written yet");
                 rc = snn_err_set(err, "training diverged at epoch %d step %lld of %lld: loss %g, %s%s; "
                                  "step not applied; %s", e + 1, (long long)st + 1,
                                  (long long)steps_per_epoch, (double)loss,

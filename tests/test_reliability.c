@@ -345,7 +345,7 @@ static void test_divergence_names_tensor_and_keeps_last_good_checkpoint(void **s
     char *obj = snn_xasprintf("/parameters/%.*s", (int)strcspn(name, ";"), name);
     if (!snn_h5_exists(last, obj)) fail_msg("%s is not a tensor of the checkpoint", obj);
     free(obj);
-    char *kept = snn_xasprintf("last good checkpoint %s (epoch 1)", last);
+    char *kept = snn_xasprintf("last good checkpoint %s (after epoch 1)", last);
     assert_non_null(strstr(r.err, kept));
     free(kept);
     assert_false(exists(out));
