@@ -19,7 +19,7 @@ static void say(const char *s) {
 
 static void on_signal(int signo) {
     if (deferring && !pending) {
-        pending = signo;
+        pending = signo; /* touches no errno: the interrupted code's errno stays valid */
         return;
     }
     for (int i = 0; i < MAX_TRACKED; i++)
