@@ -28,15 +28,19 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sim/cli.h"
 #include "sim/h5io.h"
+#include "sim/run.h"
 #include "tests/testutil.h"
 
-/* Two epochs of 100 steps, about 1-2 s on one thread: long enough to be hit by a signal. */
+/* Three epochs of 100 steps, 0.25 s to 1 s each on one thread. The signal tests wait for the
+ * end of epoch 1 on stderr and signal shortly after, so the signal lands in epoch 2 or 3
+ * however fast or loaded the machine is (a slower machine only widens the window). */
 static const char train_cfg[] =
     "name: rel\nseed: 3\n"
     "data: {source: synthetic, synthetic_samples: 1000}\n"
     "model: {image_size: 16, patch: 4, dim: 32, heads: 2, blocks: 1, mlp_ratio: 2, timesteps: 4}\n"
-    "train: {epochs: 2, batch_size: 8, val_fraction: 0.2}\n";
+    "train: {epochs: 3, batch_size: 8, val_fraction: 0.2}\n";
 
 /* A quick simulation (no training). */
 static const char sim_cfg[] =
@@ -147,7 +151,7 @@ static void interrupt_and_resume(int signo, int delay_ms) {
     char *out = snn_xasprintf("%s/part.h5", dir), *last = snn_xasprintf("%s/part.last.h5", dir);
     char *errf = snn_xasprintf("%s/stderr", dir);
     int pid = snn_test_cli_spawn(errf, 0, "run %s -o %s --threads 1", cfg, out);
-    assert_int_equal(snn_test_cli_await(pid, errf, "  training:", 120), 0);
+    assert_int_equal(snn_test_cli_await(pid, errf, "  epoch 1:", 300), 0);
     sleep_ms(delay_ms);
     assert_int_equal(kill(pid, signo), 0);
     snn_test_cli r = {0};
@@ -196,12 +200,12 @@ static void interrupt_and_resume(int signo, int delay_ms) {
 
 static void test_sigint_during_training_saves_and_resumes_exactly(void **state) {
     (void)state;
-    interrupt_and_resume(SIGINT, 300);
+    interrupt_and_resume(SIGINT, 40);
 }
 
 static void test_sigterm_during_training_saves_and_resumes_exactly(void **state) {
     (void)state;
-    interrupt_and_resume(SIGTERM, 700);
+    interrupt_and_resume(SIGTERM, 120);
 }
 
 /* A second signal does not wait for the checkpoint: exit at once, temporaries removed, and the
@@ -213,8 +217,7 @@ static void test_second_signal_exits_at_once_leaving_no_temporaries(void **state
     char *out = snn_xasprintf("%s/x.h5", dir), *last = snn_xasprintf("%s/x.last.h5", dir);
     char *errf = snn_xasprintf("%s/stderr", dir);
     int pid = snn_test_cli_spawn(errf, 0, "run %s -o %s --threads 1", cfg, out);
-    assert_int_equal(snn_test_cli_await(pid, errf, "  training:", 120), 0);
-    sleep_ms(200);
+    assert_int_equal(snn_test_cli_await(pid, errf, "  epoch 1:", 300), 0);
     kill(pid, SIGINT);
     kill(pid, SIGINT);
     snn_test_cli r = {0};
@@ -246,7 +249,7 @@ static void test_sigint_during_simulation_keeps_previous_output(void **state) {
     char *out = write_in(dir, "s.h5", "previous complete output\n");
     char *errf = snn_xasprintf("%s/stderr", dir);
     int pid = snn_test_cli_spawn(errf, 0, "run %s -o %s --threads 1", cfg, out);
-    assert_int_equal(snn_test_cli_await(pid, errf, "spikesim: relsim", 120), 0);
+    assert_int_equal(snn_test_cli_await(pid, errf, "spikesim: relsim", 300), 0);
     sleep_ms(300);
     assert_true(count_tmp_files(dir) == 1); /* the run file being written */
     assert_int_equal(kill(pid, SIGINT), 0);
@@ -277,7 +280,7 @@ static void test_sigkill_leaves_previous_output_or_nothing(void **state) {
     srand((unsigned)getpid());
     for (int round = 0; round < 3; round++) {
         int pid = snn_test_cli_spawn(errf, 0, "run %s -o %s --threads 1", cfg, out);
-        assert_int_equal(snn_test_cli_await(pid, errf, "  training:", 120), 0);
+        assert_int_equal(snn_test_cli_await(pid, errf, "  training:", 300), 0);
         sleep_ms(rand() % 1200);
         kill(pid, SIGKILL);
         snn_test_cli r = {0};
@@ -437,6 +440,8 @@ static const bad_case bad_cases[] = {
     {"checkpoint infinite weight", NULL, "--set model.weights=@/inf.h5", 1, "head.weight holds a non-finite value", 0},
     {"full disk (file size limit)", NULL, "", 1, "File too large", 4096},
     {"memory over --max-memory", NULL, "--max-memory 1K", 1, "--max-memory is 1 KiB", 0},
+    {"memory over MemAvailable", NULL, "--set data.synthetic_samples=100000000000", 1,
+     "available memory (MemAvailable) is", 0},
 };
 
 static void test_bad_input_exits_with_one_line_and_loses_nothing(void **state) {
@@ -518,6 +523,35 @@ static void test_bad_input_exits_with_one_line_and_loses_nothing(void **state) {
     free(dir);
 }
 
+/* --max-memory's SIZE and the figures of the refusal. */
+static void test_sizes_parse_and_print_in_binary_units(void **state) {
+    (void)state;
+    uint64_t b = 0;
+    assert_int_equal(snn_cli_size("--max-memory", "512M", &b), 0);
+    assert_true(b == 512ull << 20);
+    assert_int_equal(snn_cli_size("--max-memory", "2G", &b), 0);
+    assert_true(b == 2ull << 30);
+    assert_int_equal(snn_cli_size("--max-memory", "1.5GiB", &b), 0);
+    assert_true(b == 3ull << 29);
+    assert_int_equal(snn_cli_size("--max-memory", "4096", &b), 0);
+    assert_true(b == 4096);
+    b = 7;
+    assert_int_equal(snn_cli_size("--max-memory", "12Q", &b), -1);
+    assert_int_equal(snn_cli_size("--max-memory", "0", &b), -1);
+    assert_int_equal(snn_cli_size("--max-memory", "", &b), -1);
+    assert_int_equal(snn_cli_size("--max-memory", "-1G", &b), -1);
+    assert_true(b == 7); /* untouched on error */
+    char buf[32];
+    snn_format_bytes(512, buf, sizeof buf);
+    assert_string_equal(buf, "512 bytes");
+    snn_format_bytes(1024, buf, sizeof buf);
+    assert_string_equal(buf, "1 KiB");
+    snn_format_bytes(92484403, buf, sizeof buf);
+    assert_string_equal(buf, "88.2 MiB");
+    snn_format_bytes(3ull << 29, buf, sizeof buf);
+    assert_string_equal(buf, "1.5 GiB");
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     snn_test_cli_locate(argv[0]);
@@ -529,6 +563,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_sigkill_leaves_previous_output_or_nothing),
         cmocka_unit_test(test_divergence_names_tensor_and_keeps_last_good_checkpoint),
         cmocka_unit_test(test_bad_input_exits_with_one_line_and_loses_nothing),
+        cmocka_unit_test(test_sizes_parse_and_print_in_binary_units),
     };
     int rc = cmocka_run_group_tests_name("reliability", tests, NULL, NULL);
     char *ref = snn_test_tmp_path("rel-ref");
