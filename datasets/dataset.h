@@ -36,6 +36,10 @@ int snn_idx_load(snn_dataset *ds, const char *images_path, const char *labels_pa
 int snn_dataset_load_split(snn_dataset *ds, const char *dir, const char *split, int64_t limit,
                            snn_err *err);
 
+/* Number of images of a split from its image file's header alone (for the memory plan before
+ * loading), or -1 when the file is missing or not readable (loading then says why). */
+int64_t snn_dataset_split_count(const char *dir, const char *split);
+
 /* Seeded synthetic images: `classes` class prototypes (smooth random blobs) plus per-sample
  * noise, values in 0..255. Deterministic in (seed, split id, sample index), so split 0 and
  * split 1 are disjoint samples of the same task. Learnable by a small model. */

@@ -282,3 +282,20 @@ int snn_dataset_load_split(snn_dataset *ds, const char *dir, const char *split, 
     free(labels);
     return rc;
 }
+
+int64_t snn_dataset_split_count(const char *dir, const char *split) {
+    const char *prefix = strcmp(split, "train") == 0 ? "train" : strcmp(split, "test") == 0 ? "t10k" : NULL;
+    if (!prefix) return -1;
+    char *base = snn_xasprintf("%s-images-idx3-ubyte", prefix);
+    char *images = pick_file(dir, base);
+    int64_t n = -1;
+    idx_file f = {0};
+    uint32_t dims[3];
+    if (images && idx_open(&f, images, NULL) == SNN_OK &&
+        idx_header(&f, IDX_MAGIC_IMAGES, dims, 3, NULL) == SNN_OK)
+        n = dims[0];
+    idx_close(&f);
+    free(images);
+    free(base);
+    return n;
+}

@@ -24,6 +24,7 @@
 #include "sim/config.h"
 #include "sim/dist.h"
 #include "sim/h5io.h"
+#include "sim/interrupt.h"
 #include "sim/run.h"
 #include "sim/textout.h"
 
@@ -1625,7 +1626,16 @@ int snn_compare_cli(int argc, char **argv, const char *usage) {
     snn_err err = {{0}};
     bool cfg_err = false;
     int rc = snn_compare_execute(&c, &o, &st, &cfg_err, &err);
-    if (rc != SNN_OK) {
+    if (rc == SNN_INTERRUPTED) {
+        /* A training run saved its .last.h5; compare itself restarts an unfinished training but
+         * reuses every finished run when run again. */
+        if (root)
+            fprintf(stderr, "spikesim: %s; finished runs are reused when compare runs again\n",
+                    err.msg);
+        snn_compare_free(&c);
+        free(def);
+        return 128 + snn_interrupt_pending();
+    } else if (rc != SNN_OK) {
         if (root) fprintf(stderr, "spikesim: error: %s\n", err.msg); /* every rank's outcome */
     } else if (dry) {
         if (!quiet) fprintf(stderr, "compare: %s: ok (dry run: nothing was run or written)\n", file);

@@ -7,7 +7,13 @@
  * counter-based generator keyed by (seed, "epoch", e), so a run resumed at an epoch boundary
  * sees exactly the batches an uninterrupted run sees. Checkpoints hold everything else the
  * continuation needs: parameters (BN running statistics included), AdamW moments and step,
- * the history and the best parameters so far.
+ * the history and the best parameters so far. A checkpoint written on SIGINT/SIGTERM in the
+ * middle of an epoch also holds the step within the epoch and the epoch's partial sums, so the
+ * resumed run continues with the next minibatch of the same permutation, bit for bit.
+ *
+ * Divergence: a step whose loss or gradient is not finite is not applied; training stops
+ * naming the first parameter tensor (spec section 4 name) with a non-finite gradient, and the
+ * checkpoints of earlier epochs stay as they were.
  *
  * Checkpoint file (HDF5; also loadable by model.weights since /parameters is the model):
  *   /parameters/<name>          float32, spec section 4
@@ -18,6 +24,10 @@
  *   /training/best_parameters   float32 [n_params]
  *   /training/history/<column>  [epochs done]: epoch, train_loss, train_accuracy, val_accuracy,
  *                               lr, seconds
+ *   /training/partial           int64 [3], only mid-epoch (interrupted): steps done in the
+ *                               epoch after "epochs done", correct predictions, samples seen
+ *   /training/partial_loss      float64 [1], only mid-epoch: the sum of those steps' losses
+ * Checkpoints without /training/partial (all older ones) resume at the epoch boundary.
  *
  * Data parallelism (opts->distributed, under mpirun): every rank holds the model, the
  * optimizer and the data, draws the same permutation, and steps on its contiguous share of
@@ -40,6 +50,7 @@
 #include "sim/dist.h"
 #include "sim/eval.h"
 #include "sim/h5io.h"
+#include "sim/interrupt.h"
 #include "sim/optim.h"
 #include "sim/rng.h"
 
@@ -110,6 +121,9 @@ typedef struct fit_state {
     float *best_params;          /* [n_params] */
     snn_history_row *history;    /* [epochs] */
     snn_adamw opt;
+    /* Mid-epoch (interrupted) state of epoch epochs_done + 1; epoch_step 0 at a boundary. */
+    int64_t epoch_step, part_correct, part_seen;
+    double part_loss;
 } fit_state;
 
 static int write_history(snn_h5 *h, const char *group, const snn_history_row *rows, int n,
@@ -172,6 +186,11 @@ static int save_checkpoint(const char *path, const snn_model *m, const fit_state
     if (rc == SNN_OK) rc = snn_h5_write(&h, "/training/best_val_accuracy", SNN_H5_F64, 1, d1, &s->best_val, err);
     if (rc == SNN_OK) rc = snn_h5_write(&h, "/training/best_parameters", SNN_H5_F32, 1, np, s->best_params, err);
     if (rc == SNN_OK) rc = write_history(&h, "/training/history", s->history, s->epochs_done, err);
+    if (s->epoch_step > 0) {
+        const int64_t part[3] = {s->epoch_step, s->part_correct, s->part_seen};
+        if (rc == SNN_OK) rc = snn_h5_write(&h, "/training/partial", SNN_H5_I64, 1, d3, part, err);
+        if (rc == SNN_OK) rc = snn_h5_write(&h, "/training/partial_loss", SNN_H5_F64, 1, d1, &s->part_loss, err);
+    }
     if (rc == SNN_OK) rc = snn_h5_commit(&h, err);
     if (rc != SNN_OK) snn_h5_abort(&h);
     return rc;
@@ -195,7 +214,8 @@ static int read_exact(const char *path, const char *obj, snn_h5_type type, uint6
     return SNN_OK;
 }
 
-static int load_checkpoint(const char *path, snn_model *m, fit_state *s, int max_epochs, snn_err *err) {
+static int load_checkpoint(const char *path, snn_model *m, fit_state *s, int max_epochs,
+                           int64_t steps_per_epoch, int batch, snn_err *err) {
     TRY(snn_h5_read_parameters(path, m->tensors, m->n_tensors, err));
     const uint64_t np = m->n_params;
     int64_t state[3];
@@ -211,6 +231,20 @@ static int load_checkpoint(const char *path, snn_model *m, fit_state *s, int max
     s->step = state[1];
     s->best_epoch = (int)state[2];
     s->opt.step = state[1];
+    if (snn_h5_exists(path, "/training/partial")) {
+        int64_t part[3];
+        TRY(read_exact(path, "/training/partial", SNN_H5_I64, 3, part, sizeof(int64_t), err));
+        TRY(read_exact(path, "/training/partial_loss", SNN_H5_F64, 1, &s->part_loss, sizeof(double), err));
+        if (s->epochs_done >= max_epochs || part[0] < 0 || part[0] >= steps_per_epoch || part[1] < 0 ||
+            part[2] != part[0] * batch)
+            return snn_err_set(err, "%s: /training/partial (step %lld of epoch %d) does not fit "
+                               "train.epochs %d, %lld steps per epoch, batch %d", path,
+                               (long long)part[0], s->epochs_done + 1, max_epochs,
+                               (long long)steps_per_epoch, batch);
+        s->epoch_step = part[0];
+        s->part_correct = part[1];
+        s->part_seen = part[2];
+    }
     static const char *const names[6] = {"epoch", "train_loss", "train_accuracy", "val_accuracy", "lr", "seconds"};
     for (int c = 0; c < 6 && s->epochs_done > 0; c++) {
         char obj[96];
@@ -299,6 +333,15 @@ float snn_fit_step(snn_trainer *tr, snn_adamw *opt, const uint8_t *decay_mask,
     float *g = snn_trainer_grads(tr);
     const size_t n = snn_trainer_model(tr)->n_params;
     if (snn_trainer_share_of(tr)) snn_dist_sum_f32(g, n); /* the batch's gradient, on every rank */
+    /* A non-finite gradient would poison every parameter through AdamW: leave the parameters
+     * as they are and let the caller name the tensor (snn_first_nonfinite_grad). */
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(g[i])) {
+            if (grad_norm) *grad_norm = NAN;
+            if (lr) *lr = snn_lr_cosine(step, total, warmup, cfg->train.lr, 0.0f);
+            return loss;
+        }
+    }
     double norm = cfg->train.grad_clip > 0 ? snn_clip_grad_norm(g, n, cfg->train.grad_clip)
                                            : snn_grad_norm(g, n);
     double rate = snn_lr_cosine(step, total, warmup, cfg->train.lr, 0.0f);
@@ -306,6 +349,46 @@ float snn_fit_step(snn_trainer *tr, snn_adamw *opt, const uint8_t *decay_mask,
     if (grad_norm) *grad_norm = norm;
     if (lr) *lr = rate;
     return loss;
+}
+
+const char *snn_first_nonfinite_grad(const snn_model *m, const float *grads) {
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const snn_tensor *t = &m->tensors[i];
+        size_t n = 1;
+        for (int r = 0; r < t->rank; r++) n *= (size_t)t->dims[r];
+        const float *g = grads + (t->data - m->params);
+        for (size_t k = 0; k < n; k++)
+            if (!isfinite(g[k])) return t->name;
+    }
+    return NULL;
+}
+
+/* A signal arrived (interrupt.h). The ranks of a distributed run agree, so that all of them
+ * stop before the same step (a rank left alone in a collective would wait for ever). */
+static bool stop_requested(bool dist) {
+    const bool pending = snn_interrupt_pending() != 0;
+    return dist ? snn_dist_first_failed(pending) >= 0 : pending;
+}
+
+/* The loop saw a signal (interrupt.h): saves the state to the last checkpoint and returns
+ * SNN_INTERRUPTED with the one-line message. */
+static int stop_interrupted(const snn_model *m, const snn_train_opts *opts, fit_state *s, int epochs,
+                            int64_t steps_per_epoch, snn_err *err) {
+    const char *sig = snn_interrupt_name(snn_interrupt_pending());
+    if (!opts->last_path) {
+        snn_err_set(err, "interrupted by %s at epoch %d after step %lld of %lld (no checkpoint path)", sig,
+                    s->epochs_done + 1, (long long)s->epoch_step, (long long)steps_per_epoch);
+        return SNN_INTERRUPTED;
+    }
+    if (save_checkpoint(opts->last_path, m, s, opts->config_yaml, m->cfg->output.compression, err) != SNN_OK)
+        return SNN_ERR;
+    if (s->epochs_done >= epochs)
+        snn_err_set(err, "interrupted by %s after the last epoch; checkpoint %s", sig, opts->last_path);
+    else
+        snn_err_set(err, "interrupted by %s at epoch %d after step %lld of %lld; resumable checkpoint %s",
+                    sig, s->epochs_done + 1, (long long)s->epoch_step, (long long)steps_per_epoch,
+                    opts->last_path);
+    return SNN_INTERRUPTED;
 }
 
 int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
@@ -355,12 +438,15 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
     int rc = SNN_OK;
 
     if (cfg->train.resume) {
-        rc = load_checkpoint(cfg->train.resume, m, &s, epochs, err);
+        rc = load_checkpoint(cfg->train.resume, m, &s, epochs, steps_per_epoch, B, err);
         /* every rank reads it (each node needs the file): all go on, or all stop */
         if (dist && snn_dist_first_failed(rc != SNN_OK) >= 0 && rc == SNN_OK)
             rc = snn_err_set(err, "another MPI rank could not read %s", cfg->train.resume);
         if (rc != SNN_OK) goto done;
-        if (opts->log)
+        if (opts->log && s.epoch_step > 0)
+            fprintf(opts->log, "  resuming from %s at epoch %d step %lld (step %lld)\n",
+                    cfg->train.resume, s.epochs_done + 1, (long long)s.epoch_step, (long long)s.step);
+        else if (opts->log)
             fprintf(opts->log, "  resuming from %s after epoch %d (step %lld)\n", cfg->train.resume,
                     s.epochs_done, (long long)s.step);
     }
@@ -374,13 +460,24 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
     res->first_losses = snn_xcalloc(16, sizeof(float));
     const double t_start = snn_now();
     int64_t samples_done = 0;
+    /* From here the first SIGINT/SIGTERM only sets a flag, polled before every step. */
+    snn_interrupt_defer(true);
     for (int e = s.epochs_done; e < epochs; e++) {
         const double t_epoch = snn_now();
         permutation(perm, train->n, cfg->seed, snn_rng_stream("epoch"), (uint64_t)e);
-        double loss_sum = 0.0;
-        int64_t correct = 0, seen = 0;
+        /* a mid-epoch checkpoint continues its epoch's sums (zero at a boundary) */
+        double loss_sum = s.part_loss;
+        int64_t correct = s.part_correct, seen = s.part_seen;
         double lr = 0.0;
-        for (int64_t st = 0; st < steps_per_epoch; st++) {
+        for (int64_t st = s.epoch_step; st < steps_per_epoch; st++) {
+            if (stop_requested(dist)) {
+                s.epoch_step = st;
+                s.part_loss = loss_sum;
+                s.part_correct = correct;
+                s.part_seen = seen;
+                rc = stop_interrupted(m, opts, &s, epochs, steps_per_epoch, err);
+                goto done;
+            }
             for (int b = 0; b < (int)(hi - lo); b++) {
                 const int64_t i = perm[st * B + lo + b];
                 memcpy(images + (size_t)b * pix, train->pixels + (size_t)i * pix, pix);
@@ -388,11 +485,22 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
                 labels[b] = train->labels[i];
             }
             int ok = 0;
+            double gnorm = 0.0;
             float loss = snn_fit_step(tr, &s.opt, mask, images, fidx, labels, (int)(hi - lo), s.step,
-                                      total, warmup, NULL, &lr, &ok);
-            if (!isfinite(loss)) {
-                rc = snn_err_set(err, "training diverged: loss is %g at epoch %d, step %lld", (double)loss,
-                                 e + 1, (long long)st);
+                                      total, warmup, &gnorm, &lr, &ok);
+            if (!isfinite(loss) || !isfinite(gnorm)) {
+                const char *bad = snn_first_nonfinite_grad(m, snn_trainer_grads(tr));
+                char kept[640];
+                if (opts->last_path && access(opts->last_path, F_OK) == 0)
+                    snprintf(kept, sizeof kept, "last good checkpoint %s (after epoch %d)",
+                             opts->last_path, s.epochs_done);
+                else
+                    snprintf(kept, sizeof kept, "no checkpoint written yet");
+                rc = snn_err_set(err, "training diverged at epoch %d step %lld of %lld: loss %g, %s%s; "
+                                 "step not applied; %s", e + 1, (long long)st + 1,
+                                 (long long)steps_per_epoch, (double)loss,
+                                 bad ? "first non-finite gradient in " : "gradients finite",
+                                 bad ? bad : "", kept);
                 goto done;
             }
             s.step++;
@@ -406,6 +514,9 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
             progress(opts, e + 1, epochs, st + 1, steps_per_epoch, loss_sum / (double)(st + 1), rate, eta, false);
             if (opts->max_steps && s.step >= opts->max_steps) break;
         }
+        s.epoch_step = 0;
+        s.part_loss = 0.0;
+        s.part_correct = s.part_seen = 0;
         /* Validate with the event-driven engine on the folded weights. */
         snn_model_fold(m);
         double val_acc = validate(m, val, opts->threads, rank, P);
@@ -437,6 +548,10 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
         if (rc != SNN_OK) goto done;
         if (opts->max_steps && s.step >= opts->max_steps) break;
     }
+    if (stop_requested(dist)) { /* arrived during the last validation or checkpoint */
+        rc = stop_interrupted(m, opts, &s, epochs, steps_per_epoch, err);
+        goto done;
+    }
     res->seconds = snn_now() - t_start;
     res->samples_per_second = res->seconds > 0 ? (double)samples_done / res->seconds : 0.0;
     /* Leave the best parameters in the model. */
@@ -450,6 +565,7 @@ int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
     s.history = NULL;
     s.best_params = NULL;
 done:
+    snn_interrupt_defer(false);
     free(s.history);
     free(s.best_params);
     snn_adamw_free(&s.opt);

@@ -33,6 +33,7 @@
 #define _GNU_SOURCE /* memfd_create, for discard_pending_writes */
 #endif
 #include "sim/h5io.h"
+#include "sim/interrupt.h"
 
 #include <hdf5_hl.h>
 
@@ -271,6 +272,7 @@ int snn_h5_create(snn_h5 *h, const char *path, int compression, snn_err *err) {
 
     /* H5F_CLOSE_STRONG: H5Fclose really closes the file even if an id inside it leaked, so the
      * commit never renames a file that HDF5 may still write to. */
+    snn_interrupt_track(tmp); /* a signal from now on removes it (interrupt.h) */
     if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0) goto hdf5_fail;
     if (H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) goto hdf5_fail;
     if ((file = H5Fcreate(tmp, H5F_ACC_EXCL, H5P_DEFAULT, fapl)) < 0) goto hdf5_fail;
@@ -295,6 +297,7 @@ cleanup:
         H5Pclose(fapl);
     } H5E_END_TRY;
     if (rc != SNN_OK && tmp) unlink(tmp); /* a half-made HDF5 file, if any */
+    if (tmp) snn_interrupt_untrack(tmp);
     free(tmp);
     free(dir);
     free(base);
@@ -347,6 +350,7 @@ int snn_h5_commit(snn_h5 *h, snn_err *err) {
                     strerror(errno));
         goto cleanup;
     }
+    snn_interrupt_untrack(h->tmp_path);
     free(h->tmp_path);
     h->tmp_path = NULL; /* renamed: nothing left for abort to remove */
 
@@ -405,7 +409,10 @@ void snn_h5_abort(snn_h5 *h) {
             }
         } H5E_END_TRY;
     }
-    if (h->tmp_path) unlink(h->tmp_path);
+    if (h->tmp_path) {
+        unlink(h->tmp_path);
+        snn_interrupt_untrack(h->tmp_path);
+    }
     free(h->tmp_path);
     free(h->path);
     h->tmp_path = NULL;
@@ -783,6 +790,19 @@ hid_t snn_h5_open_readonly(const char *path, snn_err *err) {
         return H5I_INVALID_HID;
     }
     return file;
+}
+
+int snn_h5_exists(const char *file_path, const char *path) {
+    snn_h5_init();
+    int found = 0;
+    H5E_BEGIN_TRY {
+        hid_t file = H5Fopen(file_path, H5F_ACC_RDONLY, H5P_DEFAULT);
+        if (file >= 0) {
+            found = H5Lexists(file, path, H5P_DEFAULT) > 0;
+            H5Fclose(file);
+        }
+    } H5E_END_TRY;
+    return found;
 }
 
 int snn_h5_read(const char *file_path, const char *path, snn_h5_type type, int *rank,

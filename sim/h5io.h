@@ -140,6 +140,10 @@ void snn_h5_problems_free(snn_h5_problems *p);
 
 /* ---- reading helpers (tests, inspection, golden files) ------------------------------------ */
 
+/* 1 when the HDF5 file at file_path holds an object at path (its parent groups must exist or
+ * the answer is 0), 0 when not or when the file cannot be opened. */
+int snn_h5_exists(const char *file_path, const char *path);
+
 /* Reads a whole dataset (rank 0..4) into a malloc'd buffer (free()), converting to the given
  * memory type; rank and dims are returned (unused dims set to 0; a scalar has rank 0 and one
  * element). Errors: "<file>: no dataset /x", "<file>: cannot read /x[: reason]", the open

@@ -2,6 +2,7 @@
  * main.c: the spikesim command line.
  *
  *   spikesim run CONFIG [-o OUT.h5] [--set key.path=value]... [--threads N] [--dense]
+ *                [--max-memory SIZE]
  *   spikesim validate CONFIG... [--set key.path=value]...
  *   spikesim bench CONFIG [--set key.path=value]... [--threads N] [--rate-levels]
  *   spikesim bench-attention [--max-n N]
@@ -11,7 +12,8 @@
  *   spikesim compare CONFIG [-o DIR] [--threads N] [--quiet] [--dry-run]
  *   spikesim --help | --version
  *
- * Exit codes: 0 ok, 1 runtime or I/O error, 2 usage or config error.
+ * Exit codes: 0 ok, 1 runtime or I/O error, 2 usage or config error, 130/143 interrupted by
+ * SIGINT/SIGTERM (sim/interrupt.h).
  *
  * Under mpirun (a `make MPI=1` build), run trains data parallel over the ranks and compare
  * spreads its runs over them; rank 0 prints and writes. Other commands run on every rank as
@@ -29,11 +31,13 @@
 #include "sim/dist.h"
 #include "sim/h5io.h"
 #include "sim/inspect.h"
+#include "sim/interrupt.h"
 #include "sim/run.h"
 #include "sim/util.h"
 
 static const char usage[] =
     "usage: spikesim run CONFIG [-o OUT.h5] [--set key.path=value]... [--threads N] [--dense]\n"
+    "                    [--max-memory SIZE]\n"
     "       spikesim validate CONFIG... [--set key.path=value]...\n"
     "       spikesim bench CONFIG [--set key.path=value]... [--threads N] [--rate-levels]\n"
     "       spikesim bench-attention [--max-n N]\n"
@@ -63,10 +67,13 @@ static const char usage[] =
     "  --set key.path=value   override a config key (validated like the file), repeatable\n"
     "  --threads N            OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
     "  --dense                run synaptic layers densely (benchmark baseline)\n"
+    "  --max-memory SIZE      run: refuse a config that needs more (512M, 2G, bytes); the\n"
+    "                         memory available (MemAvailable) is always a limit\n"
     "  --rate-levels          bench: also run a spiking model at two firing-rate levels\n"
     "  --quiet                no progress or summary on stderr\n"
     "\n"
-    "exit codes: 0 ok, 1 runtime or I/O error, 2 usage or config error\n"
+    "exit codes: 0 ok, 1 runtime or I/O error, 2 usage or config error,\n"
+    "            130/143 interrupted by SIGINT/SIGTERM (training saves a resumable checkpoint)\n"
     "docs: docs/config.md (every config key), docs/hdf5-layout.md (the run file),\n"
     "      docs/inspect.md (inspect, raster, rates)\n";
 
@@ -78,6 +85,7 @@ typedef struct cli {
     const char *output;
     int threads;
     int dense, quiet, rate_levels;
+    uint64_t max_memory;
 } cli;
 
 static int parse_args(int argc, char **argv, int first, cli *c) {
@@ -93,6 +101,8 @@ static int parse_args(int argc, char **argv, int first, cli *c) {
             c->sets[c->n_sets++] = a + 6;
         } else if (!strcmp(a, "--threads") && i + 1 < argc) {
             if ((c->threads = snn_cli_threads(argv[++i])) < 0) return -1;
+        } else if (!strcmp(a, "--max-memory") && i + 1 < argc) {
+            if (snn_cli_size(a, argv[++i], &c->max_memory) != 0) return -1;
         } else if (!strcmp(a, "--dense")) {
             c->dense = 1;
         } else if (!strcmp(a, "--quiet")) {
@@ -127,7 +137,42 @@ static int cmd_validate(cli *c) {
     return bad ? SNN_EXIT_USAGE : SNN_EXIT_OK;
 }
 
-static int cmd_run(cli *c) {
+/* "spikesim run ARGS" as typed (arguments with shell metacharacters single-quoted), without
+ * any train.resume override, for the resume hint after an interrupt. */
+static char *resume_command(int argc, char **argv) {
+    char *cmd = snn_xstrdup("spikesim");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--set") && i + 1 < argc && !strncmp(argv[i + 1], "train.resume=", 13)) {
+            i++;
+            continue;
+        }
+        if (!strncmp(a, "--set=train.resume=", 19)) continue;
+        bool plain = *a != '\0';
+        for (const char *p = a; *p; p++)
+            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./=,:+@%", *p))
+                plain = false;
+        char *next;
+        if (plain) {
+            next = snn_xasprintf("%s %s", cmd, a);
+        } else {
+            /* 'it'\''s' */
+            char *q = snn_xstrdup("'");
+            for (const char *p = a; *p; p++) {
+                char *t = *p == '\'' ? snn_xasprintf("%s'\\''", q) : snn_xasprintf("%s%c", q, *p);
+                free(q);
+                q = t;
+            }
+            next = snn_xasprintf("%s %s'", cmd, q);
+            free(q);
+        }
+        free(cmd);
+        cmd = next;
+    }
+    return cmd;
+}
+
+static int cmd_run(cli *c, int argc, char **argv) {
     if (c->n_configs != 1) {
         fprintf(stderr, "spikesim: error: run needs exactly one CONFIG\n%s", usage);
         return SNN_EXIT_USAGE;
@@ -140,13 +185,21 @@ static int cmd_run(cli *c) {
         return SNN_EXIT_USAGE;
     }
     const bool quiet = c->quiet || !root;
+    char *command = resume_command(argc, argv);
     snn_run_opts opts = {.out_path = c->output, .threads = c->threads, .dense = c->dense,
-                         .progress = !quiet, .log = quiet ? NULL : stderr, .distributed = true};
+                         .progress = !quiet, .log = quiet ? NULL : stderr, .distributed = true,
+                         .command = command, .config_path = c->configs[0],
+                         .max_memory = c->max_memory};
     snn_summary s;
     snn_err err = {{0}};
     bool config_error = false;
     int rc = snn_run(&cfg, &opts, &s, &config_error, &err);
     snn_config_free(&cfg);
+    free(command);
+    if (rc == SNN_INTERRUPTED) {
+        if (root) fprintf(stderr, "spikesim: %s\n", err.msg);
+        return 128 + snn_interrupt_pending();
+    }
     if (rc != SNN_OK) {
         if (root) fprintf(stderr, "spikesim: error: %s\n", err.msg);
         return config_error ? SNN_EXIT_USAGE : SNN_EXIT_RUNTIME;
@@ -186,6 +239,7 @@ int main(int argc, char **argv) {
 
 static int dispatch(int argc, char **argv) {
     snn_h5_init(); /* before any other HDF5 call: see h5io.h */
+    snn_interrupt_install(); /* no partial output on SIGINT/SIGTERM; training saves first */
     if (argc < 2) {
         fputs(usage, stderr);
         return SNN_EXIT_USAGE;
@@ -218,7 +272,7 @@ static int dispatch(int argc, char **argv) {
     if (parse_args(argc, argv, 2, &c) != 0) {
         rc = SNN_EXIT_USAGE;
     } else if (!strcmp(cmd, "run")) {
-        rc = cmd_run(&c);
+        rc = cmd_run(&c, argc, argv);
     } else if (!strcmp(cmd, "bench")) {
         rc = cmd_bench(&c);
     } else if (!strcmp(cmd, "validate")) {

@@ -4,6 +4,8 @@
 #include "sim/run.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -30,6 +32,86 @@ int snn_run_load_data(const snn_config *cfg, snn_dataset *ds, snn_err *err) {
     }
     if (cfg->data.shuffle) snn_dataset_shuffle(ds, cfg->seed);
     return SNN_OK;
+}
+
+/* ---- memory plan ------------------------------------------------------------------------ */
+
+void snn_format_bytes(uint64_t n, char *buf, size_t size) {
+    static const char *const unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024.0 && u < 4) {
+        v /= 1024.0;
+        u++;
+    }
+    if (u == 0) snprintf(buf, size, "%" PRIu64 " bytes", n);
+    else if (v == (double)(uint64_t)v) snprintf(buf, size, "%.0f %s", v, unit[u]);
+    else snprintf(buf, size, "%.1f %s", v, unit[u]);
+}
+
+/* Samples a split will hold once loaded (limit applied); -1 when unknown before loading. */
+static int64_t split_samples(const snn_config *cfg, const char *split, int64_t limit) {
+    int64_t n = cfg->data.source == SNN_DATA_IDX ? snn_dataset_split_count(cfg->data.path, split)
+                                                 : cfg->data.synthetic_samples;
+    if (n >= 0 && limit > 0 && limit < n) n = limit;
+    return n;
+}
+
+void snn_run_plan_memory(const snn_config *cfg, snn_model *m, snn_mem_plan *p) {
+    memset(p, 0, sizeof *p);
+    const uint64_t pix = (uint64_t)cfg->model.channels * cfg->model.image_size * cfg->model.image_size;
+    const uint64_t per_sample = pix + 1 + sizeof(int64_t); /* pixels, label, file index */
+    const uint64_t np = m->n_params;
+    p->model = np * sizeof(float) + (uint64_t)m->state_size * (sizeof(float) + 1);
+    int64_t n_eval = split_samples(cfg, cfg->data.split, cfg->data.limit);
+    if (n_eval > 0) {
+        p->datasets += (uint64_t)n_eval * per_sample;
+        /* logits, prediction, label, sample index */
+        p->recording += (uint64_t)n_eval * ((uint64_t)m->classes * sizeof(float) + 16);
+        const uint64_t R = (uint64_t)(cfg->record.samples < n_eval ? cfg->record.samples : n_eval);
+        p->recording += R * (uint64_t)m->T * m->state_size * (1 + (cfg->record.membrane ? sizeof(float) : 0));
+        p->recording += R * (uint64_t)m->N * m->D * sizeof(float);
+    }
+    p->recording += (uint64_t)m->state_size * sizeof(uint64_t); /* per-neuron spike counts */
+    if (cfg->train.epochs > 0) {
+        /* minibatch buffers of every layer (the trainer's own plan), AdamW moments, best
+         * parameters, decay mask */
+        p->training = snn_trainer_bytes_for(m, cfg->train.batch_size, m->T) + np * (3 * sizeof(float) + 1);
+        int64_t n_train = split_samples(cfg, "train", cfg->data.train_limit);
+        if (n_train > 0) p->datasets += 2 * (uint64_t)n_train * per_sample; /* split, then copies */
+    }
+    p->total = p->model + p->training + p->datasets + p->recording;
+}
+
+/* MemAvailable of /proc/meminfo in bytes, 0 when unknown. */
+static uint64_t mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kib = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) break;
+    fclose(f);
+    return (uint64_t)kib * 1024u;
+}
+
+/* Refuses, with the figures, a run whose plan exceeds --max-memory or MemAvailable. */
+static int check_memory(const snn_config *cfg, snn_model *m, const snn_run_opts *opts, snn_err *err) {
+    snn_mem_plan p;
+    snn_run_plan_memory(cfg, m, &p);
+    const uint64_t avail = mem_available();
+    const bool over_max = opts->max_memory > 0 && p.total > opts->max_memory;
+    if (!over_max && !(avail > 0 && p.total > avail)) return SNN_OK;
+    char t[32], a[32], b[32], c[32], d[32], lim[32];
+    snn_format_bytes(p.total, t, sizeof t);
+    snn_format_bytes(p.model, a, sizeof a);
+    snn_format_bytes(p.training, b, sizeof b);
+    snn_format_bytes(p.datasets, c, sizeof c);
+    snn_format_bytes(p.recording, d, sizeof d);
+    snn_format_bytes(over_max ? opts->max_memory : avail, lim, sizeof lim);
+    return snn_err_set(err, "%s needs %s (model %s, training buffers %s, datasets %s, outputs %s); %s %s",
+                       opts->config_path ? opts->config_path : cfg->name, t, a, b, c, d,
+                       over_max ? "--max-memory is" : "available memory (MemAvailable) is", lim);
 }
 
 /* Creates the parent directory of the default output path (runs/) when missing. */
@@ -68,6 +150,12 @@ static int train_model(const snn_config *cfg, snn_model *m, const snn_run_opts *
                          .threads = opts->threads, .progress = opts->progress, .log = opts->log,
                          .distributed = opts->distributed};
     int rc = snn_train(m, &train, &val, &to, res, err);
+    if (rc == SNN_INTERRUPTED && opts->command) {
+        char *msg = snn_xasprintf("%s; resume with: %s --set train.resume=%s", err->msg,
+                                  opts->command, last);
+        snn_err_set(err, "%s", msg);
+        free(msg);
+    }
     if (rc == SNN_OK && opts->log)
         fprintf(opts->log, "  trained %d epochs in %.0fs (%.0f samples/s); best validation accuracy "
                 "%.2f%% at epoch %d; checkpoints %s, %s\n",
@@ -103,12 +191,21 @@ int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summar
     bool have_model = false, have_eval = false, have_train = false;
     snn_train_result tres = {0};
 
-    int created = writer ? snn_h5_create(&h, out, cfg->output.compression, err) : SNN_OK;
-    if (dist && snn_dist_first_failed(created != SNN_OK) >= 0 && created == SNN_OK) {
-        snn_err_set(err, "rank 0 could not create %s", out);
+    /* The model first (its parameters are small) to plan the rest, and refuse what does not
+     * fit before any output file or big buffer exists. The ranks of a distributed run agree on
+     * the outcome, so none is left waiting in a collective for one that gave up. */
+    int prep = snn_model_init(&m, cfg, err);
+    if (prep == SNN_OK) {
+        have_model = true;
+        prep = check_memory(cfg, &m, opts, err);
+    }
+    if (prep == SNN_OK && writer) prep = snn_h5_create(&h, out, cfg->output.compression, err);
+    const int failed_rank = dist ? snn_dist_first_failed(prep != SNN_OK) : -1;
+    if (prep == SNN_OK && failed_rank >= 0) {
+        snn_err_set(err, "rank %d could not set up the run (model, memory or %s)", failed_rank, out);
         goto done;
     }
-    if (created != SNN_OK) goto done;
+    if (prep != SNN_OK) goto done;
     if (snn_run_load_data(cfg, &ds, err) != SNN_OK) goto done;
     if (ds.channels != cfg->model.channels || ds.height != cfg->model.image_size ||
         ds.width != cfg->model.image_size || ds.classes > cfg->model.classes) {
@@ -122,8 +219,6 @@ int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summar
         *is_config_error = true;
         goto done;
     }
-    if (snn_model_init(&m, cfg, err) != SNN_OK) goto done;
-    have_model = true;
     if (opts->log)
         fprintf(opts->log, "spikesim: %s, attention %s, T=%d, N=%d, D=%d, heads=%d, blocks=%d, "
                 "%zu parameters (attention weights %zu per block); %lld %s samples\n",
@@ -132,7 +227,11 @@ int snn_run(const snn_config *cfg, const snn_run_opts *opts, snn_summary *summar
                 cfg->data.split);
     if (cfg->train.epochs > 0) {
         have_train = true; /* the result owns memory even when training fails */
-        if (train_model(cfg, &m, opts, out, &tres, err) != SNN_OK) goto done;
+        int trc = train_model(cfg, &m, opts, out, &tres, err);
+        if (trc != SNN_OK) {
+            rc = trc; /* SNN_ERR, or SNN_INTERRUPTED with the checkpoint saved */
+            goto done;
+        }
     } else if (opts->log && !cfg->model.weights) {
         fprintf(opts->log, "  note: model.weights is not set: simulating seeded random weights "
                 "(Spikformer init, std %g); expect little activity and chance accuracy\n",

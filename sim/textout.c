@@ -1,5 +1,6 @@
 /* textout.c: see textout.h (moved here from inspect.c so that compare.c shares them). */
 #include "sim/textout.h"
+#include "sim/interrupt.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +36,7 @@ int snn_write_file_atomic(const char *path, const char *data, size_t n, snn_err 
     static unsigned counter;
     char *tmp = snn_xasprintf("%s/.%s.tmp.%ld.%u", dir, base_name(path), (long)getpid(), counter++);
     int rc = SNN_ERR;
+    snn_interrupt_track(tmp); /* a signal from now on removes it (interrupt.h) */
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0) {
         snn_err_set(err, "%s: cannot create output file: %s", path, strerror(errno));
@@ -68,6 +70,7 @@ int snn_write_file_atomic(const char *path, const char *data, size_t n, snn_err 
     }
     rc = SNN_OK;
 done:
+    snn_interrupt_untrack(tmp);
     free(tmp);
     free(dir);
     return rc;

@@ -82,7 +82,7 @@ const float *snn_trainer_logits(const snn_trainer *tr);
  * forward + backward in training mode, clip the global gradient norm at train.grad_clip, take
  * the learning rate of `step` (warm-up over `warmup` steps, then cosine to 0 at `total`), AdamW
  * with weight decay where decay_mask is 1. Returns the loss; grad_norm (before clipping), lr and
- * correct may be NULL. */
+ * correct may be NULL. When a gradient is not finite nothing is applied and grad_norm is NaN. */
 float snn_fit_step(snn_trainer *tr, snn_adamw *opt, const uint8_t *decay_mask,
                    const uint8_t *images, const int64_t *file_index, const int32_t *labels, int B,
                    int64_t step, int64_t total, int64_t warmup, double *grad_norm, double *lr,
@@ -123,10 +123,18 @@ typedef struct snn_train_opts {
 
 /* Trains m on train (validating on val after every epoch with the event-driven engine), from
  * scratch or resuming from cfg->train.resume. Leaves the BEST parameters in the model (folded).
- * Returns SNN_OK or SNN_ERR with a one-line message. */
+ * Returns SNN_OK or SNN_ERR with a one-line message. On SIGINT/SIGTERM (once
+ * snn_interrupt_install ran) it saves the state, mid-epoch included, to last_path and returns
+ * SNN_INTERRUPTED; resuming from that file continues exactly. A non-finite loss or gradient
+ * stops it (SNN_ERR) naming the epoch, the step and the first tensor with a bad gradient,
+ * before that step is applied. */
 int snn_train(snn_model *m, const snn_dataset *train, const snn_dataset *val,
               const snn_train_opts *opts, snn_train_result *res, snn_err *err);
 void snn_train_result_free(snn_train_result *res);
+
+/* Name (spec section 4) of the first parameter tensor of m whose gradient in grads (laid out
+ * like the parameter arena) holds a NaN or an infinity; NULL when all are finite. */
+const char *snn_first_nonfinite_grad(const snn_model *m, const float *grads);
 
 /* Writes /training/history (one dataset per column, NXdata attributes) into a run file. */
 int snn_write_training_history(snn_h5 *h, const snn_history_row *rows, int n, snn_err *err);

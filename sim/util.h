@@ -19,7 +19,8 @@
 
 #define SNN_VERSION "0.1.0"
 
-enum { SNN_OK = 0, SNN_ERR = -1 };
+/* SNN_INTERRUPTED: stopped by SIGINT/SIGTERM after saving what can be resumed (interrupt.h). */
+enum { SNN_OK = 0, SNN_ERR = -1, SNN_INTERRUPTED = -2 };
 
 /* One-line error message for I/O and runtime failures ("file: reason"). */
 typedef struct snn_err {

@@ -6,11 +6,16 @@
 #include <cmocka.h>
 
 #include <libgen.h>
+#include <stdbool.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tests/testutil.h"
@@ -123,4 +128,64 @@ void snn_test_cli_free(snn_test_cli *r) {
     free(r->out);
     free(r->err);
     r->out = r->err = NULL;
+}
+
+int snn_test_cli_spawn(const char *err_path, long fsize_limit, const char *fmt, ...) {
+    char args[3072], cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "exec %s %s", spikesim, args);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR), e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (null < 0 || e < 0) _exit(127);
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(e, 2);
+        /* cmocka's handlers are replaced by exec; restore what it may have ignored */
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        if (fsize_limit > 0) {
+            signal(SIGXFSZ, SIG_IGN); /* inherited through exec: writes fail with EFBIG */
+            struct rlimit rl = {(rlim_t)fsize_limit, (rlim_t)fsize_limit};
+            if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(127);
+        }
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return (int)pid;
+}
+
+int snn_test_cli_await(int pid, const char *err_path, const char *needle, double timeout_s) {
+    const struct timespec tick = {0, 10 * 1000 * 1000};
+    for (double waited = 0; waited < timeout_s; waited += 0.01) {
+        char *text = snn_test_read_file(err_path);
+        bool found = text && strstr(text, needle);
+        free(text);
+        if (found) return 0;
+        siginfo_t info = {0};
+        if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != 0) {
+            /* exited: look once more (the line may have come with the exit) */
+            text = snn_test_read_file(err_path);
+            found = text && strstr(text, needle);
+            free(text);
+            return found ? 0 : -1;
+        }
+        nanosleep(&tick, NULL);
+    }
+    return -1;
+}
+
+void snn_test_cli_reap(int pid, const char *err_path, snn_test_cli *r) {
+    snn_test_cli_free(r);
+    int st = 0;
+    assert_int_equal(waitpid((pid_t)pid, &st, 0), pid);
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 256 + WTERMSIG(st) : -1;
+    r->out = strdup("");
+    r->err = snn_test_read_file(err_path);
+    if (!r->err) r->err = strdup("");
 }

@@ -48,4 +48,19 @@ int snn_test_cli_run(snn_test_cli *r, const char *fmt, ...) __attribute__((forma
 
 void snn_test_cli_free(snn_test_cli *r);
 
+/* Starts `spikesim ARGS` (formatted like printf; run through `sh -c exec`, so the pid is
+ * spikesim's own) in a child with stdin and stdout on /dev/null and stderr into the file
+ * err_path. fsize_limit > 0 sets RLIMIT_FSIZE in the child with SIGXFSZ ignored, so a write past
+ * that many bytes fails with EFBIG as on a full disk. Returns the pid. */
+int snn_test_cli_spawn(const char *err_path, long fsize_limit, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Polls err_path until it contains needle (returns 0) or the child exits or timeout_s passes
+ * (returns -1). */
+int snn_test_cli_await(int pid, const char *err_path, const char *needle, double timeout_s);
+
+/* Waits for the child: r->status is its exit code, or 256 + signo when a signal killed it;
+ * r->err the whole of err_path (r->out ""). */
+void snn_test_cli_reap(int pid, const char *err_path, snn_test_cli *r);
+
 #endif
