@@ -18,17 +18,6 @@
 
 #include "tests/testutil.h"
 
-static bool exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
-static int count_lines(const char *s) {
-    int n = 0;
-    for (; *s; s++) n += *s == '\n';
-    return n;
-}
-
 static const char good_cfg[] =
     "name: cli\nseed: 1\n"
     "data: {source: synthetic, synthetic_samples: 8}\n"
@@ -91,12 +80,12 @@ static void test_run_writes_file_and_bad_input_loses_nothing(void **state) {
     /* A bad config: exit 2, no file. */
     snn_test_cli_run(&r, "run %s -o %s --set model.heads=3", cfg, out);
     assert_int_equal(r.status, 2);
-    assert_false(exists(out));
+    assert_false(snn_test_exists(out));
 
     /* A good run: exit 0, the file opens in h5dump. */
     snn_test_cli_run(&r, "run %s -o %s --quiet", cfg, out);
     if (r.status != 0) fail_msg("run failed: %s", r.err);
-    assert_true(exists(out));
+    assert_true(snn_test_exists(out));
     if (access("/usr/bin/h5dump", X_OK) == 0) {
         char cmd[1024];
         snprintf(cmd, sizeof cmd, "/usr/bin/h5dump -A %s >/dev/null 2>&1", out);
@@ -108,13 +97,13 @@ static void test_run_writes_file_and_bad_input_loses_nothing(void **state) {
     /* Missing dataset directory: exit 1, one line, the existing output untouched. */
     snn_test_cli_run(&r, "run %s -o %s --set data.source=idx --set data.path=/nonexistent/fmnist", cfg, out);
     assert_int_equal(r.status, 1);
-    assert_int_equal(count_lines(r.err), 1);
+    assert_int_equal(snn_test_count_lines(r.err), 1);
     assert_non_null(strstr(r.err, "/nonexistent/fmnist"));
 
     /* A checkpoint that is not an HDF5 file: exit 1, existing output untouched. */
     snn_test_cli_run(&r, "run %s -o %s --set model.weights=%s", cfg, out, cfg);
     assert_int_equal(r.status, 1);
-    assert_int_equal(count_lines(r.err), 1);
+    assert_int_equal(snn_test_count_lines(r.err), 1);
     struct stat after;
     assert_int_equal(stat(out, &after), 0);
     assert_int_equal(before.st_ino, after.st_ino);

@@ -36,12 +36,6 @@ static int load(snn_config *cfg, const char *text, const char *const *sets, int 
     return n;
 }
 
-static int count_lines(const char *s) {
-    int n = 0;
-    for (; *s; s++) n += *s == '\n';
-    return n;
-}
-
 /* Asserts the exact diagnostics (one error per line) of loading text with sets. */
 static void expect_diags(const char *text, const char *const *sets, int n_sets,
                          const char *want) {
@@ -49,7 +43,7 @@ static void expect_diags(const char *text, const char *const *sets, int n_sets,
     char *got;
     int n = load(&cfg, text, sets, n_sets, &got);
     assert_string_equal(got, want);
-    assert_int_equal(n, count_lines(want));
+    assert_int_equal(n, snn_test_count_lines(want));
     free(got);
     snn_config_free(&cfg);
 }
@@ -649,7 +643,7 @@ static void test_to_yaml_nests_keys_in_table_order(void **state) {
     assert_string_equal(y + strlen(y) - strlen(tail), tail);
     /* one line per key plus one per section header (data, model, model.neuron,
      * model.attention, train, record, energy, output) */
-    assert_int_equal(count_lines(y), snn_config_key_count() + 8);
+    assert_int_equal(snn_test_count_lines(y), snn_config_key_count() + 8);
     assert_null(strchr(y, '#'));
     free(y);
     snn_config_free(&c);

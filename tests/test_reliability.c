@@ -62,17 +62,6 @@ static char *write_in(const char *dir, const char *name, const char *text) {
     return p;
 }
 
-static bool exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
-static int count_lines(const char *s) {
-    int n = 0;
-    for (; *s; s++) n += *s == '\n';
-    return n;
-}
-
 /* Whole file (binary); NULL when missing. */
 static char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -163,9 +152,9 @@ static void interrupt_and_resume(int signo, int delay_ms) {
     assert_non_null(strstr(line, signo == SIGINT ? "SIGINT" : "SIGTERM"));
     const char *hint = strstr(line, "; resume with: spikesim ");
     assert_non_null(hint);
-    assert_int_equal(count_lines(line), 1);
-    assert_true(exists(last));
-    assert_false(exists(out));
+    assert_int_equal(snn_test_count_lines(line), 1);
+    assert_true(snn_test_exists(last));
+    assert_false(snn_test_exists(out));
     assert_int_equal(count_tmp_files(dir), 0);
     assert_true(snn_h5_exists(last, "/training/state"));
 
@@ -224,9 +213,9 @@ static void test_second_signal_exits_at_once_leaving_no_temporaries(void **state
     snn_test_cli_reap(pid, errf, &r);
     if (r.status != 130) fail_msg("exit %d, expected 130; stderr:\n%s", r.status, r.err);
     assert_non_null(strstr(r.err, "spikesim: interrupted by SIGINT"));
-    assert_false(exists(out));
+    assert_false(snn_test_exists(out));
     assert_int_equal(count_tmp_files(dir), 0);
-    if (exists(last)) assert_true(snn_h5_exists(last, "/training/state"));
+    if (snn_test_exists(last)) assert_true(snn_h5_exists(last, "/training/state"));
     snn_test_cli_free(&r);
     free(cfg);
     free(out);
@@ -290,7 +279,7 @@ static void test_sigkill_leaves_previous_output_or_nothing(void **state) {
         /* the run may have finished before the kill: then it is a complete HDF5 file */
         if (strcmp(text, "previous complete output\n") != 0) assert_true(snn_h5_exists(out, "/outputs/logits"));
         free(text);
-        if (exists(last)) assert_true(snn_h5_exists(last, "/training/state"));
+        if (snn_test_exists(last)) assert_true(snn_h5_exists(last, "/training/state"));
         char *tmp_prefix = snn_xasprintf(".k.");
         DIR *d = opendir(dir);
         struct dirent *e;
@@ -339,7 +328,7 @@ static void test_divergence_names_tensor_and_keeps_last_good_checkpoint(void **s
     snn_test_cli_run(&r, "run %s -o %s --threads 1 --quiet --set train.resume=%s --set train.lr=3e38",
                      cfg, out, last);
     assert_int_equal(r.status, 1);
-    assert_int_equal(count_lines(r.err), 1);
+    assert_int_equal(snn_test_count_lines(r.err), 1);
     assert_non_null(strstr(r.err, "spikesim: error: training diverged at epoch 2 step "));
     const char *name = strstr(r.err, "first non-finite gradient in ");
     if (!name) fail_msg("no tensor named: %s", r.err);
@@ -351,7 +340,7 @@ static void test_divergence_names_tensor_and_keeps_last_good_checkpoint(void **s
     char *kept = snn_xasprintf("last good checkpoint %s (after epoch 1)", last);
     assert_non_null(strstr(r.err, kept));
     free(kept);
-    assert_false(exists(out));
+    assert_false(snn_test_exists(out));
     char *after = slurp(last, &n_after);
     assert_int_equal(n_before, n_after);
     assert_memory_equal(before, after, n_before);
@@ -479,7 +468,7 @@ static void test_bad_input_exits_with_one_line_and_loses_nothing(void **state) {
         }
         int pid = snn_test_cli_spawn(errf, b->fsize_limit, "run %s -o %s --quiet %s", cfg, out, args);
         snn_test_cli_reap(pid, errf, &r);
-        if (r.status != b->status || count_lines(r.err) != 1 || !strstr(r.err, b->says))
+        if (r.status != b->status || snn_test_count_lines(r.err) != 1 || !strstr(r.err, b->says))
             fail_msg("%s: exit %d (expected %d), stderr (expected one line with \"%s\"):\n%s", b->what,
                      r.status, b->status, b->says, r.err);
         assert_int_equal(count_tmp_files(dir), 0);
@@ -499,7 +488,7 @@ static void test_bad_input_exits_with_one_line_and_loses_nothing(void **state) {
      * heatmap (about 8 KiB) */
     int pid = snn_test_cli_spawn(errf, 1024, "rates %s -o %s", out, svg);
     snn_test_cli_reap(pid, errf, &r);
-    if (r.status != 1 || count_lines(r.err) != 1 || !strstr(r.err, "r.svg: cannot write: File too large"))
+    if (r.status != 1 || snn_test_count_lines(r.err) != 1 || !strstr(r.err, "r.svg: cannot write: File too large"))
         fail_msg("rates on a full disk: exit %d, stderr:\n%s", r.status, r.err);
     char *svg_text = snn_test_read_file(svg);
     assert_string_equal(svg_text, "<svg/>\n");
@@ -509,7 +498,7 @@ static void test_bad_input_exits_with_one_line_and_loses_nothing(void **state) {
     /* unwritable destinations: exit 1, one line, nothing created */
     snn_test_cli_run(&r, "run %s -o %s/no/such/dir/x.h5 --quiet", good, dir);
     assert_int_equal(r.status, 1);
-    assert_int_equal(count_lines(r.err), 1);
+    assert_int_equal(snn_test_count_lines(r.err), 1);
     assert_non_null(strstr(r.err, "cannot create output file: No such file or directory"));
     snn_test_cli_run(&r, "run %s -o %s --quiet", good, dir);
     assert_int_equal(r.status, 1);

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -188,4 +189,15 @@ void snn_test_cli_reap(int pid, const char *err_path, snn_test_cli *r) {
     r->out = strdup("");
     r->err = snn_test_read_file(err_path);
     if (!r->err) r->err = strdup("");
+}
+
+bool snn_test_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+int snn_test_count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
 }

@@ -3,6 +3,7 @@
 #ifndef SNN_TESTUTIL_H
 #define SNN_TESTUTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <hdf5.h>
@@ -18,6 +19,10 @@ char *snn_test_tmp_path(const char *name);
 
 /* The whole file at path, NUL-terminated (malloc'd; caller frees), or NULL if unreadable. */
 char *snn_test_read_file(const char *path);
+/* Whether path exists (any type). */
+bool snn_test_exists(const char *path);
+/* Newlines in s. */
+int snn_test_count_lines(const char *s);
 
 /* Writes text to a new file at path; returns 0 on success. */
 int snn_test_write_file(const char *path, const void *data, size_t n);
