@@ -2,15 +2,20 @@
 #include "sim/interrupt.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #define MAX_TRACKED 16
 
-static volatile sig_atomic_t pending, deferring;
-/* Read by the handler; written only by the thread that writes output files. */
-static const char *volatile tracked[MAX_TRACKED];
+/* The kernel may run the handler on any thread (an OpenMP worker, OpenBLAS's pool), so the
+ * state it shares with the main thread is atomic; lock-free atomics are async-signal-safe
+ * (asserted below). tracked is written only by the thread that writes output files. */
+static atomic_int pending, deferring;
+static _Atomic(const char *) tracked[MAX_TRACKED];
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_POINTER_LOCK_FREE == 2,
+               "the signal handler needs lock-free atomics");
 
 static void say(const char *s) {
     ssize_t r = write(STDERR_FILENO, s, strlen(s));
@@ -18,12 +23,13 @@ static void say(const char *s) {
 }
 
 static void on_signal(int signo) {
-    if (deferring && !pending) {
-        pending = signo; /* touches no errno: the interrupted code's errno stays valid */
-        return;
+    int none = 0;
+    /* the first signal while deferring only records itself (touches no errno) */
+    if (atomic_load(&deferring) && atomic_compare_exchange_strong(&pending, &none, signo)) return;
+    for (int i = 0; i < MAX_TRACKED; i++) {
+        const char *path = atomic_load(&tracked[i]);
+        if (path) unlink(path);
     }
-    for (int i = 0; i < MAX_TRACKED; i++)
-        if (tracked[i]) unlink(tracked[i]);
     say("spikesim: interrupted by ");
     say(signo == SIGINT ? "SIGINT" : signo == SIGTERM ? "SIGTERM" : "a signal");
     say("; no output written\n");
@@ -43,17 +49,17 @@ void snn_interrupt_install(void) {
 }
 
 int snn_interrupt_pending(void) {
-    return pending;
+    return atomic_load(&pending);
 }
 
 void snn_interrupt_defer(bool on) {
-    deferring = on;
+    atomic_store(&deferring, on);
 }
 
 void snn_interrupt_track(const char *tmp_path) {
     for (int i = 0; i < MAX_TRACKED; i++) {
-        if (!tracked[i]) {
-            tracked[i] = tmp_path;
+        if (!atomic_load(&tracked[i])) {
+            atomic_store(&tracked[i], tmp_path);
             return;
         }
     }
@@ -61,7 +67,7 @@ void snn_interrupt_track(const char *tmp_path) {
 
 void snn_interrupt_untrack(const char *tmp_path) {
     for (int i = 0; i < MAX_TRACKED; i++)
-        if (tracked[i] == tmp_path) tracked[i] = NULL;
+        if (atomic_load(&tracked[i]) == tmp_path) atomic_store(&tracked[i], NULL);
 }
 
 const char *snn_interrupt_name(int signo) {
