@@ -73,22 +73,6 @@ static int file_exists(const char *p) {
     return stat(p, &st) == 0;
 }
 
-/* Whole file into a malloc'd buffer. */
-static char *slurp(const char *p, size_t *n) {
-    FILE *f = fopen(p, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)len + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    buf[len] = '\0';
-    *n = (size_t)len;
-    return buf;
-}
-
 static size_t type_size(snn_h5_type t) {
     switch (t) {
     case SNN_H5_F32: return 4;
@@ -604,7 +588,8 @@ static void test_existing_file_is_kept_until_commit(void **state) {
     float v[2] = {1, 2};
     assert_int_equal(snn_h5_write(&h, "/x", SNN_H5_F32, 1, dims, v, &err), SNN_OK);
     size_t n;
-    char *bytes = slurp(path, &n);
+    char *bytes = snn_test_read_file_n(path, &n);
+    assert_non_null(bytes);
     assert_int_equal(n, sizeof old - 1);
     assert_memory_equal(bytes, old, n);
     free(bytes);
@@ -632,7 +617,8 @@ static void test_abort_removes_temp_and_keeps_existing_file(void **state) {
     snn_h5_abort(&h); /* already closed */
     assert_int_equal(count_tmp_files(dir), 0);
     size_t n;
-    char *bytes = slurp(path, &n);
+    char *bytes = snn_test_read_file_n(path, &n);
+    assert_non_null(bytes);
     assert_int_equal(n, sizeof old - 1);
     assert_memory_equal(bytes, old, n);
     free(bytes);
@@ -727,7 +713,8 @@ static void start_run(const char *dir, char **path, snn_h5 *h, int compression) 
 static void assert_old_run_kept(const char *dir, const char *path) {
     assert_int_equal(count_tmp_files(dir), 0);
     size_t len;
-    char *bytes = slurp(path, &len);
+    char *bytes = snn_test_read_file_n(path, &len);
+    assert_non_null(bytes);
     assert_int_equal(len, sizeof old_run - 1);
     assert_memory_equal(bytes, old_run, len);
     free(bytes);

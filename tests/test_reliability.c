@@ -62,22 +62,6 @@ static char *write_in(const char *dir, const char *name, const char *text) {
     return p;
 }
 
-/* Whole file (binary); NULL when missing. */
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    size_t r;
-    while ((r = fread(b + n, 1, cap - n, f)) > 0) {
-        n += r;
-        if (n == cap) b = realloc(b, cap *= 2);
-    }
-    fclose(f);
-    *len = n;
-    return b;
-}
-
 /* Temporary output files (".<base>.tmp.<pid>.<n>") left in dir. */
 static int count_tmp_files(const char *dir) {
     DIR *d = opendir(dir);
@@ -323,7 +307,7 @@ static void test_divergence_names_tensor_and_keeps_last_good_checkpoint(void **s
     if (r.status != 0) fail_msg("first epoch failed: %s", r.err);
     remove(out);
     size_t n_before, n_after;
-    char *before = slurp(last, &n_before);
+    char *before = snn_test_read_file_n(last, &n_before);
     assert_non_null(before);
     snn_test_cli_run(&r, "run %s -o %s --threads 1 --quiet --set train.resume=%s --set train.lr=3e38",
                      cfg, out, last);
@@ -341,7 +325,7 @@ static void test_divergence_names_tensor_and_keeps_last_good_checkpoint(void **s
     assert_non_null(strstr(r.err, kept));
     free(kept);
     assert_false(snn_test_exists(out));
-    char *after = slurp(last, &n_after);
+    char *after = snn_test_read_file_n(last, &n_after);
     assert_int_equal(n_before, n_after);
     assert_memory_equal(before, after, n_before);
     assert_int_equal(count_tmp_files(dir), 0);
@@ -363,7 +347,7 @@ static void test_divergence_names_tensor_and_keeps_last_good_checkpoint(void **s
  * shape, "nan"/"inf" write a non-finite value into it. */
 static void bad_checkpoint(const char *src, const char *dst, const char *how) {
     size_t n;
-    char *bytes = slurp(src, &n);
+    char *bytes = snn_test_read_file_n(src, &n);
     assert_non_null(bytes);
     assert_int_equal(snn_test_write_file(dst, bytes, n), 0);
     free(bytes);
@@ -453,7 +437,7 @@ static void test_bad_input_exits_with_one_line_and_loses_nothing(void **state) {
         free(p);
     }
     size_t n_before;
-    char *before = slurp(out, &n_before);
+    char *before = snn_test_read_file_n(out, &n_before);
     struct stat st_before;
     assert_int_equal(stat(out, &st_before), 0);
 
@@ -473,7 +457,7 @@ static void test_bad_input_exits_with_one_line_and_loses_nothing(void **state) {
                      r.status, b->status, b->says, r.err);
         assert_int_equal(count_tmp_files(dir), 0);
         size_t n_after;
-        char *after = slurp(out, &n_after);
+        char *after = snn_test_read_file_n(out, &n_after);
         struct stat st_after;
         assert_int_equal(stat(out, &st_after), 0);
         if (n_after != n_before || memcmp(before, after, n_before) != 0 ||

@@ -43,7 +43,7 @@ char *snn_test_tmp_path(const char *name) {
     return p;
 }
 
-char *snn_test_read_file(const char *path) {
+char *snn_test_read_file_n(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
@@ -53,8 +53,11 @@ char *snn_test_read_file(const char *path) {
     size_t r = fread(buf, 1, (size_t)n, f);
     buf[r] = '\0';
     fclose(f);
+    if (len) *len = r;
     return buf;
 }
+
+char *snn_test_read_file(const char *path) { return snn_test_read_file_n(path, NULL); }
 
 int snn_test_write_file(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");

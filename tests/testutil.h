@@ -19,6 +19,8 @@ char *snn_test_tmp_path(const char *name);
 
 /* The whole file at path, NUL-terminated (malloc'd; caller frees), or NULL if unreadable. */
 char *snn_test_read_file(const char *path);
+/* The same, binary: the whole file (NUL-terminated too) and its length; NULL when missing. */
+char *snn_test_read_file_n(const char *path, size_t *len);
 /* Whether path exists (any type). */
 bool snn_test_exists(const char *path);
 /* Newlines in s. */
