@@ -28,14 +28,13 @@
 
 /* ---- softmax attention (attention/softmax.c; research/methods.md section 6) ----------------- */
 
-/* Longest sequence the softmax kernel accepts: one row of scores lives on the stack in double
- * (32 KiB), so that P is rounded to float exactly once without a double [N, N] scratch. */
+/* Longest sequence the softmax kernel accepts (P is [N, N] per head: 64 MiB at this N). */
 enum { SNN_ATTN_SOFTMAX_MAX_N = 4096 };
 
-/* Softmax forward, one head:
- *   A = Q K^T (double sums),  P = softmax_rows(A / sqrt(d)) with the row maximum subtracted
- *   (P_ij = exp((A_ij - m_i) / sqrt(d)) / sum_j exp(...), all in double, rounded once),
- *   O = P V (double sums over j of the float P, rounded once).
+/* Softmax forward, one head, in float (each product one single-threaded sgemm):
+ *   A = Q K^T,  P = softmax_rows(A / sqrt(d)) with the row maximum subtracted
+ *   (P_ij = exp((A_ij - m_i) / sqrt(d)) / sum_j exp(...), the row sum in double),
+ *   O = P V (of the float P).
  *   q, k, v [N, d] at row stride ld;  o [N, d] at row stride ldo;
  *   p [N * N] row-major, receives P (float), kept for the backward.
  * 1 <= N <= SNN_ATTN_SOFTMAX_MAX_N (N <= 0 does nothing), d >= 1. */

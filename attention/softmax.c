@@ -2,119 +2,83 @@
  * softmax.c: vanilla softmax attention for training, forward and backward, one head
  * (spec/model.md section 3 `softmax`, research/methods.md section 6). The ANN baseline.
  *
- *   A = Q K^T                                   double sums over channels
+ *   A = Q K^T                                   float, one single-threaded sgemm
  *   P_ij = exp((A_ij - m_i) s) / sum_j' exp(...)   m_i = max_j A_ij, s = 1/sqrt(d) > 0
- *   O = P V                                     double sums over keys of the float P
+ *   O = P V                                     float, one sgemm of the float P
  *
- * Subtracting the maximum of the unscaled row and scaling inside the exponent is the same
+ * The three products of the forward and the four of the backward are dense float GEMMs, what
+ * PyTorch runs: OpenBLAS (pinned to one thread, sim/layers.c) does them 5-10x faster than double
+ * sums at N = 49, d = 16, and every call is one thread's, so results do not depend on the thread
+ * count. Subtracting the maximum of the unscaled row and scaling inside the exponent is the same
  * softmax as softmax(A s) (s > 0 keeps the argmax), with every exponent <= 0: no overflow, and
- * the row sum is >= 1. A row of A, its exponentials and their sum stay in double (a stack row of
- * SNN_ATTN_SOFTMAX_MAX_N doubles), so each P_ij is rounded to float exactly once; O is summed
- * from that float P, so the forward is exactly O = P V with the P the backward receives.
+ * the row sum is >= 1. The row sum is a double sum in j order; O is summed from the float P that
+ * the backward receives, so the forward is exactly O = P V of that P (up to float rounding).
  *
  * Backward (exact, not surrogate):
- *   O = P V                dV += P^T dO,  dP = dO V^T           (snn_attn_wv_backward)
- *   P = softmax_rows(S)    dS_ij = P_ij (dP_ij - r_i),  r_i = sum_j dP_ij P_ij
+ *   O = P V                dV += P^T dO,  dP = dO V^T
+ *   P = softmax_rows(S)    dS_ij = P_ij (dP_ij - r_i),  r_i = sum_j dP_ij P_ij (double)
  *   S = s A                dA = s dS
- *   A = Q K^T              dQ += dA K,  dK += dA^T Q            (snn_attn_qk_backward)
- * dP is rounded to float once by snn_attn_wv_backward (it lands in the float scratch), r_i and
- * dA_ij are formed in double from it and dA rounded once more: two float roundings on the way to
- * dQ, dK, relative 1e-7 each, far below what float training notices.
+ *   A = Q K^T              dQ += dA K,  dK += dA^T Q
  *
- * Pure numerics: no I/O, no allocation (a fixed stack row and a 64 KiB stack transpose of K), no
- * static state.
+ * Pure numerics: no I/O, no allocation, no static state.
  */
 #include "attention/ann.h"
-#include "attention/attention.h"
-#include "attention/axpy.h"
 
+#include <cblas.h>
 #include <math.h>
-#include <stdbool.h>
 
 #include "sim/util.h"
-#include "sim/vec.h"
 
-/* sum_c a[c] b[c] in double (products of floats are exact in double). */
-static inline double dot(const float *a, const float *b, int d) {
-    double acc = 0.0;
-    for (int c = 0; c < d; c++) acc += (double)a[c] * (double)b[c];
-    return acc;
-}
-
-/* Keys per snn_axpy_rows call (its register block), and the stack transpose of K: all of it,
- * [d, N], when d N <= KT_FLOATS (64 KiB), else one [d, SJ] block at a time (d <= KT_FLOATS / SJ);
- * wider heads take the scalar dots. */
-enum { SJ = SNN_AXPY_MAX_N, KT_FLOATS = 16384 };
-
-SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_train(int N, int d, const float *q,
-                                                        const float *k, const float *v, int ld,
-                                                        float *o, int ldo, float *p) {
+void snn_attn_softmax_head_train(int N, int d, const float *q, const float *k, const float *v,
+                                 int ld, float *o, int ldo, float *p) {
     if (N <= 0) return;
     SNN_ASSERT(d >= 1 && N <= SNN_ATTN_SOFTMAX_MAX_N);
-    const double s = 1.0 / sqrt((double)d);
-    double row[SNN_ATTN_SOFTMAX_MAX_N];
-    /* A = Q K^T into p as float would round twice: the scores of a row stay in double.
-     * row[j] = dot(q_i, k_j, d) from K transposed: each lane is one key's double sum over c in
-     * order, the same bits as dot (q_ic == 0 skipped: adds of +-0 change nothing), vectorised
-     * across keys. */
-    float kt[KT_FLOATS]; /* [d, ldt]: K (whole) or a block of SJ keys of it, transposed */
-    const bool whole = (long)d * N <= KT_FLOATS, blocked = !whole && d * SJ <= KT_FLOATS;
-    const int ldt = whole ? N : SJ;
-    if (whole)
-        for (int j = 0; j < N; j++)
-            for (int c = 0; c < d; c++) kt[(long)c * N + j] = k[(long)j * ld + c];
+    const float s = (float)(1.0 / sqrt((double)d));
+    /* p = A = Q K^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, N, d, 1.0f, q, ld, k, ld, 0.0f, p, N);
     for (int i = 0; i < N; i++) {
-        const float *qi = q + (long)i * ld;
-        double m = -INFINITY;
-        if (whole || blocked) {
-            for (int j0 = 0; j0 < N; j0 += SJ) {
-                const int jn = N - j0 < SJ ? N - j0 : SJ;
-                if (blocked)
-                    for (int j = 0; j < jn; j++)
-                        for (int c = 0; c < d; c++) kt[c * SJ + j] = k[(long)(j0 + j) * ld + c];
-                snn_axpy_rows(d, jn, qi, 1, NULL, whole ? kt + j0 : kt, ldt, row + j0);
-            }
-            for (int j = 0; j < N; j++)
-                if (row[j] > m) m = row[j];
-        } else {
-            for (int j = 0; j < N; j++) {
-                row[j] = dot(qi, k + (long)j * ld, d);
-                if (row[j] > m) m = row[j];
-            }
-        }
+        float *pi = p + (long)i * N;
+        float m = -INFINITY;
+        for (int j = 0; j < N; j++) m = pi[j] > m ? pi[j] : m;
         double sum = 0.0;
         for (int j = 0; j < N; j++) {
-            row[j] = exp((row[j] - m) * s);
-            sum += row[j];
+            pi[j] = expf((pi[j] - m) * s);
+            sum += pi[j];
         }
         /* sum >= 1 (the maximum contributes exp(0) = 1): the divisions are safe */
-        float *pi = p + (long)i * N;
-        for (int j = 0; j < N; j++) pi[j] = (float)(row[j] / sum);
+        const float sf = (float)sum;
+        for (int j = 0; j < N; j++) pi[j] /= sf;
     }
-
-    /* O = P V:  o_ic = sum_j p_ij v_jc, double accumulators in j order, rounded once (a
-     * scale of 1 changes no bit; underflowed weights are skipped, adding +0 is nothing) */
-    snn_attn_wv_forward(N, d, p, v, ld, 1.0f, o, ldo);
+    /* O = P V */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, d, N, 1.0f, p, N, v, ld, 0.0f, o,
+                ldo);
 }
 
-SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_backward(int N, int d, const float *q, const float *k, const float *v,
+void snn_attn_softmax_head_backward(int N, int d, const float *q, const float *k, const float *v,
                                     int ld, const float *p, const float *dout, int lddo,
                                     float *dq, float *dk, float *dv, float *scratch) {
     if (N <= 0) return;
     SNN_ASSERT(d >= 1);
     const double s = 1.0 / sqrt((double)d);
     /* O = P V:  dV += P^T dO;  scratch = dP = dO V^T */
-    snn_attn_wv_backward(N, d, p, 1.0, v, ld, dout, lddo, dv, scratch);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, d, N, 1.0f, p, N, dout, lddo, 1.0f, dv,
+                ld);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, N, d, 1.0f, dout, lddo, v, ld, 0.0f,
+                scratch, N);
     /* P = softmax_rows(s A):  dA_ij = s P_ij (dP_ij - sum_j' dP_ij' P_ij'), in place */
     for (int i = 0; i < N; i++) {
         const float *pi = p + (long)i * N;
         float *gi = scratch + (long)i * N;
         double r = 0.0;
         for (int j = 0; j < N; j++) r += (double)gi[j] * (double)pi[j];
-        for (int j = 0; j < N; j++) gi[j] = (float)(s * ((double)pi[j] * ((double)gi[j] - r)));
+        const float rf = (float)r, sf = (float)s;
+        for (int j = 0; j < N; j++) gi[j] = sf * (pi[j] * (gi[j] - rf));
     }
     /* A = Q K^T:  dQ += dA K;  dK += dA^T Q */
-    snn_attn_qk_backward(N, d, q, k, ld, scratch, dq, dk);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, d, N, 1.0f, scratch, N, k, ld, 1.0f,
+                dq, ld);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, d, N, 1.0f, scratch, N, q, ld, 1.0f,
+                dk, ld);
 }
 
 void snn_attn_softmax_count(int N, int d, snn_ops *ops) {

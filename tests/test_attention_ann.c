@@ -18,11 +18,12 @@
  *     test's own plans), exact literals for N = 1 and 2, and N log N growth (N = 64 vs 4096).
  *
  * Tolerances (why):
- *   softmax P: relative 1e-6 (+1e-12 absolute for underflowed entries): the kernel rounds each
- *     P_ij to float once (2^-24 = 6e-8 relative); the reference scales before subtracting the max,
- *     the kernel after, which moves exp's argument by ~1e-16 |argument|. Row sums of the float P:
- *     within 1e-6 of 1 (each entry's rounding is <= 6e-8 of itself).
- *   softmax O: 1e-6 of max|V| (O is summed from the float P: 6e-8 sum_j P_ij |v_j| <= 6e-8 max|V|).
+ *   softmax P: relative, a float error bound per row (p_tolerance: the float scores' rounding
+ *     moves exp's argument by about d 2^-24 s max_j sum_c |q_ic k_jc|; 1e-6 + 1e-12 absolute
+ *     for small scores and underflowed entries; at amp 40 the bound is ~1e-3, the observed error
+ *     ~1e-5, as float PyTorch would have). Row sums of the float P: within 1e-6 of 1 (each entry
+ *     is rounded once, the row sum once).
+ *   softmax O: (row P tolerance + (N + 2) 2^-24) of max|V| (the float P V sgemm's own rounding).
  *   softmax backward vs reference: relative 1e-5 plus 1e-6 of the largest |gradient| of the
  *     matrix (the kernel rounds dP to float before dP - r, a cancellation: its error is relative
  *     to |dP|, not to the difference; and dA is rounded once more).
@@ -192,6 +193,24 @@ static void softmax_backward_ref(int N, int d, const float *q, const float *k, c
 static const int SM_SIZES[][2] = {{1, 1}, {2, 3}, {5, 8}, {17, 3}, {16, 16}, {64, 64}, {9, 70}};
 enum { N_SM_SIZES = sizeof SM_SIZES / sizeof SM_SIZES[0] };
 
+/* Relative tolerance of row i of the kernel's P against the double reference. The kernel forms
+ * A = Q K^T in float (sgemm, FMA or not): |dA_ij| <= (d + 1) u sum_c |q_ic k_jc| with u = 2^-24;
+ * exp's argument (A_ij - m_i) s then moves by at most s (|dA_ij| + |dA_im|) plus two roundings of
+ * the argument, 2 u |argument|; P_ij = e_ij / sum moves by that relative error twice (its own
+ * exponential and the row sum's), plus 4 u for expf, the sum and the division. Bounded over the
+ * row by its largest sum_c |q_ic k_jc| = G_i: rel_i = 2 (2 s (d + 1) u G_i + 2 u s 2 G_i) + 4 u,
+ * plus 1e-6 of slack for exp's own error against libm's double exp. */
+static double p_tolerance(int N, int d, const float *q, const float *k, int ld, int i) {
+    const double u = 0x1p-24, s = 1.0 / sqrt((double)d);
+    double G = 0.0;
+    for (int j = 0; j < N; j++) {
+        double g = 0.0;
+        for (int c = 0; c < d; c++) g += fabs((double)q[(size_t)i * ld + c] * k[(size_t)j * ld + c]);
+        G = fmax(G, g);
+    }
+    return 2.0 * (2.0 * s * (d + 1) * u * G + 4.0 * u * s * G) + 4.0 * u + 1e-6;
+}
+
 /* ---- softmax: forward ---------------------------------------------------------------------- */
 
 static void test_softmax_forward_reference(void **state) {
@@ -218,11 +237,14 @@ static void test_softmax_forward_reference(void **state) {
             snn_attn_softmax_head_train(N, d, q + off, k + off, v + off, ld, o, ldo, p);
             const double smax = softmax_ref(N, d, q + off, k + off, v + off, ld, P, O);
             if (big) worst_score = fmax(worst_score, smax);
+            double worst_rel = 0.0; /* largest relative P tolerance of the head */
             for (int i = 0; i < N; i++) {
                 double sum = 0.0, pmin = INFINITY, pmax = -INFINITY;
+                const double rel = p_tolerance(N, d, q + off, k + off, ld, i);
+                worst_rel = fmax(worst_rel, rel);
                 for (int j = 0; j < N; j++) {
                     const double got = p[(size_t)i * N + j], want = P[(size_t)i * N + j];
-                    if (!(fabs(got - want) <= 1e-12 + 1e-6 * want))
+                    if (!(fabs(got - want) <= 1e-12 + rel * want))
                         fail_msg("softmax N %d d %d amp %g: P[%d][%d] = %.9g, reference %.9g", N, d,
                                  amp, i, j, got, want);
                     sum += got, pmin = fmin(pmin, got), pmax = fmax(pmax, got);
@@ -233,67 +255,14 @@ static void test_softmax_forward_reference(void **state) {
             }
             const double vmax = max_abs_head(v, N, ld, off, d);
             const double w =
-                check_head(o, N, ldo, 0, d, O, 1e-6 * vmax, 0.0, SENTINEL, "softmax O");
+                check_head(o, N, ldo, 0, d, O, (worst_rel + (N + 2) * 0x1p-24) * vmax, 0.0,
+                           SENTINEL, "softmax O");
             worst_o = fmax(worst_o, w / vmax);
             free(q), free(k), free(v), free(o), free(p), free(P), free(O);
         }
     print_message("softmax forward: max |O - reference| / max|V| = %.2e; largest scaled score "
                   "%.0f\n", worst_o, worst_score);
     assert_true(worst_score > 1000.0); /* exp(1000) overflows: the max subtraction was needed */
-}
-
-/* ---- softmax: bit-exact against the scalar kernel ---------------------------------------- */
-
-/* The kernel's arithmetic written as plain scalar loops (one key's score at a time): the
- * vectorised kernel must give exactly these bits. P [N * N] and O [N * ldo] as the kernel's. */
-static void softmax_scalar(int N, int d, const float *q, const float *k, const float *v, int ld,
-                           float *o, int ldo, float *p) {
-    const double s = 1.0 / sqrt((double)d);
-    double *row = malloc((size_t)N * sizeof *row);
-    for (int i = 0; i < N; i++) {
-        double m = -INFINITY, sum = 0.0;
-        for (int j = 0; j < N; j++) {
-            double a = 0.0;
-            for (int c = 0; c < d; c++)
-                a += (double)q[(size_t)i * ld + c] * (double)k[(size_t)j * ld + c];
-            row[j] = a;
-            if (a > m) m = a;
-        }
-        for (int j = 0; j < N; j++) sum += row[j] = exp((row[j] - m) * s);
-        for (int j = 0; j < N; j++) p[(size_t)i * N + j] = (float)(row[j] / sum);
-        for (int c = 0; c < d; c++) {
-            double acc = 0.0;
-            for (int j = 0; j < N; j++) acc += (double)p[(size_t)i * N + j] * v[(size_t)j * ld + c];
-            o[(size_t)i * ldo + c] = (float)acc;
-        }
-    }
-    free(row);
-}
-
-static void test_softmax_forward_bit_exact(void **state) {
-    (void)state;
-    /* odd sizes; N = 130 spans five key blocks; N d > 16384 transposes K block by block, d = 600
-     * takes the scalar dots */
-    static const int NS[] = {1, 7, 49, 67, 130}, DS[] = {1, 5, 16, 300, 600};
-    for (size_t a = 0; a < sizeof NS / sizeof NS[0]; a++)
-        for (size_t b = 0; b < sizeof DS / sizeof DS[0]; b++) {
-            const int N = NS[a], d = DS[b], ld = d + 3, ldo = d + 1;
-            const size_t nm = (size_t)N * ld, nn = (size_t)N * N, no = (size_t)N * ldo;
-            float *q = malloc(nm * sizeof *q), *k = malloc(nm * sizeof *k);
-            float *v = malloc(nm * sizeof *v);
-            float *o = malloc(no * sizeof *o), *o2 = malloc(no * sizeof *o2);
-            float *p = malloc(nn * sizeof *p), *p2 = malloc(nn * sizeof *p2);
-            trng r = {(uint64_t)(300 + 10 * a + b), 0};
-            fill(&r, q, N, ld, 0, ld, 2.0);
-            fill(&r, k, N, ld, 0, ld, 2.0);
-            fill(&r, v, N, ld, 0, ld, 1.0);
-            set_all(o, no, 0.0f), set_all(o2, no, 0.0f);
-            snn_attn_softmax_head_train(N, d, q, k, v, ld, o, ldo, p);
-            softmax_scalar(N, d, q, k, v, ld, o2, ldo, p2);
-            if (memcmp(p, p2, nn * sizeof *p) != 0 || memcmp(o, o2, no * sizeof *o) != 0)
-                fail_msg("softmax N %d d %d: not bit-identical to the scalar kernel", N, d);
-            free(q), free(k), free(v), free(o), free(o2), free(p), free(p2);
-        }
 }
 
 /* ---- shared products (attention/ssa_train.c): bit-exact against scalar loops --------------- */
@@ -957,7 +926,6 @@ static void test_cat_count_n_log_n(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softmax_forward_reference),
-        cmocka_unit_test(test_softmax_forward_bit_exact),
         cmocka_unit_test(test_shared_products_bit_exact),
         cmocka_unit_test(test_softmax_backward_reference),
         cmocka_unit_test(test_softmax_finite_differences),
