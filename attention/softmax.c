@@ -28,9 +28,12 @@
 #include <math.h>
 
 #include "sim/util.h"
+#include "sim/vec.h"
+#include "sim/vexpf.h"
 
-void snn_attn_softmax_head_train(int N, int d, const float *q, const float *k, const float *v,
-                                 int ld, float *o, int ldo, float *p) {
+SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_train(int N, int d, const float *q,
+                                                        const float *k, const float *v, int ld,
+                                                        float *o, int ldo, float *p) {
     if (N <= 0) return;
     SNN_ASSERT(d >= 1 && N <= SNN_ATTN_SOFTMAX_MAX_N);
     const float s = (float)(1.0 / sqrt((double)d));
@@ -40,11 +43,15 @@ void snn_attn_softmax_head_train(int N, int d, const float *q, const float *k, c
         float *pi = p + (long)i * N;
         float m = -INFINITY;
         for (int j = 0; j < N; j++) m = pi[j] > m ? pi[j] : m;
-        double sum = 0.0;
-        for (int j = 0; j < N; j++) {
-            pi[j] = expf((pi[j] - m) * s);
-            sum += pi[j];
+        /* pi[j] = expf((pi[j] - m) s), vectorised with expf's bits, a stack chunk at a time */
+        float arg[SNN_EXPF_CHUNK];
+        for (int j0 = 0; j0 < N; j0 += SNN_EXPF_CHUNK) {
+            const int jn = N - j0 < SNN_EXPF_CHUNK ? N - j0 : SNN_EXPF_CHUNK;
+            for (int j = 0; j < jn; j++) arg[j] = (pi[j0 + j] - m) * s;
+            snn_expf_row((size_t)jn, arg, pi + j0);
         }
+        double sum = 0.0;
+        for (int j = 0; j < N; j++) sum += pi[j];
         /* sum >= 1 (the maximum contributes exp(0) = 1): the divisions are safe */
         const float sf = (float)sum;
         for (int j = 0; j < N; j++) pi[j] /= sf;
@@ -54,9 +61,11 @@ void snn_attn_softmax_head_train(int N, int d, const float *q, const float *k, c
                 ldo);
 }
 
-void snn_attn_softmax_head_backward(int N, int d, const float *q, const float *k, const float *v,
-                                    int ld, const float *p, const float *dout, int lddo,
-                                    float *dq, float *dk, float *dv, float *scratch) {
+SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_backward(int N, int d, const float *q,
+                                                           const float *k, const float *v, int ld,
+                                                           const float *p, const float *dout,
+                                                           int lddo, float *dq, float *dk,
+                                                           float *dv, float *scratch) {
     if (N <= 0) return;
     SNN_ASSERT(d >= 1);
     const double s = 1.0 / sqrt((double)d);
