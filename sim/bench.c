@@ -18,7 +18,9 @@
  * the run it comes from: with random weights that is not a trained model's rate, and the
  * event-driven engine's speed follows it.
  * Each time is the best of a few repetitions (the least disturbed by the rest of the machine);
- * the output states the repetitions and sample counts.
+ * the output states the repetitions and sample counts. `--phase infer` or `--phase train`
+ * measures only that phase's timings, which `make bench` (tests/bench.sh) repeats in rounds
+ * interleaved with the PyTorch reference's, so that a slow spell of the machine lands on both.
  */
 #include "sim/bench.h"
 
@@ -47,8 +49,10 @@ enum {
     SEARCH_SAMPLES = 200,  /* each step of the search for the lower level */
     REPS = 2,              /* repetitions of a throughput run (2000 samples) */
     REPS_SHORT = 3,        /* repetitions of a short run (batch 1, training, levels) */
-    TRAIN_STEPS = 2,       /* optimizer steps per timed training run */
+    TRAIN_MIN_STEPS = 2,   /* optimizer steps per timed training run: at least, */
+    TRAIN_MAX_STEPS = 40,  /* at most, and enough to last about TRAIN_RUN_SECONDS */
 };
+static const double TRAIN_RUN_SECONDS = 1.0;
 
 static double mib(double bytes) { return bytes / 1048576.0; }
 
@@ -164,10 +168,13 @@ static const char *fr_text(const snn_model *m, double rate, char *buf, size_t n)
 /* ---- training ---------------------------------------------------------------------------- */
 
 /* Samples per second of snn_fit_step on minibatches of train.batch_size (the first samples of
- * ds), best of REPS_SHORT runs of TRAIN_STEPS steps after one warm-up step (whose page faults
- * are the buffers' first touch, not training). The learning rate is the warm-up's first steps,
- * so the parameters barely move; the caller restores them anyway. */
-static double train_rate(snn_model *m, const snn_dataset *ds, int threads, double *rate) {
+ * ds), best of REPS_SHORT runs after one warm-up step (whose page faults are the buffers' first
+ * touch, not training). A run takes as many steps as last about TRAIN_RUN_SECONDS by the second
+ * step's time (TRAIN_MIN_STEPS to TRAIN_MAX_STEPS; *steps_out receives the count): a run of
+ * 2 steps of 60 ms is at the mercy of one scheduler hiccup. The learning rate is the warm-up's
+ * first steps, so the parameters barely move; the caller restores them anyway. */
+static double train_rate(snn_model *m, const snn_dataset *ds, int threads, double *rate,
+                         int *steps_out) {
     const int B = m->cfg->train.batch_size;
     set_threads(threads); /* the trainer sizes its per-thread scratch from it */
     snn_trainer *tr = snn_trainer_new(m, B, false);
@@ -179,10 +186,17 @@ static double train_rate(snn_model *m, const snn_dataset *ds, int threads, doubl
     int64_t step = 0;
     snn_fit_step(tr, &opt, mask, ds->pixels, ds->index, labels, B, step++, 1000, 100, NULL, NULL,
                  NULL);
+    const double t_step0 = snn_now();
+    snn_fit_step(tr, &opt, mask, ds->pixels, ds->index, labels, B, step++, 1000, 100, NULL, NULL,
+                 NULL);
+    const double t_step = snn_now() - t_step0;
+    int steps = t_step > 0.0 ? (int)ceil(TRAIN_RUN_SECONDS / t_step) : TRAIN_MAX_STEPS;
+    steps = steps < TRAIN_MIN_STEPS ? TRAIN_MIN_STEPS : steps > TRAIN_MAX_STEPS ? TRAIN_MAX_STEPS : steps;
+    *steps_out = steps;
     double best = 1e300;
     for (int rep = 0; rep < REPS_SHORT; rep++) {
         const double t0 = snn_now();
-        for (int s = 0; s < TRAIN_STEPS; s++)
+        for (int s = 0; s < steps; s++)
             snn_fit_step(tr, &opt, mask, ds->pixels, ds->index, labels, B, step++, 1000, 100,
                          NULL, NULL, NULL);
         best = fmin(best, snn_now() - t0);
@@ -192,7 +206,7 @@ static double train_rate(snn_model *m, const snn_dataset *ds, int threads, doubl
     free(mask);
     snn_adamw_free(&opt);
     snn_trainer_free(tr);
-    return (double)TRAIN_STEPS * B / best;
+    return (double)steps * B / best;
 }
 
 /* ---- peak memory ------------------------------------------------------------------------- */
@@ -330,6 +344,115 @@ static void bench_rate_levels(snn_model *m, const snn_dataset *ds, int all) {
 
 /* ---- the benchmark ----------------------------------------------------------------------- */
 
+/* ---- the phases of snn_bench ------------------------------------------------------------- */
+
+/* Peak memory of one inference pass and one training step (before the timed runs leave anything
+ * allocated). */
+static void bench_memory(snn_model *m, const snn_dataset *ds, int all) {
+    const int B = m->cfg->train.batch_size;
+    snn_dataset few = *ds;
+    if (few.n > RSS_SAMPLES) few.n = RSS_SAMPLES;
+    phase_ctx pc = {.m = m, .ds = &few, .threads = all};
+    size_t base = 0, peak_inf = 0, peak_train = 0, now = 0;
+    snn_err rss_err = {{0}};
+    bool rss_ok = snn_bench_rss(&base, &peak_inf, &rss_err) == SNN_OK &&
+                  snn_bench_reset_peak_rss(&rss_err) == SNN_OK;
+    if (rss_ok) {
+        phase_infer(&pc);
+        rss_ok = snn_bench_rss(&now, &peak_inf, &rss_err) == SNN_OK &&
+                 snn_bench_reset_peak_rss(&rss_err) == SNN_OK;
+    }
+    if (rss_ok && ds->n >= B) {
+        phase_train(&pc);
+        rss_ok = snn_bench_rss(&now, &peak_train, &rss_err) == SNN_OK;
+    }
+    set_threads(all);
+    if (rss_ok)
+        printf("  peak RSS              : inference %.1f MiB (%d samples, %d thread%s), training "
+               "%.1f MiB (one step, batch %d, %d thread%s); VmHWM reset before each phase, from "
+               "%.1f MiB before them (binary, libraries, data, model)\n",
+               mib((double)peak_inf), (int)few.n, all, all > 1 ? "s" : "", mib((double)peak_train),
+               B, all, all > 1 ? "s" : "", mib((double)base));
+    else
+        printf("  peak RSS              : not measured (%s)\n", rss_err.msg);
+}
+
+/* Batch-1 latency, inference throughput on every thread and on one, synaptic operations. */
+static void bench_inference(snn_model *m, const snn_dataset *ds, int all) {
+    char fr[64];
+    /* Batch 1: one sample at a time on one thread (an ANN runs minibatches of 1). */
+    snn_dataset one = *ds;
+    if (one.n > BATCH1_SAMPLES) one.n = BATCH1_SAMPLES;
+    const double n1 = (double)one.n, n = (double)ds->n;
+    snn_eval_opts o1 = {.threads = 1, .ann_batch = 1};
+    const run_stats b1 = best_eval(m, &one, &o1, REPS_SHORT);
+    printf("  batch 1, 1 thread     : %.3f ms/sample (%.1f samples/s; %d samples, best of %d%s)",
+           1e3 * b1.seconds / n1, n1 / b1.seconds, (int)one.n, REPS_SHORT,
+           fr_text(m, b1.rate, fr, sizeof fr));
+    if (!m->ann) {
+        snn_eval_opts od = {.threads = 1, .dense = true};
+        const run_stats b1d = best_eval(m, &one, &od, REPS_SHORT);
+        printf("; dense synaptic layers: %.3f ms/sample, event-driven x%.2f", 1e3 * b1d.seconds / n1,
+               b1d.seconds / b1.seconds);
+    }
+    printf("\n");
+
+    /* Throughput over the whole set: every thread, then one. */
+    snn_eval_opts on = {.threads = all}, o1t = {.threads = 1};
+    const run_stats tn = best_eval(m, ds, &on, REPS);
+    const run_stats t1 = best_eval(m, ds, &o1t, REPS);
+    printf("  throughput, %d thread%s: %.1f samples/s (1 thread: %.1f samples/s, scaling x%.2f; "
+           "%lld samples, best of %d%s%s, accuracy %.2f%%)\n",
+           all, all > 1 ? "s" : " ", n / tn.seconds, n / t1.seconds, t1.seconds / tn.seconds,
+           (long long)ds->n, REPS, m->ann ? ", minibatches of 64" : "",
+           fr_text(m, tn.rate, fr, sizeof fr), 100 * tn.accuracy);
+    if (m->ann)
+        printf("  synaptic operations   : %.3g MACs/s on %d thread%s (NeuroBench SynapticOperations: "
+               "an ANN's are MACs, Effective_MACs %.3g/sample)\n",
+               tn.macs * n / tn.seconds, all, all > 1 ? "s" : "", tn.macs);
+    else
+        printf("  synaptic operations   : %.3g ACs/s on %d thread%s (NeuroBench SynapticOperations: "
+               "a spiking model's are ACs, Effective_ACs %.3g/sample%s; besides, Effective_MACs "
+               "%.3g/sample: the analog embedding and the head)\n",
+               tn.acs * n / tn.seconds, all, all > 1 ? "s" : "", tn.acs,
+               fr_text(m, tn.rate, fr, sizeof fr), tn.macs);
+}
+
+/* Training throughput on one thread and on every thread, and the training buffers (a + b T). */
+static void bench_training(snn_model *m, const snn_dataset *ds, int all) {
+    const int B = m->cfg->train.batch_size;
+    float *saved = snn_xmalloc(m->n_params * sizeof *saved); /* [n_params] */
+    memcpy(saved, m->params, m->n_params * sizeof *saved);
+    double fr1 = 0.0, frn = 0.0;
+    int steps1 = 0, stepsn = 0;
+    const double r1 = train_rate(m, ds, 1, &fr1, &steps1);
+    const double rn = train_rate(m, ds, all, &frn, &stepsn);
+    set_threads(all);
+    memcpy(m->params, saved, m->n_params * sizeof *saved);
+    snn_model_fold(m);
+    free(saved);
+    char trfr[64] = "";
+    if (!m->ann) snprintf(trfr, sizeof trfr, "; training-mode fr %.3f", frn);
+    printf("  training, batch %-5d : %.1f samples/s on %d thread%s (1 thread: %.1f samples/s, "
+           "scaling x%.2f; forward, backward, clipping, AdamW; best of %d runs of %d steps, "
+           "%d on 1 thread%s)\n",
+           B, rn, all, all > 1 ? "s" : "", r1, rn / r1, REPS_SHORT, stepsn, steps1, trfr);
+    if (m->ann) {
+        printf("  training buffers      : %.1f MiB (batch %d; T = 1: an ANN has no timesteps)\n",
+               mib((double)snn_trainer_bytes_for(m, B, 1)), B);
+    } else {
+        const double Ts[4] = {1, 2, 4, 8};
+        double bytes[4], slope, icpt;
+        for (int i = 0; i < 4; i++) bytes[i] = (double)snn_trainer_bytes_for(m, B, (int)Ts[i]);
+        const double resid = snn_bench_linfit(Ts, bytes, 4, &slope, &icpt);
+        printf("  training buffers      : %.1f MiB at T=%d (batch %d) = %.2f MiB per timestep x T "
+               "+ %.2f MiB (least squares over T = 1, 2, 4, 8 of the trainer's plan; largest "
+               "residual %.0f bytes: %s)\n",
+               mib((double)snn_trainer_bytes_for(m, B, m->T)), m->T, B, mib(slope), mib(icpt),
+               resid, resid < 1.0 ? "linear in T" : "NOT linear in T");
+    }
+}
+
 int snn_bench(const snn_config *cfg, const snn_bench_opts *opts, snn_err *err) {
     snn_dataset ds = {0};
     snn_model m;
@@ -346,7 +469,7 @@ int snn_bench(const snn_config *cfg, const snn_bench_opts *opts, snn_err *err) {
 #endif
     const int B = cfg->train.batch_size;
     const bool can_train = ds.n >= B;
-    char w[600], fr[64];
+    char w[600];
     if (cfg->model.weights)
         snprintf(w, sizeof w, "weights %s", cfg->model.weights);
     else
@@ -356,104 +479,19 @@ int snn_bench(const snn_config *cfg, const snn_bench_opts *opts, snn_err *err) {
            cfg->name, snn_attn_kind_name(cfg->model.attention.kind), m.ann ? "ANN" : "spiking", m.T,
            m.N, m.D, m.heads, m.L, snn_model_param_count(&m), (long long)ds.n, w);
 
-    /* Peak memory first, before the timed runs leave anything allocated. */
-    snn_dataset few = ds;
-    if (few.n > RSS_SAMPLES) few.n = RSS_SAMPLES;
-    phase_ctx pc = {.m = &m, .ds = &few, .threads = all};
-    size_t base = 0, peak_inf = 0, peak_train = 0, now = 0;
-    snn_err rss_err = {{0}};
-    bool rss_ok = snn_bench_rss(&base, &peak_inf, &rss_err) == SNN_OK &&
-                  snn_bench_reset_peak_rss(&rss_err) == SNN_OK;
-    if (rss_ok) {
-        phase_infer(&pc);
-        rss_ok = snn_bench_rss(&now, &peak_inf, &rss_err) == SNN_OK &&
-                 snn_bench_reset_peak_rss(&rss_err) == SNN_OK;
+    const bool all_phases = opts->phase == SNN_BENCH_ALL;
+    const bool infer = all_phases || opts->phase == SNN_BENCH_INFER;
+    const bool train = all_phases || opts->phase == SNN_BENCH_TRAIN;
+    if (all_phases) bench_memory(&m, &ds, all);
+    if (infer) bench_inference(&m, &ds, all);
+    if (train) {
+        if (can_train)
+            bench_training(&m, &ds, all);
+        else
+            printf("  training              : skipped (%lld samples, fewer than "
+                   "train.batch_size %d)\n", (long long)ds.n, B);
     }
-    if (rss_ok && can_train) {
-        phase_train(&pc);
-        rss_ok = snn_bench_rss(&now, &peak_train, &rss_err) == SNN_OK;
-    }
-    set_threads(all);
-    if (rss_ok)
-        printf("  peak RSS              : inference %.1f MiB (%d samples, %d thread%s), training "
-               "%.1f MiB (one step, batch %d, %d thread%s); VmHWM reset before each phase, from "
-               "%.1f MiB before them (binary, libraries, data, model)\n",
-               mib((double)peak_inf), (int)few.n, all, all > 1 ? "s" : "", mib((double)peak_train),
-               B, all, all > 1 ? "s" : "", mib((double)base));
-    else
-        printf("  peak RSS              : not measured (%s)\n", rss_err.msg);
-
-    /* Batch 1: one sample at a time on one thread (an ANN runs minibatches of 1). */
-    snn_dataset one = ds;
-    if (one.n > BATCH1_SAMPLES) one.n = BATCH1_SAMPLES;
-    const double n1 = (double)one.n, n = (double)ds.n;
-    snn_eval_opts o1 = {.threads = 1, .ann_batch = 1};
-    const run_stats b1 = best_eval(&m, &one, &o1, REPS_SHORT);
-    printf("  batch 1, 1 thread     : %.3f ms/sample (%.1f samples/s; %d samples, best of %d%s)",
-           1e3 * b1.seconds / n1, n1 / b1.seconds, (int)one.n, REPS_SHORT,
-           fr_text(&m, b1.rate, fr, sizeof fr));
-    if (!m.ann) {
-        snn_eval_opts od = {.threads = 1, .dense = true};
-        const run_stats b1d = best_eval(&m, &one, &od, REPS_SHORT);
-        printf("; dense synaptic layers: %.3f ms/sample, event-driven x%.2f", 1e3 * b1d.seconds / n1,
-               b1d.seconds / b1.seconds);
-    }
-    printf("\n");
-
-    /* Throughput over the whole set: every thread, then one. */
-    snn_eval_opts on = {.threads = all}, o1t = {.threads = 1};
-    const run_stats tn = best_eval(&m, &ds, &on, REPS);
-    const run_stats t1 = best_eval(&m, &ds, &o1t, REPS);
-    printf("  throughput, %d thread%s: %.1f samples/s (1 thread: %.1f samples/s, scaling x%.2f; "
-           "%lld samples, best of %d%s%s, accuracy %.2f%%)\n",
-           all, all > 1 ? "s" : " ", n / tn.seconds, n / t1.seconds, t1.seconds / tn.seconds,
-           (long long)ds.n, REPS, m.ann ? ", minibatches of 64" : "",
-           fr_text(&m, tn.rate, fr, sizeof fr), 100 * tn.accuracy);
-    if (m.ann)
-        printf("  synaptic operations   : %.3g MACs/s on %d thread%s (NeuroBench SynapticOperations: "
-               "an ANN's are MACs, Effective_MACs %.3g/sample)\n",
-               tn.macs * n / tn.seconds, all, all > 1 ? "s" : "", tn.macs);
-    else
-        printf("  synaptic operations   : %.3g ACs/s on %d thread%s (NeuroBench SynapticOperations: "
-               "a spiking model's are ACs, Effective_ACs %.3g/sample%s; besides, Effective_MACs "
-               "%.3g/sample: the analog embedding and the head)\n",
-               tn.acs * n / tn.seconds, all, all > 1 ? "s" : "", tn.acs,
-               fr_text(&m, tn.rate, fr, sizeof fr), tn.macs);
-
-    if (can_train) {
-        float *saved = snn_xmalloc(m.n_params * sizeof *saved); /* [n_params] */
-        memcpy(saved, m.params, m.n_params * sizeof *saved);
-        double fr1 = 0.0, frn = 0.0;
-        const double r1 = train_rate(&m, &ds, 1, &fr1);
-        const double rn = train_rate(&m, &ds, all, &frn);
-        set_threads(all);
-        memcpy(m.params, saved, m.n_params * sizeof *saved);
-        snn_model_fold(&m);
-        free(saved);
-        char trfr[64] = "";
-        if (!m.ann) snprintf(trfr, sizeof trfr, "; training-mode fr %.3f", frn);
-        printf("  training, batch %-5d : %.1f samples/s on %d thread%s (1 thread: %.1f samples/s, "
-               "scaling x%.2f; forward, backward, clipping, AdamW; best of %d runs of %d steps%s)\n",
-               B, rn, all, all > 1 ? "s" : "", r1, rn / r1, REPS_SHORT, TRAIN_STEPS, trfr);
-        if (m.ann) {
-            printf("  training buffers      : %.1f MiB (batch %d; T = 1: an ANN has no timesteps)\n",
-                   mib((double)snn_trainer_bytes_for(&m, B, 1)), B);
-        } else {
-            const double Ts[4] = {1, 2, 4, 8};
-            double bytes[4], slope, icpt;
-            for (int i = 0; i < 4; i++) bytes[i] = (double)snn_trainer_bytes_for(&m, B, (int)Ts[i]);
-            const double resid = snn_bench_linfit(Ts, bytes, 4, &slope, &icpt);
-            printf("  training buffers      : %.1f MiB at T=%d (batch %d) = %.2f MiB per timestep x T "
-                   "+ %.2f MiB (least squares over T = 1, 2, 4, 8 of the trainer's plan; largest "
-                   "residual %.0f bytes: %s)\n",
-                   mib((double)snn_trainer_bytes_for(&m, B, m.T)), m.T, B, mib(slope), mib(icpt),
-                   resid, resid < 1.0 ? "linear in T" : "NOT linear in T");
-        }
-    } else {
-        printf("  training              : skipped (%lld samples, fewer than train.batch_size %d)\n",
-               (long long)ds.n, B);
-    }
-    if (opts->rate_levels) {
+    if (all_phases && opts->rate_levels) {
         if (m.ann)
             printf("  firing-rate levels    : skipped (an ANN has no spikes)\n");
         else

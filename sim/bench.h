@@ -13,9 +13,18 @@
 #include "sim/config.h"
 #include "sim/util.h"
 
+/* Which figures `spikesim bench` measures: all of them, or only the timings of one phase (what
+ * `make bench` repeats, interleaved with the PyTorch reference, to take medians). */
+typedef enum snn_bench_phase {
+    SNN_BENCH_ALL = 0,
+    SNN_BENCH_INFER, /* batch-1 latency and inference throughput (no memory, no levels) */
+    SNN_BENCH_TRAIN, /* training throughput (no memory, no levels) */
+} snn_bench_phase;
+
 typedef struct snn_bench_opts {
-    int threads;         /* 0: OpenMP default (all cores) */
-    bool rate_levels;    /* also run the model at two firing-rate levels (spiking models) */
+    int threads;           /* 0: OpenMP default (all cores) */
+    bool rate_levels;      /* also run the model at two firing-rate levels (spiking models) */
+    snn_bench_phase phase; /* SNN_BENCH_ALL unless --phase */
 } snn_bench_opts;
 
 /* Prints the benchmark of cfg's model on its dataset to stdout (docs: the comment at the top of

@@ -5,6 +5,7 @@
  *                [--max-memory SIZE]
  *   spikesim validate CONFIG... [--set key.path=value]...
  *   spikesim bench CONFIG [--set key.path=value]... [--threads N] [--rate-levels]
+ *                         [--phase infer|train]
  *   spikesim bench-attention [--max-n N]
  *   spikesim inspect RUN.h5
  *   spikesim raster RUN.h5 --population P [--sample i] -o FILE.svg
@@ -40,6 +41,7 @@ static const char usage[] =
     "                    [--max-memory SIZE]\n"
     "       spikesim validate CONFIG... [--set key.path=value]...\n"
     "       spikesim bench CONFIG [--set key.path=value]... [--threads N] [--rate-levels]\n"
+    "                      [--phase infer|train]\n"
     "       spikesim bench-attention [--max-n N]\n"
     "       spikesim inspect RUN.h5\n"
     "       spikesim raster RUN.h5 --population P [--sample i] -o FILE.svg\n"
@@ -70,6 +72,7 @@ static const char usage[] =
     "  --max-memory SIZE      run: refuse a config that needs more (512M, 2G, bytes); the\n"
     "                         memory available (MemAvailable) is always a limit\n"
     "  --rate-levels          bench: also run a spiking model at two firing-rate levels\n"
+    "  --phase infer|train    bench: only the inference or only the training timings\n"
     "  --quiet                no progress or summary on stderr\n"
     "\n"
     "exit codes: 0 ok, 1 runtime or I/O error, 2 usage or config error,\n"
@@ -85,6 +88,7 @@ typedef struct cli {
     const char *output;
     int threads;
     int dense, quiet, rate_levels;
+    const char *phase; /* bench --phase infer|train */
     uint64_t max_memory;
 } cli;
 
@@ -109,6 +113,13 @@ static int parse_args(int argc, char **argv, int first, cli *c) {
             c->quiet = 1;
         } else if (!strcmp(a, "--rate-levels")) {
             c->rate_levels = 1;
+        } else if (!strcmp(a, "--phase") && i + 1 < argc) {
+            c->phase = argv[++i];
+            if (strcmp(c->phase, "infer") && strcmp(c->phase, "train")) {
+                fprintf(stderr, "spikesim: error: --phase takes infer or train, not '%s'\n",
+                        c->phase);
+                return -1;
+            }
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "spikesim: error: unknown or incomplete option '%s'\n", a);
             return -1;
@@ -218,7 +229,11 @@ static int cmd_bench(cli *c) {
         return SNN_EXIT_USAGE;
     }
     snn_err err = {{0}};
-    const snn_bench_opts bo = {.threads = c->threads, .rate_levels = c->rate_levels};
+    const snn_bench_phase phase = !c->phase                  ? SNN_BENCH_ALL
+                                  : !strcmp(c->phase, "infer") ? SNN_BENCH_INFER
+                                                               : SNN_BENCH_TRAIN;
+    const snn_bench_opts bo = {.threads = c->threads, .rate_levels = c->rate_levels,
+                               .phase = phase};
     int rc = snn_bench(&cfg, &bo, &err);
     snn_config_free(&cfg);
     if (rc != SNN_OK) {

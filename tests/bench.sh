@@ -5,13 +5,18 @@
 # on the same machine, and one table of ratios. The PyTorch side needs Debian's python3-torch
 # (not a project dependency); without it the comparison is skipped with a message.
 #
-#   tests/bench.sh [BUILD [THREADS]]
+#   [BENCH_ROUNDS=3] [BENCH_MODELS="bsa ssa softmax cat primal"] tests/bench.sh [BUILD [THREADS]]
 #
-# About 10-15 minutes on two cores: each figure is the best of 2-3 short runs, on 2000 images
-# (throughput), 200 (batch 1) or 2 training steps of 64; PyTorch's inference runs on 512.
+# About 12-15 minutes on two cores. Round 1 is the full benchmark of both sides; rounds 2 ..
+# BENCH_ROUNDS repeat only the timings, spikesim and PyTorch interleaved model by model, and the
+# table gives the median of the rounds (this 2-core machine's timings differ by up to 1.5x from
+# one run to the next). Within a round each figure is the best of 2-3 runs, on 2000 images
+# (throughput), 200 (batch 1) or about a second of training steps of 64; PyTorch's inference
+# runs on 512.
 build=${1:-build}
 threads=${2:-$(nproc)}
-models="bsa ssa softmax cat primal"
+rounds=${BENCH_ROUNDS:-3}
+models=${BENCH_MODELS:-bsa ssa softmax cat primal}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 start=$(date +%s)
@@ -35,32 +40,73 @@ for k in $models; do
     echo "  $k: $(tr '\n' ' ' <"$dir/r_$k")"
 done
 
-# spikesim's figures, parsed from its report; PyTorch's, from its key/value lines
-cval() { sed -n "$2" "$dir/c_$1" | head -n 1; }
-rval() { awk -v k="$2" '$1 == k {v = $2} END {print v}' "$dir/r_$1"; }
+# Rounds 2..ROUNDS: the timings alone, spikesim and PyTorch interleaved model by model and phase
+# by phase, so that a slow spell of the shared machine lands on both sides; every figure below
+# is the median over the rounds (round 1 is the full runs above).
+for r in $(seq 2 "$rounds"); do
+    echo "round $r of $rounds: timings of both sides, interleaved"
+    for k in $models; do
+        for ph in infer train; do
+            "$build/spikesim" bench "configs/bench_$k.yaml" --threads "$threads" --phase "$ph" \
+                >>"$dir/c_${k}_$r" || exit 1
+            /usr/bin/python3 tests/reference/bench_ref.py --config "configs/bench_$k.yaml" \
+                --threads "$threads" --phase "$ph" >>"$dir/r_${k}_$r" || exit 1
+        done
+    done
+done
+for k in $models; do
+    cp "$dir/c_$k" "$dir/c_${k}_1"
+    cp "$dir/r_$k" "$dir/r_${k}_1"
+done
+
+# one figure of every round: spikesim's parsed from its report, PyTorch's from its key/value lines
+cval() { sed -n "$3" "$dir/c_$1_$2" | head -n 1; }
+rval() { awk -v k="$3" '$1 == k {v = $2} END {print v}' "$dir/r_$1_$2"; }
+# median of the numbers on stdin (the middle one, the mean of the two middle ones if even)
+median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+# all_rounds MODEL SIDE PATTERN: the figure of every round, one per line (SIDE c or r)
+all_rounds() {
+    for r in $(seq 1 "$rounds"); do
+        if [ "$2" = c ]; then cval "$1" "$r" "$3"; else rval "$1" "$r" "$3"; fi
+    done
+}
+med() { all_rounds "$@" | median; }
+spread() { all_rounds "$@" | tr '\n' ' ' | sed 's/ $//'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "x%.2f", a / b; else print "n/a" }'; }
-echo "spikesim / PyTorch, samples/s (same machine, same run; throughput and training on $threads threads, batch 1 on one):"
+P_B1='s/.*batch 1, 1 thread *: [0-9.]* ms\/sample (\([0-9.]*\) samples\/s.*/\1/p'
+P_INF='s/.*throughput, [0-9]* threads* *: *\([0-9.]*\) samples\/s.*/\1/p'
+P_INF1='s/.*throughput, [0-9]* threads* *: .*(1 thread: \([0-9.]*\) samples\/s.*/\1/p'
+P_TR='s/.*training, batch [0-9]* *: *\([0-9.]*\) samples\/s.*/\1/p'
+P_TR1='s/.*training, batch [0-9]* *: .*(1 thread: \([0-9.]*\) samples\/s.*/\1/p'
+R_INF=ref_infer_Nt R_TR=ref_train_Nt
+[ "$threads" = 1 ] && R_INF=ref_infer_1t R_TR=ref_train_1t
+echo "spikesim / PyTorch, samples/s, median of $rounds rounds (same machine, same run; throughput and training on $threads threads, batch 1 on one):"
 printf '  %-8s %-30s %-30s %-30s %s\n' model "inference, batch 1" "inference throughput" "training, batch 64" "peak RSS MiB inference, training"
 for k in $models; do
-    c_b1=$(cval "$k" 's/.*batch 1, 1 thread *: [0-9.]* ms\/sample (\([0-9.]*\) samples\/s.*/\1/p')
-    c_inf=$(cval "$k" 's/.*throughput, [0-9]* threads* *: *\([0-9.]*\) samples\/s.*/\1/p')
-    c_train=$(cval "$k" 's/.*training, batch [0-9]* *: *\([0-9.]*\) samples\/s.*/\1/p')
-    c_rss_i=$(cval "$k" 's/.*peak RSS *: inference \([0-9.]*\) MiB.*/\1/p')
-    c_rss_t=$(cval "$k" 's/.*peak RSS *: inference .* training \([0-9.]*\) MiB.*/\1/p')
-    r_b1=$(rval "$k" ref_infer_batch1_1t)
-    r_inf=$(awk '$1 ~ /^ref_infer_(Nt|1t)$/ {v = $2} END {print v}' "$dir/r_$k")
-    r_train=$(awk '$1 ~ /^ref_train_(Nt|1t)$/ {v = $2} END {print v}' "$dir/r_$k")
+    c_b1=$(med "$k" c "$P_B1") c_inf=$(med "$k" c "$P_INF") c_train=$(med "$k" c "$P_TR")
+    r_b1=$(med "$k" r ref_infer_batch1_1t) r_inf=$(med "$k" r "$R_INF") r_train=$(med "$k" r "$R_TR")
+    c_rss_i=$(cval "$k" 1 's/.*peak RSS *: inference \([0-9.]*\) MiB.*/\1/p')
+    c_rss_t=$(cval "$k" 1 's/.*peak RSS *: inference .* training \([0-9.]*\) MiB.*/\1/p')
     printf '  %-8s %-30s %-30s %-30s %s\n' "$k" \
         "$c_b1 vs $r_b1 $(ratio "$c_b1" "$r_b1")" \
         "$c_inf vs $r_inf $(ratio "$c_inf" "$r_inf")" \
         "$c_train vs $r_train $(ratio "$c_train" "$r_train")" \
-        "$c_rss_i, $c_rss_t vs $(rval "$k" ref_rss_infer_mib), $(rval "$k" ref_rss_train_mib)"
+        "$c_rss_i, $c_rss_t vs $(rval "$k" 1 ref_rss_infer_mib), $(rval "$k" 1 ref_rss_train_mib)"
+done
+echo "every round (samples/s; spikesim | PyTorch), and spikesim's $threads threads against 1 from the medians:"
+for k in $models; do
+    c_inf=$(med "$k" c "$P_INF") c_inf1=$(med "$k" c "$P_INF1")
+    c_train=$(med "$k" c "$P_TR") c_train1=$(med "$k" c "$P_TR1")
+    echo "  $k: batch 1 $(spread "$k" c "$P_B1") | $(spread "$k" r ref_infer_batch1_1t);" \
+        "throughput $(spread "$k" c "$P_INF") | $(spread "$k" r "$R_INF");" \
+        "training $(spread "$k" c "$P_TR") | $(spread "$k" r "$R_TR");" \
+        "scaling: inference $(ratio "$c_inf" "$c_inf1"), training $(ratio "$c_train" "$c_train1")"
 done
 frs=""
 for k in $models; do
-    fr=$(rval "$k" ref_fr)
+    fr=$(rval "$k" 1 ref_fr)
     [ -n "$fr" ] && frs="$frs $k $fr"
 done
 echo "  throughput: spikesim runs a spiking model one sample per thread, PyTorch and spikesim's ANN"
-echo "  models batches of 64. PyTorch's firing rate (64 images):$frs; the ANN models run random weights."
+echo "  models batches of 64. PyTorch's firing rate (64 images):${frs:- (no spiking model)}; the ANN models run random weights."
 echo "make bench: $(($(date +%s) - start)) s"

@@ -21,16 +21,19 @@ Prints one `key value` line per figure:
     ref_infer_Nt          the same with N threads
     ref_train_1t          training samples/s (forward, backward, clipping, AdamW), batch 64, 1 thread
     ref_train_Nt          the same with N threads
+    ref_train_steps_1t    steps per timed training run, 1 thread (and _Nt)
     ref_fr                firing rate (spikes / neuron updates, every population) of 64 test
                           images in inference (spiking models)
     ref_rss_infer_mib     peak RSS (ru_maxrss) of the process that ran the inference figures
     ref_rss_train_mib     peak RSS of the process that ran the training figures
 Inference and training each run in a process of their own (this script, --phase), so each peak
 RSS is that phase's, torch and the data included. Each time is the best of a few repetitions
-after a warm-up run: batch 1 and inference best of 2, training best of 3 runs of 2 steps (as
-spikesim bench).
+after a warm-up run: batch 1 and inference best of 2, training best of 3 runs of as many steps
+as last about a second by one step's time, 2 to 40 (as spikesim bench; ref_train_steps_1t and
+_Nt give the counts).
 """
 import argparse
+import math
 import os
 import resource
 import subprocess
@@ -51,7 +54,8 @@ import train_ref as TR  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SPIKING = ("bsa", "ssa")
 ANN = ("softmax", "cat", "primal")
-BATCH1_SAMPLES, INFER_SAMPLES, TRAIN_STEPS = 200, 512, 2
+BATCH1_SAMPLES, INFER_SAMPLES = 200, 512
+TRAIN_MIN_STEPS, TRAIN_MAX_STEPS, TRAIN_RUN_SECONDS = 2, 40, 1.0
 
 
 def best_of(fn, reps):
@@ -166,11 +170,17 @@ def phase_train(c, model, images, labels, threads, out):
         else:
             step = lambda: ann_train_step(model, opt, x, y, 1e-4, c["eta"] if c["kind"] == "primal" else 0.0)
         step()  # warm-up
+        t0 = time.perf_counter()
+        step()
+        # as spikesim bench: enough steps for a run of about a second (2 to 40)
+        steps = min(TRAIN_MAX_STEPS, max(TRAIN_MIN_STEPS,
+                                         math.ceil(TRAIN_RUN_SECONDS / (time.perf_counter() - t0))))
 
         def train():
-            for _ in range(TRAIN_STEPS):
+            for _ in range(steps):
                 step()
-        out[f"ref_train_{t}t"] = TRAIN_STEPS * bsz / best_of(train, 3)
+        out[f"ref_train_{t}t"] = steps * bsz / best_of(train, 3)
+        out[f"ref_train_steps_{t}t"] = steps
 
 
 def main():
