@@ -47,9 +47,26 @@
 #include "sim/optim.h"
 #include "sim/rng.h"
 #include "sim/spikebits.h"
+#include "sim/vec.h"
 
 /* Neurons per parallel chunk of a population (and per PLIF dL/dtau partial sum). */
 enum { POP_CHUNK = 4096 };
+
+/* Elementwise passes over large buffers run in chunks of ELEM_CHUNK floats, one thread per
+ * chunk: serial, they were a tenth of an ANN's training step and capped its 2-thread speed-up.
+ * Elementwise work gives the same bits for any split. */
+enum { ELEM_CHUNK = 16384 };
+
+static long elem_chunks(size_t n) { return (long)((n + ELEM_CHUNK - 1) / ELEM_CHUNK); }
+
+/* x [n] = 0, in parallel (the backward's gradient buffers, zeroed before they accumulate). */
+static void zero_floats(float *x, size_t n) {
+#pragma omp parallel for schedule(static) if (n >= 2 * ELEM_CHUNK)
+    for (long c = 0; c < elem_chunks(n); c++) {
+        const size_t off = (size_t)c * ELEM_CHUNK;
+        memset(x + off, 0, (n - off < ELEM_CHUNK ? n - off : ELEM_CHUNK) * sizeof *x);
+    }
+}
 
 typedef struct lin_act {       /* a Linear followed by BatchNorm in training mode */
     float *xhat;               /* [M, out] normalised BN input */
@@ -433,7 +450,7 @@ static void bn_bwd(const snn_trainer *tr, float *dx, float *dgamma, float *dbeta
 /* Given dz = dL/d(BN output) [M, out], accumulates parameter gradients and dx += dL/dx. */
 static void lin_bn_bwd(snn_trainer *tr, const snn_linear *lin, const float *x, const float *dz,
                        int M, const lin_act *a, float *dx) {
-    memset(tr->d_y, 0, (size_t)M * lin->out * sizeof *tr->d_y);
+    zero_floats(tr->d_y, (size_t)M * lin->out);
     bn_bwd(tr, tr->d_y, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz, a->xhat, a->rstd,
            lin->bn_w, M, lin->out);
     snn_linear_bwd(dx, grad_of(tr, lin->weight), grad_of(tr, lin->bias), tr->d_y, x, lin->weight, M,
@@ -461,24 +478,36 @@ static float gelu_grad(float x) {
 }
 
 /* An ANN model's slot (spec section 2): identity or the configured activation, elementwise. */
-static void slot_fwd(const snn_trainer *tr, int p, const float *x, float *y, size_t n) {
-    if (p == SNN_SLOT_IDENTITY) {
-        memcpy(y, x, n * sizeof *y);
-    } else if (tr->m->cfg->model.activation == SNN_ACT_GELU) {
-        for (size_t i = 0; i < n; i++) y[i] = gelu(x[i]);
-    } else {
-        for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+SNN_VEC_FN static void slot_fwd(const snn_trainer *tr, int p, const float *x, float *y, size_t n) {
+    const int kind = p == SNN_SLOT_IDENTITY                           ? 0
+                     : tr->m->cfg->model.activation == SNN_ACT_GELU ? 1
+                                                                     : 2;
+#pragma omp parallel for schedule(static) if (n >= 2 * ELEM_CHUNK)
+    for (long c = 0; c < elem_chunks(n); c++) {
+        const size_t i0 = (size_t)c * ELEM_CHUNK, i1 = n - i0 < ELEM_CHUNK ? n : i0 + ELEM_CHUNK;
+        if (kind == 0)
+            memcpy(y + i0, x + i0, (i1 - i0) * sizeof *y);
+        else if (kind == 1)
+            for (size_t i = i0; i < i1; i++) y[i] = gelu(x[i]);
+        else
+            for (size_t i = i0; i < i1; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
     }
 }
 
-static void slot_bwd(const snn_trainer *tr, int p, const float *x, const float *dy, float *dx,
-                     size_t n) {
-    if (p == SNN_SLOT_IDENTITY) {
-        for (size_t i = 0; i < n; i++) dx[i] += dy[i];
-    } else if (tr->m->cfg->model.activation == SNN_ACT_GELU) {
-        for (size_t i = 0; i < n; i++) dx[i] += dy[i] * gelu_grad(x[i]);
-    } else {
-        for (size_t i = 0; i < n; i++) dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
+SNN_VEC_FN static void slot_bwd(const snn_trainer *tr, int p, const float *x, const float *dy,
+                                float *dx, size_t n) {
+    const int kind = p == SNN_SLOT_IDENTITY                           ? 0
+                     : tr->m->cfg->model.activation == SNN_ACT_GELU ? 1
+                                                                     : 2;
+#pragma omp parallel for schedule(static) if (n >= 2 * ELEM_CHUNK)
+    for (long c = 0; c < elem_chunks(n); c++) {
+        const size_t i0 = (size_t)c * ELEM_CHUNK, i1 = n - i0 < ELEM_CHUNK ? n : i0 + ELEM_CHUNK;
+        if (kind == 0)
+            for (size_t i = i0; i < i1; i++) dx[i] += dy[i];
+        else if (kind == 1)
+            for (size_t i = i0; i < i1; i++) dx[i] += dy[i] * gelu_grad(x[i]);
+        else
+            for (size_t i = i0; i < i1; i++) dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
     }
 }
 
@@ -600,7 +629,7 @@ static void sdsa_bwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
     const int N = tr->N, D = tr->D, d = m->d, H = m->heads, B = tr->B, T = tr->T;
     const long ldt = (long)B * N * D;
     const size_t TBD = (size_t)T * B * D;
-    memset(tr->d_kvs, 0, TBD * sizeof *tr->d_kvs);
+    zero_floats(tr->d_kvs, TBD);
     const int pop_kv = m->blocks[l].pop_kv;
     const float *skv = pop_out(tr, pop_kv, &b->pkv, (size_t)D, SP_KV);
 #pragma omp parallel for schedule(static)
@@ -610,7 +639,7 @@ static void sdsa_bwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
         snn_sdsa_mask_backward(T, N, d, sq + off, D, ldt, skv + koff, B * D,
                                tr->d_o + off, D, ldt, tr->d_q + off, tr->d_kvs + koff);
     }
-    memset(tr->d_kv, 0, TBD * sizeof *tr->d_kv);
+    zero_floats(tr->d_kv, TBD);
     pop_bwd(tr, pop_kv, b->kv, &b->pkv, skv, tr->d_kvs, tr->d_kv, (size_t)D);
 #pragma omp parallel for schedule(static)
     for (long j = 0; j < (long)B * H; j++) {
@@ -715,7 +744,7 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
         ksvd_coef = ksvd_g / ((double)tr->T * tr->B * H * N);
         memset(tr->primal_dgrad, 0, (size_t)jobs * pg * sizeof *tr->primal_dgrad);
     }
-    if (tr->kind == SNN_ATTN_CAT) memset(tr->d_g, 0, (size_t)M * H * sizeof *tr->d_g);
+    if (tr->kind == SNN_ATTN_CAT) zero_floats(tr->d_g, (size_t)M * H);
 #pragma omp parallel for schedule(static)
     for (long j = 0; j < jobs; j++) {
         const int tid = thread_id();
@@ -944,19 +973,19 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
 
     /* ---- backward ---- */
     tr->sp[SP_X] = tr->y;
-    memset(tr->d_logits, 0, (size_t)B * C * sizeof(float));
+    zero_floats(tr->d_logits, (size_t)B * C);
     /* d(batch mean)/d(this share's mean) = B / B_batch */
     const float ce_scale = tr->B_batch ? (float)((double)B / (double)tr->B_batch) : 1.0f;
     snn_cross_entropy_bwd(tr->d_logits, tr->probs, tr->labels, B, C, m->cfg->train.label_smoothing,
                           ce_scale);
-    memset(tr->d_pooled, 0, (size_t)B * D * sizeof(float));
+    zero_floats(tr->d_pooled, (size_t)B * D);
     snn_linear_bwd(tr->d_pooled, grad_of(tr, m->head.weight), grad_of(tr, m->head.bias), tr->d_logits,
                    tr->pooled, m->head.weight, B, D, C);
-    memset(tr->d_u, 0, MD * sizeof(float));
+    zero_floats(tr->d_u, MD);
     if (tr->sew) {
         snn_meanpool_bwd(tr->d_u, tr->d_pooled, T, B, N, D);
     } else {
-        memset(tr->d_s, 0, MD * sizeof(float));
+        zero_floats(tr->d_s, MD);
         snn_meanpool_bwd(tr->d_s, tr->d_pooled, T, B, N, D);
         pop_bwd(tr, m->pop_head, u_last, &tr->head, pop_out(tr, m->pop_head, &tr->head, (size_t)D, SP_Q),
                 tr->d_s, tr->d_u, (size_t)D);
@@ -969,20 +998,20 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
          * d_u flows to both terms. */
         const float *d_fc2 = tr->d_u;
         if (tr->sew) {
-            memset(tr->d_x, 0, MD * sizeof(float));
+            zero_floats(tr->d_x, MD);
             pop_bwd(tr, mb->pop_out, b->fc2.z, &b->pout,
                     pop_out(tr, mb->pop_out, &b->pout, (size_t)D, SP_Q), tr->d_u, tr->d_x, (size_t)D);
             d_fc2 = tr->d_x;
         }
-        memset(tr->d_s, 0, (size_t)M * Hd * sizeof(float));
+        zero_floats(tr->d_s, (size_t)M * Hd);
         const float *sh = pop_out(tr, mb->pop_hidden, &b->ph, (size_t)Hd, SP_X);
         lin_bn_bwd(tr, &mb->fc2, sh, d_fc2, M, &b->fc2, tr->d_s);
-        memset(tr->d_x, 0, (size_t)M * Hd * sizeof(float));
+        zero_floats(tr->d_x, (size_t)M * Hd);
         pop_bwd(tr, mb->pop_hidden, b->fc1.z, &b->ph, sh, tr->d_s, tr->d_x, (size_t)Hd);
         if (tr->sew) {
             lin_bn_bwd(tr, &mb->fc1, b->u_mid, tr->d_x, M, &b->fc1, tr->d_u);
         } else {
-            memset(tr->d_s, 0, MD * sizeof(float));
+            zero_floats(tr->d_s, MD);
             const float *sm = pop_out(tr, mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q);
             lin_bn_bwd(tr, &mb->fc1, sm, tr->d_x, M, &b->fc1, tr->d_s);
             pop_bwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, sm, tr->d_s, tr->d_u, (size_t)D);
@@ -990,25 +1019,25 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         /* ms: u_mid = u_in + BN_o(o(A)); sew: u_mid = x_in + o_lif(BN_o(o(A))) */
         const float *d_proj = tr->d_u;
         if (tr->sew) {
-            memset(tr->d_x, 0, MD * sizeof(float));
+            zero_floats(tr->d_x, MD);
             pop_bwd(tr, mb->pop_o, b->proj.z, &b->po, pop_out(tr, mb->pop_o, &b->po, (size_t)D, SP_Q),
                     tr->d_u, tr->d_x, (size_t)D);
             d_proj = tr->d_x;
         }
-        memset(tr->d_s, 0, MD * sizeof(float));
+        zero_floats(tr->d_s, MD);
         const float *sa = pop_out(tr, mb->pop_attn, &b->pa, (size_t)D, SP_Q);
         lin_bn_bwd(tr, &mb->o, sa, d_proj, M, &b->proj, tr->d_s);
-        memset(tr->d_o, 0, MD * sizeof(float));
+        zero_floats(tr->d_o, MD);
         pop_bwd(tr, mb->pop_attn, b->o, &b->pa, sa, tr->d_s, tr->d_o, (size_t)D);
-        memset(tr->d_q, 0, MD * sizeof(float));
-        memset(tr->d_k, 0, MD * sizeof(float));
-        memset(tr->d_v, 0, MD * sizeof(float));
+        zero_floats(tr->d_q, MD);
+        zero_floats(tr->d_k, MD);
+        zero_floats(tr->d_v, MD);
         /* q, k and v (and cat's a, primal's sampled tokens) all read x_in: their input gradients
          * add up (in d_s for ms, where x_in is lif_in's spikes; straight into the stream's
          * gradient for sew blocks after the first) */
         const bool into_stream = tr->sew && l > 0;
         float *d_in = into_stream ? tr->d_u : tr->d_s;
-        if (!into_stream) memset(tr->d_s, 0, MD * sizeof(float));
+        if (!into_stream) zero_floats(tr->d_s, MD);
         const float *x_in = into_stream ? tr->blocks[l - 1].u_out
                                         : pop_out(tr, mb->pop_in, &b->in, (size_t)D, SP_X);
         const snn_linear *lins[3] = {&mb->q, &mb->k, &mb->v};
@@ -1022,7 +1051,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         float *dsp[3] = {tr->d_q, tr->d_k, tr->d_v};
         for (int j = 0; j < 3; j++) {
             if (!lins[j]->weight) continue;
-            memset(tr->d_x, 0, MD * sizeof(float));
+            zero_floats(tr->d_x, MD);
             pop_bwd(tr, pop_ids[j], acts[j]->z, pops[j], qkv[j], dsp[j], tr->d_x, (size_t)D);
             lin_bn_bwd(tr, lins[j], x_in, tr->d_x, M, acts[j], d_in);
         }
@@ -1031,7 +1060,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         } else if (l == 0) {
             /* x_0 = lif_in(U0): its spikes receive the stream's gradient plus q, k, v's */
             for (size_t i = 0; i < MD; i++) tr->d_s[i] += tr->d_u[i];
-            memset(tr->d_u, 0, MD * sizeof(float));
+            zero_floats(tr->d_u, MD);
             pop_bwd(tr, mb->pop_in, b->u_in, &b->in, x_in, tr->d_s, tr->d_u, (size_t)D);
         }
     }
@@ -1043,7 +1072,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         for (long tb = 0; tb < (long)T * B; tb++) acc += tr->d_u[(size_t)tb * N * D + (size_t)i];
         dpos[i] += (float)acc;
     }
-    memset(tr->d_y, 0, MD * sizeof(float));
+    zero_floats(tr->d_y, MD);
     bn_bwd(tr, tr->d_y, grad_of(tr, m->embed_bn_w), grad_of(tr, m->embed_bn_b), tr->d_u,
            tr->embed.xhat, tr->embed.rstd, m->embed_bn_w, M, D);
     snn_linear_bwd(NULL, grad_of(tr, m->embed_w), grad_of(tr, m->embed_b), tr->d_y, tr->patches,
