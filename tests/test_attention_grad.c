@@ -11,8 +11,10 @@
  *   - the STE: on spikes whose scaled scores are integers the normal and smooth forwards give the
  *     same P, and the normal-mode backward equals the finite difference of the smooth forward
  *
- * Tolerances: forward comparisons are exact (==). References: 1e-5 relative (both sides sum in
- * double; the kernel rounds its outputs and dA to float once). Finite differences, loss in
+ * Tolerances: forward comparisons are exact (==). References: 1e-5 relative (BSA's kernel sums
+ * in double and rounds its outputs and dA to float once; SSA's backward is float sgemm, whose
+ * error for these sizes, at most (N + d) 2^-24 ~ 1e-5 of the sum of |terms| and in practice far
+ * less, also stays within it). Finite differences, loss in
  * double: eps 1e-3, relative 1e-2 or absolute 1e-4 (o is float: its rounding, ~3e-8 per output,
  * summed over the up to N d outputs one entry touches and divided by 2 eps, is a noise of a few
  * 1e-5); SSA again with eps 0.25, relative 1e-4 or absolute 1e-6 (o is linear in each single
