@@ -2,20 +2,18 @@
  * primal.c: Primal-Attention, one head of one sample, forward and backward, and the KSVD
  * regularisation pieces (formulas in attention/primal.h; research/methods.md section 5).
  *
- * Every product below is a small dense matrix product; they all go through axpy_rows (a row
- * vector times a matrix, double accumulators for up to JBLK columns in vector registers, each
- * output its own sum in order: vectorised across outputs, never within one sum), by way of
- * vecmat or tvec (a dot product per output, against a stack transpose), or through dot when a
- * shape is too large for the stack transpose. Each output element is one double sum rounded
- * once to float;
- * intermediates that PyTorch keeps as float tensors (phi, We, Wr, e, r, de, dWe, dphi) are
- * rounded to float here too, so the kernel has PyTorch's structure, not only its formula.
+ * Every product below is a small dense float matrix product, one single-threaded sgemm
+ * (OpenBLAS, pinned to one thread by sim/layers.c), as PyTorch computes them: the sampled rows
+ * of x are gathered once into the cache (X~) so that We = X~^T E is a plain product.
+ * Intermediates that PyTorch keeps as float tensors (phi, We, Wr, e, r, de, dWe, dphi) are float
+ * here too, so the kernel has PyTorch's structure, not only its formula. Norms and the
+ * normalisation's inner products are double sums rounded once.
  *
  * Pure numerics: no I/O, no allocation, no static state.
  */
 #include "attention/primal.h"
-#include "attention/axpy.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdbool.h>
 
@@ -29,47 +27,11 @@ static inline double dot(const float *a, const float *b, int n) {
     return acc;
 }
 
-/* snn_axpy_rows (attention/axpy.h) instantiated once per target clone. */
-SNN_WIDE_FN static void axpy_rows(int k, int n, const float *a, long inca, const int *rows,
-                                  const float *B, long ldb, double *acc) {
-    snn_axpy_rows(k, n, a, inca, rows, B, ldb, acc);
-}
-
-/* Output columns per axpy_rows call (its register block). */
-enum { JBLK = SNN_AXPY_MAX_N };
-
-/* out[j] (= or +=) sum_i a_i B[i ldb + j] for j < n, i < k (a_i as in axpy_rows). One double
- * sum per output, rounded once (accumulate: the rounded sum is added to out[j]). */
-static void vecmat(int k, int n, const float *a, long inca, const int *rows, const float *B,
-                   long ldb, float *out, bool accumulate) {
-    for (int j0 = 0; j0 < n; j0 += JBLK) {
-        const int jn = n - j0 < JBLK ? n - j0 : JBLK;
-        double acc[JBLK];
-        axpy_rows(k, jn, a, inca, rows, B + j0, ldb, acc);
-        float *oj = out + j0;
-        if (accumulate)
-            for (int j = 0; j < jn; j++) oj[j] += (float)acc[j];
-        else
-            for (int j = 0; j < jn; j++) oj[j] = (float)acc[j];
-    }
-}
-
-/* The widest product tvec takes from a stack transpose: a [k, n] float block with k n <= TMAX
- * (64 KiB) and n <= TMAX_N (the double accumulator row); larger shapes take the scalar dots. */
-enum { TMAX = 16384, TMAX_N = 256 };
-
-/* bt[j ldbt + c] = b[c ldb + j] for c < n, j < k: b [n, k] transposed into bt [k, n]. */
-static void transpose(int n, int k, const float *b, long ldb, float *bt, int ldbt) {
-    for (int c = 0; c < n; c++)
-        for (int j = 0; j < k; j++) bt[(long)j * ldbt + c] = b[(long)c * ldb + j];
-}
-
-/* acc[c] = sum_j x[j] bt[j ldbt + c] for c < n, j < k in order: acc[c] is dot(x, b_c, k) for
- * the b that bt transposes, the same double sum in the same order (so the same bits),
- * vectorised across the outputs c (axpy_rows; x_j == 0 skipped). */
-static void tvec(int k, int n, const float *x, const float *bt, int ldbt, double *acc) {
-    for (int c0 = 0; c0 < n; c0 += JBLK)
-        axpy_rows(k, n - c0 < JBLK ? n - c0 : JBLK, x, 1, NULL, bt + c0, ldbt, acc + c0);
+/* C [m, n] (= if beta 0, += if beta 1) op(A) op(B) with op(A) [m, k], op(B) [k, n], row-major. */
+static void gemm(bool ta, bool tb, int m, int n, int k, const float *A, int lda, const float *B,
+                 int ldb, float beta, float *C, int ldc) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m,
+                n, k, 1.0f, A, lda, B, ldb, beta, C, ldc);
 }
 
 int snn_primal_num_samples(int N, int s, int rank_multi) {
@@ -101,7 +63,7 @@ void snn_primal_sample_indices(int N, int M, int *idx) {
 }
 
 size_t snn_primal_cache_floats(int N, int d, int s) {
-    return 2 * (size_t)N * d + 2 * (size_t)N + 2 * (size_t)d * s + 2 * (size_t)N * s;
+    return 3 * (size_t)N * d + 2 * (size_t)N + 2 * (size_t)d * s + 2 * (size_t)N * s;
 }
 
 snn_primal_cache snn_primal_cache_bind(float *buf, int N, int d, int s) {
@@ -113,7 +75,8 @@ snn_primal_cache snn_primal_cache_bind(float *buf, int N, int d, int s) {
     c.we = buf, buf += (size_t)d * s;
     c.wr = buf, buf += (size_t)d * s;
     c.e = buf, buf += (size_t)N * s;
-    c.r = buf;
+    c.r = buf, buf += (size_t)N * s;
+    c.xs = buf;
     return c;
 }
 
@@ -145,68 +108,43 @@ void snn_primal_forward(int N, int d, int s, int M, const float *q, const float 
     normalise_rows(N, d, q, ld, cache->qn, cache->nq);
     normalise_rows(N, d, k, ld, cache->kn, cache->nk);
 
-    /* We_cj = sum_m x_{idx_m, c} E_mj, Wr likewise: column c of x gathered at the sampled rows */
-    for (int c = 0; c < d; c++) {
-        vecmat(M, s, x + c, ldx, idx, E, s, cache->we + (long)c * s, false);
-        vecmat(M, s, x + c, ldx, idx, R, s, cache->wr + (long)c * s, false);
-    }
-    /* e_n = phi(q)_n We, r_n = phi(k)_n Wr */
-    for (int n = 0; n < N; n++) {
-        vecmat(d, s, cache->qn + (long)n * d, 1, NULL, cache->we, s, cache->e + (long)n * s, false);
-        vecmat(d, s, cache->kn + (long)n * d, 1, NULL, cache->wr, s, cache->r + (long)n * s, false);
-    }
-    /* o_nc = cb_c + sum_j cw_{c, j} e_nj + cw_{c, s + j} r_nj: one sum, rounded once */
-    if (d <= TMAX_N && 2 * (long)s * d <= TMAX) {
-        float cwt[TMAX]; /* [2s, d]: cw transposed */
-        double a1[TMAX_N], a2[TMAX_N];
-        transpose(d, 2 * s, cw, 2 * s, cwt, d);
-        for (int n = 0; n < N; n++) {
-            tvec(s, d, cache->e + (long)n * s, cwt, d, a1);
-            tvec(s, d, cache->r + (long)n * s, cwt + (long)s * d, d, a2);
-            float *on = o + (long)n * ldo;
-            for (int c = 0; c < d; c++) on[c] = (float)((double)cb[c] + a1[c] + a2[c]);
-        }
-    } else for (int n = 0; n < N; n++) {
-        const float *en = cache->e + (long)n * s, *rn = cache->r + (long)n * s;
-        float *on = o + (long)n * ldo;
-        for (int c = 0; c < d; c++) {
-            const float *wc = cw + (long)c * 2 * s;
-            on[c] = (float)((double)cb[c] + dot(wc, en, s) + dot(wc + s, rn, s));
-        }
-    }
+    /* X~ [M, d]: the sampled rows of x;  We = X~^T E, Wr = X~^T R  [d, s] */
+    for (int m = 0; m < M; m++)
+        for (int c = 0; c < d; c++) cache->xs[(long)m * d + c] = x[(long)idx[m] * ldx + c];
+    gemm(true, false, d, s, M, cache->xs, d, E, s, 0.0f, cache->we, s);
+    gemm(true, false, d, s, M, cache->xs, d, R, s, 0.0f, cache->wr, s);
+    /* e = phi(q) We, r = phi(k) Wr  [N, s] */
+    gemm(false, false, N, s, d, cache->qn, d, cache->we, s, 0.0f, cache->e, s);
+    gemm(false, false, N, s, d, cache->kn, d, cache->wr, s, 0.0f, cache->r, s);
+    /* o = cb + e cw[:, :s]^T + r cw[:, s:]^T */
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < d; c++) o[(long)n * ldo + c] = cb[c];
+    gemm(false, true, N, d, s, cache->e, s, cw, 2 * s, 1.0f, o, ldo);
+    gemm(false, true, N, d, s, cache->r, s, cw + s, 2 * s, 1.0f, o, ldo);
     if (ops) snn_primal_count(N, d, s, M, ops);
 }
 
 size_t snn_primal_scratch_floats(int N, int d, int s) {
-    return 2 * (size_t)N * s + 2 * (size_t)d * s + (size_t)d;
+    return 2 * (size_t)N * s + 2 * (size_t)d * s + 2 * (size_t)N * d;
 }
 
 /* Back through phi = v / max(||v||, eps), row by row, given dphi = dY W^T computed here:
- *   dphi_nc = sum_j dY_nj W_cj (rounded to float, a tensor in PyTorch),
+ *   dphi [N, d] = dY W^T (float, a tensor in PyTorch),
  *   dv_n += (dphi_n - phi_n <phi_n, dphi_n>) / nrm_n  if nrm_n > eps, else dphi_n / eps. */
 static void normalise_backward(int N, int d, int s, const float *phi, const float *nrm,
                                const float *W, const float *dY, float *dv, int ld, float *dphi) {
-    const bool fast = d <= TMAX_N && (long)s * d <= TMAX;
-    float wt[TMAX]; /* [s, d]: W transposed, for the fast path */
-    double acc[TMAX_N];
-    if (fast) transpose(d, s, W, s, wt, d);
+    gemm(false, true, N, d, s, dY, s, W, s, 0.0f, dphi, d);
     for (int n = 0; n < N; n++) {
-        const float *dyn = dY + (long)n * s, *pn = phi + (long)n * d;
-        if (fast) {
-            tvec(s, d, dyn, wt, d, acc);
-            for (int c = 0; c < d; c++) dphi[c] = (float)acc[c];
-        } else {
-            for (int c = 0; c < d; c++) dphi[c] = (float)dot(dyn, W + (long)c * s, s);
-        }
+        const float *pn = phi + (long)n * d, *dpn = dphi + (long)n * d;
         float *dvn = dv + (long)n * ld;
         const double nr = nrm[n];
         if (nrm[n] > SNN_PRIMAL_NORM_EPS) {
             /* ||v|| = nrm here, and d(v/||v||) = (I - phi phi^T) / ||v|| */
-            const double pd = dot(pn, dphi, d);
+            const double pd = dot(pn, dpn, d);
             for (int c = 0; c < d; c++)
-                dvn[c] += (float)(((double)dphi[c] - (double)pn[c] * pd) / nr);
+                dvn[c] += (float)(((double)dpn[c] - (double)pn[c] * pd) / nr);
         } else {
-            for (int c = 0; c < d; c++) dvn[c] += (float)((double)dphi[c] / nr);
+            for (int c = 0; c < d; c++) dvn[c] += (float)((double)dpn[c] / nr);
         }
     }
 }
@@ -219,58 +157,42 @@ void snn_primal_backward(int N, int d, int s, int M, const float *x, int ldx, co
                          float *scratch) {
     SNN_ASSERT(N >= 1 && d >= 1 && s >= 1 && M >= 1 && M <= N);
     SNN_ASSERT(ksvd_coef == 0.0 || lambda != NULL);
+    (void)x; /* read as the forward cached it: X~ (dx is written at ldx) */
     float *de = scratch, *dr = de + (size_t)N * s;
     float *dwe = dr + (size_t)N * s, *dwr = dwe + (size_t)d * s;
-    float *dphi = dwr + (size_t)d * s;
+    float *dphi = dwr + (size_t)d * s, *dxs = dphi + (size_t)N * d;
     const int s2 = 2 * s;
 
-    /* o = [e | r] cw^T + cb:  dcb += sum_n dout_n;  dcw_{c, j} += sum_n dout_nc [e | r]_nj */
+    /* o = [e | r] cw^T + cb:  dcb += sum_n dout_n;  dcw[:, :s] += dout^T e, dcw[:, s:] += dout^T r */
     for (int c = 0; c < d; c++) {
         double acc = 0.0;
         for (int n = 0; n < N; n++) acc += (double)dout[(long)n * lddo + c];
         dcb[c] += (float)acc;
-        vecmat(N, s, dout + c, lddo, NULL, cache->e, s, dcw + (long)c * s2, true);
-        vecmat(N, s, dout + c, lddo, NULL, cache->r, s, dcw + (long)c * s2 + s, true);
     }
-    /* de_n = dout_n cw[:, :s], dr_n = dout_n cw[:, s:] */
-    for (int n = 0; n < N; n++) {
-        vecmat(d, s, dout + (long)n * lddo, 1, NULL, cw, s2, de + (long)n * s, false);
-        vecmat(d, s, dout + (long)n * lddo, 1, NULL, cw + s, s2, dr + (long)n * s, false);
-    }
+    gemm(true, false, d, s, N, dout, lddo, cache->e, s, 1.0f, dcw, s2);
+    gemm(true, false, d, s, N, dout, lddo, cache->r, s, 1.0f, dcw + s, s2);
+    /* de = dout cw[:, :s], dr = dout cw[:, s:]  [N, s] */
+    gemm(false, false, N, s, d, dout, lddo, cw, s2, 0.0f, de, s);
+    gemm(false, false, N, s, d, dout, lddo, cw + s, s2, 0.0f, dr, s);
     if (ksvd_coef != 0.0)
         snn_primal_ksvd_score_grad(N, s, lambda, cache->e, cache->r, ksvd_coef, de, dr);
 
-    /* e = phi(q) We:  dWe_cj = sum_n phi(q)_nc de_nj;  dphi(q) = de We^T (then through phi) */
-    for (int c = 0; c < d; c++) {
-        vecmat(N, s, cache->qn + c, d, NULL, de, s, dwe + (long)c * s, false);
-        vecmat(N, s, cache->kn + c, d, NULL, dr, s, dwr + (long)c * s, false);
-    }
+    /* e = phi(q) We:  dWe = phi(q)^T de [d, s];  dphi(q) = de We^T (then through phi) */
+    gemm(true, false, d, s, N, cache->qn, d, de, s, 0.0f, dwe, s);
+    gemm(true, false, d, s, N, cache->kn, d, dr, s, 0.0f, dwr, s);
     normalise_backward(N, d, s, cache->qn, cache->nq, cache->we, de, dq, ld, dphi);
     normalise_backward(N, d, s, cache->kn, cache->nk, cache->wr, dr, dk, ld, dphi);
 
-    /* We = X~ E with X~_cm = x_{idx_m, c}:
-     *   dE_mj += sum_c x_{idx_m, c} dWe_cj;   dx_{idx_m, c} += sum_j E_mj dWe_cj + R_mj dWr_cj */
-    const bool fast = d <= TMAX_N && 2 * (long)s * d <= TMAX;
-    float dwt[TMAX]; /* [2s, d]: dWe transposed, then dWr transposed, for the fast path */
-    double a1[TMAX_N], a2[TMAX_N];
-    if (fast) {
-        transpose(d, s, dwe, s, dwt, d);
-        transpose(d, s, dwr, s, dwt + (long)s * d, d);
-    }
+    /* We = X~^T E:  dE += X~ dWe, dR += X~ dWr  [M, s];
+     *   dX~ = E dWe^T + R dWr^T [M, d], added to the rows idx_m of dx */
+    gemm(false, false, M, s, d, cache->xs, d, dwe, s, 1.0f, dE, s);
+    gemm(false, false, M, s, d, cache->xs, d, dwr, s, 1.0f, dR, s);
+    gemm(false, true, M, d, s, E, s, dwe, s, 0.0f, dxs, d);
+    gemm(false, true, M, d, s, R, s, dwr, s, 1.0f, dxs, d);
     for (int m = 0; m < M; m++) {
-        const float *xm = x + (long)idx[m] * ldx;
-        vecmat(d, s, xm, 1, NULL, dwe, s, dE + (long)m * s, true);
-        vecmat(d, s, xm, 1, NULL, dwr, s, dR + (long)m * s, true);
         float *dxm = dx + (long)idx[m] * ldx;
-        const float *Em = E + (long)m * s, *Rm = R + (long)m * s;
-        if (fast) {
-            tvec(s, d, Em, dwt, d, a1);
-            tvec(s, d, Rm, dwt + (long)s * d, d, a2);
-            for (int c = 0; c < d; c++) dxm[c] += (float)(a1[c] + a2[c]);
-        } else {
-            for (int c = 0; c < d; c++)
-                dxm[c] += (float)(dot(Em, dwe + (long)c * s, s) + dot(Rm, dwr + (long)c * s, s));
-        }
+        const float *g = dxs + (long)m * d;
+        for (int c = 0; c < d; c++) dxm[c] += g[c];
     }
 }
 

@@ -33,7 +33,8 @@
  *             e/r term to the upstream gradient before back-propagating it);
  *             once per layer snn_primal_ksvd_lambda_backward and snn_primal_ksvd_trace_backward.
  *
- * House rules: sums in double rounded once to float; no allocation (the caller binds a cache
+ * House rules: products are float sgemm calls (single-threaded), norms double sums rounded once to
+ * float; no allocation (the caller binds a cache
  * and passes scratch); backward functions ACCUMULATE (+=); no static state. Gradients of the
  * shared parameters (E, R, c, lambda) are accumulated across samples: threads need their own
  * accumulators.
@@ -75,6 +76,7 @@ typedef struct snn_primal_cache {
     float *nq, *nk;  /* [N] max(||q_n||, eps), max(||k_n||, eps) */
     float *we, *wr;  /* [d, s] */
     float *e, *r;    /* [N, s] */
+    float *xs;       /* [M, d] (room for N rows): X~, the sampled rows of x */
 } snn_primal_cache;
 
 size_t snn_primal_cache_floats(int N, int d, int s);
@@ -87,16 +89,17 @@ snn_primal_cache snn_primal_cache_bind(float *buf, int N, int d, int s);
  *   E, R [M, s] row-major (this head's E_h, R_h)
  *   cw   [d, 2s] row-major (PyTorch Linear(2s, d) weight), cb [d]
  *   o    [N, d] written at row stride ldo
- *   cache bound for (N, d, s); receives phi(q), phi(k), the norms, We, Wr, e, r
+ *   cache bound for (N, d, s); receives phi(q), phi(k), the norms, We, Wr, e, r and X~ (the
+ *   sampled rows of x)
  * Rounding: the norm is sqrt of a double sum of squares, rounded to float, then clamped; phi
- * is a float division; We, Wr, e, r and o are double sums of float products rounded once
- * (inputs as stored: e uses the float We). ops (may be NULL): see snn_primal_count. */
+ * is a float division; We, Wr, e, r and o are float sgemm products (inputs as stored: e uses
+ * the float We). ops (may be NULL): see snn_primal_count. */
 void snn_primal_forward(int N, int d, int s, int M, const float *q, const float *k, int ld,
                         const float *x, int ldx, const int *idx, const float *E, const float *R,
                         const float *cw, const float *cb, float *o, int ldo,
                         const snn_primal_cache *cache, snn_ops *ops);
 
-/* Scratch floats snn_primal_backward needs: 2 N s + 2 d s + d. */
+/* Scratch floats snn_primal_backward needs: 2 N s + 2 d s + 2 N d. */
 size_t snn_primal_scratch_floats(int N, int d, int s);
 
 /* Backward of one head of one sample, at the forward's cache. All outputs ACCUMULATE (+=):
@@ -109,7 +112,7 @@ size_t snn_primal_scratch_floats(int N, int d, int s);
  *        de = dout c_w[:, :s] + ksvd_coef lambda^2 (.) e  (snn_primal_ksvd_score_grad),
  *        ksvd_coef = snn_primal_ksvd_dJ(...) / (B h N). With 0, lambda may be NULL.
  *   scratch [snn_primal_scratch_floats(N, d, s)]
- * Formulas (Y = phi(q) etc., n-th row; all sums in double, each result rounded once):
+ * Formulas (Y = phi(q) etc., n-th row; products in float sgemm, <phi_n, dphi_n> in double):
  *   dcb += sum_n dout_n;   dcw[:, :s] += dout^T e;   dcw[:, s:] += dout^T r
  *   de = dout cw[:, :s] (+ KSVD);   dr = dout cw[:, s:] (+ KSVD)
  *   dWe = phi(q)^T de;  dWr = phi(k)^T dr

@@ -6,6 +6,8 @@
  *     by tests/reference/primal_ref.py --indices, pasted below), plus their invariants
  *   - Primal forward == a naive double evaluation (ld > d, head offsets, nothing written outside
  *     the head's output columns); the op-count formula
+ *   - forward and backward (sgemm products) == the same kernel with double sums rounded once
+ *     (a scalar copy kept here), within 2e-5 of each tensor's largest entry; phi bit for bit
  *   - backward accumulates (2 calls == 2x, bit for bit) and stays inside the head's columns
  *   - finite differences of a whole layer's loss L = sum w.o + eta/P sum_l J_l^2 (B = 2 samples,
  *     h = 2 heads, sampled tokens, P = 1 and 2) in every entry of q, k, x, E, R, c.weight,
@@ -830,10 +832,11 @@ static void test_sdsa_backward(void **state) {
     free(ds), free(kv), free(o);
 }
 
-/* ---- bit-exact against the scalar kernel ------------------------------------------------- */
+/* ---- against the double-sum reference ------------------------------------------------------ */
 
-/* The kernel as it was before its products were vectorised across outputs (plain scalar dots
- * and a scalar vecmat): the vectorised kernel must give exactly these bits. */
+/* The kernel as it was before its products became float sgemm calls: every output one double
+ * sum rounded once (plain scalar dots and a scalar vecmat). The sgemm kernel must agree within
+ * float accumulation error (see near_max). */
 enum { REF_JBLK = 64 };
 
 static inline double ref_dot(const float *a, const float *b, int n) {
@@ -970,10 +973,28 @@ static void ref_primal_backward(int N, int d, int s, int M, const float *x, int 
     }
 }
 
-static void test_primal_bit_exact_vs_scalar(void **state) {
+/* max |a - b| <= rel max |b| over n entries (float sums of up to k products of mixed sign lose
+ * ~k 2^-24 of the sum of |terms|, which cancellation can make a larger share of the result: rel
+ * 2e-5 covers k <= 300 here). Returns max |a - b| / max |b| (0 when b is all zero and a == b). */
+static double near_max(const float *a, const float *b, size_t n, double rel, const char *what,
+                       int N, int d, int s) {
+    double bmax = 0.0, diff = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        bmax = fmax(bmax, fabs((double)b[i]));
+        diff = fmax(diff, fabs((double)a[i] - (double)b[i]));
+    }
+    if (!(diff <= rel * bmax))
+        fail_msg("primal %s N %d d %d s %d: max |diff| %.3g, max |reference| %.3g", what, N, d, s,
+                 diff, bmax);
+    return bmax > 0.0 ? diff / bmax : 0.0;
+}
+
+static void test_primal_matches_double_reference(void **state) {
     (void)state;
-    /* odd sizes; d = 300 takes the scalar fallback of the vectorised kernel */
+    /* odd sizes, and d = 300 (sums over 300 channels) */
     static const int NS[] = {1, 7, 49, 67}, DS[] = {1, 5, 16, 300}, SS[] = {1, 3, 20, 37};
+    const double rel = 2e-5;
+    double worst = 0.0;
     for (size_t a = 0; a < sizeof NS / sizeof NS[0]; a++)
         for (size_t b = 0; b < sizeof DS / sizeof DS[0]; b++)
             for (size_t e = 0; e < sizeof SS / sizeof SS[0]; e++) {
@@ -986,9 +1007,13 @@ static void test_primal_bit_exact_vs_scalar(void **state) {
                 layer_loss(&L);
                 ref_primal_forward(N, d, s, M, L.q, L.k, L.ld, L.x, L.ldx, L.idx, L.E, L.R, L.cw,
                                    L.cb, o, d, &c2, NULL);
-                if (memcmp(o, L.o, (size_t)N * d * sizeof *o) != 0 ||
-                    memcmp(cbuf, L.cachebuf, cf * sizeof *cbuf) != 0)
-                    fail_msg("primal forward N %d d %d s %d: not bit-identical", N, d, s);
+                const snn_primal_cache *c1 = &L.cache[0];
+                /* phi and the norms are computed as before: bit for bit */
+                if (memcmp(c1->qn, c2.qn, (size_t)(2 * N * d + 2 * N) * sizeof(float)) != 0)
+                    fail_msg("primal phi N %d d %d s %d: not bit-identical", N, d, s);
+                worst = fmax(worst, near_max(L.o, o, (size_t)N * d, rel, "o", N, d, s));
+                worst = fmax(worst, near_max(c1->we, c2.we, (size_t)2 * d * s, rel, "We|Wr", N, d, s));
+                worst = fmax(worst, near_max(c1->e, c2.e, (size_t)2 * N * s, rel, "e|r", N, d, s));
                 /* backward with the KSVD term: kernel into L's grads, reference into a copy */
                 layer_zero_grads(&L, 0.25f);
                 layer R2 = layer_new(1, N, 1, d, s, 10, 2, 900 + 100 * a + 10 * b + e);
@@ -1000,17 +1025,17 @@ static void test_primal_bit_exact_vs_scalar(void **state) {
                                     &R2.cache[0], R2.w, d, g / ((double)N), R2.lam, R2.dq, R2.dk,
                                     R2.ld, R2.dx, R2.dE, R2.dR, R2.dcw, R2.dcb, R2.scratch);
                 const size_t ms = (size_t)M * s;
-                if (memcmp(L.dq, R2.dq, act_size(&L, L.ld) * sizeof(float)) != 0 ||
-                    memcmp(L.dk, R2.dk, act_size(&L, L.ld) * sizeof(float)) != 0 ||
-                    memcmp(L.dx, R2.dx, act_size(&L, L.ldx) * sizeof(float)) != 0 ||
-                    memcmp(L.dE, R2.dE, ms * sizeof(float)) != 0 ||
-                    memcmp(L.dR, R2.dR, ms * sizeof(float)) != 0 ||
-                    memcmp(L.dcw, R2.dcw, (size_t)d * 2 * s * sizeof(float)) != 0 ||
-                    memcmp(L.dcb, R2.dcb, (size_t)d * sizeof(float)) != 0)
-                    fail_msg("primal backward N %d d %d s %d: not bit-identical", N, d, s);
+                worst = fmax(worst, near_max(L.dq, R2.dq, act_size(&L, L.ld), rel, "dq", N, d, s));
+                worst = fmax(worst, near_max(L.dk, R2.dk, act_size(&L, L.ld), rel, "dk", N, d, s));
+                worst = fmax(worst, near_max(L.dx, R2.dx, act_size(&L, L.ldx), rel, "dx", N, d, s));
+                worst = fmax(worst, near_max(L.dE, R2.dE, ms, rel, "dE", N, d, s));
+                worst = fmax(worst, near_max(L.dR, R2.dR, ms, rel, "dR", N, d, s));
+                worst = fmax(worst, near_max(L.dcw, R2.dcw, (size_t)d * 2 * s, rel, "dcw", N, d, s));
+                worst = fmax(worst, near_max(L.dcb, R2.dcb, (size_t)d, rel, "dcb", N, d, s));
                 free(cbuf), free(o);
                 layer_free(&L), layer_free(&R2);
             }
+    print_message("primal vs double-sum reference: worst max|diff| / max|reference| %.2e\n", worst);
 }
 
 int main(void) {
@@ -1018,7 +1043,7 @@ int main(void) {
         cmocka_unit_test(test_sample_indices_match_torch),
         cmocka_unit_test(test_sample_indices_invariants),
         cmocka_unit_test(test_primal_forward_matches_reference),
-        cmocka_unit_test(test_primal_bit_exact_vs_scalar),
+        cmocka_unit_test(test_primal_matches_double_reference),
         cmocka_unit_test(test_ksvd_J_matches_official_expression),
         cmocka_unit_test(test_primal_backward_accumulates_in_head),
         cmocka_unit_test(test_primal_dx_only_sampled_rows),
