@@ -47,7 +47,7 @@ enum {
     RSS_SAMPLES = 200,     /* the inference phase of the memory measurement */
     LEVEL_SAMPLES = 500,   /* each firing-rate level */
     SEARCH_SAMPLES = 200,  /* each step of the search for the lower level */
-    REPS = 2,              /* repetitions of a throughput run (2000 samples) */
+    REPS = 3,              /* repetitions of a throughput run (2000 samples) */
     REPS_SHORT = 3,        /* repetitions of a short run (batch 1, training, levels) */
     TRAIN_MIN_STEPS = 2,   /* optimizer steps per timed training run: at least, */
     TRAIN_MAX_STEPS = 40,  /* at most, and enough to last about TRAIN_RUN_SECONDS */
@@ -167,46 +167,64 @@ static const char *fr_text(const snn_model *m, double rate, char *buf, size_t n)
 
 /* ---- training ---------------------------------------------------------------------------- */
 
-/* Samples per second of snn_fit_step on minibatches of train.batch_size (the first samples of
- * ds), best of REPS_SHORT runs after one warm-up step (whose page faults are the buffers' first
- * touch, not training). A run takes as many steps as last about TRAIN_RUN_SECONDS by the second
- * step's time (TRAIN_MIN_STEPS to TRAIN_MAX_STEPS; *steps_out receives the count): a run of
- * 2 steps of 60 ms is at the mercy of one scheduler hiccup. The learning rate is the warm-up's
- * first steps, so the parameters barely move; the caller restores them anyway. */
-static double train_rate(snn_model *m, const snn_dataset *ds, int threads, double *rate,
-                         int *steps_out) {
-    const int B = m->cfg->train.batch_size;
-    set_threads(threads); /* the trainer sizes its per-thread scratch from it */
-    snn_trainer *tr = snn_trainer_new(m, B, false);
+/* A timed training setup at one thread count: snn_fit_step on minibatches of train.batch_size
+ * (the first samples of ds). The learning rate is the warm-up's first steps, so the parameters
+ * barely move; the caller restores them anyway. */
+typedef struct train_timer {
+    int threads, steps, B;
+    snn_trainer *tr;
     snn_adamw opt;
-    snn_adamw_init(&opt, m->n_params, m->cfg->train.weight_decay);
-    uint8_t *mask = snn_decay_mask(m);
-    int32_t *labels = snn_xmalloc((size_t)B * sizeof *labels); /* [B] */
-    for (int b = 0; b < B; b++) labels[b] = ds->labels[b];
-    int64_t step = 0;
-    snn_fit_step(tr, &opt, mask, ds->pixels, ds->index, labels, B, step++, 1000, 100, NULL, NULL,
-                 NULL);
-    const double t_step0 = snn_now();
-    snn_fit_step(tr, &opt, mask, ds->pixels, ds->index, labels, B, step++, 1000, 100, NULL, NULL,
-                 NULL);
-    const double t_step = snn_now() - t_step0;
+    uint8_t *mask;
+    int32_t *labels; /* [B] */
+    int64_t step;
+    double best;     /* best seconds of a run of `steps` steps so far */
+} train_timer;
+
+static void train_timer_step(train_timer *t, const snn_dataset *ds) {
+    snn_fit_step(t->tr, &t->opt, t->mask, ds->pixels, ds->index, t->labels, t->B, t->step++, 1000,
+                 100, NULL, NULL, NULL);
+}
+
+/* Sets up the trainer for `threads`, takes one warm-up step (whose page faults are the buffers'
+ * first touch, not training), then times one step: a run takes as many steps as last about
+ * TRAIN_RUN_SECONDS (TRAIN_MIN_STEPS to TRAIN_MAX_STEPS), since a run of 2 steps of 60 ms is at
+ * the mercy of one scheduler hiccup. */
+static void train_timer_init(train_timer *t, snn_model *m, const snn_dataset *ds, int threads) {
+    memset(t, 0, sizeof *t);
+    t->threads = threads;
+    t->B = m->cfg->train.batch_size;
+    t->best = 1e300;
+    set_threads(threads); /* the trainer sizes its per-thread scratch from it */
+    t->tr = snn_trainer_new(m, t->B, false);
+    snn_adamw_init(&t->opt, m->n_params, m->cfg->train.weight_decay);
+    t->mask = snn_decay_mask(m);
+    t->labels = snn_xmalloc((size_t)t->B * sizeof *t->labels);
+    for (int b = 0; b < t->B; b++) t->labels[b] = ds->labels[b];
+    train_timer_step(t, ds);
+    const double t0 = snn_now();
+    train_timer_step(t, ds);
+    const double t_step = snn_now() - t0;
     int steps = t_step > 0.0 ? (int)ceil(TRAIN_RUN_SECONDS / t_step) : TRAIN_MAX_STEPS;
-    steps = steps < TRAIN_MIN_STEPS ? TRAIN_MIN_STEPS : steps > TRAIN_MAX_STEPS ? TRAIN_MAX_STEPS : steps;
-    *steps_out = steps;
-    double best = 1e300;
-    for (int rep = 0; rep < REPS_SHORT; rep++) {
-        const double t0 = snn_now();
-        for (int s = 0; s < steps; s++)
-            snn_fit_step(tr, &opt, mask, ds->pixels, ds->index, labels, B, step++, 1000, 100,
-                         NULL, NULL, NULL);
-        best = fmin(best, snn_now() - t0);
-    }
-    *rate = snn_trainer_firing_rate(tr);
-    free(labels);
-    free(mask);
-    snn_adamw_free(&opt);
-    snn_trainer_free(tr);
-    return (double)steps * B / best;
+    t->steps = steps < TRAIN_MIN_STEPS   ? TRAIN_MIN_STEPS
+               : steps > TRAIN_MAX_STEPS ? TRAIN_MAX_STEPS
+                                         : steps;
+}
+
+/* One timed run of t->steps steps; keeps the best. */
+static void train_timer_run(train_timer *t, const snn_dataset *ds) {
+    set_threads(t->threads);
+    const double t0 = snn_now();
+    for (int s = 0; s < t->steps; s++) train_timer_step(t, ds);
+    t->best = fmin(t->best, snn_now() - t0);
+}
+
+static double train_timer_rate(const train_timer *t) { return (double)t->steps * t->B / t->best; }
+
+static void train_timer_free(train_timer *t) {
+    free(t->labels);
+    free(t->mask);
+    snn_adamw_free(&t->opt);
+    snn_trainer_free(t->tr);
 }
 
 /* ---- peak memory ------------------------------------------------------------------------- */
@@ -397,10 +415,14 @@ static void bench_inference(snn_model *m, const snn_dataset *ds, int all) {
     }
     printf("\n");
 
-    /* Throughput over the whole set: every thread, then one. */
+    /* Throughput over the whole set: every thread and one, alternating run by run (as for
+     * training). */
     snn_eval_opts on = {.threads = all}, o1t = {.threads = 1};
-    const run_stats tn = best_eval(m, ds, &on, REPS);
-    const run_stats t1 = best_eval(m, ds, &o1t, REPS);
+    run_stats tn = best_eval(m, ds, &on, 1), t1 = best_eval(m, ds, &o1t, 1);
+    for (int rep = 1; rep < REPS; rep++) {
+        tn.seconds = fmin(tn.seconds, best_eval(m, ds, &on, 1).seconds);
+        t1.seconds = fmin(t1.seconds, best_eval(m, ds, &o1t, 1).seconds);
+    }
     printf("  throughput, %d thread%s: %.1f samples/s (1 thread: %.1f samples/s, scaling x%.2f; "
            "%lld samples, best of %d%s%s, accuracy %.2f%%)\n",
            all, all > 1 ? "s" : " ", n / tn.seconds, n / t1.seconds, t1.seconds / tn.seconds,
@@ -423,10 +445,20 @@ static void bench_training(snn_model *m, const snn_dataset *ds, int all) {
     const int B = m->cfg->train.batch_size;
     float *saved = snn_xmalloc(m->n_params * sizeof *saved); /* [n_params] */
     memcpy(saved, m->params, m->n_params * sizeof *saved);
-    double fr1 = 0.0, frn = 0.0;
-    int steps1 = 0, stepsn = 0;
-    const double r1 = train_rate(m, ds, 1, &fr1, &steps1);
-    const double rn = train_rate(m, ds, all, &frn, &stepsn);
+    /* 1 thread and every thread alternate run by run, so that a slow spell of the machine
+     * lands on both and the scaling ratio compares like with like */
+    train_timer t1, tn;
+    train_timer_init(&t1, m, ds, 1);
+    train_timer_init(&tn, m, ds, all);
+    for (int rep = 0; rep < REPS_SHORT; rep++) {
+        train_timer_run(&t1, ds);
+        train_timer_run(&tn, ds);
+    }
+    const double r1 = train_timer_rate(&t1), rn = train_timer_rate(&tn);
+    const int steps1 = t1.steps, stepsn = tn.steps;
+    const double frn = snn_trainer_firing_rate(tn.tr);
+    train_timer_free(&t1);
+    train_timer_free(&tn);
     set_threads(all);
     memcpy(m->params, saved, m->n_params * sizeof *saved);
     snn_model_fold(m);
