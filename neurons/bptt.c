@@ -44,9 +44,9 @@
  *
  * Speed (backward_fast: every configuration except the dtau sum and the smooth bipolar hard
  * reset, which keep the generic loop): per tile and timestep, the surrogate derivatives of the
- * row (surrogate_row; for the sigmoid, expf values from a vectorised exp verified to be expf's
- * bits, snn_expf_row in sim/vexpf.h), then one branch-free element-wise loop per configuration (bwd_row), the same
- * float operations in the same order as the generic loop: the same bits.
+ * row (surrogate_row; for the sigmoid, snn_expf_poly of sim/vexpf.h, as the scalar surrogate),
+ * then one branch-free element-wise loop per configuration (bwd_row), the same float operations
+ * in the same order as the generic loop: the same bits.
  *
  * Pure numerics: no I/O, no allocation (fixed stack tiles), no static state.
  */
@@ -194,8 +194,7 @@ void snn_neuron_forward_seq(const snn_neuron_params *p, int T, size_t n, size_t 
 #define HALF_PI 1.5707963267948966
 
 /* g[i] = snn_surrogate_grad(kind, alpha, sign H[i] - th) for i < n (sign = +1 or -1), bit for
- * bit: the same float operations in the same order, and for the sigmoid the same expf values
- * (expf_row). */
+ * bit: the same float operations in the same order (for the sigmoid, the same snn_expf_poly). */
 SNN_WIDE_FN SNN_VEC_FN static void surrogate_row(snn_surrogate_kind kind, float alpha, size_t n,
                                  const float *restrict h, float sign, float th,
                                  float *restrict g) {
@@ -207,11 +206,8 @@ SNN_WIDE_FN SNN_VEC_FN static void surrogate_row(snn_surrogate_kind kind, float 
     switch (kind) {
     case SNN_SURROGATE_SIGMOID: {
         /* sgax = 1 / (1 + exp(-(x alpha))); g = (1 - sgax) sgax alpha */
-        float e[TILE];
-        for (size_t i = 0; i < n; i++) u[i] = -(u[i] * alpha);
-        snn_expf_row(n, u, e);
         for (size_t i = 0; i < n; i++) {
-            const float sgax = 1.0f / (1.0f + e[i]);
+            const float sgax = 1.0f / (1.0f + snn_expf_poly(-(u[i] * alpha)));
             g[i] = (1.0f - sgax) * sgax * alpha;
         }
         break;

@@ -24,6 +24,8 @@
 #include "sim/vec.h"
 #include "neurons/neuron.h"
 
+#include "sim/vexpf.h"
+
 #include <math.h>
 #if SNN_HAVE_AVX2_DISPATCH
 #include <immintrin.h>
@@ -213,8 +215,9 @@ SNN_WIDE_FN SNN_VEC_FN size_t snn_neuron_step(const snn_neuron_params *p, size_t
 float snn_surrogate_grad(snn_surrogate_kind kind, float alpha, float x) {
     switch (kind) {
     case SNN_SURROGATE_SIGMOID: {
-        /* SJ: sgax = (x * alpha).sigmoid_(); grad = (1 - sgax) * sgax * alpha */
-        const float sgax = 1.0f / (1.0f + expf(-(x * alpha)));
+        /* SJ: sgax = (x * alpha).sigmoid_(); grad = (1 - sgax) * sgax * alpha. The exp is
+         * snn_expf_poly (sim/vexpf.h), which the BPTT rows vectorise with the same bits. */
+        const float sgax = 1.0f / (1.0f + snn_expf_poly(-(x * alpha)));
         return (1.0f - sgax) * sgax * alpha;
     }
     case SNN_SURROGATE_ATAN: {
@@ -237,7 +240,7 @@ float snn_surrogate_grad(snn_surrogate_kind kind, float alpha, float x) {
 float snn_surrogate_primitive(snn_surrogate_kind kind, float alpha, float x) {
     switch (kind) {
     case SNN_SURROGATE_SIGMOID:
-        return 1.0f / (1.0f + expf(-(x * alpha)));
+        return 1.0f / (1.0f + snn_expf_poly(-(x * alpha)));
     case SNN_SURROGATE_ATAN: {
         const float c = (float)(SNN_HALF_PI * (double)alpha);
         return atanf(c * x) / (float)M_PI + 0.5f;

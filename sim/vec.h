@@ -3,7 +3,9 @@
  *
  * SNN_VEC_FN: -O2's "very cheap" vectoriser cost model refuses loops of unknown trip count, so
  * hot functions ask for the dynamic model. Vectorising independent element-wise IEEE operations
- * changes no bit.
+ * changes no bit. (The Makefile's -fno-trapping-math lets a float select, x < c ? c : x, be
+ * vectorised as a blend: it changes no value, only whether FP exceptions are guaranteed, and
+ * nothing reads them. Set for every file: gcc does not inline across different settings.)
  * SNN_WIDE_FN: the function is also compiled for AVX2 and the variant chosen at run time (gcc's
  * target_clones). Both run the same IEEE operations in the same order on vectors of different
  * widths (no FMA: none is enabled and -ffp-contract=off), so both give the same bits. Define
