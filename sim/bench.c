@@ -185,11 +185,8 @@ static void train_timer_step(train_timer *t, const snn_dataset *ds) {
                  100, NULL, NULL, NULL);
 }
 
-/* Sets up the trainer for `threads`, takes one warm-up step (whose page faults are the buffers'
- * first touch, not training), then times one step: a run takes as many steps as last about
- * TRAIN_RUN_SECONDS (TRAIN_MIN_STEPS to TRAIN_MAX_STEPS), since a run of 2 steps of 60 ms is at
- * the mercy of one scheduler hiccup. */
-static void train_timer_init(train_timer *t, snn_model *m, const snn_dataset *ds, int threads) {
+/* Sets up the trainer, optimizer and labels for `threads`. */
+static void train_timer_open(train_timer *t, snn_model *m, const snn_dataset *ds, int threads) {
     memset(t, 0, sizeof *t);
     t->threads = threads;
     t->B = m->cfg->train.batch_size;
@@ -200,6 +197,14 @@ static void train_timer_init(train_timer *t, snn_model *m, const snn_dataset *ds
     t->mask = snn_decay_mask(m);
     t->labels = snn_xmalloc((size_t)t->B * sizeof *t->labels);
     for (int b = 0; b < t->B; b++) t->labels[b] = ds->labels[b];
+}
+
+/* train_timer_open, one warm-up step (whose page faults are the buffers' first touch, not
+ * training), then one timed step: a run takes as many steps as last about TRAIN_RUN_SECONDS
+ * (TRAIN_MIN_STEPS to TRAIN_MAX_STEPS), since a run of 2 steps of 60 ms is at the mercy of one
+ * scheduler hiccup. */
+static void train_timer_init(train_timer *t, snn_model *m, const snn_dataset *ds, int threads) {
+    train_timer_open(t, m, ds, threads);
     train_timer_step(t, ds);
     const double t0 = snn_now();
     train_timer_step(t, ds);
@@ -245,25 +250,15 @@ static void phase_infer(const phase_ctx *c) {
 /* One training step as a training run takes it: trainer, optimizer state, forward, backward,
  * update. The parameters (and BatchNorm running statistics) are restored afterwards. */
 static void phase_train(const phase_ctx *c) {
-    const int B = c->m->cfg->train.batch_size;
     float *saved = snn_xmalloc(c->m->n_params * sizeof *saved); /* [n_params] */
     memcpy(saved, c->m->params, c->m->n_params * sizeof *saved);
-    set_threads(c->threads);
-    snn_trainer *tr = snn_trainer_new(c->m, B, false);
-    snn_adamw opt;
-    snn_adamw_init(&opt, c->m->n_params, c->m->cfg->train.weight_decay);
-    uint8_t *mask = snn_decay_mask(c->m);
-    int32_t *labels = snn_xmalloc((size_t)B * sizeof *labels); /* [B] */
-    for (int b = 0; b < B; b++) labels[b] = c->ds->labels[b];
-    snn_fit_step(tr, &opt, mask, c->ds->pixels, c->ds->index, labels, B, 0, 1000, 100, NULL,
-                 NULL, NULL);
+    train_timer t;
+    train_timer_open(&t, c->m, c->ds, c->threads);
+    train_timer_step(&t, c->ds);
+    train_timer_free(&t);
     memcpy(c->m->params, saved, c->m->n_params * sizeof *saved);
     snn_model_fold(c->m);
     free(saved);
-    free(labels);
-    free(mask);
-    snn_adamw_free(&opt);
-    snn_trainer_free(tr);
 }
 
 /* ---- firing-rate levels ------------------------------------------------------------------ */

@@ -494,16 +494,21 @@ SNN_WIDE_FN SNN_VEC_FN static void relu_bwd_rows(const float *x, const float *dy
     for (size_t i = i0; i < i1; i++) dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
 }
 
+typedef enum { SLOT_IDENTITY, SLOT_GELU, SLOT_RELU } slot_kind;
+
+static slot_kind slot_kind_of(const snn_trainer *tr, int p) {
+    if (p == SNN_SLOT_IDENTITY) return SLOT_IDENTITY;
+    return tr->m->cfg->model.activation == SNN_ACT_GELU ? SLOT_GELU : SLOT_RELU;
+}
+
 static void slot_fwd(const snn_trainer *tr, int p, const float *x, float *y, size_t n) {
-    const int kind = p == SNN_SLOT_IDENTITY                           ? 0
-                     : tr->m->cfg->model.activation == SNN_ACT_GELU ? 1
-                                                                     : 2;
+    const slot_kind kind = slot_kind_of(tr, p);
 #pragma omp parallel for schedule(static) if (n >= 2 * ELEM_CHUNK)
     for (long c = 0; c < elem_chunks(n); c++) {
         const size_t i0 = (size_t)c * ELEM_CHUNK, i1 = n - i0 < ELEM_CHUNK ? n : i0 + ELEM_CHUNK;
-        if (kind == 0)
+        if (kind == SLOT_IDENTITY)
             memcpy(y + i0, x + i0, (i1 - i0) * sizeof *y);
-        else if (kind == 1)
+        else if (kind == SLOT_GELU)
             for (size_t i = i0; i < i1; i++) y[i] = gelu(x[i]);
         else
             relu_rows(x, y, i0, i1);
@@ -512,15 +517,13 @@ static void slot_fwd(const snn_trainer *tr, int p, const float *x, float *y, siz
 
 static void slot_bwd(const snn_trainer *tr, int p, const float *x, const float *dy, float *dx,
                      size_t n) {
-    const int kind = p == SNN_SLOT_IDENTITY                           ? 0
-                     : tr->m->cfg->model.activation == SNN_ACT_GELU ? 1
-                                                                     : 2;
+    const slot_kind kind = slot_kind_of(tr, p);
 #pragma omp parallel for schedule(static) if (n >= 2 * ELEM_CHUNK)
     for (long c = 0; c < elem_chunks(n); c++) {
         const size_t i0 = (size_t)c * ELEM_CHUNK, i1 = n - i0 < ELEM_CHUNK ? n : i0 + ELEM_CHUNK;
-        if (kind == 0)
+        if (kind == SLOT_IDENTITY)
             add_rows(dy, dx, i0, i1);
-        else if (kind == 1)
+        else if (kind == SLOT_GELU)
             for (size_t i = i0; i < i1; i++) dx[i] += dy[i] * gelu_grad(x[i]);
         else
             relu_bwd_rows(x, dy, dx, i0, i1);
