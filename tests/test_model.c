@@ -413,12 +413,12 @@ static void test_synaptic_timer_changes_no_output(void **state) {
 
 /* An ANN model evaluates one sample at a time (ann_batch 1, the benchmark's batch-1 latency) to
  * the logits of minibatches of 64; its thread count applies to that evaluation only (the
- * OpenMP default is restored). */
+ * OpenMP default is restored); minibatches spread over 2 threads give 1 thread's bytes. */
 static void test_ann_batch_one_and_threads(void **state) {
     (void)state;
     snn_config cfg;
     const char *yaml =
-        "name: t\nseed: 3\ndata: {source: synthetic, synthetic_samples: 20}\n"
+        "name: t\nseed: 3\ndata: {source: synthetic, synthetic_samples: 18}\n"
         "model: {image_size: 16, patch: 4, dim: 32, heads: 2, blocks: 2, mlp_ratio: 2, timesteps: 1,"
         " attention: {kind: softmax}}\n";
     assert_int_equal(snn_config_load_string(&cfg, yaml, "inline", NULL, 0, stderr), 0);
@@ -444,6 +444,17 @@ static void test_ann_batch_one_and_threads(void **state) {
                         "ann batch 1 vs 64");
     assert_memory_equal(single.ops, batched.ops, (size_t)m.n_layers * sizeof(snn_ops));
     assert_int_equal(single.correct, batched.correct);
+    /* minibatches of 4 (five of them, the last one short) spread over 1 and 2 threads, one
+     * trainer per thread: the same bytes */
+    snn_eval by1, by2;
+    snn_eval_opts o4 = {.threads = 1, .ann_batch = 4};
+    snn_evaluate(&m, &ds, &o4, &by1);
+    o4.threads = 2;
+    snn_evaluate(&m, &ds, &o4, &by2);
+    assert_int_equal(by2.threads, 2);
+    assert_memory_equal(by1.logits, by2.logits, (size_t)ds.n * m.classes * sizeof *by1.logits);
+    snn_eval_free(&by1, &m);
+    snn_eval_free(&by2, &m);
     snn_eval_free(&batched, &m);
     snn_eval_free(&single, &m);
     snn_model_free(&m);
