@@ -61,20 +61,31 @@ static void evaluate_ann(const snn_model *m, const snn_dataset *ds, int batch, i
     if (threads > n_batches) threads = n_batches > 0 ? (int)n_batches : 1;
     const size_t pix = (size_t)ds->channels * ds->height * ds->width;
     int64_t done = 0;
-    snn_layers_init(); /* pins BLAS to one thread, once, before the threads start */
+    /* The trainers are made (and freed) here, one after the other: FFTW's planner (CAT's
+     * plans) is not thread-safe. Each sizes its per-thread scratch for the one thread it runs
+     * with. */
+    snn_trainer **trs = snn_xcalloc((size_t)threads, sizeof *trs);
+#ifdef _OPENMP
+    const int saved_threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+#endif
+    for (int t = 0; t < threads; t++) {
+        /* inference mode writes nothing into the model: no running-statistics update, no
+         * gradients */
+        trs[t] = snn_trainer_new((snn_model *)m, B0, false);
+        snn_trainer_set_eval(trs[t], true);
+    }
+#ifdef _OPENMP
+    omp_set_num_threads(saved_threads);
+#endif
 #pragma omp parallel num_threads(threads)
     {
         int tid = 0;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
-        /* the trainer sizes its per-thread scratch from omp_get_max_threads(), and its layers
-         * run nested in this region: one thread each */
-        omp_set_num_threads(1);
+        omp_set_num_threads(1); /* the trainer's layers run nested in this region: one thread */
 #endif
-        /* inference mode writes nothing into the model: no running-statistics update, no
-         * gradients */
-        snn_trainer *tr = snn_trainer_new((snn_model *)m, B0, false);
-        snn_trainer_set_eval(tr, true);
+        snn_trainer *tr = trs[tid];
         int32_t *labels = snn_xmalloc((size_t)B0 * sizeof *labels); /* [B0] */
 #pragma omp for schedule(dynamic, 1)
         for (int64_t k = 0; k < n_batches; k++) {
@@ -90,9 +101,10 @@ static void evaluate_ann(const snn_model *m, const snn_dataset *ds, int batch, i
             d = done += B;
             if (tid == 0) progress_show(pg, d);
         }
-        snn_trainer_free(tr);
         free(labels);
     }
+    for (int t = 0; t < threads; t++) snn_trainer_free(trs[t]);
+    free(trs);
     progress_show(pg, n);
     for (int64_t i = 0; i < n; i++) {
         const float *lg = out->logits + (size_t)i * m->classes;

@@ -22,7 +22,9 @@
 typedef struct snn_trainer snn_trainer;
 
 /* Plans and allocates every buffer for minibatches of up to B samples (nothing is allocated
- * inside a step). smooth: neurons fire S = g(H - th) (gradient checks only). */
+ * inside a step). smooth: neurons fire S = g(H - th) (gradient checks only). Per-thread scratch
+ * is sized for omp_get_max_threads(). Not thread-safe, nor is snn_trainer_free: CAT's FFTW plans
+ * are made and destroyed there, and FFTW's planner is not reentrant. */
 snn_trainer *snn_trainer_new(snn_model *m, int B, bool smooth);
 void snn_trainer_free(snn_trainer *tr);
 
