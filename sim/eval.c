@@ -12,7 +12,6 @@
 
 #include <cblas.h>
 
-#include "sim/layers.h"
 #include "sim/train.h"
 
 /* Progress on stderr: a redrawn bar with rate and ETA on a terminal, a plain line every 10%
@@ -48,64 +47,39 @@ static void progress_show(progress *p, int64_t done) {
 
 /* ANN models (softmax, cat, primal) have no spikes to drive an event-driven pass: they run as
  * the dense graph they are, the training graph in inference mode (BatchNorm with running
- * statistics) over minibatches of `batch` samples. Minibatches are spread over the threads, one
- * trainer per thread running one thread inside (as spiking models run one sample per thread):
- * the layers of one minibatch of 64 are too small to keep two threads busy. A minibatch's
- * logits do not depend on which thread or how many run it. Their operation counts are the dense
- * counts of every layer (snn_model_ann_ops), the same for every sample. */
+ * statistics) over minibatches of `batch` samples, `threads` threads inside each layer. Their
+ * operation counts are the dense counts of every layer (snn_model_ann_ops), the same for every
+ * sample. */
 static void evaluate_ann(const snn_model *m, const snn_dataset *ds, int batch, int threads,
                          snn_eval *out, progress *pg) {
     const int64_t n = ds->n;
     const int B0 = n < batch ? (n > 0 ? (int)n : 1) : batch;
-    const int64_t n_batches = (n + B0 - 1) / B0;
-    if (threads > n_batches) threads = n_batches > 0 ? (int)n_batches : 1;
     const size_t pix = (size_t)ds->channels * ds->height * ds->width;
-    int64_t done = 0;
-    /* The trainers are made (and freed) here, one after the other: FFTW's planner (CAT's
-     * plans) is not thread-safe. Each sizes its per-thread scratch for the one thread it runs
-     * with. */
-    snn_trainer **trs = snn_xcalloc((size_t)threads, sizeof *trs);
 #ifdef _OPENMP
+    /* the trainer sizes its per-thread scratch from omp_get_max_threads(): set it first */
     const int saved_threads = omp_get_max_threads();
-    omp_set_num_threads(1);
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
 #endif
-    for (int t = 0; t < threads; t++) {
-        /* inference mode writes nothing into the model: no running-statistics update, no
-         * gradients */
-        trs[t] = snn_trainer_new((snn_model *)m, B0, false);
-        snn_trainer_set_eval(trs[t], true);
+    /* inference mode writes nothing into the model: no running-statistics update, no gradients */
+    snn_trainer *tr = snn_trainer_new((snn_model *)m, B0, false);
+    snn_trainer_set_eval(tr, true);
+    int32_t *labels = snn_xmalloc((size_t)B0 * sizeof *labels); /* [B0] */
+    for (int64_t i0 = 0; i0 < n; i0 += B0) {
+        const int B = n - i0 < B0 ? (int)(n - i0) : B0;
+        for (int b = 0; b < B; b++) labels[b] = ds->labels[i0 + b];
+        snn_trainer_step(tr, ds->pixels + (size_t)i0 * pix, ds->index + i0, labels, B, false,
+                         false, NULL);
+        memcpy(out->logits + (size_t)i0 * m->classes, snn_trainer_logits(tr),
+               (size_t)B * m->classes * sizeof *out->logits);
+        progress_show(pg, i0 + B);
     }
+    snn_trainer_free(tr);
+    free(labels);
 #ifdef _OPENMP
     omp_set_num_threads(saved_threads);
 #endif
-#pragma omp parallel num_threads(threads)
-    {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-        omp_set_num_threads(1); /* the trainer's layers run nested in this region: one thread */
-#endif
-        snn_trainer *tr = trs[tid];
-        int32_t *labels = snn_xmalloc((size_t)B0 * sizeof *labels); /* [B0] */
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t k = 0; k < n_batches; k++) {
-            const int64_t i0 = k * B0;
-            const int B = n - i0 < B0 ? (int)(n - i0) : B0;
-            for (int b = 0; b < B; b++) labels[b] = ds->labels[i0 + b];
-            snn_trainer_step(tr, ds->pixels + (size_t)i0 * pix, ds->index + i0, labels, B, false,
-                             false, NULL);
-            memcpy(out->logits + (size_t)i0 * m->classes, snn_trainer_logits(tr),
-                   (size_t)B * m->classes * sizeof *out->logits);
-            int64_t d;
-#pragma omp atomic capture
-            d = done += B;
-            if (tid == 0) progress_show(pg, d);
-        }
-        free(labels);
-    }
-    for (int t = 0; t < threads; t++) snn_trainer_free(trs[t]);
-    free(trs);
-    progress_show(pg, n);
     for (int64_t i = 0; i < n; i++) {
         const float *lg = out->logits + (size_t)i * m->classes;
         int best = 0;

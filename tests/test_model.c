@@ -413,7 +413,7 @@ static void test_synaptic_timer_changes_no_output(void **state) {
 
 /* An ANN model evaluates one sample at a time (ann_batch 1, the benchmark's batch-1 latency) to
  * the logits of minibatches of 64; its thread count applies to that evaluation only (the
- * OpenMP default is restored); minibatches spread over 2 threads give 1 thread's bytes. */
+ * OpenMP default is restored); 2 threads give 1 thread's bytes. */
 static void test_ann_batch_one_and_threads(void **state) {
     (void)state;
     snn_config cfg;
@@ -444,8 +444,8 @@ static void test_ann_batch_one_and_threads(void **state) {
                         "ann batch 1 vs 64");
     assert_memory_equal(single.ops, batched.ops, (size_t)m.n_layers * sizeof(snn_ops));
     assert_int_equal(single.correct, batched.correct);
-    /* minibatches of 4 (five of them, the last one short) spread over 1 and 2 threads, one
-     * trainer per thread: the same bytes */
+    /* minibatches of 4 (five of them, the last one short) on 1 and on 2 threads: the same
+     * bytes */
     snn_eval by1, by2;
     snn_eval_opts o4 = {.threads = 1, .ann_batch = 4};
     snn_evaluate(&m, &ds, &o4, &by1);
