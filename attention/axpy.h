@@ -1,7 +1,8 @@
 /*
- * axpy.h: the inner product of the training kernels (primal.c, ssa_train.c, softmax via
- * ssa_train.c): acc[j] = sum_i a_i B[i ldb + j] for j < n <= SNN_AXPY_MAX_N, i < k in order,
- * where a_i = a[r_i inca] with r_i = rows[i] (a gather) or i when rows is NULL.
+ * axpy.h: the inner product of ssa_train.c's double-sum products (SSA's forward and BSA's
+ * generic backward; softmax, Primal and SSA's backward use float sgemm):
+ * acc[j] = sum_i a_i B[i ldb + j] for j < n <= SNN_AXPY_MAX_N, i < k in order, where
+ * a_i = a[r_i inca] with r_i = rows[i] (a gather) or i when rows is NULL.
  *
  * Exactness: every output is its own double sum in i order (products of floats are exact in
  * double), returned unrounded, so the bits are those of the scalar loop

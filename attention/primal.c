@@ -149,7 +149,7 @@ static void normalise_backward(int N, int d, int s, const float *phi, const floa
     }
 }
 
-void snn_primal_backward(int N, int d, int s, int M, const float *x, int ldx, const int *idx,
+void snn_primal_backward(int N, int d, int s, int M, int ldx, const int *idx,
                          const float *E, const float *R, const float *cw,
                          const snn_primal_cache *cache, const float *dout, int lddo,
                          double ksvd_coef, const float *lambda, float *dq, float *dk, int ld,
@@ -157,7 +157,6 @@ void snn_primal_backward(int N, int d, int s, int M, const float *x, int ldx, co
                          float *scratch) {
     SNN_ASSERT(N >= 1 && d >= 1 && s >= 1 && M >= 1 && M <= N);
     SNN_ASSERT(ksvd_coef == 0.0 || lambda != NULL);
-    (void)x; /* read as the forward cached it: X~ (dx is written at ldx) */
     float *de = scratch, *dr = de + (size_t)N * s;
     float *dwe = dr + (size_t)N * s, *dwr = dwe + (size_t)d * s;
     float *dphi = dwr + (size_t)d * s, *dxs = dphi + (size_t)N * d;

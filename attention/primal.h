@@ -105,7 +105,8 @@ size_t snn_primal_scratch_floats(int N, int d, int s);
 /* Backward of one head of one sample, at the forward's cache. All outputs ACCUMULATE (+=):
  *   dout [N, d] at row stride lddo
  *   dq, dk [N, d] at row stride ld;  dx [N, d] at row stride ldx (only the rows idx_m receive
- *        gradient: x enters only through X~; rows sampled twice receive it twice)
+ *        gradient: x enters only through X~, read from the cache; rows sampled twice receive
+ *        it twice)
  *   dE, dR [M, s];  dcw [d, 2s];  dcb [d]
  *   ksvd_coef, lambda: the KSVD e/r term. With ksvd_coef != 0, lambda [s] (this head's row of
  *        lambda) is read and the upstream gradient of e and r becomes
@@ -120,7 +121,7 @@ size_t snn_primal_scratch_floats(int N, int d, int s);
  *   dphi(q) = de We^T;  dq_n += (dphi_n - phi_n <phi_n, dphi_n>) / nq_n   if ||q_n|| > eps,
  *                              dphi_n / eps otherwise (the clamp is constant there)
  *   dx_{idx_m, c} += sum_j E_mj dWe_cj + R_mj dWr_cj                                    */
-void snn_primal_backward(int N, int d, int s, int M, const float *x, int ldx, const int *idx,
+void snn_primal_backward(int N, int d, int s, int M, int ldx, const int *idx,
                          const float *E, const float *R, const float *cw,
                          const snn_primal_cache *cache, const float *dout, int lddo,
                          double ksvd_coef, const float *lambda, float *dq, float *dk, int ld,

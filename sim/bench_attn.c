@@ -191,7 +191,7 @@ static void run_heads(attn_bufs *b, int kernel, bool backward) {
             snn_primal_forward(N, d, s, b->M, b->q + off, b->k + off, D, b->x + off, D, b->idx, b->E,
                                b->R, b->cw, b->cb, b->o + off, D, &c, NULL);
             if (backward)
-                snn_primal_backward(N, d, s, b->M, b->x + off, D, b->idx, b->E, b->R, b->cw, &c,
+                snn_primal_backward(N, d, s, b->M, D, b->idx, b->E, b->R, b->cw, &c,
                                     b->dout + off, D, 0.0, NULL, b->dq + off, b->dk + off, D,
                                     b->dx + off, b->dE, b->dR, b->dcw, b->dcb, b->scratch);
         }

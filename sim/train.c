@@ -800,7 +800,7 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
             float *g = tr->primal_dgrad + (size_t)j * pg;
             float *dE = g, *dR = g + (size_t)Mp * S, *dcw = dR + (size_t)Mp * S;
             float *dcb = dcw + (size_t)d * 2 * S;
-            snn_primal_backward(N, d, S, Mp, x_in + off, D, tr->primal_idx,
+            snn_primal_backward(N, d, S, Mp, D, tr->primal_idx,
                                 mb->E + (size_t)h * Mp * S, mb->R + (size_t)h * Mp * S, mb->c_w,
                                 &c, tr->d_o + off, D, ksvd_coef, mb->lambda + (size_t)h * S,
                                 tr->d_q + off, tr->d_k + off, D, d_in + off, dE, dR, dcw, dcb,

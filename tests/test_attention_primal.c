@@ -298,7 +298,7 @@ static void layer_backward(layer *L, int h0, int h1, int ksvd) {
         for (int hh = h0; hh < h1; hh++) {
             const size_t a = (size_t)b * N * L->ld + (size_t)hh * d;
             const size_t ax = (size_t)b * N * L->ldx + (size_t)hh * d;
-            snn_primal_backward(N, d, s, M, L->x + ax, L->ldx, L->idx,
+            snn_primal_backward(N, d, s, M, L->ldx, L->idx,
                                 L->E + (size_t)hh * M * s, L->R + (size_t)hh * M * s, L->cw,
                                 &L->cache[b * L->h + hh], L->w + (size_t)b * N * D + (size_t)hh * d,
                                 D, coef, L->lam + (size_t)hh * s, L->dq + a, L->dk + a, L->ld,
