@@ -609,13 +609,24 @@ void snn_bn_eval_fwd(float *y, const float *x, const float *gamma, const float *
                      const float *running_mean, const float *running_var, int M, int C,
                      float eps) {
     SNN_ASSERT(y && x && gamma && beta && running_mean && running_var && M >= 0 && C > 0);
+    /* The per-channel double scale gamma / sqrt(var + eps) is hoisted out of the row loop in
+     * blocks of EVAL_CW channels (the same double arithmetic, so the same bits): computed per
+     * element it was a double sqrt and divide each, 38 % of an ANN's inference time. */
+    enum { EVAL_CW = 64 };
+    for (int c0 = 0; c0 < C; c0 += EVAL_CW) {
+        const int W = C - c0 < EVAL_CW ? C - c0 : EVAL_CW;
+        double mean[EVAL_CW], scale[EVAL_CW], shift[EVAL_CW];
+        for (int j = 0; j < W; j++) {
+            mean[j] = (double)running_mean[c0 + j];
+            scale[j] = (double)gamma[c0 + j] / sqrt((double)running_var[c0 + j] + (double)eps);
+            shift[j] = (double)beta[c0 + j];
+        }
 #pragma omp parallel for schedule(static) if ((size_t)M * C >= PAR_MIN_WORK)
-    for (int m = 0; m < M; m++) {
-        const float *xm = x + (size_t)m * C;
-        float *ym = y + (size_t)m * C;
-        for (int c = 0; c < C; c++) {
-            const double scale = (double)gamma[c] / sqrt((double)running_var[c] + (double)eps);
-            ym[c] = (float)(((double)xm[c] - (double)running_mean[c]) * scale + (double)beta[c]);
+        for (int m = 0; m < M; m++) {
+            const float *xm = x + (size_t)m * C + c0;
+            float *ym = y + (size_t)m * C + c0;
+            for (int j = 0; j < W; j++)
+                ym[j] = (float)(((double)xm[j] - mean[j]) * scale[j] + shift[j]);
         }
     }
 }

@@ -398,6 +398,26 @@ static void test_bn_eval_uses_running_stats(void **state) {
     assert_float_equal(y[0], 1.6546986f, 2e-7f);
 }
 
+/* Over several channel blocks (C = 150 is 64 + 64 + 22) and M rows, every element equals the
+ * per-element double formula bit for bit: the hoisted per-channel scale changes no bits. */
+static void test_bn_eval_blocks_match_formula(void **state) {
+    (void)state;
+    enum { M = 37, C = 150 };
+    float x[M * C], y[M * C], g[C], b[C], rm[C], rv[C];
+    fill_uniform(x, M * C, 7, 0, -2.0f, 2.0f);
+    fill_uniform(g, C, 7, 1, 0.5f, 1.5f);
+    fill_uniform(b, C, 7, 2, -0.5f, 0.5f);
+    fill_uniform(rm, C, 7, 3, -0.5f, 0.5f);
+    fill_uniform(rv, C, 7, 4, 0.1f, 2.1f);
+    snn_bn_eval_fwd(y, x, g, b, rm, rv, M, C, 1e-5f);
+    for (int m = 0; m < M; m++)
+        for (int c = 0; c < C; c++) {
+            const double scale = (double)g[c] / sqrt((double)rv[c] + 1e-5);
+            const float want = (float)(((double)x[m * C + c] - rm[c]) * scale + b[c]);
+            assert_memory_equal(&y[m * C + c], &want, sizeof want);
+        }
+}
+
 /* ---- mean pool ---------------------------------------------------------------------------- */
 
 typedef struct pool_ctx {
@@ -644,6 +664,7 @@ int main(void) {
         cmocka_unit_test(test_bn_forward_matches_naive_reference),
         cmocka_unit_test(test_bn_backward_matches_finite_differences),
         cmocka_unit_test(test_bn_eval_uses_running_stats),
+        cmocka_unit_test(test_bn_eval_blocks_match_formula),
         cmocka_unit_test(test_meanpool_forward_and_backward),
         cmocka_unit_test(test_cross_entropy_hand_values),
         cmocka_unit_test(test_cross_entropy_backward_matches_finite_differences),
