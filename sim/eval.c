@@ -63,8 +63,7 @@ static void evaluate_ann(const snn_model *m, const snn_dataset *ds, int batch, i
     (void)threads;
 #endif
     /* inference mode writes nothing into the model: no running-statistics update, no gradients */
-    snn_trainer *tr = snn_trainer_new((snn_model *)m, B0, false);
-    snn_trainer_set_eval(tr, true);
+    snn_trainer *tr = snn_trainer_new_inference((snn_model *)m, B0);
     int32_t *labels = snn_xmalloc((size_t)B0 * sizeof *labels); /* [B0] */
     for (int64_t i0 = 0; i0 < n; i0 += B0) {
         const int B = n - i0 < B0 ? (int)(n - i0) : B0;

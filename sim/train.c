@@ -162,6 +162,8 @@ struct snn_trainer {
     size_t att_scratch_floats; /* per thread: N*N, or the cat/primal backward's need */
     snn_attn_kind kind;
     bool eval;                 /* inference: BatchNorm with running statistics */
+    bool infer_only;           /* snn_trainer_new_inference: forward buffers only, shared by
+                                * the blocks (see plan) */
     snn_cat_plan *cat_plan;    /* cat: FFTW plans of length N, made once */
     double *cat_scratch;       /* cat: [threads, snn_cat_scratch_doubles] */
     size_t cat_scratch_doubles;
@@ -210,9 +212,11 @@ static uint64_t *take_w(planner *p, size_t n) {
     return r;
 }
 
-static void plan_lin(planner *p, lin_act *a, size_t M, size_t out) {
-    a->xhat = take(p, M * out);
+/* Inference keeps only z: eval-mode BatchNorm writes nothing else. */
+static void plan_lin(const snn_trainer *tr, planner *p, lin_act *a, size_t M, size_t out) {
     a->z = take(p, M * out);
+    if (tr->infer_only) return;
+    a->xhat = take(p, M * out);
     a->mean = take(p, out);
     a->rstd = take(p, out);
 }
@@ -237,16 +241,21 @@ static void plan(snn_trainer *tr, planner *p) {
     const size_t W = Hd > D ? Hd : D;
     const size_t att = (size_t)tr->T * tr->Bmax * tr->m->heads * tr->N * tr->N;
     tr->patches = take(p, M * tr->K);
-    plan_lin(p, &tr->embed, M, D);
+    plan_lin(tr, p, &tr->embed, M, D);
     tr->u0 = take(p, M * D);
-    for (int l = 0; l < tr->m->L; l++) {
+    /* Inference plans block 0 only; every block then runs in block 0's buffers (nothing is
+     * kept for a backward pass), the stream alternating between u_out and u0: block l reads
+     * u_in = block l-1's u_out and writes the other one. The forward's working set is then one
+     * block's (about 10 MiB for bench_softmax), where the training plan streams 80 MiB. */
+    const int L_planned = tr->infer_only ? 1 : tr->m->L;
+    for (int l = 0; l < L_planned; l++) {
         block_act *b = &tr->blocks[l];
         const snn_block *mb = &tr->m->blocks[l];
         b->u_in = l == 0 ? tr->u0 : tr->blocks[l - 1].u_out;
         plan_pop(tr, p, &b->in, mb->pop_in, D);
-        plan_lin(p, &b->q, M, D);
-        plan_lin(p, &b->k, M, D);
-        plan_lin(p, &b->v, M, D);
+        plan_lin(tr, p, &b->q, M, D);
+        plan_lin(tr, p, &b->k, M, D);
+        plan_lin(tr, p, &b->v, M, D);
         /* cat has no q, k and primal no v: their populations never run */
         plan_pop(tr, p, &b->pq, mb->q.weight ? mb->pop_q : -1, D);
         plan_pop(tr, p, &b->pk, mb->k.weight ? mb->pop_k : -1, D);
@@ -255,12 +264,12 @@ static void plan(snn_trainer *tr, planner *p) {
         b->att = take(p, att);
         b->mr = take_i(p, (size_t)tr->T * tr->Bmax * tr->m->heads * 2 * tr->N);
         plan_pop(tr, p, &b->pa, mb->pop_attn, D);
-        plan_lin(p, &b->proj, M, D);
+        plan_lin(tr, p, &b->proj, M, D);
         b->u_mid = take(p, M * D);
         plan_pop(tr, p, &b->pm, mb->pop_mlp_in, D);
-        plan_lin(p, &b->fc1, M, Hd);
+        plan_lin(tr, p, &b->fc1, M, Hd);
         plan_pop(tr, p, &b->ph, mb->pop_hidden, Hd);
-        plan_lin(p, &b->fc2, M, D);
+        plan_lin(tr, p, &b->fc2, M, D);
         b->u_out = take(p, M * D);
         plan_pop(tr, p, &b->po, mb->pop_o, D);
         plan_pop(tr, p, &b->pout, mb->pop_out, D);
@@ -275,6 +284,11 @@ static void plan(snn_trainer *tr, planner *p) {
             plan_pop(tr, p, &b->pkv, mb->pop_kv, D);
         }
     }
+    for (int l = L_planned; l < tr->m->L; l++) {
+        tr->blocks[l] = tr->blocks[0];
+        tr->blocks[l].u_in = tr->blocks[l - 1].u_out;
+        tr->blocks[l].u_out = l % 2 ? tr->u0 : tr->blocks[0].u_out;
+    }
     plan_pop(tr, p, &tr->head, tr->m->pop_head, D);
     tr->pooled = take(p, (size_t)tr->Bmax * D);
     tr->logits = take(p, (size_t)tr->Bmax * tr->C);
@@ -287,8 +301,17 @@ static void plan(snn_trainer *tr, planner *p) {
         tr->sp[SP_V] = take(p, M * D);
         if (tr->kind == SNN_ATTN_SDSA) tr->sp[SP_KV] = take(p, (size_t)tr->T * tr->Bmax * D);
     }
+    tr->d_s = take(p, M * W); /* also the forward's SP_X */
+    tr->att_scratch = take(p, (size_t)tr->n_threads * tr->att_scratch_floats);
+    const size_t TBH = (size_t)tr->T * tr->Bmax * tr->m->heads;
+    if (tr->kind == SNN_ATTN_CAT)
+        tr->cat_scratch = (double *)take(p, 2 * tr->n_threads * tr->cat_scratch_doubles);
+    if (tr->kind == SNN_ATTN_PRIMAL) {
+        tr->ksvd_job = (double *)take(p, 2 * TBH * tr->m->primal_s);
+        tr->primal_idx = take_i(p, (size_t)tr->m->primal_M);
+    }
+    if (tr->infer_only) return; /* the rest is the backward's */
     tr->d_u = take(p, M * D);
-    tr->d_s = take(p, M * W);
     tr->d_x = take(p, M * W);
     tr->d_y = take(p, M * W);
     tr->d_o = take(p, M * D);
@@ -297,19 +320,10 @@ static void plan(snn_trainer *tr, planner *p) {
     tr->d_v = take(p, M * D);
     tr->d_pooled = take(p, (size_t)tr->Bmax * D);
     tr->d_logits = take(p, (size_t)tr->Bmax * tr->C);
-    tr->att_scratch = take(p, (size_t)tr->n_threads * tr->att_scratch_floats);
-    const size_t TBH = (size_t)tr->T * tr->Bmax * tr->m->heads;
     const size_t Ms = (size_t)tr->m->primal_M * tr->m->primal_s;
     const size_t ds = (size_t)tr->m->d * tr->m->primal_s;
-    if (tr->kind == SNN_ATTN_CAT) {
-        tr->d_g = take(p, M * tr->m->heads);
-        tr->cat_scratch = (double *)take(p, 2 * tr->n_threads * tr->cat_scratch_doubles);
-    }
-    if (tr->kind == SNN_ATTN_PRIMAL) {
-        tr->primal_dgrad = take(p, TBH * (2 * Ms + 2 * ds + tr->m->d));
-        tr->ksvd_job = (double *)take(p, 2 * TBH * tr->m->primal_s);
-        tr->primal_idx = take_i(p, (size_t)tr->m->primal_M);
-    }
+    if (tr->kind == SNN_ATTN_CAT) tr->d_g = take(p, M * tr->m->heads);
+    if (tr->kind == SNN_ATTN_PRIMAL) tr->primal_dgrad = take(p, TBH * (2 * Ms + 2 * ds + tr->m->d));
     if (tr->kind == SNN_ATTN_SDSA) {
         tr->d_kv = take(p, (size_t)tr->T * tr->Bmax * D);
         tr->d_kvs = take(p, (size_t)tr->T * tr->Bmax * D);
@@ -361,10 +375,11 @@ size_t snn_trainer_bytes_for(snn_model *m, int B, int T) {
     return planned_bytes(&p);
 }
 
-snn_trainer *snn_trainer_new(snn_model *m, int B, bool smooth) {
+static snn_trainer *trainer_new(snn_model *m, int B, bool smooth, bool infer_only) {
     snn_layers_init(); /* pins BLAS to one thread, before any parallel region */
     snn_trainer *tr = snn_xcalloc(1, sizeof *tr);
     setup(tr, m, B, m->T, smooth);
+    tr->infer_only = tr->eval = infer_only;
     if (tr->kind == SNN_ATTN_CAT) tr->cat_plan = snn_cat_plan_new(m->N, m->d);
     planner p = {0};
     plan(tr, &p);
@@ -382,6 +397,12 @@ snn_trainer *snn_trainer_new(snn_model *m, int B, bool smooth) {
     if (tr->kind == SNN_ATTN_PRIMAL) snn_primal_sample_indices(m->N, m->primal_M, tr->primal_idx);
     return tr;
 }
+
+snn_trainer *snn_trainer_new(snn_model *m, int B, bool smooth) {
+    return trainer_new(m, B, smooth, false);
+}
+
+snn_trainer *snn_trainer_new_inference(snn_model *m, int B) { return trainer_new(m, B, false, true); }
 
 void snn_trainer_free(snn_trainer *tr) {
     if (!tr) return;
@@ -407,7 +428,10 @@ void snn_trainer_set_share(snn_trainer *tr, int B_batch) {
 }
 
 int snn_trainer_share_of(const snn_trainer *tr) { return tr->B_batch; }
-void snn_trainer_set_eval(snn_trainer *tr, bool eval) { tr->eval = eval; }
+void snn_trainer_set_eval(snn_trainer *tr, bool eval) {
+    SNN_ASSERT(eval || !tr->infer_only); /* an inference trainer has no training caches */
+    tr->eval = eval;
+}
 snn_model *snn_trainer_model(snn_trainer *tr) { return tr->m; }
 const float *snn_trainer_logits(const snn_trainer *tr) { return tr->logits; }
 
@@ -915,6 +939,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
                        int *correct) {
     snn_model *m = tr->m;
     SNN_ASSERT(B >= 1 && B <= tr->Bmax);
+    SNN_ASSERT(!tr->infer_only || (!grads && !update_running));
     tr->B = B;
     const int T = tr->T, N = tr->N, D = tr->D, Hd = tr->Hd, C = tr->C;
     const int M = T * B * N;

@@ -517,6 +517,55 @@ static void test_smaller_minibatch_equals_exact_plan(void **state) {
     }
 }
 
+/* The inference plan (one block's buffers shared by every block, the stream alternating between
+ * two buffers) gives the training plan's eval-mode logits bit for bit, for every attention kind
+ * and both residuals, over 3 blocks (so that the alternation wraps), after one training step has
+ * moved the running statistics; and it is much smaller. */
+static void test_inference_plan_equals_training_plan(void **state) {
+    (void)state;
+    const char *kinds[] = {"softmax", "cat", "{kind: primal, s: 3}", "bsa", "bsa", "ssa", "sdsa"};
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+        snn_config cfg;
+        /* spiking models: a low threshold, so that spikes reach the head at initialisation */
+        const char *sets = k < 3    ? "model.blocks=3;model.timesteps=1"
+                           : k == 4 ? "model.residual=sew;model.blocks=3;model.neuron.v_threshold=0.2"
+                                    : "model.blocks=3;model.neuron.v_threshold=0.2";
+        load_cfg(&cfg, kinds[k], sets);
+        snn_err err = {{0}};
+        snn_dataset ds = {0};
+        assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
+        snn_model m;
+        assert_int_equal(snn_model_init(&m, &cfg, &err), SNN_OK);
+        int32_t labels[8];
+        for (int b = 0; b < 8; b++) labels[b] = ds.labels[b];
+        snn_trainer *train = snn_trainer_new(&m, 8, false);
+        snn_trainer_step(train, ds.pixels, ds.index, labels, 8, true, false, NULL);
+        snn_trainer_set_eval(train, true);
+        snn_trainer *infer = snn_trainer_new_inference(&m, 8);
+        const size_t pix = (size_t)m.C * m.img * m.img;
+        const float lt = snn_trainer_step(train, ds.pixels + 8 * pix, ds.index + 8, labels, 7,
+                                          false, false, NULL);
+        const float li = snn_trainer_step(infer, ds.pixels + 8 * pix, ds.index + 8, labels, 7,
+                                          false, false, NULL);
+        assert_memory_equal(&lt, &li, sizeof lt);
+        assert_memory_equal(snn_trainer_logits(train), snn_trainer_logits(infer),
+                            7 * (size_t)m.classes * sizeof(float));
+        /* the logits are not all equal (the comparison means something) */
+        const float *lg = snn_trainer_logits(infer);
+        size_t differ = 0;
+        for (size_t i = 1; i < 7 * (size_t)m.classes; i++) differ += lg[i] != lg[0];
+        fprintf(stderr, "  %s (%s): %zu of %zu logits differ from the first\n", kinds[k], sets, differ,
+                7 * (size_t)m.classes - 1);
+        assert_true(differ > 0);
+        assert_true(3 * snn_trainer_bytes(infer) < snn_trainer_bytes(train));
+        snn_trainer_free(train);
+        snn_trainer_free(infer);
+        snn_model_free(&m);
+        snn_dataset_free(&ds);
+        snn_config_free(&cfg);
+    }
+}
+
 /* The firing rate of a step in inference mode (running BatchNorm statistics) is the event-driven
  * engine's on the same samples, up to float summation order; ANN models have none. */
 static void test_trainer_firing_rate_matches_engine(void **state) {
@@ -596,6 +645,7 @@ int main(void) {
         cmocka_unit_test(test_trainer_firing_rate_matches_engine),
         cmocka_unit_test(test_spikes_are_stored_as_bits),
         cmocka_unit_test(test_smaller_minibatch_equals_exact_plan),
+        cmocka_unit_test(test_inference_plan_equals_training_plan),
         cmocka_unit_test(test_first_losses_match_pytorch_bsa),
         cmocka_unit_test(test_first_losses_match_pytorch_ssa),
     };
