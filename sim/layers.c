@@ -15,10 +15,13 @@
  * (BatchNorm statistics and parameter gradients, bias gradient, pool, log-sum-exp). The matrix
  * products are OpenBLAS sgemm (float accumulation, BLAS's own order).
  *
- * Parallelism (research/style.md 3.8): every loop is `schedule(static)` over a decomposition
- * that depends only on the sizes; each thread owns what it writes; no atomics and no OpenMP
- * reductions. So the bits do not depend on the thread count. BLAS runs single-threaded inside
- * our loops (snn_layers_init).
+ * Parallelism (research/style.md 3.8): every loop runs over a decomposition into chunks that
+ * depends only on the sizes; each chunk owns what it writes; no atomics and no OpenMP reductions
+ * (but bitwise OR). So the bits do not depend on the thread count, nor on which thread runs a
+ * chunk: loops over chunks are `schedule(dynamic)`, so that a thread slowed down by the system
+ * (a shared or virtual machine takes a core away for milliseconds) does not hold the others
+ * back at the join; loops over single elements are `schedule(static)`. BLAS runs single-threaded
+ * inside our loops (snn_layers_init).
  */
 #include "sim/vec.h"
 #include "sim/layers.h"
@@ -52,6 +55,10 @@ void snn_layers_init(void) {
 }
 
 static int n_chunks(int n, int chunk) { return (n + chunk - 1) / chunk; }
+
+/* Rows per chunk of the linear layer's y and dx: at most SNN_LINEAR_ROW_CHUNK, a multiple of
+ * 4 chunks (snn_par_chunk). */
+static int linear_rows(int M) { return (int)snn_par_chunk((size_t)M, SNN_LINEAR_ROW_CHUNK, 1); }
 
 /* ---- column sums in row blocks (BatchNorm statistics and gradients, bias gradient) ---------- */
 
@@ -99,7 +106,7 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_rows_shifted(double *restrict s1, double *
 static void bn_block_sums(double (*part)[BN_CW], const float *x, int M, int C, int c0, int W,
                           bool par) {
     (void)par; /* unused without OpenMP */
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(dynamic) if (par)
     for (int b = 0; b < BN_BLOCKS; b++)
         bn_rows_sum(part[b], x, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
 }
@@ -193,12 +200,12 @@ static bool linear_fwd_sparse(float *y, const float *x, const float *w, const fl
     float wt[SP_MAX_W] __attribute__((aligned(16))); /* w^T [in, out] */
     for (int o = 0; o < out; o++)
         for (int i = 0; i < in; i++) wt[(size_t)i * out + o] = w[(size_t)o * in + i];
-    const int nc = n_chunks(M, SNN_LINEAR_ROW_CHUNK);
+    const int rows = linear_rows(M), nc = n_chunks(M, rows);
     int bad = 0;
-#pragma omp parallel for schedule(static) if (par) reduction(| : bad)
+#pragma omp parallel for schedule(dynamic) if (par) reduction(| : bad)
     for (int k = 0; k < nc; k++) {
-        const int m0 = k * SNN_LINEAR_ROW_CHUNK;
-        const int m1 = M - m0 < SNN_LINEAR_ROW_CHUNK ? M : m0 + SNN_LINEAR_ROW_CHUNK;
+        const int m0 = k * rows;
+        const int m1 = M - m0 < rows ? M : m0 + rows;
         bad |= linear_fwd_sparse_rows(y, x, wt, b, m0, m1, in, out);
     }
     return !bad;
@@ -291,7 +298,7 @@ static bool linear_dw_sparse(float *dw, const float *dy, const float *x, int M, 
     float dwt[SP_MAX_W] __attribute__((aligned(16))); /* dw^T [in, out] sums */
     const int step = (in + SP_DW_CHUNKS - 1) / SP_DW_CHUNKS;
     int bad = 0;
-#pragma omp parallel for schedule(static) if (par) reduction(| : bad)
+#pragma omp parallel for schedule(dynamic) if (par) reduction(| : bad)
     for (int k = 0; k < SP_DW_CHUNKS; k++) {
         const int i0 = k * step < in ? k * step : in;
         const int i1 = (k + 1) * step < in ? (k + 1) * step : in;
@@ -310,12 +317,12 @@ void snn_linear_fwd(float *y, const float *x, const float *w, const float *b, in
     const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
     (void)par; /* unused without OpenMP */
     if (sparse_ok(x, M, in, out) && linear_fwd_sparse(y, x, w, b, M, in, out, par)) return;
-    const int nc = n_chunks(M, SNN_LINEAR_ROW_CHUNK);
+    const int rows = linear_rows(M), nc = n_chunks(M, rows);
     /* Row chunk k computes y[m0:m1, :] = x[m0:m1, :] w^T (+ b broadcast, pre-filled). */
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(dynamic) if (par)
     for (int k = 0; k < nc; k++) {
-        const int m0 = k * SNN_LINEAR_ROW_CHUNK;
-        const int mc = M - m0 < SNN_LINEAR_ROW_CHUNK ? M - m0 : SNN_LINEAR_ROW_CHUNK;
+        const int m0 = k * rows;
+        const int mc = M - m0 < rows ? M - m0 : rows;
         float *yk = y + (size_t)m0 * out;
         if (b) {
             for (int m = 0; m < mc; m++) memcpy(yk + (size_t)m * out, b, (size_t)out * sizeof *b);
@@ -337,11 +344,11 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
      *   dw[o,i] += sum_m dy[m,o] x[m,i]        (dw = dy^T x, chunks of output features o)
      *   db[o]   += sum_m dy[m,o]               (double, row blocks as for BatchNorm) */
     if (dx) {
-        const int nc = n_chunks(M, SNN_LINEAR_ROW_CHUNK);
-#pragma omp parallel for schedule(static) if (par)
+        const int rows = linear_rows(M), nc = n_chunks(M, rows);
+#pragma omp parallel for schedule(dynamic) if (par)
         for (int k = 0; k < nc; k++) {
-            const int m0 = k * SNN_LINEAR_ROW_CHUNK;
-            const int mc = M - m0 < SNN_LINEAR_ROW_CHUNK ? M - m0 : SNN_LINEAR_ROW_CHUNK;
+            const int m0 = k * rows;
+            const int mc = M - m0 < rows ? M - m0 : rows;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mc, in, out, 1.0f,
                         dy + (size_t)m0 * out, out, w, in, 1.0f, dx + (size_t)m0 * in, in);
         }
@@ -349,7 +356,7 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
     if (M == 0) return;
     if (!sparse_ok(x, M, in, out) || !linear_dw_sparse(dw, dy, x, M, in, out, par)) {
         const int nc = n_chunks(out, SNN_LINEAR_COL_CHUNK);
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(dynamic) if (par)
         for (int k = 0; k < nc; k++) {
             const int o0 = k * SNN_LINEAR_COL_CHUNK;
             const int oc = out - o0 < SNN_LINEAR_COL_CHUNK ? out - o0 : SNN_LINEAR_COL_CHUNK;
@@ -446,7 +453,7 @@ static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const 
         const int W = C - c0 < BN_CW ? C - c0 : BN_CW;
         double p1[BN_BLOCKS][BN_CW], p2[BN_BLOCKS][BN_CW], K[BN_CW];
         for (int j = 0; j < W; j++) K[j] = (double)x[c0 + j];
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(dynamic) if (par)
         for (int b = 0; b < BN_BLOCKS; b++)
             bn_rows_shifted(p1[b], p2[b], x, K, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
         double s12[2][BN_CW]; /* s1 and s2 per channel */
@@ -480,7 +487,7 @@ static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const 
     /* Normalise: element-wise, rows are independent. xhat is rounded to float first and y is
      * computed from the stored xhat, so the backward sees exactly the forward's xhat. */
     const int nr = n_chunks(M, BN_ROWS);
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(dynamic) if (par)
     for (int k = 0; k < nr; k++) {
         const int m0 = k * BN_ROWS, m1 = M - m0 < BN_ROWS ? M : m0 + BN_ROWS;
         bn_normalise_rows(y, xhat, x, mean, rstd, gamma, beta, m0, m1, C);
@@ -560,7 +567,7 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
     for (int c0 = 0; c0 < C; c0 += BN_CW) {
         const int W = C - c0 < BN_CW ? C - c0 : BN_CW;
         double psd[BN_BLOCKS][BN_CW], psdh[BN_BLOCKS][BN_CW];
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(dynamic) if (par)
         for (int b = 0; b < BN_BLOCKS; b++)
             bn_bwd_rows_sum(psd[b], psdh[b], dy, xhat, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
         float g[BN_CW], a[BN_CW], bh[BN_CW];
@@ -585,7 +592,7 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
         }
         if (!dx) continue;
         const int nr = n_chunks(M, BN_ROWS);
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(dynamic) if (par)
         for (int k = 0; k < nr; k++) {
             const int m0 = k * BN_ROWS, m1 = M - m0 < BN_ROWS ? M : m0 + BN_ROWS;
             bn_bwd_rows_dx(dx, dy, xhat, g, a, bh, m0, m1, C, c0, W);
@@ -625,7 +632,7 @@ void snn_bn_eval_fwd(float *y, const float *x, const float *gamma, const float *
     /* The per-channel double scale gamma / sqrt(var + eps) is hoisted out of the row loop in
      * blocks of EVAL_CW channels (the same double arithmetic, so the same bits): computed per
      * element it was a double sqrt and divide each, 38 % of an ANN's inference time. */
-    enum { EVAL_CW = 64, EVAL_ROW_CHUNK = 256 };
+    enum { EVAL_CW = 64 };
     for (int c0 = 0; c0 < C; c0 += EVAL_CW) {
         const int W = C - c0 < EVAL_CW ? C - c0 : EVAL_CW;
         double mean[EVAL_CW], scale[EVAL_CW], shift[EVAL_CW];
@@ -634,11 +641,11 @@ void snn_bn_eval_fwd(float *y, const float *x, const float *gamma, const float *
             scale[j] = (double)gamma[c0 + j] / sqrt((double)running_var[c0 + j] + (double)eps);
             shift[j] = (double)beta[c0 + j];
         }
-        const int nc = n_chunks(M, EVAL_ROW_CHUNK);
-#pragma omp parallel for schedule(static) if ((size_t)M * C >= PAR_MIN_WORK)
+        const int rows = linear_rows(M), nc = n_chunks(M, rows);
+#pragma omp parallel for schedule(dynamic) if ((size_t)M * C >= PAR_MIN_WORK)
         for (int k = 0; k < nc; k++) {
-            const int m0 = k * EVAL_ROW_CHUNK;
-            const int m1 = M - m0 < EVAL_ROW_CHUNK ? M : m0 + EVAL_ROW_CHUNK;
+            const int m0 = k * rows;
+            const int m1 = M - m0 < rows ? M : m0 + rows;
             bn_eval_rows(y + c0, x + c0, mean, scale, shift, m0, m1, C, W);
         }
     }
@@ -650,7 +657,7 @@ void snn_meanpool_fwd(float *y, const float *x, int T, int B, int N, int D) {
     SNN_ASSERT(y && x && T > 0 && B >= 0 && N > 0 && D > 0);
     const double inv = 1.0 / ((double)T * (double)N);
     /* Each thread owns whole rows y[b, :]; the sum runs over t, then n, in order. */
-#pragma omp parallel for schedule(static) if ((size_t)T * B * N * D >= PAR_MIN_WORK)
+#pragma omp parallel for schedule(dynamic) if ((size_t)T * B * N * D >= PAR_MIN_WORK)
     for (int b = 0; b < B; b++) {
         float *yb = y + (size_t)b * D;
         for (int d0 = 0; d0 < D; d0 += CH_CHUNK) {

@@ -18,8 +18,9 @@
  * count, and every reduction runs in a fixed order inside one chunk:
  *   - linear: when the input is a 0/1 spike matrix, the forward and the weight gradient skip
  *     the zeros and sum the selected rows in float in a fixed order; any other input (or a
- *     non-0/1 value met mid-run) takes one cblas_sgemm per fixed chunk (row chunks of
- *     SNN_LINEAR_ROW_CHUNK for y and dx, output-feature chunks of SNN_LINEAR_COL_CHUNK for dw),
+ *     non-0/1 value met mid-run) takes one cblas_sgemm per fixed chunk (row chunks of at most
+ *     SNN_LINEAR_ROW_CHUNK for y and dx, as many as snn_par_chunk gives, output-feature chunks
+ *     of SNN_LINEAR_COL_CHUNK for dw),
  *     run inside our own OpenMP loop with OpenBLAS pinned to one thread. What we rely on: the
  *     same BLAS call on the same arguments returns the same bits whichever thread makes it,
  *     which holds for OpenBLAS run single-threaded. The bias gradient sums fixed row blocks.

@@ -100,7 +100,7 @@ double snn_grad_norm(const float *g, size_t n) {
     /* Chunk k covers [k * len, min(n, (k + 1) * len)): fixed by n, whoever sums it. */
     const size_t len = (n + SNN_NORM_CHUNKS - 1) / SNN_NORM_CHUNKS;
     double part[SNN_NORM_CHUNKS];
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN_WORK)
+#pragma omp parallel for schedule(dynamic) if (n >= PAR_MIN_WORK)
     for (int k = 0; k < SNN_NORM_CHUNKS; k++) {
         size_t lo = (size_t)k * len, hi = lo + len;
         if (lo > n) lo = n;

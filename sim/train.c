@@ -19,8 +19,9 @@
  * are unpacked into a few scratch slots (SP_X below) for the float consumers.
  *
  * Parallelism: BLAS for the products; OpenMP over neuron slices, over (t, b, head) for
- * attention, over channels for BatchNorm. Each thread owns what it writes and every reduction
- * runs in a fixed order, so losses are identical for any thread count. Over MPI ranks
+ * attention, over channels for BatchNorm. Each chunk or job owns what it writes and every
+ * reduction runs in a fixed order, so losses are identical for any thread count; chunks go to
+ * threads dynamically (layers.c says why). Over MPI ranks
  * (snn_trainer_set_share) each rank holds a share of the batch's samples; the only couplings
  * between samples, BatchNorm's statistics and the mean loss, are summed over the ranks in rank
  * order (one collective per BatchNorm pass, one for the loss).
@@ -60,14 +61,19 @@ enum { POP_CHUNK = 1024 };
  * Elementwise work gives the same bits for any split. */
 enum { ELEM_CHUNK = 16384 };
 
-static long elem_chunks(size_t n) { return (long)((n + ELEM_CHUNK - 1) / ELEM_CHUNK); }
+/* The chunk of such a pass over n floats: at most ELEM_CHUNK, balanced (snn_par_chunk), whole
+ * 64-byte lines. */
+static size_t elem_chunk(size_t n) { return snn_par_chunk(n, ELEM_CHUNK, 16); }
+
+static long elem_chunks(size_t n, size_t ch) { return (long)((n + ch - 1) / ch); }
 
 /* x [n] = 0, in parallel (the backward's gradient buffers, zeroed before they accumulate). */
 static void zero_floats(float *x, size_t n) {
-#pragma omp parallel for schedule(static) if (n >= 2 * ELEM_CHUNK)
-    for (long c = 0; c < elem_chunks(n); c++) {
-        const size_t off = (size_t)c * ELEM_CHUNK;
-        memset(x + off, 0, (n - off < ELEM_CHUNK ? n - off : ELEM_CHUNK) * sizeof *x);
+    const size_t ch = elem_chunk(n);
+#pragma omp parallel for schedule(dynamic) if (n >= 2 * ELEM_CHUNK)
+    for (long c = 0; c < elem_chunks(n, ch); c++) {
+        const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
+        memset(x + i0, 0, (i1 - i0) * sizeof *x);
     }
 }
 
@@ -527,9 +533,10 @@ static slot_kind slot_kind_of(const snn_trainer *tr, int p) {
 
 static void slot_fwd(const snn_trainer *tr, int p, const float *x, float *y, size_t n) {
     const slot_kind kind = slot_kind_of(tr, p);
-#pragma omp parallel for schedule(static) if (n >= 2 * ELEM_CHUNK)
-    for (long c = 0; c < elem_chunks(n); c++) {
-        const size_t i0 = (size_t)c * ELEM_CHUNK, i1 = n - i0 < ELEM_CHUNK ? n : i0 + ELEM_CHUNK;
+    const size_t ch = elem_chunk(n);
+#pragma omp parallel for schedule(dynamic) if (n >= 2 * ELEM_CHUNK)
+    for (long c = 0; c < elem_chunks(n, ch); c++) {
+        const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
         if (kind == SLOT_IDENTITY)
             memcpy(y + i0, x + i0, (i1 - i0) * sizeof *y);
         else if (kind == SLOT_GELU)
@@ -542,9 +549,10 @@ static void slot_fwd(const snn_trainer *tr, int p, const float *x, float *y, siz
 static void slot_bwd(const snn_trainer *tr, int p, const float *x, const float *dy, float *dx,
                      size_t n) {
     const slot_kind kind = slot_kind_of(tr, p);
-#pragma omp parallel for schedule(static) if (n >= 2 * ELEM_CHUNK)
-    for (long c = 0; c < elem_chunks(n); c++) {
-        const size_t i0 = (size_t)c * ELEM_CHUNK, i1 = n - i0 < ELEM_CHUNK ? n : i0 + ELEM_CHUNK;
+    const size_t ch = elem_chunk(n);
+#pragma omp parallel for schedule(dynamic) if (n >= 2 * ELEM_CHUNK)
+    for (long c = 0; c < elem_chunks(n, ch); c++) {
+        const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
         if (kind == SLOT_IDENTITY)
             add_rows(dy, dx, i0, i1);
         else if (kind == SLOT_GELU)
@@ -559,7 +567,7 @@ static void slot_bwd(const snn_trainer *tr, int p, const float *x, const float *
 static void pop_bits(const snn_trainer *tr, const pop_act *a, float *s, size_t n, bool pack) {
     const size_t chunk = POP_CHUNK;
     const long n_chunks = (long)((n + chunk - 1) / chunk);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
     for (long j = 0; j < (long)tr->T * n_chunks; j++) {
         const size_t t = (size_t)(j / n_chunks), off = (size_t)(j % n_chunks) * chunk;
         const size_t len = n - off < chunk ? n - off : chunk, w = t * a->ld + off / 64;
@@ -587,7 +595,7 @@ static const float *pop_fwd(snn_trainer *tr, int p, const float *x, pop_act *a, 
     float *s = a->nz ? tr->sp[slot] : a->s;
     const snn_neuron_params np = pop_params(&tr->m->pops[p]);
     const long n_chunks = (long)((n + chunk - 1) / chunk);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
     for (long c = 0; c < n_chunks; c++) {
         size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
         snn_neuron_forward_seq(&np, tr->T, len, n, x + off, s + off, a->h + off, tr->smooth);
@@ -617,7 +625,7 @@ static void pop_bwd(snn_trainer *tr, int p, const float *x, const pop_act *a, co
     const snn_pop *pop = &tr->m->pops[p];
     const snn_neuron_params np = pop_params(pop);
     const long n_chunks = (long)((n + chunk - 1) / chunk);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
     for (long c = 0; c < n_chunks; c++) {
         size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
         float dtau = 0.0f;
@@ -650,14 +658,14 @@ static void sdsa_fwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
     block_act *b = &tr->blocks[l];
     const int N = tr->N, D = tr->D, d = m->d, H = m->heads, B = tr->B, T = tr->T;
     const long ldt = (long)B * N * D;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
     for (long j = 0; j < (long)B * H; j++) {
         const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
         snn_sdsa_kv_train(T, N, d, sk + off, sv + off, D, ldt,
                           b->kv + (size_t)(j / H) * D + (size_t)(j % H) * d, B * D);
     }
     const float *skv = pop_fwd(tr, m->blocks[l].pop_kv, b->kv, &b->pkv, (size_t)D, SP_KV);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
     for (long j = 0; j < (long)B * H; j++) {
         const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
         snn_sdsa_mask_train(T, N, d, sq + off, D, ldt,
@@ -675,7 +683,7 @@ static void sdsa_bwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
     zero_floats(tr->d_kvs, TBD);
     const int pop_kv = m->blocks[l].pop_kv;
     const float *skv = pop_out(tr, pop_kv, &b->pkv, (size_t)D, SP_KV);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
     for (long j = 0; j < (long)B * H; j++) {
         const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
         const size_t koff = (size_t)(j / H) * D + (size_t)(j % H) * d;
@@ -684,7 +692,7 @@ static void sdsa_bwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
     }
     zero_floats(tr->d_kv, TBD);
     pop_bwd(tr, pop_kv, b->kv, &b->pkv, skv, tr->d_kvs, tr->d_kv, (size_t)D);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
     for (long j = 0; j < (long)B * H; j++) {
         const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
         const size_t koff = (size_t)(j / H) * D + (size_t)(j % H) * d;
@@ -715,7 +723,7 @@ static void attn_fwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
     }
     if (tr->kind == SNN_ATTN_CAT) snn_linear_fwd(b->g, x_in, mb->a_w, NULL, M, D, H);
     const int S = m->primal_s, Mp = m->primal_M;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
     for (long j = 0; j < jobs; j++) {
         const long tb = j / H;
         const int h = (int)(j % H);
@@ -788,7 +796,7 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
         memset(tr->primal_dgrad, 0, (size_t)jobs * pg * sizeof *tr->primal_dgrad);
     }
     if (tr->kind == SNN_ATTN_CAT) zero_floats(tr->d_g, (size_t)M * H);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
     for (long j = 0; j < jobs; j++) {
         const int tid = thread_id();
         float *scratch = tr->att_scratch + (size_t)tid * tr->att_scratch_floats;
@@ -864,9 +872,10 @@ SNN_WIDE_FN SNN_VEC_FN static void add3_rows(float *out, const float *a, const f
 /* out [n] = a + b, in parallel chunks (the residual adds: serial, they were 4 % of an ANN's
  * inference, all of it on one thread). */
 static void add3(float *out, const float *a, const float *b, size_t n) {
-#pragma omp parallel for schedule(static) if (n >= 2 * ELEM_CHUNK)
-    for (long c = 0; c < elem_chunks(n); c++) {
-        const size_t i0 = (size_t)c * ELEM_CHUNK, i1 = n - i0 < ELEM_CHUNK ? n : i0 + ELEM_CHUNK;
+    const size_t ch = elem_chunk(n);
+#pragma omp parallel for schedule(dynamic) if (n >= 2 * ELEM_CHUNK)
+    for (long c = 0; c < elem_chunks(n, ch); c++) {
+        const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
         add3_rows(out, a, b, i0, i1);
     }
 }
@@ -952,7 +961,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     lin_bn_fwd(tr, &m->embed_spk, tr->patches, M, &tr->embed, update_running);
     /* u0 [T*B, N*D] = BN_embed(...) + pos [N*D], one sample (t, b) per iteration */
     const size_t ND = (size_t)N * D;
-#pragma omp parallel for schedule(static) if (MD >= 2 * ELEM_CHUNK)
+#pragma omp parallel for schedule(dynamic) if (MD >= 2 * ELEM_CHUNK)
     for (long tb = 0; tb < (long)T * B; tb++)
         add3_rows(tr->u0 + (size_t)tb * ND, tr->embed.z + (size_t)tb * ND, m->pos, 0, ND);
     for (int l = 0; l < m->L; l++) {
