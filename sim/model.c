@@ -40,6 +40,9 @@
 
 #include "attention/attention.h"
 #include "sim/vec.h"
+#if SNN_HAVE_AVX2_DISPATCH
+#include <immintrin.h>
+#endif
 #include "datasets/dataset.h"
 #include "attention/ann.h"
 #include "attention/primal.h"
@@ -639,13 +642,57 @@ void snn_ws_free(snn_ws *ws) {
  * the synaptic layer need not inspect its events one by one. On x86 sixteen spikes are tested
  * per compare (SSE2 is part of x86-64); the portable loop gives the same lists and kinds. */
 enum { EV_NEG = 1, EV_OTHER = 2 };
+
+#if SNN_HAVE_AVX2_DISPATCH
+/* One row's events with AVX2 and BMI2, 32 spikes per compare: the indices of each 8 nonzero
+ * lanes are packed as bytes by pext (the lane mask spread to bytes by pdep), widened to 8 ints
+ * and stored at once; the count advances by the popcount. No branch per event. The store writes
+ * 8 ints from e[cnt], cnt <= the lanes done, so it stays inside the row's width. The same lists
+ * as the loops below, which finish the row. Returns the lanes done (a multiple of 32). */
+__attribute__((target("avx2,bmi2,popcnt"))) static int row_events_avx2(const int8_t *row, int width,
+                                                                      int32_t *e, int32_t *cnt,
+                                                                      int *neg, int *other) {
+    const __m256i z = _mm256_setzero_si256(), p1 = _mm256_set1_epi8(1), m1 = _mm256_set1_epi8(-1);
+    __m256i negv = z, othv = z;
+    int c = 0, n = *cnt;
+    for (; c + 32 <= width; c += 32) {
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(row + c));
+        negv = _mm256_or_si256(negv, _mm256_cmpgt_epi8(z, x));
+        othv = _mm256_or_si256(othv, _mm256_or_si256(_mm256_cmpgt_epi8(x, p1),
+                                                     _mm256_cmpgt_epi8(m1, x)));
+        const uint32_t nz = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, z));
+        for (int g = 0; g < 4; g++) {
+            const uint32_t m8 = (nz >> (8 * g)) & 0xFFu;
+            const uint64_t sel = _pdep_u64(m8, 0x0101010101010101ull) * 0xFFu;
+            const uint64_t idx = _pext_u64(0x0706050403020100ull, sel);
+            const __m256i v = _mm256_add_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)idx)),
+                                               _mm256_set1_epi32(c + 8 * g));
+            _mm256_storeu_si256((__m256i *)(void *)(e + n), v);
+            n += __builtin_popcount(m8);
+        }
+    }
+    *cnt = n;
+    *neg |= !_mm256_testz_si256(negv, negv);
+    *other |= !_mm256_testz_si256(othv, othv);
+    return c;
+}
+
+static int cpu_avx2_bmi2(void) { return snn_cpu_avx2() && __builtin_cpu_supports("bmi2"); }
+#endif
+
 static uint64_t build_events(int N, int width, const int8_t *s, int32_t *ev, int32_t *ev_n,
                              uint8_t *kind) {
     uint64_t total = 0;
+#if SNN_HAVE_AVX2_DISPATCH
+    const int wide = cpu_avx2_bmi2();
+#endif
     for (int n = 0; n < N; n++) {
         const int8_t *row = s + (size_t)n * width;
         int32_t *e = ev + (size_t)n * width, cnt = 0;
         int c = 0, neg = 0, other = 0;
+#if SNN_HAVE_AVX2_DISPATCH
+        if (wide) c = row_events_avx2(row, width, e, &cnt, &neg, &other);
+#endif
 #if defined(__SSE2__)
         const __m128i z = _mm_setzero_si128(), p1 = _mm_set1_epi8(1), m1 = _mm_set1_epi8(-1);
         __m128i negv = z, othv = z;
@@ -659,8 +706,8 @@ static uint64_t build_events(int N, int width, const int8_t *s, int32_t *ev, int
                 msk &= msk - 1;
             }
         }
-        neg = _mm_movemask_epi8(negv) != 0;
-        other = _mm_movemask_epi8(othv) != 0;
+        neg |= _mm_movemask_epi8(negv) != 0;
+        other |= _mm_movemask_epi8(othv) != 0;
 #endif
         for (; c < width; c++) {
             e[cnt] = c;
