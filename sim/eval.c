@@ -201,6 +201,7 @@ void snn_evaluate(const snn_model *m, const snn_dataset *ds, const snn_eval_opts
         for (int l = 0; l < m->n_layers; l++) snn_ops_add(&out->ops[l], &ws[i].ops[l]);
         out->synaptic_seconds += ws[i].syn_seconds;
         for (size_t j = 0; j < (size_t)m->n_pops * T; j++) out->pop_t_count[j] += ws[i].pop_t_count[j];
+        snn_ws_flush_counts(&ws[i], m);
         for (size_t j = 0; j < m->state_size; j++) out->neuron_count[j] += ws[i].neuron_count[j];
         snn_ws_free(&ws[i]);
     }

@@ -168,9 +168,11 @@ typedef struct snn_ws {
     int8_t *skv;         /* [D] sdsa: kv_lif's spikes */
     snn_ops *ops;        /* [n_layers] operation counts of this workspace (accumulate) */
     uint64_t *pop_t_count;   /* [n_pops, T] spikes per population per timestep (accumulate) */
-    uint64_t *neuron_count;  /* [state_size] spikes per neuron over t and samples (accumulate) */
+    uint64_t *neuron_count;  /* [state_size] spikes per neuron over t and samples (accumulate;
+                              * complete after snn_ws_flush_counts) */
     uint8_t *count8;     /* [state_size] spikes per neuron since the last flush into neuron_count
                           * (at most 255 timesteps: byte counters vectorise 32 to a register) */
+    int count8_steps;    /* timesteps counted in count8 since the last flush */
     bool dense;          /* run synaptic layers densely (benchmark baseline) */
     bool time_syn;       /* accumulate the synaptic layers' wall time into syn_seconds
                           * (benchmark; two clock reads per layer call, none when off) */
@@ -179,6 +181,9 @@ typedef struct snn_ws {
 
 void snn_ws_init(snn_ws *ws, const snn_model *m);
 void snn_ws_free(snn_ws *ws);
+/* Adds the byte counters into neuron_count (snn_model_forward does it every 255 timesteps):
+ * call it before reading neuron_count. */
+void snn_ws_flush_counts(snn_ws *ws, const snn_model *m);
 
 /* Where to record one sample's spikes and membranes: per population pointers to
  * [T, N * width] buffers, NULL to skip. */

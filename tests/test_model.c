@@ -345,6 +345,41 @@ static void test_attention_parameter_tables(void **state) {
     }
 }
 
+/* Per-neuron spike counts over 100 samples of T = 3 (300 timesteps on one thread, so the byte
+ * counters are widened once mid-run and once at the end): each population's counts add up to
+ * its per-timestep totals, and some neuron passes 255 (a lost flush or a byte overflow would
+ * show). */
+static void test_neuron_counts_survive_many_timesteps(void **state) {
+    (void)state;
+    snn_config cfg;
+    assert_int_equal(snn_config_load_string(&cfg, synthetic_yaml, "inline", NULL, 0, stderr), 0);
+    cfg.data.synthetic_samples = 100;
+    cfg.model.neuron.v_threshold = 0.05f; /* busy neurons: some fire on most timesteps */
+    snn_dataset ds = {0};
+    snn_err err = {{0}};
+    assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
+    snn_model m;
+    snn_eval e;
+    eval_with_threads(&cfg, &ds, 1, &m, &e);
+    uint64_t most = 0;
+    for (int p = 0; p < m.n_pops; p++) {
+        uint64_t by_neuron = 0, by_step = 0;
+        for (size_t j = 0; j < m.pops[p].size; j++) {
+            const uint64_t c = e.neuron_count[m.pops[p].state_offset + j];
+            by_neuron += c;
+            most = c > most ? c : most;
+        }
+        for (int t = 0; t < m.T; t++) by_step += e.pop_t_count[(size_t)p * m.T + t];
+        assert_int_equal(by_neuron, by_step);
+    }
+    fprintf(stderr, "  %lld samples, busiest neuron %llu spikes\n", (long long)e.n, (unsigned long long)most);
+    assert_true(most > 255 && most <= 300);
+    snn_eval_free(&e, &m);
+    snn_model_free(&m);
+    snn_dataset_free(&ds);
+    snn_config_free(&cfg);
+}
+
 static void test_one_and_two_threads_are_byte_identical(void **state) {
     (void)state;
     snn_config cfg;
@@ -562,6 +597,7 @@ int main(void) {
         cmocka_unit_test(test_golden_primal_logits),
         cmocka_unit_test(test_golden_sew_spike_for_spike),
         cmocka_unit_test(test_attention_parameter_tables),
+        cmocka_unit_test(test_neuron_counts_survive_many_timesteps),
         cmocka_unit_test(test_one_and_two_threads_are_byte_identical),
         cmocka_unit_test(test_synaptic_timer_changes_no_output),
         cmocka_unit_test(test_ann_batch_one_and_threads),
