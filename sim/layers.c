@@ -535,22 +535,25 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_sum(double *restrict ad, double *
     }
 }
 
-/* dx[m, c0 + j] += g[j] (dy - a[j] - xhat bh[j]) for rows [m0, m1), float. */
+/* dx[m, c0 + j] += g[j] (dy - a[j] - xhat bh[j]) for rows [m0, m1), float (= when !add). */
 static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_dx(float *dx, const float *dy, const float *xhat,
                                           const float *g, const float *a, const float *bh,
-                                          int m0, int m1, int C, int c0, int W) {
+                                          int m0, int m1, int C, int c0, int W, bool add) {
     for (int m = m0; m < m1; m++) {
         const float *restrict dym = dy + (size_t)m * C + c0;
         const float *restrict hm = xhat + (size_t)m * C + c0;
         float *restrict dxm = dx + (size_t)m * C + c0;
-        for (int j = 0; j < W; j++) dxm[j] += g[j] * (dym[j] - a[j] - hm[j] * bh[j]);
+        if (add)
+            for (int j = 0; j < W; j++) dxm[j] += g[j] * (dym[j] - a[j] - hm[j] * bh[j]);
+        else
+            for (int j = 0; j < W; j++) dxm[j] = g[j] * (dym[j] - a[j] - hm[j] * bh[j]);
     }
 }
 
 /* The backward over this rank's M rows; Mg as in bn_train_fwd. */
 static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
                          const float *xhat, const float *rstd, const float *gamma, int M, long Mg,
-                         int C) {
+                         int C, bool add_dx) {
     SNN_ASSERT(dgamma && dbeta && dy && xhat && rstd && gamma && M >= 1 && C > 0);
     const bool dist = Mg > 0;
     const double Md = dist ? (double)Mg : (double)M;
@@ -595,21 +598,21 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
 #pragma omp parallel for schedule(dynamic) if (par)
         for (int k = 0; k < nr; k++) {
             const int m0 = k * BN_ROWS, m1 = M - m0 < BN_ROWS ? M : m0 + BN_ROWS;
-            bn_bwd_rows_dx(dx, dy, xhat, g, a, bh, m0, m1, C, c0, W);
+            bn_bwd_rows_dx(dx, dy, xhat, g, a, bh, m0, m1, C, c0, W, add_dx);
         }
     }
 }
 
 void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *xhat,
-                      const float *rstd, const float *gamma, int M, int C) {
-    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, rstd, gamma, M, 0, C);
+                      const float *rstd, const float *gamma, int M, int C, bool add_dx) {
+    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, rstd, gamma, M, 0, C, add_dx);
 }
 
 void snn_bn_train_bwd_dist(float *dx, float *dgamma, float *dbeta, const float *dy,
                            const float *xhat, const float *rstd, const float *gamma, int M,
-                           long M_batch, int C) {
+                           long M_batch, int C, bool add_dx) {
     SNN_ASSERT(M_batch >= M);
-    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, rstd, gamma, M, M_batch, C);
+    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, rstd, gamma, M, M_batch, C, add_dx);
 }
 
 /* Rows [m0, m1) of the eval-mode BatchNorm over W channels (x and y offset to the block). */

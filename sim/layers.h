@@ -36,6 +36,7 @@
 #ifndef SNN_LAYERS_H
 #define SNN_LAYERS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Fixed work decomposition of the linear layer (see above). Changing these changes the bits
@@ -92,16 +93,18 @@ void snn_bn_train_fwd_dist(float *y, float *xhat, float *mean, float *rstd, cons
  *   dbeta[c]  += sum_m dy[m,c]
  *   dgamma[c] += sum_m dy[m,c] xhat[m,c]
  *   dx[m,c]   += gamma[c] rstd[c] (dy[m,c] - dbeta_c / M - xhat[m,c] dgamma_c / M)
- * (dbeta_c, dgamma_c: this call's sums). dx may be NULL.
+ * (dbeta_c, dgamma_c: this call's sums). dx may be NULL. add_dx false: dx is written (=), not
+ * accumulated, and need not be initialised (the one exception to the += rule above: it saves
+ * zeroing a scratch gradient that only this call fills).
  *   dx, dy, xhat [M, C]   dgamma, dbeta, rstd, gamma [C] */
 void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *xhat,
-                      const float *rstd, const float *gamma, int M, int C);
+                      const float *rstd, const float *gamma, int M, int C, bool add_dx);
 
 /* The same for snn_bn_train_fwd_dist's batch: dx uses the batch's sums over every rank;
  * dgamma and dbeta receive this rank's sums only (the caller sums gradients over ranks). */
 void snn_bn_train_bwd_dist(float *dx, float *dgamma, float *dbeta, const float *dy,
                            const float *xhat, const float *rstd, const float *gamma, int M,
-                           long M_batch, int C);
+                           long M_batch, int C, bool add_dx);
 
 /* Eval mode with running statistics:
  *   y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta   (in double, rounded once)

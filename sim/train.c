@@ -471,19 +471,20 @@ static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, const float *x, i
                          lin->bn_mean, lin->bn_var, M, lin->out, momentum, 1e-5f);
 }
 
-/* BatchNorm backward over the step's rows, or over the batch spread over ranks. */
+/* BatchNorm backward over the step's rows, or over the batch spread over ranks. dx is written,
+ * not accumulated: it is always the d_y scratch, which nothing else fills (no zeroing pass). */
 static void bn_bwd(const snn_trainer *tr, float *dx, float *dgamma, float *dbeta, const float *dz,
                    const float *xhat, const float *rstd, const float *gamma, int M, int C) {
     if (tr->B_batch)
-        snn_bn_train_bwd_dist(dx, dgamma, dbeta, dz, xhat, rstd, gamma, M, batch_rows(tr), C);
+        snn_bn_train_bwd_dist(dx, dgamma, dbeta, dz, xhat, rstd, gamma, M, batch_rows(tr), C,
+                              false);
     else
-        snn_bn_train_bwd(dx, dgamma, dbeta, dz, xhat, rstd, gamma, M, C);
+        snn_bn_train_bwd(dx, dgamma, dbeta, dz, xhat, rstd, gamma, M, C, false);
 }
 
 /* Given dz = dL/d(BN output) [M, out], accumulates parameter gradients and dx += dL/dx. */
 static void lin_bn_bwd(snn_trainer *tr, const snn_linear *lin, const float *x, const float *dz,
                        int M, const lin_act *a, float *dx) {
-    zero_floats(tr->d_y, (size_t)M * lin->out);
     bn_bwd(tr, tr->d_y, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz, a->xhat, a->rstd,
            lin->bn_w, M, lin->out);
     snn_linear_bwd(dx, grad_of(tr, lin->weight), grad_of(tr, lin->bias), tr->d_y, x, lin->weight, M,
@@ -1138,7 +1139,6 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         for (long tb = 0; tb < (long)T * B; tb++) acc += tr->d_u[(size_t)tb * N * D + (size_t)i];
         dpos[i] += (float)acc;
     }
-    zero_floats(tr->d_y, MD);
     bn_bwd(tr, tr->d_y, grad_of(tr, m->embed_bn_w), grad_of(tr, m->embed_bn_b), tr->d_u,
            tr->embed.xhat, tr->embed.rstd, m->embed_bn_w, M, D);
     snn_linear_bwd(NULL, grad_of(tr, m->embed_w), grad_of(tr, m->embed_b), tr->d_y, tr->patches,

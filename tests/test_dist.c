@@ -98,8 +98,8 @@ static void test_batchnorm_over_one_rank_is_batchnorm(void **state) {
     snn_bn_train_fwd(y[0], xh[0], mean[0], rstd[0], x, gamma, beta, rm[0], rv[0], M, C, 0.1f, 1e-5f);
     snn_bn_train_fwd_dist(y[1], xh[1], mean[1], rstd[1], x, gamma, beta, rm[1], rv[1], M, M, C,
                           0.1f, 1e-5f);
-    snn_bn_train_bwd(dx[0], dg[0], db[0], dy, xh[0], rstd[0], gamma, M, C);
-    snn_bn_train_bwd_dist(dx[1], dg[1], db[1], dy, xh[1], rstd[1], gamma, M, M, C);
+    snn_bn_train_bwd(dx[0], dg[0], db[0], dy, xh[0], rstd[0], gamma, M, C, true);
+    snn_bn_train_bwd_dist(dx[1], dg[1], db[1], dy, xh[1], rstd[1], gamma, M, M, C, true);
     assert_memory_equal(y[0], y[1], M * C * sizeof(float));
     assert_memory_equal(xh[0], xh[1], M * C * sizeof(float));
     assert_memory_equal(mean[0], mean[1], sizeof mean[0]);

@@ -362,14 +362,23 @@ static void test_bn_backward_matches_finite_differences(void **state) {
     fill_const(dg, (size_t)C, GRAD_FILL);
     fill_const(dbt, (size_t)C, GRAD_FILL);
     bn_loss(&c); /* xhat, rstd at the unperturbed point */
-    snn_bn_train_bwd(dx, dg, dbt, c.r, c.xhat, c.rstd, c.gamma, M, C);
+    snn_bn_train_bwd(dx, dg, dbt, c.r, c.xhat, c.rstd, c.gamma, M, C, true);
     /* the dx-free call gives the same dgamma, dbeta */
     float *dg2 = fvec((size_t)C), *dbt2 = fvec((size_t)C);
     fill_const(dg2, (size_t)C, GRAD_FILL);
     fill_const(dbt2, (size_t)C, GRAD_FILL);
-    snn_bn_train_bwd(NULL, dg2, dbt2, c.r, c.xhat, c.rstd, c.gamma, M, C);
+    snn_bn_train_bwd(NULL, dg2, dbt2, c.r, c.xhat, c.rstd, c.gamma, M, C, true);
     assert_memory_equal(dg, dg2, (size_t)C * sizeof *dg);
     assert_memory_equal(dbt, dbt2, (size_t)C * sizeof *dbt);
+    /* add_dx false writes dx over whatever it held (NaN here): the accumulated dx into zeros */
+    float *dx0 = fvec(MC), *dxw = fvec(MC);
+    fill_const(dx0, MC, 0.0f);
+    fill_const(dxw, MC, NAN);
+    snn_bn_train_bwd(dx0, dg2, dbt2, c.r, c.xhat, c.rstd, c.gamma, M, C, true);
+    snn_bn_train_bwd(dxw, dg2, dbt2, c.r, c.xhat, c.rstd, c.gamma, M, C, false);
+    assert_memory_equal(dx0, dxw, MC * sizeof *dx0);
+    free(dx0);
+    free(dxw);
 
     unfill(a, dx, MC);
     gradcheck("bn dx", c.x, MC, a, bn_loss, &c, 1e-4, 1e-3);
@@ -564,7 +573,7 @@ static void det_run(det_out *o, const lin_ctx *l, const bn_ctx *b, const float *
     fill_const(o->bdx, (size_t)BM * BC, GRAD_FILL);
     fill_const(o->bdg, BC, GRAD_FILL);
     fill_const(o->bdb, BC, GRAD_FILL);
-    snn_bn_train_bwd(o->bdx, o->bdg, o->bdb, b->r, o->bxhat, o->brstd, b->gamma, BM, BC);
+    snn_bn_train_bwd(o->bdx, o->bdg, o->bdb, b->r, o->bxhat, o->brstd, b->gamma, BM, BC, true);
     snn_meanpool_fwd(o->py, px, PT, PB, PN, PD);
     fill_const(o->pdx, (size_t)PT * PB * PN * PD, GRAD_FILL);
     snn_meanpool_bwd(o->pdx, pdy, PT, PB, PN, PD);
