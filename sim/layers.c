@@ -332,8 +332,28 @@ void snn_linear_fwd(float *y, const float *x, const float *w, const float *b, in
     }
 }
 
+/* Row blocks of the weight gradient's sgemm path: 1 up to SNN_LINEAR_DW_ROWS rows, else 4, or 8
+ * past 4 of them (a multiple of 4, as snn_par_chunk; at most 8, which bounds the scratch). */
+static int dw_blocks(int M) {
+    return M <= SNN_LINEAR_DW_ROWS ? 1 : M <= 4 * SNN_LINEAR_DW_ROWS ? 4 : 8;
+}
+
+size_t snn_linear_bwd_scratch_floats(int M, int in, int out) {
+    return (size_t)(dw_blocks(M) - 1) * (size_t)in * (size_t)out;
+}
+
+/* dw[i] += part[0][i] + part[1][i] + ..., in block order, over [i0, i1). */
+static SNN_WIDE_FN SNN_VEC_FN void add_parts(float *dw, const float *part, size_t n, int parts,
+                                             size_t i0, size_t i1) {
+    for (int k = 0; k < parts; k++) {
+        const float *restrict pk = part + (size_t)k * n;
+        float *restrict d = dw;
+        for (size_t i = i0; i < i1; i++) d[i] += pk[i];
+    }
+}
+
 void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
-                    const float *w, int M, int in, int out) {
+                    const float *w, int M, int in, int out, float *scratch) {
     SNN_ASSERT(dw && dy && x && M >= 0 && in > 0 && out > 0);
     SNN_ASSERT(!dx || w);
     snn_layers_init();
@@ -341,7 +361,7 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
     (void)par; /* unused without OpenMP */
     /* forward: y[m,o] = sum_i x[m,i] w[o,i] + b[o], so
      *   dx[m,i] += sum_o dy[m,o] w[o,i]        (dx = dy w, row chunks: rows are independent)
-     *   dw[o,i] += sum_m dy[m,o] x[m,i]        (dw = dy^T x, chunks of output features o)
+     *   dw[o,i] += sum_m dy[m,o] x[m,i]        (dw = dy^T x over row blocks, see below)
      *   db[o]   += sum_m dy[m,o]               (double, row blocks as for BatchNorm) */
     if (dx) {
         const int rows = linear_rows(M), nc = n_chunks(M, rows);
@@ -355,14 +375,30 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
     }
     if (M == 0) return;
     if (!sparse_ok(x, M, in, out) || !linear_dw_sparse(dw, dy, x, M, in, out, par)) {
-        const int nc = n_chunks(out, SNN_LINEAR_COL_CHUNK);
+        /* Row block 0 adds its dy^T x straight into dw; blocks 1.. write theirs into scratch,
+         * added after in block order. One sgemm per block packs each x row once (chunks of
+         * output features packed all of x once per chunk: a quarter of the products' time). */
+        const int nb = dw_blocks(M), rows = (M + nb - 1) / nb;
+        const size_t n = (size_t)in * out;
+        SNN_ASSERT(nb == 1 || scratch);
 #pragma omp parallel for schedule(dynamic) if (par)
-        for (int k = 0; k < nc; k++) {
-            const int o0 = k * SNN_LINEAR_COL_CHUNK;
-            const int oc = out - o0 < SNN_LINEAR_COL_CHUNK ? out - o0 : SNN_LINEAR_COL_CHUNK;
-            /* dw[o0:o0+oc, :] += dy[:, o0:o0+oc]^T x  (dy column slice, leading dimension out) */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, oc, in, M, 1.0f, dy + o0, out,
-                        x, in, 1.0f, dw + (size_t)o0 * in, in);
+        for (int k = 0; k < nb; k++) {
+            const int m0 = k * rows, mc = M - m0 < rows ? M - m0 : rows;
+            if (mc <= 0) {
+                if (k > 0) memset(scratch + (size_t)(k - 1) * n, 0, n * sizeof *scratch);
+                continue;
+            }
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, mc, 1.0f,
+                        dy + (size_t)m0 * out, out, x + (size_t)m0 * in, in, k ? 0.0f : 1.0f,
+                        k ? scratch + (size_t)(k - 1) * n : dw, in);
+        }
+        if (nb > 1) {
+            const size_t ch = snn_par_chunk(n, 4096, 16);
+#pragma omp parallel for schedule(dynamic) if (par)
+            for (long c = 0; c < (long)((n + ch - 1) / ch); c++) {
+                const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
+                add_parts(dw, scratch, n, nb - 1, i0, i1);
+            }
         }
     }
     if (db) {

@@ -19,8 +19,8 @@
  *   - linear: when the input is a 0/1 spike matrix, the forward and the weight gradient skip
  *     the zeros and sum the selected rows in float in a fixed order; any other input (or a
  *     non-0/1 value met mid-run) takes one cblas_sgemm per fixed chunk (row chunks of at most
- *     SNN_LINEAR_ROW_CHUNK for y and dx, as many as snn_par_chunk gives, output-feature chunks
- *     of SNN_LINEAR_COL_CHUNK for dw),
+ *     SNN_LINEAR_ROW_CHUNK for y and dx, as many as snn_par_chunk gives, row blocks summed in
+ *     block order for dw, see snn_linear_bwd_scratch_floats),
  *     run inside our own OpenMP loop with OpenBLAS pinned to one thread. What we rely on: the
  *     same BLAS call on the same arguments returns the same bits whichever thread makes it,
  *     which holds for OpenBLAS run single-threaded. The bias gradient sums fixed row blocks.
@@ -37,12 +37,14 @@
 #define SNN_LAYERS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Fixed work decomposition of the linear layer (see above). Changing these changes the bits
  * of the results (not their accuracy); the thread count never does. */
 #define SNN_LINEAR_ROW_CHUNK 256
-#define SNN_LINEAR_COL_CHUNK 16
+/* Rows per block of the weight gradient's sgemm path (up to 8 blocks; see snn_linear_bwd). */
+#define SNN_LINEAR_DW_ROWS 1024
 
 /* Pins OpenBLAS to one thread (openblas_set_num_threads(1)), so BLAS can be called from our
  * OpenMP threads without oversubscription and with a fixed result. Idempotent. The linear
@@ -63,7 +65,13 @@ void snn_linear_fwd(float *y, const float *x, const float *w, const float *b, in
  *   db [out]     += sum over rows of dy   (db may be NULL when the layer has no bias)
  *   dy [M, out], x [M, in], w [out, in] (w may be NULL when dx is NULL) */
 void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
-                    const float *w, int M, int in, int out);
+                    const float *w, int M, int in, int out, float *scratch);
+
+/* Floats of snn_linear_bwd's scratch for M rows (0 up to SNN_LINEAR_DW_ROWS rows, where it may
+ * be NULL; at most 7 in out): the weight gradient of a non-spike input is summed over up to 8
+ * row blocks, one sgemm each, block 0 into dw and the others into the scratch, then added in
+ * block order. Grows with M, so a plan for the largest M serves every smaller one. */
+size_t snn_linear_bwd_scratch_floats(int M, int in, int out);
 
 /* ---- BatchNorm1d over features (F.batch_norm) --------------------------------------------- */
 

@@ -28,6 +28,7 @@
  */
 #include "sim/train.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +164,7 @@ struct snn_trainer {
     float *d_y;                /* [M, Wmax] gradient on linear outputs */
     float *d_o, *d_q, *d_k, *d_v; /* [M, D] */
     float *d_pooled;           /* [B, D] */
+    float *dw_scratch;         /* [snn_linear_bwd_scratch_floats of the widest Linear] */
     float *d_logits;           /* [B, C] */
     float *att_scratch;        /* [threads, att_scratch_floats] */
     size_t att_scratch_floats; /* per thread: N*N, or the cat/primal backward's need */
@@ -325,6 +327,18 @@ static void plan(snn_trainer *tr, planner *p) {
     tr->d_k = take(p, M * D);
     tr->d_v = take(p, M * D);
     tr->d_pooled = take(p, (size_t)tr->Bmax * D);
+    {
+        /* sized for any M (the most row blocks), so that it does not depend on T: the plan
+         * stays exactly a + b T */
+        const int K = tr->K, Di = tr->D, Hdi = tr->Hd, H = tr->m->heads;
+        const int shapes[][2] = {{Di, tr->C}, {K, Di}, {Di, Di}, {Di, Hdi}, {Hdi, Di}, {Di, H}};
+        size_t need = 0;
+        for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+            const size_t f = snn_linear_bwd_scratch_floats(INT_MAX, shapes[i][0], shapes[i][1]);
+            need = f > need ? f : need;
+        }
+        tr->dw_scratch = take(p, need);
+    }
     tr->d_logits = take(p, (size_t)tr->Bmax * tr->C);
     const size_t Ms = (size_t)tr->m->primal_M * tr->m->primal_s;
     const size_t ds = (size_t)tr->m->d * tr->m->primal_s;
@@ -488,7 +502,7 @@ static void lin_bn_bwd(snn_trainer *tr, const snn_linear *lin, const float *x, c
     bn_bwd(tr, tr->d_y, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz, a->xhat, a->rstd,
            lin->bn_w, M, lin->out);
     snn_linear_bwd(dx, grad_of(tr, lin->weight), grad_of(tr, lin->bias), tr->d_y, x, lin->weight, M,
-                   lin->in, lin->out);
+                   lin->in, lin->out, tr->dw_scratch);
 }
 
 /* The population's neuron parameters at the current parameter values: a PLIF's tau follows
@@ -844,7 +858,8 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
         }
     }
     if (tr->kind == SNN_ATTN_CAT)
-        snn_linear_bwd(d_in, grad_of(tr, mb->a_w), NULL, tr->d_g, x_in, mb->a_w, M, D, H);
+        snn_linear_bwd(d_in, grad_of(tr, mb->a_w), NULL, tr->d_g, x_in, mb->a_w, M, D, H,
+                       tr->dw_scratch);
     if (tr->kind == SNN_ATTN_PRIMAL) {
         /* shared-parameter gradients: per-job blocks summed in job order (any thread count) */
         float *gE = grad_of(tr, mb->E), *gR = grad_of(tr, mb->R);
@@ -1047,7 +1062,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
                           ce_scale);
     zero_floats(tr->d_pooled, (size_t)B * D);
     snn_linear_bwd(tr->d_pooled, grad_of(tr, m->head.weight), grad_of(tr, m->head.bias), tr->d_logits,
-                   tr->pooled, m->head.weight, B, D, C);
+                   tr->pooled, m->head.weight, B, D, C, tr->dw_scratch);
     zero_floats(tr->d_u, MD);
     if (tr->sew) {
         snn_meanpool_bwd(tr->d_u, tr->d_pooled, T, B, N, D);
@@ -1142,6 +1157,6 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     bn_bwd(tr, tr->d_y, grad_of(tr, m->embed_bn_w), grad_of(tr, m->embed_bn_b), tr->d_u,
            tr->embed.xhat, tr->embed.rstd, m->embed_bn_w, M, D);
     snn_linear_bwd(NULL, grad_of(tr, m->embed_w), grad_of(tr, m->embed_b), tr->d_y, tr->patches,
-                   m->embed_w, M, tr->K, D);
+                   m->embed_w, M, tr->K, D, tr->dw_scratch);
     return loss;
 }
