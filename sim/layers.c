@@ -377,7 +377,8 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
     if (!sparse_ok(x, M, in, out) || !linear_dw_sparse(dw, dy, x, M, in, out, par)) {
         /* Row block 0 adds its dy^T x straight into dw; blocks 1.. write theirs into scratch,
          * added after in block order. One sgemm per block packs each x row once (chunks of
-         * output features packed all of x once per chunk: a quarter of the products' time). */
+         * output features packed all of x once per chunk: a sixth of CAT training's sgemm
+         * time). */
         const int nb = dw_blocks(M), rows = (M + nb - 1) / nb;
         const size_t n = (size_t)in * out;
         SNN_ASSERT(nb == 1 || scratch);
