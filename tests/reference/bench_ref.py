@@ -29,8 +29,8 @@ Prints one `key value` line per figure:
     ref_rss_train_mib     peak RSS of the process that ran the training figures
 Threads: Debian's torch does its BLAS products in OpenBLAS, whose own pthreads run under each of
 torch's OpenMP threads. torch.set_num_threads(N) alone therefore runs N x N threads, and on 2
-cores the "2-thread" runs were 2-3x slower than the 1-thread ones. (pip's MKL builds do not
-oversubscribe like this.) This script sets both pools. A 1-thread figure is torch 1 thread and
+cores the "2-thread" runs were 2-3x slower than the 1-thread ones. This script sets both
+pools. A 1-thread figure is torch 1 thread and
 BLAS 1 thread. An N-thread figure is the better of two runs: torch N threads with BLAS 1, and
 torch 1 thread with BLAS N. ref_infer_blas_Nt and ref_train_blas_Nt say which of the two won
 (1 or N). That is PyTorch at its best on N threads, the peer a careful user would run.
@@ -41,6 +41,7 @@ as last about a second by one step's time, 2 to 40 (as spikesim bench; ref_train
 _Nt give the counts).
 """
 import argparse
+import ctypes
 import math
 import os
 import resource
@@ -67,9 +68,10 @@ TRAIN_MIN_STEPS, TRAIN_MAX_STEPS, TRAIN_RUN_SECONDS = 2, 40, 1.0
 
 
 try:
-    # torch links OpenBLAS through libblas.so.3: the same loaded library, so this sets torch's pool
-    _OPENBLAS = __import__("ctypes").CDLL("libblas.so.3")
-    _OPENBLAS.openblas_set_num_threads
+    # torch links OpenBLAS through libblas.so.3: the same loaded library, so this sets torch's
+    # pool. Another BLAS behind libblas.so.3 has no openblas_set_num_threads (AttributeError).
+    _OPENBLAS = ctypes.CDLL("libblas.so.3")
+    _OPENBLAS.openblas_set_num_threads.argtypes = [ctypes.c_int]
 except (OSError, AttributeError):
     _OPENBLAS = None
 
@@ -157,6 +159,7 @@ def phase_infer(c, model, images, threads, out):
             run(x1[i:i + 1])
     out["ref_infer_batch1_1t"] = x1.shape[0] / best_of(batch1, 2)
     bsz = 64
+
     def infer():
         with torch.no_grad():
             for i in range(0, INFER_SAMPLES, bsz):
