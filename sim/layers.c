@@ -382,13 +382,11 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
         const int nb = dw_blocks(M), rows = (M + nb - 1) / nb;
         const size_t n = (size_t)in * out;
         SNN_ASSERT(nb == 1 || scratch);
+        /* every block has rows: nb > 1 only past SNN_LINEAR_DW_ROWS rows, so (nb - 1) rows < M */
+        SNN_ASSERT((nb - 1) * rows < M);
 #pragma omp parallel for schedule(dynamic) if (par)
         for (int k = 0; k < nb; k++) {
             const int m0 = k * rows, mc = M - m0 < rows ? M - m0 : rows;
-            if (mc <= 0) {
-                if (k > 0) memset(scratch + (size_t)(k - 1) * n, 0, n * sizeof *scratch);
-                continue;
-            }
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, mc, 1.0f,
                         dy + (size_t)m0 * out, out, x + (size_t)m0 * in, in, k ? 0.0f : 1.0f,
                         k ? scratch + (size_t)(k - 1) * n : dw, in);

@@ -456,6 +456,7 @@ snn_model *snn_trainer_model(snn_trainer *tr) { return tr->m; }
 const float *snn_trainer_logits(const snn_trainer *tr) { return tr->logits; }
 
 void snn_trainer_zero_grads(snn_trainer *tr) {
+    SNN_ASSERT(!tr->infer_only); /* an inference trainer plans no gradients */
     memset(tr->grads, 0, tr->m->n_params * sizeof *tr->grads);
 }
 

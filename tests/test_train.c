@@ -56,6 +56,27 @@ static void load_cfg(snn_config *cfg, const char *kind, const char *extra) {
     assert_int_equal(snn_config_load_string(cfg, text, "tiny", sets, n, stderr), 0);
 }
 
+/* The tiny config of kind (load_cfg), its synthetic data and its model; tiny_free releases them. */
+typedef struct tiny {
+    snn_config cfg;
+    snn_dataset ds;
+    snn_model m;
+} tiny;
+
+static void tiny_load(tiny *t, const char *kind, const char *extra) {
+    load_cfg(&t->cfg, kind, extra);
+    snn_err err = {{0}};
+    t->ds = (snn_dataset){0};
+    assert_int_equal(snn_run_load_data(&t->cfg, &t->ds, &err), SNN_OK);
+    assert_int_equal(snn_model_init(&t->m, &t->cfg, &err), SNN_OK);
+}
+
+static void tiny_free(tiny *t) {
+    snn_model_free(&t->m);
+    snn_dataset_free(&t->ds);
+    snn_config_free(&t->cfg);
+}
+
 /* ---- whole-network gradient check ---------------------------------------------------------- */
 
 static double loss_at(snn_trainer *tr, const snn_dataset *ds, int B) {
@@ -65,21 +86,18 @@ static double loss_at(snn_trainer *tr, const snn_dataset *ds, int B) {
 }
 
 static void gradcheck(const char *kind, const char *extra) {
-    snn_config cfg;
-    load_cfg(&cfg, kind, extra);
-    snn_err err = {{0}};
-    snn_dataset ds = {0};
-    assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
-    snn_model m;
-    assert_int_equal(snn_model_init(&m, &cfg, &err), SNN_OK);
+    tiny tc;
+    tiny_load(&tc, kind, extra);
+    snn_model *const m = &tc.m;
+    const snn_dataset *const ds = &tc.ds;
     const int B = 6;
-    snn_trainer *tr = snn_trainer_new(&m, B, true);
+    snn_trainer *tr = snn_trainer_new(m, B, true);
     int32_t labels[16];
-    for (int b = 0; b < B; b++) labels[b] = ds.labels[b];
+    for (int b = 0; b < B; b++) labels[b] = ds->labels[b];
     snn_trainer_zero_grads(tr);
-    snn_trainer_step(tr, ds.pixels, ds.index, labels, B, false, true, NULL);
-    float *g = snn_xmalloc(m.n_params * sizeof *g);
-    memcpy(g, snn_trainer_grads(tr), m.n_params * sizeof *g);
+    snn_trainer_step(tr, ds->pixels, ds->index, labels, B, false, true, NULL);
+    float *g = snn_xmalloc(m->n_params * sizeof *g);
+    memcpy(g, snn_trainer_grads(tr), m->n_params * sizeof *g);
 
     /* Up to 3 coordinates of every tensor; central differences with the loss in float. The
      * step is large enough that float rounding of the loss (~1e-7) stays far below the signal
@@ -87,8 +105,8 @@ static void gradcheck(const char *kind, const char *extra) {
     const double eps = 2e-3;
     int checked = 0, bad = 0;
     double worst = 0.0;
-    for (size_t i = 0; i < m.n_tensors; i++) {
-        const snn_tensor *t = &m.tensors[i];
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const snn_tensor *t = &m->tensors[i];
         size_t n = 1;
         for (int r = 0; r < t->rank; r++) n *= (size_t)t->dims[r];
         if (strstr(t->name, "running_")) continue; /* buffers, not parameters */
@@ -97,12 +115,12 @@ static void gradcheck(const char *kind, const char *extra) {
             float *p = t->data + j;
             const float saved = *p;
             *p = saved + (float)eps;
-            double lp = loss_at(tr, &ds, B);
+            double lp = loss_at(tr, ds, B);
             *p = saved - (float)eps;
-            double lm = loss_at(tr, &ds, B);
+            double lm = loss_at(tr, ds, B);
             *p = saved;
             double num = (lp - lm) / (2 * eps);
-            double ana = g[t->data - m.params + j];
+            double ana = g[t->data - m->params + j];
             double err_abs = fabs(num - ana), tol = 2e-4 + 2e-2 * fabs(num);
             if (err_abs > tol) {
                 bad++;
@@ -117,9 +135,7 @@ static void gradcheck(const char *kind, const char *extra) {
     assert_int_equal(bad, 0);
     free(g);
     snn_trainer_free(tr);
-    snn_model_free(&m);
-    snn_dataset_free(&ds);
-    snn_config_free(&cfg);
+    tiny_free(&tc);
 }
 
 static void test_whole_network_gradients_ssa(void **state) {
@@ -484,36 +500,31 @@ static void test_smaller_minibatch_equals_exact_plan(void **state) {
     (void)state;
     const char *kinds[] = {"bsa", "sdsa", "bsa"};
     for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
-        snn_config cfg;
-        load_cfg(&cfg, kinds[k], k == 2 ? "model.residual=sew;model.blocks=2" : NULL);
-        snn_err err = {{0}};
-        snn_dataset ds = {0};
-        assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
-        snn_model m;
-        assert_int_equal(snn_model_init(&m, &cfg, &err), SNN_OK);
+        tiny t;
+        tiny_load(&t, kinds[k], k == 2 ? "model.residual=sew;model.blocks=2" : NULL);
+        snn_model *const m = &t.m;
+        const snn_dataset *const ds = &t.ds;
         int32_t labels[8];
-        for (int b = 0; b < 8; b++) labels[b] = ds.labels[b];
-        snn_trainer *big = snn_trainer_new(&m, 8, false), *exact = snn_trainer_new(&m, 5, false);
+        for (int b = 0; b < 8; b++) labels[b] = ds->labels[b];
+        snn_trainer *big = snn_trainer_new(m, 8, false), *exact = snn_trainer_new(m, 5, false);
         snn_trainer_zero_grads(big);
-        snn_trainer_step(big, ds.pixels + 8 * (size_t)m.C * m.img * m.img, ds.index + 8, labels,
+        snn_trainer_step(big, ds->pixels + 8 * (size_t)m->C * m->img * m->img, ds->index + 8, labels,
                          8, false, true, NULL);
         snn_trainer_zero_grads(big);
         snn_trainer_zero_grads(exact);
-        const float lb = snn_trainer_step(big, ds.pixels, ds.index, labels, 5, false, true, NULL);
-        const float le = snn_trainer_step(exact, ds.pixels, ds.index, labels, 5, false, true, NULL);
+        const float lb = snn_trainer_step(big, ds->pixels, ds->index, labels, 5, false, true, NULL);
+        const float le = snn_trainer_step(exact, ds->pixels, ds->index, labels, 5, false, true, NULL);
         assert_memory_equal(&lb, &le, sizeof lb);
         assert_memory_equal(snn_trainer_grads(big), snn_trainer_grads(exact),
-                            m.n_params * sizeof(float));
+                            m->n_params * sizeof(float));
         /* the gradients are not all zero (the comparison means something) */
         const float *g = snn_trainer_grads(exact);
         size_t nonzero = 0;
-        for (size_t i = 0; i < m.n_params; i++) nonzero += g[i] != 0.0f;
-        assert_true(nonzero > m.n_params / 2);
+        for (size_t i = 0; i < m->n_params; i++) nonzero += g[i] != 0.0f;
+        assert_true(nonzero > m->n_params / 2);
         snn_trainer_free(big);
         snn_trainer_free(exact);
-        snn_model_free(&m);
-        snn_dataset_free(&ds);
-        snn_config_free(&cfg);
+        tiny_free(&t);
     }
 }
 
@@ -525,44 +536,39 @@ static void test_inference_plan_equals_training_plan(void **state) {
     (void)state;
     const char *kinds[] = {"softmax", "cat", "{kind: primal, s: 3}", "bsa", "bsa", "ssa", "sdsa"};
     for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
-        snn_config cfg;
         /* spiking models: a low threshold, so that spikes reach the head at initialisation */
         const char *sets = k < 3    ? "model.blocks=3;model.timesteps=1"
                            : k == 4 ? "model.residual=sew;model.blocks=3;model.neuron.v_threshold=0.2"
                                     : "model.blocks=3;model.neuron.v_threshold=0.2";
-        load_cfg(&cfg, kinds[k], sets);
-        snn_err err = {{0}};
-        snn_dataset ds = {0};
-        assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
-        snn_model m;
-        assert_int_equal(snn_model_init(&m, &cfg, &err), SNN_OK);
+        tiny t;
+        tiny_load(&t, kinds[k], sets);
+        snn_model *const m = &t.m;
+        const snn_dataset *const ds = &t.ds;
         int32_t labels[8];
-        for (int b = 0; b < 8; b++) labels[b] = ds.labels[b];
-        snn_trainer *train = snn_trainer_new(&m, 8, false);
-        snn_trainer_step(train, ds.pixels, ds.index, labels, 8, true, false, NULL);
+        for (int b = 0; b < 8; b++) labels[b] = ds->labels[b];
+        snn_trainer *train = snn_trainer_new(m, 8, false);
+        snn_trainer_step(train, ds->pixels, ds->index, labels, 8, true, false, NULL);
         snn_trainer_set_eval(train, true);
-        snn_trainer *infer = snn_trainer_new_inference(&m, 8);
-        const size_t pix = (size_t)m.C * m.img * m.img;
-        const float lt = snn_trainer_step(train, ds.pixels + 8 * pix, ds.index + 8, labels, 7,
+        snn_trainer *infer = snn_trainer_new_inference(m, 8);
+        const size_t pix = (size_t)m->C * m->img * m->img;
+        const float lt = snn_trainer_step(train, ds->pixels + 8 * pix, ds->index + 8, labels, 7,
                                           false, false, NULL);
-        const float li = snn_trainer_step(infer, ds.pixels + 8 * pix, ds.index + 8, labels, 7,
+        const float li = snn_trainer_step(infer, ds->pixels + 8 * pix, ds->index + 8, labels, 7,
                                           false, false, NULL);
         assert_memory_equal(&lt, &li, sizeof lt);
         assert_memory_equal(snn_trainer_logits(train), snn_trainer_logits(infer),
-                            7 * (size_t)m.classes * sizeof(float));
+                            7 * (size_t)m->classes * sizeof(float));
         /* the logits are not all equal (the comparison means something) */
         const float *lg = snn_trainer_logits(infer);
         size_t differ = 0;
-        for (size_t i = 1; i < 7 * (size_t)m.classes; i++) differ += lg[i] != lg[0];
+        for (size_t i = 1; i < 7 * (size_t)m->classes; i++) differ += lg[i] != lg[0];
         fprintf(stderr, "  %s (%s): %zu of %zu logits differ from the first\n", kinds[k], sets, differ,
-                7 * (size_t)m.classes - 1);
+                7 * (size_t)m->classes - 1);
         assert_true(differ > 0);
         assert_true(3 * snn_trainer_bytes(infer) < snn_trainer_bytes(train));
         snn_trainer_free(train);
         snn_trainer_free(infer);
-        snn_model_free(&m);
-        snn_dataset_free(&ds);
-        snn_config_free(&cfg);
+        tiny_free(&t);
     }
 }
 
