@@ -347,7 +347,7 @@ static void bench_rate_levels(snn_model *m, const snn_dataset *ds, int all) {
            "time ratio / ACs ratio %.2f), whole forward x%.2f\n",
            timed[1].rate / timed[0].rate, spikes, syn, 100 * (1 - syn), syn / spikes,
            timed[1].seconds / timed[0].seconds);
-    printf("    synaptic layers = event lists + weight-row accumulation of q, k, v, o, fc1, fc2; the "
+    printf("    synaptic layers = spike bit planes + weight-row accumulation of q, k, v, o, fc1, fc2; the "
            "timer reads the clock %d times per sample at %.0f ns = %.2f%% of the untimed forward "
            "(the timed runs' best total differs from the untimed one by %+.1f%% at g = 1)\n",
            reads, 1e9 * per_read, 100 * reads * per_read / (plain[0].seconds / (double)level.n),

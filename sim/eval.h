@@ -42,7 +42,7 @@ typedef struct snn_eval {
     uint64_t *pop_t_count;   /* [n_pops, T] spikes summed over samples */
     uint64_t *neuron_count;  /* [state_size] spikes per neuron over t and samples */
     double wall_seconds;
-    double synaptic_seconds; /* time_synaptic: seconds in the synaptic layers (event lists and
+    double synaptic_seconds; /* time_synaptic: seconds in the synaptic layers (bit planes and
                               * row accumulation of q k v o fc1 fc2, and of a rate-coded
                               * embedding), summed over threads; else 0 */
     int threads;

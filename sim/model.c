@@ -39,6 +39,7 @@
 #endif
 
 #include "attention/attention.h"
+#include "attention/bits.h"
 #include "sim/vec.h"
 #if SNN_HAVE_AVX2_DISPATCH
 #include <immintrin.h>
@@ -49,6 +50,7 @@
 #include "attention/sdsa.h"
 #include "neurons/neuron.h"
 #include "sim/rng.h"
+#include "sim/spikebits.h"
 
 /* ---- parameter table --------------------------------------------------------------------- */
 
@@ -609,8 +611,8 @@ void snn_ws_init(snn_ws *ws, const snn_model *m) {
     ws->sa = snn_xaligned(N * D);
     ws->sh = snn_xaligned(N * Hd);
     ws->sx = snn_xaligned(N * D);
-    ws->ev = snn_xaligned(N * wmax * sizeof *ws->ev);
-    ws->ev_n = snn_xaligned(N * sizeof *ws->ev_n);
+    ws->ev_nz = snn_xaligned(N * snn_bits_words(wmax) * sizeof *ws->ev_nz);
+    ws->ev_neg = snn_xaligned(N * snn_bits_words(wmax) * sizeof *ws->ev_neg);
     ws->ev_kind = snn_xaligned(N * sizeof *ws->ev_kind);
     ws->scores = snn_xaligned(N * N * sizeof *ws->scores);
     ws->head_count = snn_xaligned(D * sizeof *ws->head_count);
@@ -627,7 +629,7 @@ void snn_ws_init(snn_ws *ws, const snn_model *m) {
 void snn_ws_free(snn_ws *ws) {
     void *bufs[] = {ws->x,  ws->patches, ws->u0, ws->u,  ws->y,    ws->o,      ws->state,
                     ws->hbuf, ws->s_in,  ws->sq, ws->sk, ws->sv,   ws->sa,     ws->sh,
-                    ws->sx, ws->ev,      ws->ev_n, ws->scores, ws->head_count, ws->head_in, ws->embed_acc,
+                    ws->sx, ws->ev_nz,   ws->ev_neg, ws->scores, ws->head_count, ws->head_in, ws->embed_acc,
                     ws->kv, ws->skv, ws->ops, ws->pop_t_count, ws->neuron_count,
                     ws->count8, ws->ev_kind};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
@@ -636,123 +638,119 @@ void snn_ws_free(snn_ws *ws) {
 
 /* ---- forward ----------------------------------------------------------------------------- */
 
-/* Event lists of a [N, width] spike matrix: for every token, the channels whose spike is
- * nonzero, in channel order. Returns the total number of events. kind (NULL: not wanted)
- * receives per token EV_NEG if some spike is -1 and EV_OTHER if some is neither 0 nor +-1, so
- * the synaptic layer need not inspect its events one by one. On x86 thirty-two spikes are tested
- * per compare where the CPU has AVX2 and BMI2 (chosen at run time; 1.9-2.4x faster than the SSE2
- * loop at 16-30 % density), sixteen otherwise (SSE2 is part of x86-64); the portable loop gives
- * the same lists and kinds. */
+/* Spike bit planes of a [N, width] spike matrix, the synaptic layers' event representation:
+ * per token W = snn_bits_words(width) words of nz (bit c % 64 of word c / 64: spike c is
+ * nonzero) and of neg (spike c is negative), zero past width. kind (NULL: not wanted) receives
+ * per token EV_NEG if some spike is -1 and EV_OTHER if some is neither 0 nor +-1, so the
+ * synaptic layer need not inspect its events one by one. A layer walks the set bits of nz: one
+ * step per event and no index list written first (building lists cost the same at any firing
+ * rate, which kept halving the rate from nearly halving the time). On x86 a compare tests
+ * thirty-two spikes where the CPU has AVX2 (chosen at run time), sixteen otherwise (SSE2 is part
+ * of x86-64); the portable loop gives the same bits and kinds. */
 enum { EV_NEG = 1, EV_OTHER = 2 };
 
-#if SNN_HAVE_AVX2_DISPATCH
-/* One row's events with AVX2 and BMI2, 32 spikes per compare: the indices of each 8 nonzero
- * lanes are packed as bytes by pext (the lane mask spread to bytes by pdep), widened to 8 ints
- * and stored at once; the count advances by the popcount. No branch per event. The store writes
- * 8 ints from e[cnt], cnt <= the lanes done, so it stays inside the row's width. The same lists
- * as the loops below, which finish the row. Returns the lanes done (a multiple of 32). */
-__attribute__((target("avx2,bmi2,popcnt"))) static int row_events_avx2(const int8_t *row, int width,
-                                                                      int32_t *e, int32_t *cnt,
-                                                                      int *neg, int *other) {
-    const __m256i z = _mm256_setzero_si256(), p1 = _mm256_set1_epi8(1), m1 = _mm256_set1_epi8(-1);
-    __m256i negv = z, othv = z;
-    int c = 0, n = *cnt;
-    for (; c + 32 <= width; c += 32) {
-        const __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(row + c));
-        negv = _mm256_or_si256(negv, _mm256_cmpgt_epi8(z, x));
-        othv = _mm256_or_si256(othv, _mm256_or_si256(_mm256_cmpgt_epi8(x, p1),
-                                                     _mm256_cmpgt_epi8(m1, x)));
-        const uint32_t nz = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, z));
-        for (int g = 0; g < 4; g++) {
-            const uint32_t m8 = (nz >> (8 * g)) & 0xFFu;
-            const uint64_t sel = _pdep_u64(m8, 0x0101010101010101ull) * 0xFFu;
-            const uint64_t idx = _pext_u64(0x0706050403020100ull, sel);
-            const __m256i v = _mm256_add_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)idx)),
-                                               _mm256_set1_epi32(c + 8 * g));
-            _mm256_storeu_si256((__m256i *)(void *)(e + n), v);
-            n += __builtin_popcount(m8);
-        }
+/* Word w of a row's planes from spikes p[0..n), n <= 64, SSE2 and portable. */
+static inline void word_planes(const int8_t *p, int n, uint64_t *wz, uint64_t *wn, int *other) {
+    uint64_t bz = 0, bn = 0;
+    int c = 0, oth = 0;
+#if defined(__SSE2__)
+    const __m128i z = _mm_setzero_si128(), p1 = _mm_set1_epi8(1), m1 = _mm_set1_epi8(-1);
+    __m128i othv = z;
+    for (; c + 16 <= n; c += 16) {
+        const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(p + c));
+        othv = _mm_or_si128(othv, _mm_or_si128(_mm_cmpgt_epi8(x, p1), _mm_cmplt_epi8(x, m1)));
+        bz |= (uint64_t)(~(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, z)) & 0xFFFFu) << c;
+        bn |= (uint64_t)(unsigned)_mm_movemask_epi8(x) << c; /* the sign bits */
     }
-    *cnt = n;
-    *neg |= !_mm256_testz_si256(negv, negv);
-    *other |= !_mm256_testz_si256(othv, othv);
-    return c;
+    oth = _mm_movemask_epi8(othv) != 0;
+#endif
+    for (; c < n; c++) {
+        bz |= (uint64_t)(p[c] != 0) << c;
+        bn |= (uint64_t)(p[c] < 0) << c;
+        oth |= p[c] > 1 || p[c] < -1;
+    }
+    *wz = bz;
+    *wn = bn;
+    *other |= oth;
 }
 
-static int cpu_avx2_bmi2(void) { return snn_cpu_avx2() && __builtin_cpu_supports("bmi2"); }
+#if SNN_HAVE_AVX2_DISPATCH
+/* The row's whole words with AVX2, 32 spikes per compare; returns the words done. */
+__attribute__((target("avx2"))) static int row_planes_avx2(const int8_t *row, int width,
+                                                           uint64_t *wz, uint64_t *wn, int *other) {
+    const __m256i z = _mm256_setzero_si256(), p1 = _mm256_set1_epi8(1), m1 = _mm256_set1_epi8(-1);
+    __m256i othv = z;
+    int w = 0;
+    for (; 64 * w + 64 <= width; w++) {
+        const __m256i lo = _mm256_loadu_si256((const __m256i *)(const void *)(row + 64 * w));
+        const __m256i hi = _mm256_loadu_si256((const __m256i *)(const void *)(row + 64 * w + 32));
+        othv = _mm256_or_si256(othv, _mm256_or_si256(_mm256_cmpgt_epi8(lo, p1), _mm256_cmpgt_epi8(m1, lo)));
+        othv = _mm256_or_si256(othv, _mm256_or_si256(_mm256_cmpgt_epi8(hi, p1), _mm256_cmpgt_epi8(m1, hi)));
+        const uint64_t zlo = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(lo, z));
+        const uint64_t zhi = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(hi, z));
+        wz[w] = ~(zlo | zhi << 32);
+        wn[w] = (uint64_t)(uint32_t)_mm256_movemask_epi8(lo) |
+                (uint64_t)(uint32_t)_mm256_movemask_epi8(hi) << 32;
+    }
+    *other |= !_mm256_testz_si256(othv, othv);
+    return w;
+}
 #endif
 
-static uint64_t build_events(int N, int width, const int8_t *s, int32_t *ev, int32_t *ev_n,
-                             uint8_t *kind) {
-    uint64_t total = 0;
+static void build_planes(int N, int width, const int8_t *s, uint64_t *nz, uint64_t *neg,
+                         uint8_t *kind) {
+    const int W = (int)snn_bits_words((size_t)width);
 #if SNN_HAVE_AVX2_DISPATCH
-    const int wide = cpu_avx2_bmi2();
+    const int wide = snn_cpu_avx2();
 #endif
     for (int n = 0; n < N; n++) {
         const int8_t *row = s + (size_t)n * width;
-        int32_t *e = ev + (size_t)n * width, cnt = 0;
-        int c = 0, neg = 0, other = 0;
+        uint64_t *wz = nz + (size_t)n * W, *wn = neg + (size_t)n * W;
+        int w = 0, other = 0;
 #if SNN_HAVE_AVX2_DISPATCH
-        if (wide) c = row_events_avx2(row, width, e, &cnt, &neg, &other);
+        if (wide) w = row_planes_avx2(row, width, wz, wn, &other);
 #endif
-#if defined(__SSE2__)
-        const __m128i z = _mm_setzero_si128(), p1 = _mm_set1_epi8(1), m1 = _mm_set1_epi8(-1);
-        __m128i negv = z, othv = z;
-        for (; c + 16 <= width; c += 16) {
-            const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(row + c));
-            negv = _mm_or_si128(negv, _mm_cmplt_epi8(x, z));
-            othv = _mm_or_si128(othv, _mm_or_si128(_mm_cmpgt_epi8(x, p1), _mm_cmplt_epi8(x, m1)));
-            unsigned msk = ~(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, z)) & 0xFFFFu;
-            while (msk) {
-                e[cnt++] = c + __builtin_ctz(msk);
-                msk &= msk - 1;
-            }
+        for (; w < W; w++) {
+            const int c0 = 64 * w;
+            word_planes(row + c0, width - c0 < 64 ? width - c0 : 64, wz + w, wn + w, &other);
         }
-        neg |= _mm_movemask_epi8(negv) != 0;
-        other |= _mm_movemask_epi8(othv) != 0;
-#endif
-        for (; c < width; c++) {
-            e[cnt] = c;
-            cnt += row[c] != 0;
-            neg |= row[c] < 0;
-            other |= row[c] > 1 || row[c] < -1;
+        if (kind) {
+            uint64_t any_neg = 0;
+            for (w = 0; w < W; w++) any_neg |= wn[w];
+            kind[n] = (uint8_t)((any_neg ? EV_NEG : 0) | (other ? EV_OTHER : 0));
         }
-        ev_n[n] = cnt;
-        if (kind) kind[n] = (uint8_t)((neg ? EV_NEG : 0) | (other ? EV_OTHER : 0));
-        total += (uint64_t)cnt;
     }
-    return total;
 }
 
-static void linear_events(const snn_linear *lin, int N, const int8_t *s, const int32_t *ev,
-                          const int32_t *ev_n, const uint8_t *kind, float *y, snn_ops *ops);
+static void linear_events(const snn_linear *lin, int N, const int8_t *s, const uint64_t *nz,
+                          const uint64_t *neg, const uint8_t *kind, float *y, snn_ops *ops);
 
 /* Event-driven synaptic layer: y[n, :] = b + sum over events (n, i) of s[n, i] * wt[i, :].
  * A +1 spike adds its weight row and a -1 spike subtracts it: one AC per (event, synapse).
  * Any other integer (SEW spike sums) multiplies the row: one MAC per synapse. Rows are
- * accumulated in event order, so the result does not depend on threads. */
-void snn_linear_forward_events(const snn_linear *lin, int N, const int8_t *s, int32_t *ev,
-                               int32_t *ev_n, float *y, snn_ops *ops) {
-    build_events(N, lin->in, s, ev, ev_n, NULL);
-    linear_events(lin, N, s, ev, ev_n, NULL, y, ops);
+ * accumulated in channel order, so the result does not depend on threads. */
+void snn_linear_forward_events(const snn_linear *lin, int N, const int8_t *s, uint64_t *nz,
+                               uint64_t *neg, float *y, snn_ops *ops) {
+    build_planes(N, lin->in, s, nz, neg, NULL);
+    linear_events(lin, N, s, nz, neg, NULL, y, ops);
 }
 
 /* Output columns per register block: the accumulators of one block (8 vectors of 8 floats)
- * stay in registers while the token's whole event list streams through, so y is written once
- * per token instead of once per event. */
+ * stay in registers while the token's events stream through, so y is written once per token
+ * instead of once per event. */
 enum { LIN_BLOCK = 64 };
 typedef float lin_v8f __attribute__((vector_size(32)));
 typedef float lin_v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned access */
 typedef uint32_t lin_v8u __attribute__((vector_size(32)));
 
-/* yn[0..out) = b + sum over the events e[0..ne) of +-wt[e[k], :], for a token whose spikes are
- * all +1 (signed = false) or +-1 (signed = true; the sign is read from sn). Each output is
- * summed in event order, as the scalar loop does: vector lanes run the same IEEE additions,
- * and x - w is x + (-w) exactly (IEEE 754 defines subtraction so), which is what flipping
- * the sign bit computes. */
+/* yn[0..out) = b + sum over the set bits c of nz[0..W) of +-wt[c, :], for a token whose spikes
+ * are all +1 (sgn = false) or +-1 (sgn = true; the sign is bit c of neg). Each output is summed
+ * in channel order, as the scalar loop does: vector lanes run the same IEEE additions, and
+ * x - w is x + (-w) exactly (IEEE 754 defines subtraction so), which is what flipping the sign
+ * bit computes. */
 static inline __attribute__((always_inline)) void
 accumulate_rows(float *restrict yn, const float *restrict b, const float *restrict wt, int out,
-                const int8_t *sn, const int32_t *e, int ne, const bool sgn) {
+                const uint64_t *nz, const uint64_t *neg, int W, const bool sgn) {
     int o0 = 0;
     /* Eight named accumulators (an array would live on the stack: one load, add and store
      * per vector and event). */
@@ -761,28 +759,31 @@ accumulate_rows(float *restrict yn, const float *restrict b, const float *restri
         const float *src = b + o0;
         lin_v8f a0 = LIN_LD(0), a1 = LIN_LD(1), a2 = LIN_LD(2), a3 = LIN_LD(3);
         lin_v8f a4 = LIN_LD(4), a5 = LIN_LD(5), a6 = LIN_LD(6), a7 = LIN_LD(7);
-#pragma GCC unroll 2
-        for (int k = 0; k < ne; k++) {
-            src = wt + (size_t)e[k] * out + o0;
-            if (sgn) {
-                const lin_v8u m = (lin_v8u){0} + ((uint32_t)(sn[e[k]] < 0) << 31);
-                a0 += (lin_v8f)((lin_v8u)LIN_LD(0) ^ m);
-                a1 += (lin_v8f)((lin_v8u)LIN_LD(1) ^ m);
-                a2 += (lin_v8f)((lin_v8u)LIN_LD(2) ^ m);
-                a3 += (lin_v8f)((lin_v8u)LIN_LD(3) ^ m);
-                a4 += (lin_v8f)((lin_v8u)LIN_LD(4) ^ m);
-                a5 += (lin_v8f)((lin_v8u)LIN_LD(5) ^ m);
-                a6 += (lin_v8f)((lin_v8u)LIN_LD(6) ^ m);
-                a7 += (lin_v8f)((lin_v8u)LIN_LD(7) ^ m);
-            } else {
-                a0 += LIN_LD(0);
-                a1 += LIN_LD(1);
-                a2 += LIN_LD(2);
-                a3 += LIN_LD(3);
-                a4 += LIN_LD(4);
-                a5 += LIN_LD(5);
-                a6 += LIN_LD(6);
-                a7 += LIN_LD(7);
+        for (int w = 0; w < W; w++) {
+            const float *base = wt + (size_t)64 * w * out + o0;
+            for (uint64_t m = nz[w]; m; m &= m - 1) {
+                const int c = __builtin_ctzll(m);
+                src = base + (size_t)c * out;
+                if (sgn) {
+                    const lin_v8u f = (lin_v8u){0} + ((uint32_t)(neg[w] >> c) << 31);
+                    a0 += (lin_v8f)((lin_v8u)LIN_LD(0) ^ f);
+                    a1 += (lin_v8f)((lin_v8u)LIN_LD(1) ^ f);
+                    a2 += (lin_v8f)((lin_v8u)LIN_LD(2) ^ f);
+                    a3 += (lin_v8f)((lin_v8u)LIN_LD(3) ^ f);
+                    a4 += (lin_v8f)((lin_v8u)LIN_LD(4) ^ f);
+                    a5 += (lin_v8f)((lin_v8u)LIN_LD(5) ^ f);
+                    a6 += (lin_v8f)((lin_v8u)LIN_LD(6) ^ f);
+                    a7 += (lin_v8f)((lin_v8u)LIN_LD(7) ^ f);
+                } else {
+                    a0 += LIN_LD(0);
+                    a1 += LIN_LD(1);
+                    a2 += LIN_LD(2);
+                    a3 += LIN_LD(3);
+                    a4 += LIN_LD(4);
+                    a5 += LIN_LD(5);
+                    a6 += LIN_LD(6);
+                    a7 += LIN_LD(7);
+                }
             }
         }
         lin_v8fu *dst = (lin_v8fu *)(yn + o0);
@@ -792,73 +793,81 @@ accumulate_rows(float *restrict yn, const float *restrict b, const float *restri
 #undef LIN_LD
     for (; o0 + 8 <= out; o0 += 8) {
         lin_v8f a = *(const lin_v8fu *)(b + o0);
-        for (int k = 0; k < ne; k++) {
-            const lin_v8f w = *(const lin_v8fu *)(wt + (size_t)e[k] * out + o0);
-            if (sgn)
-                a += (lin_v8f)((lin_v8u)w ^ ((lin_v8u){0} + ((uint32_t)(sn[e[k]] < 0) << 31)));
-            else
-                a += w;
-        }
+        for (int w = 0; w < W; w++)
+            for (uint64_t m = nz[w]; m; m &= m - 1) {
+                const int c = __builtin_ctzll(m);
+                const lin_v8f v = *(const lin_v8fu *)(wt + ((size_t)64 * w + c) * out + o0);
+                if (sgn)
+                    a += (lin_v8f)((lin_v8u)v ^ ((lin_v8u){0} + ((uint32_t)(neg[w] >> c) << 31)));
+                else
+                    a += v;
+            }
         *(lin_v8fu *)(yn + o0) = a;
     }
     for (; o0 < out; o0++) {
         float a = b[o0];
-        for (int k = 0; k < ne; k++) {
-            const float w = wt[(size_t)e[k] * out + o0];
-            a = sgn && sn[e[k]] < 0 ? a - w : a + w;
-        }
+        for (int w = 0; w < W; w++)
+            for (uint64_t m = nz[w]; m; m &= m - 1) {
+                const int c = __builtin_ctzll(m);
+                const float v = wt[((size_t)64 * w + c) * out + o0];
+                a = sgn && (neg[w] >> c & 1) ? a - v : a + v;
+            }
         yn[o0] = a;
     }
 }
 
 static SNN_WIDE_FN void linear_events(const snn_linear *lin, int N, const int8_t *s,
-                                      const int32_t *ev, const int32_t *ev_n, const uint8_t *kind,
+                                      const uint64_t *nz, const uint64_t *neg, const uint8_t *kind,
                                       float *y, snn_ops *ops) {
-    const int out = lin->out;
+    const int out = lin->out, W = (int)snn_bits_words((size_t)lin->in);
     uint64_t ac = 0, mac = 0;
     for (int n = 0; n < N; n++) {
         float *yn = y + (size_t)n * out;
         const int8_t *sn = s + (size_t)n * lin->in;
-        const int32_t *e = ev + (size_t)n * lin->in;
-        const int ne = ev_n[n];
+        const uint64_t *zn = nz + (size_t)n * W, *gn = neg + (size_t)n * W;
+        uint64_t ne = 0;
+        for (int w = 0; w < W; w++) ne += (uint64_t)snn_popcount64(zn[w]);
         /* What the token's spikes are: all +1 (the usual case), +-1, or other integers. */
-        int neg = 0, other = 0;
+        int negs = 0, other = 0;
         if (kind) {
-            neg = kind[n] & EV_NEG;
+            negs = kind[n] & EV_NEG;
             other = kind[n] & EV_OTHER;
         } else {
-            for (int k = 0; k < ne; k++) {
-                const int8_t v = sn[e[k]];
-                neg |= v == -1;
-                other |= v != 1 && v != -1;
+            for (int w = 0; w < W; w++) {
+                negs |= gn[w] != 0;
+                for (uint64_t m = zn[w]; m; m &= m - 1) {
+                    const int8_t v = sn[64 * w + __builtin_ctzll(m)];
+                    other |= v != 1 && v != -1;
+                }
             }
         }
         if (!other) {
-            if (neg)
-                accumulate_rows(yn, lin->b, lin->wt, out, sn, e, ne, true);
+            if (negs)
+                accumulate_rows(yn, lin->b, lin->wt, out, zn, gn, W, true);
             else
-                accumulate_rows(yn, lin->b, lin->wt, out, sn, e, ne, false);
-            ac += (uint64_t)ne * (uint64_t)out;
+                accumulate_rows(yn, lin->b, lin->wt, out, zn, gn, W, false);
+            ac += ne * (uint64_t)out;
             continue;
         }
-        /* SEW spike sums: one event at a time, in event order. */
+        /* SEW spike sums: one event at a time, in channel order. */
         memcpy(yn, lin->b, (size_t)out * sizeof *yn);
-        for (int k = 0; k < ne; k++) {
-            const int i = e[k];
-            const float *w = lin->wt + (size_t)i * out;
-            const int8_t v = sn[i];
-            if (v == 1) {
-                for (int o = 0; o < out; o++) yn[o] += w[o];
-                ac += (uint64_t)out;
-            } else if (v == -1) {
-                for (int o = 0; o < out; o++) yn[o] -= w[o];
-                ac += (uint64_t)out;
-            } else {
-                const float fv = (float)v;
-                for (int o = 0; o < out; o++) yn[o] += fv * w[o];
-                mac += (uint64_t)out;
+        for (int w = 0; w < W; w++)
+            for (uint64_t m = zn[w]; m; m &= m - 1) {
+                const int i = 64 * w + __builtin_ctzll(m);
+                const float *wr = lin->wt + (size_t)i * out;
+                const int8_t v = sn[i];
+                if (v == 1) {
+                    for (int o = 0; o < out; o++) yn[o] += wr[o];
+                    ac += (uint64_t)out;
+                } else if (v == -1) {
+                    for (int o = 0; o < out; o++) yn[o] -= wr[o];
+                    ac += (uint64_t)out;
+                } else {
+                    const float fv = (float)v;
+                    for (int o = 0; o < out; o++) yn[o] += fv * wr[o];
+                    mac += (uint64_t)out;
+                }
             }
-        }
     }
     ops->n[SNN_OP_AC] += ac;
     ops->n[SNN_OP_MAC] += mac;
@@ -890,8 +899,8 @@ static void linear_forward(const snn_model *m, snn_ws *ws, const snn_linear *lin
     if (ws->dense) {
         snn_linear_forward_dense(lin, m->N, s, ws->hbuf, y, ops);
     } else {
-        build_events(m->N, lin->in, s, ws->ev, ws->ev_n, ws->ev_kind);
-        linear_events(lin, m->N, s, ws->ev, ws->ev_n, ws->ev_kind, y, ops);
+        build_planes(m->N, lin->in, s, ws->ev_nz, ws->ev_neg, ws->ev_kind);
+        linear_events(lin, m->N, s, ws->ev_nz, ws->ev_neg, ws->ev_kind, y, ops);
     }
     syn_stop(ws, t0);
 }
@@ -935,7 +944,7 @@ static void pop_step(const snn_model *m, snn_ws *ws, int p, int t, const float *
     }
 }
 
-/* q, k and v read the same input x [N, width]: its event lists are built once, and each layer's
+/* q, k and v read the same input x [N, width]: its bit planes are built once, and each layer's
  * output goes through its population before the next layer reuses ws->y. */
 static void qkv_forward(const snn_model *m, snn_ws *ws, const snn_block *b, int t, const int8_t *x,
                         const snn_record *rec) {
@@ -943,13 +952,13 @@ static void qkv_forward(const snn_model *m, snn_ws *ws, const snn_block *b, int 
     int8_t *out[3] = {ws->sq, ws->sk, ws->sv};
     const int pops[3] = {b->pop_q, b->pop_k, b->pop_v};
     double t0 = syn_start(ws);
-    if (!ws->dense) build_events(m->N, m->D, x, ws->ev, ws->ev_n, ws->ev_kind);
+    if (!ws->dense) build_planes(m->N, m->D, x, ws->ev_nz, ws->ev_neg, ws->ev_kind);
     for (int j = 0; j < 3; j++) {
         if (j > 0) t0 = syn_start(ws);
         if (ws->dense)
             snn_linear_forward_dense(qkv[j], m->N, x, ws->hbuf, ws->y, &ws->ops[qkv[j]->layer]);
         else
-            linear_events(qkv[j], m->N, x, ws->ev, ws->ev_n, ws->ev_kind, ws->y,
+            linear_events(qkv[j], m->N, x, ws->ev_nz, ws->ev_neg, ws->ev_kind, ws->y,
                           &ws->ops[qkv[j]->layer]);
         syn_stop(ws, t0);
         pop_step(m, ws, pops[j], t, ws->y, out[j], rec);

@@ -10,8 +10,8 @@
  *     spiked"; a -1 spike subtracts its row).
  *
  * Forward runs one sample at a time (OpenMP parallelises over samples in sim/eval.c). Between
- * layers, spikes travel as per-token event lists (indices of nonzero spikes), built by the
- * neuron step that produced them. Every layer counts the operations it performed (sim/ops.h)
+ * layers, spikes travel as int8 and each synaptic layer reads them as per-token bit planes
+ * (nonzero, negative) whose set bits it walks: its work follows the spike count. Every layer counts the operations it performed (sim/ops.h)
  * into the per-layer table of the workspace.
  *
  * Shapes: T timesteps, N tokens, D width, h heads, d = D / h, Hd = D * mlp_ratio hidden width,
@@ -157,8 +157,8 @@ typedef struct snn_ws {
     int8_t *sq, *sk, *sv, *sa;  /* [N, D] Q, K, V, attention spikes */
     int8_t *sh;          /* [N, Hd] hidden spikes */
     int8_t *sx;          /* [N, D] sew integer stream (clamped to int8 range) */
-    int32_t *ev;         /* [N, max(D, Hd)] event lists: channel indices per token */
-    int32_t *ev_n;       /* [N] events per token */
+    uint64_t *ev_nz;     /* [N, words(max(D, Hd))] spike planes: bit c set iff spike c != 0 */
+    uint64_t *ev_neg;    /* [N, words(max(D, Hd))] bit c set iff spike c < 0 */
     uint8_t *ev_kind;    /* [N] per token: some -1 spike (1), some spike not in {0, +-1} (2) */
     int32_t *scores;     /* [N, N] attention scores */
     int32_t *head_count; /* [D] head spikes summed over t and n */
@@ -198,11 +198,12 @@ void snn_model_forward(const snn_model *m, snn_ws *ws, const uint8_t *pixels, in
                        float *logits, const snn_record *rec);
 
 /* One synaptic layer on [N, in] spikes s, into y [N, out]. The event-driven form builds the
- * per-token event lists in ev [N, in] / ev_n [N] and touches only the weight rows of nonzero
+ * per-token spike bit planes in nz and neg [N, snn_bits_words(in)] (bit c % 64 of word c / 64:
+ * spike c is nonzero / negative; sim/spikebits.h) and touches only the weight rows of nonzero
  * inputs; the dense form multiplies every position through BLAS (scratch [N, in] floats). Both
  * add their operations to *ops. */
-void snn_linear_forward_events(const snn_linear *lin, int N, const int8_t *s, int32_t *ev,
-                               int32_t *ev_n, float *y, snn_ops *ops);
+void snn_linear_forward_events(const snn_linear *lin, int N, const int8_t *s, uint64_t *nz,
+                               uint64_t *neg, float *y, snn_ops *ops);
 void snn_linear_forward_dense(const snn_linear *lin, int N, const int8_t *s, float *scratch,
                               float *y, snn_ops *ops);
 

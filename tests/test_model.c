@@ -27,6 +27,7 @@
 #include "sim/model.h"
 #include "sim/rng.h"
 #include "sim/run.h"
+#include "sim/spikebits.h"
 #include "tests/testutil.h"
 
 /* ---- event-driven synaptic layer --------------------------------------------------------- */
@@ -66,35 +67,32 @@ static void naive_dense(const snn_linear *lin, int N, const int8_t *s, double *y
         }
 }
 
-/* Widths 37, 64 and 100: one, two and three 32-spike blocks of the AVX2 event builder, with and
- * without a scalar tail. The event lists are checked directly, then the layer's sums. */
+/* Widths 37, 64, 100 and 200: a partial word, one whole word (the AVX2 builder's unit), a whole
+ * word with a partial one, three whole words with a partial one. The bit planes are checked
+ * directly, then the layer's sums. */
 static void test_event_linear_equals_dense_reference(void **state) {
     (void)state;
-    enum { N = 7, IN_MAX = 100, out = 23 };
-    const int widths[] = {37, 64, 100};
-    for (int wi = 0; wi < 3; wi++)
+    enum { N = 7, IN_MAX = 200, W_MAX = 4, out = 23 };
+    const int widths[] = {37, 64, 100, 200};
+    for (int wi = 0; wi < 4; wi++)
         for (int dyadic = 0; dyadic < 2; dyadic++) {
-            const int in = widths[wi];
+            const int in = widths[wi], W = (int)snn_bits_words((size_t)in);
             snn_linear lin;
             make_linear(&lin, in, out, dyadic, 11 + dyadic);
             int8_t s[N * IN_MAX];
             make_spikes(s, (size_t)N * in, true, 5 + (uint64_t)wi);
-            int32_t ev[N * IN_MAX], ev_n[N];
+            uint64_t nz[N * W_MAX], neg[N * W_MAX];
             float y[N * out], yd[N * out], scratch[N * IN_MAX];
             double ref[N * out];
             snn_ops ops = {{0}}, ops_dense = {{0}};
-            snn_linear_forward_events(&lin, N, s, ev, ev_n, y, &ops);
-            /* every token's list is its nonzero channels, in channel order */
-            for (int n = 0; n < N; n++) {
-                int k = 0;
-                for (int c = 0; c < in; c++)
-                    if (s[n * in + c]) {
-                        assert_true(k < ev_n[n]);
-                        assert_int_equal(ev[n * in + k], c);
-                        k++;
-                    }
-                assert_int_equal(k, ev_n[n]);
-            }
+            snn_linear_forward_events(&lin, N, s, nz, neg, y, &ops);
+            /* bit c % 64 of word c / 64 is spike c's; bits past the width are 0 */
+            for (int n = 0; n < N; n++)
+                for (int c = 0; c < 64 * W; c++) {
+                    const int8_t v = c < in ? s[n * in + c] : 0;
+                    assert_int_equal(nz[n * W + c / 64] >> (c % 64) & 1, v != 0);
+                    assert_int_equal(neg[n * W + c / 64] >> (c % 64) & 1, v < 0);
+                }
             snn_linear_forward_dense(&lin, N, s, scratch, yd, &ops_dense);
             naive_dense(&lin, N, s, ref);
             float reff[N * out];
