@@ -60,7 +60,19 @@ static inline double pow2i(int32_t t) {
 /* P V in integers: keys whose mask table fits the stack take this path. */
 enum { BSA_PV_MAX = 128 };
 typedef uint32_t bsa_v8u __attribute__((vector_size(32)));
-typedef uint32_t bsa_v8uu __attribute__((vector_size(32), aligned(4))); /* unaligned access */
+typedef int32_t bsa_v8i __attribute__((vector_size(32)));
+typedef float bsa_v8f __attribute__((vector_size(32)));
+typedef float bsa_v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned access */
+typedef int32_t bsa_v8iu __attribute__((vector_size(32), aligned(4)));
+
+/* (float)(a 2^-E) per lane, correctly rounded, for E <= 31: the high and low 16 bits convert
+ * exactly, hi 2^16 is exact, so the add rounds once; scaling by 2^-E is exact (the result is
+ * >= 2^-31, a normal float). The same float as (float)((double)a * 2^-E), without the
+ * unsigned-to-double sequence, in registers. A macro: a function returning a 32-byte vector
+ * would change the ABI of the portable instance. */
+#define BSA_U32_SCALED(a, scale)                                                           \
+    ((__builtin_convertvector((bsa_v8i)((a) >> 16), bsa_v8f) * 65536.0f +                     \
+      __builtin_convertvector((bsa_v8i)((a) & 0xFFFFu), bsa_v8f)) * (scale))
 
 /* Row i of O = P V in 32-bit integers: with E = -min_j e_ij, every P_ij 2^E = 2^(e_ij + E) is an
  * integer, and when E + ceil(log2 N) <= 31 the sums over j fit uint32 exactly. The double sums
@@ -108,15 +120,18 @@ bsa_pv_accumulate(int N, const uint32_t *pj, int E, const bsa_v8u *vm, const int
             a7 += t & m[7];
         }
     }
-    uint32_t acc[64];
-    bsa_v8uu *dst = (bsa_v8uu *)acc;
-    dst[0] = a0, dst[1] = a1;
-    if (G > 2) dst[2] = a2, dst[3] = a3;
-    if (G > 4) dst[4] = a4, dst[5] = a5, dst[6] = a6, dst[7] = a7;
-    const uint64_t sb = (uint64_t)(1023 - E) << 52;  /* 2^-E, a normal double */
-    double scale;
+    const uint32_t sb = (uint32_t)(127 - E) << 23;  /* 2^-E, a normal float (E <= 31) */
+    float scale;
     memcpy(&scale, &sb, sizeof scale);
-    for (int c = 0; c < cn; c++) oi[c] = (float)((double)acc[c] * scale);
+    float tmp[64];  /* lanes past cn must not reach oi (the next head's channels) */
+    bsa_v8fu *dst = cn == 8 * G ? (bsa_v8fu *)oi : (bsa_v8fu *)tmp;
+    dst[0] = BSA_U32_SCALED(a0, scale), dst[1] = BSA_U32_SCALED(a1, scale);
+    if (G > 2) dst[2] = BSA_U32_SCALED(a2, scale), dst[3] = BSA_U32_SCALED(a3, scale);
+    if (G > 4) {
+        dst[4] = BSA_U32_SCALED(a4, scale), dst[5] = BSA_U32_SCALED(a5, scale);
+        dst[6] = BSA_U32_SCALED(a6, scale), dst[7] = BSA_U32_SCALED(a7, scale);
+    }
+    if (cn != 8 * G) memcpy(oi, tmp, (size_t)cn * sizeof *oi);
 }
 
 #if SNN_HAVE_AVX2_DISPATCH
@@ -169,6 +184,55 @@ static SNN_AVX2_FN uint64_t bsa_scores_avx2(int jn, uint64_t qp, uint64_t qn, co
 }
 #endif
 
+#if SNN_HAVE_AVX2_DISPATCH
+/* Scores of a query of d <= 16 channels against jn keys, sixteen keys per vector: the planes are
+ * 16-bit words (kp16, kn16, kz16), the byte popcounts of the same table are summed in pairs
+ * into 16-bit lanes (maddubs), and ai[jj] = 2 popcount(same) - popcount(nz) is widened to 32
+ * bits. Returns the sum of popcount(nz) (the ACs). The same integers as bsa_scores_avx2, four
+ * times the keys per instruction at the head width of the bench and Fashion-MNIST models. */
+static SNN_AVX2_FN uint64_t bsa_scores16_avx2(int jn, uint16_t qp, uint16_t qn,
+                                              const uint16_t *kp, const uint16_t *kn,
+                                              const uint16_t *kz, int32_t *ai) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f), ones8 = _mm256_set1_epi8(1);
+    const __m256i vqp = _mm256_set1_epi16((short)qp), vqn = _mm256_set1_epi16((short)qn);
+    const __m256i vqz = _mm256_or_si256(vqp, vqn);
+    __m256i acc = _mm256_setzero_si256();  /* 16-bit lanes: at most 16 per key, 4 keys a lane */
+    int jj = 0;
+    for (; jj + 16 <= jn; jj += 16) {
+        const __m256i p = _mm256_loadu_si256((const __m256i *)(const void *)(kp + jj));
+        const __m256i n = _mm256_loadu_si256((const __m256i *)(const void *)(kn + jj));
+        const __m256i z = _mm256_loadu_si256((const __m256i *)(const void *)(kz + jj));
+        const __m256i nz = _mm256_and_si256(vqz, z);
+        const __m256i same = _mm256_or_si256(_mm256_and_si256(vqp, p), _mm256_and_si256(vqn, n));
+        const __m256i bnz = _mm256_add_epi8(
+            _mm256_shuffle_epi8(lut, _mm256_and_si256(nz, low)),
+            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(nz, 4), low)));
+        const __m256i bsm = _mm256_add_epi8(
+            _mm256_shuffle_epi8(lut, _mm256_and_si256(same, low)),
+            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(same, 4), low)));
+        const __m256i pn = _mm256_maddubs_epi16(bnz, ones8), ps = _mm256_maddubs_epi16(bsm, ones8);
+        const __m256i a = _mm256_sub_epi16(_mm256_add_epi16(ps, ps), pn);
+        _mm256_storeu_si256((__m256i *)(void *)(ai + jj),
+                            _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a)));
+        _mm256_storeu_si256((__m256i *)(void *)(ai + jj + 8),
+                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a, 1)));
+        acc = _mm256_add_epi16(acc, pn);
+    }
+    uint32_t lanes[8];
+    _mm256_storeu_si256((__m256i *)(void *)lanes, _mm256_madd_epi16(acc, _mm256_set1_epi16(1)));
+    uint64_t n_ac = 0;
+    for (int l = 0; l < 8; l++) n_ac += lanes[l];
+    for (; jj < jn; jj++) {
+        const int pn = __builtin_popcount((unsigned)((qp | qn) & kz[jj]));
+        ai[jj] = 2 * __builtin_popcount((unsigned)((qp & kp[jj]) | (qn & kn[jj]))) - pn;
+        n_ac += (uint64_t)pn;
+    }
+    return n_ac;
+}
+#endif
+
 /* The kernel body, instantiated twice (sim/vec.h SNN_AVX2_FN): hw selects the hardware
  * popcount, for the instance compiled for AVX2 + POPCNT. Same integers either way. */
 static inline __attribute__((always_inline)) void
@@ -183,9 +247,16 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
         for (int j0 = 0; j0 < N; j0 += BSA_TILE) {
             const int jn = N - j0 < BSA_TILE ? N - j0 : BSA_TILE;
             uint64_t kp[BSA_TILE], kn[BSA_TILE], kz[BSA_TILE];  /* k rows j0 .. j0 + jn: planes */
+            uint16_t kp16[BSA_TILE], kn16[BSA_TILE], kz16[BSA_TILE];  /* the same, d <= 16 */
+            const int narrow = hw && d <= 16;
             for (int jj = 0; jj < jn; jj++) {
                 snn_pack_planes(k + (long)(j0 + jj) * ld + c0, cn, &kp[jj], &kn[jj]);
                 kz[jj] = kp[jj] | kn[jj];
+                if (narrow) {
+                    kp16[jj] = (uint16_t)kp[jj];
+                    kn16[jj] = (uint16_t)kn[jj];
+                    kz16[jj] = (uint16_t)kz[jj];
+                }
             }
             for (int i = 0; i < N; i++) {
                 uint64_t qp, qn;
@@ -193,11 +264,20 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
                 const uint64_t qz = qp | qn;
                 int32_t *ai = scores + (long)i * N + j0;
                 if (!qz) {  /* a silent query word contributes no events */
-                    if (c0 == 0)
-                        for (int jj = 0; jj < jn; jj++) ai[jj] = 0;
+                    if (c0 == 0) {
+                        /* vector stores: the memset gcc makes of a scalar loop is a slow
+                         * rep stos at these lengths */
+                        int jj = 0;
+                        for (; jj + 8 <= jn; jj += 8) *(bsa_v8iu *)(ai + jj) = (bsa_v8i){0};
+                        for (; jj < jn; jj++) ai[jj] = 0;
+                    }
                     continue;
                 }
 #if SNN_HAVE_AVX2_DISPATCH
+                if (narrow) {  /* d <= 16: one word, c0 == 0 */
+                    n_ac += bsa_scores16_avx2(jn, (uint16_t)qp, (uint16_t)qn, kp16, kn16, kz16, ai);
+                    continue;
+                }
                 if (hw) {
                     n_ac += bsa_scores_avx2(jn, qp, qn, kp, kn, kz, ai, c0 == 0);
                     continue;
