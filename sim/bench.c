@@ -48,7 +48,8 @@ enum {
     LEVEL_SAMPLES = 500,   /* each firing-rate level */
     SEARCH_SAMPLES = 200,  /* each step of the search for the lower level */
     REPS = 3,              /* repetitions of a throughput run (2000 samples) */
-    REPS_SHORT = 3,        /* repetitions of a short run (batch 1, training, levels) */
+    REPS_SHORT = 3,        /* repetitions of a short run (batch 1, training) */
+    REPS_LEVELS = 5,       /* rounds of the two firing-rate levels, interleaved */
     TRAIN_MIN_STEPS = 2,   /* optimizer steps per timed training run: at least, */
     TRAIN_MAX_STEPS = 40,  /* at most, and enough to last about TRAIN_RUN_SECONDS */
 };
@@ -310,21 +311,23 @@ static void bench_rate_levels(snn_model *m, const snn_dataset *ds, int all) {
     }
     printf("  firing-rate levels    : pixels x0.5 move the rate from %.3f to %.3f (%d samples), so "
            "the levels scale every neuron's input current by a gain g (as thresholds / g); "
-           "g for half the rate found by bisection; %lld samples, 1 thread, best of %d\n",
-           fr_full, fr_dim, (int)search.n, (long long)level.n, REPS_SHORT);
+           "g for half the rate found by bisection; %lld samples, 1 thread, best of %d rounds "
+           "(each round runs both levels, so a slow spell of the machine hits both)\n",
+           fr_full, fr_dim, (int)search.n, (long long)level.n, REPS_LEVELS);
     const double gains[2] = {1.0, g_half};
     run_stats timed[2], plain[2];
-    for (int i = 0; i < 2; i++) {
-        set_gain(m, th0, gains[i]);
-        /* timed and untimed runs alternate, so a change in the machine's load hits both */
-        snn_eval_opts ot = {.threads = 1, .time_synaptic = true}, op = {.threads = 1};
-        for (int rep = 0; rep < REPS_SHORT; rep++) {
+    /* timed and untimed runs alternate, and so do the levels */
+    snn_eval_opts ot = {.threads = 1, .time_synaptic = true}, op = {.threads = 1};
+    for (int rep = 0; rep < REPS_LEVELS; rep++)
+        for (int i = 0; i < 2; i++) {
+            set_gain(m, th0, gains[i]);
             const run_stats a = best_eval(m, &level, &ot, 1), b = best_eval(m, &level, &op, 1);
             if (rep == 0) timed[i] = a, plain[i] = b;
             timed[i].seconds = fmin(timed[i].seconds, a.seconds);
             timed[i].syn_seconds = fmin(timed[i].syn_seconds, a.syn_seconds);
             plain[i].seconds = fmin(plain[i].seconds, b.seconds);
         }
+    for (int i = 0; i < 2; i++) {
         const double n = (double)level.n;
         printf("    g = %.3f: fr %.3f, %.3g ACs/sample, synaptic layers %.3f ms/sample of %.3f "
                "ms/sample (untimed run: %.3f ms/sample)\n",
