@@ -11,6 +11,8 @@
 #                   simulation, training, resume and inspection on the OMP=0 build
 #   make tsan       the whole suite under ThreadSanitizer on the OMP=0 build
 #   make OMP=0 test build and test without OpenMP
+#   make isa-test   the AVX2 build and the portable build (-DSNN_NO_CLONES) give byte-identical
+#                   results on the same runs (tests/isa_test.sh)
 #   make MPI=1      build build-mpi/spikesim with mpicc (data-parallel training and distributed
 #                   compare under mpirun; README "Running on several cores or nodes with MPI");
 #                   `make MPI=1 deps` also installs Open MPI. The default build needs no MPI.
@@ -180,6 +182,13 @@ noomp: deps
 	@$(MAKE) --no-print-directory BUILD=build-noomp OMP=0 build-only
 	@tests/run_tests.sh build-noomp
 
+# The portable build (no target clones, no run-time AVX2 dispatch) against this CPU's AVX2
+# build: the same runs must give byte-identical results (tests/isa_test.sh).
+isa-test: deps
+	@$(MAKE) --no-print-directory $(BUILD)/spikesim
+	@$(MAKE) --no-print-directory BUILD=build-portable OPT="-O2 -g -DSNN_NO_CLONES" build-portable/spikesim
+	@tests/isa_test.sh $(BUILD) build-portable
+
 # The cmocka suite needs no MPI; this checks what only an MPI job can (tests/mpi_test.sh).
 mpi-test:
 	@$(MAKE) --no-print-directory MPI=1 deps
@@ -207,10 +216,10 @@ fuzz-smoke fuzz-run: fuzz
 	@tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 clean:
-	rm -rf build build-asan build-noomp build-tsan build-mpi build-fuzz
+	rm -rf build build-asan build-noomp build-tsan build-mpi build-fuzz build-portable
 
 .PHONY: all deps deps-test deps-fuzz deps-valgrind build-only test run bench asan valgrind tsan \
-        noomp mpi-test fuzz fuzz-build fuzz-smoke fuzz-run clean
+        noomp isa-test mpi-test fuzz fuzz-build fuzz-smoke fuzz-run clean
 .SECONDARY:
 .DELETE_ON_ERROR:
 

@@ -247,17 +247,20 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
         for (int j0 = 0; j0 < N; j0 += BSA_TILE) {
             const int jn = N - j0 < BSA_TILE ? N - j0 : BSA_TILE;
             uint64_t kp[BSA_TILE], kn[BSA_TILE], kz[BSA_TILE];  /* k rows j0 .. j0 + jn: planes */
-            uint16_t kp16[BSA_TILE], kn16[BSA_TILE], kz16[BSA_TILE];  /* the same, d <= 16 */
-            const int narrow = hw && d <= 16;
             for (int jj = 0; jj < jn; jj++) {
                 snn_pack_planes(k + (long)(j0 + jj) * ld + c0, cn, &kp[jj], &kn[jj]);
                 kz[jj] = kp[jj] | kn[jj];
-                if (narrow) {
+            }
+#if SNN_HAVE_AVX2_DISPATCH
+            uint16_t kp16[BSA_TILE], kn16[BSA_TILE], kz16[BSA_TILE];  /* the same, d <= 16 */
+            const int narrow = hw && d <= 16;
+            if (narrow)
+                for (int jj = 0; jj < jn; jj++) {
                     kp16[jj] = (uint16_t)kp[jj];
                     kn16[jj] = (uint16_t)kn[jj];
                     kz16[jj] = (uint16_t)kz[jj];
                 }
-            }
+#endif
             for (int i = 0; i < N; i++) {
                 uint64_t qp, qn;
                 snn_pack_planes(q + (long)i * ld + c0, cn, &qp, &qn);
