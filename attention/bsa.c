@@ -135,33 +135,43 @@ bsa_pv_accumulate(int N, const uint32_t *pj, int E, const bsa_v8u *vm, const int
 }
 
 #if SNN_HAVE_AVX2_DISPATCH
+/* Byte popcounts of a query's coincidences with 32 bytes of key planes at kp, kn, kz (the
+ * query's planes broadcast in vqp, vqn; vqz = vqp | vqn): *bnz counts the common nonzero
+ * channels (the ACs), *bsm the homopolar ones. AVX2 has no vector popcount: per-nibble table
+ * lookups (Mula's method), exact integers like popcnt. Both score kernels sum these bytes per
+ * key. */
+static inline __attribute__((always_inline)) SNN_AVX2_FN void
+bsa_coincidence_bytes(__m256i vqp, __m256i vqn, __m256i vqz, const void *kp, const void *kn,
+                      const void *kz, __m256i *bnz, __m256i *bsm) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    const __m256i p = _mm256_loadu_si256((const __m256i *)kp);
+    const __m256i n = _mm256_loadu_si256((const __m256i *)kn);
+    const __m256i z = _mm256_loadu_si256((const __m256i *)kz);
+    const __m256i nz = _mm256_and_si256(vqz, z);
+    const __m256i same = _mm256_or_si256(_mm256_and_si256(vqp, p), _mm256_and_si256(vqn, n));
+    *bnz = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(nz, low)),
+                           _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(nz, 4), low)));
+    *bsm = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(same, low)),
+                           _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(same, 4), low)));
+}
+
 /* Scores of one query word (planes qp, qn; nonzero qz) against jn packed keys, four keys per
  * vector: ai[jj] = (first ? 0 : ai[jj]) + 2 popcount(same) - popcount(nz) as in the scalar loop;
- * returns the sum of popcount(nz) (the ACs). AVX2 has no vector popcount: per-nibble table
- * lookups and byte sums (Mula's method), exact integers like popcnt. */
+ * returns the sum of popcount(nz) (the ACs): the coincidence bytes summed per 64-bit lane. */
 static SNN_AVX2_FN uint64_t bsa_scores_avx2(int jn, uint64_t qp, uint64_t qn, const uint64_t *kp,
                                             const uint64_t *kn, const uint64_t *kz, int32_t *ai,
                                             int first) {
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+    const __m256i zero = _mm256_setzero_si256();
     const __m256i vqp = _mm256_set1_epi64x((long long)qp), vqn = _mm256_set1_epi64x((long long)qn);
     const __m256i vqz = _mm256_or_si256(vqp, vqn);
     const __m256i lo32 = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);  /* low halves of 4 lanes */
     __m256i acc = zero;
     int jj = 0;
     for (; jj + 4 <= jn; jj += 4) {
-        const __m256i p = _mm256_loadu_si256((const __m256i *)(const void *)(kp + jj));
-        const __m256i n = _mm256_loadu_si256((const __m256i *)(const void *)(kn + jj));
-        const __m256i z = _mm256_loadu_si256((const __m256i *)(const void *)(kz + jj));
-        const __m256i nz = _mm256_and_si256(vqz, z);
-        const __m256i same = _mm256_or_si256(_mm256_and_si256(vqp, p), _mm256_and_si256(vqn, n));
-        const __m256i bnz = _mm256_add_epi8(
-            _mm256_shuffle_epi8(lut, _mm256_and_si256(nz, low)),
-            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(nz, 4), low)));
-        const __m256i bsm = _mm256_add_epi8(
-            _mm256_shuffle_epi8(lut, _mm256_and_si256(same, low)),
-            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(same, 4), low)));
+        __m256i bnz, bsm;
+        bsa_coincidence_bytes(vqp, vqn, vqz, kp + jj, kn + jj, kz + jj, &bnz, &bsm);
         const __m256i pn = _mm256_sad_epu8(bnz, zero), ps = _mm256_sad_epu8(bsm, zero);
         const __m256i a = _mm256_sub_epi64(_mm256_add_epi64(ps, ps), pn);
         const __m128i a32 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(a, lo32));
@@ -193,25 +203,14 @@ static SNN_AVX2_FN uint64_t bsa_scores_avx2(int jn, uint64_t qp, uint64_t qn, co
 static SNN_AVX2_FN uint64_t bsa_scores16_avx2(int jn, uint16_t qp, uint16_t qn,
                                               const uint16_t *kp, const uint16_t *kn,
                                               const uint16_t *kz, int32_t *ai) {
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i low = _mm256_set1_epi8(0x0f), ones8 = _mm256_set1_epi8(1);
+    const __m256i ones8 = _mm256_set1_epi8(1);
     const __m256i vqp = _mm256_set1_epi16((short)qp), vqn = _mm256_set1_epi16((short)qn);
     const __m256i vqz = _mm256_or_si256(vqp, vqn);
     __m256i acc = _mm256_setzero_si256();  /* 16-bit lanes: at most 16 per key, 4 keys a lane */
     int jj = 0;
     for (; jj + 16 <= jn; jj += 16) {
-        const __m256i p = _mm256_loadu_si256((const __m256i *)(const void *)(kp + jj));
-        const __m256i n = _mm256_loadu_si256((const __m256i *)(const void *)(kn + jj));
-        const __m256i z = _mm256_loadu_si256((const __m256i *)(const void *)(kz + jj));
-        const __m256i nz = _mm256_and_si256(vqz, z);
-        const __m256i same = _mm256_or_si256(_mm256_and_si256(vqp, p), _mm256_and_si256(vqn, n));
-        const __m256i bnz = _mm256_add_epi8(
-            _mm256_shuffle_epi8(lut, _mm256_and_si256(nz, low)),
-            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(nz, 4), low)));
-        const __m256i bsm = _mm256_add_epi8(
-            _mm256_shuffle_epi8(lut, _mm256_and_si256(same, low)),
-            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(same, 4), low)));
+        __m256i bnz, bsm;
+        bsa_coincidence_bytes(vqp, vqn, vqz, kp + jj, kn + jj, kz + jj, &bnz, &bsm);
         const __m256i pn = _mm256_maddubs_epi16(bnz, ones8), ps = _mm256_maddubs_epi16(bsm, ones8);
         const __m256i a = _mm256_sub_epi16(_mm256_add_epi16(ps, ps), pn);
         _mm256_storeu_si256((__m256i *)(void *)(ai + jj),
