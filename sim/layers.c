@@ -122,11 +122,13 @@ static void bn_block_sums(double (*part)[BN_CW], const float *x, int M, int C, i
  * result is the same for any thread count; its bits differ from sgemm's, whose order is its
  * own). Any other x (real inputs, ternary spikes, dense spikes) and layers too large for the
  * stack buffers (in * out > SP_MAX_W) take the sgemm path. */
-enum { SP_MAX_IN = 4096, SP_MAX_W = 65536, SP_OB = 32, SP_DW_CHUNKS = 2 };
+enum { SP_MAX_IN = 4096, SP_MAX_W = 65536, SP_OB = 64, SP_DW_CHUNKS = 2 };
 #define SP_MAX_DENSITY 0.25
 
-typedef float v4f __attribute__((vector_size(16)));
-typedef float v4fu __attribute__((vector_size(16), aligned(4))); /* unaligned access */
+/* Eight floats: one AVX2 register in the AVX2 clones, two SSE registers in the default one (the
+ * same lane-wise IEEE additions either way). */
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned access */
 
 /* Every x[t] is 0 or 1 and at most SP_MAX_DENSITY n of them are 1. */
 static SNN_WIDE_FN SNN_VEC_FN bool sparse_binary(const float *x, size_t n) {
@@ -163,15 +165,15 @@ static SNN_WIDE_FN SNN_VEC_FN int linear_fwd_sparse_rows(float *y, const float *
         float *ym = y + (size_t)m * out;
         int ob = 0;
         for (; ob + SP_OB <= out; ob += SP_OB) {
-            v4f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+            v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
             for (int t = 0; t < nnz; t++) {
-                const v4fu *r = (const v4fu *)(wt + (size_t)idx[t] * out + ob);
+                const v8fu *r = (const v8fu *)(wt + (size_t)idx[t] * out + ob);
                 a0 += r[0], a1 += r[1], a2 += r[2], a3 += r[3];
                 a4 += r[4], a5 += r[5], a6 += r[6], a7 += r[7];
             }
-            v4fu *yo = (v4fu *)(ym + ob);
+            v8fu *yo = (v8fu *)(ym + ob);
             if (b) {
-                const v4fu *bo = (const v4fu *)(b + ob);
+                const v8fu *bo = (const v8fu *)(b + ob);
                 a0 += bo[0], a1 += bo[1], a2 += bo[2], a3 += bo[3];
                 a4 += bo[4], a5 += bo[5], a6 += bo[6], a7 += bo[7];
             }
@@ -197,7 +199,7 @@ static SNN_WIDE_FN SNN_VEC_FN int linear_fwd_sparse_rows(float *y, const float *
 static bool linear_fwd_sparse(float *y, const float *x, const float *w, const float *b, int M,
                               int in, int out, bool par) {
     (void)par; /* unused without OpenMP */
-    float wt[SP_MAX_W] __attribute__((aligned(16))); /* w^T [in, out] */
+    float wt[SP_MAX_W] __attribute__((aligned(32))); /* w^T [in, out] */
     for (int o = 0; o < out; o++)
         for (int i = 0; i < in; i++) wt[(size_t)i * out + o] = w[(size_t)o * in + i];
     const int rows = linear_rows(M), nc = n_chunks(M, rows);
@@ -217,8 +219,6 @@ static bool linear_fwd_sparse(float *y, const float *x, const float *w, const fl
  * rows' dy added to dw^T one by one, rows in order.) Returns whether an entry was neither 0 nor
  * 1. */
 enum { SP_RB = 128, SP_LIST = 32768 };
-typedef float v8f __attribute__((vector_size(32)));
-typedef float v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned access */
 static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_cols(float *dwt, const float *dy, const float *x,
                                                 int M, int in, int out, int i0, int i1) {
     const int ni = i1 - i0;
