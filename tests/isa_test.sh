@@ -20,13 +20,15 @@ small="--set data.limit=48 --set record.samples=3"
 train="--set data.train_limit=256 --set train.epochs=1"
 # name|config|settings: the committed bsa and ssa checkpoints (trained, so Q and K fire: from
 # scratch they barely do), evaluated and fine-tuned; bsa with membranes recorded and with rate
-# encoding; sdsa with the SEW residual (integer spike sums) and softmax (an ANN), trained
+# encoding; sdsa with the SEW residual (integer spike sums) and the three ANN models, trained
 cases="bsa|configs/bench_bsa.yaml|--set record.membrane=true
 bsa_train|configs/bench_bsa.yaml|$train
 bsa_rate|configs/bench_bsa.yaml|--set data.encoding=rate
 ssa_train|configs/bench_ssa.yaml|$train
 sdsa_sew|configs/fmnist_sdsa.yaml|$train --set model.residual=sew
-softmax|configs/fmnist_softmax.yaml|$train"
+softmax|configs/fmnist_softmax.yaml|$train
+cat|configs/fmnist_cat.yaml|$train
+primal|configs/fmnist_primal.yaml|$train"
 echo "$cases" | while IFS='|' read -r name cfg extra; do
     # shellcheck disable=SC2086
     "$fast/spikesim" run "$cfg" $small $extra --threads "$threads" -o "$dir/$name.fast.h5" \
