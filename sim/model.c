@@ -649,28 +649,14 @@ void snn_ws_free(snn_ws *ws) {
  * of x86-64); the portable loop gives the same bits and kinds. */
 enum { EV_NEG = 1, EV_OTHER = 2 };
 
-/* Word w of a row's planes from spikes p[0..n), n <= 64, SSE2 and portable. */
+/* One word of a row's planes from spikes p[0..n), n <= 64 (the portable builder, and the part of
+ * a row past its whole words): attention/bits.h's planes, with the check for SEW spike sums. */
 static inline void word_planes(const int8_t *p, int n, uint64_t *wz, uint64_t *wn, int *other) {
-    uint64_t bz = 0, bn = 0;
-    int c = 0, oth = 0;
-#if defined(__SSE2__)
-    const __m128i z = _mm_setzero_si128(), p1 = _mm_set1_epi8(1), m1 = _mm_set1_epi8(-1);
-    __m128i othv = z;
-    for (; c + 16 <= n; c += 16) {
-        const __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(p + c));
-        othv = _mm_or_si128(othv, _mm_or_si128(_mm_cmpgt_epi8(x, p1), _mm_cmplt_epi8(x, m1)));
-        bz |= (uint64_t)(~(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, z)) & 0xFFFFu) << c;
-        bn |= (uint64_t)(unsigned)_mm_movemask_epi8(x) << c; /* the sign bits */
-    }
-    oth = _mm_movemask_epi8(othv) != 0;
-#endif
-    for (; c < n; c++) {
-        bz |= (uint64_t)(p[c] != 0) << c;
-        bn |= (uint64_t)(p[c] < 0) << c;
-        oth |= p[c] > 1 || p[c] < -1;
-    }
-    *wz = bz;
-    *wn = bn;
+    uint64_t pos;
+    snn_pack_planes(p, n, &pos, wn);
+    *wz = pos | *wn;
+    int oth = 0;
+    for (int c = 0; c < n; c++) oth |= p[c] > 1 || p[c] < -1;
     *other |= oth;
 }
 

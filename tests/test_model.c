@@ -312,6 +312,18 @@ static void eval_with_threads(const snn_config *cfg, const snn_dataset *ds, int 
     snn_evaluate(m, ds, &o, e);
 }
 
+/* cfg = the synthetic config (tests change it before loading data). */
+static void load_synthetic(snn_config *cfg) {
+    assert_int_equal(snn_config_load_string(cfg, synthetic_yaml, "inline", NULL, 0, stderr), 0);
+}
+
+/* ds = cfg's data; m, e = cfg's model evaluated on it on one thread. */
+static void eval_synthetic(const snn_config *cfg, snn_dataset *ds, snn_model *m, snn_eval *e) {
+    snn_err err = {{0}};
+    assert_int_equal(snn_run_load_data(cfg, ds, &err), SNN_OK);
+    eval_with_threads(cfg, ds, 1, m, e);
+}
+
 /* Parameter tables per kernel (spec section 4): CAT replaces q and k by a [h, D], so its
  * attention has 2 D^2 + D h weights instead of 4 D^2; Primal has no v and adds E, R [h, M, s],
  * lambda [h, s] and one shared c [d, 2s]. */
@@ -350,15 +362,13 @@ static void test_attention_parameter_tables(void **state) {
 static void test_neuron_counts_survive_many_timesteps(void **state) {
     (void)state;
     snn_config cfg;
-    assert_int_equal(snn_config_load_string(&cfg, synthetic_yaml, "inline", NULL, 0, stderr), 0);
+    load_synthetic(&cfg);
     cfg.data.synthetic_samples = 100;
     cfg.model.neuron.v_threshold = 0.05f; /* busy neurons: some fire on most timesteps */
     snn_dataset ds = {0};
-    snn_err err = {{0}};
-    assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
     snn_model m;
     snn_eval e;
-    eval_with_threads(&cfg, &ds, 1, &m, &e);
+    eval_synthetic(&cfg, &ds, &m, &e);
     uint64_t most = 0;
     for (int p = 0; p < m.n_pops; p++) {
         uint64_t by_neuron = 0, by_step = 0;
@@ -381,7 +391,7 @@ static void test_neuron_counts_survive_many_timesteps(void **state) {
 static void test_one_and_two_threads_are_byte_identical(void **state) {
     (void)state;
     snn_config cfg;
-    assert_int_equal(snn_config_load_string(&cfg, synthetic_yaml, "inline", NULL, 0, stderr), 0);
+    load_synthetic(&cfg);
     for (int enc = 0; enc < 2; enc++) {
         cfg.data.encoding = enc ? SNN_ENCODING_RATE : SNN_ENCODING_DIRECT;
         snn_dataset ds = {0};
@@ -420,7 +430,7 @@ static void test_one_and_two_threads_are_byte_identical(void **state) {
 static void test_synaptic_timer_changes_no_output(void **state) {
     (void)state;
     snn_config cfg;
-    assert_int_equal(snn_config_load_string(&cfg, synthetic_yaml, "inline", NULL, 0, stderr), 0);
+    load_synthetic(&cfg);
     for (int enc = 0; enc < 2; enc++) {
         cfg.data.encoding = enc ? SNN_ENCODING_RATE : SNN_ENCODING_DIRECT;
         snn_dataset ds = {0};
@@ -515,7 +525,7 @@ static void test_ann_batch_one_and_threads(void **state) {
 static void test_checkpoint_round_trip_and_mismatch(void **state) {
     (void)state;
     snn_config cfg;
-    assert_int_equal(snn_config_load_string(&cfg, synthetic_yaml, "inline", NULL, 0, stderr), 0);
+    load_synthetic(&cfg);
     snn_err err = {{0}};
     snn_model a;
     assert_int_equal(snn_model_init(&a, &cfg, &err), SNN_OK);
@@ -552,13 +562,11 @@ static void test_checkpoint_round_trip_and_mismatch(void **state) {
 static void test_forward_counts_follow_spikes(void **state) {
     (void)state;
     snn_config cfg;
-    assert_int_equal(snn_config_load_string(&cfg, synthetic_yaml, "inline", NULL, 0, stderr), 0);
+    load_synthetic(&cfg);
     snn_dataset ds = {0};
-    snn_err err = {{0}};
-    assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
     snn_model m;
     snn_eval e;
-    eval_with_threads(&cfg, &ds, 1, &m, &e);
+    eval_synthetic(&cfg, &ds, &m, &e);
     /* Every linear layer's ACs = (spikes of the population feeding it) x fan-out. */
     for (int l = 0; l < m.L; l++) {
         const snn_block *b = &m.blocks[l];
