@@ -32,6 +32,8 @@
 #endif
 
 #include "sim/util.h"
+#include "attention/bits.h"
+#include <string.h>
 
 snn_neuron_params snn_neuron_defaults(void) {
     snn_neuron_params p = {
@@ -97,11 +99,13 @@ step_loop(const charge_mode mode, const bool bipolar, const bool soft, const boo
  * operations per lane (gcc vector arithmetic on __m256), ordered compares (false on NaN, as
  * C's >= and <=), resets by mask, and the int32 spikes packed to bytes with saturating packs
  * (values -1, 0, 1 pass unchanged). Returns the number of neurons done (a multiple of 32); the
- * caller's scalar loop finishes the rest. *nspikes receives their spike count. */
+ * caller's scalar loop finishes the rest. *nspikes receives their spike count. With nz_bits
+ * and neg_bits (else NULL) it also stores each group's 32 nonzero and negative bits at byte
+ * i / 8 of them: bits i .. i + 31 of the little-endian planes (x86 is little-endian). */
 static inline __attribute__((always_inline)) SNN_AVX2_FN size_t
 step_avx2_body(const charge_mode mode, const bool bipolar, const bool soft, size_t n,
                const float *x, float *v, int8_t *s, float tau, float vr, float th,
-               size_t *nspikes) {
+               uint8_t *nz_bits, uint8_t *neg_bits, size_t *nspikes) {
     const __m256 vth = _mm256_set1_ps(th), vnth = _mm256_set1_ps(-th), vvr = _mm256_set1_ps(vr);
     const __m256i one = _mm256_set1_epi32(1);
     const __m256i fix = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  /* undo the packs' lane mix */
@@ -136,21 +140,28 @@ step_avx2_body(const charge_mode mode, const bool bipolar, const bool soft, size
             _mm256_packs_epi16(_mm256_packs_epi32(si[0], si[1]), _mm256_packs_epi32(si[2], si[3])),
             fix);
         _mm256_storeu_si256((__m256i *)(void *)(s + i), b);
-        cnt += (size_t)__builtin_popcount(
-            ~(unsigned)_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, _mm256_setzero_si256())));
+        const uint32_t bz = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, _mm256_setzero_si256()));
+        cnt += (size_t)__builtin_popcount(bz);
+        if (nz_bits) {
+            const uint32_t bn = (uint32_t)_mm256_movemask_epi8(b);
+            memcpy(nz_bits + i / 8, &bz, sizeof bz);
+            memcpy(neg_bits + i / 8, &bn, sizeof bn);
+        }
     }
     *nspikes = cnt;
     return i;
 }
 
 static SNN_AVX2_FN size_t step_avx2(const snn_neuron_params *p, size_t n, const float *x,
-                                    float *v, int8_t *s, size_t *nspikes) {
+                                    float *v, int8_t *s, uint8_t *nz, uint8_t *neg,
+                                    size_t *nspikes) {
     const charge_mode mode = charge_mode_of(p);
     const int key = (int)mode * 4 + (p->bipolar ? 2 : 0) + (p->soft_reset ? 1 : 0);
     switch (key) {
 #define AVX_CASE(m, b, so)                                                                      \
     case (int)(m) * 4 + (b) * 2 + (so):                                                         \
-        return step_avx2_body(m, b, so, n, x, v, s, p->tau, p->v_reset, p->v_threshold, nspikes);
+        return step_avx2_body(m, b, so, n, x, v, s, p->tau, p->v_reset, p->v_threshold, nz, neg,  \
+                              nspikes);
 #define AVX_CASES(m) AVX_CASE(m, 0, 0) AVX_CASE(m, 0, 1) AVX_CASE(m, 1, 0) AVX_CASE(m, 1, 1)
         AVX_CASES(CHARGE_IF)
         AVX_CASES(CHARGE_DECAY_INPUT0)
@@ -177,7 +188,7 @@ SNN_WIDE_FN SNN_VEC_FN size_t snn_neuron_step(const snn_neuron_params *p, size_t
 #if SNN_HAVE_AVX2_DISPATCH
     /* Without h (inference), the AVX2 kernel takes whole groups of 32 neurons first. */
     if (!h && snn_cpu_avx2()) {
-        const size_t done = step_avx2(p, n, x, v, s, &nspikes);
+        const size_t done = step_avx2(p, n, x, v, s, NULL, NULL, &nspikes);
         x += done;
         v += done;
         s += done;
@@ -205,6 +216,23 @@ SNN_WIDE_FN SNN_VEC_FN size_t snn_neuron_step(const snn_neuron_params *p, size_t
 #undef STEP_CASES
 #undef STEP_CASE
         }
+    }
+    return nspikes;
+}
+
+size_t snn_neuron_step_planes(const snn_neuron_params *p, size_t n, const float *x, float *v,
+                              int8_t *s, uint64_t *nz, uint64_t *neg) {
+    size_t done = 0, nspikes = 0;
+#if SNN_HAVE_AVX2_DISPATCH
+    if (snn_cpu_avx2()) done = step_avx2(p, n, x, v, s, (uint8_t *)nz, (uint8_t *)neg, &nspikes);
+#endif
+    nspikes += snn_neuron_step(p, n - done, x + done, v + done, s + done, NULL);
+    /* The words the vector kernel did not finish, from the spikes (a word it half wrote is
+     * rebuilt whole: its first half of s is written too). */
+    for (size_t w = done / 64; w < (n + 63) / 64; w++) {
+        uint64_t pos;
+        snn_pack_planes(s + 64 * w, n - 64 * w < 64 ? (int)(n - 64 * w) : 64, &pos, &neg[w]);
+        nz[w] = pos | neg[w];
     }
     return nspikes;
 }

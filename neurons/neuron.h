@@ -74,6 +74,16 @@ void snn_neuron_reset_state(const snn_neuron_params *p, size_t n, float *v);
 size_t snn_neuron_step(const snn_neuron_params *p, size_t n, const float *x, float *v, int8_t *s,
                        float *h);
 
+/* snn_neuron_step without h, and the spikes' bit planes, the event representation a synaptic
+ * layer reads (attention/bits.h's layout):
+ *   nz  [ceil(n / 64)]  bit i % 64 of word i / 64 set iff s[i] != 0
+ *   neg [ceil(n / 64)]  bit i % 64 of word i / 64 set iff s[i] < 0
+ * bits past n zero. The AVX2 kernel takes the bits from the compare it makes anyway, so the
+ * planes cost no second pass over s. Same spikes, membranes and return value as
+ * snn_neuron_step. */
+size_t snn_neuron_step_planes(const snn_neuron_params *p, size_t n, const float *x, float *v,
+                              int8_t *s, uint64_t *nz, uint64_t *neg);
+
 /* Surrogate derivative g'(x) for x = H - v_threshold (one-sided). Peaks g'(0): sigmoid alpha/4,
  * atan alpha/2, triangle alpha (zero for |x| > 1/alpha). Evaluated in float in SpikingJelly's
  * operation order; expf/atanf may differ from PyTorch's in the last bit. */

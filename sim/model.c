@@ -878,14 +878,16 @@ static void syn_stop(snn_ws *ws, double t0) {
     if (ws->time_syn) ws->syn_seconds += snn_now() - t0;
 }
 
+/* The synaptic layer lin on spikes s [N, lin->in]; planes_ready: the population that fired s
+ * wrote their bit planes already (pop_step_planes). */
 static void linear_forward(const snn_model *m, snn_ws *ws, const snn_linear *lin, const int8_t *s,
-                           float *y) {
+                           bool planes_ready, float *y) {
     snn_ops *ops = &ws->ops[lin->layer];
     const double t0 = syn_start(ws);
     if (ws->dense) {
         snn_linear_forward_dense(lin, m->N, s, ws->hbuf, y, ops);
     } else {
-        build_planes(m->N, lin->in, s, ws->ev_nz, ws->ev_neg, ws->ev_kind);
+        if (!planes_ready) build_planes(m->N, lin->in, s, ws->ev_nz, ws->ev_neg, ws->ev_kind);
         linear_events(lin, m->N, s, ws->ev_nz, ws->ev_neg, ws->ev_kind, y, ops);
     }
     syn_stop(ws, t0);
@@ -914,11 +916,12 @@ void snn_ws_flush_counts(snn_ws *ws, const snn_model *m) {
 
 /* One timestep of population p on input x [N * width]; spikes into s. Counts one neuron
  * update and one threshold compare per neuron (two for bipolar), records if asked. */
-static void pop_step(const snn_model *m, snn_ws *ws, int p, int t, const float *x, int8_t *s,
-                     const snn_record *rec) {
+static void pop_update(const snn_model *m, snn_ws *ws, int p, int t, const float *x, int8_t *s,
+                       uint64_t *planes_nz, uint64_t *planes_neg, const snn_record *rec) {
     const snn_pop *pop = &m->pops[p];
     float *v = ws->state + pop->state_offset;
-    size_t nz = snn_neuron_step(&pop->np, pop->size, x, v, s, NULL);
+    size_t nz = planes_nz ? snn_neuron_step_planes(&pop->np, pop->size, x, v, s, planes_nz, planes_neg)
+                          : snn_neuron_step(&pop->np, pop->size, x, v, s, NULL);
     snn_ops *ops = &ws->ops[pop->layer];
     ops->n[SNN_OP_NEURON] += pop->size;
     ops->n[SNN_OP_CMP] += pop->size * (pop->np.bipolar ? 2u : 1u);
@@ -930,15 +933,38 @@ static void pop_step(const snn_model *m, snn_ws *ws, int p, int t, const float *
     }
 }
 
+static void pop_step(const snn_model *m, snn_ws *ws, int p, int t, const float *x, int8_t *s,
+                     const snn_record *rec) {
+    pop_update(m, ws, p, t, x, s, NULL, NULL, rec);
+}
+
+/* pop_step for a population whose spikes a synaptic layer reads next: where a token's spikes
+ * fill whole 64-bit words (width a multiple of 64), the population's flat bit planes are the
+ * layer's per-token planes, so the neuron step writes them (from the compare it makes anyway)
+ * and the layer skips build_planes. Returns whether it did. Only binary populations feed
+ * synaptic layers (bipolar ones, Q and K, feed the attention kernel): every event is a +1, so
+ * every token's kind is 0; a bipolar one takes the general path. */
+static bool pop_step_planes(const snn_model *m, snn_ws *ws, int p, int t, const float *x,
+                            int8_t *s, int width, const snn_record *rec) {
+    SNN_ASSERT(m->pops[p].size == (size_t)m->N * width);
+    if (ws->dense || width % 64 || m->pops[p].np.bipolar) {
+        pop_step(m, ws, p, t, x, s, rec);
+        return false;
+    }
+    pop_update(m, ws, p, t, x, s, ws->ev_nz, ws->ev_neg, rec);
+    memset(ws->ev_kind, 0, (size_t)m->N);
+    return true;
+}
+
 /* q, k and v read the same input x [N, width]: its bit planes are built once, and each layer's
  * output goes through its population before the next layer reuses ws->y. */
 static void qkv_forward(const snn_model *m, snn_ws *ws, const snn_block *b, int t, const int8_t *x,
-                        const snn_record *rec) {
+                        bool planes_ready, const snn_record *rec) {
     const snn_linear *qkv[3] = {&b->q, &b->k, &b->v};
     int8_t *out[3] = {ws->sq, ws->sk, ws->sv};
     const int pops[3] = {b->pop_q, b->pop_k, b->pop_v};
     double t0 = syn_start(ws);
-    if (!ws->dense) build_planes(m->N, m->D, x, ws->ev_nz, ws->ev_neg, ws->ev_kind);
+    if (!ws->dense && !planes_ready) build_planes(m->N, m->D, x, ws->ev_nz, ws->ev_neg, ws->ev_kind);
     for (int j = 0; j < 3; j++) {
         if (j > 0) t0 = syn_start(ws);
         if (ws->dense)
@@ -989,7 +1015,7 @@ static void embed_spikes(const snn_model *m, snn_ws *ws) {
     const int N = m->N, D = m->D, K = m->K;
     int8_t *s = ws->s_in;
     for (size_t i = 0; i < (size_t)N * K; i++) s[i] = (int8_t)(ws->patches[i] != 0.0f);
-    linear_forward(m, ws, &m->embed_spk, s, ws->u0);
+    linear_forward(m, ws, &m->embed_spk, s, false, ws->u0);
     for (size_t i = 0; i < (size_t)N * D; i++) ws->u0[i] += m->pos[i];
 }
 
@@ -1031,32 +1057,35 @@ static void add_spikes(int8_t *x, const int8_t *s, size_t n) {
 static void block_ms(const snn_model *m, snn_ws *ws, int l, int t, const snn_record *rec) {
     const snn_block *b = &m->blocks[l];
     const size_t ND = (size_t)m->N * m->D;
-    pop_step(m, ws, b->pop_in, t, ws->u, ws->s_in, rec);
-    qkv_forward(m, ws, b, t, ws->s_in, rec);
+    const int D = m->D, Hd = b->fc1.out;
+    bool ready = pop_step_planes(m, ws, b->pop_in, t, ws->u, ws->s_in, D, rec);
+    qkv_forward(m, ws, b, t, ws->s_in, ready, rec);
     attention(m, ws, l, t, rec);
-    pop_step(m, ws, b->pop_attn, t, ws->o, ws->sa, rec);
-    linear_forward(m, ws, &b->o, ws->sa, ws->y);
+    ready = pop_step_planes(m, ws, b->pop_attn, t, ws->o, ws->sa, D, rec);
+    linear_forward(m, ws, &b->o, ws->sa, ready, ws->y);
     add_into(ws->u, ws->y, ND);
-    pop_step(m, ws, b->pop_mlp_in, t, ws->u, ws->s_in, rec);
-    linear_forward(m, ws, &b->fc1, ws->s_in, ws->y);
-    pop_step(m, ws, b->pop_hidden, t, ws->y, ws->sh, rec);
-    linear_forward(m, ws, &b->fc2, ws->sh, ws->y);
+    ready = pop_step_planes(m, ws, b->pop_mlp_in, t, ws->u, ws->s_in, D, rec);
+    linear_forward(m, ws, &b->fc1, ws->s_in, ready, ws->y);
+    ready = pop_step_planes(m, ws, b->pop_hidden, t, ws->y, ws->sh, Hd, rec);
+    linear_forward(m, ws, &b->fc2, ws->sh, ready, ws->y);
     add_into(ws->u, ws->y, ND);
 }
 
 static void block_sew(const snn_model *m, snn_ws *ws, int l, int t, const snn_record *rec) {
     const snn_block *b = &m->blocks[l];
     const size_t ND = (size_t)m->N * m->D;
-    if (l == 0) pop_step(m, ws, b->pop_in, t, ws->u, ws->sx, rec);
-    qkv_forward(m, ws, b, t, ws->sx, rec);
+    /* the stream sx is a sum of spikes from block 1 on: its planes are built from it */
+    bool ready = false;
+    if (l == 0) ready = pop_step_planes(m, ws, b->pop_in, t, ws->u, ws->sx, m->D, rec);
+    qkv_forward(m, ws, b, t, ws->sx, ready, rec);
     attention(m, ws, l, t, rec);
-    pop_step(m, ws, b->pop_attn, t, ws->o, ws->sa, rec);
-    linear_forward(m, ws, &b->o, ws->sa, ws->y);
+    ready = pop_step_planes(m, ws, b->pop_attn, t, ws->o, ws->sa, m->D, rec);
+    linear_forward(m, ws, &b->o, ws->sa, ready, ws->y);
     pop_step(m, ws, b->pop_o, t, ws->y, ws->s_in, rec);
     add_spikes(ws->sx, ws->s_in, ND);
-    linear_forward(m, ws, &b->fc1, ws->sx, ws->y);
-    pop_step(m, ws, b->pop_hidden, t, ws->y, ws->sh, rec);
-    linear_forward(m, ws, &b->fc2, ws->sh, ws->y);
+    linear_forward(m, ws, &b->fc1, ws->sx, false, ws->y);
+    ready = pop_step_planes(m, ws, b->pop_hidden, t, ws->y, ws->sh, b->fc1.out, rec);
+    linear_forward(m, ws, &b->fc2, ws->sh, ready, ws->y);
     pop_step(m, ws, b->pop_out, t, ws->y, ws->s_in, rec);
     add_spikes(ws->sx, ws->s_in, ND);
 }

@@ -592,9 +592,73 @@ static void test_forward_counts_follow_spikes(void **state) {
     snn_config_free(&cfg);
 }
 
+/* ---- event-driven against dense -------------------------------------------------------- */
+
+/* w rounded to a multiple of 2^-6 (|w| < 4 here): sums of up to 128 such weights need at most
+ * 15 significant bits, so they are exact in float in any order. */
+static void dyadic(float *w, size_t n) {
+    for (size_t i = 0; i < n; i++) w[i] = roundf(w[i] * 64.0f) / 64.0f;
+}
+
+/* With dyadic synaptic weights every synaptic sum is exact, so the event-driven layers (weight
+ * rows added in channel order, from bit planes the neuron step writes: D = 64 and 128 hidden are
+ * whole words) and the dense ones (BLAS on float spikes) must give the same bytes: spikes,
+ * membranes, counts and logits, for both residual kinds (sew feeds spike sums). */
+static void test_event_forward_equals_dense_when_exact(void **state) {
+    (void)state;
+    for (int sew = 0; sew < 2; sew++) {
+        snn_config cfg;
+        load_synthetic(&cfg);
+        cfg.model.dim = 64;
+        cfg.model.neuron.v_threshold = 0.25f; /* lively: most layers see many events */
+        if (sew) {
+            cfg.model.residual = SNN_RESIDUAL_SEW;
+            cfg.model.attention.kind = SNN_ATTN_SDSA;
+        }
+        snn_dataset ds = {0};
+        snn_err err = {{0}};
+        assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
+        snn_model m;
+        assert_int_equal(snn_model_init(&m, &cfg, &err), SNN_OK);
+        for (int l = 0; l < m.L; l++) {
+            snn_linear *lins[6] = {&m.blocks[l].q, &m.blocks[l].k, &m.blocks[l].v,
+                                   &m.blocks[l].o, &m.blocks[l].fc1, &m.blocks[l].fc2};
+            for (int j = 0; j < 6; j++) {
+                dyadic(lins[j]->wt, (size_t)lins[j]->in * lins[j]->out);
+                dyadic(lins[j]->b, (size_t)lins[j]->out);
+            }
+        }
+        snn_eval ev, de;
+        snn_eval_opts o = {.n_record = cfg.record.samples, .record_v = true, .threads = 1};
+        snn_evaluate(&m, &ds, &o, &ev);
+        o.dense = true;
+        snn_evaluate(&m, &ds, &o, &de);
+        assert_memory_equal(ev.logits, de.logits, (size_t)ev.n * ev.classes * sizeof(float));
+        assert_memory_equal(ev.pop_t_count, de.pop_t_count, (size_t)m.n_pops * m.T * sizeof(uint64_t));
+        assert_memory_equal(ev.neuron_count, de.neuron_count, m.state_size * sizeof(uint64_t));
+        uint64_t spikes = 0;
+        for (int p = 0; p < m.n_pops; p++) {
+            const size_t n = (size_t)ev.n_record * m.T * m.pops[p].size;
+            assert_memory_equal(ev.rec_spikes[p], de.rec_spikes[p], n);
+            assert_memory_equal(ev.rec_v[p], de.rec_v[p], n * sizeof(float));
+            for (size_t j = 0; j < n; j++) spikes += ev.rec_spikes[p][j] != 0;
+        }
+        const uint64_t hidden = ev.pop_t_count[(size_t)m.blocks[1].pop_hidden * m.T + 1];
+        fprintf(stderr, "  %s: %llu recorded spikes, block 1 hidden t=1: %llu\n", sew ? "sew" : "ms",
+                (unsigned long long)spikes, (unsigned long long)hidden);
+        assert_true(hidden > 0); /* the last synaptic layer saw events */
+        snn_eval_free(&ev, &m);
+        snn_eval_free(&de, &m);
+        snn_model_free(&m);
+        snn_dataset_free(&ds);
+        snn_config_free(&cfg);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_event_linear_equals_dense_reference),
+        cmocka_unit_test(test_event_forward_equals_dense_when_exact),
         cmocka_unit_test(test_golden_bsa_spike_for_spike),
         cmocka_unit_test(test_golden_ssa_spike_for_spike),
         cmocka_unit_test(test_golden_sdsa_spike_for_spike),

@@ -347,6 +347,50 @@ static void test_step_without_h_matches(void **state) {
                     }
 }
 
+/* snn_neuron_step_planes: the same spikes, membranes and count as snn_neuron_step, and planes
+ * whose every bit is the spikes' (words prefilled with ones, so an unwritten word or bit past n
+ * fails). Sizes cover whole and half 64-bit words of the AVX2 kernel and scalar tails. */
+static void test_step_planes(void **state) {
+    (void)state;
+    enum { NMAX = 256, STEPS = 5, WMAX = NMAX / 64 };
+    const int sizes[] = {1, 31, 32, 33, 64, 96, 100, 128, 200, 256};
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+        for (int bip = 0; bip < 2; bip++)
+            for (int soft = 0; soft < 2; soft++) {
+                const int n = sizes[si], words = (n + 63) / 64;
+                snn_neuron_params p = snn_neuron_defaults();
+                p.bipolar = bip;
+                p.soft_reset = soft;
+                p.v_threshold = 0.25f;
+                float v1[NMAX], v2[NMAX], x[NMAX];
+                int8_t s1[NMAX], s2[NMAX];
+                uint64_t nz[WMAX], neg[WMAX];
+                snn_neuron_reset_state(&p, (size_t)n, v1);
+                snn_neuron_reset_state(&p, (size_t)n, v2);
+                size_t fired = 0;
+                for (int t = 0; t < STEPS; t++) {
+                    for (int i = 0; i < n; i++)
+                        x[i] = (float)((i * 29 + t * 13 + 7) % 23 - 11) * 0.125f;
+                    memset(nz, 0xFF, sizeof nz);
+                    memset(neg, 0xFF, sizeof neg);
+                    const size_t c1 = snn_neuron_step(&p, (size_t)n, x, v1, s1, NULL);
+                    const size_t c2 = snn_neuron_step_planes(&p, (size_t)n, x, v2, s2, nz, neg);
+                    assert_int_equal(c1, c2);
+                    assert_memory_equal(v1, v2, (size_t)n * sizeof *v1);
+                    assert_memory_equal(s1, s2, (size_t)n);
+                    for (int i = 0; i < 64 * words; i++) {
+                        const int want_nz = i < n && s1[i] != 0, want_neg = i < n && s1[i] < 0;
+                        if ((int)(nz[i / 64] >> (i % 64) & 1) != want_nz ||
+                            (int)(neg[i / 64] >> (i % 64) & 1) != want_neg)
+                            fail_msg("n %d bipolar %d soft %d t %d: plane bit %d wrong", n, bip,
+                                     soft, t, i);
+                    }
+                    fired += c1;
+                }
+                assert_true(fired > 0); /* the inputs make the planes carry spikes */
+            }
+}
+
 static void test_reset_state(void **state) {
     (void)state;
     snn_neuron_params p = snn_neuron_defaults();
@@ -587,6 +631,7 @@ int main(void) {
         cmocka_unit_test(test_exact_threshold_fires),
         cmocka_unit_test(test_population_h_and_count),
         cmocka_unit_test(test_step_without_h_matches),
+        cmocka_unit_test(test_step_planes),
         cmocka_unit_test(test_reset_state),
         cmocka_unit_test(test_surrogate_finite_difference),
         cmocka_unit_test(test_surrogate_peaks),
