@@ -45,11 +45,12 @@
 enum {
     BATCH1_SAMPLES = 200,  /* batch-1 latency */
     RSS_SAMPLES = 200,     /* the inference phase of the memory measurement */
-    LEVEL_SAMPLES = 500,   /* each firing-rate level */
+    LEVEL_SAMPLES = 250,   /* each firing-rate level */
     SEARCH_SAMPLES = 200,  /* each step of the search for the lower level */
     REPS = 3,              /* repetitions of a throughput run (2000 samples) */
     REPS_SHORT = 3,        /* repetitions of a short run (batch 1, training) */
-    REPS_LEVELS = 5,       /* rounds of the two firing-rate levels, interleaved */
+    REPS_LEVELS = 15,      /* rounds of the two firing-rate levels, interleaved: many short
+                            * rounds, so that each level's best meets a quiet spell */
     TRAIN_MIN_STEPS = 2,   /* optimizer steps per timed training run: at least, */
     TRAIN_MAX_STEPS = 40,  /* at most, and enough to last about TRAIN_RUN_SECONDS */
 };
@@ -335,13 +336,13 @@ static void bench_rate_levels(snn_model *m, const snn_dataset *ds, int all) {
                1e3 * timed[i].seconds / n, 1e3 * plain[i].seconds / n);
     }
     set_gain(m, th0, 1.0);
-    /* The timer's cost: two clock reads per synaptic-layer call (model.c: q, k, v, o, fc1, fc2
-     * per block and timestep, and a rate-coded embedding per timestep). */
+    /* The timer's cost: two snn_ticks reads per timed span (model.c: q, k and v together, o,
+     * fc1, fc2 per block and timestep, and a rate-coded embedding per timestep). */
     const bool rate_coded = m->cfg->data.encoding == SNN_ENCODING_RATE;
-    const int reads = 2 * m->T * (6 * m->L + (rate_coded ? 1 : 0));
-    volatile double sink; /* keeps the calls */
+    const int reads = 2 * m->T * (4 * m->L + (rate_coded ? 1 : 0));
+    volatile uint64_t sink; /* keeps the calls */
     const double c0 = snn_now();
-    for (int i = 0; i < 100000; i++) sink = snn_now();
+    for (int i = 0; i < 100000; i++) sink = snn_ticks();
     (void)sink;
     const double per_read = (snn_now() - c0) / 100000;
     const double spikes = timed[1].acs / timed[0].acs;
@@ -350,9 +351,11 @@ static void bench_rate_levels(snn_model *m, const snn_dataset *ds, int all) {
            "time ratio / ACs ratio %.2f), whole forward x%.2f\n",
            timed[1].rate / timed[0].rate, spikes, syn, 100 * (1 - syn), syn / spikes,
            timed[1].seconds / timed[0].seconds);
-    printf("    synaptic layers = spike bit planes + weight-row accumulation of q, k, v, o, fc1, fc2; the "
-           "timer reads the clock %d times per sample at %.0f ns = %.2f%% of the untimed forward "
-           "(the timed runs' best total differs from the untimed one by %+.1f%% at g = 1)\n",
+    printf("    synaptic layers = weight-row accumulation of q, k, v, o, fc1, fc2 over spike bit "
+           "planes (written by the neuron step where a token's spikes fill whole 64-bit words, "
+           "else built by the layer); the timer reads the tick counter %d times per sample at "
+           "%.0f ns = %.2f%% of the untimed forward (the timed runs' best total differs from the "
+           "untimed one by %+.1f%% at g = 1)\n",
            reads, 1e9 * per_read, 100 * reads * per_read / (plain[0].seconds / (double)level.n),
            100 * (timed[0].seconds / plain[0].seconds - 1));
     free(th0);

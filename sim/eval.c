@@ -151,6 +151,7 @@ void snn_evaluate(const snn_model *m, const snn_dataset *ds, const snn_eval_opts
     int64_t done = 0;
     const size_t pix = (size_t)ds->channels * ds->height * ds->width;
     double t0 = snn_now();
+    const uint64_t k0 = snn_ticks();
 
 #pragma omp parallel num_threads(threads)
     {
@@ -195,11 +196,14 @@ void snn_evaluate(const snn_model *m, const snn_dataset *ds, const snn_eval_opts
     }
     progress_show(&pg, n);
     out->wall_seconds = snn_now() - t0;
+    /* the synaptic timer's ticks in seconds, at the rate they ran over the whole evaluation */
+    const uint64_t ticks = snn_ticks() - k0;
+    const double seconds_per_tick = ticks ? out->wall_seconds / (double)ticks : 0.0;
 
     /* Reduce per-thread counters (integers: exact in any order; thread order anyway). */
     for (int i = 0; i < threads; i++) {
         for (int l = 0; l < m->n_layers; l++) snn_ops_add(&out->ops[l], &ws[i].ops[l]);
-        out->synaptic_seconds += ws[i].syn_seconds;
+        out->synaptic_seconds += (double)ws[i].syn_ticks * seconds_per_tick;
         for (size_t j = 0; j < (size_t)m->n_pops * T; j++) out->pop_t_count[j] += ws[i].pop_t_count[j];
         snn_ws_flush_counts(&ws[i], m);
         for (size_t j = 0; j < m->state_size; j++) out->neuron_count[j] += ws[i].neuron_count[j];

@@ -600,7 +600,7 @@ void snn_ws_init(snn_ws *ws, const snn_model *m) {
     ws->patches = snn_xaligned(N * m->K * sizeof *ws->patches);
     ws->u0 = snn_xaligned(N * D * sizeof *ws->u0);
     ws->u = snn_xaligned(N * D * sizeof *ws->u);
-    ws->y = snn_xaligned(N * wmax * sizeof *ws->y);
+    ws->y = snn_xaligned(N * (wmax > 3 * D ? wmax : 3 * D) * sizeof *ws->y);
     ws->o = snn_xaligned(N * D * sizeof *ws->o);
     ws->state = snn_xaligned(m->state_size * sizeof *ws->state);
     ws->hbuf = snn_xaligned(N * wmax * sizeof *ws->hbuf);
@@ -871,11 +871,12 @@ void snn_linear_forward_dense(const snn_linear *lin, int N, const int8_t *s, flo
     ops->n[SNN_OP_MAC] += (uint64_t)N * lin->in * lin->out;
 }
 
-/* Synaptic-layer timer (benchmark only, ws->time_syn): the start time, or 0 without a clock read
+/* Synaptic-layer timer (benchmark only, ws->time_syn): the start tick, or 0 without a read
  * when the workspace does not time. */
-static double syn_start(const snn_ws *ws) { return ws->time_syn ? snn_now() : 0.0; }
-static void syn_stop(snn_ws *ws, double t0) {
-    if (ws->time_syn) ws->syn_seconds += snn_now() - t0;
+typedef uint64_t syn_mark;
+static syn_mark syn_start(const snn_ws *ws) { return ws->time_syn ? snn_ticks() : 0; }
+static void syn_stop(snn_ws *ws, syn_mark t0) {
+    if (ws->time_syn) ws->syn_ticks += snn_ticks() - t0;
 }
 
 /* The synaptic layer lin on spikes s [N, lin->in]; planes_ready: the population that fired s
@@ -883,7 +884,7 @@ static void syn_stop(snn_ws *ws, double t0) {
 static void linear_forward(const snn_model *m, snn_ws *ws, const snn_linear *lin, const int8_t *s,
                            bool planes_ready, float *y) {
     snn_ops *ops = &ws->ops[lin->layer];
-    const double t0 = syn_start(ws);
+    const syn_mark t0 = syn_start(ws);
     if (ws->dense) {
         snn_linear_forward_dense(lin, m->N, s, ws->hbuf, y, ops);
     } else {
@@ -956,25 +957,26 @@ static bool pop_step_planes(const snn_model *m, snn_ws *ws, int p, int t, const 
     return true;
 }
 
-/* q, k and v read the same input x [N, width]: its bit planes are built once, and each layer's
- * output goes through its population before the next layer reuses ws->y. */
+/* q, k and v read the same input x [N, width]: its bit planes are built once, the three layers
+ * run back to back (one timed span) into ws->y [3, N, D], then their populations fire. */
 static void qkv_forward(const snn_model *m, snn_ws *ws, const snn_block *b, int t, const int8_t *x,
                         bool planes_ready, const snn_record *rec) {
     const snn_linear *qkv[3] = {&b->q, &b->k, &b->v};
     int8_t *out[3] = {ws->sq, ws->sk, ws->sv};
     const int pops[3] = {b->pop_q, b->pop_k, b->pop_v};
-    double t0 = syn_start(ws);
+    const size_t ND = (size_t)m->N * m->D;
+    const syn_mark t0 = syn_start(ws);
     if (!ws->dense && !planes_ready) build_planes(m->N, m->D, x, ws->ev_nz, ws->ev_neg, ws->ev_kind);
     for (int j = 0; j < 3; j++) {
-        if (j > 0) t0 = syn_start(ws);
         if (ws->dense)
-            snn_linear_forward_dense(qkv[j], m->N, x, ws->hbuf, ws->y, &ws->ops[qkv[j]->layer]);
+            snn_linear_forward_dense(qkv[j], m->N, x, ws->hbuf, ws->y + j * ND,
+                                     &ws->ops[qkv[j]->layer]);
         else
-            linear_events(qkv[j], m->N, x, ws->ev_nz, ws->ev_neg, ws->ev_kind, ws->y,
+            linear_events(qkv[j], m->N, x, ws->ev_nz, ws->ev_neg, ws->ev_kind, ws->y + j * ND,
                           &ws->ops[qkv[j]->layer]);
-        syn_stop(ws, t0);
-        pop_step(m, ws, pops[j], t, ws->y, out[j], rec);
     }
+    syn_stop(ws, t0);
+    for (int j = 0; j < 3; j++) pop_step(m, ws, pops[j], t, ws->y + j * ND, out[j], rec);
 }
 
 /* Spec section 2 patch order: patch (gy, gx) row-major; inside a patch channel, then row,

@@ -174,9 +174,9 @@ typedef struct snn_ws {
                           * (at most 255 timesteps: byte counters vectorise 32 to a register) */
     int count8_steps;    /* timesteps counted in count8 since the last flush */
     bool dense;          /* run synaptic layers densely (benchmark baseline) */
-    bool time_syn;       /* accumulate the synaptic layers' wall time into syn_seconds
-                          * (benchmark; two clock reads per layer call, none when off) */
-    double syn_seconds;  /* seconds spent in synaptic layers (accumulate) */
+    bool time_syn;       /* accumulate the synaptic layers' wall time into syn_ticks
+                          * (benchmark; two snn_ticks reads per layer call, none when off) */
+    uint64_t syn_ticks;  /* snn_ticks spent in synaptic layers (accumulate) */
 } snn_ws;
 
 void snn_ws_init(snn_ws *ws, const snn_model *m);

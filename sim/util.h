@@ -59,6 +59,13 @@ char *snn_xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 
 /* Monotonic seconds. */
 double snn_now(void);
 
+/* A monotonic tick count for timing many short spans: the time-stamp counter on x86-64 (one
+ * instruction; invariant, ticking at a constant rate on every core, on CPUs that Linux clocks
+ * by it), nanoseconds of CLOCK_MONOTONIC elsewhere. A read costs 13 ns on the bench machine
+ * against 36 ns for snn_now, whose cost a timed span includes. Convert to seconds by ticks
+ * counted over a span that snn_now also times. */
+uint64_t snn_ticks(void);
+
 /* Current UTC time as ISO-8601 "YYYY-MM-DDTHH:MM:SSZ" into buf (at least 32 bytes). */
 void snn_utc_iso8601(char *buf, size_t n);
 
