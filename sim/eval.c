@@ -150,6 +150,7 @@ void snn_evaluate(const snn_model *m, const snn_dataset *ds, const snn_eval_opts
                    .start = snn_now(), .last_decile = -1};
     int64_t done = 0;
     const size_t pix = (size_t)ds->channels * ds->height * ds->width;
+    const int last_u0 = m->cfg->data.encoding == SNN_ENCODING_RATE ? T - 1 : 0;
     double t0 = snn_now();
     const uint64_t k0 = snn_ticks();
 
@@ -177,9 +178,9 @@ void snn_evaluate(const snn_model *m, const snn_dataset *ds, const snn_eval_opts
             }
             float *lg = out->logits + (size_t)i * classes;
             snn_model_forward(m, w, ds->pixels + (size_t)i * pix, ds->index[i], lg, recp);
-            if (i < R)
-                memcpy(out->rec_embed + (size_t)i * m->N * m->D, w->u0,
-                       (size_t)m->N * m->D * sizeof(float));
+            if (i < R) /* U0 (rate-coded: of the last timestep, u0 [T, N, D]) */
+                memcpy(out->rec_embed + (size_t)i * m->N * m->D,
+                       w->u0 + (size_t)last_u0 * m->N * m->D, (size_t)m->N * m->D * sizeof(float));
             int best = 0;
             for (int k = 1; k < classes; k++)
                 if (lg[k] > lg[best]) best = k;

@@ -593,33 +593,39 @@ void snn_model_fold(snn_model *m) {
 
 void snn_ws_init(snn_ws *ws, const snn_model *m) {
     memset(ws, 0, sizeof *ws);
-    const size_t N = (size_t)m->N, D = (size_t)m->D, Hd = (size_t)m->Hd;
+    const size_t N = (size_t)m->N, D = (size_t)m->D, Hd = (size_t)m->Hd, K = (size_t)m->K;
+    const size_t T = (size_t)m->T, TN = T * N;
     const size_t wmax = Hd > D ? Hd : D;
+    /* a synaptic layer's input: T N tokens of at most wmax spikes, or (rate-coded embedding)
+     * N tokens of K */
+    const size_t in_max = TN * wmax > N * K ? TN * wmax : N * K;
+    const size_t words_max = TN * snn_bits_words(wmax) > N * snn_bits_words(K)
+                                 ? TN * snn_bits_words(wmax) : N * snn_bits_words(K);
     const size_t pix = (size_t)m->C * m->img * m->img;
     ws->x = snn_xaligned(pix * sizeof *ws->x);
-    ws->patches = snn_xaligned(N * m->K * sizeof *ws->patches);
-    ws->u0 = snn_xaligned(N * D * sizeof *ws->u0);
-    ws->u = snn_xaligned(N * D * sizeof *ws->u);
-    ws->y = snn_xaligned(N * (wmax > 3 * D ? wmax : 3 * D) * sizeof *ws->y);
-    ws->o = snn_xaligned(N * D * sizeof *ws->o);
+    ws->patches = snn_xaligned(N * K * sizeof *ws->patches);
+    ws->u0 = snn_xaligned(TN * D * sizeof *ws->u0);
+    ws->u = snn_xaligned(TN * D * sizeof *ws->u);
+    ws->y = snn_xaligned(TN * (wmax > 3 * D ? wmax : 3 * D) * sizeof *ws->y);
+    ws->o = snn_xaligned(TN * D * sizeof *ws->o);
     ws->state = snn_xaligned(m->state_size * sizeof *ws->state);
-    ws->hbuf = snn_xaligned(N * wmax * sizeof *ws->hbuf);
-    ws->s_in = snn_xaligned(N * wmax);
-    ws->sq = snn_xaligned(N * D);
-    ws->sk = snn_xaligned(N * D);
-    ws->sv = snn_xaligned(N * D);
-    ws->sa = snn_xaligned(N * D);
-    ws->sh = snn_xaligned(N * Hd);
-    ws->sx = snn_xaligned(N * D);
-    ws->ev_nz = snn_xaligned(N * snn_bits_words(wmax) * sizeof *ws->ev_nz);
-    ws->ev_neg = snn_xaligned(N * snn_bits_words(wmax) * sizeof *ws->ev_neg);
-    ws->ev_kind = snn_xaligned(N * sizeof *ws->ev_kind);
+    ws->hbuf = snn_xaligned(in_max * sizeof *ws->hbuf);
+    ws->s_in = snn_xaligned(TN * D > N * K ? TN * D : N * K);
+    ws->sq = snn_xaligned(TN * D);
+    ws->sk = snn_xaligned(TN * D);
+    ws->sv = snn_xaligned(TN * D);
+    ws->sa = snn_xaligned(TN * D);
+    ws->sh = snn_xaligned(TN * Hd);
+    ws->sx = snn_xaligned(TN * D);
+    ws->ev_nz = snn_xaligned(words_max * sizeof *ws->ev_nz);
+    ws->ev_neg = snn_xaligned(words_max * sizeof *ws->ev_neg);
+    ws->ev_kind = snn_xaligned(TN * sizeof *ws->ev_kind);
     ws->scores = snn_xaligned(N * N * sizeof *ws->scores);
     ws->head_count = snn_xaligned(D * sizeof *ws->head_count);
     ws->head_in = snn_xaligned(D * sizeof *ws->head_in);
     ws->embed_acc = snn_xaligned(D * sizeof *ws->embed_acc);
-    ws->kv = snn_xaligned(D * sizeof *ws->kv);
-    ws->skv = snn_xaligned(D * sizeof *ws->skv);
+    ws->kv = snn_xaligned(T * D * sizeof *ws->kv);
+    ws->skv = snn_xaligned(T * D * sizeof *ws->skv);
     ws->ops = snn_xcalloc((size_t)m->n_layers, sizeof *ws->ops);
     ws->pop_t_count = snn_xcalloc((size_t)m->n_pops * m->T, sizeof *ws->pop_t_count);
     ws->neuron_count = snn_xcalloc(m->state_size, sizeof *ws->neuron_count);
@@ -879,17 +885,18 @@ static void syn_stop(snn_ws *ws, syn_mark t0) {
     if (ws->time_syn) ws->syn_ticks += snn_ticks() - t0;
 }
 
-/* The synaptic layer lin on spikes s [N, lin->in]; planes_ready: the population that fired s
- * wrote their bit planes already (pop_step_planes). */
-static void linear_forward(const snn_model *m, snn_ws *ws, const snn_linear *lin, const int8_t *s,
+/* The synaptic layer lin on rows [rows, lin->in] of spikes s (T N tokens; N for a rate-coded
+ * embedding, one timestep at a time); planes_ready: the population that fired s wrote their bit
+ * planes already (pop_step_planes). */
+static void linear_forward(snn_ws *ws, const snn_linear *lin, int rows, const int8_t *s,
                            bool planes_ready, float *y) {
     snn_ops *ops = &ws->ops[lin->layer];
     const syn_mark t0 = syn_start(ws);
     if (ws->dense) {
-        snn_linear_forward_dense(lin, m->N, s, ws->hbuf, y, ops);
+        snn_linear_forward_dense(lin, rows, s, ws->hbuf, y, ops);
     } else {
-        if (!planes_ready) build_planes(m->N, lin->in, s, ws->ev_nz, ws->ev_neg, ws->ev_kind);
-        linear_events(lin, m->N, s, ws->ev_nz, ws->ev_neg, ws->ev_kind, y, ops);
+        if (!planes_ready) build_planes(rows, lin->in, s, ws->ev_nz, ws->ev_neg, ws->ev_kind);
+        linear_events(lin, rows, s, ws->ev_nz, ws->ev_neg, ws->ev_kind, y, ops);
     }
     syn_stop(ws, t0);
 }
@@ -915,28 +922,41 @@ void snn_ws_flush_counts(snn_ws *ws, const snn_model *m) {
     ws->count8_steps = 0;
 }
 
-/* One timestep of population p on input x [N * width]; spikes into s. Counts one neuron
- * update and one threshold compare per neuron (two for bipolar), records if asked. */
-static void pop_update(const snn_model *m, snn_ws *ws, int p, int t, const float *x, int8_t *s,
+/* Population p over every timestep (SpikingJelly's multi-step mode: a layer runs all T steps
+ * before the next layer starts, so its weights and membranes stay in cache for T steps). x [T,
+ * size] input currents, s [T, size] spikes; with planes_nz (else NULL), the spikes' flat bit
+ * planes into planes_nz, planes_neg [T * size / 64] (size a multiple of 64). Counts one neuron
+ * update and one threshold compare per neuron and step (two for bipolar), records if asked. */
+static void pop_update(const snn_model *m, snn_ws *ws, int p, const float *x, int8_t *s,
                        uint64_t *planes_nz, uint64_t *planes_neg, const snn_record *rec) {
     const snn_pop *pop = &m->pops[p];
+    const size_t size = pop->size;
     float *v = ws->state + pop->state_offset;
-    size_t nz = planes_nz ? snn_neuron_step_planes(&pop->np, pop->size, x, v, s, planes_nz, planes_neg)
-                          : snn_neuron_step(&pop->np, pop->size, x, v, s, NULL);
+    uint8_t *cnt = ws->count8 + pop->state_offset;
     snn_ops *ops = &ws->ops[pop->layer];
-    ops->n[SNN_OP_NEURON] += pop->size;
-    ops->n[SNN_OP_CMP] += pop->size * (pop->np.bipolar ? 2u : 1u);
-    ws->pop_t_count[(size_t)p * m->T + t] += nz;
-    if (nz) count_spikes(ws->count8 + pop->state_offset, s, pop->size);
-    if (rec) {
-        if (rec->spikes && rec->spikes[p]) memcpy(rec->spikes[p] + (size_t)t * pop->size, s, pop->size);
-        if (rec->v && rec->v[p]) memcpy(rec->v[p] + (size_t)t * pop->size, v, pop->size * sizeof *v);
+    for (int t = 0; t < m->T; t++) {
+        const float *xt = x + (size_t)t * size;
+        int8_t *st = s + (size_t)t * size;
+        const size_t nz = planes_nz ? snn_neuron_step_planes(&pop->np, size, xt, v, st,
+                                                             planes_nz + (size_t)t * size / 64,
+                                                             planes_neg + (size_t)t * size / 64)
+                                    : snn_neuron_step(&pop->np, size, xt, v, st, NULL);
+        ws->pop_t_count[(size_t)p * m->T + t] += nz;
+        if (nz) count_spikes(cnt, st, size);
+        /* more than 255 steps in one sample: widen this population's byte counters in time
+         * (snn_model_forward flushed them all before the sample) */
+        if (m->T > 255 && (t + 1) % 255 == 0)
+            flush_counts(ws->neuron_count + pop->state_offset, cnt, size);
+        if (rec && rec->v && rec->v[p]) memcpy(rec->v[p] + (size_t)t * size, v, size * sizeof *v);
     }
+    ops->n[SNN_OP_NEURON] += (uint64_t)m->T * size;
+    ops->n[SNN_OP_CMP] += (uint64_t)m->T * size * (pop->np.bipolar ? 2u : 1u);
+    if (rec && rec->spikes && rec->spikes[p]) memcpy(rec->spikes[p], s, (size_t)m->T * size);
 }
 
-static void pop_step(const snn_model *m, snn_ws *ws, int p, int t, const float *x, int8_t *s,
+static void pop_step(const snn_model *m, snn_ws *ws, int p, const float *x, int8_t *s,
                      const snn_record *rec) {
-    pop_update(m, ws, p, t, x, s, NULL, NULL, rec);
+    pop_update(m, ws, p, x, s, NULL, NULL, rec);
 }
 
 /* pop_step for a population whose spikes a synaptic layer reads next: where a token's spikes
@@ -945,38 +965,39 @@ static void pop_step(const snn_model *m, snn_ws *ws, int p, int t, const float *
  * and the layer skips build_planes. Returns whether it did. Only binary populations feed
  * synaptic layers (bipolar ones, Q and K, feed the attention kernel): every event is a +1, so
  * every token's kind is 0; a bipolar one takes the general path. */
-static bool pop_step_planes(const snn_model *m, snn_ws *ws, int p, int t, const float *x,
-                            int8_t *s, int width, const snn_record *rec) {
+static bool pop_step_planes(const snn_model *m, snn_ws *ws, int p, const float *x, int8_t *s,
+                            int width, const snn_record *rec) {
     SNN_ASSERT(m->pops[p].size == (size_t)m->N * width);
     if (ws->dense || width % 64 || m->pops[p].np.bipolar) {
-        pop_step(m, ws, p, t, x, s, rec);
+        pop_step(m, ws, p, x, s, rec);
         return false;
     }
-    pop_update(m, ws, p, t, x, s, ws->ev_nz, ws->ev_neg, rec);
-    memset(ws->ev_kind, 0, (size_t)m->N);
+    pop_update(m, ws, p, x, s, ws->ev_nz, ws->ev_neg, rec);
+    memset(ws->ev_kind, 0, (size_t)m->T * m->N);
     return true;
 }
 
-/* q, k and v read the same input x [N, width]: its bit planes are built once, the three layers
- * run back to back (one timed span) into ws->y [3, N, D], then their populations fire. */
-static void qkv_forward(const snn_model *m, snn_ws *ws, const snn_block *b, int t, const int8_t *x,
+/* q, k and v read the same input x [T, N, D]: its bit planes are built once, the three layers
+ * run back to back (one timed span) into ws->y [3, T, N, D], then their populations fire. */
+static void qkv_forward(const snn_model *m, snn_ws *ws, const snn_block *b, const int8_t *x,
                         bool planes_ready, const snn_record *rec) {
     const snn_linear *qkv[3] = {&b->q, &b->k, &b->v};
     int8_t *out[3] = {ws->sq, ws->sk, ws->sv};
     const int pops[3] = {b->pop_q, b->pop_k, b->pop_v};
-    const size_t ND = (size_t)m->N * m->D;
+    const int TN = m->T * m->N;
+    const size_t TND = (size_t)TN * m->D;
     const syn_mark t0 = syn_start(ws);
-    if (!ws->dense && !planes_ready) build_planes(m->N, m->D, x, ws->ev_nz, ws->ev_neg, ws->ev_kind);
+    if (!ws->dense && !planes_ready) build_planes(TN, m->D, x, ws->ev_nz, ws->ev_neg, ws->ev_kind);
     for (int j = 0; j < 3; j++) {
         if (ws->dense)
-            snn_linear_forward_dense(qkv[j], m->N, x, ws->hbuf, ws->y + j * ND,
+            snn_linear_forward_dense(qkv[j], TN, x, ws->hbuf, ws->y + j * TND,
                                      &ws->ops[qkv[j]->layer]);
         else
-            linear_events(qkv[j], m->N, x, ws->ev_nz, ws->ev_neg, ws->ev_kind, ws->y + j * ND,
+            linear_events(qkv[j], TN, x, ws->ev_nz, ws->ev_neg, ws->ev_kind, ws->y + j * TND,
                           &ws->ops[qkv[j]->layer]);
     }
     syn_stop(ws, t0);
-    for (int j = 0; j < 3; j++) pop_step(m, ws, pops[j], t, ws->y + j * ND, out[j], rec);
+    for (int j = 0; j < 3; j++) pop_step(m, ws, pops[j], ws->y + j * TND, out[j], rec);
 }
 
 /* Spec section 2 patch order: patch (gy, gx) row-major; inside a patch channel, then row,
@@ -1011,40 +1032,52 @@ static void embed_analog(const snn_model *m, snn_ws *ws) {
     ws->ops[m->layer_embed].n[SNN_OP_MAC] += (uint64_t)N * K * D;
 }
 
-/* Rate-coded embedding: the input is a spike image, so the embedding is an event-driven
- * synaptic layer (ACs) evaluated every timestep. */
-static void embed_spikes(const snn_model *m, snn_ws *ws) {
+/* Rate-coded embedding of timestep t: the input is a spike image, so the embedding is an
+ * event-driven synaptic layer (ACs) evaluated every timestep, into u0 [T, N, D] row t. */
+static void embed_spikes(const snn_model *m, snn_ws *ws, int t) {
     const int N = m->N, D = m->D, K = m->K;
     int8_t *s = ws->s_in;
+    float *u0 = ws->u0 + (size_t)t * N * D;
     for (size_t i = 0; i < (size_t)N * K; i++) s[i] = (int8_t)(ws->patches[i] != 0.0f);
-    linear_forward(m, ws, &m->embed_spk, s, false, ws->u0);
-    for (size_t i = 0; i < (size_t)N * D; i++) ws->u0[i] += m->pos[i];
+    linear_forward(ws, &m->embed_spk, N, s, false, u0);
+    for (size_t i = 0; i < (size_t)N * D; i++) u0[i] += m->pos[i];
 }
 
-static void attention(const snn_model *m, snn_ws *ws, int l, int t, const snn_record *rec) {
+/* Block l's attention kernel on ws->sq, sk, sv [T, N, D] into ws->o [T, N, D], timestep by
+ * timestep. */
+static void attention(const snn_model *m, snn_ws *ws, int l, const snn_record *rec) {
     const snn_block *b = &m->blocks[l];
     snn_ops *ops = &ws->ops[b->layer_kernel];
-    const int N = m->N, D = m->D, d = m->d;
+    const int N = m->N, D = m->D, d = m->d, T = m->T;
+    const size_t ND = (size_t)N * D;
     const snn_attn_kind kind = m->cfg->model.attention.kind;
     if (kind == SNN_ATTN_SDSA) {
-        /* kv = sum_n K*V per channel, kv_lif (one neuron per channel, state across t), then
-         * O = Q masked by kv_lif's spikes (attention/sdsa.h) */
-        for (int h = 0; h < m->heads; h++)
-            snn_sdsa_kv_head(1, N, d, ws->sk + h * d, ws->sv + h * d, D, 0, ws->kv + h * d, D, ops);
-        pop_step(m, ws, b->pop_kv, t, ws->kv, ws->skv, rec);
-        for (int h = 0; h < m->heads; h++)
-            snn_sdsa_mask_head(1, N, d, ws->sq + h * d, D, 0, ws->skv + h * d, D, ws->o + h * d, D, 0);
+        /* per t: kv = sum_n K*V per channel, into ws->kv [T, D]; kv_lif (one neuron per
+         * channel, state across t) fires ws->skv [T, D]; then O = Q masked by its spikes
+         * (attention/sdsa.h) */
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < m->heads; h++)
+                snn_sdsa_kv_head(1, N, d, ws->sk + t * ND + h * d, ws->sv + t * ND + h * d, D, 0,
+                                 ws->kv + (size_t)t * D + h * d, D, ops);
+        pop_step(m, ws, b->pop_kv, ws->kv, ws->skv, rec);
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < m->heads; h++)
+                snn_sdsa_mask_head(1, N, d, ws->sq + t * ND + h * d, D, 0,
+                                   ws->skv + (size_t)t * D + h * d, D, ws->o + t * ND + h * d, D,
+                                   0);
         return;
     }
-    for (int h = 0; h < m->heads; h++) {
-        const size_t off = (size_t)h * d;
-        if (kind == SNN_ATTN_BSA)
-            snn_attn_bsa_head(N, d, ws->sq + off, ws->sk + off, ws->sv + off, D, m->shift,
-                              m->cfg->model.attention.rounding, ws->o + off, D, ws->scores, ops);
-        else
-            snn_attn_ssa_head(N, d, ws->sq + off, ws->sk + off, ws->sv + off, D, m->ssa_scale,
-                              ws->o + off, D, ws->scores, ops);
-    }
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < m->heads; h++) {
+            const size_t off = t * ND + (size_t)h * d;
+            if (kind == SNN_ATTN_BSA)
+                snn_attn_bsa_head(N, d, ws->sq + off, ws->sk + off, ws->sv + off, D, m->shift,
+                                  m->cfg->model.attention.rounding, ws->o + off, D, ws->scores,
+                                  ops);
+            else
+                snn_attn_ssa_head(N, d, ws->sq + off, ws->sk + off, ws->sv + off, D, m->ssa_scale,
+                                  ws->o + off, D, ws->scores, ops);
+        }
 }
 
 static SNN_WIDE_FN SNN_VEC_FN void add_into(float *restrict u, const float *restrict y, size_t n) {
@@ -1056,40 +1089,42 @@ static void add_spikes(int8_t *x, const int8_t *s, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = (int8_t)(x[i] + s[i]);
 }
 
-static void block_ms(const snn_model *m, snn_ws *ws, int l, int t, const snn_record *rec) {
+/* Block l over all T timesteps: every buffer is [T, N, width]. */
+static void block_ms(const snn_model *m, snn_ws *ws, int l, const snn_record *rec) {
     const snn_block *b = &m->blocks[l];
-    const size_t ND = (size_t)m->N * m->D;
-    const int D = m->D, Hd = b->fc1.out;
-    bool ready = pop_step_planes(m, ws, b->pop_in, t, ws->u, ws->s_in, D, rec);
-    qkv_forward(m, ws, b, t, ws->s_in, ready, rec);
-    attention(m, ws, l, t, rec);
-    ready = pop_step_planes(m, ws, b->pop_attn, t, ws->o, ws->sa, D, rec);
-    linear_forward(m, ws, &b->o, ws->sa, ready, ws->y);
-    add_into(ws->u, ws->y, ND);
-    ready = pop_step_planes(m, ws, b->pop_mlp_in, t, ws->u, ws->s_in, D, rec);
-    linear_forward(m, ws, &b->fc1, ws->s_in, ready, ws->y);
-    ready = pop_step_planes(m, ws, b->pop_hidden, t, ws->y, ws->sh, Hd, rec);
-    linear_forward(m, ws, &b->fc2, ws->sh, ready, ws->y);
-    add_into(ws->u, ws->y, ND);
+    const int D = m->D, Hd = b->fc1.out, TN = m->T * m->N;
+    const size_t TND = (size_t)TN * D;
+    bool ready = pop_step_planes(m, ws, b->pop_in, ws->u, ws->s_in, D, rec);
+    qkv_forward(m, ws, b, ws->s_in, ready, rec);
+    attention(m, ws, l, rec);
+    ready = pop_step_planes(m, ws, b->pop_attn, ws->o, ws->sa, D, rec);
+    linear_forward(ws, &b->o, TN, ws->sa, ready, ws->y);
+    add_into(ws->u, ws->y, TND);
+    ready = pop_step_planes(m, ws, b->pop_mlp_in, ws->u, ws->s_in, D, rec);
+    linear_forward(ws, &b->fc1, TN, ws->s_in, ready, ws->y);
+    ready = pop_step_planes(m, ws, b->pop_hidden, ws->y, ws->sh, Hd, rec);
+    linear_forward(ws, &b->fc2, TN, ws->sh, ready, ws->y);
+    add_into(ws->u, ws->y, TND);
 }
 
-static void block_sew(const snn_model *m, snn_ws *ws, int l, int t, const snn_record *rec) {
+static void block_sew(const snn_model *m, snn_ws *ws, int l, const snn_record *rec) {
     const snn_block *b = &m->blocks[l];
-    const size_t ND = (size_t)m->N * m->D;
+    const int D = m->D, Hd = b->fc1.out, TN = m->T * m->N;
+    const size_t TND = (size_t)TN * D;
     /* the stream sx is a sum of spikes from block 1 on: its planes are built from it */
     bool ready = false;
-    if (l == 0) ready = pop_step_planes(m, ws, b->pop_in, t, ws->u, ws->sx, m->D, rec);
-    qkv_forward(m, ws, b, t, ws->sx, ready, rec);
-    attention(m, ws, l, t, rec);
-    ready = pop_step_planes(m, ws, b->pop_attn, t, ws->o, ws->sa, m->D, rec);
-    linear_forward(m, ws, &b->o, ws->sa, ready, ws->y);
-    pop_step(m, ws, b->pop_o, t, ws->y, ws->s_in, rec);
-    add_spikes(ws->sx, ws->s_in, ND);
-    linear_forward(m, ws, &b->fc1, ws->sx, false, ws->y);
-    ready = pop_step_planes(m, ws, b->pop_hidden, t, ws->y, ws->sh, b->fc1.out, rec);
-    linear_forward(m, ws, &b->fc2, ws->sh, ready, ws->y);
-    pop_step(m, ws, b->pop_out, t, ws->y, ws->s_in, rec);
-    add_spikes(ws->sx, ws->s_in, ND);
+    if (l == 0) ready = pop_step_planes(m, ws, b->pop_in, ws->u, ws->sx, D, rec);
+    qkv_forward(m, ws, b, ws->sx, ready, rec);
+    attention(m, ws, l, rec);
+    ready = pop_step_planes(m, ws, b->pop_attn, ws->o, ws->sa, D, rec);
+    linear_forward(ws, &b->o, TN, ws->sa, ready, ws->y);
+    pop_step(m, ws, b->pop_o, ws->y, ws->s_in, rec);
+    add_spikes(ws->sx, ws->s_in, TND);
+    linear_forward(ws, &b->fc1, TN, ws->sx, false, ws->y);
+    ready = pop_step_planes(m, ws, b->pop_hidden, ws->y, ws->sh, Hd, rec);
+    linear_forward(ws, &b->fc2, TN, ws->sh, ready, ws->y);
+    pop_step(m, ws, b->pop_out, ws->y, ws->s_in, rec);
+    add_spikes(ws->sx, ws->s_in, TND);
 }
 
 /* count[o] += sum_n hs[n, o] over the head's spikes hs [N, D]; returns the number of nonzero
@@ -1118,38 +1153,42 @@ void snn_model_forward(const snn_model *m, snn_ws *ws, const uint8_t *pixels, in
     for (int p = 0; p < m->n_pops; p++)
         snn_neuron_reset_state(&m->pops[p].np, m->pops[p].size, ws->state + m->pops[p].state_offset);
     memset(ws->head_count, 0, (size_t)D * sizeof *ws->head_count);
+    /* byte counters hold at most 255 timesteps: widen them first when this sample's T would
+     * overflow them. Flushing once per 255 timesteps, not once per sample, matters: the
+     * counters are every neuron's (60,000 for bench_bsa), and a per-sample flush was 4 % of
+     * inference. */
+    if (ws->count8_steps + T > 255) snn_ws_flush_counts(ws, m);
+    ws->count8_steps += T;
 
+    /* the residual stream u [T, N, D] starts as the embedding of each timestep */
     if (!rate) {
         snn_encode_direct_pixels(pixels, pix, ws->x);
         patchify(m, ws->x, ws->patches);
         embed_analog(m, ws);
-    }
-    for (int t = 0; t < T; t++) {
-        /* byte counters hold at most 255 timesteps: widen them first when full. Flushing once
-         * per 255 timesteps, not once per sample, matters: the counters are every neuron's
-         * (60,000 for bench_bsa), and a per-sample flush was 4 % of inference. */
-        if (ws->count8_steps == 255) snn_ws_flush_counts(ws, m);
-        ws->count8_steps++;
-        if (rate) {
+        for (int t = 0; t < T; t++) memcpy(ws->u + t * ND, ws->u0, ND * sizeof *ws->u);
+    } else {
+        for (int t = 0; t < T; t++) {
             snn_encode_rate_pixels(pixels, pix, file_index, t, c->seed, ws->x);
             patchify(m, ws->x, ws->patches);
-            embed_spikes(m, ws);
+            embed_spikes(m, ws, t);
         }
-        memcpy(ws->u, ws->u0, ND * sizeof *ws->u);
-        if (sew) memset(ws->sx, 0, ND);
-        for (int l = 0; l < m->L; l++) {
-            if (sew)
-                block_sew(m, ws, l, t, rec);
-            else
-                block_ms(m, ws, l, t, rec);
-        }
-        const int8_t *hs = ws->sx;
-        if (!sew) {
-            pop_step(m, ws, m->pop_head, t, ws->u, ws->s_in, rec);
-            hs = ws->s_in;
-        }
-        ws->ops[m->head.layer].n[SNN_OP_INT_ADD] += head_accumulate(ws->head_count, hs, N, D);
+        memcpy(ws->u, ws->u0, (size_t)T * ND * sizeof *ws->u);
     }
+    if (sew) memset(ws->sx, 0, (size_t)T * ND);
+    for (int l = 0; l < m->L; l++) {
+        if (sew)
+            block_sew(m, ws, l, rec);
+        else
+            block_ms(m, ws, l, rec);
+    }
+    const int8_t *hs = ws->sx;
+    if (!sew) {
+        pop_step(m, ws, m->pop_head, ws->u, ws->s_in, rec);
+        hs = ws->s_in;
+    }
+    for (int t = 0; t < T; t++)
+        ws->ops[m->head.layer].n[SNN_OP_INT_ADD] +=
+            head_accumulate(ws->head_count, hs + t * ND, N, D);
     /* logits = mean_t mean_n spikes @ head^T + bias; the mean is exact integer / (T N). */
     const float denom = (float)(T * N);
     for (int o = 0; o < D; o++) ws->head_in[o] = (float)ws->head_count[o] / denom;

@@ -143,29 +143,32 @@ int snn_model_find_pop(const snn_model *m, const char *name);
  * 3 MACs per element. ops [n_layers], overwritten. */
 void snn_model_ann_ops(const snn_model *m, snn_ops *ops);
 
-/* Per-thread workspace: every buffer one sample's forward needs, planned from the model. */
+/* Per-thread workspace: every buffer one sample's forward needs, planned from the model. The
+ * forward runs layer by layer over all T timesteps (SpikingJelly's multi-step mode), so the
+ * activations hold every timestep. */
 typedef struct snn_ws {
     float *x;            /* [T or 1, C*H*W] encoded input */
     float *patches;      /* [N, K] */
-    float *u0;           /* [N, D] embedding (direct encoding) */
-    float *u;            /* [N, D] residual stream */
-    float *y;            /* [N, max(D, Hd)] linear output */
-    float *o;            /* [N, D] attention output */
+    float *u0;           /* [T, N, D] embedding (direct encoding: row 0 only, the same every t) */
+    float *u;            /* [T, N, D] residual stream */
+    float *y;            /* [T, N, max(Hd, 3 D)] linear output (q, k, v: [3, T, N, D]) */
+    float *o;            /* [T, N, D] attention output */
     float *state;        /* membranes of every population */
-    float *hbuf;         /* [N * max width] pre-reset membrane (unused unless recording v) */
-    int8_t *s_in;        /* [N, D] spikes entering a layer */
-    int8_t *sq, *sk, *sv, *sa;  /* [N, D] Q, K, V, attention spikes */
-    int8_t *sh;          /* [N, Hd] hidden spikes */
-    int8_t *sx;          /* [N, D] sew integer stream (clamped to int8 range) */
-    uint64_t *ev_nz;     /* [N, words(max(D, Hd))] spike planes: bit c set iff spike c != 0 */
-    uint64_t *ev_neg;    /* [N, words(max(D, Hd))] bit c set iff spike c < 0 */
-    uint8_t *ev_kind;    /* [N] per token: some -1 spike (1), some spike not in {0, +-1} (2) */
+    float *hbuf;         /* [max(T N max(D, Hd), N K)] float spikes of the dense baseline */
+    int8_t *s_in;        /* [max(T N D, N K)] spikes entering a layer */
+    int8_t *sq, *sk, *sv, *sa;  /* [T, N, D] Q, K, V, attention spikes */
+    int8_t *sh;          /* [T, N, Hd] hidden spikes */
+    int8_t *sx;          /* [T, N, D] sew integer stream (clamped to int8 range) */
+    uint64_t *ev_nz;     /* [T N, words(max(D, Hd))] (or [N, words(K)] if larger) spike planes:
+                          * bit c set iff spike c != 0 */
+    uint64_t *ev_neg;    /* the same shape: bit c set iff spike c < 0 */
+    uint8_t *ev_kind;    /* [T N] per token: some -1 spike (1), some spike not in {0, +-1} (2) */
     int32_t *scores;     /* [N, N] attention scores */
     int32_t *head_count; /* [D] head spikes summed over t and n */
     float *head_in;      /* [D] */
     double *embed_acc;   /* [D] */
-    float *kv;           /* [D] sdsa: sum_n K*V of the current timestep */
-    int8_t *skv;         /* [D] sdsa: kv_lif's spikes */
+    float *kv;           /* [T, D] sdsa: sum_n K*V per timestep */
+    int8_t *skv;         /* [T, D] sdsa: kv_lif's spikes */
     snn_ops *ops;        /* [n_layers] operation counts of this workspace (accumulate) */
     uint64_t *pop_t_count;   /* [n_pops, T] spikes per population per timestep (accumulate) */
     uint64_t *neuron_count;  /* [state_size] spikes per neuron over t and samples (accumulate;

@@ -355,37 +355,43 @@ static void test_attention_parameter_tables(void **state) {
     }
 }
 
-/* Per-neuron spike counts over 100 samples of T = 3 (300 timesteps on one thread, so the byte
- * counters are widened once mid-run and once at the end): each population's counts add up to
- * its per-timestep totals, and some neuron passes 255 (a lost flush or a byte overflow would
- * show). */
+/* Per-neuron spike counts in byte counters: over 100 samples of T = 3 (300 timesteps on one
+ * thread, so the counters are widened once before a sample and once at the end) and over 2
+ * samples of T = 300 (widened within a sample, population by population): each population's
+ * counts add up to its per-timestep totals, and some neuron passes 255 (a lost flush or a byte
+ * overflow would show). */
 static void test_neuron_counts_survive_many_timesteps(void **state) {
     (void)state;
-    snn_config cfg;
-    load_synthetic(&cfg);
-    cfg.data.synthetic_samples = 100;
-    cfg.model.neuron.v_threshold = 0.05f; /* busy neurons: some fire on most timesteps */
-    snn_dataset ds = {0};
-    snn_model m;
-    snn_eval e;
-    eval_synthetic(&cfg, &ds, &m, &e);
-    uint64_t most = 0;
-    for (int p = 0; p < m.n_pops; p++) {
-        uint64_t by_neuron = 0, by_step = 0;
-        for (size_t j = 0; j < m.pops[p].size; j++) {
-            const uint64_t c = e.neuron_count[m.pops[p].state_offset + j];
-            by_neuron += c;
-            most = c > most ? c : most;
+    static const struct { int samples, T; } cases[] = {{100, 3}, {2, 300}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        snn_config cfg;
+        load_synthetic(&cfg);
+        cfg.data.synthetic_samples = cases[k].samples;
+        cfg.model.timesteps = cases[k].T;
+        cfg.model.neuron.v_threshold = 0.05f; /* busy neurons: some fire on most timesteps */
+        snn_dataset ds = {0};
+        snn_model m;
+        snn_eval e;
+        eval_synthetic(&cfg, &ds, &m, &e);
+        uint64_t most = 0;
+        for (int p = 0; p < m.n_pops; p++) {
+            uint64_t by_neuron = 0, by_step = 0;
+            for (size_t j = 0; j < m.pops[p].size; j++) {
+                const uint64_t c = e.neuron_count[m.pops[p].state_offset + j];
+                by_neuron += c;
+                most = c > most ? c : most;
+            }
+            for (int t = 0; t < m.T; t++) by_step += e.pop_t_count[(size_t)p * m.T + t];
+            assert_int_equal(by_neuron, by_step);
         }
-        for (int t = 0; t < m.T; t++) by_step += e.pop_t_count[(size_t)p * m.T + t];
-        assert_int_equal(by_neuron, by_step);
+        fprintf(stderr, "  %lld samples of T = %d, busiest neuron %llu spikes\n", (long long)e.n,
+                m.T, (unsigned long long)most);
+        assert_true(most > 255 && most <= (uint64_t)e.n * m.T);
+        snn_eval_free(&e, &m);
+        snn_model_free(&m);
+        snn_dataset_free(&ds);
+        snn_config_free(&cfg);
     }
-    fprintf(stderr, "  %lld samples, busiest neuron %llu spikes\n", (long long)e.n, (unsigned long long)most);
-    assert_true(most > 255 && most <= 300);
-    snn_eval_free(&e, &m);
-    snn_model_free(&m);
-    snn_dataset_free(&ds);
-    snn_config_free(&cfg);
 }
 
 static void test_one_and_two_threads_are_byte_identical(void **state) {
