@@ -608,7 +608,10 @@ void snn_ws_init(snn_ws *ws, const snn_model *m) {
     ws->u = snn_xaligned(TN * D * sizeof *ws->u);
     ws->y = snn_xaligned(TN * (wmax > 3 * D ? wmax : 3 * D) * sizeof *ws->y);
     ws->o = snn_xaligned(TN * D * sizeof *ws->o);
-    ws->state = snn_xaligned(m->state_size * sizeof *ws->state);
+    size_t pop_max = 0; /* multi-step: one population's membranes are live at a time */
+    for (int p = 0; p < m->n_pops; p++)
+        if (m->pops[p].size > pop_max) pop_max = m->pops[p].size;
+    ws->state = snn_xaligned(pop_max * sizeof *ws->state);
     ws->hbuf = snn_xaligned(in_max * sizeof *ws->hbuf);
     ws->s_in = snn_xaligned(TN * D > N * K ? TN * D : N * K);
     ws->sq = snn_xaligned(TN * D);
@@ -931,7 +934,8 @@ static void pop_update(const snn_model *m, snn_ws *ws, int p, const float *x, in
                        uint64_t *planes_nz, uint64_t *planes_neg, const snn_record *rec) {
     const snn_pop *pop = &m->pops[p];
     const size_t size = pop->size;
-    float *v = ws->state + pop->state_offset;
+    float *v = ws->state; /* the population's membranes live while it runs its T steps */
+    snn_neuron_reset_state(&pop->np, size, v);
     uint8_t *cnt = ws->count8 + pop->state_offset;
     snn_ops *ops = &ws->ops[pop->layer];
     for (int t = 0; t < m->T; t++) {
@@ -1150,8 +1154,6 @@ void snn_model_forward(const snn_model *m, snn_ws *ws, const uint8_t *pixels, in
     const bool rate = c->data.encoding == SNN_ENCODING_RATE;
     const bool sew = c->model.residual == SNN_RESIDUAL_SEW;
 
-    for (int p = 0; p < m->n_pops; p++)
-        snn_neuron_reset_state(&m->pops[p].np, m->pops[p].size, ws->state + m->pops[p].state_offset);
     memset(ws->head_count, 0, (size_t)D * sizeof *ws->head_count);
     /* byte counters hold at most 255 timesteps: widen them first when this sample's T would
      * overflow them. Flushing once per 255 timesteps, not once per sample, matters: the

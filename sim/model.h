@@ -153,7 +153,7 @@ typedef struct snn_ws {
     float *u;            /* [T, N, D] residual stream */
     float *y;            /* [T, N, max(Hd, 3 D)] linear output (q, k, v: [3, T, N, D]) */
     float *o;            /* [T, N, D] attention output */
-    float *state;        /* membranes of every population */
+    float *state;        /* [largest population] membranes of the population stepping */
     float *hbuf;         /* [max(T N max(D, Hd), N K)] float spikes of the dense baseline */
     int8_t *s_in;        /* [max(T N D, N K)] spikes entering a layer */
     int8_t *sq, *sk, *sv, *sa;  /* [T, N, D] Q, K, V, attention spikes */
