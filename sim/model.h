@@ -184,8 +184,9 @@ typedef struct snn_ws {
 
 void snn_ws_init(snn_ws *ws, const snn_model *m);
 void snn_ws_free(snn_ws *ws);
-/* Adds the byte counters into neuron_count (snn_model_forward does it every 255 timesteps):
- * call it before reading neuron_count. */
+/* Adds the byte counters into neuron_count (snn_model_forward does it before a sample that
+ * would take them past 255 timesteps, and within a sample of T > 255): call it before reading
+ * neuron_count. */
 void snn_ws_flush_counts(snn_ws *ws, const snn_model *m);
 
 /* Where to record one sample's spikes and membranes: per population pointers to
