@@ -140,7 +140,8 @@ step_avx2_body(const charge_mode mode, const bool bipolar, const bool soft, size
             _mm256_packs_epi16(_mm256_packs_epi32(si[0], si[1]), _mm256_packs_epi32(si[2], si[3])),
             fix);
         _mm256_storeu_si256((__m256i *)(void *)(s + i), b);
-        const uint32_t bz = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, _mm256_setzero_si256()));
+        const uint32_t bz =
+            ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, _mm256_setzero_si256()));
         cnt += (size_t)__builtin_popcount(bz);
         if (nz_bits) {
             const uint32_t bn = (uint32_t)_mm256_movemask_epi8(b);

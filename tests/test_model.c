@@ -452,9 +452,10 @@ static void test_rate_embedding_wider_than_model(void **state) {
     assert_true(m1.K > m1.D && m1.K > m1.Hd);
     eval_with_threads(&cfg, &ds, 2, &m2, &e2);
     assert_memory_equal(e1.logits, e2.logits, (size_t)e1.n * e1.classes * sizeof(float));
-    assert_memory_equal(e1.pop_t_count, e2.pop_t_count, (size_t)m1.n_pops * m1.T * sizeof(uint64_t));
+    const size_t pop_steps = (size_t)m1.n_pops * m1.T;
+    assert_memory_equal(e1.pop_t_count, e2.pop_t_count, pop_steps * sizeof(uint64_t));
     uint64_t spikes = 0;
-    for (size_t j = 0; j < (size_t)m1.n_pops * m1.T; j++) spikes += e1.pop_t_count[j];
+    for (size_t j = 0; j < pop_steps; j++) spikes += e1.pop_t_count[j];
     assert_true(spikes > 0);
     assert_true(e1.ops[m1.layer_embed].n[SNN_OP_AC] > 0); /* the embedding ran on events */
     snn_eval_free(&e1, &m1);
@@ -674,7 +675,8 @@ static void test_event_forward_equals_dense_when_exact(void **state) {
         o.dense = true;
         snn_evaluate(&m, &ds, &o, &de);
         assert_memory_equal(ev.logits, de.logits, (size_t)ev.n * ev.classes * sizeof(float));
-        assert_memory_equal(ev.pop_t_count, de.pop_t_count, (size_t)m.n_pops * m.T * sizeof(uint64_t));
+        assert_memory_equal(ev.pop_t_count, de.pop_t_count,
+                            (size_t)m.n_pops * m.T * sizeof(uint64_t));
         assert_memory_equal(ev.neuron_count, de.neuron_count, m.state_size * sizeof(uint64_t));
         uint64_t spikes = 0;
         for (int p = 0; p < m.n_pops; p++) {
@@ -684,8 +686,8 @@ static void test_event_forward_equals_dense_when_exact(void **state) {
             for (size_t j = 0; j < n; j++) spikes += ev.rec_spikes[p][j] != 0;
         }
         const uint64_t hidden = ev.pop_t_count[(size_t)m.blocks[1].pop_hidden * m.T + 1];
-        fprintf(stderr, "  %s: %llu recorded spikes, block 1 hidden t=1: %llu\n", sew ? "sew" : "ms",
-                (unsigned long long)spikes, (unsigned long long)hidden);
+        fprintf(stderr, "  %s: %llu recorded spikes, block 1 hidden t=1: %llu\n",
+                sew ? "sew" : "ms", (unsigned long long)spikes, (unsigned long long)hidden);
         assert_true(hidden > 0); /* the last synaptic layer saw events */
         snn_eval_free(&ev, &m);
         snn_eval_free(&de, &m);
