@@ -336,10 +336,11 @@ static void bench_rate_levels(snn_model *m, const snn_dataset *ds, int all) {
                1e3 * timed[i].seconds / n, 1e3 * plain[i].seconds / n);
     }
     set_gain(m, th0, 1.0);
-    /* The timer's cost: two snn_ticks reads per timed span (model.c: q, k and v together, o,
-     * fc1, fc2 per block and timestep, and a rate-coded embedding per timestep). */
+    /* The timer's cost: two snn_ticks reads per timed span (model.c, multi-step: q, k and v
+     * together, o, fc1, fc2 once per block over all T timesteps, and a rate-coded embedding
+     * per timestep). */
     const bool rate_coded = m->cfg->data.encoding == SNN_ENCODING_RATE;
-    const int reads = 2 * m->T * (4 * m->L + (rate_coded ? 1 : 0));
+    const int reads = 2 * (4 * m->L + (rate_coded ? m->T : 0));
     volatile uint64_t sink; /* keeps the calls */
     const double c0 = snn_now();
     for (int i = 0; i < 100000; i++) sink = snn_ticks();

@@ -604,7 +604,8 @@ void snn_ws_init(snn_ws *ws, const snn_model *m) {
     const size_t pix = (size_t)m->C * m->img * m->img;
     ws->x = snn_xaligned(pix * sizeof *ws->x);
     ws->patches = snn_xaligned(N * K * sizeof *ws->patches);
-    ws->u0 = snn_xaligned(TN * D * sizeof *ws->u0);
+    const bool rate = m->cfg->data.encoding == SNN_ENCODING_RATE;
+    ws->u0 = snn_xaligned((rate ? TN : N) * D * sizeof *ws->u0);
     ws->u = snn_xaligned(TN * D * sizeof *ws->u);
     ws->y = snn_xaligned(TN * (wmax > 3 * D ? wmax : 3 * D) * sizeof *ws->y);
     ws->o = snn_xaligned(TN * D * sizeof *ws->o);

@@ -149,7 +149,7 @@ void snn_model_ann_ops(const snn_model *m, snn_ops *ops);
 typedef struct snn_ws {
     float *x;            /* [T or 1, C*H*W] encoded input */
     float *patches;      /* [N, K] */
-    float *u0;           /* [T, N, D] embedding (direct encoding: row 0 only, the same every t) */
+    float *u0;           /* [T, N, D] embedding, rate-coded; [N, D] direct (the same every t) */
     float *u;            /* [T, N, D] residual stream */
     float *y;            /* [T, N, max(Hd, 3 D)] linear output (q, k, v: [3, T, N, D]) */
     float *o;            /* [T, N, D] attention output */
@@ -178,7 +178,7 @@ typedef struct snn_ws {
     int count8_steps;    /* timesteps counted in count8 since the last flush */
     bool dense;          /* run synaptic layers densely (benchmark baseline) */
     bool time_syn;       /* accumulate the synaptic layers' wall time into syn_ticks
-                          * (benchmark; two snn_ticks reads per layer call, none when off) */
+                          * (benchmark; two snn_ticks reads per timed span, none when off) */
     uint64_t syn_ticks;  /* snn_ticks spent in synaptic layers (accumulate) */
 } snn_ws;
 
