@@ -94,14 +94,6 @@ void snn_attn_ssa_head_backward(int N, int d, const float *q, const float *k, co
                                 int ld, float scale, const float *scores, const float *dout,
                                 int lddo, float *dq, float *dk, float *dv, float *scratch);
 
-/* Building blocks of both backwards (attention/ssa_train.c), for any O = W V with W = f(Q K^T):
- * snn_attn_wv_backward:  dV += wscale W^T dO;  dW = dO V^T (written, not scaled), W [N * N].
- * snn_attn_qk_backward:  dQ += dA K;  dK += dA^T Q, dA [N * N] the gradient on A = Q K^T. */
-void snn_attn_wv_backward(int N, int d, const float *w, double wscale, const float *v, int ld,
-                          const float *dout, int lddo, float *dv, float *dw);
-void snn_attn_qk_backward(int N, int d, const float *q, const float *k, int ld, const float *da,
-                          float *dq, float *dk);
-
 /* O = scale * (W V) for a row-major W [N, N]: o_ic = scale * (float)(sum_j w_ij v_jc), the sum in
  * double in j order (zero w_ij skipped: they add nothing) and rounded once; v, o at row strides
  * ld, ldo. The forward of SSA (W = A) and softmax (W = P, scale 1). */
@@ -138,9 +130,16 @@ void snn_attn_bsa_head_train(int N, int d, const float *q, const float *k, const
  * and r_i are constants), at the forward's P:
  *   dP = dO V^T,  dV += P^T dO,  dz = ln2 P (.) dP,  dA = 2^-shift dz,  dQ += dA K,  dK += dA^T Q.
  * The same function serves both forward modes: it is the exact derivative of the smooth forward
- * with frozen m, r.  dout [N, d] at row stride lddo;  scratch [N * N] (receives dA). */
+ * with frozen m, r.  dout [N, d] at row stride lddo;  scratch [N * N] (receives dA).
+ * Float sums in a fixed order (attention/bsa_train.c), as PyTorch's float32 backward: on finite
+ * inputs the result is snn_attn_bsa_head_backward_ref's, bit for bit, for any N and d. */
 void snn_attn_bsa_head_backward(int N, int d, const float *q, const float *k, const float *v,
                                 int ld, int shift, const float *p, const float *dout, int lddo,
                                 float *dq, float *dk, float *dv, float *scratch);
+/* The definition above term by term, for any N <= SNN_ATTN_BSA_TRAIN_MAX_N and d (the kernel's
+ * path past its fast sizes, and the tests' reference for the fast one). */
+void snn_attn_bsa_head_backward_ref(int N, int d, const float *q, const float *k, const float *v,
+                                    int ld, int shift, const float *p, const float *dout,
+                                    int lddo, float *dq, float *dk, float *dv, float *scratch);
 
 #endif

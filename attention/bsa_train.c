@@ -24,10 +24,14 @@
  *   z = floor(s A)            dA = s dz
  *   A = Q K^T                 dQ += dA K,     dK += dA^T Q
  * This is the exact derivative of the smooth forward with frozen m, r, and, in normal mode, the
- * STE: the backward depends on the forward only through P.
+ * STE: the backward depends on the forward only through P. Its sums are float, in a fixed order
+ * (snn_attn_bsa_head_backward_ref), as PyTorch's float32 backward: on spikes every product is
+ * exact (P a power of two, q, k, v in {-1, 0, 1}), so only the float sums round. (They were
+ * double until the float layout measured 18 % faster per head.)
  *
- * Fast paths (N <= FAST_N, d <= FAST_D; the common case), same results bit for bit (checked
- * against the generic code and the inference kernel on random heads):
+ * Fast paths (N <= FAST_N, d <= FAST_D; the common case), same results bit for bit (the forward
+ * checked against the generic code and the inference kernel, the backward against
+ * snn_attn_bsa_head_backward_ref, on random heads: tests/test_attention_grad.c):
  *   forward, normal mode on spikes (ternary Q, K, binary V, 0 <= shift <= 30, m and r computed):
  *     A in int32 from the nonzero q_ic (rows of K^T added or subtracted: exact); the Shiftmax row
  *     with the same integers as snn_shiftmax_row (shiftmax_row_small); P = 2^e from the exponent
@@ -35,11 +39,8 @@
  *     multiple of 2^min_j(e_ij) below N, so when N 2^-min(e) <= 2^24 the float sums are exact,
  *     whatever their grouping, and equal the generic code's double sums (other rows take the
  *     generic double sums in j order).
- *   backward, any inputs: the generic formulas with the same products summed in the same order
- *     (so the same bits), but skipping the zero terms (adding +-0 to a double accumulator that
- *     is nonzero or +0 changes nothing) and laid out for contiguous inner loops: dV dense over
- *     column pairs, dP^T and dA^T rows from the nonzero v_jc, dQ^T rows from the nonzero k_jc,
- *     dA = (dA^T)^T into scratch, dK^T rows from the rows of dA and the nonzero q_ic.
+ *   backward, any finite inputs: the reference's products summed in its order (so the same
+ *     bits), laid out for contiguous inner loops (see bsa_backward_fast).
  *   Both ask for the next head's rows (prefetch; the caller walks the heads of a row block in
  *   order), since the activations of a whole batch do not stay in cache between the passes.
  *
@@ -343,68 +344,132 @@ void snn_attn_bsa_head_train(int N, int d, const float *q, const float *k, const
     }
 }
 
-/* Four doubles (element-wise IEEE operations, like the scalar code; the default variant splits
- * them into SSE2 halves) and four floats. */
-typedef double v4d __attribute__((vector_size(32)));
-typedef double v4du __attribute__((vector_size(32), aligned(8))); /* unaligned access */
+/* Four floats (unaligned access through v4fu). */
 typedef float v4f __attribute__((vector_size(16)));
-typedef float v4fu __attribute__((vector_size(16), aligned(4))); /* unaligned access */
+typedef float v4fu __attribute__((vector_size(16), aligned(4)));
 
-/* dv[j, c0 + 0..16) += sum_i P_ij do_ic (i order, double) for columns j and j + 1 (two) or j
- * alone; dod = dO in double, row stride dd. */
-static inline __attribute__((always_inline)) void dv_block16(int N, const float *p, int j,
-                                                               bool two, const double *dod,
-                                                               int dd, int c0, float *dv,
-                                                               int ld) {
-    const v4d z = {0.0, 0.0, 0.0, 0.0};
-    v4d a0 = z, a1 = z, a2 = z, a3 = z, b0 = z, b1 = z, b2 = z, b3 = z;
-    for (int i = 0; i < N; i++) {
-        const v4du *g = (const v4du *)(dod + (long)i * dd + c0);
-        const v4d g0 = g[0], g1 = g[1], g2 = g[2], g3 = g[3];
-        const double w0 = (double)p[(long)i * N + j];
-        const v4d W0 = {w0, w0, w0, w0};
-        a0 += W0 * g0, a1 += W0 * g1, a2 += W0 * g2, a3 += W0 * g3;
-        if (two) {
-            const double w1 = (double)p[(long)i * N + j + 1];
-            const v4d W1 = {w1, w1, w1, w1};
-            b0 += W1 * g0, b1 += W1 * g1, b2 += W1 * g2, b3 += W1 * g3;
+/* The backward's sums (see the header comment), float accumulators from +0 in a fixed order:
+ *   dv_jc += sum_i P_ij do_ic     i order       dP_ij = sum_c do_ic v_jc    c order
+ *   dq_ic += sum_j dA_ij k_jc     j order       dk_jc += sum_i dA_ij q_ic   i order
+ * with dA_ij = (float)(2^-shift ln2 P_ij dP_ij) in double. A term whose P, v, k or q factor is
+ * 0 is skipped: such a term is +-0, and adding +-0 to an accumulator that started at +0 changes
+ * no bit (it is never -0: +0 + -0 = +0, and an exact cancellation gives +0). */
+
+/* Any N <= SNN_ATTN_BSA_TRAIN_MAX_N and d: the sums above term by term. */
+void snn_attn_bsa_head_backward_ref(int N, int d, const float *q, const float *k, const float *v,
+                                    int ld, int shift, const float *p, const float *dout,
+                                    int lddo, float *dq, float *dk, float *dv, float *scratch) {
+    SNN_ASSERT(d >= 0 && N <= SNN_ATTN_BSA_TRAIN_MAX_N);
+    for (int j = 0; j < N; j++) /* dV */
+        for (int c0 = 0; c0 < d; c0 += CBLK) {
+            const int cn = d - c0 < CBLK ? d - c0 : CBLK;
+            float acc[CBLK];
+            for (int c = 0; c < cn; c++) acc[c] = 0.0f;
+            for (int i = 0; i < N; i++) {
+                const float w = p[(long)i * N + j];
+                if (w == 0.0f) continue;
+                const float *g = dout + (long)i * lddo + c0;
+                for (int c = 0; c < cn; c++) acc[c] += w * g[c];
+            }
+            float *dvj = dv + (long)j * ld + c0;
+            for (int c = 0; c < cn; c++) dvj[c] += acc[c];
         }
-    }
-    float *dvj = dv + (long)j * ld + c0;
-    const v4d as[4] = {a0, a1, a2, a3}, bs[4] = {b0, b1, b2, b3};
-    for (int q4 = 0; q4 < 4; q4++)
-        for (int e = 0; e < 4; e++) dvj[4 * q4 + e] += (float)as[q4][e];
-    if (two)
-        for (int q4 = 0; q4 < 4; q4++)
-            for (int e = 0; e < 4; e++) dvj[ld + 4 * q4 + e] += (float)bs[q4][e];
+    const double cst = ldexp(M_LN2, -shift);
+    for (int i = 0; i < N; i++) /* dP, then dA into scratch */
+        for (int j = 0; j < N; j++) {
+            const float *g = dout + (long)i * lddo, *vj = v + (long)j * ld;
+            float acc = 0.0f;
+            for (int c = 0; c < d; c++)
+                if (vj[c] != 0.0f) acc += g[c] * vj[c];
+            scratch[(long)i * N + j] = (float)(cst * (double)p[(long)i * N + j] * (double)acc);
+        }
+    for (int i = 0; i < N; i++) /* dQ */
+        for (int c0 = 0; c0 < d; c0 += CBLK) {
+            const int cn = d - c0 < CBLK ? d - c0 : CBLK;
+            float acc[CBLK];
+            for (int c = 0; c < cn; c++) acc[c] = 0.0f;
+            for (int j = 0; j < N; j++) {
+                const float a = scratch[(long)i * N + j], *kj = k + (long)j * ld + c0;
+                for (int c = 0; c < cn; c++)
+                    if (kj[c] != 0.0f) acc[c] += a * kj[c];
+            }
+            float *dqi = dq + (long)i * ld + c0;
+            for (int c = 0; c < cn; c++) dqi[c] += acc[c];
+        }
+    for (int j = 0; j < N; j++) /* dK */
+        for (int c0 = 0; c0 < d; c0 += CBLK) {
+            const int cn = d - c0 < CBLK ? d - c0 : CBLK;
+            float acc[CBLK];
+            for (int c = 0; c < cn; c++) acc[c] = 0.0f;
+            for (int i = 0; i < N; i++) {
+                const float a = scratch[(long)i * N + j], *qi = q + (long)i * ld + c0;
+                for (int c = 0; c < cn; c++)
+                    if (qi[c] != 0.0f) acc[c] += a * qi[c];
+            }
+            float *dkj = dk + (long)j * ld + c0;
+            for (int c = 0; c < cn; c++) dkj[c] += acc[c];
+        }
 }
 
-/* dst[c * n + r] = src[r * n + c] for an n x n float matrix (4 x 4 blocks, then the edges). */
-static inline __attribute__((always_inline)) void transpose_f(int n, const float *src,
-                                                                float *dst) {
-    const int n4 = n / 4 * 4;
-    for (int r = 0; r < n4; r += 4)
-        for (int c = 0; c < n4; c += 4) {
-            const v4f a = *(const v4fu *)(src + (long)r * n + c);
-            const v4f b = *(const v4fu *)(src + (long)(r + 1) * n + c);
-            const v4f e = *(const v4fu *)(src + (long)(r + 2) * n + c);
-            const v4f f = *(const v4fu *)(src + (long)(r + 3) * n + c);
+/* dv[j + u, c0 .. c0 + 16) += sum_i P_i,j+u do_ic (i order) for u < NJ (1 or 4): every P_ij is
+ * nonzero here, so no term is skipped. */
+static inline __attribute__((always_inline)) void dv_block16(int NJ, int N, const float *p, int j,
+                                                               const float *dout, int lddo,
+                                                               int c0, float *dv, int ld) {
+    const v8f z = {0};
+    v8f a[4][2] = {{z, z}, {z, z}, {z, z}, {z, z}};
+    for (int i = 0; i < N; i++) {
+        const float *g = dout + (long)i * lddo + c0;
+        const v8f g0 = *(const v8fu *)g, g1 = *(const v8fu *)(g + 8);
+        const float *pi = p + (long)i * N + j;
+        for (int u = 0; u < NJ; u++) {
+            const float w = pi[u];
+            a[u][0] += w * g0, a[u][1] += w * g1;
+        }
+    }
+    for (int u = 0; u < NJ; u++) {
+        float *dvj = dv + (long)(j + u) * ld + c0;
+        *(v8fu *)dvj += a[u][0], *(v8fu *)(dvj + 8) += a[u][1];
+    }
+}
+
+/* dst[c * ldd + r] = src[r * lds + c] (or +=, add) for src [rows, cols]: 4 x 4 blocks, then the
+ * edges. */
+static inline __attribute__((always_inline)) void transpose_into(int rows, int cols,
+                                                                   const float *src, int lds,
+                                                                   float *dst, int ldd, bool add) {
+    const int r4 = rows / 4 * 4, c4 = cols / 4 * 4;
+    for (int r = 0; r < r4; r += 4)
+        for (int c = 0; c < c4; c += 4) {
+            const v4f a = *(const v4fu *)(src + (long)r * lds + c);
+            const v4f b = *(const v4fu *)(src + (long)(r + 1) * lds + c);
+            const v4f e = *(const v4fu *)(src + (long)(r + 2) * lds + c);
+            const v4f f = *(const v4fu *)(src + (long)(r + 3) * lds + c);
             const v4f ab0 = __builtin_shufflevector(a, b, 0, 4, 1, 5);
             const v4f ab1 = __builtin_shufflevector(a, b, 2, 6, 3, 7);
             const v4f ef0 = __builtin_shufflevector(e, f, 0, 4, 1, 5);
             const v4f ef1 = __builtin_shufflevector(e, f, 2, 6, 3, 7);
-            *(v4fu *)(dst + (long)c * n + r) = __builtin_shufflevector(ab0, ef0, 0, 1, 4, 5);
-            *(v4fu *)(dst + (long)(c + 1) * n + r) = __builtin_shufflevector(ab0, ef0, 2, 3, 6, 7);
-            *(v4fu *)(dst + (long)(c + 2) * n + r) = __builtin_shufflevector(ab1, ef1, 0, 1, 4, 5);
-            *(v4fu *)(dst + (long)(c + 3) * n + r) = __builtin_shufflevector(ab1, ef1, 2, 3, 6, 7);
+            const v4f t[4] = {__builtin_shufflevector(ab0, ef0, 0, 1, 4, 5),
+                              __builtin_shufflevector(ab0, ef0, 2, 3, 6, 7),
+                              __builtin_shufflevector(ab1, ef1, 0, 1, 4, 5),
+                              __builtin_shufflevector(ab1, ef1, 2, 3, 6, 7)};
+            for (int u = 0; u < 4; u++) {
+                v4fu *o = (v4fu *)(dst + (long)(c + u) * ldd + r);
+                *o = add ? *o + t[u] : t[u];
+            }
         }
-    for (int r = 0; r < n; r++)
-        for (int c = (r < n4 ? n4 : 0); c < n; c++) dst[(long)c * n + r] = src[(long)r * n + c];
+    for (int r = 0; r < rows; r++)
+        for (int c = (r < r4 ? c4 : 0); c < cols; c++) {
+            float *o = dst + (long)c * ldd + r;
+            *o = add ? *o + src[(long)r * lds + c] : src[(long)r * lds + c];
+        }
 }
 
-/* Backward for N <= FAST_N, d <= FAST_D, any inputs: the generic code's sums, term for term and
- * in its order, without the zero terms (see the header comment). Buffers are laid out with the
- * head's own sizes (row strides N and d) so that they stay in L1. */
+/* Backward for N <= FAST_N, d <= FAST_D: snn_attn_bsa_head_backward_ref's sums, term for term
+ * and in its order, without the zero terms (see above), laid out for contiguous inner loops with
+ * the head's own sizes (row strides N and d) so that they stay in L1: dV dense over blocks of
+ * 16 columns, dP^T and dA^T rows from the nonzero v_jc, dQ^T rows from the nonzero k_jc, dA =
+ * (dA^T)^T into scratch, dK^T rows from the rows of dA and the nonzero q_ic. */
 SNN_WIDE_FN VEC_FN static void bsa_backward_fast(int N, int d, const float *q, const float *k,
                                              const float *v, int ld, int shift, const float *p,
                                              const float *dout, int lddo, float *dq, float *dk,
@@ -418,48 +483,43 @@ SNN_WIDE_FN VEC_FN static void bsa_backward_fast(int N, int d, const float *q, c
         __builtin_prefetch(dq + r, 1), __builtin_prefetch(dk + r, 1), __builtin_prefetch(dv + r, 1);
         __builtin_prefetch(dout + (long)i * lddo + d);
     }
-    /* whether some P_ij is 0 (the generic code skips those terms of dV) */
-    int anyzero = 0;
-    for (int t = 0; t < N * N; t++) anyzero |= p[t] == 0.0f;
-
-    /* dO in double (row stride d) and transposed in float (row stride N) */
-    double dod[FAST_N * FAST_D];
-    float dot_[FAST_D * FAST_N];
-    for (int i = 0; i < N; i++)
-        for (int c = 0; c < d; c++) {
-            const float g = dout[(long)i * lddo + c];
-            dod[(long)i * d + c] = (double)g;
-            dot_[(long)c * N + i] = g;
-        }
-
-    /* dV:  dv_jc += sum_i P_ij do_ic  (i order, double; P_ij = 0 skipped) */
-    const int d16 = anyzero ? 0 : d / 16 * 16;
-    for (int j = 0; j < N; j += 2) {
-        const bool two = j + 1 < N;
-        for (int c0 = 0; c0 < d16; c0 += 16) {
-            if (two)
-                dv_block16(N, p, j, true, dod, d, c0, dv, ld);
-            else
-                dv_block16(N, p, j, false, dod, d, c0, dv, ld);
-        }
-        if (d16 == d) continue;
-        for (int u = 0; u < (two ? 2 : 1); u++) {
-            double acc[FAST_D];
-            for (int c = d16; c < d; c++) acc[c] = 0.0;
-            for (int i = 0; i < N; i++) {
-                const double w = (double)p[(long)i * N + j + u];
-                if (w == 0.0) continue;
-                const double *g = dod + (long)i * d;
-                for (int c = d16; c < d; c++) acc[c] += w * g[c];
-            }
-            float *dvj = dv + (long)(j + u) * ld;
-            for (int c = d16; c < d; c++) dvj[c] += (float)acc[c];
-        }
+    /* whether some P_ij is 0 (those terms of dV are skipped) */
+    bool anyzero = false;
+    {
+        typedef int32_t v8i __attribute__((vector_size(32)));
+        v8i zero8 = {0};
+        const int nn = N * N, nn8 = nn / 8 * 8;
+        for (int t = 0; t < nn8; t += 8) zero8 |= *(const v8fu *)(p + t) == 0.0f;
+        for (int t = 0; t < 8; t++) anyzero |= zero8[t] != 0;
+        for (int t = nn8; t < nn; t++) anyzero |= p[t] == 0.0f;
     }
 
-    /* dP^T:  dP_ij = sum_c do_ic v_jc (c order, double), rounded to float;
-     * dA^T:  dA_ij = (float)(2^-shift ln2 P_ij dP_ij) (row j of dat). Rows j without a nonzero
-     * v_jc have dP = dA = 0 ("dead": zero rows, skipped below). */
+    /* dV:  dv_jc += sum_i P_ij do_ic: blocks of 16 columns, 4 or 1 j at a time */
+    const int d16 = anyzero ? 0 : d / 16 * 16, N4 = N / 4 * 4;
+    for (int c0 = 0; c0 < d16; c0 += 16) {
+        for (int j = 0; j < N4; j += 4) dv_block16(4, N, p, j, dout, lddo, c0, dv, ld);
+        for (int j = N4; j < N; j++) dv_block16(1, N, p, j, dout, lddo, c0, dv, ld);
+    }
+    if (d16 < d)
+        for (int j = 0; j < N; j++) {
+            float acc[FAST_D];
+            for (int c = d16; c < d; c++) acc[c] = 0.0f;
+            for (int i = 0; i < N; i++) {
+                const float w = p[(long)i * N + j];
+                if (w == 0.0f) continue;
+                const float *g = dout + (long)i * lddo;
+                for (int c = d16; c < d; c++) acc[c] += w * g[c];
+            }
+            float *dvj = dv + (long)j * ld;
+            for (int c = d16; c < d; c++) dvj[c] += acc[c];
+        }
+
+    /* dO^T (row stride N) */
+    float dot_[FAST_D * FAST_N];
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < d; c++) dot_[(long)c * N + i] = dout[(long)i * lddo + c];
+    /* dP^T:  dP_ij = sum_c do_ic v_jc;  dA^T:  dA_ij = (float)(2^-shift ln2 P_ij dP_ij) (row j of
+     * dat). Rows j without a nonzero v_jc have dP = dA = 0 ("dead": zero rows, skipped below). */
     const double cst = ldexp(M_LN2, -shift);
     float dat[FAST_N * FAST_N];
     uint8_t live[FAST_N];
@@ -473,23 +533,23 @@ SNN_WIDE_FN VEC_FN static void bsa_backward_fast(int N, int d, const float *q, c
             for (int i = 0; i < N; i++) dj[i] = 0.0f;
             continue;
         }
-        double acc[FAST_N];
-        for (int i = 0; i < N; i++) acc[i] = 0.0;
+        float acc[FAST_N];
+        for (int i = 0; i < N; i++) acc[i] = 0.0f;
         for (int t = 0; t < nc; t++) {
-            const double vv = (double)vj[cs[t]];
+            const float vv = vj[cs[t]];
             const float *g = dot_ + (long)cs[t] * N;
-            for (int i = 0; i < N; i++) acc[i] += (double)g[i] * vv;
+            for (int i = 0; i < N; i++) acc[i] += g[i] * vv;
         }
         for (int i = 0; i < N; i++)
-            dj[i] = (float)(cst * (double)p[(long)i * N + j] * (double)(float)acc[i]);
+            dj[i] = (float)(cst * (double)p[(long)i * N + j] * (double)acc[i]);
     }
     /* scratch = dA, row-major (the documented side output; dK reads it) */
-    transpose_f(N, dat, scratch);
+    transpose_into(N, N, dat, N, scratch, N, false);
 
-    /* dQ:  dq_ic += sum_j dA_ij k_jc (j order, double): rows of dQ^T (row stride N) */
+    /* dQ:  dq_ic += sum_j dA_ij k_jc: rows of dQ^T (row stride N) */
     {
-        double dqt[FAST_D * FAST_N];
-        for (int t = 0; t < d * N; t++) dqt[t] = 0.0;
+        float dqt[FAST_D * FAST_N];
+        for (int t = 0; t < d * N; t++) dqt[t] = 0.0f;
         for (int j = 0; j < N; j++) {
             if (!live[j]) continue;
             const float *kj = k + (long)j * ld;
@@ -497,36 +557,30 @@ SNN_WIDE_FN VEC_FN static void bsa_backward_fast(int N, int d, const float *q, c
             int cs[FAST_D];
             const int nc = snn_nonzero_indices(kj, d, cs);
             for (int t = 0; t < nc; t++) {
-                const double kv = (double)kj[cs[t]];
-                double *row = dqt + (long)cs[t] * N;
-                for (int i = 0; i < N; i++) row[i] += (double)dj[i] * kv;
+                const float kv = kj[cs[t]];
+                float *row = dqt + (long)cs[t] * N;
+                for (int i = 0; i < N; i++) row[i] += dj[i] * kv;
             }
         }
-        for (int i = 0; i < N; i++) {
-            float *dqi = dq + (long)i * ld;
-            for (int c = 0; c < d; c++) dqi[c] += (float)dqt[(long)c * N + i];
-        }
+        transpose_into(d, N, dqt, N, dq, ld, true);
     }
 
-    /* dK:  dk_jc += sum_i dA_ij q_ic (i order, double): rows of dK^T from the rows of dA */
+    /* dK:  dk_jc += sum_i dA_ij q_ic: rows of dK^T from the rows of dA */
     {
-        double dkt[FAST_D * FAST_N];
-        for (int t = 0; t < d * N; t++) dkt[t] = 0.0;
+        float dkt[FAST_D * FAST_N];
+        for (int t = 0; t < d * N; t++) dkt[t] = 0.0f;
         for (int i = 0; i < N; i++) {
             const float *qi = q + (long)i * ld;
             const float *ai = scratch + (long)i * N;
             int cs[FAST_D];
             const int nc = snn_nonzero_indices(qi, d, cs);
             for (int t = 0; t < nc; t++) {
-                const double qv = (double)qi[cs[t]];
-                double *row = dkt + (long)cs[t] * N;
-                for (int j = 0; j < N; j++) row[j] += (double)ai[j] * qv;
+                const float qv = qi[cs[t]];
+                float *row = dkt + (long)cs[t] * N;
+                for (int j = 0; j < N; j++) row[j] += ai[j] * qv;
             }
         }
-        for (int j = 0; j < N; j++) {
-            float *dkj = dk + (long)j * ld;
-            for (int c = 0; c < d; c++) dkj[c] += (float)dkt[(long)c * N + j];
-        }
+        transpose_into(d, N, dkt, N, dk, ld, true);
     }
 }
 
@@ -534,19 +588,10 @@ void snn_attn_bsa_head_backward(int N, int d, const float *q, const float *k, co
                                 int ld, int shift, const float *p, const float *dout, int lddo,
                                 float *dq, float *dk, float *dv, float *scratch) {
     if (N <= 0) return;
-    SNN_ASSERT(d >= 0);
-    if (N <= FAST_N && d <= FAST_D) {
+    SNN_ASSERT(d >= 0 && N <= SNN_ATTN_BSA_TRAIN_MAX_N);
+    if (N <= FAST_N && d <= FAST_D)
         bsa_backward_fast(N, d, q, k, v, ld, shift, p, dout, lddo, dq, dk, dv, scratch);
-        return;
-    }
-    /* forward: O = P V
-     *   dV += P^T dO;  scratch = dP = dO V^T */
-    snn_attn_wv_backward(N, d, p, 1.0, v, ld, dout, lddo, dv, scratch);
-    /* forward: P = 2^(z - m - r), z = floor(2^-shift A) (STE; m, r constants)
-     *   dz = ln2 P (.) dP;  dA = 2^-shift dz */
-    const double c = ldexp(M_LN2, -shift);
-    for (long t = 0; t < (long)N * N; t++) scratch[t] = (float)(c * (double)p[t] * scratch[t]);
-    /* forward: A = Q K^T
-     *   dQ += dA K;  dK += dA^T Q */
-    snn_attn_qk_backward(N, d, q, k, ld, scratch, dq, dk);
+    else
+        snn_attn_bsa_head_backward_ref(N, d, q, k, v, ld, shift, p, dout, lddo, dq, dk, dv,
+                                       scratch);
 }

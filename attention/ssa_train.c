@@ -8,8 +8,7 @@
  * Backward (O is trilinear in Q, K, V, so these are exact, not surrogate, gradients):
  *   dV = scale A^T dO          dA = scale dO V^T          dQ = dA K          dK = dA^T Q
  * as four dense float GEMMs (single-threaded OpenBLAS, one call per head: the result does not
- * depend on the thread count). The same products for BSA's generic backward
- * (attention/bsa_train.c) are snn_attn_wv_backward and snn_attn_qk_backward below.
+ * depend on the thread count).
  *
  * Exactness of the forward. Every sum (over channels for A, over keys for A V) is accumulated
  * in double and rounded once to float. On 0/1 spikes A and A V are integers below 2^24, so
@@ -94,51 +93,6 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_ssa_head_train(int N, int d, const float *q
 
     /* O = scale * (A V):  o_ic = scale * sum_j A_ij v_jc (the sum rounded once, then scaled) */
     snn_attn_wv_forward(N, d, scores, v, ld, scale, o, ldo);
-}
-
-/* out_jc += (float)(s * sum_i m_ij x_ic) for m [N, N]: column j of m against the rows of x,
- * double accumulators in i order, m_ij == 0 skipped (adds of +-0 change nothing), rounded once.
- * Always inlined, so that it is vectorised in each target clone of its callers. */
-static inline __attribute__((always_inline)) void add_mt_x(int N, int d, const float *m, double s,
-                                                           const float *x, int ldx, float *out,
-                                                           int ldout) {
-    for (int j = 0; j < N; j++) {
-        for (int c0 = 0; c0 < d; c0 += CBLK) {
-            const int cn = d - c0 < CBLK ? d - c0 : CBLK;
-            double acc[CBLK];
-            snn_axpy_rows(N, cn, m + j, N, NULL, x + c0, ldx, acc); /* column j of m */
-            float *oj = out + (long)j * ldout + c0;
-            for (int c = 0; c < cn; c++) oj[c] += (float)(s * acc[c]);
-        }
-    }
-}
-
-SNN_WIDE_FN SNN_VEC_FN void snn_attn_wv_backward(int N, int d, const float *w, double wscale,
-                                                 const float *v, int ld, const float *dout,
-                                                 int lddo, float *dv, float *dw) {
-    /* forward: o_ic = sum_j w_ij v_jc (times a constant)
-     * dV:  dv_jc += wscale sum_i w_ij do_ic */
-    add_mt_x(N, d, w, wscale, dout, lddo, dv, ld);
-    /* dW:  dw_ij = sum_c do_ic v_jc */
-    snn_attn_gram(N, N, d, dout, lddo, v, ld, dw, N);
-}
-
-SNN_WIDE_FN SNN_VEC_FN void snn_attn_qk_backward(int N, int d, const float *q, const float *k,
-                                                 int ld, const float *da, float *dq, float *dk) {
-    /* forward: A_ij = sum_c q_ic k_jc
-     * dQ:  dq_ic += sum_j dA_ij k_jc */
-    for (int i = 0; i < N; i++) {
-        const float *dai = da + (long)i * N;
-        for (int c0 = 0; c0 < d; c0 += CBLK) {
-            const int cn = d - c0 < CBLK ? d - c0 : CBLK;
-            double acc[CBLK];
-            snn_axpy_rows(N, cn, dai, 1, NULL, k + c0, ld, acc);
-            float *dqi = dq + (long)i * ld + c0;
-            for (int c = 0; c < cn; c++) dqi[c] += (float)acc[c];
-        }
-    }
-    /* dK:  dk_jc += sum_i dA_ij q_ic (times 1.0, which is exact) */
-    add_mt_x(N, d, da, 1.0, q, ld, dk, ld);
 }
 
 void snn_attn_ssa_head_backward(int N, int d, const float *q, const float *k, const float *v,

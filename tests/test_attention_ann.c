@@ -286,8 +286,6 @@ static void test_shared_products_bit_exact(void **state) {
             float *q = malloc(nm * sizeof *q), *k = malloc(nm * sizeof *k);
             float *v = malloc(nm * sizeof *v), *w = malloc(nn * sizeof *w);
             float *x1 = malloc(nm * sizeof *x1), *x2 = malloc(nm * sizeof *x2);
-            float *y1 = malloc(nm * sizeof *y1), *y2 = malloc(nm * sizeof *y2);
-            float *z1 = malloc(nm * sizeof *z1), *z2 = malloc(nm * sizeof *z2);
             float *g1 = malloc(nn * sizeof *g1), *g2 = malloc(nn * sizeof *g2);
             trng r = {(uint64_t)(700 + 10 * a + b), 0};
             fill_sparse(&r, q, nm), fill_sparse(&r, k, nm), fill_sparse(&r, v, nm);
@@ -313,43 +311,7 @@ static void test_shared_products_bit_exact(void **state) {
                     x2[(size_t)i * ld + c] = 0.125f * (float)acc;
                 }
             if (memcmp(x1, x2, nm * sizeof *x1) != 0) fail_msg("wv_forward N %d d %d", N, d);
-            /* wv_backward: dv += 0.5 w^T dout (here dout = q), dw = dout v^T */
-            set_all(y1, nm, 0.25f), set_all(y2, nm, 0.25f);
-            snn_attn_wv_backward(N, d, w, 0.5, v, ld, q, ld, y1, g1);
-            for (int j = 0; j < N; j++)
-                for (int c = 0; c < d; c++) {
-                    double acc = 0.0;
-                    for (int i = 0; i < N; i++)
-                        acc += (double)w[(size_t)i * N + j] * q[(size_t)i * ld + c];
-                    y2[(size_t)j * ld + c] += (float)(0.5 * acc);
-                }
-            for (int i = 0; i < N; i++)
-                for (int j = 0; j < N; j++) {
-                    double acc = 0.0;
-                    for (int c = 0; c < d; c++)
-                        acc += (double)q[(size_t)i * ld + c] * v[(size_t)j * ld + c];
-                    g2[(size_t)i * N + j] = (float)acc;
-                }
-            if (memcmp(y1, y2, nm * sizeof *y1) != 0 || memcmp(g1, g2, nn * sizeof *g1) != 0)
-                fail_msg("wv_backward N %d d %d", N, d);
-            /* qk_backward: dq += w k, dk += w^T q (w as dA) */
-            set_all(x1, nm, 0.5f), set_all(x2, nm, 0.5f);
-            set_all(z1, nm, -0.5f), set_all(z2, nm, -0.5f);
-            snn_attn_qk_backward(N, d, q, k, ld, w, x1, z1);
-            for (int i = 0; i < N; i++)
-                for (int c = 0; c < d; c++) {
-                    double aq = 0.0, ak = 0.0;
-                    for (int j = 0; j < N; j++) {
-                        aq += (double)w[(size_t)i * N + j] * k[(size_t)j * ld + c];
-                        ak += (double)w[(size_t)j * N + i] * q[(size_t)j * ld + c];
-                    }
-                    x2[(size_t)i * ld + c] += (float)aq;
-                    z2[(size_t)i * ld + c] += (float)(1.0 * ak);
-                }
-            if (memcmp(x1, x2, nm * sizeof *x1) != 0 || memcmp(z1, z2, nm * sizeof *z1) != 0)
-                fail_msg("qk_backward N %d d %d", N, d);
-            free(q), free(k), free(v), free(w), free(x1), free(x2), free(y1), free(y2);
-            free(z1), free(z2), free(g1), free(g2);
+            free(q), free(k), free(v), free(w), free(x1), free(x2), free(g1), free(g2);
         }
 }
 

@@ -337,6 +337,52 @@ static void test_bsa_backward_matches_reference(void **state) {
     }
 }
 
+/* The fast backward (N <= 64, d <= 64) equals snn_attn_bsa_head_backward_ref bit for bit: on
+ * spikes (normal forward), on reals (smooth forward) and with some P_ij = 0 (whose dV terms both
+ * skip). A changed sum order or a wrong skipped term changes low bits of some gradient. */
+static void test_bsa_backward_fast_equals_ref(void **state) {
+    (void)state;
+    static const int sizes[][2] = {{1, 1}, {5, 8}, {17, 3}, {16, 16}, {49, 16}, {64, 64}, {33, 20}};
+    for (int sz = 0; sz < 7; sz++) {
+        const int N = sizes[sz][0], d = sizes[sz][1];
+        head_bufs fast = hb_new(N, d, 2 * d + 3, d + 1, d + 2), ref = hb_new(N, d, 2 * d + 3, d + 1, d + 2);
+        const size_t nm = (size_t)N * fast.ld, nn = (size_t)N * N;
+        for (int variant = 0; variant < 3; variant++) {
+            const bool smooth = variant == 1;
+            const int shift = smooth ? 1 : snn_shiftmax_default_shift(d);
+            trng r = {(uint64_t)(3500 + sz * 3 + variant), 0};
+            head_bufs *b = &fast;
+            fill(&r, b->q, N, b->ld, b->off, d, smooth ? REAL : SPIKE_TERNARY, 0.3, 1.0);
+            fill(&r, b->k, N, b->ld, b->off, d, smooth ? REAL : SPIKE_TERNARY, 0.3, 1.0);
+            fill(&r, b->v, N, b->ld, b->off, d, smooth ? REAL : SPIKE_BINARY, 0.3, 1.0);
+            fill(&r, b->dout, N, b->lddo, 0, d, REAL, 0, 1.0);
+            snn_attn_bsa_head_train(N, d, b->q + b->off, b->k + b->off, b->v + b->off, b->ld,
+                                    shift, SNN_SHIFTMAX_ROUND, smooth, b->o, b->lddo, b->w,
+                                    b->mr, false);
+            if (variant == 2)
+                for (size_t t = 0; t < nn; t += 3) b->w[t] = 0.0f;
+            prefill_grads(b);
+            memcpy(ref.q, b->q, nm * sizeof(float)), memcpy(ref.k, b->k, nm * sizeof(float));
+            memcpy(ref.v, b->v, nm * sizeof(float)), memcpy(ref.w, b->w, nn * sizeof(float));
+            memcpy(ref.dout, b->dout, (size_t)N * b->lddo * sizeof(float));
+            prefill_grads(&ref);
+            snn_attn_bsa_head_backward(N, d, b->q + b->off, b->k + b->off, b->v + b->off, b->ld,
+                                       shift, b->w, b->dout, b->lddo, b->dq + b->off,
+                                       b->dk + b->off, b->dv + b->off, b->scratch);
+            snn_attn_bsa_head_backward_ref(N, d, ref.q + ref.off, ref.k + ref.off,
+                                           ref.v + ref.off, ref.ld, shift, ref.w, ref.dout,
+                                           ref.lddo, ref.dq + ref.off, ref.dk + ref.off,
+                                           ref.dv + ref.off, ref.scratch);
+            if (memcmp(b->dq, ref.dq, nm * sizeof(float)) || memcmp(b->dk, ref.dk, nm * sizeof(float)) ||
+                memcmp(b->dv, ref.dv, nm * sizeof(float)) ||
+                memcmp(b->scratch, ref.scratch, nn * sizeof(float)))
+                fail_msg("bsa backward N %d d %d variant %d: fast and reference differ", N, d,
+                         variant);
+        }
+        hb_free(&fast), hb_free(&ref);
+    }
+}
+
 /* ---- finite differences -------------------------------------------------------------------- */
 
 typedef enum { K_SSA, K_BSA_SMOOTH_FROZEN } fd_kernel;
@@ -521,6 +567,7 @@ int main(void) {
         cmocka_unit_test(test_bsa_forward_matches_inference),
         cmocka_unit_test(test_ssa_backward_matches_reference),
         cmocka_unit_test(test_bsa_backward_matches_reference),
+        cmocka_unit_test(test_bsa_backward_fast_equals_ref),
         cmocka_unit_test(test_ssa_finite_differences),
         cmocka_unit_test(test_bsa_smooth_finite_differences),
         cmocka_unit_test(test_bsa_normal_backward_is_ste),
