@@ -235,6 +235,26 @@ SNN_WIDE_FN SNN_VEC_FN static void surrogate_row(snn_surrogate_kind kind, float 
     }
 }
 
+/* The normal forward's spikes from its pre-reset membranes: fwd_row's comparisons on the same
+ * H, so the same S (the backward needs no stored spikes). */
+INLINE_VEC void spikes_of_row(const bool bipolar, size_t n, const float *restrict h, float th,
+                              float *restrict s) {
+    const float neg_th = -th;
+    if (bipolar)
+        for (size_t i = 0; i < n; i++) s[i] = h[i] <= neg_th ? -1.0f : h[i] >= th ? 1.0f : 0.0f;
+    else
+        for (size_t i = 0; i < n; i++) s[i] = h[i] >= th ? 1.0f : 0.0f;
+}
+
+/* The spike of one neuron at pre-reset membrane hv: the stored one (smooth mode) or
+ * spikes_of_row's. */
+static inline float spike_at(const snn_neuron_params *p, const float *s, size_t k, float hv) {
+    if (s) return s[k];
+    const float th = p->v_threshold, neg_th = -th;
+    const float si = hv >= th ? 1.0f : 0.0f;
+    return p->bipolar && hv <= neg_th ? -1.0f : si;
+}
+
 /* One timestep of the recursion for n neurons (see the header comment), given the surrogate
  * derivatives gp = g'(H - th) and, for bipolar, gn = g'(-H - th). The flags are compile-time
  * constants at every call site; the operations and their order are those of backward_generic
@@ -277,17 +297,19 @@ SNN_WIDE_FN SNN_VEC_FN static void backward_fast(const snn_neuron_params *p, int
                     (x_over_tau ? 1 : 0);
     for (size_t i0 = 0; i0 < n; i0 += TILE) {
         const size_t cn = n - i0 < TILE ? n - i0 : TILE;
-        float gh[TILE], gp[TILE], gn[TILE];
+        float gh[TILE], gp[TILE], gn[TILE], sb[TILE];
         for (size_t i = 0; i < cn; i++) gh[i] = 0.0f;
         if (i0 + TILE < n) {
             const size_t nn = n - i0 - TILE < TILE ? n - i0 - TILE : TILE;
-            prefetch_tile(h, T, ld, i0 + TILE, nn), prefetch_tile(s, T, ld, i0 + TILE, nn);
+            prefetch_tile(h, T, ld, i0 + TILE, nn);
+            if (s) prefetch_tile(s, T, ld, i0 + TILE, nn);
             prefetch_tile(ds, T, ld, i0 + TILE, nn), prefetch_tile(dx, T, ld, i0 + TILE, nn);
         }
         for (int t = T - 1; t >= 0; t--) {
             const size_t row = (size_t)t * ld + i0;
-            const float *ht = h + row, *st = s + row, *dst = ds + row;
+            const float *ht = h + row, *st = s ? s + row : sb, *dst = ds + row;
             float *dxt = dx + row;
+            if (!s) spikes_of_row(p->bipolar, cn, ht, th, sb);
             surrogate_row(p->surrogate, p->alpha, cn, ht, 1.0f, th, gp);
             if (p->bipolar) surrogate_row(p->surrogate, p->alpha, cn, ht, -1.0f, th, gn);
             switch (key) {
@@ -309,10 +331,11 @@ SNN_WIDE_FN SNN_VEC_FN static void backward_fast(const snn_neuron_params *p, int
     }
 }
 
+/* s: the smooth forward's spikes; NULL in normal mode, where they are recomputed from H. */
 static void backward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld, const float *x,
                          const float *h, const float *s, const float *ds, float *dx, float *dtau,
                          bool smooth) {
-    SNN_ASSERT(T >= 0 && (n <= ld || T <= 1));
+    SNN_ASSERT(T >= 0 && (n <= ld || T <= 1) && (s != NULL) == smooth);
     if ((dtau == NULL || p->kind == SNN_NEURON_IF) && !(smooth && p->bipolar && !p->soft_reset)) {
         backward_fast(p, T, n, ld, h, s, ds, dx);
         return;
@@ -340,10 +363,10 @@ static void backward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld,
         for (size_t i = 0; i < cn; i++) gh[i] = 0.0f;
         for (int t = T - 1; t >= 0; t--) {
             const size_t row = (size_t)t * ld + i0;
-            const float *ht = h + row, *st = s + row, *dst = ds + row;
+            const float *ht = h + row, *dst = ds + row;
             float *dxt = dx + row;
             for (size_t i = 0; i < cn; i++) {
-                const float hv = ht[i], sv = st[i];
+                const float hv = ht[i], sv = spike_at(p, s, row + i, hv);
                 /* fire: S = Theta(H - th) [- Theta(-H - th)], surrogate derivative psi */
                 const float gpd = snn_surrogate_grad(sk, alpha, hv - th);
                 const float gnd = p->bipolar ? snn_surrogate_grad(sk, alpha, -hv - th) : 0.0f;
@@ -370,7 +393,7 @@ static void backward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld,
                     float vprev = v0;
                     if (t > 0) {
                         const size_t pr = row - ld + i;
-                        const float hp = h[pr], sp = s[pr];
+                        const float hp = h[pr], sp = spike_at(p, s, pr, hp);
                         float ap = p->bipolar ? fabsf(sp) : sp;
                         if (smooth && p->bipolar) {
                             float s_unused;
@@ -391,9 +414,9 @@ static void backward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld,
 }
 
 void snn_neuron_backward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld,
-                             const float *x, const float *h, const float *s, const float *ds,
-                             float *dx, float *dtau) {
-    backward_seq(p, T, n, ld, x, h, s, ds, dx, dtau, false);
+                             const float *x, const float *h, const float *ds, float *dx,
+                             float *dtau) {
+    backward_seq(p, T, n, ld, x, h, NULL, ds, dx, dtau, false);
 }
 
 void snn_neuron_backward_seq_smooth(const snn_neuron_params *p, int T, size_t n, size_t ld,

@@ -125,7 +125,9 @@ void snn_neuron_forward_seq(const snn_neuron_params *p, int T, size_t n, size_t 
  *   dH[t] = dS[t] psi + dH[t+1] (dH[t+1]/dV[t]) gamma,  dH[t+1]/dV[t] = 1 - 1/tau (LIF, PLIF;
  *           both decay_input modes) or 1 (IF)
  *   dX[t] = dH[t] / tau (LIF/PLIF with decay_input) or dH[t]
- *   x, h, s [T, ld]  the forward's input, H and spikes
+ *   x, h [T, ld]     the forward's input and H; its spikes are recomputed from H (S = [H >= th],
+ *                    bipolar -1 where H <= -th: the forward's comparisons, so the same S), and
+ *                    need not be kept
  *   ds [T, ld]       gradient on S
  *   dx [T, ld]       ACCUMULATES (+=) the gradient on X
  *   dtau             if not NULL, ACCUMULATES dL/dtau summed over the n neurons and T steps (LIF
@@ -135,12 +137,13 @@ void snn_neuron_forward_seq(const snn_neuron_params *p, int T, size_t n, size_t 
  *                    tau = 1 / sigmoid(w) (SpikingJelly) multiplies by dtau/dw = -tau (tau - 1).
  * The recursion runs in float (SpikingJelly's CUDA kernel's float path); the dtau sum in double. */
 void snn_neuron_backward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld,
-                             const float *x, const float *h, const float *s, const float *ds,
-                             float *dx, float *dtau);
+                             const float *x, const float *h, const float *ds, float *dx,
+                             float *dtau);
 
-/* The same recursion for a smooth = true forward: identical to snn_neuron_backward_seq except
- * that a bipolar hard reset's reset amount |S| is the smooth a = g(H - th) + g(-H - th) (in
- * gamma and in the recomputed V[t-1]), which cannot be read off S. With detach_reset = false it
+/* The same recursion for a smooth = true forward, whose spikes s [T, ld] are not a function of
+ * H's sign and are read: identical to snn_neuron_backward_seq except that a bipolar hard reset's
+ * reset amount |S| is the smooth a = g(H - th) + g(-H - th) (in gamma and in the recomputed
+ * V[t-1]), which cannot be read off S. With detach_reset = false it
  * is the exact derivative of the smooth forward (gradient checks). */
 void snn_neuron_backward_seq_smooth(const snn_neuron_params *p, int T, size_t n, size_t ld,
                                     const float *x, const float *h, const float *s,

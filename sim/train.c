@@ -630,9 +630,10 @@ static const float *pop_out(snn_trainer *tr, int p, const pop_act *a, size_t wid
     return s;
 }
 
-/* s: the population's outputs (pop_fwd's or pop_out's). */
-static void pop_bwd(snn_trainer *tr, int p, const float *x, const pop_act *a, const float *s,
-                    const float *ds, float *dx, size_t width) {
+/* Backward of population p (or slot) over [T, n] given ds, the gradient on its outputs: dx +=.
+ * Normal mode recomputes the spikes from H; smooth mode reads them from a->s. */
+static void pop_bwd(snn_trainer *tr, int p, const float *x, const pop_act *a, const float *ds,
+                    float *dx, size_t width) {
     const size_t n = (size_t)tr->B * pop_per_sample(tr, p, width), chunk = POP_CHUNK;
     if (p < 0) {
         slot_bwd(tr, p, x, ds, dx, (size_t)tr->T * n);
@@ -645,10 +646,13 @@ static void pop_bwd(snn_trainer *tr, int p, const float *x, const pop_act *a, co
     for (long c = 0; c < n_chunks; c++) {
         size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
         float dtau = 0.0f;
-        /* smooth mode: a bipolar hard reset's amount cannot be recovered from S (neuron.h) */
-        (tr->smooth ? snn_neuron_backward_seq_smooth : snn_neuron_backward_seq)(
-            &np, tr->T, len, n, x + off, a->h + off, s + off, ds + off, dx + off,
-            pop->plif_w ? &dtau : NULL);
+        /* normal mode recomputes the spikes from H; smooth mode's are not a function of H */
+        if (tr->smooth)
+            snn_neuron_backward_seq_smooth(&np, tr->T, len, n, x + off, a->h + off, a->s + off,
+                                           ds + off, dx + off, pop->plif_w ? &dtau : NULL);
+        else
+            snn_neuron_backward_seq(&np, tr->T, len, n, x + off, a->h + off, ds + off, dx + off,
+                                    pop->plif_w ? &dtau : NULL);
         tr->dtau[c] = dtau;
     }
     if (pop->plif_w) {
@@ -707,7 +711,7 @@ static void sdsa_bwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
                                tr->d_o + off, D, ldt, tr->d_q + off, tr->d_kvs + koff);
     }
     zero_floats(tr->d_kv, TBD);
-    pop_bwd(tr, pop_kv, b->kv, &b->pkv, skv, tr->d_kvs, tr->d_kv, (size_t)D);
+    pop_bwd(tr, pop_kv, b->kv, &b->pkv, tr->d_kvs, tr->d_kv, (size_t)D);
 #pragma omp parallel for schedule(dynamic)
     for (long j = 0; j < (long)B * H; j++) {
         const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
@@ -1070,8 +1074,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     } else {
         zero_floats(tr->d_s, MD);
         snn_meanpool_bwd(tr->d_s, tr->d_pooled, T, B, N, D);
-        pop_bwd(tr, m->pop_head, u_last, &tr->head, pop_out(tr, m->pop_head, &tr->head, (size_t)D, SP_Q),
-                tr->d_s, tr->d_u, (size_t)D);
+        pop_bwd(tr, m->pop_head, u_last, &tr->head, tr->d_s, tr->d_u, (size_t)D);
     }
 
     for (int l = m->L - 1; l >= 0; l--) {
@@ -1082,36 +1085,34 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         const float *d_fc2 = tr->d_u;
         if (tr->sew) {
             zero_floats(tr->d_x, MD);
-            pop_bwd(tr, mb->pop_out, b->fc2.z, &b->pout,
-                    pop_out(tr, mb->pop_out, &b->pout, (size_t)D, SP_Q), tr->d_u, tr->d_x, (size_t)D);
+            pop_bwd(tr, mb->pop_out, b->fc2.z, &b->pout, tr->d_u, tr->d_x, (size_t)D);
             d_fc2 = tr->d_x;
         }
         zero_floats(tr->d_s, (size_t)M * Hd);
         const float *sh = pop_out(tr, mb->pop_hidden, &b->ph, (size_t)Hd, SP_X);
         lin_bn_bwd(tr, &mb->fc2, sh, d_fc2, M, &b->fc2, tr->d_s);
         zero_floats(tr->d_x, (size_t)M * Hd);
-        pop_bwd(tr, mb->pop_hidden, b->fc1.z, &b->ph, sh, tr->d_s, tr->d_x, (size_t)Hd);
+        pop_bwd(tr, mb->pop_hidden, b->fc1.z, &b->ph, tr->d_s, tr->d_x, (size_t)Hd);
         if (tr->sew) {
             lin_bn_bwd(tr, &mb->fc1, b->u_mid, tr->d_x, M, &b->fc1, tr->d_u);
         } else {
             zero_floats(tr->d_s, MD);
             const float *sm = pop_out(tr, mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q);
             lin_bn_bwd(tr, &mb->fc1, sm, tr->d_x, M, &b->fc1, tr->d_s);
-            pop_bwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, sm, tr->d_s, tr->d_u, (size_t)D);
+            pop_bwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, tr->d_s, tr->d_u, (size_t)D);
         }
         /* ms: u_mid = u_in + BN_o(o(A)); sew: u_mid = x_in + o_lif(BN_o(o(A))) */
         const float *d_proj = tr->d_u;
         if (tr->sew) {
             zero_floats(tr->d_x, MD);
-            pop_bwd(tr, mb->pop_o, b->proj.z, &b->po, pop_out(tr, mb->pop_o, &b->po, (size_t)D, SP_Q),
-                    tr->d_u, tr->d_x, (size_t)D);
+            pop_bwd(tr, mb->pop_o, b->proj.z, &b->po, tr->d_u, tr->d_x, (size_t)D);
             d_proj = tr->d_x;
         }
         zero_floats(tr->d_s, MD);
         const float *sa = pop_out(tr, mb->pop_attn, &b->pa, (size_t)D, SP_Q);
         lin_bn_bwd(tr, &mb->o, sa, d_proj, M, &b->proj, tr->d_s);
         zero_floats(tr->d_o, MD);
-        pop_bwd(tr, mb->pop_attn, b->o, &b->pa, sa, tr->d_s, tr->d_o, (size_t)D);
+        pop_bwd(tr, mb->pop_attn, b->o, &b->pa, tr->d_s, tr->d_o, (size_t)D);
         zero_floats(tr->d_q, MD);
         zero_floats(tr->d_k, MD);
         zero_floats(tr->d_v, MD);
@@ -1135,16 +1136,16 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         for (int j = 0; j < 3; j++) {
             if (!lins[j]->weight) continue;
             zero_floats(tr->d_x, MD);
-            pop_bwd(tr, pop_ids[j], acts[j]->z, pops[j], qkv[j], dsp[j], tr->d_x, (size_t)D);
+            pop_bwd(tr, pop_ids[j], acts[j]->z, pops[j], dsp[j], tr->d_x, (size_t)D);
             lin_bn_bwd(tr, lins[j], x_in, tr->d_x, M, acts[j], d_in);
         }
         if (!tr->sew) {
-            pop_bwd(tr, mb->pop_in, b->u_in, &b->in, x_in, tr->d_s, tr->d_u, (size_t)D);
+            pop_bwd(tr, mb->pop_in, b->u_in, &b->in, tr->d_s, tr->d_u, (size_t)D);
         } else if (l == 0) {
             /* x_0 = lif_in(U0): its spikes receive the stream's gradient plus q, k, v's */
             add3(tr->d_s, tr->d_s, tr->d_u, MD);
             zero_floats(tr->d_u, MD);
-            pop_bwd(tr, mb->pop_in, b->u_in, &b->in, x_in, tr->d_s, tr->d_u, (size_t)D);
+            pop_bwd(tr, mb->pop_in, b->u_in, &b->in, tr->d_s, tr->d_u, (size_t)D);
         }
     }
     /* u0 = BN_embed(embed(patches)) + pos */
