@@ -146,22 +146,82 @@ static SNN_WIDE_FN SNN_VEC_FN bool sparse_binary(const float *x, size_t n) {
  * spikes. The kernels then check every nonzero entry (a 1?) and report otherwise, and the caller
  * falls back to sgemm, so a non-spike x anywhere still gets the sgemm result. */
 enum { SP_PROBE_ROWS = 256 };
+static bool sparse_sizes(int M, int in, int out) {
+    return in <= SP_MAX_IN && (size_t)in * out <= SP_MAX_W && M > 0;
+}
 static bool sparse_ok(const float *x, int M, int in, int out) {
-    return in <= SP_MAX_IN && (size_t)in * out <= SP_MAX_W && M > 0 &&
+    return sparse_sizes(M, in, out) &&
            sparse_binary(x, (size_t)(M < SP_PROBE_ROWS ? M : SP_PROBE_ROWS) * in);
+}
+
+/* Row m of a spike matrix given as bits (layers.h). */
+static inline const uint64_t *bit_row(const snn_spike_rows *xb, int m, int in) {
+    return xb->nz + (size_t)(m / xb->rows_per_t) * xb->ld +
+           (size_t)(m % xb->rows_per_t) * (size_t)(in / 64);
+}
+
+/* sparse_ok for bits: the same decision as sparse_ok on the matrix's floats (every entry is 0
+ * or 1; the density of the first rows from their popcounts). */
+static bool sparse_ok_bits(const snn_spike_rows *xb, int M, int in, int out) {
+    if (in % 64 || !sparse_sizes(M, in, out)) return false;
+    const int rows = M < SP_PROBE_ROWS ? M : SP_PROBE_ROWS;
+    uint32_t ones = 0;
+    for (int m = 0; m < rows; m++) {
+        const uint64_t *r = bit_row(xb, m, in);
+        for (int w = 0; w < in / 64; w++) ones += (uint32_t)snn_popcount64(r[w]);
+    }
+    return (double)ones <= SP_MAX_DENSITY * ((double)rows * in);
+}
+
+/* The spike matrix of a sparse kernel: floats x [M, in], or bits xb (then x is NULL). */
+typedef struct sp_src {
+    const float *x;
+    const snn_spike_rows *xb;
+    int in;
+} sp_src;
+
+/* idx[0 .. k) = the columns i0 <= i < i1 of row m holding a nonzero, ascending, minus i0;
+ * returns k. Floats: *bad |= some nonzero is not 1 (bits are 1 by construction). */
+static inline __attribute__((always_inline)) int sp_row_indices(const sp_src *src, int m, int i0,
+                                                               int i1, int *idx, int *bad) {
+    if (src->x) {
+        const float *xm = src->x + (size_t)m * src->in + i0;
+        const int nnz = snn_nonzero_indices(xm, i1 - i0, idx);
+        for (int t = 0; t < nnz; t++) *bad |= xm[idx[t]] != 1.0f;
+        return nnz;
+    }
+    const uint64_t *r = bit_row(src->xb, m, src->in);
+    int k = 0;
+    for (int w = i0 / 64; w * 64 < i1; w++) {
+        uint64_t word = r[w];
+        const int lo = w * 64 < i0 ? i0 - w * 64 : 0, hi = (w + 1) * 64 > i1 ? i1 - w * 64 : 64;
+        if (lo) word &= ~0ull << lo;
+        if (hi < 64) word &= (1ull << hi) - 1;
+        while (word) {
+            idx[k++] = w * 64 + __builtin_ctzll(word) - i0;
+            word &= word - 1;
+        }
+    }
+    return k;
+}
+
+/* Asks for row m's entries [i0, i1) (a prefetch reads nothing). */
+static inline void sp_prefetch_row(const sp_src *src, int m, int i0, int i1) {
+    if (src->x)
+        for (int t = i0; t < i1; t += 16) __builtin_prefetch(src->x + (size_t)m * src->in + t);
+    else
+        __builtin_prefetch(bit_row(src->xb, m, src->in) + i0 / 64);
 }
 
 
 /* Rows [m0, m1) of y = x w^T + b for a sparse binary x (see above); wt = w^T [in, out]. */
-static SNN_WIDE_FN SNN_VEC_FN int linear_fwd_sparse_rows(float *y, const float *x, const float *wt,
-                                                 const float *b, int m0, int m1, int in,
-                                                 int out) {
+static SNN_WIDE_FN SNN_VEC_FN int linear_fwd_sparse_rows(float *y, const sp_src *src,
+                                                 const float *wt, const float *b, int m0,
+                                                 int m1, int in, int out) {
     int idx[SP_MAX_IN];
     int bad = 0;
     for (int m = m0; m < m1; m++) {
-        const float *xm = x + (size_t)m * in;
-        const int nnz = snn_nonzero_indices(xm, in, idx);
-        for (int t = 0; t < nnz; t++) bad |= xm[idx[t]] != 1.0f;
+        const int nnz = sp_row_indices(src, m, 0, in, idx, &bad);
         float *ym = y + (size_t)m * out;
         int ob = 0;
         for (; ob + SP_OB <= out; ob += SP_OB) {
@@ -196,7 +256,7 @@ static SNN_WIDE_FN SNN_VEC_FN int linear_fwd_sparse_rows(float *y, const float *
 
 /* y = x w^T + b for a sparse binary x (see above). Returns false (y garbage) if some entry of x
  * is neither 0 nor 1. */
-static bool linear_fwd_sparse(float *y, const float *x, const float *w, const float *b, int M,
+static bool linear_fwd_sparse(float *y, const sp_src *src, const float *w, const float *b, int M,
                               int in, int out, bool par) {
     (void)par; /* unused without OpenMP */
     float wt[SP_MAX_W] __attribute__((aligned(32))); /* w^T [in, out] */
@@ -208,7 +268,7 @@ static bool linear_fwd_sparse(float *y, const float *x, const float *w, const fl
     for (int k = 0; k < nc; k++) {
         const int m0 = k * rows;
         const int m1 = M - m0 < rows ? M : m0 + rows;
-        bad |= linear_fwd_sparse_rows(y, x, wt, b, m0, m1, in, out);
+        bad |= linear_fwd_sparse_rows(y, src, wt, b, m0, m1, in, out);
     }
     return !bad;
 }
@@ -219,17 +279,16 @@ static bool linear_fwd_sparse(float *y, const float *x, const float *w, const fl
  * rows' dy added to dw^T one by one, rows in order.) Returns whether an entry was neither 0 nor
  * 1. */
 enum { SP_RB = 128, SP_LIST = 32768 };
-static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_cols(float *dwt, const float *dy, const float *x,
-                                                int M, int in, int out, int i0, int i1) {
+static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_cols(float *dwt, const float *dy,
+                                                const sp_src *src, int M, int out, int i0,
+                                                int i1) {
     const int ni = i1 - i0;
     for (size_t t = (size_t)i0 * out; t < (size_t)i1 * out; t++) dwt[t] = 0.0f;
     int idx[SP_MAX_IN];
     int bad = 0;
     if ((size_t)ni * SP_RB > SP_LIST) {
         for (int m = 0; m < M; m++) {
-            const float *xm = x + (size_t)m * in + i0;
-            const int nnz = snn_nonzero_indices(xm, ni, idx);
-            for (int t = 0; t < nnz; t++) bad |= xm[idx[t]] != 1.0f;
+            const int nnz = sp_row_indices(src, m, i0, i1, idx, &bad);
             const float *restrict dym = dy + (size_t)m * out;
             for (int t = 0; t < nnz; t++) {
                 float *restrict d = dwt + (size_t)(i0 + idx[t]) * out;
@@ -247,15 +306,11 @@ static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_cols(float *dwt, const float 
         for (int m = m0; m < m1; m++) {
             /* this chunk reads part of each x row, and the dy rows of the block right after:
              * the hardware prefetchers follow neither */
-            if (m + 8 < M)
-                for (int t = 0; t < ni; t += 16)
-                    __builtin_prefetch(x + (size_t)(m + 8) * in + i0 + t);
+            if (m + 8 < M) sp_prefetch_row(src, m + 8, i0, i1);
             for (int t = 0; t < out; t += 16) __builtin_prefetch(dy + (size_t)m * out + t);
-            const float *xm = x + (size_t)m * in + i0;
-            const int nnz = snn_nonzero_indices(xm, ni, idx);
+            const int nnz = sp_row_indices(src, m, i0, i1, idx, &bad);
             for (int t = 0; t < nnz; t++) {
                 const int ii = idx[t];
-                bad |= xm[ii] != 1.0f;
                 lst[ii * SP_RB + cnt[ii]++] = (uint8_t)(m - m0);
             }
         }
@@ -292,8 +347,8 @@ static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_cols(float *dwt, const float 
 /* dw += dy^T x for a sparse binary x (see above): fixed chunks of input features i (each reads
  * its part of every x row once), summing dy rows into dw^T rows over the ones of x (see
  * linear_dw_sparse_cols for the order). */
-static bool linear_dw_sparse(float *dw, const float *dy, const float *x, int M, int in, int out,
-                             bool par) {
+static bool linear_dw_sparse(float *dw, const float *dy, const sp_src *src, int M, int in,
+                             int out, bool par) {
     (void)par; /* unused without OpenMP */
     float dwt[SP_MAX_W] __attribute__((aligned(16))); /* dw^T [in, out] sums */
     const int step = (in + SP_DW_CHUNKS - 1) / SP_DW_CHUNKS;
@@ -302,7 +357,7 @@ static bool linear_dw_sparse(float *dw, const float *dy, const float *x, int M, 
     for (int k = 0; k < SP_DW_CHUNKS; k++) {
         const int i0 = k * step < in ? k * step : in;
         const int i1 = (k + 1) * step < in ? (k + 1) * step : in;
-        if (i1 > i0) bad |= linear_dw_sparse_cols(dwt, dy, x, M, in, out, i0, i1);
+        if (i1 > i0) bad |= linear_dw_sparse_cols(dwt, dy, src, M, out, i0, i1);
     }
     if (bad) return false; /* dw untouched */
     for (int o = 0; o < out; o++)
@@ -316,7 +371,8 @@ void snn_linear_fwd(float *y, const float *x, const float *w, const float *b, in
     snn_layers_init();
     const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
     (void)par; /* unused without OpenMP */
-    if (sparse_ok(x, M, in, out) && linear_fwd_sparse(y, x, w, b, M, in, out, par)) return;
+    const sp_src src = {x, NULL, in};
+    if (sparse_ok(x, M, in, out) && linear_fwd_sparse(y, &src, w, b, M, in, out, par)) return;
     const int rows = linear_rows(M), nc = n_chunks(M, rows);
     /* Row chunk k computes y[m0:m1, :] = x[m0:m1, :] w^T (+ b broadcast, pre-filled). */
 #pragma omp parallel for schedule(dynamic) if (par)
@@ -330,6 +386,16 @@ void snn_linear_fwd(float *y, const float *x, const float *w, const float *b, in
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mc, out, in, 1.0f,
                     x + (size_t)m0 * in, in, w, in, b ? 1.0f : 0.0f, yk, out);
     }
+}
+
+bool snn_linear_fwd_bits(float *y, const snn_spike_rows *x, const float *w, const float *b, int M,
+                         int in, int out) {
+    SNN_ASSERT(y && x && x->nz && x->rows_per_t > 0 && w && M >= 0 && in > 0 && out > 0);
+    if (!sparse_ok_bits(x, M, in, out)) return false;
+    const sp_src src = {NULL, x, in};
+    const bool ok = linear_fwd_sparse(y, &src, w, b, M, in, out, (size_t)M * in * out >= PAR_MIN_WORK);
+    SNN_ASSERT(ok); /* bits are 0 or 1 */
+    return true;
 }
 
 /* Row blocks of the weight gradient's sgemm path: 1 up to SNN_LINEAR_DW_ROWS rows, else 4, or 8
@@ -352,68 +418,95 @@ static SNN_WIDE_FN SNN_VEC_FN void add_parts(float *dw, const float *part, size_
     }
 }
 
+/* dx += dy w (row chunks: rows are independent). */
+static void linear_bwd_dx(float *dx, const float *dy, const float *w, int M, int in, int out,
+                          bool par) {
+    (void)par; /* unused without OpenMP */
+    const int rows = linear_rows(M), nc = n_chunks(M, rows);
+#pragma omp parallel for schedule(dynamic) if (par)
+    for (int k = 0; k < nc; k++) {
+        const int m0 = k * rows;
+        const int mc = M - m0 < rows ? M - m0 : rows;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mc, in, out, 1.0f,
+                    dy + (size_t)m0 * out, out, w, in, 1.0f, dx + (size_t)m0 * in, in);
+    }
+}
+
+/* dw += dy^T x by sgemm over row blocks. Row block 0 adds its dy^T x straight into dw; blocks
+ * 1.. write theirs into scratch, added after in block order. One sgemm per block packs each x
+ * row once (chunks of output features packed all of x once per chunk: a sixth of CAT
+ * training's sgemm time). */
+static void linear_dw_sgemm(float *dw, const float *dy, const float *x, int M, int in, int out,
+                            float *scratch, bool par) {
+    (void)par; /* unused without OpenMP */
+    const int nb = dw_blocks(M), rows = (M + nb - 1) / nb;
+    const size_t n = (size_t)in * out;
+    SNN_ASSERT(nb == 1 || scratch);
+    /* every block has rows: nb > 1 only past SNN_LINEAR_DW_ROWS rows, so (nb - 1) rows < M */
+    SNN_ASSERT((nb - 1) * rows < M);
+#pragma omp parallel for schedule(dynamic) if (par)
+    for (int k = 0; k < nb; k++) {
+        const int m0 = k * rows, mc = M - m0 < rows ? M - m0 : rows;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, mc, 1.0f,
+                    dy + (size_t)m0 * out, out, x + (size_t)m0 * in, in, k ? 0.0f : 1.0f,
+                    k ? scratch + (size_t)(k - 1) * n : dw, in);
+    }
+    if (nb > 1) {
+        const size_t ch = snn_par_chunk(n, 4096, 16);
+#pragma omp parallel for schedule(dynamic) if (par)
+        for (long c = 0; c < (long)((n + ch - 1) / ch); c++) {
+            const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
+            add_parts(dw, scratch, n, nb - 1, i0, i1);
+        }
+    }
+}
+
+/* db += sum over rows of dy (double, row blocks as for BatchNorm). */
+static void linear_bwd_db(float *db, const float *dy, int M, int out) {
+    const bool par_db = (size_t)M * out >= PAR_MIN_WORK;
+    for (int c0 = 0; c0 < out; c0 += BN_CW) {
+        const int W = out - c0 < BN_CW ? out - c0 : BN_CW;
+        double part[BN_BLOCKS][BN_CW];
+        bn_block_sums(part, dy, M, out, c0, W, par_db);
+        for (int j = 0; j < W; j++) {
+            double s = 0.0;
+            for (int bk = 0; bk < BN_BLOCKS; bk++) s += part[bk][j];
+            db[c0 + j] += (float)s;
+        }
+    }
+}
+
 void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
                     const float *w, int M, int in, int out, float *scratch) {
     SNN_ASSERT(dw && dy && x && M >= 0 && in > 0 && out > 0);
     SNN_ASSERT(!dx || w);
     snn_layers_init();
     const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
-    (void)par; /* unused without OpenMP */
     /* forward: y[m,o] = sum_i x[m,i] w[o,i] + b[o], so
-     *   dx[m,i] += sum_o dy[m,o] w[o,i]        (dx = dy w, row chunks: rows are independent)
-     *   dw[o,i] += sum_m dy[m,o] x[m,i]        (dw = dy^T x over row blocks, see below)
-     *   db[o]   += sum_m dy[m,o]               (double, row blocks as for BatchNorm) */
-    if (dx) {
-        const int rows = linear_rows(M), nc = n_chunks(M, rows);
-#pragma omp parallel for schedule(dynamic) if (par)
-        for (int k = 0; k < nc; k++) {
-            const int m0 = k * rows;
-            const int mc = M - m0 < rows ? M - m0 : rows;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mc, in, out, 1.0f,
-                        dy + (size_t)m0 * out, out, w, in, 1.0f, dx + (size_t)m0 * in, in);
-        }
-    }
+     *   dx[m,i] += sum_o dy[m,o] w[o,i]        (dx = dy w)
+     *   dw[o,i] += sum_m dy[m,o] x[m,i]        (dw = dy^T x: the spike path, else sgemm)
+     *   db[o]   += sum_m dy[m,o] */
+    if (dx) linear_bwd_dx(dx, dy, w, M, in, out, par);
     if (M == 0) return;
-    if (!sparse_ok(x, M, in, out) || !linear_dw_sparse(dw, dy, x, M, in, out, par)) {
-        /* Row block 0 adds its dy^T x straight into dw; blocks 1.. write theirs into scratch,
-         * added after in block order. One sgemm per block packs each x row once (chunks of
-         * output features packed all of x once per chunk: a sixth of CAT training's sgemm
-         * time). */
-        const int nb = dw_blocks(M), rows = (M + nb - 1) / nb;
-        const size_t n = (size_t)in * out;
-        SNN_ASSERT(nb == 1 || scratch);
-        /* every block has rows: nb > 1 only past SNN_LINEAR_DW_ROWS rows, so (nb - 1) rows < M */
-        SNN_ASSERT((nb - 1) * rows < M);
-#pragma omp parallel for schedule(dynamic) if (par)
-        for (int k = 0; k < nb; k++) {
-            const int m0 = k * rows, mc = M - m0 < rows ? M - m0 : rows;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, mc, 1.0f,
-                        dy + (size_t)m0 * out, out, x + (size_t)m0 * in, in, k ? 0.0f : 1.0f,
-                        k ? scratch + (size_t)(k - 1) * n : dw, in);
-        }
-        if (nb > 1) {
-            const size_t ch = snn_par_chunk(n, 4096, 16);
-#pragma omp parallel for schedule(dynamic) if (par)
-            for (long c = 0; c < (long)((n + ch - 1) / ch); c++) {
-                const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
-                add_parts(dw, scratch, n, nb - 1, i0, i1);
-            }
-        }
-    }
-    if (db) {
-        const bool par_db = (size_t)M * out >= PAR_MIN_WORK;
-        (void)par_db; /* unused without OpenMP */
-        for (int c0 = 0; c0 < out; c0 += BN_CW) {
-            const int W = out - c0 < BN_CW ? out - c0 : BN_CW;
-            double part[BN_BLOCKS][BN_CW];
-            bn_block_sums(part, dy, M, out, c0, W, par_db);
-            for (int j = 0; j < W; j++) {
-                double s = 0.0;
-                for (int bk = 0; bk < BN_BLOCKS; bk++) s += part[bk][j];
-                db[c0 + j] += (float)s;
-            }
-        }
-    }
+    const sp_src src = {x, NULL, in};
+    if (!sparse_ok(x, M, in, out) || !linear_dw_sparse(dw, dy, &src, M, in, out, par))
+        linear_dw_sgemm(dw, dy, x, M, in, out, scratch, par);
+    if (db) linear_bwd_db(db, dy, M, out);
+}
+
+bool snn_linear_bwd_bits(float *dx, float *dw, float *db, const float *dy,
+                         const snn_spike_rows *x, const float *w, int M, int in, int out) {
+    SNN_ASSERT(dw && dy && x && x->nz && x->rows_per_t > 0 && M >= 0 && in > 0 && out > 0);
+    SNN_ASSERT(!dx || w);
+    if (M == 0 || !sparse_ok_bits(x, M, in, out)) return false;
+    snn_layers_init();
+    const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
+    if (dx) linear_bwd_dx(dx, dy, w, M, in, out, par);
+    const sp_src src = {NULL, x, in};
+    const bool ok = linear_dw_sparse(dw, dy, &src, M, in, out, par);
+    SNN_ASSERT(ok); /* bits are 0 or 1 */
+    if (db) linear_bwd_db(db, dy, M, out);
+    return true;
 }
 
 /* ---- BatchNorm1d --------------------------------------------------------------------------- */

@@ -67,6 +67,26 @@ void snn_linear_fwd(float *y, const float *x, const float *w, const float *b, in
 void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
                     const float *w, int M, int in, int out, float *scratch);
 
+/* A 0/1 spike matrix x [M, in] as bits (in a multiple of 64): row m is the in / 64 words at
+ *   nz + (m / rows_per_t) * ld + (m % rows_per_t) * (in / 64),
+ * bit i of the row in word i / 64 at bit i % 64 (attention/bits.h): T blocks of rows_per_t
+ * rows, ld words apart (a trainer's population kept as bits, [T, Bmax * neurons] with B <=
+ * Bmax samples in use). */
+typedef struct snn_spike_rows {
+    const uint64_t *nz;
+    size_t ld;
+    int rows_per_t;
+} snn_spike_rows;
+
+/* snn_linear_fwd and snn_linear_bwd (without scratch) on such an x, reading its bits: the same
+ * bits as the float functions on its floats. They return false, having written nothing, where
+ * those would take the sgemm path (in not a multiple of 64, a layer too large for the spike
+ * path, or dense first rows: see layers.c); the caller then calls them on the floats. */
+bool snn_linear_fwd_bits(float *y, const snn_spike_rows *x, const float *w, const float *b, int M,
+                         int in, int out);
+bool snn_linear_bwd_bits(float *dx, float *dw, float *db, const float *dy,
+                         const snn_spike_rows *x, const float *w, int M, int in, int out);
+
 /* Floats of snn_linear_bwd's scratch for M rows (0 up to SNN_LINEAR_DW_ROWS rows, where it may
  * be NULL; at most 7 in out): the weight gradient of a non-spike input is summed over up to 8
  * row blocks, one sgemm each, block 0 into dw and the others into the scratch, then added in

@@ -470,9 +470,9 @@ static float *grad_of(snn_trainer *tr, const float *param) {
 /* Rows of the whole batch when it is spread over ranks (M counts this rank's rows). */
 static long batch_rows(const snn_trainer *tr) { return (long)tr->T * tr->B_batch * tr->N; }
 
-static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, const float *x, int M, lin_act *a,
-                       bool update_running) {
-    snn_linear_fwd(tr->y, x, lin->weight, lin->bias, M, lin->in, lin->out);
+/* The BatchNorm of a linear layer whose output is in tr->y. */
+static void bn_fwd(snn_trainer *tr, const snn_linear *lin, int M, lin_act *a,
+                   bool update_running) {
     const float momentum = update_running ? 0.1f : 0.0f;
     if (tr->eval)
         snn_bn_eval_fwd(a->z, tr->y, lin->bn_w, lin->bn_b, lin->bn_mean, lin->bn_var, M, lin->out,
@@ -497,13 +497,63 @@ static void bn_bwd(const snn_trainer *tr, float *dx, float *dgamma, float *dbeta
         snn_bn_train_bwd(dx, dgamma, dbeta, dz, xhat, rstd, gamma, M, C, false);
 }
 
-/* Given dz = dL/d(BN output) [M, out], accumulates parameter gradients and dx += dL/dx. */
-static void lin_bn_bwd(snn_trainer *tr, const snn_linear *lin, const float *x, const float *dz,
-                       int M, const lin_act *a, float *dx) {
+
+/* The input of a linear layer: floats x, or population p's spikes (a, width; x their floats or
+ * NULL, slot where to unpack them). */
+typedef struct lin_in {
+    const float *x;
+    int p;
+    const pop_act *a;
+    size_t width;
+    int slot;
+} lin_in;
+
+static lin_in floats_in(const float *x) { return (lin_in){.x = x, .p = -1}; }
+static lin_in spikes_in(int p, const pop_act *a, size_t width, int slot, const float *x) {
+    return (lin_in){.x = x, .p = p, .a = a, .width = width, .slot = slot};
+}
+
+/* Population p's spikes as the bits of the [T B N, width] input matrix of a linear layer
+ * (layers.h snn_spike_rows): a binary population of tokens whose rows fill whole words. */
+static bool in_rows(const snn_trainer *tr, const lin_in *in, snn_spike_rows *xb) {
+    if (in->p < 0 || !in->a->nz || in->a->neg || in->width % 64 ||
+        pop_per_sample(tr, in->p, in->width) != (size_t)tr->N * in->width)
+        return false;
+    *xb = (snn_spike_rows){in->a->nz, in->a->ld, tr->B * tr->N};
+    return true;
+}
+
+static const float *pop_out(snn_trainer *tr, int p, const pop_act *a, size_t width, int slot);
+
+/* The input as floats: x, or the spikes unpacked into their slot. */
+static const float *in_floats(snn_trainer *tr, const lin_in *in) {
+    return in->x ? in->x : pop_out(tr, in->p, in->a, in->width, in->slot);
+}
+
+/* Linear layer and BatchNorm: z = BN(in w^T + b). Spikes are read as bits where the linear layer
+ * can (the same bytes as from their floats). */
+static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M, lin_act *a,
+                       bool update_running) {
+    snn_spike_rows xb;
+    if (!in_rows(tr, &in, &xb) ||
+        !snn_linear_fwd_bits(tr->y, &xb, lin->weight, lin->bias, M, lin->in, lin->out))
+        snn_linear_fwd(tr->y, in_floats(tr, &in), lin->weight, lin->bias, M, lin->in, lin->out);
+    bn_fwd(tr, lin, M, a, update_running);
+}
+
+/* Given dz = dL/d(BN output) [M, out], accumulates parameter gradients and dx += dL/dx (spikes
+ * as bits where the linear layer can read them, as in lin_bn_fwd). */
+static void lin_bn_bwd(snn_trainer *tr, const snn_linear *lin, lin_in in, const float *dz, int M,
+                       const lin_act *a, float *dx) {
     bn_bwd(tr, tr->d_y, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz, a->xhat, a->rstd,
            lin->bn_w, M, lin->out);
-    snn_linear_bwd(dx, grad_of(tr, lin->weight), grad_of(tr, lin->bias), tr->d_y, x, lin->weight, M,
-                   lin->in, lin->out, tr->dw_scratch);
+    snn_spike_rows xb;
+    if (in_rows(tr, &in, &xb) &&
+        snn_linear_bwd_bits(dx, grad_of(tr, lin->weight), grad_of(tr, lin->bias), tr->d_y, &xb,
+                            lin->weight, M, lin->in, lin->out))
+        return;
+    snn_linear_bwd(dx, grad_of(tr, lin->weight), grad_of(tr, lin->bias), tr->d_y,
+                   in_floats(tr, &in), lin->weight, M, lin->in, lin->out, tr->dw_scratch);
 }
 
 /* The population's neuron parameters at the current parameter values: a PLIF's tau follows
@@ -979,7 +1029,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     /* ---- forward ---- */
     tr->sp[SP_X] = tr->d_s;
     make_patches(tr, images, file_index);
-    lin_bn_fwd(tr, &m->embed_spk, tr->patches, M, &tr->embed, update_running);
+    lin_bn_fwd(tr, &m->embed_spk, floats_in(tr->patches), M, &tr->embed, update_running);
     /* u0 [T*B, N*D] = BN_embed(...) + pos [N*D], one sample (t, b) per iteration */
     const size_t ND = (size_t)N * D;
 #pragma omp parallel for schedule(dynamic) if (MD >= 2 * ELEM_CHUNK)
@@ -989,8 +1039,11 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         const snn_block *mb = &m->blocks[l];
         block_act *b = &tr->blocks[l];
         /* input of q, k, v: lif_in's spikes (ms), or the spike-sum stream (sew) */
-        const float *x_in = tr->sew && l > 0 ? tr->blocks[l - 1].u_out
-                                             : pop_fwd(tr, mb->pop_in, b->u_in, &b->in, (size_t)D, SP_X);
+        const bool stream_in = tr->sew && l > 0;
+        const float *x_in = stream_in ? tr->blocks[l - 1].u_out
+                                      : pop_fwd(tr, mb->pop_in, b->u_in, &b->in, (size_t)D, SP_X);
+        const lin_in qkv_in =
+            stream_in ? floats_in(x_in) : spikes_in(mb->pop_in, &b->in, (size_t)D, SP_X, x_in);
         const snn_linear *lins[3] = {&mb->q, &mb->k, &mb->v};
         lin_act *acts[3] = {&b->q, &b->k, &b->v};
         pop_act *pops[3] = {&b->pq, &b->pk, &b->pv};
@@ -998,23 +1051,26 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         const float *qkv[3] = {NULL, NULL, NULL};
         for (int j = 0; j < 3; j++) {
             if (!lins[j]->weight) continue; /* cat has no q, k; primal no v */
-            lin_bn_fwd(tr, lins[j], x_in, M, acts[j], update_running);
+            lin_bn_fwd(tr, lins[j], qkv_in, M, acts[j], update_running);
             qkv[j] = pop_fwd(tr, pop_ids[j], acts[j]->z, pops[j], (size_t)D, slots[j]);
         }
         attn_fwd(tr, l, x_in, qkv[0], qkv[1], qkv[2]);
         const float *sa = pop_fwd(tr, mb->pop_attn, b->o, &b->pa, (size_t)D, SP_Q);
-        lin_bn_fwd(tr, &mb->o, sa, M, &b->proj, update_running);
+        lin_bn_fwd(tr, &mb->o, spikes_in(mb->pop_attn, &b->pa, (size_t)D, SP_Q, sa), M, &b->proj,
+                   update_running);
         if (tr->sew) {
             const float *so = pop_fwd(tr, mb->pop_o, b->proj.z, &b->po, (size_t)D, SP_Q);
             add3(b->u_mid, x_in, so, MD);
-            lin_bn_fwd(tr, &mb->fc1, b->u_mid, M, &b->fc1, update_running);
+            lin_bn_fwd(tr, &mb->fc1, floats_in(b->u_mid), M, &b->fc1, update_running);
         } else {
             add3(b->u_mid, b->u_in, b->proj.z, MD);
             const float *sm = pop_fwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, (size_t)D, SP_Q);
-            lin_bn_fwd(tr, &mb->fc1, sm, M, &b->fc1, update_running);
+            lin_bn_fwd(tr, &mb->fc1, spikes_in(mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q, sm), M,
+                       &b->fc1, update_running);
         }
         const float *sh = pop_fwd(tr, mb->pop_hidden, b->fc1.z, &b->ph, (size_t)Hd, SP_X);
-        lin_bn_fwd(tr, &mb->fc2, sh, M, &b->fc2, update_running);
+        lin_bn_fwd(tr, &mb->fc2, spikes_in(mb->pop_hidden, &b->ph, (size_t)Hd, SP_X, sh), M,
+                   &b->fc2, update_running);
         if (tr->sew) {
             const float *sout = pop_fwd(tr, mb->pop_out, b->fc2.z, &b->pout, (size_t)D, SP_Q);
             add3(b->u_out, b->u_mid, sout, MD);
@@ -1089,16 +1145,16 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
             d_fc2 = tr->d_x;
         }
         zero_floats(tr->d_s, (size_t)M * Hd);
-        const float *sh = pop_out(tr, mb->pop_hidden, &b->ph, (size_t)Hd, SP_X);
-        lin_bn_bwd(tr, &mb->fc2, sh, d_fc2, M, &b->fc2, tr->d_s);
+        lin_bn_bwd(tr, &mb->fc2, spikes_in(mb->pop_hidden, &b->ph, (size_t)Hd, SP_X, NULL), d_fc2,
+                   M, &b->fc2, tr->d_s);
         zero_floats(tr->d_x, (size_t)M * Hd);
         pop_bwd(tr, mb->pop_hidden, b->fc1.z, &b->ph, tr->d_s, tr->d_x, (size_t)Hd);
         if (tr->sew) {
-            lin_bn_bwd(tr, &mb->fc1, b->u_mid, tr->d_x, M, &b->fc1, tr->d_u);
+            lin_bn_bwd(tr, &mb->fc1, floats_in(b->u_mid), tr->d_x, M, &b->fc1, tr->d_u);
         } else {
             zero_floats(tr->d_s, MD);
-            const float *sm = pop_out(tr, mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q);
-            lin_bn_bwd(tr, &mb->fc1, sm, tr->d_x, M, &b->fc1, tr->d_s);
+            lin_bn_bwd(tr, &mb->fc1, spikes_in(mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q, NULL),
+                       tr->d_x, M, &b->fc1, tr->d_s);
             pop_bwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, tr->d_s, tr->d_u, (size_t)D);
         }
         /* ms: u_mid = u_in + BN_o(o(A)); sew: u_mid = x_in + o_lif(BN_o(o(A))) */
@@ -1109,8 +1165,8 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
             d_proj = tr->d_x;
         }
         zero_floats(tr->d_s, MD);
-        const float *sa = pop_out(tr, mb->pop_attn, &b->pa, (size_t)D, SP_Q);
-        lin_bn_bwd(tr, &mb->o, sa, d_proj, M, &b->proj, tr->d_s);
+        lin_bn_bwd(tr, &mb->o, spikes_in(mb->pop_attn, &b->pa, (size_t)D, SP_Q, NULL), d_proj, M,
+                   &b->proj, tr->d_s);
         zero_floats(tr->d_o, MD);
         pop_bwd(tr, mb->pop_attn, b->o, &b->pa, tr->d_s, tr->d_o, (size_t)D);
         zero_floats(tr->d_q, MD);
@@ -1122,8 +1178,11 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         const bool into_stream = tr->sew && l > 0;
         float *d_in = into_stream ? tr->d_u : tr->d_s;
         if (!into_stream) zero_floats(tr->d_s, MD);
-        const float *x_in = into_stream ? tr->blocks[l - 1].u_out
-                                        : pop_out(tr, mb->pop_in, &b->in, (size_t)D, SP_X);
+        lin_in qkv_in = into_stream ? floats_in(tr->blocks[l - 1].u_out)
+                                    : spikes_in(mb->pop_in, &b->in, (size_t)D, SP_X, NULL);
+        /* cat's and primal's backward read x_in as floats; q, k, v read the bits where they can */
+        if (tr->kind == SNN_ATTN_CAT || tr->kind == SNN_ATTN_PRIMAL)
+            qkv_in.x = in_floats(tr, &qkv_in);
         const snn_linear *lins[3] = {&mb->q, &mb->k, &mb->v};
         const lin_act *acts[3] = {&b->q, &b->k, &b->v};
         const pop_act *pops[3] = {&b->pq, &b->pk, &b->pv};
@@ -1131,13 +1190,13 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         const float *qkv[3] = {NULL, NULL, NULL};
         for (int j = 0; j < 3; j++)
             if (lins[j]->weight) qkv[j] = pop_out(tr, pop_ids[j], pops[j], (size_t)D, slots[j]);
-        attn_bwd(tr, l, x_in, qkv[0], qkv[1], qkv[2], d_in);
+        attn_bwd(tr, l, qkv_in.x, qkv[0], qkv[1], qkv[2], d_in);
         float *dsp[3] = {tr->d_q, tr->d_k, tr->d_v};
         for (int j = 0; j < 3; j++) {
             if (!lins[j]->weight) continue;
             zero_floats(tr->d_x, MD);
             pop_bwd(tr, pop_ids[j], acts[j]->z, pops[j], dsp[j], tr->d_x, (size_t)D);
-            lin_bn_bwd(tr, lins[j], x_in, tr->d_x, M, acts[j], d_in);
+            lin_bn_bwd(tr, lins[j], qkv_in, tr->d_x, M, acts[j], d_in);
         }
         if (!tr->sew) {
             pop_bwd(tr, mb->pop_in, b->u_in, &b->in, tr->d_s, tr->d_u, (size_t)D);

@@ -209,6 +209,69 @@ static void test_linear_matches_naive_reference_across_chunks(void **state) {
     }
 }
 
+/* The linear layer on spikes given as bits (snn_linear_fwd_bits, snn_linear_bwd_bits) gives
+ * the float functions' bytes on the same spikes: rows laid out as a trainer's population (T
+ * blocks of rows_per_t rows, ld words apart, ld > the rows' words), widths 64 .. 1024 (the
+ * weight gradient's list path and its long-row path), outputs not a multiple of 32. Where the
+ * float functions would take sgemm (dense spikes, in not a multiple of 64) the bit functions
+ * decline and write nothing. */
+static void test_linear_bits_equal_floats(void **state) {
+    (void)state;
+    static const int shapes[][4] = {/* in, out, T, rows_per_t */
+                                    {64, 64, 3, 50},  {256, 64, 4, 700}, {64, 256, 2, 33},
+                                    {128, 40, 5, 17}, {1024, 48, 2, 300}, {192, 24, 1, 9}};
+    for (int si = 0; si < 6; si++)
+        for (int dense = 0; dense < 2; dense++) {
+            const int in = shapes[si][0], out = shapes[si][1], T = shapes[si][2];
+            const int rpt = shapes[si][3], M = T * rpt, wpr = in / 64;
+            const size_t ld = (size_t)(rpt + 3) * wpr + 1; /* words per timestep (B < Bmax) */
+            uint64_t *nz = calloc((size_t)T * ld, sizeof *nz);
+            float *x = fvec((size_t)M * in), *w = fvec((size_t)out * in), *b = fvec(out);
+            float *dy = fvec((size_t)M * out);
+            const double pr = dense ? 0.5 : 0.12;
+            for (int m = 0; m < M; m++)
+                for (int i = 0; i < in; i++) {
+                    const bool on = snn_rng_uniform(40 + si, 1 + dense, (uint64_t)m * in + i) < pr;
+                    x[(size_t)m * in + i] = on ? 1.0f : 0.0f;
+                    if (on)
+                        nz[(size_t)(m / rpt) * ld + (size_t)(m % rpt) * wpr + i / 64] |=
+                            1ull << (i % 64);
+                }
+            fill_uniform(w, (size_t)out * in, 41, si, -1.0f, 1.0f);
+            fill_uniform(b, (size_t)out, 42, si, -1.0f, 1.0f);
+            fill_uniform(dy, (size_t)M * out, 43, si, -1.0f, 1.0f);
+            const snn_spike_rows xb = {nz, ld, rpt};
+            float *y1 = fvec((size_t)M * out), *y2 = fvec((size_t)M * out);
+            float *dx1 = fvec((size_t)M * in), *dx2 = fvec((size_t)M * in);
+            float *dw1 = fvec((size_t)out * in), *dw2 = fvec((size_t)out * in);
+            float *db1 = fvec(out), *db2 = fvec(out);
+            fill_const(y2, (size_t)M * out, GRAD_FILL);
+            fill_const(dx1, (size_t)M * in, GRAD_FILL), fill_const(dx2, (size_t)M * in, GRAD_FILL);
+            fill_const(dw1, (size_t)out * in, GRAD_FILL), fill_const(dw2, (size_t)out * in, GRAD_FILL);
+            fill_const(db1, out, GRAD_FILL), fill_const(db2, out, GRAD_FILL);
+            float *scratch = fvec(snn_linear_bwd_scratch_floats(M, in, out) + 1);
+            snn_linear_fwd(y1, x, w, b, M, in, out);
+            snn_linear_bwd(dx1, dw1, db1, dy, x, w, M, in, out, scratch);
+            const bool fwd = snn_linear_fwd_bits(y2, &xb, w, b, M, in, out);
+            const bool bwd = snn_linear_bwd_bits(dx2, dw2, db2, dy, &xb, w, M, in, out);
+            assert_int_equal(fwd, !dense);
+            assert_int_equal(bwd, !dense);
+            if (dense) {
+                /* declined: nothing written */
+                for (size_t t = 0; t < (size_t)M * out; t++) assert_true(y2[t] == GRAD_FILL);
+                for (size_t t = 0; t < (size_t)out * in; t++) assert_true(dw2[t] == GRAD_FILL);
+                for (size_t t = 0; t < (size_t)M * in; t++) assert_true(dx2[t] == GRAD_FILL);
+            } else {
+                assert_memory_equal(y1, y2, (size_t)M * out * sizeof *y1);
+                assert_memory_equal(dx1, dx2, (size_t)M * in * sizeof *dx1);
+                assert_memory_equal(dw1, dw2, (size_t)out * in * sizeof *dw1);
+                assert_memory_equal(db1, db2, (size_t)out * sizeof *db1);
+            }
+            free(nz), free(x), free(w), free(b), free(dy), free(y1), free(y2), free(dx1);
+            free(dx2), free(dw1), free(dw2), free(db1), free(db2), free(scratch);
+        }
+}
+
 /* dx, dw, db by central differences (M=6, in=5, out=4). L is linear in every coordinate, so the
  * only error is float rounding of y: atol 1e-5, rtol 1e-4 (worst seen: 8% of that bound). */
 static void test_linear_backward_matches_finite_differences(void **state) {
@@ -678,6 +741,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_matches_naive_reference_across_chunks),
         cmocka_unit_test(test_linear_backward_matches_finite_differences),
+        cmocka_unit_test(test_linear_bits_equal_floats),
         cmocka_unit_test(test_bn_running_stats_match_pytorch_rule),
         cmocka_unit_test(test_bn_forward_matches_naive_reference),
         cmocka_unit_test(test_bn_backward_matches_finite_differences),
