@@ -58,10 +58,12 @@
 #include <math.h>
 #include <string.h>
 
+#include "sim/spikebits.h"
 #include "sim/util.h"
 
 /* Neurons per stack tile (state, spikes, H and carried gradient of one tile). */
 enum { TILE = 256 };
+_Static_assert(TILE % 64 == 0, "tiles start on a bit-plane word");
 
 #define INLINE_VEC static inline __attribute__((always_inline)) SNN_VEC_FN
 
@@ -91,21 +93,35 @@ static inline void prefetch_tile(const float *a, int T, size_t ld, size_t i0, si
         for (size_t i = 0; i < cn; i += 16) __builtin_prefetch(a + (size_t)t * ld + i0 + i);
 }
 
-/* T timesteps of one tile of cn <= TILE neurons (normal mode). */
+/* Where the forward writes its spikes: floats s [T, ld] (or NULL), and bit planes nz, neg
+ * [T, wld] (or NULL: snn_neuron_forward_seq_bits). */
+typedef struct spike_out {
+    float *s;
+    uint64_t *nz, *neg;
+    size_t wld;
+} spike_out;
+
+/* T timesteps of one tile of cn <= TILE neurons (normal mode); o's bit planes start at the
+ * tile's first word. */
 INLINE_VEC void fwd_tile(const charge_mode mode, const bool bipolar, const bool soft, int T,
-                         size_t cn, size_t ld, const float *x, float *s, float *h, float v0,
-                         float tau, float vr, float th) {
-    float v[TILE], hb[TILE];
+                         size_t cn, size_t ld, const float *x, const spike_out *o, float *h,
+                         float v0, float tau, float vr, float th) {
+    float v[TILE], hb[TILE], sb[TILE];
     for (size_t i = 0; i < cn; i++) v[i] = v0;
     for (int t = 0; t < T; t++) {
         const size_t row = (size_t)t * ld;
-        fwd_row(mode, bipolar, soft, cn, x + row, v, s + row, h ? h + row : hb, tau, vr, th);
+        float *st = o->s ? o->s + row : sb;
+        fwd_row(mode, bipolar, soft, cn, x + row, v, st, h ? h + row : hb, tau, vr, th);
+        if (o->nz) /* packed while the row is in cache */
+            snn_bits_pack(o->nz + (size_t)t * o->wld, o->neg ? o->neg + (size_t)t * o->wld : NULL,
+                          st, cn);
     }
 }
 
 /* Normal-mode forward of neurons [0, n): one specialised loop per (charge, bipolar, soft). */
 SNN_WIDE_FN SNN_VEC_FN static void forward_fast(const snn_neuron_params *p, int T, size_t n,
-                                        size_t ld, const float *x, float *s, float *h) {
+                                        size_t ld, const float *x, const spike_out *out,
+                                        float *h) {
     const charge_mode mode = charge_mode_of(p);
     const float tau = p->tau, vr = p->v_reset, th = p->v_threshold;
     const float v0 = snn_neuron_v_init(p);
@@ -113,13 +129,16 @@ SNN_WIDE_FN SNN_VEC_FN static void forward_fast(const snn_neuron_params *p, int 
     for (size_t i0 = 0; i0 < n; i0 += TILE) {
         const size_t cn = n - i0 < TILE ? n - i0 : TILE;
         const float *xt = x + i0;
-        float *st = s + i0, *ht = h ? h + i0 : NULL;
+        float *ht = h ? h + i0 : NULL;
+        /* the tile's outputs: floats from column i0, or bits from word i0 / 64 (TILE % 64 == 0) */
+        const spike_out ot = {out->s ? out->s + i0 : NULL, out->nz ? out->nz + i0 / 64 : NULL,
+                              out->neg ? out->neg + i0 / 64 : NULL, out->wld};
         if (i0 + TILE < n)
             prefetch_tile(x, T, ld, i0 + TILE, n - i0 - TILE < TILE ? n - i0 - TILE : TILE);
         switch (key) {
 #define FWD_CASE(m, b, so)                                                                     \
     case (int)(m) * 4 + (b) * 2 + (so):                                                          \
-        fwd_tile(m, b, so, T, cn, ld, xt, st, ht, v0, tau, vr, th);                             \
+        fwd_tile(m, b, so, T, cn, ld, xt, &ot, ht, v0, tau, vr, th);                            \
         break;
 #define FWD_CASES(m) FWD_CASE(m, 0, 0) FWD_CASE(m, 0, 1) FWD_CASE(m, 1, 0) FWD_CASE(m, 1, 1)
             FWD_CASES(CHARGE_IF)
@@ -162,7 +181,8 @@ void snn_neuron_forward_seq(const snn_neuron_params *p, int T, size_t n, size_t 
                             const float *x, float *s, float *h, bool smooth) {
     SNN_ASSERT(T >= 0 && (n <= ld || T <= 1));
     if (!smooth) {
-        forward_fast(p, T, n, ld, x, s, h);
+        const spike_out out = {s, NULL, NULL, 0};
+        forward_fast(p, T, n, ld, x, &out, h);
         return;
     }
     for (size_t i0 = 0; i0 < n; i0 += TILE) {
@@ -233,6 +253,15 @@ SNN_WIDE_FN SNN_VEC_FN static void surrogate_row(snn_surrogate_kind kind, float 
     default:
         for (size_t i = 0; i < n; i++) g[i] = snn_surrogate_grad(kind, alpha, sign * h[i] - th);
     }
+}
+
+void snn_neuron_forward_seq_bits(const snn_neuron_params *p, int T, size_t n, size_t ld,
+                                 const float *x, float *s, uint64_t *nz, uint64_t *neg,
+                                 size_t wld, float *h) {
+    SNN_ASSERT(T >= 0 && (n <= ld || T <= 1) && nz && (neg != NULL) == p->bipolar);
+    SNN_ASSERT(T <= 1 || snn_bits_words(n) <= wld);
+    const spike_out out = {s, nz, neg, wld};
+    forward_fast(p, T, n, ld, x, &out, h);
 }
 
 /* The normal forward's spikes from its pre-reset membranes: fwd_row's comparisons on the same

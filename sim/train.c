@@ -54,8 +54,10 @@
 /* Neurons per parallel chunk of a population (and per PLIF dL/dtau partial sum). Small enough
  * that static scheduling splits a population evenly: at 4096, B N D = 200704 neurons made 49
  * chunks, 25 for one thread and 24 for the other, and perf showed the second thread idle for 15%
- * of its time; at 1024 (196 chunks) half that. A whole number of 64-bit words (pop_bits). */
+ * of its time; at 1024 (196 chunks) half that. A whole number of 64-bit words: a chunk writes
+ * and unpacks whole words of the bit planes. */
 enum { POP_CHUNK = 1024 };
+_Static_assert(POP_CHUNK % 64 == 0, "neuron chunks own whole bit-plane words");
 
 /* Elementwise passes over large buffers run in chunks of ELEM_CHUNK floats, one thread per
  * chunk: serial, they were a tenth of an ANN's training step and capped its 2-thread speed-up.
@@ -170,6 +172,7 @@ struct snn_trainer {
     size_t att_scratch_floats; /* per thread: N*N, or the cat/primal backward's need */
     snn_attn_kind kind;
     bool eval;                 /* inference: BatchNorm with running statistics */
+    bool float_spikes;         /* linear layers read spikes as floats (snn_trainer_set_spike_bits) */
     bool infer_only;           /* snn_trainer_new_inference: forward buffers only, shared by
                                 * the blocks (see plan) */
     snn_cat_plan *cat_plan;    /* cat: FFTW plans of length N, made once */
@@ -452,6 +455,7 @@ void snn_trainer_set_eval(snn_trainer *tr, bool eval) {
     SNN_ASSERT(eval || !tr->infer_only); /* an inference trainer has no training caches */
     tr->eval = eval;
 }
+void snn_trainer_set_spike_bits(snn_trainer *tr, bool bits) { tr->float_spikes = !bits; }
 snn_model *snn_trainer_model(snn_trainer *tr) { return tr->m; }
 const float *snn_trainer_logits(const snn_trainer *tr) { return tr->logits; }
 
@@ -516,7 +520,7 @@ static lin_in spikes_in(int p, const pop_act *a, size_t width, int slot, const f
 /* Population p's spikes as the bits of the [T B N, width] input matrix of a linear layer
  * (layers.h snn_spike_rows): a binary population of tokens whose rows fill whole words. */
 static bool in_rows(const snn_trainer *tr, const lin_in *in, snn_spike_rows *xb) {
-    if (in->p < 0 || !in->a->nz || in->a->neg || in->width % 64 ||
+    if (tr->float_spikes || in->p < 0 || !in->a->nz || in->a->neg || in->width % 64 ||
         pop_per_sample(tr, in->p, in->width) != (size_t)tr->N * in->width)
         return false;
     *xb = (snn_spike_rows){in->a->nz, in->a->ld, tr->B * tr->N};
@@ -628,27 +632,26 @@ static void slot_bwd(const snn_trainer *tr, int p, const float *x, const float *
     }
 }
 
-/* Packs or unpacks spikes s [T, n] to or from a's bit planes, parallel over (t, chunk of
- * POP_CHUNK neurons: a whole number of words). */
-static void pop_bits(const snn_trainer *tr, const pop_act *a, float *s, size_t n, bool pack) {
+/* Unpacks a's bit planes into spikes s [T, n], parallel over (t, chunk of POP_CHUNK neurons: a
+ * whole number of words). */
+static void pop_unpack(const snn_trainer *tr, const pop_act *a, float *s, size_t n) {
     const size_t chunk = POP_CHUNK;
     const long n_chunks = (long)((n + chunk - 1) / chunk);
 #pragma omp parallel for schedule(dynamic)
     for (long j = 0; j < (long)tr->T * n_chunks; j++) {
         const size_t t = (size_t)(j / n_chunks), off = (size_t)(j % n_chunks) * chunk;
         const size_t len = n - off < chunk ? n - off : chunk, w = t * a->ld + off / 64;
-        if (pack)
-            snn_bits_pack(a->nz + w, a->neg ? a->neg + w : NULL, s + t * n + off, len);
-        else
-            snn_bits_unpack(s + t * n + off, a->nz + w, a->neg ? a->neg + w : NULL, len);
+        snn_bits_unpack(s + t * n + off, a->nz + w, a->neg ? a->neg + w : NULL, len);
     }
 }
 
 /* Neuron population over [T, n] (n = B * neurons per sample), parallel over chunks of neurons;
  * an ANN slot elementwise. Returns the outputs as floats [T, n]: for a population kept as bits,
- * scratch slot `slot`, valid until the slot's next use. */
-static const float *pop_fwd(snn_trainer *tr, int p, const float *x, pop_act *a, size_t width,
-                            int slot) {
+ * scratch slot `slot`, valid until the slot's next use; the bits are written from the neurons'
+ * tiles. floats = false (a population kept as bits whose outputs are read only as bits): no
+ * floats are written and NULL is returned. */
+static const float *pop_fwd_to(snn_trainer *tr, int p, const float *x, pop_act *a, size_t width,
+                               int slot, bool floats) {
     const size_t n = (size_t)tr->B * pop_per_sample(tr, p, width), chunk = POP_CHUNK;
     if (p == SNN_SLOT_IDENTITY) {
         a->x = x;
@@ -658,16 +661,26 @@ static const float *pop_fwd(snn_trainer *tr, int p, const float *x, pop_act *a, 
         slot_fwd(tr, p, x, a->s, (size_t)tr->T * n);
         return a->s;
     }
-    float *s = a->nz ? tr->sp[slot] : a->s;
+    /* a->nz: normal mode */
+    float *s = !a->nz ? a->s : floats || tr->float_spikes ? tr->sp[slot] : NULL;
     const snn_neuron_params np = pop_params(&tr->m->pops[p]);
     const long n_chunks = (long)((n + chunk - 1) / chunk);
 #pragma omp parallel for schedule(dynamic)
     for (long c = 0; c < n_chunks; c++) {
         size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
-        snn_neuron_forward_seq(&np, tr->T, len, n, x + off, s + off, a->h + off, tr->smooth);
+        if (a->nz) /* chunks start on a word: POP_CHUNK % 64 == 0 */
+            snn_neuron_forward_seq_bits(&np, tr->T, len, n, x + off, s ? s + off : NULL,
+                                        a->nz + off / 64, a->neg ? a->neg + off / 64 : NULL,
+                                        a->ld, a->h + off);
+        else
+            snn_neuron_forward_seq(&np, tr->T, len, n, x + off, s + off, a->h + off, tr->smooth);
     }
-    if (a->nz) pop_bits(tr, a, s, n, true);
     return s;
+}
+
+static const float *pop_fwd(snn_trainer *tr, int p, const float *x, pop_act *a, size_t width,
+                            int slot) {
+    return pop_fwd_to(tr, p, x, a, width, slot, true);
 }
 
 /* The outputs of population p as floats [T, n] for the backward: spikes kept as bits are
@@ -676,7 +689,7 @@ static const float *pop_out(snn_trainer *tr, int p, const pop_act *a, size_t wid
     if (p == SNN_SLOT_IDENTITY) return a->x;
     if (!a->nz) return a->s;
     float *s = tr->sp[slot];
-    pop_bits(tr, a, s, (size_t)tr->B * pop_per_sample(tr, p, width), false);
+    pop_unpack(tr, a, s, (size_t)tr->B * pop_per_sample(tr, p, width));
     return s;
 }
 
@@ -1040,8 +1053,12 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         block_act *b = &tr->blocks[l];
         /* input of q, k, v: lif_in's spikes (ms), or the spike-sum stream (sew) */
         const bool stream_in = tr->sew && l > 0;
-        const float *x_in = stream_in ? tr->blocks[l - 1].u_out
-                                      : pop_fwd(tr, mb->pop_in, b->u_in, &b->in, (size_t)D, SP_X);
+        /* x_in's floats: sew's residual and cat's and primal's attention read them; q, k, v
+         * read the bits where they can (lin_bn_fwd) */
+        const bool x_floats = tr->sew || tr->kind == SNN_ATTN_CAT || tr->kind == SNN_ATTN_PRIMAL;
+        const float *x_in =
+            stream_in ? tr->blocks[l - 1].u_out
+                      : pop_fwd_to(tr, mb->pop_in, b->u_in, &b->in, (size_t)D, SP_X, x_floats);
         const lin_in qkv_in =
             stream_in ? floats_in(x_in) : spikes_in(mb->pop_in, &b->in, (size_t)D, SP_X, x_in);
         const snn_linear *lins[3] = {&mb->q, &mb->k, &mb->v};
@@ -1055,7 +1072,8 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
             qkv[j] = pop_fwd(tr, pop_ids[j], acts[j]->z, pops[j], (size_t)D, slots[j]);
         }
         attn_fwd(tr, l, x_in, qkv[0], qkv[1], qkv[2]);
-        const float *sa = pop_fwd(tr, mb->pop_attn, b->o, &b->pa, (size_t)D, SP_Q);
+        /* attn_lif, mlp.lif_in and hidden_lif feed one linear layer each: bits only */
+        const float *sa = pop_fwd_to(tr, mb->pop_attn, b->o, &b->pa, (size_t)D, SP_Q, false);
         lin_bn_fwd(tr, &mb->o, spikes_in(mb->pop_attn, &b->pa, (size_t)D, SP_Q, sa), M, &b->proj,
                    update_running);
         if (tr->sew) {
@@ -1064,11 +1082,12 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
             lin_bn_fwd(tr, &mb->fc1, floats_in(b->u_mid), M, &b->fc1, update_running);
         } else {
             add3(b->u_mid, b->u_in, b->proj.z, MD);
-            const float *sm = pop_fwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, (size_t)D, SP_Q);
+            const float *sm =
+                pop_fwd_to(tr, mb->pop_mlp_in, b->u_mid, &b->pm, (size_t)D, SP_Q, false);
             lin_bn_fwd(tr, &mb->fc1, spikes_in(mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q, sm), M,
                        &b->fc1, update_running);
         }
-        const float *sh = pop_fwd(tr, mb->pop_hidden, b->fc1.z, &b->ph, (size_t)Hd, SP_X);
+        const float *sh = pop_fwd_to(tr, mb->pop_hidden, b->fc1.z, &b->ph, (size_t)Hd, SP_X, false);
         lin_bn_fwd(tr, &mb->fc2, spikes_in(mb->pop_hidden, &b->ph, (size_t)Hd, SP_X, sh), M,
                    &b->fc2, update_running);
         if (tr->sew) {

@@ -64,6 +64,11 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
  * loss and logits are then the evaluated model's. ANN models are evaluated this way. */
 void snn_trainer_set_eval(snn_trainer *tr, bool eval);
 
+/* Whether linear layers read spike inputs as bits (true, the default) or from the spikes'
+ * floats (written by the neurons for every population): the same bytes either way, so false is
+ * the reference the tests compare against (and the baseline of that speed-up). */
+void snn_trainer_set_spike_bits(snn_trainer *tr, bool bits);
+
 /* The model the trainer was built for. */
 snn_model *snn_trainer_model(snn_trainer *tr);
 

@@ -12,7 +12,8 @@
  *   - the trainer's buffers grow exactly linearly in T; a step's firing rate is the engine's;
  *   - spikes kept for the backward pass take 1 bit (binary) or 2 bits (ternary) each, and a
  *     minibatch smaller than the planned one (bit rows not a whole number of words) gives the
- *     same loss and gradients as a trainer planned for exactly that minibatch.
+ *     same loss and gradients as a trainer planned for exactly that minibatch;
+ *   - linear layers reading their spike inputs as bits give the bytes of reading floats.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -528,6 +529,41 @@ static void test_smaller_minibatch_equals_exact_plan(void **state) {
     }
 }
 
+/* Linear layers reading spike inputs as bits give the bytes of reading their floats: loss and
+ * every gradient of a step, for BSA, SSA and the SEW residual at D = 64 and hidden 256 (rows of
+ * whole words, so the bit path runs: the step's firing rate is well under the spike path's 25 %
+ * density limit), with a minibatch smaller than the plan (bit rows ld words apart, wider than a
+ * timestep's rows). */
+static void test_spike_bits_equal_floats(void **state) {
+    (void)state;
+    const char *kinds[] = {"bsa", "ssa", "bsa"};
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+        tiny t;
+        tiny_load(&t, kinds[k],
+                  k == 2 ? "model.dim=64;model.mlp_ratio=4;model.residual=sew;model.blocks=2"
+                         : "model.dim=64;model.mlp_ratio=4");
+        snn_model *const m = &t.m;
+        const snn_dataset *const ds = &t.ds;
+        int32_t labels[8];
+        for (int b = 0; b < 8; b++) labels[b] = ds->labels[b];
+        snn_trainer *bits = snn_trainer_new(m, 8, false), *floats = snn_trainer_new(m, 8, false);
+        snn_trainer_set_spike_bits(floats, false);
+        snn_trainer_zero_grads(bits);
+        snn_trainer_zero_grads(floats);
+        const float lb = snn_trainer_step(bits, ds->pixels, ds->index, labels, 6, false, true, NULL);
+        const float lf =
+            snn_trainer_step(floats, ds->pixels, ds->index, labels, 6, false, true, NULL);
+        assert_memory_equal(&lb, &lf, sizeof lb);
+        assert_memory_equal(snn_trainer_grads(bits), snn_trainer_grads(floats),
+                            m->n_params * sizeof(float));
+        const double rate = snn_trainer_firing_rate(bits);
+        assert_true(rate > 0.01 && rate < 0.2);
+        snn_trainer_free(bits);
+        snn_trainer_free(floats);
+        tiny_free(&t);
+    }
+}
+
 /* The inference plan (one block's buffers shared by every block, the stream alternating between
  * two buffers) gives the training plan's eval-mode logits bit for bit, for every attention kind
  * and both residuals, over 3 blocks (so that the alternation wraps), after one training step has
@@ -651,6 +687,7 @@ int main(void) {
         cmocka_unit_test(test_trainer_firing_rate_matches_engine),
         cmocka_unit_test(test_spikes_are_stored_as_bits),
         cmocka_unit_test(test_smaller_minibatch_equals_exact_plan),
+        cmocka_unit_test(test_spike_bits_equal_floats),
         cmocka_unit_test(test_inference_plan_equals_training_plan),
         cmocka_unit_test(test_first_losses_match_pytorch_bsa),
         cmocka_unit_test(test_first_losses_match_pytorch_ssa),
