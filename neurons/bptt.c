@@ -289,7 +289,7 @@ static inline float spike_at(const snn_neuron_params *p, const float *s, size_t 
  * constants at every call site; the operations and their order are those of backward_generic
  * below, so both give the same bits. */
 INLINE_VEC void bwd_row(const bool bipolar, const bool soft, const bool detach,
-                        const bool x_over_tau, size_t n, const float *restrict ht,
+                        const bool x_over_tau, const bool acc, size_t n, const float *restrict ht,
                         const float *restrict st, const float *restrict dst,
                         const float *restrict gp, const float *restrict gn,
                         float *restrict dxt, float *restrict gh, float th, float vr, float tau,
@@ -308,7 +308,8 @@ INLINE_VEC void bwd_row(const bool bipolar, const bool soft, const bool detach,
             if (!detach) gamma += (vr - hv) * (gpd - gnd);
         }
         const float dhv = dst[i] * psi + gh[i] * dh_dv * gamma;
-        dxt[i] += x_over_tau ? dhv / tau : dhv;
+        /* written: +0 + dX, the bytes of accumulating into a zeroed dx (-0 becomes +0) */
+        dxt[i] = (acc ? dxt[i] : 0.0f) + (x_over_tau ? dhv / tau : dhv);
         gh[i] = dhv;
     }
 }
@@ -316,8 +317,9 @@ INLINE_VEC void bwd_row(const bool bipolar, const bool soft, const bool detach,
 /* The recursion without the dtau sum and without the smooth bipolar hard reset (whose reset
  * amount is recomputed from H): per tile, per timestep, the surrogate derivatives of the row,
  * then one specialised element-wise loop. */
-SNN_WIDE_FN SNN_VEC_FN static void backward_fast(const snn_neuron_params *p, int T, size_t n, size_t ld,
-                          const float *h, const float *s, const float *ds, float *dx) {
+SNN_WIDE_FN SNN_VEC_FN static void backward_fast(const snn_neuron_params *p, int T, size_t n,
+                                         size_t ld, const float *h, const float *s,
+                                         const float *ds, float *dx, bool acc) {
     const bool is_if = p->kind == SNN_NEURON_IF;
     const float tau = p->tau, th = p->v_threshold, vr = p->v_reset;
     const float dh_dv = is_if ? 1.0f : 1.0f - 1.0f / tau;
@@ -332,7 +334,8 @@ SNN_WIDE_FN SNN_VEC_FN static void backward_fast(const snn_neuron_params *p, int
             const size_t nn = n - i0 - TILE < TILE ? n - i0 - TILE : TILE;
             prefetch_tile(h, T, ld, i0 + TILE, nn);
             if (s) prefetch_tile(s, T, ld, i0 + TILE, nn);
-            prefetch_tile(ds, T, ld, i0 + TILE, nn), prefetch_tile(dx, T, ld, i0 + TILE, nn);
+            prefetch_tile(ds, T, ld, i0 + TILE, nn);
+            if (acc) prefetch_tile(dx, T, ld, i0 + TILE, nn);
         }
         for (int t = T - 1; t >= 0; t--) {
             const size_t row = (size_t)t * ld + i0;
@@ -344,7 +347,10 @@ SNN_WIDE_FN SNN_VEC_FN static void backward_fast(const snn_neuron_params *p, int
             switch (key) {
 #define BWD_CASE(b, so, de, xt)                                                                \
     case (b) * 8 + (so) * 4 + (de) * 2 + (xt):                                                   \
-        bwd_row(b, so, de, xt, cn, ht, st, dst, gp, gn, dxt, gh, th, vr, tau, dh_dv);           \
+        if (acc)                                                                                 \
+            bwd_row(b, so, de, xt, true, cn, ht, st, dst, gp, gn, dxt, gh, th, vr, tau, dh_dv);  \
+        else                                                                                     \
+            bwd_row(b, so, de, xt, false, cn, ht, st, dst, gp, gn, dxt, gh, th, vr, tau, dh_dv); \
         break;
 #define BWD_CASES(b, so) BWD_CASE(b, so, 0, 0) BWD_CASE(b, so, 0, 1) BWD_CASE(b, so, 1, 0)      \
     BWD_CASE(b, so, 1, 1)
@@ -360,13 +366,14 @@ SNN_WIDE_FN SNN_VEC_FN static void backward_fast(const snn_neuron_params *p, int
     }
 }
 
-/* s: the smooth forward's spikes; NULL in normal mode, where they are recomputed from H. */
+/* s: the smooth forward's spikes; NULL in normal mode, where they are recomputed from H.
+ * acc: dx += the gradient, else dx = +0 + the gradient. */
 static void backward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld, const float *x,
                          const float *h, const float *s, const float *ds, float *dx, float *dtau,
-                         bool smooth) {
+                         bool smooth, bool acc) {
     SNN_ASSERT(T >= 0 && (n <= ld || T <= 1) && (s != NULL) == smooth);
     if ((dtau == NULL || p->kind == SNN_NEURON_IF) && !(smooth && p->bipolar && !p->soft_reset)) {
-        backward_fast(p, T, n, ld, h, s, ds, dx);
+        backward_fast(p, T, n, ld, h, s, ds, dx, acc);
         return;
     }
     const bool is_if = p->kind == SNN_NEURON_IF;
@@ -417,7 +424,7 @@ static void backward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld,
                 }
                 /* dH[t] = dS psi + (dH[t+1] dH[t+1]/dV[t]) gamma */
                 const float dhv = dst[i] * psi + gh[i] * dh_dv * gamma;
-                dxt[i] += x_over_tau ? dhv / tau : dhv;
+                dxt[i] = (acc ? dxt[i] : 0.0f) + (x_over_tau ? dhv / tau : dhv);
                 if (want_dtau) {
                     float vprev = v0;
                     if (t > 0) {
@@ -445,11 +452,17 @@ static void backward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld,
 void snn_neuron_backward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld,
                              const float *x, const float *h, const float *ds, float *dx,
                              float *dtau) {
-    backward_seq(p, T, n, ld, x, h, NULL, ds, dx, dtau, false);
+    backward_seq(p, T, n, ld, x, h, NULL, ds, dx, dtau, false, true);
+}
+
+void snn_neuron_backward_seq_into(const snn_neuron_params *p, int T, size_t n, size_t ld,
+                                  const float *x, const float *h, const float *ds, float *dx,
+                                  float *dtau) {
+    backward_seq(p, T, n, ld, x, h, NULL, ds, dx, dtau, false, false);
 }
 
 void snn_neuron_backward_seq_smooth(const snn_neuron_params *p, int T, size_t n, size_t ld,
                                     const float *x, const float *h, const float *s,
                                     const float *ds, float *dx, float *dtau) {
-    backward_seq(p, T, n, ld, x, h, s, ds, dx, dtau, true);
+    backward_seq(p, T, n, ld, x, h, s, ds, dx, dtau, true, true);
 }

@@ -149,6 +149,12 @@ void snn_neuron_backward_seq(const snn_neuron_params *p, int T, size_t n, size_t
                              const float *x, const float *h, const float *ds, float *dx,
                              float *dtau);
 
+/* snn_neuron_backward_seq that writes dx instead of accumulating: the bytes of accumulating into
+ * a zeroed dx (+0 + dX), without reading dx, so the caller need not zero it. */
+void snn_neuron_backward_seq_into(const snn_neuron_params *p, int T, size_t n, size_t ld,
+                                  const float *x, const float *h, const float *ds, float *dx,
+                                  float *dtau);
+
 /* The same recursion for a smooth = true forward, whose spikes s [T, ld] are not a function of
  * H's sign and are read: identical to snn_neuron_backward_seq except that a bipolar hard reset's
  * reset amount |S| is the smooth a = g(H - th) + g(-H - th) (in gamma and in the recomputed

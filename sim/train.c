@@ -586,12 +586,20 @@ static float gelu_grad(float x) {
 SNN_WIDE_FN SNN_VEC_FN static void relu_rows(const float *x, float *y, size_t i0, size_t i1) {
     for (size_t i = i0; i < i1; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
-SNN_WIDE_FN SNN_VEC_FN static void add_rows(const float *dy, float *dx, size_t i0, size_t i1) {
-    for (size_t i = i0; i < i1; i++) dx[i] += dy[i];
+/* The backward loops add to dx (acc) or write +0 + the gradient: the bytes of adding to zeros. */
+SNN_WIDE_FN SNN_VEC_FN static void add_rows(const float *dy, float *dx, size_t i0, size_t i1,
+                                            bool acc) {
+    if (acc)
+        for (size_t i = i0; i < i1; i++) dx[i] += dy[i];
+    else
+        for (size_t i = i0; i < i1; i++) dx[i] = 0.0f + dy[i];
 }
 SNN_WIDE_FN SNN_VEC_FN static void relu_bwd_rows(const float *x, const float *dy, float *dx,
-                                                 size_t i0, size_t i1) {
-    for (size_t i = i0; i < i1; i++) dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
+                                                 size_t i0, size_t i1, bool acc) {
+    if (acc)
+        for (size_t i = i0; i < i1; i++) dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
+    else
+        for (size_t i = i0; i < i1; i++) dx[i] = 0.0f + (x[i] > 0.0f ? dy[i] : 0.0f);
 }
 
 typedef enum { SLOT_IDENTITY, SLOT_GELU, SLOT_RELU } slot_kind;
@@ -617,18 +625,18 @@ static void slot_fwd(const snn_trainer *tr, int p, const float *x, float *y, siz
 }
 
 static void slot_bwd(const snn_trainer *tr, int p, const float *x, const float *dy, float *dx,
-                     size_t n) {
+                     size_t n, bool acc) {
     const slot_kind kind = slot_kind_of(tr, p);
     const size_t ch = elem_chunk(n);
 #pragma omp parallel for schedule(dynamic) if (n >= 2 * ELEM_CHUNK)
     for (long c = 0; c < elem_chunks(n, ch); c++) {
         const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
         if (kind == SLOT_IDENTITY)
-            add_rows(dy, dx, i0, i1);
+            add_rows(dy, dx, i0, i1, acc);
         else if (kind == SLOT_GELU)
-            for (size_t i = i0; i < i1; i++) dx[i] += dy[i] * gelu_grad(x[i]);
+            for (size_t i = i0; i < i1; i++) dx[i] = (acc ? dx[i] : 0.0f) + dy[i] * gelu_grad(x[i]);
         else
-            relu_bwd_rows(x, dy, dx, i0, i1);
+            relu_bwd_rows(x, dy, dx, i0, i1, acc);
     }
 }
 
@@ -693,14 +701,19 @@ static const float *pop_out(snn_trainer *tr, int p, const pop_act *a, size_t wid
     return s;
 }
 
-/* Backward of population p (or slot) over [T, n] given ds, the gradient on its outputs: dx +=.
+/* Backward of population p (or slot) over [T, n] given ds, the gradient on its outputs: dx +=
+ * (acc) or dx = the gradient (the bytes of adding to zeros, without reading or zeroing dx).
  * Normal mode recomputes the spikes from H; smooth mode reads them from a->s. */
-static void pop_bwd(snn_trainer *tr, int p, const float *x, const pop_act *a, const float *ds,
-                    float *dx, size_t width) {
+static void pop_bwd_to(snn_trainer *tr, int p, const float *x, const pop_act *a, const float *ds,
+                       float *dx, size_t width, bool acc) {
     const size_t n = (size_t)tr->B * pop_per_sample(tr, p, width), chunk = POP_CHUNK;
     if (p < 0) {
-        slot_bwd(tr, p, x, ds, dx, (size_t)tr->T * n);
+        slot_bwd(tr, p, x, ds, dx, (size_t)tr->T * n, acc);
         return;
+    }
+    if (!acc && tr->smooth) { /* the smooth backward only accumulates */
+        zero_floats(dx, (size_t)tr->T * n);
+        acc = true;
     }
     const snn_pop *pop = &tr->m->pops[p];
     const snn_neuron_params np = pop_params(pop);
@@ -714,8 +727,9 @@ static void pop_bwd(snn_trainer *tr, int p, const float *x, const pop_act *a, co
             snn_neuron_backward_seq_smooth(&np, tr->T, len, n, x + off, a->h + off, a->s + off,
                                            ds + off, dx + off, pop->plif_w ? &dtau : NULL);
         else
-            snn_neuron_backward_seq(&np, tr->T, len, n, x + off, a->h + off, ds + off, dx + off,
-                                    pop->plif_w ? &dtau : NULL);
+            (acc ? snn_neuron_backward_seq : snn_neuron_backward_seq_into)(
+                &np, tr->T, len, n, x + off, a->h + off, ds + off, dx + off,
+                pop->plif_w ? &dtau : NULL);
         tr->dtau[c] = dtau;
     }
     if (pop->plif_w) {
@@ -724,6 +738,17 @@ static void pop_bwd(snn_trainer *tr, int p, const float *x, const pop_act *a, co
         for (long c = 0; c < n_chunks; c++) dtau += tr->dtau[c];
         *grad_of(tr, pop->plif_w) += (float)(dtau * -((double)np.tau - 1.0));
     }
+}
+
+static void pop_bwd(snn_trainer *tr, int p, const float *x, const pop_act *a, const float *ds,
+                    float *dx, size_t width) {
+    pop_bwd_to(tr, p, x, a, ds, dx, width, true);
+}
+
+/* pop_bwd into a dx nothing else has written yet: dx = the gradient. */
+static void pop_bwd_into(snn_trainer *tr, int p, const float *x, const pop_act *a,
+                         const float *ds, float *dx, size_t width) {
+    pop_bwd_to(tr, p, x, a, ds, dx, width, false);
 }
 
 static int thread_id(void) {
@@ -1143,13 +1168,13 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     zero_floats(tr->d_pooled, (size_t)B * D);
     snn_linear_bwd(tr->d_pooled, grad_of(tr, m->head.weight), grad_of(tr, m->head.bias), tr->d_logits,
                    tr->pooled, m->head.weight, B, D, C, tr->dw_scratch);
-    zero_floats(tr->d_u, MD);
     if (tr->sew) {
+        zero_floats(tr->d_u, MD);
         snn_meanpool_bwd(tr->d_u, tr->d_pooled, T, B, N, D);
     } else {
         zero_floats(tr->d_s, MD);
         snn_meanpool_bwd(tr->d_s, tr->d_pooled, T, B, N, D);
-        pop_bwd(tr, m->pop_head, u_last, &tr->head, tr->d_s, tr->d_u, (size_t)D);
+        pop_bwd_into(tr, m->pop_head, u_last, &tr->head, tr->d_s, tr->d_u, (size_t)D);
     }
 
     for (int l = m->L - 1; l >= 0; l--) {
@@ -1159,15 +1184,13 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
          * d_u flows to both terms. */
         const float *d_fc2 = tr->d_u;
         if (tr->sew) {
-            zero_floats(tr->d_x, MD);
-            pop_bwd(tr, mb->pop_out, b->fc2.z, &b->pout, tr->d_u, tr->d_x, (size_t)D);
+            pop_bwd_into(tr, mb->pop_out, b->fc2.z, &b->pout, tr->d_u, tr->d_x, (size_t)D);
             d_fc2 = tr->d_x;
         }
         zero_floats(tr->d_s, (size_t)M * Hd);
         lin_bn_bwd(tr, &mb->fc2, spikes_in(mb->pop_hidden, &b->ph, (size_t)Hd, SP_X, NULL), d_fc2,
                    M, &b->fc2, tr->d_s);
-        zero_floats(tr->d_x, (size_t)M * Hd);
-        pop_bwd(tr, mb->pop_hidden, b->fc1.z, &b->ph, tr->d_s, tr->d_x, (size_t)Hd);
+        pop_bwd_into(tr, mb->pop_hidden, b->fc1.z, &b->ph, tr->d_s, tr->d_x, (size_t)Hd);
         if (tr->sew) {
             lin_bn_bwd(tr, &mb->fc1, floats_in(b->u_mid), tr->d_x, M, &b->fc1, tr->d_u);
         } else {
@@ -1179,15 +1202,13 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         /* ms: u_mid = u_in + BN_o(o(A)); sew: u_mid = x_in + o_lif(BN_o(o(A))) */
         const float *d_proj = tr->d_u;
         if (tr->sew) {
-            zero_floats(tr->d_x, MD);
-            pop_bwd(tr, mb->pop_o, b->proj.z, &b->po, tr->d_u, tr->d_x, (size_t)D);
+            pop_bwd_into(tr, mb->pop_o, b->proj.z, &b->po, tr->d_u, tr->d_x, (size_t)D);
             d_proj = tr->d_x;
         }
         zero_floats(tr->d_s, MD);
         lin_bn_bwd(tr, &mb->o, spikes_in(mb->pop_attn, &b->pa, (size_t)D, SP_Q, NULL), d_proj, M,
                    &b->proj, tr->d_s);
-        zero_floats(tr->d_o, MD);
-        pop_bwd(tr, mb->pop_attn, b->o, &b->pa, tr->d_s, tr->d_o, (size_t)D);
+        pop_bwd_into(tr, mb->pop_attn, b->o, &b->pa, tr->d_s, tr->d_o, (size_t)D);
         zero_floats(tr->d_q, MD);
         zero_floats(tr->d_k, MD);
         zero_floats(tr->d_v, MD);
@@ -1213,8 +1234,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         float *dsp[3] = {tr->d_q, tr->d_k, tr->d_v};
         for (int j = 0; j < 3; j++) {
             if (!lins[j]->weight) continue;
-            zero_floats(tr->d_x, MD);
-            pop_bwd(tr, pop_ids[j], acts[j]->z, pops[j], dsp[j], tr->d_x, (size_t)D);
+            pop_bwd_into(tr, pop_ids[j], acts[j]->z, pops[j], dsp[j], tr->d_x, (size_t)D);
             lin_bn_bwd(tr, lins[j], qkv_in, tr->d_x, M, acts[j], d_in);
         }
         if (!tr->sew) {
@@ -1222,8 +1242,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         } else if (l == 0) {
             /* x_0 = lif_in(U0): its spikes receive the stream's gradient plus q, k, v's */
             add3(tr->d_s, tr->d_s, tr->d_u, MD);
-            zero_floats(tr->d_u, MD);
-            pop_bwd(tr, mb->pop_in, b->u_in, &b->in, tr->d_s, tr->d_u, (size_t)D);
+            pop_bwd_into(tr, mb->pop_in, b->u_in, &b->in, tr->d_s, tr->d_u, (size_t)D);
         }
     }
     /* u0 = BN_embed(embed(patches)) + pos */

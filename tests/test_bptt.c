@@ -146,6 +146,53 @@ static void test_forward_seq_matches_step(void **state) {
     }
 }
 
+/* snn_neuron_forward_seq_bits gives snn_neuron_forward_seq's H (and its floats, when asked) and
+ * their bits: bit i of row t's words is S != 0, the neg plane S < 0, bits past n are 0, words
+ * past the row untouched (wld > the row's words). Sizes: whole and partial words and tiles. */
+static void test_forward_seq_bits_matches_floats(void **state) {
+    (void)state;
+    ncfg cfg[N_CONFIGS];
+    const int nc = all_configs(cfg, true);
+    static const size_t ns[] = {1, 64, 100, 256, 300, 640};
+    enum { T = 4, WLD = 12 };
+    for (int c = 0; c < nc; c++) {
+        const snn_neuron_params *p = &cfg[c].p;
+        if (p->surrogate != SNN_SURROGATE_SIGMOID) continue; /* irrelevant forward */
+        for (size_t k = 0; k < sizeof ns / sizeof *ns; k++) {
+            const size_t n = ns[k], ld = n + 3;
+            float *x = malloc(T * ld * sizeof *x), *s = malloc(T * ld * sizeof *s);
+            float *h = malloc(T * ld * sizeof *h), *s2 = malloc(T * ld * sizeof *s2);
+            float *h2 = malloc(T * ld * sizeof *h2);
+            uint64_t nz[T * WLD], neg[T * WLD];
+            trng r = {1300 + (uint64_t)c * 16 + k, 0};
+            for (size_t t = 0; t < T * ld; t++) x[t] = draw_x(&r, p);
+            for (int with_floats = 0; with_floats < 2; with_floats++) {
+                memset(nz, 0xAB, sizeof nz), memset(neg, 0xAB, sizeof neg);
+                snn_neuron_forward_seq(p, T, n, ld, x, s, h, false);
+                snn_neuron_forward_seq_bits(p, T, n, ld, x, with_floats ? s2 : NULL, nz,
+                                            p->bipolar ? neg : NULL, WLD, h2);
+                for (int t = 0; t < T; t++) {
+                    const size_t row = (size_t)t * ld;
+                    assert_memory_equal(h + row, h2 + row, n * sizeof *h);
+                    if (with_floats) assert_memory_equal(s + row, s2 + row, n * sizeof *s);
+                    for (size_t w = 0; w < WLD; w++) {
+                        uint64_t want_nz = 0, want_neg = 0;
+                        for (size_t b = 0; b < 64 && 64 * w + b < n; b++) {
+                            const float sv = s[row + 64 * w + b];
+                            want_nz |= (uint64_t)(sv != 0.0f) << b;
+                            want_neg |= (uint64_t)(sv < 0.0f) << b;
+                        }
+                        if (64 * w >= n) want_nz = want_neg = 0xABABABABABABABABull;
+                        assert_true(nz[t * WLD + w] == want_nz);
+                        if (p->bipolar) assert_true(neg[t * WLD + w] == want_neg);
+                    }
+                }
+            }
+            free(x), free(s), free(h), free(s2), free(h2);
+        }
+    }
+}
+
 /* ---- (b), (d) the hand-worked example ------------------------------------------------------ */
 
 /*
@@ -455,6 +502,35 @@ static void test_smooth_backward_differs_only_for_bipolar_hard(void **state) {
     }
 }
 
+/* snn_neuron_backward_seq_into writes what snn_neuron_backward_seq accumulates into zeros, byte
+ * for byte (dtau too), without reading dx (prefilled with NaN); columns >= n untouched. */
+static void test_backward_into_equals_accumulating_into_zeros(void **state) {
+    (void)state;
+    ncfg cfg[N_CONFIGS];
+    const int nc = all_configs(cfg, true);
+    enum { T = 5, NN = 300, LD = 303 };
+    float *x = malloc(T * LD * sizeof *x), *s = malloc(T * LD * sizeof *s);
+    float *h = malloc(T * LD * sizeof *h), *ds = malloc(T * LD * sizeof *ds);
+    float *dx1 = malloc(T * LD * sizeof *dx1), *dx2 = malloc(T * LD * sizeof *dx2);
+    for (int c = 0; c < nc; c++) {
+        const snn_neuron_params *p = &cfg[c].p;
+        trng rg = {1500 + (uint64_t)c, 0};
+        for (int t = 0; t < T * LD; t++) {
+            x[t] = draw_x(&rg, p);
+            ds[t] = t % 7 == 0 ? -0.0f : trng_range(&rg, -1.0, 1.0);
+            dx1[t] = 0.0f;
+            dx2[t] = (t % LD) < NN ? NAN : 0.0f;
+        }
+        snn_neuron_forward_seq(p, T, NN, LD, x, s, h, false);
+        float t1 = 0.25f, t2 = 0.25f;
+        snn_neuron_backward_seq(p, T, NN, LD, x, h, ds, dx1, &t1);
+        snn_neuron_backward_seq_into(p, T, NN, LD, x, h, ds, dx2, &t2);
+        if (memcmp(dx1, dx2, T * LD * sizeof *dx1) != 0 || memcmp(&t1, &t2, sizeof t1) != 0)
+            fail_msg("%s: writing differs from accumulating into zeros", cfg[c].name);
+    }
+    free(x), free(s), free(h), free(ds), free(dx1), free(dx2);
+}
+
 /* ---- (e) normal-mode backward against a double reference ---------------------------------- */
 
 /* methods 1.4 in double, one neuron, column i of [T, ld] buffers. */
@@ -534,11 +610,13 @@ static void test_backward_matches_double_reference(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_seq_matches_step),
+        cmocka_unit_test(test_forward_seq_bits_matches_floats),
         cmocka_unit_test(test_hand_example),
         cmocka_unit_test(test_detach_differs_by_reset_path),
         cmocka_unit_test(test_detached_hard_reset_cuts_at_spikes),
         cmocka_unit_test(test_fd_smooth),
         cmocka_unit_test(test_smooth_backward_differs_only_for_bipolar_hard),
+        cmocka_unit_test(test_backward_into_equals_accumulating_into_zeros),
         cmocka_unit_test(test_backward_matches_double_reference),
     };
     return cmocka_run_group_tests_name("bptt", tests, NULL, NULL);
