@@ -11,12 +11,18 @@
  *
  * Backward walks the same list in reverse. Every backward ACCUMULATES (+=) into its input
  * gradient, so the residual stream's gradient d_u simply collects the contributions of both
- * paths. Neurons: snn_neuron_backward_seq (methods.md 1.4); attention: the straight-through
- * rules of the spec (attention/ssa_train.c, bsa_train.c); linear and BatchNorm: sim/layers.c (BLAS).
+ * paths; a population whose input gradient nothing else writes writes it instead (pop_bwd_into:
+ * the bytes of adding to zeros, without the zeroing pass). Neurons: snn_neuron_backward_seq
+ * (methods.md 1.4), which recomputes the spikes from H; attention: the straight-through rules of
+ * the spec (attention/ssa_train.c, bsa_train.c); linear and BatchNorm: sim/layers.c (BLAS).
  *
  * Memory: one arena planned up front (plan()); for the backward pass every spiking population
  * keeps its pre-reset membrane as floats and its spikes as bit planes (sim/spikebits.h), which
- * are unpacked into a few scratch slots (SP_X below) for the float consumers.
+ * the neurons write from their tiles. Linear layers read spike inputs as bits (layers.h
+ * snn_spike_rows: the same bytes as from floats), so a population that feeds only a linear
+ * layer never writes floats; the others write them into a few scratch slots (SP_X below), and
+ * the bits are unpacked there for the float consumers of the backward (attention, and a linear
+ * layer whose spikes are too dense for the spike path).
  *
  * Parallelism: BLAS for the products; OpenMP over neuron slices, over (t, b, head) for
  * attention, over channels for BatchNorm. Each chunk or job owns what it writes and every
@@ -102,8 +108,8 @@ typedef struct pop_act {
 
 /* Scratch slots holding a population's spikes as floats while the forward or backward uses them
  * (the float view of the bit planes). Forward: a population's spikes are written to its slot by
- * the neurons, packed, and read from the slot until the slot's next population overwrites it;
- * backward: unpacked into the slot right before use. Lifetimes within a block:
+ * the neurons (with the bits), and read from the slot until the slot's next population
+ * overwrites it; backward: unpacked into the slot right before use. Lifetimes within a block:
  *   SP_X   [M, W]  lif_in (the block input x_in: q, k, v and attention read it), then hidden_lif
  *   SP_Q   [M, D]  q_lif until the attention; then attn_lif, o_lif, mlp.lif_in, out_lif, head_lif
  *   SP_K, SP_V     k_lif and v_lif until the attention (the backward: until their own backward)
