@@ -393,7 +393,8 @@ bool snn_linear_fwd_bits(float *y, const snn_spike_rows *x, const float *w, cons
     SNN_ASSERT(y && x && x->nz && x->rows_per_t > 0 && w && M >= 0 && in > 0 && out > 0);
     if (!sparse_ok_bits(x, M, in, out)) return false;
     const sp_src src = {NULL, x, in};
-    const bool ok = linear_fwd_sparse(y, &src, w, b, M, in, out, (size_t)M * in * out >= PAR_MIN_WORK);
+    const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
+    const bool ok = linear_fwd_sparse(y, &src, w, b, M, in, out, par);
     SNN_ASSERT(ok); /* bits are 0 or 1 */
     return true;
 }

@@ -178,7 +178,7 @@ struct snn_trainer {
     size_t att_scratch_floats; /* per thread: N*N, or the cat/primal backward's need */
     snn_attn_kind kind;
     bool eval;                 /* inference: BatchNorm with running statistics */
-    bool float_spikes;         /* linear layers read spikes as floats (snn_trainer_set_spike_bits) */
+    bool float_spikes;         /* linear layers read floats (snn_trainer_set_spike_bits) */
     bool infer_only;           /* snn_trainer_new_inference: forward buffers only, shared by
                                 * the blocks (see plan) */
     snn_cat_plan *cat_plan;    /* cat: FFTW plans of length N, made once */

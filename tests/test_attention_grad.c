@@ -345,7 +345,8 @@ static void test_bsa_backward_fast_equals_ref(void **state) {
     static const int sizes[][2] = {{1, 1}, {5, 8}, {17, 3}, {16, 16}, {49, 16}, {64, 64}, {33, 20}};
     for (int sz = 0; sz < 7; sz++) {
         const int N = sizes[sz][0], d = sizes[sz][1];
-        head_bufs fast = hb_new(N, d, 2 * d + 3, d + 1, d + 2), ref = hb_new(N, d, 2 * d + 3, d + 1, d + 2);
+        head_bufs fast = hb_new(N, d, 2 * d + 3, d + 1, d + 2);
+        head_bufs ref = hb_new(N, d, 2 * d + 3, d + 1, d + 2);
         const size_t nm = (size_t)N * fast.ld, nn = (size_t)N * N;
         for (int variant = 0; variant < 3; variant++) {
             const bool smooth = variant == 1;
@@ -373,7 +374,8 @@ static void test_bsa_backward_fast_equals_ref(void **state) {
                                            ref.v + ref.off, ref.ld, shift, ref.w, ref.dout,
                                            ref.lddo, ref.dq + ref.off, ref.dk + ref.off,
                                            ref.dv + ref.off, ref.scratch);
-            if (memcmp(b->dq, ref.dq, nm * sizeof(float)) || memcmp(b->dk, ref.dk, nm * sizeof(float)) ||
+            if (memcmp(b->dq, ref.dq, nm * sizeof(float)) ||
+                memcmp(b->dk, ref.dk, nm * sizeof(float)) ||
                 memcmp(b->dv, ref.dv, nm * sizeof(float)) ||
                 memcmp(b->scratch, ref.scratch, nn * sizeof(float)))
                 fail_msg("bsa backward N %d d %d variant %d: fast and reference differ", N, d,

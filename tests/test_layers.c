@@ -247,7 +247,8 @@ static void test_linear_bits_equal_floats(void **state) {
             float *db1 = fvec(out), *db2 = fvec(out);
             fill_const(y2, (size_t)M * out, GRAD_FILL);
             fill_const(dx1, (size_t)M * in, GRAD_FILL), fill_const(dx2, (size_t)M * in, GRAD_FILL);
-            fill_const(dw1, (size_t)out * in, GRAD_FILL), fill_const(dw2, (size_t)out * in, GRAD_FILL);
+            fill_const(dw1, (size_t)out * in, GRAD_FILL);
+            fill_const(dw2, (size_t)out * in, GRAD_FILL);
             fill_const(db1, out, GRAD_FILL), fill_const(db2, out, GRAD_FILL);
             float *scratch = fvec(snn_linear_bwd_scratch_floats(M, in, out) + 1);
             snn_linear_fwd(y1, x, w, b, M, in, out);

@@ -550,7 +550,8 @@ static void test_spike_bits_equal_floats(void **state) {
         snn_trainer_set_spike_bits(floats, false);
         snn_trainer_zero_grads(bits);
         snn_trainer_zero_grads(floats);
-        const float lb = snn_trainer_step(bits, ds->pixels, ds->index, labels, 6, false, true, NULL);
+        const float lb =
+            snn_trainer_step(bits, ds->pixels, ds->index, labels, 6, false, true, NULL);
         const float lf =
             snn_trainer_step(floats, ds->pixels, ds->index, labels, 6, false, true, NULL);
         assert_memory_equal(&lb, &lf, sizeof lb);
