@@ -355,6 +355,25 @@ typedef float v4fu __attribute__((vector_size(16), aligned(4)));
  * 0 is skipped: such a term is +-0, and adding +-0 to an accumulator that started at +0 changes
  * no bit (it is never -0: +0 + -0 = +0, and an exact cancellation gives +0). */
 
+/* out_rc += sum_s a[r rs + s cs] x_sc (s order; x_sc = 0 skipped) for r < N, c < d: dQ from the
+ * rows of dA (rs = N, cs = 1) and K, dK from its columns (rs = 1, cs = N) and Q. */
+static void add_da_rows(int N, int d, const float *a, long rs, long cs, const float *x, int ld,
+                        float *out) {
+    for (int r = 0; r < N; r++)
+        for (int c0 = 0; c0 < d; c0 += CBLK) {
+            const int cn = d - c0 < CBLK ? d - c0 : CBLK;
+            float acc[CBLK];
+            for (int c = 0; c < cn; c++) acc[c] = 0.0f;
+            for (int t = 0; t < N; t++) {
+                const float at = a[r * rs + t * cs], *xt = x + (long)t * ld + c0;
+                for (int c = 0; c < cn; c++)
+                    if (xt[c] != 0.0f) acc[c] += at * xt[c];
+            }
+            float *o = out + (long)r * ld + c0;
+            for (int c = 0; c < cn; c++) o[c] += acc[c];
+        }
+}
+
 /* Any N <= SNN_ATTN_BSA_TRAIN_MAX_N and d: the sums above term by term. */
 void snn_attn_bsa_head_backward_ref(int N, int d, const float *q, const float *k, const float *v,
                                     int ld, int shift, const float *p, const float *dout,
@@ -383,32 +402,9 @@ void snn_attn_bsa_head_backward_ref(int N, int d, const float *q, const float *k
                 if (vj[c] != 0.0f) acc += g[c] * vj[c];
             scratch[(long)i * N + j] = (float)(cst * (double)p[(long)i * N + j] * (double)acc);
         }
-    for (int i = 0; i < N; i++) /* dQ */
-        for (int c0 = 0; c0 < d; c0 += CBLK) {
-            const int cn = d - c0 < CBLK ? d - c0 : CBLK;
-            float acc[CBLK];
-            for (int c = 0; c < cn; c++) acc[c] = 0.0f;
-            for (int j = 0; j < N; j++) {
-                const float a = scratch[(long)i * N + j], *kj = k + (long)j * ld + c0;
-                for (int c = 0; c < cn; c++)
-                    if (kj[c] != 0.0f) acc[c] += a * kj[c];
-            }
-            float *dqi = dq + (long)i * ld + c0;
-            for (int c = 0; c < cn; c++) dqi[c] += acc[c];
-        }
-    for (int j = 0; j < N; j++) /* dK */
-        for (int c0 = 0; c0 < d; c0 += CBLK) {
-            const int cn = d - c0 < CBLK ? d - c0 : CBLK;
-            float acc[CBLK];
-            for (int c = 0; c < cn; c++) acc[c] = 0.0f;
-            for (int i = 0; i < N; i++) {
-                const float a = scratch[(long)i * N + j], *qi = q + (long)i * ld + c0;
-                for (int c = 0; c < cn; c++)
-                    if (qi[c] != 0.0f) acc[c] += a * qi[c];
-            }
-            float *dkj = dk + (long)j * ld + c0;
-            for (int c = 0; c < cn; c++) dkj[c] += acc[c];
-        }
+    /* dQ: row i of dA against K;  dK: column j of dA against Q */
+    add_da_rows(N, d, scratch, N, 1, k, ld, dq);
+    add_da_rows(N, d, scratch, 1, N, q, ld, dk);
 }
 
 /* dv[j + u, c0 .. c0 + 16) += sum_i P_i,j+u do_ic (i order) for u < NJ (1 or 4): every P_ij is

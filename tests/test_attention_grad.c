@@ -305,6 +305,18 @@ static void test_ssa_backward_matches_reference(void **state) {
     }
 }
 
+/* Random q, k, v (spikes with density pr, or reals for smooth) and dout, and the BSA forward
+ * (P into b->w). */
+static void bsa_head_forward(head_bufs *b, trng *r, bool smooth, int shift, double pr) {
+    const int N = b->N, d = b->d;
+    fill(r, b->q, N, b->ld, b->off, d, smooth ? REAL : SPIKE_TERNARY, pr, 1.0);
+    fill(r, b->k, N, b->ld, b->off, d, smooth ? REAL : SPIKE_TERNARY, pr, 1.0);
+    fill(r, b->v, N, b->ld, b->off, d, smooth ? REAL : SPIKE_BINARY, pr, 1.0);
+    fill(r, b->dout, N, b->lddo, 0, d, REAL, 0, 1.0);
+    snn_attn_bsa_head_train(N, d, b->q + b->off, b->k + b->off, b->v + b->off, b->ld, shift,
+                            SNN_SHIFTMAX_ROUND, smooth, b->o, b->lddo, b->w, b->mr, false);
+}
+
 static void test_bsa_backward_matches_reference(void **state) {
     (void)state;
     for (int sz = 0; sz < N_SIZES; sz++) {
@@ -314,13 +326,7 @@ static void test_bsa_backward_matches_reference(void **state) {
         for (int smooth = 0; smooth < 2; smooth++) {
             const int shift = smooth ? 1 : snn_shiftmax_default_shift(d);
             trng r = {(uint64_t)(3000 + sz * 2 + smooth), 0};
-            fill(&r, b->q, N, b->ld, b->off, d, smooth ? REAL : SPIKE_TERNARY, 0.5, 1.0);
-            fill(&r, b->k, N, b->ld, b->off, d, smooth ? REAL : SPIKE_TERNARY, 0.5, 1.0);
-            fill(&r, b->v, N, b->ld, b->off, d, smooth ? REAL : SPIKE_BINARY, 0.5, 1.0);
-            fill(&r, b->dout, N, b->lddo, 0, d, REAL, 0, 1.0);
-            snn_attn_bsa_head_train(N, d, b->q + b->off, b->k + b->off, b->v + b->off, b->ld,
-                                    shift, SNN_SHIFTMAX_ROUND, smooth, b->o, b->lddo, b->w,
-                                    b->mr, false);
+            bsa_head_forward(b, &r, smooth, shift, 0.5);
             prefill_grads(b);
             snn_attn_bsa_head_backward(N, d, b->q + b->off, b->k + b->off, b->v + b->off, b->ld,
                                        shift, b->w, b->dout, b->lddo, b->dq + b->off,
@@ -353,13 +359,7 @@ static void test_bsa_backward_fast_equals_ref(void **state) {
             const int shift = smooth ? 1 : snn_shiftmax_default_shift(d);
             trng r = {(uint64_t)(3500 + sz * 3 + variant), 0};
             head_bufs *b = &fast;
-            fill(&r, b->q, N, b->ld, b->off, d, smooth ? REAL : SPIKE_TERNARY, 0.3, 1.0);
-            fill(&r, b->k, N, b->ld, b->off, d, smooth ? REAL : SPIKE_TERNARY, 0.3, 1.0);
-            fill(&r, b->v, N, b->ld, b->off, d, smooth ? REAL : SPIKE_BINARY, 0.3, 1.0);
-            fill(&r, b->dout, N, b->lddo, 0, d, REAL, 0, 1.0);
-            snn_attn_bsa_head_train(N, d, b->q + b->off, b->k + b->off, b->v + b->off, b->ld,
-                                    shift, SNN_SHIFTMAX_ROUND, smooth, b->o, b->lddo, b->w,
-                                    b->mr, false);
+            bsa_head_forward(b, &r, smooth, shift, 0.3);
             if (variant == 2)
                 for (size_t t = 0; t < nn; t += 3) b->w[t] = 0.0f;
             prefill_grads(b);
