@@ -101,17 +101,28 @@ typedef struct spike_out {
     size_t wld;
 } spike_out;
 
-/* T timesteps of one tile of cn <= TILE neurons (normal mode); o's bit planes start at the
- * tile's first word. */
+/* T timesteps of one tile of cn <= TILE neurons (normal mode) whose first neuron is neuron i0 of
+ * the call; o's bit planes start at the tile's first word. af: the input is affine's of x. */
 INLINE_VEC void fwd_tile(const charge_mode mode, const bool bipolar, const bool soft, int T,
-                         size_t cn, size_t ld, const float *x, const spike_out *o, float *h,
-                         float v0, float tau, float vr, float th) {
-    float v[TILE], hb[TILE], sb[TILE];
+                         size_t cn, size_t ld, const float *x, const snn_neuron_affine *af,
+                         size_t i0, const spike_out *o, float *h, float v0, float tau, float vr,
+                         float th) {
+    float v[TILE], hb[TILE], sb[TILE], g[TILE], b[TILE], xa[TILE];
     for (size_t i = 0; i < cn; i++) v[i] = v0;
+    if (af)
+        for (size_t i = 0; i < cn; i++) {
+            const size_t c = (af->c0 + i0 + i) % af->width;
+            g[i] = af->gamma[c], b[i] = af->beta[c];
+        }
     for (int t = 0; t < T; t++) {
         const size_t row = (size_t)t * ld;
         float *st = o->s ? o->s + row : sb;
-        fwd_row(mode, bipolar, soft, cn, x + row, v, st, h ? h + row : hb, tau, vr, th);
+        const float *xt = x + row;
+        if (af) { /* BatchNorm's output: the same multiply, then add */
+            for (size_t i = 0; i < cn; i++) xa[i] = g[i] * xt[i] + b[i];
+            xt = xa;
+        }
+        fwd_row(mode, bipolar, soft, cn, xt, v, st, h ? h + row : hb, tau, vr, th);
         if (o->nz) /* packed while the row is in cache */
             snn_bits_pack(o->nz + (size_t)t * o->wld, o->neg ? o->neg + (size_t)t * o->wld : NULL,
                           st, cn);
@@ -120,7 +131,8 @@ INLINE_VEC void fwd_tile(const charge_mode mode, const bool bipolar, const bool 
 
 /* Normal-mode forward of neurons [0, n): one specialised loop per (charge, bipolar, soft). */
 SNN_WIDE_FN SNN_VEC_FN static void forward_fast(const snn_neuron_params *p, int T, size_t n,
-                                        size_t ld, const float *x, const spike_out *out,
+                                        size_t ld, const float *x,
+                                        const snn_neuron_affine *af, const spike_out *out,
                                         float *h) {
     const charge_mode mode = charge_mode_of(p);
     const float tau = p->tau, vr = p->v_reset, th = p->v_threshold;
@@ -138,7 +150,7 @@ SNN_WIDE_FN SNN_VEC_FN static void forward_fast(const snn_neuron_params *p, int 
         switch (key) {
 #define FWD_CASE(m, b, so)                                                                     \
     case (int)(m) * 4 + (b) * 2 + (so):                                                          \
-        fwd_tile(m, b, so, T, cn, ld, xt, &ot, ht, v0, tau, vr, th);                            \
+        fwd_tile(m, b, so, T, cn, ld, xt, af, i0, &ot, ht, v0, tau, vr, th);                   \
         break;
 #define FWD_CASES(m) FWD_CASE(m, 0, 0) FWD_CASE(m, 0, 1) FWD_CASE(m, 1, 0) FWD_CASE(m, 1, 1)
             FWD_CASES(CHARGE_IF)
@@ -182,7 +194,7 @@ void snn_neuron_forward_seq(const snn_neuron_params *p, int T, size_t n, size_t 
     SNN_ASSERT(T >= 0 && (n <= ld || T <= 1));
     if (!smooth) {
         const spike_out out = {s, NULL, NULL, 0};
-        forward_fast(p, T, n, ld, x, &out, h);
+        forward_fast(p, T, n, ld, x, NULL, &out, h);
         return;
     }
     for (size_t i0 = 0; i0 < n; i0 += TILE) {
@@ -256,12 +268,13 @@ SNN_WIDE_FN SNN_VEC_FN static void surrogate_row(snn_surrogate_kind kind, float 
 }
 
 void snn_neuron_forward_seq_bits(const snn_neuron_params *p, int T, size_t n, size_t ld,
-                                 const float *x, float *s, uint64_t *nz, uint64_t *neg,
-                                 size_t wld, float *h) {
+                                 const float *x, const snn_neuron_affine *af, float *s,
+                                 uint64_t *nz, uint64_t *neg, size_t wld, float *h) {
     SNN_ASSERT(T >= 0 && (n <= ld || T <= 1) && nz && (neg != NULL) == p->bipolar);
     SNN_ASSERT(T <= 1 || snn_bits_words(n) <= wld);
+    SNN_ASSERT(!af || (af->gamma && af->beta && af->width > 0));
     const spike_out out = {s, nz, neg, wld};
-    forward_fast(p, T, n, ld, x, &out, h);
+    forward_fast(p, T, n, ld, x, af, &out, h);
 }
 
 /* The normal forward's spikes from its pre-reset membranes: fwd_row's comparisons on the same

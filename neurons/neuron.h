@@ -117,14 +117,24 @@ float snn_neuron_spike_grad(const snn_neuron_params *p, float h);
 void snn_neuron_forward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld,
                             const float *x, float *s, float *h, bool smooth);
 
+/* A per-channel affine map of a forward's input: neuron i of a row charges with
+ * gamma[c] x + beta[c] (a float multiply, then an add: BatchNorm's output from its normalised
+ * input, bit for bit), c = (c0 + i) % width. */
+typedef struct snn_neuron_affine {
+    const float *gamma, *beta; /* [width] */
+    size_t width, c0;
+} snn_neuron_affine;
+
 /* snn_neuron_forward_seq (normal mode) that also writes the spikes as bit planes (sim/
  * spikebits.h's layout), packed while each row is in cache: row t of nz, neg [T, wld] words
  * holds neurons [0, n), nz the bits of S != 0 and neg (bipolar only, else NULL) of S < 0; bits
  * past n in a row's last word are 0. s [T, ld] may be NULL: a caller that keeps the spikes as
- * bits then never writes them as floats. The same spikes and H as snn_neuron_forward_seq. */
+ * bits then never writes them as floats. af (or NULL): the input current is af's map of x, so
+ * a caller need not store a BatchNorm's output. The same spikes and H as snn_neuron_forward_seq
+ * on that input. */
 void snn_neuron_forward_seq_bits(const snn_neuron_params *p, int T, size_t n, size_t ld,
-                                 const float *x, float *s, uint64_t *nz, uint64_t *neg,
-                                 size_t wld, float *h);
+                                 const float *x, const snn_neuron_affine *af, float *s,
+                                 uint64_t *nz, uint64_t *neg, size_t wld, float *h);
 
 /* Exact BPTT of snn_neuron_forward_seq (smooth = false) with the surrogate gradient,
  * methods.md 1.4, t = T-1 .. 0 (no gradient arrives on the final membrane):

@@ -519,10 +519,11 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_normalise_rows(float *y, float *xhat, cons
                                              int m1, int C) {
     for (int m = m0; m < m1; m++) {
         const float *restrict xm = x + (size_t)m * C;
-        float *restrict hm = xhat + (size_t)m * C, *restrict ym = y + (size_t)m * C;
+        float *restrict hm = xhat + (size_t)m * C, *restrict ym = y ? y + (size_t)m * C : NULL;
         for (int c = 0; c < C; c++)
             hm[c] = (float)(((double)xm[c] - (double)mean[c]) * (double)rstd[c]);
-        for (int c = 0; c < C; c++) ym[c] = gamma[c] * hm[c] + beta[c];
+        if (y)
+            for (int c = 0; c < C; c++) ym[c] = gamma[c] * hm[c] + beta[c];
     }
 }
 
@@ -564,7 +565,7 @@ static void bn_merge_ranks(double *s1, double *s2, double *K, int M, int W) {
 static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,
                          const float *gamma, const float *beta, float *running_mean,
                          float *running_var, int M, long Mg, int C, float momentum, float eps) {
-    SNN_ASSERT(y && xhat && mean && rstd && x && gamma && beta && C > 0);
+    SNN_ASSERT(xhat && mean && rstd && x && gamma && beta && C > 0); /* y may be NULL */
     const bool dist = Mg > 0;
     const double Md = dist ? (double)Mg : (double)M; /* rows in the batch */
     /* PyTorch: "Expected more than 1 value per channel when training" */

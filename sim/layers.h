@@ -102,7 +102,9 @@ size_t snn_linear_bwd_scratch_floats(int M, int in, int out);
  *   running_var  = (1 - momentum) running_var  + momentum var * M / (M - 1)   (unbiased)
  * exactly PyTorch's rule (momentum 0.1, eps 1e-5 in spikesim). Statistics in double, two
  * passes, rows in order. Requires M >= 2 (PyTorch refuses M == 1 in training too).
- *   y, xhat, x [M, C]   mean, rstd [C] (batch statistics, outputs; kept for the backward)
+ *   y, xhat, x [M, C]   mean, rstd [C] (batch statistics, outputs; kept for the backward); y
+ *                       may be NULL when the caller applies gamma, beta itself (a neuron
+ *                       population reading xhat: snn_neuron_affine)
  *   gamma, beta [C]     running_mean, running_var [C], updated in place; both NULL = do not
  *                       track (e.g. for gradient checks) */
 void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,

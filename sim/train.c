@@ -89,7 +89,9 @@ static void zero_floats(float *x, size_t n) {
 typedef struct lin_act {       /* a Linear followed by BatchNorm in training mode */
     float *xhat;               /* [M, out] normalised BN input */
     float *mean, *rstd;        /* [out] batch statistics */
-    float *z;                  /* [M, out] BN output */
+    float *z;                  /* [M, out] BN output; NULL when fused */
+    bool fused;                /* a population reads xhat and applies BN's gamma, beta itself
+                                * (bn_out), so z is never stored */
 } lin_act;
 
 /* A population's outputs kept for the backward pass, [T, n] with n = B * neurons per sample.
@@ -229,9 +231,20 @@ static uint64_t *take_w(planner *p, size_t n) {
     return r;
 }
 
-/* Inference keeps only z: eval-mode BatchNorm writes nothing else. */
-static void plan_lin(const snn_trainer *tr, planner *p, lin_act *a, size_t M, size_t out) {
-    a->z = take(p, M * out);
+/* Whether the Linear + BN feeding population p need not store its output: a spiking population
+ * in normal mode applies BN's gamma, beta to xhat as it charges (snn_neuron_affine, the same
+ * bits). Not for inference (eval-mode BN writes only its output), smooth mode, ANN slots, or a
+ * PLIF (whose backward reads its input for dL/dtau). */
+static bool fusable(const snn_trainer *tr, int p) {
+    return !tr->infer_only && !tr->smooth && p >= 0 && !tr->m->pops[p].plif_w;
+}
+
+/* Inference keeps only z: eval-mode BatchNorm writes nothing else. A fused Linear + BN keeps no
+ * z (fusable). */
+static void plan_lin(const snn_trainer *tr, planner *p, lin_act *a, size_t M, size_t out,
+                     bool fused) {
+    a->fused = fused;
+    a->z = fused ? NULL : take(p, M * out);
     if (tr->infer_only) return;
     a->xhat = take(p, M * out);
     a->mean = take(p, out);
@@ -258,7 +271,7 @@ static void plan(snn_trainer *tr, planner *p) {
     const size_t W = Hd > D ? Hd : D;
     const size_t att = (size_t)tr->T * tr->Bmax * tr->m->heads * tr->N * tr->N;
     tr->patches = take(p, M * tr->K);
-    plan_lin(tr, p, &tr->embed, M, D);
+    plan_lin(tr, p, &tr->embed, M, D, false);
     tr->u0 = take(p, M * D);
     /* Inference plans block 0 only; every block then runs in block 0's buffers (nothing is
      * kept for a backward pass), the stream alternating between u_out and u0: block l reads
@@ -270,9 +283,9 @@ static void plan(snn_trainer *tr, planner *p) {
         const snn_block *mb = &tr->m->blocks[l];
         b->u_in = l == 0 ? tr->u0 : tr->blocks[l - 1].u_out;
         plan_pop(tr, p, &b->in, mb->pop_in, D);
-        plan_lin(tr, p, &b->q, M, D);
-        plan_lin(tr, p, &b->k, M, D);
-        plan_lin(tr, p, &b->v, M, D);
+        plan_lin(tr, p, &b->q, M, D, fusable(tr, mb->pop_q));
+        plan_lin(tr, p, &b->k, M, D, fusable(tr, mb->pop_k));
+        plan_lin(tr, p, &b->v, M, D, fusable(tr, mb->pop_v));
         /* cat has no q, k and primal no v: their populations never run */
         plan_pop(tr, p, &b->pq, mb->q.weight ? mb->pop_q : -1, D);
         plan_pop(tr, p, &b->pk, mb->k.weight ? mb->pop_k : -1, D);
@@ -281,12 +294,13 @@ static void plan(snn_trainer *tr, planner *p) {
         b->att = take(p, att);
         b->mr = take_i(p, (size_t)tr->T * tr->Bmax * tr->m->heads * 2 * tr->N);
         plan_pop(tr, p, &b->pa, mb->pop_attn, D);
-        plan_lin(tr, p, &b->proj, M, D);
+        /* o and fc2 feed the residual stream (ms: z is added to it) or a population (sew) */
+        plan_lin(tr, p, &b->proj, M, D, fusable(tr, mb->pop_o));
         b->u_mid = take(p, M * D);
         plan_pop(tr, p, &b->pm, mb->pop_mlp_in, D);
-        plan_lin(tr, p, &b->fc1, M, Hd);
+        plan_lin(tr, p, &b->fc1, M, Hd, fusable(tr, mb->pop_hidden));
         plan_pop(tr, p, &b->ph, mb->pop_hidden, Hd);
-        plan_lin(tr, p, &b->fc2, M, D);
+        plan_lin(tr, p, &b->fc2, M, D, fusable(tr, mb->pop_out));
         b->u_out = take(p, M * D);
         plan_pop(tr, p, &b->po, mb->pop_o, D);
         plan_pop(tr, p, &b->pout, mb->pop_out, D);
@@ -484,16 +498,30 @@ static long batch_rows(const snn_trainer *tr) { return (long)tr->T * tr->B_batch
 static void bn_fwd(snn_trainer *tr, const snn_linear *lin, int M, lin_act *a,
                    bool update_running) {
     const float momentum = update_running ? 0.1f : 0.0f;
+    /* fused: training mode writes xhat alone; eval mode writes its output where bn_out reads */
+    float *z = a->fused ? (tr->eval ? a->xhat : NULL) : a->z;
     if (tr->eval)
-        snn_bn_eval_fwd(a->z, tr->y, lin->bn_w, lin->bn_b, lin->bn_mean, lin->bn_var, M, lin->out,
+        snn_bn_eval_fwd(z, tr->y, lin->bn_w, lin->bn_b, lin->bn_mean, lin->bn_var, M, lin->out,
                         1e-5f);
     else if (tr->B_batch)
-        snn_bn_train_fwd_dist(a->z, a->xhat, a->mean, a->rstd, tr->y, lin->bn_w, lin->bn_b,
+        snn_bn_train_fwd_dist(z, a->xhat, a->mean, a->rstd, tr->y, lin->bn_w, lin->bn_b,
                               lin->bn_mean, lin->bn_var, M, batch_rows(tr), lin->out, momentum,
                               1e-5f);
     else
-        snn_bn_train_fwd(a->z, a->xhat, a->mean, a->rstd, tr->y, lin->bn_w, lin->bn_b,
+        snn_bn_train_fwd(z, a->xhat, a->mean, a->rstd, tr->y, lin->bn_w, lin->bn_b,
                          lin->bn_mean, lin->bn_var, M, lin->out, momentum, 1e-5f);
+}
+
+/* What a population reads from a Linear + BN: its output z, or (fused) xhat, with BN's gamma
+ * and beta in *af for the neurons to apply (*afp = af; NULL when the input is read as it is). */
+static const float *bn_out(const snn_trainer *tr, const snn_linear *lin, const lin_act *a,
+                           snn_neuron_affine *af, const snn_neuron_affine **afp) {
+    *afp = NULL;
+    if (!a->fused) return a->z;
+    if (tr->eval) return a->xhat; /* eval-mode BatchNorm wrote its output there */
+    *af = (snn_neuron_affine){lin->bn_w, lin->bn_b, (size_t)lin->out, 0};
+    *afp = af;
+    return a->xhat;
 }
 
 /* BatchNorm backward over the step's rows, or over the batch spread over ranks. dx is written,
@@ -664,8 +692,9 @@ static void pop_unpack(const snn_trainer *tr, const pop_act *a, float *s, size_t
  * scratch slot `slot`, valid until the slot's next use; the bits are written from the neurons'
  * tiles. floats = false (a population kept as bits whose outputs are read only as bits): no
  * floats are written and NULL is returned. */
-static const float *pop_fwd_to(snn_trainer *tr, int p, const float *x, pop_act *a, size_t width,
-                               int slot, bool floats) {
+static const float *pop_fwd_to(snn_trainer *tr, int p, const float *x,
+                               const snn_neuron_affine *af, pop_act *a, size_t width, int slot,
+                               bool floats) {
     const size_t n = (size_t)tr->B * pop_per_sample(tr, p, width), chunk = POP_CHUNK;
     if (p == SNN_SLOT_IDENTITY) {
         a->x = x;
@@ -682,19 +711,32 @@ static const float *pop_fwd_to(snn_trainer *tr, int p, const float *x, pop_act *
 #pragma omp parallel for schedule(dynamic)
     for (long c = 0; c < n_chunks; c++) {
         size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
-        if (a->nz) /* chunks start on a word: POP_CHUNK % 64 == 0 */
-            snn_neuron_forward_seq_bits(&np, tr->T, len, n, x + off, s ? s + off : NULL,
-                                        a->nz + off / 64, a->neg ? a->neg + off / 64 : NULL,
-                                        a->ld, a->h + off);
-        else
+        if (a->nz) { /* chunks start on a word: POP_CHUNK % 64 == 0 */
+            snn_neuron_affine ac;
+            if (af) ac = *af, ac.c0 = (af->c0 + off) % af->width; /* rows are width wide */
+            snn_neuron_forward_seq_bits(&np, tr->T, len, n, x + off, af ? &ac : NULL,
+                                        s ? s + off : NULL, a->nz + off / 64,
+                                        a->neg ? a->neg + off / 64 : NULL, a->ld, a->h + off);
+        } else {
+            SNN_ASSERT(!af); /* only normal-mode populations read a fused BatchNorm */
             snn_neuron_forward_seq(&np, tr->T, len, n, x + off, s + off, a->h + off, tr->smooth);
+        }
     }
     return s;
 }
 
 static const float *pop_fwd(snn_trainer *tr, int p, const float *x, pop_act *a, size_t width,
                             int slot) {
-    return pop_fwd_to(tr, p, x, a, width, slot, true);
+    return pop_fwd_to(tr, p, x, NULL, a, width, slot, true);
+}
+
+/* pop_fwd on the output of a Linear + BN (bn_out). */
+static const float *pop_fwd_bn(snn_trainer *tr, int p, const snn_linear *lin, const lin_act *la,
+                               pop_act *a, size_t width, int slot, bool floats) {
+    snn_neuron_affine af;
+    const snn_neuron_affine *afp;
+    const float *x = bn_out(tr, lin, la, &af, &afp);
+    return pop_fwd_to(tr, p, x, afp, a, width, slot, floats);
 }
 
 /* The outputs of population p as floats [T, n] for the backward: spikes kept as bits are
@@ -734,8 +776,8 @@ static void pop_bwd_to(snn_trainer *tr, int p, const float *x, const pop_act *a,
                                            ds + off, dx + off, pop->plif_w ? &dtau : NULL);
         else
             (acc ? snn_neuron_backward_seq : snn_neuron_backward_seq_into)(
-                &np, tr->T, len, n, x + off, a->h + off, ds + off, dx + off,
-                pop->plif_w ? &dtau : NULL);
+                &np, tr->T, len, n, x ? x + off : NULL, a->h + off, ds + off, dx + off,
+                pop->plif_w ? &dtau : NULL); /* x (NULL after a fused BN) only for dtau */
         tr->dtau[c] = dtau;
     }
     if (pop->plif_w) {
@@ -1089,7 +1131,8 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         const bool x_floats = tr->sew || tr->kind == SNN_ATTN_CAT || tr->kind == SNN_ATTN_PRIMAL;
         const float *x_in =
             stream_in ? tr->blocks[l - 1].u_out
-                      : pop_fwd_to(tr, mb->pop_in, b->u_in, &b->in, (size_t)D, SP_X, x_floats);
+                      : pop_fwd_to(tr, mb->pop_in, b->u_in, NULL, &b->in, (size_t)D, SP_X,
+                                   x_floats);
         const lin_in qkv_in =
             stream_in ? floats_in(x_in) : spikes_in(mb->pop_in, &b->in, (size_t)D, SP_X, x_in);
         const snn_linear *lins[3] = {&mb->q, &mb->k, &mb->v};
@@ -1100,29 +1143,34 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         for (int j = 0; j < 3; j++) {
             if (!lins[j]->weight) continue; /* cat has no q, k; primal no v */
             lin_bn_fwd(tr, lins[j], qkv_in, M, acts[j], update_running);
-            qkv[j] = pop_fwd(tr, pop_ids[j], acts[j]->z, pops[j], (size_t)D, slots[j]);
+            qkv[j] = pop_fwd_bn(tr, pop_ids[j], lins[j], acts[j], pops[j], (size_t)D, slots[j],
+                                true);
         }
         attn_fwd(tr, l, x_in, qkv[0], qkv[1], qkv[2]);
         /* attn_lif, mlp.lif_in and hidden_lif feed one linear layer each: bits only */
-        const float *sa = pop_fwd_to(tr, mb->pop_attn, b->o, &b->pa, (size_t)D, SP_Q, false);
+        const float *sa =
+            pop_fwd_to(tr, mb->pop_attn, b->o, NULL, &b->pa, (size_t)D, SP_Q, false);
         lin_bn_fwd(tr, &mb->o, spikes_in(mb->pop_attn, &b->pa, (size_t)D, SP_Q, sa), M, &b->proj,
                    update_running);
         if (tr->sew) {
-            const float *so = pop_fwd(tr, mb->pop_o, b->proj.z, &b->po, (size_t)D, SP_Q);
+            const float *so =
+                pop_fwd_bn(tr, mb->pop_o, &mb->o, &b->proj, &b->po, (size_t)D, SP_Q, true);
             add3(b->u_mid, x_in, so, MD);
             lin_bn_fwd(tr, &mb->fc1, floats_in(b->u_mid), M, &b->fc1, update_running);
         } else {
             add3(b->u_mid, b->u_in, b->proj.z, MD);
             const float *sm =
-                pop_fwd_to(tr, mb->pop_mlp_in, b->u_mid, &b->pm, (size_t)D, SP_Q, false);
+                pop_fwd_to(tr, mb->pop_mlp_in, b->u_mid, NULL, &b->pm, (size_t)D, SP_Q, false);
             lin_bn_fwd(tr, &mb->fc1, spikes_in(mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q, sm), M,
                        &b->fc1, update_running);
         }
-        const float *sh = pop_fwd_to(tr, mb->pop_hidden, b->fc1.z, &b->ph, (size_t)Hd, SP_X, false);
+        const float *sh =
+            pop_fwd_bn(tr, mb->pop_hidden, &mb->fc1, &b->fc1, &b->ph, (size_t)Hd, SP_X, false);
         lin_bn_fwd(tr, &mb->fc2, spikes_in(mb->pop_hidden, &b->ph, (size_t)Hd, SP_X, sh), M,
                    &b->fc2, update_running);
         if (tr->sew) {
-            const float *sout = pop_fwd(tr, mb->pop_out, b->fc2.z, &b->pout, (size_t)D, SP_Q);
+            const float *sout =
+                pop_fwd_bn(tr, mb->pop_out, &mb->fc2, &b->fc2, &b->pout, (size_t)D, SP_Q, true);
             add3(b->u_out, b->u_mid, sout, MD);
         } else {
             add3(b->u_out, b->u_mid, b->fc2.z, MD);

@@ -148,7 +148,9 @@ static void test_forward_seq_matches_step(void **state) {
 
 /* snn_neuron_forward_seq_bits gives snn_neuron_forward_seq's H (and its floats, when asked) and
  * their bits: bit i of row t's words is S != 0, the neg plane S < 0, bits past n are 0, words
- * past the row untouched (wld > the row's words). Sizes: whole and partial words and tiles. */
+ * past the row untouched (wld > the row's words). Sizes: whole and partial words and tiles.
+ * With an affine input (width 48 from channel 5: tiles start mid-row) it equals the forward on
+ * gamma[c] x + beta[c] computed beforehand, as BatchNorm writes it. */
 static void test_forward_seq_bits_matches_floats(void **state) {
     (void)state;
     ncfg cfg[N_CONFIGS];
@@ -162,15 +164,29 @@ static void test_forward_seq_bits_matches_floats(void **state) {
             const size_t n = ns[k], ld = n + 3;
             float *x = malloc(T * ld * sizeof *x), *s = malloc(T * ld * sizeof *s);
             float *h = malloc(T * ld * sizeof *h), *s2 = malloc(T * ld * sizeof *s2);
-            float *h2 = malloc(T * ld * sizeof *h2);
+            float *h2 = malloc(T * ld * sizeof *h2), *xz = malloc(T * ld * sizeof *xz);
             uint64_t nz[T * WLD], neg[T * WLD];
+            enum { W = 48, C0 = 5 };
+            float gamma[W], beta[W];
             trng r = {1300 + (uint64_t)c * 16 + k, 0};
             for (size_t t = 0; t < T * ld; t++) x[t] = draw_x(&r, p);
-            for (int with_floats = 0; with_floats < 2; with_floats++) {
+            for (int w = 0; w < W; w++) {
+                gamma[w] = trng_range(&r, 0.5, 1.5);
+                beta[w] = trng_range(&r, -0.3, 0.3);
+            }
+            const snn_neuron_affine af = {gamma, beta, W, C0};
+            for (size_t t = 0; t < T; t++)
+                for (size_t i = 0; i < n; i++) {
+                    const size_t ch = (C0 + i) % W, e = t * ld + i;
+                    xz[e] = gamma[ch] * x[e] + beta[ch];
+                }
+            for (int variant = 0; variant < 3; variant++) {
+                const bool with_floats = variant == 1, affine = variant == 2;
                 memset(nz, 0xAB, sizeof nz), memset(neg, 0xAB, sizeof neg);
-                snn_neuron_forward_seq(p, T, n, ld, x, s, h, false);
-                snn_neuron_forward_seq_bits(p, T, n, ld, x, with_floats ? s2 : NULL, nz,
-                                            p->bipolar ? neg : NULL, WLD, h2);
+                snn_neuron_forward_seq(p, T, n, ld, affine ? xz : x, s, h, false);
+                snn_neuron_forward_seq_bits(p, T, n, ld, x, affine ? &af : NULL,
+                                            with_floats ? s2 : NULL, nz, p->bipolar ? neg : NULL,
+                                            WLD, h2);
                 for (int t = 0; t < T; t++) {
                     const size_t row = (size_t)t * ld;
                     assert_memory_equal(h + row, h2 + row, n * sizeof *h);
@@ -188,7 +204,7 @@ static void test_forward_seq_bits_matches_floats(void **state) {
                     }
                 }
             }
-            free(x), free(s), free(h), free(s2), free(h2);
+            free(x), free(s), free(h), free(s2), free(h2), free(xz);
         }
     }
 }

@@ -454,7 +454,8 @@ static size_t float_bytes(size_t n) { return (n + 15) / 16 * 16 * sizeof(float);
 /* Spikes kept for the backward pass are bits: smooth mode keeps every spiking population's
  * (real-valued) spikes as floats and needs no scratch slots, so its trainer minus the normal one
  * is exactly, with every term computed here from the model's populations:
- *   sum over populations of (T n floats - T words(n) 8 bytes per bit plane) - scratch slots,
+ *   sum over populations of (T n floats - T words(n) 8 bytes per bit plane) - scratch slots
+ *   + the BatchNorm outputs normal mode does not store,
  * n = B * size, one plane for binary spikes and two for ternary (bipolar) ones; the slots are
  * the float views of q_lif, k_lif and v_lif [M, D] (and sdsa's kv_lif [T, B, D]). B = 5 makes
  * the rows of bits end inside a word. */
@@ -480,13 +481,18 @@ static void test_spikes_are_stored_as_bits(void **state) {
         }
         size_t slots = 3 * float_bytes(M * (size_t)m.D);
         if (cfg.model.attention.kind == SNN_ATTN_SDSA) slots += float_bytes(T * B * (size_t)m.D);
+        /* BatchNorm outputs that only a population reads are not stored in normal mode (the
+         * neurons apply gamma, beta): q, k, v and fc1's, and with SEW o's and fc2's too */
+        const bool sew = k == 3;
+        const size_t fused = (size_t)m.L * ((sew ? 5 : 3) * float_bytes(M * (size_t)m.D) +
+                                            float_bytes(M * (size_t)m.Hd));
         fprintf(stderr, "  %s%s: %d populations (%zu ternary), spikes %zu bytes as floats, %zu as "
                 "bits; trainer %zu -> %zu bytes\n", kinds[k], k == 3 ? " sew" : "", m.n_pops,
                 ternary, float_spikes, bit_spikes, snn_trainer_bytes(floats),
                 snn_trainer_bytes(bits));
         assert_int_equal(ternary, strcmp(kinds[k], "bsa") == 0 ? 2 * (size_t)m.L : 0);
         assert_int_equal(snn_trainer_bytes(floats) - snn_trainer_bytes(bits),
-                         float_spikes - bit_spikes - slots);
+                         float_spikes - bit_spikes - slots + fused);
         snn_trainer_free(bits);
         snn_trainer_free(floats);
         snn_model_free(&m);
@@ -568,7 +574,7 @@ static void test_spike_bits_equal_floats(void **state) {
 /* The inference plan (one block's buffers shared by every block, the stream alternating between
  * two buffers) gives the training plan's eval-mode logits bit for bit, for every attention kind
  * and both residuals, over 3 blocks (so that the alternation wraps), after one training step has
- * moved the running statistics; and it is much smaller. */
+ * moved the running statistics; and it is less than half the size (2.4-4x here). */
 static void test_inference_plan_equals_training_plan(void **state) {
     (void)state;
     const char *kinds[] = {"softmax", "cat", "{kind: primal, s: 3}", "bsa", "bsa", "ssa", "sdsa"};
@@ -599,10 +605,11 @@ static void test_inference_plan_equals_training_plan(void **state) {
         const float *lg = snn_trainer_logits(infer);
         size_t differ = 0;
         for (size_t i = 1; i < 7 * (size_t)m->classes; i++) differ += lg[i] != lg[0];
-        fprintf(stderr, "  %s (%s): %zu of %zu logits differ from the first\n", kinds[k], sets, differ,
-                7 * (size_t)m->classes - 1);
+        fprintf(stderr, "  %s (%s): %zu of %zu logits differ from the first; plans %zu, %zu "
+                "bytes\n", kinds[k], sets, differ, 7 * (size_t)m->classes - 1,
+                snn_trainer_bytes(infer), snn_trainer_bytes(train));
         assert_true(differ > 0);
-        assert_true(3 * snn_trainer_bytes(infer) < snn_trainer_bytes(train));
+        assert_true(2 * snn_trainer_bytes(infer) < snn_trainer_bytes(train));
         snn_trainer_free(train);
         snn_trainer_free(infer);
         tiny_free(&t);
