@@ -535,7 +535,6 @@ static void bn_bwd(const snn_trainer *tr, float *dx, float *dgamma, float *dbeta
         snn_bn_train_bwd(dx, dgamma, dbeta, dz, xhat, rstd, gamma, M, C, false);
 }
 
-
 /* The input of a linear layer: floats x, or population p's spikes (a, width; x their floats or
  * NULL, slot where to unpack them). */
 typedef struct lin_in {
