@@ -58,7 +58,7 @@
 
 #include "sim/util.h"
 
-enum { CBLK = 64 };  /* channels per block of double accumulators */
+enum { CBLK = 64 };  /* channels per block of stack accumulators (forward and reference) */
 
 /* Largest head handled by the fast paths (their buffers live on the stack). */
 enum { FAST_N = 64, FAST_D = 64 };

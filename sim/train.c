@@ -798,6 +798,12 @@ static void pop_bwd_into(snn_trainer *tr, int p, const float *x, const pop_act *
     pop_bwd_to(tr, p, x, a, ds, dx, width, false);
 }
 
+/* Whether the attention kernel reads the block input x_in itself (cat's token logits, primal's
+ * sampled tokens), forward and backward, as floats. */
+static bool attn_reads_x(const snn_trainer *tr) {
+    return tr->kind == SNN_ATTN_CAT || tr->kind == SNN_ATTN_PRIMAL;
+}
+
 static int thread_id(void) {
 #ifdef _OPENMP
     return omp_get_thread_num();
@@ -1125,9 +1131,9 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         block_act *b = &tr->blocks[l];
         /* input of q, k, v: lif_in's spikes (ms), or the spike-sum stream (sew) */
         const bool stream_in = tr->sew && l > 0;
-        /* x_in's floats: sew's residual and cat's and primal's attention read them; q, k, v
-         * read the bits where they can (lin_bn_fwd) */
-        const bool x_floats = tr->sew || tr->kind == SNN_ATTN_CAT || tr->kind == SNN_ATTN_PRIMAL;
+        /* x_in's floats: sew's residual and attn_reads_x's kernels read them; q, k, v read the
+         * bits where they can (lin_bn_fwd) */
+        const bool x_floats = tr->sew || attn_reads_x(tr);
         const float *x_in =
             stream_in ? tr->blocks[l - 1].u_out
                       : pop_fwd_to(tr, mb->pop_in, b->u_in, NULL, &b->in, (size_t)D, SP_X,
@@ -1273,9 +1279,8 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         if (!into_stream) zero_floats(tr->d_s, MD);
         lin_in qkv_in = into_stream ? floats_in(tr->blocks[l - 1].u_out)
                                     : spikes_in(mb->pop_in, &b->in, (size_t)D, SP_X, NULL);
-        /* cat's and primal's backward read x_in as floats; q, k, v read the bits where they can */
-        if (tr->kind == SNN_ATTN_CAT || tr->kind == SNN_ATTN_PRIMAL)
-            qkv_in.x = in_floats(tr, &qkv_in);
+        /* q, k, v read the bits where they can */
+        if (attn_reads_x(tr)) qkv_in.x = in_floats(tr, &qkv_in);
         const snn_linear *lins[3] = {&mb->q, &mb->k, &mb->v};
         const lin_act *acts[3] = {&b->q, &b->k, &b->v};
         const pop_act *pops[3] = {&b->pq, &b->pk, &b->pv};
