@@ -31,6 +31,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cblas.h>
@@ -52,6 +53,22 @@
 
 void snn_layers_init(void) {
     if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+}
+
+const char *snn_blas_core(void) { return openblas_get_corename(); }
+
+const char *snn_blas_core_for_cpu(void) {
+    if (getenv("OPENBLAS_CORETYPE") || strcmp(openblas_get_corename(), "Prescott") != 0)
+        return NULL;
+    /* gcc's checks include the OS's support (XCR0) for the AVX and AVX-512 registers. */
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512cd"))
+        return __builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+    if (__builtin_cpu_supports("avx")) return "Sandybridge";
+    return NULL;
 }
 
 static int n_chunks(int n, int chunk) { return (n + chunk - 1) / chunk; }

@@ -52,6 +52,18 @@
  * once before that region (setting the BLAS thread count is not thread-safe). */
 void snn_layers_init(void);
 
+/* The kernels OpenBLAS runs on ("Haswell", "SkylakeX", ...: openblas_get_corename()). */
+const char *snn_blas_core(void);
+
+/* OpenBLAS picks its kernels once, when it loads, from the CPU's model number. A model newer than
+ * the library (Debian 12's 0.3.21 on Sapphire and Emerald Rapids) gets its generic SSE3 kernels,
+ * "Prescott", whose sgemm runs at 18 GFLOP/s where the AVX-512 one runs at 90-115 on this
+ * product's shapes. Returns the core type the CPU's features support ("Cooperlake", "SkylakeX",
+ * "Haswell" or "Sandybridge") when OpenBLAS fell back to Prescott on a CPU that has AVX, and
+ * OPENBLAS_CORETYPE (OpenBLAS's documented override) is unset; NULL otherwise. The only way to
+ * use it is to start the process again with OPENBLAS_CORETYPE set (sim/main.c). */
+const char *snn_blas_core_for_cpu(void);
+
 /* ---- linear (torch.nn.functional.linear) ----------------------------------------------- */
 
 /* y = x w^T + b.

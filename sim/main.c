@@ -33,6 +33,7 @@
 #include "sim/h5io.h"
 #include "sim/inspect.h"
 #include "sim/interrupt.h"
+#include "sim/layers.h"
 #include "sim/run.h"
 #include "sim/util.h"
 
@@ -245,7 +246,25 @@ static int cmd_bench(cli *c) {
 
 static int dispatch(int argc, char **argv);
 
+/* Starts spikesim again with OPENBLAS_CORETYPE set when OpenBLAS took this CPU for an unknown one
+ * and loaded its generic SSE3 kernels (snn_blas_core_for_cpu: 2-6x slower dense products).
+ * OpenBLAS reads the variable once, when it loads, so a new process is the only way; it runs at
+ * most once, since the variable is then set (a user's own setting always wins). The path comes
+ * from readlink, not "/proc/self/exe" itself, which under valgrind names valgrind. Before MPI
+ * starts, so every rank does it alike. If it fails, spikesim carries on with the slow kernels. */
+static void blas_restart(char **argv) {
+    const char *core = snn_blas_core_for_cpu();
+    char self[4096];
+    if (!core) return;
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return;
+    self[n] = 0;
+    if (setenv("OPENBLAS_CORETYPE", core, 0) != 0) return;
+    execv(self, argv);
+}
+
 int main(int argc, char **argv) {
+    blas_restart(argv);
     snn_dist_init(&argc, &argv);
     int rc = dispatch(argc, argv);
     snn_dist_finalize();
@@ -265,7 +284,9 @@ static int dispatch(int argc, char **argv) {
         return SNN_EXIT_OK;
     }
     if (!strcmp(cmd, "--version")) {
-        printf("spikesim %s\n", SNN_VERSION);
+        const char *coretype = getenv("OPENBLAS_CORETYPE");
+        printf("spikesim %s\nOpenBLAS %s kernels (OPENBLAS_CORETYPE%s%s)\n", SNN_VERSION,
+               snn_blas_core(), coretype ? "=" : " unset", coretype ? coretype : "");
         return SNN_EXIT_OK;
     }
     if (!strcmp(cmd, "bench-attention")) {

@@ -33,7 +33,13 @@ if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
     echo "PyTorch reference: skipped (python3-torch is not installed: apt-get install python3-torch)"
     exit 0
 fi
-echo "PyTorch reference (tests/reference/bench_ref.py, torch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)'); inference on 512 images, batch 1 on 200; each phase in its own process):"
+# PyTorch runs on the OpenBLAS kernels spikesim ran on (its "dense products" line). Where OpenBLAS
+# takes the CPU for an unknown one and loads its generic SSE3 kernels, spikesim restarts itself
+# with OPENBLAS_CORETYPE set (sim/main.c); torch, on the same library, needs the variable too.
+first=${models%% *}
+core=$(sed -n 's/.*dense products *: OpenBLAS \([A-Za-z0-9]*\) kernels.*/\1/p' "$dir/c_$first")
+[ -n "$core" ] && export OPENBLAS_CORETYPE="$core"
+echo "PyTorch reference (tests/reference/bench_ref.py, torch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)'), OpenBLAS ${core:-?} kernels as spikesim; inference on 512 images, batch 1 on 200; each phase in its own process):"
 for k in $models; do
     /usr/bin/python3 tests/reference/bench_ref.py --config "configs/bench_$k.yaml" --threads "$threads" \
         >"$dir/r_$k" || exit 1

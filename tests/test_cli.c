@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sim/layers.h"
 #include "tests/testutil.h"
 
 static const char good_cfg[] =
@@ -36,6 +37,13 @@ static void test_version_and_help(void **state) {
     snn_test_cli_run(&r, "--version");
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "spikesim 0."));
+    /* The binary runs on the kernels this process would ask OpenBLAS for (the same library and
+     * CPU), or on this process's own when OpenBLAS knew the CPU: never on the generic fallback
+     * where the CPU has better (sim/main.c restarts itself with OPENBLAS_CORETYPE set). */
+    const char *want = snn_blas_core_for_cpu();
+    char line[128];
+    snprintf(line, sizeof line, "OpenBLAS %s kernels", want ? want : snn_blas_core());
+    assert_non_null(strstr(r.out, line));
     snn_test_cli_run(&r, "--help");
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "usage: spikesim run CONFIG"));

@@ -738,6 +738,29 @@ static void test_layers_identical_for_1_2_3_threads(void **state) {
     bn_free(&b);
 }
 
+/* OpenBLAS's generic fallback is replaced only when the CPU has better, and never against a
+ * user's OPENBLAS_CORETYPE. */
+static void test_blas_core_for_cpu(void **state) {
+    (void)state;
+    const char *saved = getenv("OPENBLAS_CORETYPE");
+    char keep[64] = "";
+    if (saved) snprintf(keep, sizeof keep, "%s", saved);
+    unsetenv("OPENBLAS_CORETYPE");
+    const char *core = snn_blas_core_for_cpu();
+    __builtin_cpu_init();
+    if (strcmp(snn_blas_core(), "Prescott") == 0 && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma"))
+        assert_true(core && (!strcmp(core, "Haswell") || !strcmp(core, "SkylakeX") ||
+                             !strcmp(core, "Cooperlake")));
+    if (strcmp(snn_blas_core(), "Prescott") != 0 || !__builtin_cpu_supports("avx")) assert_null(core);
+    setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+    assert_null(snn_blas_core_for_cpu());
+    if (saved)
+        setenv("OPENBLAS_CORETYPE", keep, 1);
+    else
+        unsetenv("OPENBLAS_CORETYPE");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_matches_naive_reference_across_chunks),
@@ -752,6 +775,7 @@ int main(void) {
         cmocka_unit_test(test_cross_entropy_hand_values),
         cmocka_unit_test(test_cross_entropy_backward_matches_finite_differences),
         cmocka_unit_test(test_layers_identical_for_1_2_3_threads),
+        cmocka_unit_test(test_blas_core_for_cpu),
     };
     return cmocka_run_group_tests_name("layers", tests, NULL, NULL);
 }
