@@ -11,8 +11,8 @@
 #                   simulation, training, resume and inspection on the OMP=0 build
 #   make tsan       the whole suite under ThreadSanitizer on the OMP=0 build
 #   make OMP=0 test build and test without OpenMP
-#   make isa-test   the AVX2 build and the portable build (-DSNN_NO_CLONES) give byte-identical
-#                   results on the same runs (tests/isa_test.sh)
+#   make isa-test   the default build (AVX-512 clones), an AVX2-only build and the portable
+#                   build (-DSNN_NO_CLONES) give byte-identical results (tests/isa_test.sh)
 #   make MPI=1      build build-mpi/spikesim with mpicc (data-parallel training and distributed
 #                   compare under mpirun; README "Running on several cores or nodes with MPI");
 #                   `make MPI=1 deps` also installs Open MPI. The default build needs no MPI.
@@ -182,12 +182,14 @@ noomp: deps
 	@$(MAKE) --no-print-directory BUILD=build-noomp OMP=0 build-only
 	@tests/run_tests.sh build-noomp
 
-# The portable build (no target clones, no run-time AVX2 dispatch) against this CPU's AVX2
-# build: the same runs must give byte-identical results (tests/isa_test.sh).
+# The default build (AVX-512 clones on a CPU that has it), an AVX2-only build and the portable
+# build (no target clones, no run-time AVX2 dispatch): the same runs must give byte-identical
+# results (tests/isa_test.sh).
 isa-test: deps
 	@$(MAKE) --no-print-directory $(BUILD)/spikesim
+	@$(MAKE) --no-print-directory BUILD=build-avx2 OPT="-O2 -g -DSNN_NO_AVX512_CLONES" build-avx2/spikesim
 	@$(MAKE) --no-print-directory BUILD=build-portable OPT="-O2 -g -DSNN_NO_CLONES" build-portable/spikesim
-	@tests/isa_test.sh $(BUILD) build-portable
+	@tests/isa_test.sh $(BUILD) build-avx2 build-portable
 
 # The cmocka suite needs no MPI; this checks what only an MPI job can (tests/mpi_test.sh).
 mpi-test:
@@ -216,7 +218,7 @@ fuzz-smoke fuzz-run: fuzz
 	@tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 clean:
-	rm -rf build build-asan build-noomp build-tsan build-mpi build-fuzz build-portable
+	rm -rf build build-asan build-noomp build-tsan build-mpi build-fuzz build-portable build-avx2
 
 .PHONY: all deps deps-test deps-fuzz deps-valgrind build-only test run bench asan valgrind tsan \
         noomp isa-test mpi-test fuzz fuzz-build fuzz-smoke fuzz-run clean

@@ -6,10 +6,11 @@
  * changes no bit. (The Makefile's -fno-trapping-math lets a float select, x < c ? c : x, be
  * vectorised as a blend: it changes no value, only whether FP exceptions are guaranteed, and
  * nothing reads them. Set for every file: gcc does not inline across different settings.)
- * SNN_WIDE_FN: the function is also compiled for AVX2 and the variant chosen at run time (gcc's
- * target_clones). Both run the same IEEE operations in the same order on vectors of different
- * widths (no FMA: none is enabled and -ffp-contract=off), so both give the same bits. Define
- * SNN_NO_CLONES to build the portable variant only.
+ * SNN_WIDE_FN: the function is also compiled for AVX-512 (F: 16 floats a vector) and for AVX2,
+ * and the variant chosen at run time (gcc's target_clones). All run the same IEEE operations in
+ * the same order on vectors of different widths (no FMA contraction: -ffp-contract=off), so all
+ * give the same bits (make isa-test). Define SNN_NO_CLONES to build the portable variant only,
+ * SNN_NO_AVX512_CLONES to leave out the AVX-512 one.
  */
 #ifndef SNN_VEC_H
 #define SNN_VEC_H
@@ -21,7 +22,11 @@
 #endif
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SNN_NO_CLONES)
+#if defined(SNN_NO_AVX512_CLONES)
 #define SNN_WIDE_FN __attribute__((target_clones("avx2", "default")))
+#else
+#define SNN_WIDE_FN __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 #else
 #define SNN_WIDE_FN
 #endif

@@ -1,18 +1,23 @@
 #!/bin/sh
-# `make isa-test`: the AVX2 build and the portable build give byte-identical results.
+# `make isa-test`: every instruction-set variant of spikesim gives byte-identical results.
 #
-# The portable build (-DSNN_NO_CLONES, sim/vec.h) has no target clones and no run-time AVX2
-# dispatch: every kernel runs its SSE2/scalar instance (bit planes, BSA and SSA popcounts,
-# Shiftmax, neuron steps, BPTT, event-driven layers). Both builds train and evaluate the same
-# small runs, the AVX2 build on every thread and the portable one on one thread, and every
-# dataset that is a result must be equal, byte for byte (h5diff with no tolerance): logits and
-# predictions, recorded spikes and membranes, per-neuron statistics, op counts, energy,
+# Three builds run the same small runs:
+#   - the default build, whose target clones (sim/vec.h) take AVX-512 on a CPU that has it,
+#     else AVX2, on every thread;
+#   - the AVX2 build (-DSNN_NO_AVX512_CLONES: clones for AVX2 and the baseline only), on every
+#     thread: on an AVX-512 CPU it runs the AVX2 variants the default build skips;
+#   - the portable build (-DSNN_NO_CLONES: no target clones and no run-time AVX2 dispatch, every
+#     kernel runs its SSE2/scalar instance: bit planes, BSA and SSA popcounts, Shiftmax, neuron
+#     steps, BPTT, event-driven layers), on one thread.
+# Every dataset that is a result must be equal, byte for byte (h5diff with no tolerance): logits
+# and predictions, recorded spikes and membranes, per-neuron statistics, op counts, energy,
 # metrics, trained parameters and the training losses. Only the wall times, the thread count
 # and the creation date may differ.
 #
-#   tests/isa_test.sh [FAST_BUILD [PORTABLE_BUILD]]
+#   tests/isa_test.sh [DEFAULT_BUILD [AVX2_BUILD [PORTABLE_BUILD]]]
 fast=${1:-build}
-portable=${2:-build-portable}
+avx2=${2:-build-avx2}
+portable=${3:-build-portable}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 threads=$(nproc)
@@ -29,26 +34,35 @@ sdsa_sew|configs/fmnist_sdsa.yaml|$train --set model.residual=sew
 softmax|configs/fmnist_softmax.yaml|$train
 cat|configs/fmnist_cat.yaml|$train
 primal|configs/fmnist_primal.yaml|$train"
+# run BUILD NAME CFG THREADS OUT EXTRA...: one run of one build, its log shown if it fails
+run() {
+    b=$1 name=$2 cfg=$3 t=$4 out=$5
+    shift 5
+    "$b/spikesim" run "$cfg" "$@" --threads "$t" -o "$out" >"$out.log" 2>&1 ||
+        { cat "$out.log"; echo "isa-test: $name: $b failed"; return 1; }
+}
 echo "$cases" | while IFS='|' read -r name cfg extra; do
     # shellcheck disable=SC2086
-    "$fast/spikesim" run "$cfg" $small $extra --threads "$threads" -o "$dir/$name.fast.h5" \
-        >"$dir/$name.fast.log" 2>&1 || { cat "$dir/$name.fast.log"; echo "isa-test: $name: the AVX2 build failed"; exit 1; }
+    run "$fast" "$name" "$cfg" "$threads" "$dir/$name.fast.h5" $small $extra || exit 1
     # shellcheck disable=SC2086
-    "$portable/spikesim" run "$cfg" $small $extra --threads 1 -o "$dir/$name.portable.h5" \
-        >"$dir/$name.portable.log" 2>&1 || { cat "$dir/$name.portable.log"; echo "isa-test: $name: the portable build failed"; exit 1; }
-    for obj in /outputs /nodes /ops /energy /metrics /parameters /training/history/train_loss \
-               /training/history/train_accuracy /training/history/val_accuracy; do
-        # objects a run does not write (no training: no history) must be missing from both
-        in_fast=$(h5ls "$dir/$name.fast.h5$obj" >/dev/null 2>&1 && echo 1 || echo 0)
-        in_port=$(h5ls "$dir/$name.portable.h5$obj" >/dev/null 2>&1 && echo 1 || echo 0)
-        if [ "$in_fast" != "$in_port" ]; then
-            echo "isa-test: $name: $obj is in one file only"; exit 1
-        fi
-        [ "$in_fast" = 1 ] || continue
-        if ! h5diff -q "$dir/$name.fast.h5" "$dir/$name.portable.h5" "$obj" "$obj"; then
-            h5diff -r "$dir/$name.fast.h5" "$dir/$name.portable.h5" "$obj" "$obj" | head -20
-            echo "isa-test: $name: $obj differs between the AVX2 and the portable build"; exit 1
-        fi
+    run "$avx2" "$name" "$cfg" "$threads" "$dir/$name.avx2.h5" $small $extra || exit 1
+    # shellcheck disable=SC2086
+    run "$portable" "$name" "$cfg" 1 "$dir/$name.portable.h5" $small $extra || exit 1
+    for other in avx2 portable; do
+        for obj in /outputs /nodes /ops /energy /metrics /parameters /training/history/train_loss \
+                   /training/history/train_accuracy /training/history/val_accuracy; do
+            # objects a run does not write (no training: no history) must be missing from both
+            in_fast=$(h5ls "$dir/$name.fast.h5$obj" >/dev/null 2>&1 && echo 1 || echo 0)
+            in_other=$(h5ls "$dir/$name.$other.h5$obj" >/dev/null 2>&1 && echo 1 || echo 0)
+            if [ "$in_fast" != "$in_other" ]; then
+                echo "isa-test: $name: $obj is in one file only ($other)"; exit 1
+            fi
+            [ "$in_fast" = 1 ] || continue
+            if ! h5diff -q "$dir/$name.fast.h5" "$dir/$name.$other.h5" "$obj" "$obj"; then
+                h5diff -r "$dir/$name.fast.h5" "$dir/$name.$other.h5" "$obj" "$obj" | head -20
+                echo "isa-test: $name: $obj differs between the default and the $other build"; exit 1
+            fi
+        done
     done
-    echo "isa-test: $name: AVX2 build ($threads threads) and portable build (1 thread) byte-identical"
+    echo "isa-test: $name: default build ($threads threads), AVX2 build ($threads threads) and portable build (1 thread) byte-identical"
 done || exit 1
