@@ -11,12 +11,12 @@
  * sums at N = 49, d = 16, and every call is one thread's, so results do not depend on the thread
  * count. Subtracting the maximum of the unscaled row and scaling inside the exponent is the same
  * softmax as softmax(A s) (s > 0 keeps the argmax), with every exponent <= 0: no overflow, and
- * the row sum is >= 1. The row sum is a double sum in j order; O is summed from the float P that
+ * the row sum is >= 1. The row sum is a double sum in a fixed order (row_dot); O is summed from the float P that
  * the backward receives, so the forward is exactly O = P V of that P (up to float rounding).
  *
  * Backward (exact, not surrogate):
  *   O = P V                dV += P^T dO,  dP = dO V^T
- *   P = softmax_rows(S)    dS_ij = P_ij (dP_ij - r_i),  r_i = sum_j dP_ij P_ij (double)
+ *   P = softmax_rows(S)    dS_ij = P_ij (dP_ij - r_i),  r_i = sum_j dP_ij P_ij (double, row_dot)
  *   S = s A                dA = s dS
  *   A = Q K^T              dQ += dA K,  dK += dA^T Q
  *
@@ -31,6 +31,35 @@
 #include "sim/vec.h"
 #include "sim/vexpf.h"
 
+/* The row loops below were serial chains (one max or one double add waiting for the last: a
+ * third of the kernel's own time); these take them in lanes the vectoriser keeps in registers. */
+enum { ROW_LANES = 8 };
+
+/* max_j x[j] over the x[j] that are not NaN (-INFINITY if none). Maximum is exact, so the lanes
+ * give the value a single chain gives. */
+static inline float row_max(const float *x, int n) {
+    float m[ROW_LANES];
+    for (int l = 0; l < ROW_LANES; l++) m[l] = -INFINITY;
+    int j = 0;
+    for (; j + ROW_LANES <= n; j += ROW_LANES)
+        for (int l = 0; l < ROW_LANES; l++) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
+    for (int l = 0; j + l < n; l++) m[l] = x[j + l] > m[l] ? x[j + l] : m[l];
+    float r = m[0];
+    for (int l = 1; l < ROW_LANES; l++) r = m[l] > r ? m[l] : r;
+    return r;
+}
+
+/* sum_j x[j] y[j] (y NULL: sum_j x[j]) in double: lane l sums the j = l mod ROW_LANES in j order,
+ * then the lanes are added in a fixed tree. The same order on every ISA and thread count. */
+static inline double row_dot(const float *x, const float *y, int n) {
+    double a[ROW_LANES] = {0};
+    int j = 0;
+    for (; j + ROW_LANES <= n; j += ROW_LANES)
+        for (int l = 0; l < ROW_LANES; l++) a[l] += (double)x[j + l] * (y ? (double)y[j + l] : 1.0);
+    for (int l = 0; j + l < n; l++) a[l] += (double)x[j + l] * (y ? (double)y[j + l] : 1.0);
+    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+}
+
 SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_train(int N, int d, const float *q,
                                                         const float *k, const float *v, int ld,
                                                         float *o, int ldo, float *p) {
@@ -41,8 +70,7 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_train(int N, int d, const floa
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, N, d, 1.0f, q, ld, k, ld, 0.0f, p, N);
     for (int i = 0; i < N; i++) {
         float *pi = p + (long)i * N;
-        float m = -INFINITY;
-        for (int j = 0; j < N; j++) m = pi[j] > m ? pi[j] : m;
+        const float m = row_max(pi, N);
         /* pi[j] = expf((pi[j] - m) s), vectorised with expf's bits, a stack chunk at a time */
         float arg[SNN_EXPF_CHUNK];
         for (int j0 = 0; j0 < N; j0 += SNN_EXPF_CHUNK) {
@@ -50,8 +78,7 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_train(int N, int d, const floa
             for (int j = 0; j < jn; j++) arg[j] = (pi[j0 + j] - m) * s;
             snn_expf_row((size_t)jn, arg, pi + j0);
         }
-        double sum = 0.0;
-        for (int j = 0; j < N; j++) sum += pi[j];
+        const double sum = row_dot(pi, NULL, N);
         /* sum >= 1 (the maximum contributes exp(0) = 1): the divisions are safe */
         const float sf = (float)sum;
         for (int j = 0; j < N; j++) pi[j] /= sf;
@@ -78,8 +105,7 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_backward(int N, int d, const f
     for (int i = 0; i < N; i++) {
         const float *pi = p + (long)i * N;
         float *gi = scratch + (long)i * N;
-        double r = 0.0;
-        for (int j = 0; j < N; j++) r += (double)gi[j] * (double)pi[j];
+        const double r = row_dot(gi, pi, N);
         const float rf = (float)r, sf = (float)s;
         for (int j = 0; j < N; j++) gi[j] = sf * (pi[j] * (gi[j] - rf));
     }
