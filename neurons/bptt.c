@@ -109,10 +109,11 @@ INLINE_VEC void fwd_tile(const charge_mode mode, const bool bipolar, const bool 
                          float th) {
     float v[TILE], hb[TILE], sb[TILE], g[TILE], b[TILE], xa[TILE];
     for (size_t i = 0; i < cn; i++) v[i] = v0;
-    if (af)
-        for (size_t i = 0; i < cn; i++) {
-            const size_t c = (af->c0 + i0 + i) % af->width;
+    if (af) /* channel c0 + i0 + i (mod width), stepped: a division per neuron cost more than
+             * the T timesteps of the tile together */
+        for (size_t i = 0, c = (af->c0 + i0) % af->width; i < cn; i++) {
             g[i] = af->gamma[c], b[i] = af->beta[c];
+            if (++c == af->width) c = 0;
         }
     for (int t = 0; t < T; t++) {
         const size_t row = (size_t)t * ld;
