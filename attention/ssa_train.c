@@ -15,8 +15,10 @@
  * o = scale * (float)(A V) is exactly what the inference kernel (attention/ssa.c) computes: one
  * float multiply of an exact integer.
  *
- * Straight loops with contiguous inner dimensions (channels); channels are processed in blocks
- * of CBLK with a double accumulator row on the stack, so there is no limit on d.
+ * On spikes (every q, k, v in {0, 1, -1}; N, d <= 64) the forward sums those integers in int32
+ * vectors (ssa_forward_spikes): the same values, so the same bits. Otherwise straight loops with
+ * contiguous inner dimensions (channels); channels are processed in blocks of CBLK with a double
+ * accumulator row on the stack, so there is no limit on d.
  *
  * Pure numerics: no I/O, no allocation, no static state.
  */
@@ -24,6 +26,9 @@
 #include "attention/axpy.h"
 
 #include <cblas.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "sim/util.h"
 #include "sim/vec.h"
@@ -83,11 +88,106 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_wv_forward(int N, int d, const float *w, co
     }
 }
 
+/* Largest head the integer path below takes: the keys of a row in FAST_N / 16 vectors of 16
+ * int32 (N padded with zero columns), the channels of a value row in one (d <= 16, as in every
+ * shipped model: D / h = 16) or in a loop. int32 tables on the stack: 36 KiB. */
+enum { FAST_N = 64, FAST_D = 64, VW = 16 };
+typedef int32_t v16i __attribute__((vector_size(4 * VW)));
+
+/* Every q, k, v of the head in {0, 1, -1}: spikes (SSA's are 0/1). */
+static inline __attribute__((always_inline)) bool ternary_qkv(int N, int d, const float *q,
+                                                              const float *k, const float *v,
+                                                              int ld) {
+    int bad = 0;
+    for (int i = 0; i < N; i++) {
+        const float *qi = q + (long)i * ld, *ki = k + (long)i * ld, *vi = v + (long)i * ld;
+        for (int c = 0; c < d; c++)
+            bad |= !(qi[c] == 0.0f || qi[c] == 1.0f || qi[c] == -1.0f) |
+                   !(ki[c] == 0.0f || ki[c] == 1.0f || ki[c] == -1.0f) |
+                   !(vi[c] == 0.0f || vi[c] == 1.0f || vi[c] == -1.0f);
+    }
+    return !bad;
+}
+
+/* The forward on spikes (N <= FAST_N, d <= FAST_D): A and A V are integers of magnitude at most
+ * d and N d, summed here in int32 vectors, branch-free. The double sums of snn_attn_gram and
+ * snn_attn_wv_forward are the same integers (every partial sum is exact in double too, and a
+ * zero is +0.0 on both paths), each rounded once to float: the same bits. The double path spent
+ * its time converting and testing one element at a time. Returns false, having written
+ * nothing, for other heads. */
+static inline __attribute__((always_inline)) bool ssa_forward_spikes(
+    int N, int d, const float *q, const float *k, const float *v, int ld, float scale, float *o,
+    int ldo, float *scores) {
+    if (N > FAST_N || d > FAST_D || !ternary_qkv(N, d, q, k, v, ld)) return false;
+    const int nv = (N + VW - 1) / VW; /* key vectors per row */
+    const bool narrow = d <= VW;       /* a value row in one vector */
+    v16i kt[FAST_D][FAST_N / VW];      /* K^T: row c holds k_jc, j >= N zero */
+    v16i vr[FAST_N];                   /* narrow: V's rows, channels >= d zero */
+    int32_t vt[FAST_N * FAST_D];       /* otherwise: V, row stride d */
+    typedef float v16f __attribute__((vector_size(4 * VW)));
+    for (int c = 0; c < d; c++)
+        for (int w = 0; w < nv; w++) kt[c][w] = (v16i){0};
+    for (int j = 0; j < N; j++) {
+        if (narrow) vr[j] = (v16i){0};
+        for (int c = 0; c < d; c++) {
+            kt[c][j / VW][j % VW] = (int32_t)k[(long)j * ld + c];
+            if (narrow)
+                vr[j][c] = (int32_t)v[(long)j * ld + c];
+            else
+                vt[(long)j * d + c] = (int32_t)v[(long)j * ld + c];
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        const float *qi = q + (long)i * ld;
+        union {
+            v16i v[FAST_N / VW];
+            int32_t s[FAST_N];
+        } a;
+        for (int w = 0; w < nv; w++) a.v[w] = (v16i){0};
+        for (int c = 0; c < d; c++) { /* A_i += q_ic (row c of K^T), q_ic in {0, 1, -1} */
+            const int32_t pos = -(int32_t)(qi[c] > 0.0f), neg = -(int32_t)(qi[c] < 0.0f);
+            for (int w = 0; w < nv; w++) a.v[w] += (kt[c][w] & pos) - (kt[c][w] & neg);
+        }
+        /* whole vectors, then the tail one by one (a copy loop of N floats became rep movs) */
+        float *si = scores + (long)i * N;
+        int j = 0;
+        for (; j + VW <= N; j += VW) {
+            const v16f f = __builtin_convertvector(a.v[j / VW], v16f);
+            memcpy(si + j, &f, sizeof f);
+        }
+        for (; j < N; j++) si[j] = (float)a.s[j];
+        float *oi = o + (long)i * ldo;
+        if (narrow) { /* (A V)_i = sum_j A_ij V_j in one vector */
+            v16i acc0 = {0}, acc1 = {0}; /* integer sums: any grouping is exact */
+            for (j = 0; j + 2 <= N; j += 2) acc0 += a.s[j] * vr[j], acc1 += a.s[j + 1] * vr[j + 1];
+            if (j < N) acc0 += a.s[j] * vr[j];
+            const v16i acc = acc0 + acc1;
+            for (int c = 0; c < d; c++) oi[c] = scale * (float)acc[c];
+        } else {
+            int32_t acc[FAST_D] = {0};
+            for (j = 0; j < N; j++)
+                for (int c = 0; c < d; c++) acc[c] += a.s[j] * vt[(long)j * d + c];
+            for (int c = 0; c < d; c++) oi[c] = scale * (float)acc[c];
+        }
+    }
+    return true;
+}
+
 SNN_WIDE_FN SNN_VEC_FN void snn_attn_ssa_head_train(int N, int d, const float *q, const float *k,
                                                     const float *v, int ld, float scale, float *o,
                                                     int ldo, float *scores) {
     if (N <= 0) return;
     SNN_ASSERT(d >= 0);
+    /* The next head's rows (the caller walks the heads of a row block in order, as BSA's: its
+     * q, k, v are the next d columns of the same rows): a head reads N short runs far apart,
+     * which the hardware prefetchers pick up late. A prefetch reads nothing, so the last head's
+     * run past the block is harmless. */
+    for (int i = 0; i < N; i++) {
+        const long r = (long)i * ld + d;
+        __builtin_prefetch(q + r), __builtin_prefetch(k + r), __builtin_prefetch(v + r);
+        __builtin_prefetch(o + (long)i * ldo + d, 1);
+    }
+    if (ssa_forward_spikes(N, d, q, k, v, ld, scale, o, ldo, scores)) return;
     /* A = Q K^T:  A_ij = sum_c q_ic k_jc */
     snn_attn_gram(N, N, d, q, ld, k, ld, scores, N);
 
