@@ -142,10 +142,10 @@ static void bn_block_sums(double (*part)[BN_CW], const float *x, int M, int C, i
 enum { SP_MAX_IN = 4096, SP_MAX_W = 65536, SP_OB = 64, SP_DW_CHUNKS = 2 };
 #define SP_MAX_DENSITY 0.25
 
-/* Eight floats: one AVX2 register in the AVX2 clones, two SSE registers in the default one (the
- * same lane-wise IEEE additions either way). */
-typedef float v8f __attribute__((vector_size(32)));
-typedef float v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned access */
+/* Sixteen floats: one AVX-512 register in the AVX-512 clones, two AVX2 or four SSE registers in
+ * the others (the same lane-wise IEEE additions either way). */
+typedef float v16f __attribute__((vector_size(64)));
+typedef float v16fu __attribute__((vector_size(64), aligned(4))); /* unaligned access */
 
 /* Every x[t] is 0 or 1 and at most SP_MAX_DENSITY n of them are 1. */
 static SNN_WIDE_FN SNN_VEC_FN bool sparse_binary(const float *x, size_t n) {
@@ -242,20 +242,17 @@ static SNN_WIDE_FN SNN_VEC_FN int linear_fwd_sparse_rows(float *y, const sp_src 
         float *ym = y + (size_t)m * out;
         int ob = 0;
         for (; ob + SP_OB <= out; ob += SP_OB) {
-            v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+            v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
             for (int t = 0; t < nnz; t++) {
-                const v8fu *r = (const v8fu *)(wt + (size_t)idx[t] * out + ob);
+                const v16fu *r = (const v16fu *)(wt + (size_t)idx[t] * out + ob);
                 a0 += r[0], a1 += r[1], a2 += r[2], a3 += r[3];
-                a4 += r[4], a5 += r[5], a6 += r[6], a7 += r[7];
             }
-            v8fu *yo = (v8fu *)(ym + ob);
+            v16fu *yo = (v16fu *)(ym + ob);
             if (b) {
-                const v8fu *bo = (const v8fu *)(b + ob);
+                const v16fu *bo = (const v16fu *)(b + ob);
                 a0 += bo[0], a1 += bo[1], a2 += bo[2], a3 += bo[3];
-                a4 += bo[4], a5 += bo[5], a6 += bo[6], a7 += bo[7];
             }
             yo[0] = a0, yo[1] = a1, yo[2] = a2, yo[3] = a3;
-            yo[4] = a4, yo[5] = a5, yo[6] = a6, yo[7] = a7;
         }
         if (ob < out) {
             float acc[SP_OB];
@@ -338,14 +335,13 @@ static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_cols(float *dwt, const float 
             const float *dyb = dy + (size_t)m0 * out;
             float *d = dwt + (size_t)(i0 + ii) * out;
             for (int ob = 0; ob < o32; ob += 32) {
-                const v8f z = {0};
-                v8f a0 = z, a1 = z, a2 = z, a3 = z;
+                v16f a0 = {0}, a1 = {0};
                 for (int t = 0; t < c; t++) {
-                    const v8fu *r = (const v8fu *)(dyb + (size_t)l[t] * out + ob);
-                    a0 += r[0], a1 += r[1], a2 += r[2], a3 += r[3];
+                    const v16fu *r = (const v16fu *)(dyb + (size_t)l[t] * out + ob);
+                    a0 += r[0], a1 += r[1];
                 }
-                v8fu *dd = (v8fu *)(d + ob);
-                dd[0] += a0, dd[1] += a1, dd[2] += a2, dd[3] += a3;
+                v16fu *dd = (v16fu *)(d + ob);
+                dd[0] += a0, dd[1] += a1;
             }
             if (o32 < out) {
                 float acc[32];
