@@ -731,13 +731,16 @@ void snn_linear_forward_events(const snn_linear *lin, int N, const int8_t *s, ui
     linear_events(lin, N, s, nz, neg, NULL, y, ops);
 }
 
-/* Output columns per register block: the accumulators of one block (8 vectors of 8 floats)
- * stay in registers while the token's events stream through, so y is written once per token
- * instead of once per event. */
+/* Output columns per register block: the accumulators of one block (4 vectors of 16 floats:
+ * AVX-512 registers, or 8 AVX2 ones in that clone) stay in registers while the token's events
+ * stream through, so y is written once per token instead of once per event. */
 enum { LIN_BLOCK = 64 };
 typedef float lin_v8f __attribute__((vector_size(32)));
 typedef float lin_v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned access */
 typedef uint32_t lin_v8u __attribute__((vector_size(32)));
+typedef float lin_v16f __attribute__((vector_size(64)));
+typedef float lin_v16fu __attribute__((vector_size(64), aligned(4))); /* unaligned access */
+typedef uint32_t lin_v16u __attribute__((vector_size(64)));
 
 /* yn[0..out) = b + sum over the set bits c of nz[0..W) of +-wt[c, :], for a token whose spikes
  * are all +1 (sgn = false) or +-1 (sgn = true; the sign is bit c of neg). Each output is summed
@@ -748,43 +751,33 @@ static inline __attribute__((always_inline)) void
 accumulate_rows(float *restrict yn, const float *restrict b, const float *restrict wt, int out,
                 const uint64_t *nz, const uint64_t *neg, int W, const bool sgn) {
     int o0 = 0;
-    /* Eight named accumulators (an array would live on the stack: one load, add and store
+    /* Four named accumulators (an array would live on the stack: one load, add and store
      * per vector and event). */
-#define LIN_LD(j) *(const lin_v8fu *)(src + 8 * (j))
+#define LIN_LD(j) *(const lin_v16fu *)(src + 16 * (j))
     for (; o0 + LIN_BLOCK <= out; o0 += LIN_BLOCK) {
         const float *src = b + o0;
-        lin_v8f a0 = LIN_LD(0), a1 = LIN_LD(1), a2 = LIN_LD(2), a3 = LIN_LD(3);
-        lin_v8f a4 = LIN_LD(4), a5 = LIN_LD(5), a6 = LIN_LD(6), a7 = LIN_LD(7);
+        lin_v16f a0 = LIN_LD(0), a1 = LIN_LD(1), a2 = LIN_LD(2), a3 = LIN_LD(3);
         for (int w = 0; w < W; w++) {
             const float *base = wt + (size_t)64 * w * out + o0;
             for (uint64_t m = nz[w]; m; m &= m - 1) {
                 const int c = __builtin_ctzll(m);
                 src = base + (size_t)c * out;
                 if (sgn) {
-                    const lin_v8u f = (lin_v8u){0} + ((uint32_t)(neg[w] >> c) << 31);
-                    a0 += (lin_v8f)((lin_v8u)LIN_LD(0) ^ f);
-                    a1 += (lin_v8f)((lin_v8u)LIN_LD(1) ^ f);
-                    a2 += (lin_v8f)((lin_v8u)LIN_LD(2) ^ f);
-                    a3 += (lin_v8f)((lin_v8u)LIN_LD(3) ^ f);
-                    a4 += (lin_v8f)((lin_v8u)LIN_LD(4) ^ f);
-                    a5 += (lin_v8f)((lin_v8u)LIN_LD(5) ^ f);
-                    a6 += (lin_v8f)((lin_v8u)LIN_LD(6) ^ f);
-                    a7 += (lin_v8f)((lin_v8u)LIN_LD(7) ^ f);
+                    const lin_v16u f = (lin_v16u){0} + ((uint32_t)(neg[w] >> c) << 31);
+                    a0 += (lin_v16f)((lin_v16u)LIN_LD(0) ^ f);
+                    a1 += (lin_v16f)((lin_v16u)LIN_LD(1) ^ f);
+                    a2 += (lin_v16f)((lin_v16u)LIN_LD(2) ^ f);
+                    a3 += (lin_v16f)((lin_v16u)LIN_LD(3) ^ f);
                 } else {
                     a0 += LIN_LD(0);
                     a1 += LIN_LD(1);
                     a2 += LIN_LD(2);
                     a3 += LIN_LD(3);
-                    a4 += LIN_LD(4);
-                    a5 += LIN_LD(5);
-                    a6 += LIN_LD(6);
-                    a7 += LIN_LD(7);
                 }
             }
         }
-        lin_v8fu *dst = (lin_v8fu *)(yn + o0);
+        lin_v16fu *dst = (lin_v16fu *)(yn + o0);
         dst[0] = a0, dst[1] = a1, dst[2] = a2, dst[3] = a3;
-        dst[4] = a4, dst[5] = a5, dst[6] = a6, dst[7] = a7;
     }
 #undef LIN_LD
     for (; o0 + 8 <= out; o0 += 8) {
