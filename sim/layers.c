@@ -56,6 +56,7 @@ void snn_layers_init(void) {
 }
 
 const char *snn_blas_core(void) { return openblas_get_corename(); }
+const char *snn_blas_config(void) { return openblas_get_config(); }
 
 const char *snn_blas_core_for_cpu(void) {
     if (getenv("OPENBLAS_CORETYPE") || strcmp(openblas_get_corename(), "Prescott") != 0)

@@ -52,8 +52,10 @@
  * once before that region (setting the BLAS thread count is not thread-safe). */
 void snn_layers_init(void);
 
-/* The kernels OpenBLAS runs on ("Haswell", "SkylakeX", ...: openblas_get_corename()). */
+/* The kernels OpenBLAS runs on ("Haswell", "SkylakeX", ...: openblas_get_corename()), and its
+ * build and kernels in one line ("OpenBLAS 0.3.21 ... Cooperlake ...": openblas_get_config()). */
 const char *snn_blas_core(void);
+const char *snn_blas_config(void);
 
 /* OpenBLAS picks its kernels once, when it loads, from the CPU's model number. A model newer than
  * the library (Debian 12's 0.3.21 on Sapphire and Emerald Rapids) gets its generic SSE3 kernels,

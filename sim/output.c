@@ -18,6 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "sim/layers.h"
+
 #define TRY(x)                                                                                  \
     do {                                                                                        \
         if ((x) != SNN_OK) return SNN_ERR;                                                      \
@@ -118,6 +120,7 @@ static int write_root(snn_h5 *h, const snn_model *m, const snn_eval *e, const ch
     TRY(snn_h5_attr_str(h, "/", "version", SNN_VERSION, err));
     TRY(snn_h5_attr_str(h, "/", "created", created, err));
     TRY(snn_h5_attr_str(h, "/", "hostname", host, err));
+    TRY(snn_h5_attr_str(h, "/", "blas", snn_blas_config(), err));
     TRY(snn_h5_attr_i64(h, "/", "seed", (int64_t)c->seed, err));
     TRY(snn_h5_attr_i64(h, "/", "threads", e->threads, err));
     TRY(snn_h5_attr_i64(h, "/", "n_samples", e->n, err));

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "sim/eval.h"
+#include "sim/layers.h"
 #include "sim/model.h"
 #include "sim/output.h"
 #include "sim/run.h"
@@ -56,6 +57,10 @@ static void test_run_file_layout(void **state) {
     free(s);
     s = snn_test_attr_str(f, "/", "generator");
     assert_non_null(strstr(s, "spikesim"));
+    free(s);
+    s = snn_test_attr_str(f, "/", "blas"); /* the kernels the dense products ran on */
+    assert_non_null(strstr(s, "OpenBLAS"));
+    assert_non_null(strstr(s, snn_blas_core()));
     free(s);
     s = snn_test_attr_str(f, "/", "created");
     assert_int_equal(strlen(s), 20); /* YYYY-MM-DDTHH:MM:SSZ */
