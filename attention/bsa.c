@@ -16,9 +16,10 @@
  * Event-driven, bit-parallel: each ternary row is packed into two uint64 words per 64 channels
  * (bit c of pos/neg set iff the spike is +1/-1). With nz = the pair's common nonzero channels
  * and same = the homopolar ones, A_ij = 2 popcount(same) - popcount(nz) and the AC count is
- * popcount(nz). Where the CPU has AVX2 and POPCNT (chosen at run time, sim/vec.h), popcounts
- * are hardware instructions and four keys are scored per vector; the portable instance (SWAR
- * popcount) computes the same integers.
+ * popcount(nz). Chosen at run time (sim/vec.h): where the CPU has AVX-512's vector popcounts
+ * (VPOPCNTDQ, BITALG), eight keys per vector, thirty-two when d <= 16; else where it has AVX2
+ * and POPCNT, four keys per vector (sixteen when d <= 16) with table-lookup popcounts; the
+ * portable instance (SWAR popcount) computes the same integers (make isa-test runs all three).
  *
  * Op counts (spec section 6, exact):
  *   AC       one per (i, j, c) with q_ic != 0 and k_jc != 0 (an add or a subtract)
@@ -103,6 +104,22 @@ static inline __attribute__((always_inline)) void
 bsa_pv_accumulate(int N, const uint32_t *pj, int E, const bsa_v8u *vm, const int G, int cn,
                   float *oi) {
     bsa_v8u a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+    if (G == 2) {
+        /* 16 channels: a key's two mask vectors as one of 16 lanes (one AVX-512 register), keys
+         * alternating between two sums (integers: any order gives the same sums) */
+        typedef uint32_t v16u __attribute__((vector_size(64), aligned(32)));
+        const v16u *m16 = (const v16u *)(const void *)vm;
+        v16u s0 = {0}, s1 = {0};
+        int j = 0;
+        for (; j + 2 <= N; j += 2) {
+            s0 += ((v16u){0} + pj[j]) & m16[j];
+            s1 += ((v16u){0} + pj[j + 1]) & m16[j + 1];
+        }
+        if (j < N) s0 += ((v16u){0} + pj[j]) & m16[j];
+        const v16u sum = s0 + s1;
+        a0 = __builtin_shufflevector(sum, sum, 0, 1, 2, 3, 4, 5, 6, 7);
+        a1 = __builtin_shufflevector(sum, sum, 8, 9, 10, 11, 12, 13, 14, 15);
+    } else
 #pragma GCC unroll 4
     for (int j = 0; j < N; j++) {
         const bsa_v8u t = (bsa_v8u){0} + pj[j];
@@ -232,8 +249,63 @@ static SNN_AVX2_FN uint64_t bsa_scores16_avx2(int jn, uint16_t qp, uint16_t qn,
 }
 #endif
 
-/* The kernel body, instantiated twice (sim/vec.h SNN_AVX2_FN): hw selects the hardware
- * popcount, for the instance compiled for AVX2 + POPCNT. Same integers either way. */
+#if SNN_HAVE_AVX512_DISPATCH
+/* bsa_scores_avx2 with AVX-512's vector popcount of 64-bit lanes (VPOPCNTDQ): eight keys per
+ * vector, the last partial vector under a mask (masked-off keys load as zeros and store
+ * nothing). The same integers. */
+static SNN_AVX512_FN uint64_t bsa_scores_avx512(int jn, uint64_t qp, uint64_t qn,
+                                                const uint64_t *kp, const uint64_t *kn,
+                                                const uint64_t *kz, int32_t *ai, int first) {
+    const __m512i vqp = _mm512_set1_epi64((long long)qp), vqn = _mm512_set1_epi64((long long)qn);
+    const __m512i vqz = _mm512_or_si512(vqp, vqn);
+    __m512i acc = _mm512_setzero_si512();
+    for (int jj = 0; jj < jn; jj += 8) {
+        const __mmask8 m = jn - jj >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (jn - jj)) - 1);
+        const __m512i p = _mm512_maskz_loadu_epi64(m, kp + jj);
+        const __m512i n = _mm512_maskz_loadu_epi64(m, kn + jj);
+        const __m512i z = _mm512_maskz_loadu_epi64(m, kz + jj);
+        const __m512i pn = _mm512_popcnt_epi64(_mm512_and_si512(vqz, z));
+        const __m512i ps = _mm512_popcnt_epi64(
+            _mm512_or_si512(_mm512_and_si512(vqp, p), _mm512_and_si512(vqn, n)));
+        __m256i a = _mm512_cvtepi64_epi32(_mm512_sub_epi64(_mm512_add_epi64(ps, ps), pn));
+        if (!first) a = _mm256_add_epi32(a, _mm256_maskz_loadu_epi32(m, ai + jj));
+        _mm256_mask_storeu_epi32(ai + jj, m, a);
+        acc = _mm512_add_epi64(acc, pn);
+    }
+    return (uint64_t)_mm512_reduce_add_epi64(acc);
+}
+
+/* bsa_scores16_avx2 with AVX-512's popcount of 16-bit lanes (BITALG): thirty-two keys per
+ * vector, the last partial vector under a mask. The same integers. */
+static SNN_AVX512_FN uint64_t bsa_scores16_avx512(int jn, uint16_t qp, uint16_t qn,
+                                                  const uint16_t *kp, const uint16_t *kn,
+                                                  const uint16_t *kz, int32_t *ai) {
+    const __m512i vqp = _mm512_set1_epi16((short)qp), vqn = _mm512_set1_epi16((short)qn);
+    const __m512i vqz = _mm512_or_si512(vqp, vqn);
+    __m512i acc = _mm512_setzero_si512(); /* 16-bit lanes: at most 16 per key, 2 keys a lane */
+    for (int jj = 0; jj < jn; jj += 32) {
+        const int r = jn - jj;
+        const __mmask32 m = r >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << r) - 1);
+        const __m512i p = _mm512_maskz_loadu_epi16(m, kp + jj);
+        const __m512i n = _mm512_maskz_loadu_epi16(m, kn + jj);
+        const __m512i z = _mm512_maskz_loadu_epi16(m, kz + jj);
+        const __m512i pn = _mm512_popcnt_epi16(_mm512_and_si512(vqz, z));
+        const __m512i ps = _mm512_popcnt_epi16(
+            _mm512_or_si512(_mm512_and_si512(vqp, p), _mm512_and_si512(vqn, n)));
+        const __m512i a = _mm512_sub_epi16(_mm512_add_epi16(ps, ps), pn);
+        _mm512_mask_storeu_epi32(ai + jj, (__mmask16)m,
+                                 _mm512_cvtepi16_epi32(_mm512_castsi512_si256(a)));
+        _mm512_mask_storeu_epi32(ai + jj + 16, (__mmask16)(m >> 16),
+                                 _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(a, 1)));
+        acc = _mm512_add_epi16(acc, pn);
+    }
+    return (uint64_t)_mm512_reduce_add_epi32(_mm512_madd_epi16(acc, _mm512_set1_epi16(1)));
+}
+#endif
+
+/* The kernel body, instantiated once per instruction set (sim/vec.h SNN_AVX2_FN, SNN_AVX512_FN):
+ * hw selects the hardware popcount (1: AVX2 + POPCNT, 2: and AVX-512's vector popcounts).
+ * Same integers whichever. */
 static inline __attribute__((always_inline)) void
 bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld, int shift,
          snn_shiftmax_round mode, float *o, int ldo, int32_t *scores, snn_ops *ops, const int hw) {
@@ -276,6 +348,17 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
                     continue;
                 }
 #if SNN_HAVE_AVX2_DISPATCH
+#if SNN_HAVE_AVX512_DISPATCH
+                if (hw == 2 && narrow) {
+                    n_ac += bsa_scores16_avx512(jn, (uint16_t)qp, (uint16_t)qn, kp16, kn16, kz16,
+                                                ai);
+                    continue;
+                }
+                if (hw == 2) {
+                    n_ac += bsa_scores_avx512(jn, qp, qn, kp, kn, kz, ai, c0 == 0);
+                    continue;
+                }
+#endif
                 if (narrow) {  /* d <= 16: one word, c0 == 0 */
                     n_ac += bsa_scores16_avx2(jn, (uint16_t)qp, (uint16_t)qn, kp16, kn16, kz16, ai);
                     continue;
@@ -376,6 +459,15 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
     }
 }
 
+#if SNN_HAVE_AVX512_DISPATCH
+static SNN_AVX512_FN SNN_VEC_FN void bsa_head_avx512(int N, int d, const int8_t *q,
+                                                     const int8_t *k, const int8_t *v, int ld,
+                                                     int shift, snn_shiftmax_round mode, float *o,
+                                                     int ldo, int32_t *scores, snn_ops *ops) {
+    bsa_head(N, d, q, k, v, ld, shift, mode, o, ldo, scores, ops, 2);
+}
+#endif
+
 #if SNN_HAVE_AVX2_DISPATCH
 static SNN_AVX2_FN SNN_VEC_FN void bsa_head_avx2(int N, int d, const int8_t *q, const int8_t *k,
                                                  const int8_t *v, int ld, int shift,
@@ -396,6 +488,12 @@ void snn_attn_bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int
                        int shift, snn_shiftmax_round mode, float *o, int ldo, int32_t *scores,
                        snn_ops *ops) {
     if (N <= 0) return;
+#if SNN_HAVE_AVX512_DISPATCH
+    if (snn_cpu_avx512_popcnt()) {
+        bsa_head_avx512(N, d, q, k, v, ld, shift, mode, o, ldo, scores, ops);
+        return;
+    }
+#endif
 #if SNN_HAVE_AVX2_DISPATCH
     if (snn_cpu_avx2()) {
         bsa_head_avx2(N, d, q, k, v, ld, shift, mode, o, ldo, scores, ops);

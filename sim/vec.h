@@ -46,4 +46,21 @@ static inline int snn_cpu_avx2(void) {
 #define SNN_HAVE_AVX2_DISPATCH 0
 #endif
 
+/* SNN_AVX512_FN / snn_cpu_avx512_popcnt(): the same for kernels that want the AVX-512 vector
+ * popcounts (VPOPCNTDQ for 64-bit lanes, BITALG for 16-bit ones, with BW and VL). Integer
+ * kernels only, so they give the bits of the AVX2 and portable instances. SNN_NO_CLONES and
+ * SNN_NO_AVX512_CLONES leave it out. */
+#if SNN_HAVE_AVX2_DISPATCH && !defined(SNN_NO_AVX512_CLONES)
+#define SNN_AVX512_FN                                                                              \
+    __attribute__((target("avx2,popcnt,avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx512bitalg")))
+#define SNN_HAVE_AVX512_DISPATCH 1
+static inline int snn_cpu_avx512_popcnt(void) {
+    return snn_cpu_avx2() && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("avx512bitalg");
+}
+#else
+#define SNN_HAVE_AVX512_DISPATCH 0
+#endif
+
 #endif
