@@ -136,14 +136,12 @@ static inline __attribute__((always_inline)) int32_t shiftmax_row_small(
     /* s = S 2^(m - zmin) = sum_j 2^(z_j - zmin), an exact integer below 2^53 */
     uint64_t s;
     if (spread + nbits <= 24) {
-        float f = 0.0f; /* every partial sum is an integer below 2^24: exact, in any order */
-        for (int j = 0; j < n; j++) {
-            const uint32_t bits = (uint32_t)(a[j] - zmin + 127) << 23;
-            float u;
-            memcpy(&u, &bits, sizeof u);
-            f += u;
-        }
-        s = (uint64_t)f;
+        /* below 2^24 (each term at most 2^spread, at most 2^nbits of them): an integer sum in
+         * uint32, which vectorises (a float sum in j order was a chain of n dependent adds, a
+         * fifth of the forward) */
+        uint32_t si = 0;
+        for (int j = 0; j < n; j++) si += (uint32_t)1 << (a[j] - zmin);
+        s = si;
     } else {
         s = 0;
         for (int j = 0; j < n; j++) s += (uint64_t)1 << (a[j] - zmin);
