@@ -156,8 +156,10 @@ static inline __attribute__((always_inline)) int32_t shiftmax_row_small(
     return r;
 }
 
-typedef float v8f __attribute__((vector_size(32)));
 typedef float v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned loads */
+/* 16 floats: one AVX-512 register, two AVX2 ones (the same lane-wise operations) */
+typedef float v16f __attribute__((vector_size(64)));
+typedef float v16fu __attribute__((vector_size(64), aligned(4)));
 
 /* Normal-mode forward on spikes (see the header comment); returns false, having written
  * nothing, when the head is outside the fast path's domain. Row by row: A_i in int32 from the
@@ -240,20 +242,14 @@ SNN_WIDE_FN VEC_FN static bool bsa_forward_fast(int N, int d, const float *q, co
         const float *pi1 = two ? pi + N : pi;
         float *oi1 = two ? oi + ldo : oi;
         for (int c0 = 0; c0 < d16; c0 += 16) {
-            const v8f z = {0};
-            v8f a0 = z, a1 = z, b0 = z, b1 = z;
+            v16f a = {0}, b = {0};
             for (int t = 0; t < nl; t++) {
-                const float *vr = v + (long)lj[t] * ld + c0;
-                const v8f V0 = *(const v8fu *)vr, V1 = *(const v8fu *)(vr + 8);
-                const float w = pi[lj[t]];
-                a0 += w * V0, a1 += w * V1;
-                if (two) {
-                    const float w1 = pi1[lj[t]];
-                    b0 += w1 * V0, b1 += w1 * V1;
-                }
+                const v16f V = *(const v16fu *)(v + (long)lj[t] * ld + c0);
+                a += pi[lj[t]] * V;
+                if (two) b += pi1[lj[t]] * V;
             }
-            *(v8fu *)(oi + c0) = a0, *(v8fu *)(oi + c0 + 8) = a1;
-            if (two) *(v8fu *)(oi1 + c0) = b0, *(v8fu *)(oi1 + c0 + 8) = b1;
+            *(v16fu *)(oi + c0) = a;
+            if (two) *(v16fu *)(oi1 + c0) = b;
         }
         for (int u = 0; u < (two ? 2 : 1); u++) {
             const float *pu = pi + (long)u * N;
@@ -410,21 +406,13 @@ void snn_attn_bsa_head_backward_ref(int N, int d, const float *q, const float *k
 static inline __attribute__((always_inline)) void dv_block16(int NJ, int N, const float *p, int j,
                                                                const float *dout, int lddo,
                                                                int c0, float *dv, int ld) {
-    const v8f z = {0};
-    v8f a[4][2] = {{z, z}, {z, z}, {z, z}, {z, z}};
+    v16f a[4] = {{0}, {0}, {0}, {0}};
     for (int i = 0; i < N; i++) {
-        const float *g = dout + (long)i * lddo + c0;
-        const v8f g0 = *(const v8fu *)g, g1 = *(const v8fu *)(g + 8);
+        const v16f g = *(const v16fu *)(dout + (long)i * lddo + c0);
         const float *pi = p + (long)i * N + j;
-        for (int u = 0; u < NJ; u++) {
-            const float w = pi[u];
-            a[u][0] += w * g0, a[u][1] += w * g1;
-        }
+        for (int u = 0; u < NJ; u++) a[u] += pi[u] * g;
     }
-    for (int u = 0; u < NJ; u++) {
-        float *dvj = dv + (long)(j + u) * ld + c0;
-        *(v8fu *)dvj += a[u][0], *(v8fu *)(dvj + 8) += a[u][1];
-    }
+    for (int u = 0; u < NJ; u++) *(v16fu *)(dv + (long)(j + u) * ld + c0) += a[u];
 }
 
 /* dst[c * ldd + r] = src[r * lds + c] (or +=, add) for src [rows, cols]: 4 x 4 blocks, then the
