@@ -2,6 +2,7 @@
 #ifndef SNN_BITS_H
 #define SNN_BITS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #if defined(__SSE2__)
@@ -85,6 +86,19 @@ static inline __attribute__((always_inline)) int snn_nonzero_indices(const float
         k += x[i] != 0.0f;
     }
     return k;
+}
+
+/* Whether every x[i ld + c], i < n, c < d, is 0 or 1, or also -1 when ternary: spikes, which the
+ * training kernels' exact integer paths take. */
+static inline __attribute__((always_inline)) bool snn_all_spikes(int n, int d, const float *x,
+                                                                 int ld, bool ternary) {
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (long)i * ld;
+        for (int c = 0; c < d; c++)
+            bad |= !(xi[c] == 0.0f || xi[c] == 1.0f || (ternary && xi[c] == -1.0f));
+    }
+    return !bad;
 }
 
 #endif

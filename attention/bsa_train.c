@@ -88,16 +88,8 @@ static inline float pow2f(int32_t e) {
 static inline __attribute__((always_inline)) bool spikes_qkv(int n, int d, const float *q,
                                                              const float *k, const float *v,
                                                              int ld) {
-    int bad = 0;
-    for (int i = 0; i < n; i++) {
-        const float *qi = q + (long)i * ld, *ki = k + (long)i * ld, *vi = v + (long)i * ld;
-        for (int c = 0; c < d; c++) {
-            const float a = qi[c], b = ki[c], u = vi[c];
-            bad |= !(a == 0.0f || a == 1.0f || a == -1.0f) |
-                   !(b == 0.0f || b == 1.0f || b == -1.0f) | !(u == 0.0f || u == 1.0f);
-        }
-    }
-    return !bad;
+    return snn_all_spikes(n, d, q, ld, true) && snn_all_spikes(n, d, k, ld, true) &&
+           snn_all_spikes(n, d, v, ld, false);
 }
 
 /* snn_shiftmax_row (attention/shiftmax.c) on one row of integer scores |a_j| <= amax_abs with

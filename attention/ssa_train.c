@@ -24,6 +24,7 @@
  */
 #include "attention/attention.h"
 #include "attention/axpy.h"
+#include "attention/bits.h"
 
 #include <cblas.h>
 #include <stdbool.h>
@@ -94,21 +95,6 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_wv_forward(int N, int d, const float *w, co
 enum { FAST_N = 64, FAST_D = 64, VW = 16 };
 typedef int32_t v16i __attribute__((vector_size(4 * VW)));
 
-/* Every q, k, v of the head in {0, 1, -1}: spikes (SSA's are 0/1). */
-static inline __attribute__((always_inline)) bool ternary_qkv(int N, int d, const float *q,
-                                                              const float *k, const float *v,
-                                                              int ld) {
-    int bad = 0;
-    for (int i = 0; i < N; i++) {
-        const float *qi = q + (long)i * ld, *ki = k + (long)i * ld, *vi = v + (long)i * ld;
-        for (int c = 0; c < d; c++)
-            bad |= !(qi[c] == 0.0f || qi[c] == 1.0f || qi[c] == -1.0f) |
-                   !(ki[c] == 0.0f || ki[c] == 1.0f || ki[c] == -1.0f) |
-                   !(vi[c] == 0.0f || vi[c] == 1.0f || vi[c] == -1.0f);
-    }
-    return !bad;
-}
-
 /* The forward on spikes (N <= FAST_N, d <= FAST_D): A and A V are integers of magnitude at most
  * d and N d, summed here in int32 vectors, branch-free. The double sums of snn_attn_gram and
  * snn_attn_wv_forward are the same integers (every partial sum is exact in double too, and a
@@ -118,7 +104,9 @@ static inline __attribute__((always_inline)) bool ternary_qkv(int N, int d, cons
 static inline __attribute__((always_inline)) bool ssa_forward_spikes(
     int N, int d, const float *q, const float *k, const float *v, int ld, float scale, float *o,
     int ldo, float *scores) {
-    if (N > FAST_N || d > FAST_D || !ternary_qkv(N, d, q, k, v, ld)) return false;
+    if (N > FAST_N || d > FAST_D || !snn_all_spikes(N, d, q, ld, true) ||
+        !snn_all_spikes(N, d, k, ld, true) || !snn_all_spikes(N, d, v, ld, true))
+        return false;
     const int nv = (N + VW - 1) / VW; /* key vectors per row */
     const bool narrow = d <= VW;       /* a value row in one vector */
     v16i kt[FAST_D][FAST_N / VW];      /* K^T: row c holds k_jc, j >= N zero */
