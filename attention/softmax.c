@@ -11,8 +11,9 @@
  * sums at N = 49, d = 16, and every call is one thread's, so results do not depend on the thread
  * count. Subtracting the maximum of the unscaled row and scaling inside the exponent is the same
  * softmax as softmax(A s) (s > 0 keeps the argmax), with every exponent <= 0: no overflow, and
- * the row sum is >= 1. The row sum is a double sum in a fixed order (row_dot); O is summed from the float P that
- * the backward receives, so the forward is exactly O = P V of that P (up to float rounding).
+ * the row sum is >= 1. The row sum is a double sum in a fixed order (row_dot); O is summed from
+ * the float P that the backward receives, so the forward is exactly O = P V of that P (up to
+ * float rounding).
  *
  * Backward (exact, not surrogate):
  *   O = P V                dV += P^T dO,  dP = dO V^T
@@ -34,6 +35,7 @@
 /* The row loops below were serial chains (one max or one double add waiting for the last: a
  * third of the kernel's own time); these take them in lanes the vectoriser keeps in registers. */
 enum { ROW_LANES = 8 };
+_Static_assert(ROW_LANES == 8, "row_dot adds its lanes in a tree written for 8");
 
 /* max_j x[j] over the x[j] that are not NaN (-INFINITY if none). Maximum is exact, so the lanes
  * give the value a single chain gives. */
