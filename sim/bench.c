@@ -514,10 +514,9 @@ int snn_bench(const snn_config *cfg, const snn_bench_opts *opts, snn_err *err) {
            cfg->name, snn_attn_kind_name(cfg->model.attention.kind), m.ann ? "ANN" : "spiking", m.T,
            m.N, m.D, m.heads, m.L, snn_model_param_count(&m), (long long)ds.n, w);
 
-    const char *coretype = getenv("OPENBLAS_CORETYPE");
-    printf("  dense products        : OpenBLAS %s kernels, one BLAS thread per OpenMP thread "
-           "(OPENBLAS_CORETYPE%s%s)\n",
-           snn_blas_core(), coretype ? "=" : " unset", coretype ? coretype : "");
+    char blas[256];
+    printf("  dense products        : %s, one BLAS thread per OpenMP thread\n",
+           snn_blas_describe(blas, sizeof blas));
 
     const bool all_phases = opts->phase == SNN_BENCH_ALL;
     const bool infer = all_phases || opts->phase == SNN_BENCH_INFER;

@@ -31,6 +31,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,11 +59,17 @@ void snn_layers_init(void) {
 const char *snn_blas_core(void) { return openblas_get_corename(); }
 const char *snn_blas_config(void) { return openblas_get_config(); }
 
+const char *snn_blas_describe(char *buf, size_t n) {
+    const char *coretype = getenv("OPENBLAS_CORETYPE");
+    snprintf(buf, n, "OpenBLAS %s kernels (OPENBLAS_CORETYPE%s%s)", openblas_get_corename(),
+             coretype ? "=" : " unset", coretype ? coretype : "");
+    return buf;
+}
+
 const char *snn_blas_core_for_cpu(void) {
     if (getenv("OPENBLAS_CORETYPE") || strcmp(openblas_get_corename(), "Prescott") != 0)
         return NULL;
     /* gcc's checks include the OS's support (XCR0) for the AVX and AVX-512 registers. */
-    __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("avx512cd"))

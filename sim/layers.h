@@ -57,6 +57,10 @@ void snn_layers_init(void);
 const char *snn_blas_core(void);
 const char *snn_blas_config(void);
 
+/* "OpenBLAS <core> kernels (OPENBLAS_CORETYPE=<value>)", or "... (OPENBLAS_CORETYPE unset)",
+ * into buf [n]: what --version and bench report. Returns buf. */
+const char *snn_blas_describe(char *buf, size_t n);
+
 /* OpenBLAS picks its kernels once, when it loads, from the CPU's model number. A model newer than
  * the library (Debian 12's 0.3.21 on Sapphire and Emerald Rapids) gets its generic SSE3 kernels,
  * "Prescott", whose sgemm runs at 18 GFLOP/s where the AVX-512 one runs at 90-115 on this

@@ -284,9 +284,8 @@ static int dispatch(int argc, char **argv) {
         return SNN_EXIT_OK;
     }
     if (!strcmp(cmd, "--version")) {
-        const char *coretype = getenv("OPENBLAS_CORETYPE");
-        printf("spikesim %s\nOpenBLAS %s kernels (OPENBLAS_CORETYPE%s%s)\n", SNN_VERSION,
-               snn_blas_core(), coretype ? "=" : " unset", coretype ? coretype : "");
+        char blas[256];
+        printf("spikesim %s\n%s\n", SNN_VERSION, snn_blas_describe(blas, sizeof blas));
         return SNN_EXIT_OK;
     }
     if (!strcmp(cmd, "bench-attention")) {
