@@ -111,18 +111,30 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_rows_sum(double *restrict acc, const float
     }
 }
 
-/* s1[j] = sum over rows [m0, m1) of (x[m, c0 + j] - K[j]), s2[j] = the sum of its squares
- * (double, rows in order). */
+/* s1[j] = sum over rows [m0, m1) of (x[m, c0 + j] - K[j]), s2[j] = the sum of its squares:
+ * runs of BN_SUB rows in float (d = x - K and d d in float, as the backward's sums), each run
+ * added to the double s1[j], s2[j]. K is the column's first value, so d is of the order of the
+ * column's spread and a run of 16 float sums loses nothing that matters to a variance; float
+ * runs take 16 lanes a vector where double took 8. */
 static SNN_WIDE_FN SNN_VEC_FN void bn_rows_shifted(double *restrict s1, double *restrict s2,
-                                           const float *x, const double *K, int m0, int m1,
+                                           const float *x, const float *K, int m0, int m1,
                                            int C, int c0, int W) {
+    float f1[BN_CW], f2[BN_CW];
     for (int j = 0; j < W; j++) s1[j] = s2[j] = 0.0;
-    for (int m = m0; m < m1; m++) {
-        const float *restrict row = x + (size_t)m * C + c0;
+    for (int r0 = m0; r0 < m1; r0 += BN_SUB) {
+        const int re = m1 - r0 < BN_SUB ? m1 : r0 + BN_SUB;
+        for (int j = 0; j < W; j++) f1[j] = f2[j] = 0.0f;
+        for (int m = r0; m < re; m++) {
+            const float *restrict row = x + (size_t)m * C + c0;
+            for (int j = 0; j < W; j++) {
+                const float d = row[j] - K[j];
+                f1[j] += d;
+                f2[j] += d * d;
+            }
+        }
         for (int j = 0; j < W; j++) {
-            const double d = (double)row[j] - K[j];
-            s1[j] += d;
-            s2[j] += d * d;
+            s1[j] += (double)f1[j];
+            s2[j] += (double)f2[j];
         }
     }
 }
@@ -440,9 +452,9 @@ static SNN_WIDE_FN SNN_VEC_FN void add_parts(float *dw, const float *part, size_
     }
 }
 
-/* dx += dy w (row chunks: rows are independent). */
+/* dx += dy w, or dx = dy w when !add (row chunks: rows are independent). */
 static void linear_bwd_dx(float *dx, const float *dy, const float *w, int M, int in, int out,
-                          bool par) {
+                          bool add, bool par) {
     (void)par; /* unused without OpenMP */
     const int rows = linear_rows(M), nc = n_chunks(M, rows);
 #pragma omp parallel for schedule(dynamic) if (par)
@@ -450,7 +462,8 @@ static void linear_bwd_dx(float *dx, const float *dy, const float *w, int M, int
         const int m0 = k * rows;
         const int mc = M - m0 < rows ? M - m0 : rows;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mc, in, out, 1.0f,
-                    dy + (size_t)m0 * out, out, w, in, 1.0f, dx + (size_t)m0 * in, in);
+                    dy + (size_t)m0 * out, out, w, in, add ? 1.0f : 0.0f, dx + (size_t)m0 * in,
+                    in);
     }
 }
 
@@ -499,7 +512,7 @@ static void linear_bwd_db(float *db, const float *dy, int M, int out) {
 }
 
 void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
-                    const float *w, int M, int in, int out, float *scratch) {
+                    const float *w, int M, int in, int out, float *scratch, bool add_dx) {
     SNN_ASSERT(dw && dy && x && M >= 0 && in > 0 && out > 0);
     SNN_ASSERT(!dx || w);
     snn_layers_init();
@@ -508,7 +521,7 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
      *   dx[m,i] += sum_o dy[m,o] w[o,i]        (dx = dy w)
      *   dw[o,i] += sum_m dy[m,o] x[m,i]        (dw = dy^T x: the spike path, else sgemm)
      *   db[o]   += sum_m dy[m,o] */
-    if (dx) linear_bwd_dx(dx, dy, w, M, in, out, par);
+    if (dx) linear_bwd_dx(dx, dy, w, M, in, out, add_dx, par);
     if (M == 0) return;
     const sp_src src = {x, NULL, in};
     if (!sparse_ok(x, M, in, out) || !linear_dw_sparse(dw, dy, &src, M, in, out, par))
@@ -517,13 +530,14 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
 }
 
 bool snn_linear_bwd_bits(float *dx, float *dw, float *db, const float *dy,
-                         const snn_spike_rows *x, const float *w, int M, int in, int out) {
+                         const snn_spike_rows *x, const float *w, int M, int in, int out,
+                         bool add_dx) {
     SNN_ASSERT(dw && dy && x && x->nz && x->rows_per_t > 0 && M >= 0 && in > 0 && out > 0);
     SNN_ASSERT(!dx || w);
     if (M == 0 || !sparse_ok_bits(x, M, in, out)) return false;
     snn_layers_init();
     const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
-    if (dx) linear_bwd_dx(dx, dy, w, M, in, out, par);
+    if (dx) linear_bwd_dx(dx, dy, w, M, in, out, add_dx, par);
     const sp_src src = {NULL, x, in};
     const bool ok = linear_dw_sparse(dw, dy, &src, M, in, out, par);
     SNN_ASSERT(ok); /* bits are 0 or 1 */
@@ -541,8 +555,7 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_normalise_rows(float *y, float *xhat, cons
     for (int m = m0; m < m1; m++) {
         const float *restrict xm = x + (size_t)m * C;
         float *restrict hm = xhat + (size_t)m * C, *restrict ym = y ? y + (size_t)m * C : NULL;
-        for (int c = 0; c < C; c++)
-            hm[c] = (float)(((double)xm[c] - (double)mean[c]) * (double)rstd[c]);
+        for (int c = 0; c < C; c++) hm[c] = (xm[c] - mean[c]) * rstd[c]; /* float, as PyTorch */
         if (y)
             for (int c = 0; c < C; c++) ym[c] = gamma[c] * hm[c] + beta[c];
     }
@@ -594,19 +607,21 @@ static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const 
     SNN_ASSERT((running_mean == NULL) == (running_var == NULL));
     const bool par = (size_t)M * C >= PAR_MIN_WORK;
     (void)par; /* unused without OpenMP */
-    /* Statistics: one pass in double over the data shifted by the first row, K = x[0, c]:
+    /* Statistics: one pass over the data shifted by the first row, K = x[0, c]:
      *   s1 = sum_m (x - K),  s2 = sum_m (x - K)^2,  mean = K + s1 / M,
      *   M var = s2 - s1^2 / M   (clamped at 0)
      * K is a sample of the column, so |mean - K| is of the order of the spread and the
-     * subtraction loses only a few of double's 53 bits; a constant column gives exactly its
-     * value and variance 0. Sums per row block (BN_BLOCKS), blocks added in order. */
+     * subtraction loses only a few bits; a constant column gives exactly its value and
+     * variance 0. Runs of BN_SUB rows in float, added to double accumulators per row block
+     * (BN_BLOCKS), blocks added in order. */
     for (int c0 = 0; c0 < C; c0 += BN_CW) {
         const int W = C - c0 < BN_CW ? C - c0 : BN_CW;
         double p1[BN_BLOCKS][BN_CW], p2[BN_BLOCKS][BN_CW], K[BN_CW];
-        for (int j = 0; j < W; j++) K[j] = (double)x[c0 + j];
+        float Kf[BN_CW];
+        for (int j = 0; j < W; j++) K[j] = (double)(Kf[j] = x[c0 + j]);
 #pragma omp parallel for schedule(dynamic) if (par)
         for (int b = 0; b < BN_BLOCKS; b++)
-            bn_rows_shifted(p1[b], p2[b], x, K, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
+            bn_rows_shifted(p1[b], p2[b], x, Kf, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
         double s12[2][BN_CW]; /* s1 and s2 per channel */
         for (int j = 0; j < W; j++) {
             double s1 = 0.0, s2 = 0.0;
@@ -635,8 +650,9 @@ static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const 
             }
         }
     }
-    /* Normalise: element-wise, rows are independent. xhat is rounded to float first and y is
-     * computed from the stored xhat, so the backward sees exactly the forward's xhat. */
+    /* Normalise: element-wise in float (PyTorch's CPU kernel is float too), rows are
+     * independent. y is computed from the stored xhat, so the backward sees exactly the
+     * forward's xhat. */
     const int nr = n_chunks(M, BN_ROWS);
 #pragma omp parallel for schedule(dynamic) if (par)
     for (int k = 0; k < nr; k++) {

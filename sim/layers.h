@@ -24,9 +24,9 @@
  *     run inside our own OpenMP loop with OpenBLAS pinned to one thread. What we rely on: the
  *     same BLAS call on the same arguments returns the same bits whichever thread makes it,
  *     which holds for OpenBLAS run single-threaded. The bias gradient sums fixed row blocks.
- *   - BatchNorm: statistics in one pass over data shifted by the first row, in double, over 16
- *     fixed row blocks combined in block order; the backward's column sums add 16-row runs in
- *     float into double accumulators, and dx is computed in float.
+ *   - BatchNorm: statistics in one pass over data shifted by the first row, 16-row runs in
+ *     float added into double accumulators, over 16 fixed row blocks combined in block order;
+ *     the backward's column sums likewise; the normalisation and dx are computed in float.
  * Small problems (under 32768 elements or multiply-adds) run on the calling thread alone, over
  * the same chunks.
  * The kernels that call BLAS call snn_layers_init() themselves (cheap after the first time), so
@@ -78,12 +78,14 @@ void snn_linear_fwd(float *y, const float *x, const float *w, const float *b, in
                     int out);
 
 /* Backward of y = x w^T + b; accumulates:
- *   dx [M, in]   += dy w          (dx may be NULL: input gradient not needed)
+ *   dx [M, in]   += dy w          (dx may be NULL: input gradient not needed; with add_dx false
+ *                                  dx = dy w is written instead: the bytes of adding to zeros,
+ *                                  without a zeroing pass or a read of dx)
  *   dw [out, in] += dy^T x
  *   db [out]     += sum over rows of dy   (db may be NULL when the layer has no bias)
  *   dy [M, out], x [M, in], w [out, in] (w may be NULL when dx is NULL) */
 void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
-                    const float *w, int M, int in, int out, float *scratch);
+                    const float *w, int M, int in, int out, float *scratch, bool add_dx);
 
 /* A 0/1 spike matrix x [M, in] as bits (in a multiple of 64): row m is the in / 64 words at
  *   nz + (m / rows_per_t) * ld + (m % rows_per_t) * (in / 64),
@@ -103,7 +105,8 @@ typedef struct snn_spike_rows {
 bool snn_linear_fwd_bits(float *y, const snn_spike_rows *x, const float *w, const float *b, int M,
                          int in, int out);
 bool snn_linear_bwd_bits(float *dx, float *dw, float *db, const float *dy,
-                         const snn_spike_rows *x, const float *w, int M, int in, int out);
+                         const snn_spike_rows *x, const float *w, int M, int in, int out,
+                         bool add_dx);
 
 /* Floats of snn_linear_bwd's scratch for M rows (0 up to SNN_LINEAR_DW_ROWS rows, where it may
  * be NULL; at most 7 in out): the weight gradient of a non-spike input is summed over up to 8

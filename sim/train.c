@@ -578,19 +578,20 @@ static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M,
     bn_fwd(tr, lin, M, a, update_running);
 }
 
-/* Given dz = dL/d(BN output) [M, out], accumulates parameter gradients and dx += dL/dx (spikes
- * as bits where the linear layer can read them, as in lin_bn_fwd). */
+/* Given dz = dL/d(BN output) [M, out], accumulates parameter gradients and dx += dL/dx, or
+ * writes dx = dL/dx when !add_dx (spikes as bits where the linear layer can read them, as in
+ * lin_bn_fwd). */
 static void lin_bn_bwd(snn_trainer *tr, const snn_linear *lin, lin_in in, const float *dz, int M,
-                       const lin_act *a, float *dx) {
+                       const lin_act *a, float *dx, bool add_dx) {
     bn_bwd(tr, tr->d_y, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz, a->xhat, a->rstd,
            lin->bn_w, M, lin->out);
     snn_spike_rows xb;
     if (in_rows(tr, &in, &xb) &&
         snn_linear_bwd_bits(dx, grad_of(tr, lin->weight), grad_of(tr, lin->bias), tr->d_y, &xb,
-                            lin->weight, M, lin->in, lin->out))
+                            lin->weight, M, lin->in, lin->out, add_dx))
         return;
     snn_linear_bwd(dx, grad_of(tr, lin->weight), grad_of(tr, lin->bias), tr->d_y,
-                   in_floats(tr, &in), lin->weight, M, lin->in, lin->out, tr->dw_scratch);
+                   in_floats(tr, &in), lin->weight, M, lin->in, lin->out, tr->dw_scratch, add_dx);
 }
 
 /* The population's neuron parameters at the current parameter values: a PLIF's tau follows
@@ -1005,7 +1006,7 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
     }
     if (tr->kind == SNN_ATTN_CAT)
         snn_linear_bwd(d_in, grad_of(tr, mb->a_w), NULL, tr->d_g, x_in, mb->a_w, M, D, H,
-                       tr->dw_scratch);
+                       tr->dw_scratch, true);
     if (tr->kind == SNN_ATTN_PRIMAL) {
         /* shared-parameter gradients: per-job blocks summed in job order (any thread count) */
         float *gE = grad_of(tr, mb->E), *gR = grad_of(tr, mb->R);
@@ -1224,9 +1225,8 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     const float ce_scale = tr->B_batch ? (float)((double)B / (double)tr->B_batch) : 1.0f;
     snn_cross_entropy_bwd(tr->d_logits, tr->probs, tr->labels, B, C, m->cfg->train.label_smoothing,
                           ce_scale);
-    zero_floats(tr->d_pooled, (size_t)B * D);
     snn_linear_bwd(tr->d_pooled, grad_of(tr, m->head.weight), grad_of(tr, m->head.bias), tr->d_logits,
-                   tr->pooled, m->head.weight, B, D, C, tr->dw_scratch);
+                   tr->pooled, m->head.weight, B, D, C, tr->dw_scratch, false);
     if (tr->sew) {
         zero_floats(tr->d_u, MD);
         snn_meanpool_bwd(tr->d_u, tr->d_pooled, T, B, N, D);
@@ -1246,16 +1246,14 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
             pop_bwd_into(tr, mb->pop_out, b->fc2.z, &b->pout, tr->d_u, tr->d_x, (size_t)D);
             d_fc2 = tr->d_x;
         }
-        zero_floats(tr->d_s, (size_t)M * Hd);
         lin_bn_bwd(tr, &mb->fc2, spikes_in(mb->pop_hidden, &b->ph, (size_t)Hd, SP_X, NULL), d_fc2,
-                   M, &b->fc2, tr->d_s);
+                   M, &b->fc2, tr->d_s, false);
         pop_bwd_into(tr, mb->pop_hidden, b->fc1.z, &b->ph, tr->d_s, tr->d_x, (size_t)Hd);
         if (tr->sew) {
-            lin_bn_bwd(tr, &mb->fc1, floats_in(b->u_mid), tr->d_x, M, &b->fc1, tr->d_u);
+            lin_bn_bwd(tr, &mb->fc1, floats_in(b->u_mid), tr->d_x, M, &b->fc1, tr->d_u, true);
         } else {
-            zero_floats(tr->d_s, MD);
             lin_bn_bwd(tr, &mb->fc1, spikes_in(mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q, NULL),
-                       tr->d_x, M, &b->fc1, tr->d_s);
+                       tr->d_x, M, &b->fc1, tr->d_s, false);
             pop_bwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, tr->d_s, tr->d_u, (size_t)D);
         }
         /* ms: u_mid = u_in + BN_o(o(A)); sew: u_mid = x_in + o_lif(BN_o(o(A))) */
@@ -1264,9 +1262,8 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
             pop_bwd_into(tr, mb->pop_o, b->proj.z, &b->po, tr->d_u, tr->d_x, (size_t)D);
             d_proj = tr->d_x;
         }
-        zero_floats(tr->d_s, MD);
         lin_bn_bwd(tr, &mb->o, spikes_in(mb->pop_attn, &b->pa, (size_t)D, SP_Q, NULL), d_proj, M,
-                   &b->proj, tr->d_s);
+                   &b->proj, tr->d_s, false);
         pop_bwd_into(tr, mb->pop_attn, b->o, &b->pa, tr->d_s, tr->d_o, (size_t)D);
         zero_floats(tr->d_q, MD);
         zero_floats(tr->d_k, MD);
@@ -1276,7 +1273,10 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
          * gradient for sew blocks after the first) */
         const bool into_stream = tr->sew && l > 0;
         float *d_in = into_stream ? tr->d_u : tr->d_s;
-        if (!into_stream) zero_floats(tr->d_s, MD);
+        /* d_in holds gradients to add to: the stream's, or zeros for attention kernels that
+         * accumulate into it; otherwise the first of q, k, v writes it */
+        bool d_in_add = into_stream || attn_reads_x(tr);
+        if (!into_stream && attn_reads_x(tr)) zero_floats(tr->d_s, MD);
         lin_in qkv_in = into_stream ? floats_in(tr->blocks[l - 1].u_out)
                                     : spikes_in(mb->pop_in, &b->in, (size_t)D, SP_X, NULL);
         /* q, k, v read the bits where they can */
@@ -1293,7 +1293,8 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         for (int j = 0; j < 3; j++) {
             if (!lins[j]->weight) continue;
             pop_bwd_into(tr, pop_ids[j], acts[j]->z, pops[j], dsp[j], tr->d_x, (size_t)D);
-            lin_bn_bwd(tr, lins[j], qkv_in, tr->d_x, M, acts[j], d_in);
+            lin_bn_bwd(tr, lins[j], qkv_in, tr->d_x, M, acts[j], d_in, d_in_add);
+            d_in_add = true;
         }
         if (!tr->sew) {
             pop_bwd(tr, mb->pop_in, b->u_in, &b->in, tr->d_s, tr->d_u, (size_t)D);
@@ -1314,6 +1315,6 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     bn_bwd(tr, tr->d_y, grad_of(tr, m->embed_bn_w), grad_of(tr, m->embed_bn_b), tr->d_u,
            tr->embed.xhat, tr->embed.rstd, m->embed_bn_w, M, D);
     snn_linear_bwd(NULL, grad_of(tr, m->embed_w), grad_of(tr, m->embed_b), tr->d_y, tr->patches,
-                   m->embed_w, M, tr->K, D, tr->dw_scratch);
+                   m->embed_w, M, tr->K, D, tr->dw_scratch, false);
     return loss;
 }

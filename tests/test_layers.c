@@ -176,7 +176,7 @@ static void test_linear_matches_naive_reference_across_chunks(void **state) {
     for (int i = 0; i < M * out; i++) ref[i] = (float)y[i];
     snn_assert_allclose(yf, ref, (size_t)M * out, 1e-5, 1e-5, "linear y");
     float *scratch = fvec(snn_linear_bwd_scratch_floats(M, in, out) + 1);
-    snn_linear_bwd(gx, gw, gb, c.r, c.x, c.w, M, in, out, scratch);
+    snn_linear_bwd(gx, gw, gb, c.r, c.x, c.w, M, in, out, scratch, true);
     for (int i = 0; i < M * in; i++) ref[i] = (float)dx[i];
     snn_assert_allclose(gx, ref, (size_t)M * in, 1e-5, 1e-5, "linear dx");
     for (int i = 0; i < out * in; i++) ref[i] = (float)dw[i];
@@ -191,8 +191,14 @@ static void test_linear_matches_naive_reference_across_chunks(void **state) {
         for (int o = 0; o < out; o++) ref[m * out + o] = (float)(y[m * out + o] - (double)c.b[o]);
     snn_assert_allclose(yf, ref, (size_t)M * out, 1e-5, 1e-5, "linear y (no bias)");
     float *gw2 = fvec((size_t)out * in);
-    snn_linear_bwd(NULL, gw2, NULL, c.r, c.x, NULL, M, in, out, scratch);
+    snn_linear_bwd(NULL, gw2, NULL, c.r, c.x, NULL, M, in, out, scratch, true);
     assert_memory_equal(gw, gw2, (size_t)out * in * sizeof *gw);
+    /* add_dx false writes dx (the NaN it held is never read): the bytes of adding to zeros */
+    float *gx2 = fvec((size_t)M * in);
+    fill_const(gx2, (size_t)M * in, NAN);
+    snn_linear_bwd(gx2, gw2, NULL, c.r, c.x, c.w, M, in, out, scratch, false);
+    assert_memory_equal(gx, gx2, (size_t)M * in * sizeof *gx);
+    free(gx2);
 
     free(gw2);
     free(scratch);
@@ -252,9 +258,9 @@ static void test_linear_bits_equal_floats(void **state) {
             fill_const(db1, out, GRAD_FILL), fill_const(db2, out, GRAD_FILL);
             float *scratch = fvec(snn_linear_bwd_scratch_floats(M, in, out) + 1);
             snn_linear_fwd(y1, x, w, b, M, in, out);
-            snn_linear_bwd(dx1, dw1, db1, dy, x, w, M, in, out, scratch);
+            snn_linear_bwd(dx1, dw1, db1, dy, x, w, M, in, out, scratch, true);
             const bool fwd = snn_linear_fwd_bits(y2, &xb, w, b, M, in, out);
-            const bool bwd = snn_linear_bwd_bits(dx2, dw2, db2, dy, &xb, w, M, in, out);
+            const bool bwd = snn_linear_bwd_bits(dx2, dw2, db2, dy, &xb, w, M, in, out, true);
             assert_int_equal(fwd, !dense);
             assert_int_equal(bwd, !dense);
             if (dense) {
@@ -285,7 +291,7 @@ static void test_linear_backward_matches_finite_differences(void **state) {
     fill_const(dx, (size_t)M * in, GRAD_FILL);
     fill_const(dw, (size_t)out * in, GRAD_FILL);
     fill_const(db, (size_t)out, GRAD_FILL);
-    snn_linear_bwd(dx, dw, db, c.r, c.x, c.w, M, in, out, NULL); /* M <= 1024: no scratch */
+    snn_linear_bwd(dx, dw, db, c.r, c.x, c.w, M, in, out, NULL, true); /* M <= 1024: no scratch */
     unfill(a, dx, (size_t)M * in);
     gradcheck("linear dx", c.x, (size_t)M * in, a, lin_loss, &c, 1e-5, 1e-4);
     unfill(a, dw, (size_t)out * in);
@@ -637,7 +643,7 @@ static void det_run(det_out *o, const lin_ctx *l, const bn_ctx *b, const float *
     fill_const(o->dw, (size_t)DOUT * DIN, GRAD_FILL);
     fill_const(o->db, DOUT, GRAD_FILL);
     float *scratch = fvec(snn_linear_bwd_scratch_floats(DM, DIN, DOUT)); /* 4 row blocks */
-    snn_linear_bwd(o->dx, o->dw, o->db, l->r, l->x, l->w, DM, DIN, DOUT, scratch);
+    snn_linear_bwd(o->dx, o->dw, o->db, l->r, l->x, l->w, DM, DIN, DOUT, scratch, true);
     free(scratch);
     fill_const(o->brm, BC, 0.0f);
     fill_const(o->brv, BC, 1.0f);
