@@ -111,16 +111,16 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_rows_sum(double *restrict acc, const float
     }
 }
 
-/* s1[j] = sum over rows [m0, m1) of (x[m, c0 + j] - K[j]), s2[j] = the sum of its squares:
- * runs of BN_SUB rows in float (d = x - K and d d in float, as the backward's sums), each run
- * added to the double s1[j], s2[j]. K is the column's first value, so d is of the order of the
- * column's spread and a run of 16 float sums loses nothing that matters to a variance; float
- * runs take 16 lanes a vector where double took 8. */
+/* s1[j] += sum over rows [m0, m1) of (x[m, c0 + j] - K[j]), s2[j] += the sum of its squares:
+ * runs of BN_SUB rows from m0 in float (d = x - K and d d in float, as the backward's sums),
+ * each run added to the double s1[j], s2[j]. K is a row of the block (its first), so d is of the
+ * order of the column's spread and a run of 16 float sums loses nothing that matters to a
+ * variance; float runs take 16 lanes a vector where double took 8. Calls on consecutive row
+ * ranges whose lengths are multiples of BN_SUB add the same runs as one call on their union. */
 static SNN_WIDE_FN SNN_VEC_FN void bn_rows_shifted(double *restrict s1, double *restrict s2,
                                            const float *x, const float *K, int m0, int m1,
                                            int C, int c0, int W) {
     float f1[BN_CW], f2[BN_CW];
-    for (int j = 0; j < W; j++) s1[j] = s2[j] = 0.0;
     for (int r0 = m0; r0 < m1; r0 += BN_SUB) {
         const int re = m1 - r0 < BN_SUB ? m1 : r0 + BN_SUB;
         for (int j = 0; j < W; j++) f1[j] = f2[j] = 0.0f;
@@ -137,6 +137,30 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_rows_shifted(double *restrict s1, double *
             s2[j] += (double)f2[j];
         }
     }
+}
+
+/* The BatchNorm statistics' per-block sums of all C channels (snn_bn_sums_doubles): for block b,
+ * s1 at sums[(3 b) C], s2 at sums[(3 b + 1) C], its shift K (the block's first row) at
+ * sums[(3 b + 2) C]. */
+static inline double *bn_sums_at(double *sums, int b, int k, int C) {
+    return sums + ((size_t)3 * b + (size_t)k) * (size_t)C;
+}
+
+size_t snn_bn_sums_doubles(int C) { return (size_t)3 * BN_BLOCKS * (size_t)C; }
+
+/* Adds rows [r0, r1) of block b (which starts at row m0) of channels [c0, c0 + W) of x [M, C]
+ * to the block's sums in a buffer of Cs channels (channel c0 + j at j); the block's first call
+ * (r0 == m0) records K and starts the sums at 0. */
+static void bn_block_add_rows(double *sums, int Cs, const float *x, int C, int c0, int W, int b,
+                              int m0, int r0, int r1) {
+    double *s1 = bn_sums_at(sums, b, 0, Cs), *s2 = bn_sums_at(sums, b, 1, Cs);
+    double *K = bn_sums_at(sums, b, 2, Cs);
+    const float *Kf = x + (size_t)m0 * C + c0;
+    if (r0 == m0)
+        for (int j = 0; j < W; j++) s1[j] = s2[j] = 0.0, K[j] = (double)Kf[j];
+    for (int j0 = 0; j0 < W; j0 += BN_CW)
+        bn_rows_shifted(s1 + j0, s2 + j0, x, Kf + j0, r0, r1, C, c0 + j0,
+                        W - j0 < BN_CW ? W - j0 : BN_CW);
 }
 
 /* part[b][j] = bn_rows_sum over the rows of block b. */
@@ -288,14 +312,51 @@ static SNN_WIDE_FN SNN_VEC_FN int linear_fwd_sparse_rows(float *y, const sp_src 
     return bad;
 }
 
-/* y = x w^T + b for a sparse binary x (see above). Returns false (y garbage) if some entry of x
- * is neither 0 nor 1. */
+/* Rows [m0, m0 + mc) of y = x w^T + b by sgemm (the bias pre-filled). */
+static void linear_fwd_rows_sgemm(float *y, const float *x, const float *w, const float *b,
+                                  int m0, int mc, int in, int out) {
+    float *yk = y + (size_t)m0 * out;
+    if (b)
+        for (int m = 0; m < mc; m++) memcpy(yk + (size_t)m * out, b, (size_t)out * sizeof *b);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mc, out, in, 1.0f, x + (size_t)m0 * in,
+                in, w, in, b ? 1.0f : 0.0f, yk, out);
+}
+
+/* y = x w^T + b with the column sums of y for a training-mode BatchNorm (snn_linear_fwd_sums):
+ * over BatchNorm's row blocks, each block's rows in chunks of at most SNN_LINEAR_ROW_CHUNK, each
+ * chunk added to its block's sums right after it is written, while it is in cache. The rows come
+ * from the spike path (src, wt = w^T) or sgemm (x). Returns false (y and sums garbage) if a
+ * spike entry is neither 0 nor 1. */
+_Static_assert(SNN_LINEAR_ROW_CHUNK % BN_SUB == 0, "chunks add whole runs of a block's sums");
+static bool linear_fwd_blocks(float *y, const float *x, const sp_src *src, const float *wt,
+                              const float *w, const float *b, int M, int in, int out,
+                              double *sums, bool par) {
+    (void)par; /* unused without OpenMP */
+    int bad = 0;
+#pragma omp parallel for schedule(dynamic) if (par) reduction(| : bad)
+    for (int bk = 0; bk < BN_BLOCKS; bk++) {
+        const int m0 = bn_row0(bk, M), m1 = bn_row0(bk + 1, M);
+        for (int r0 = m0; r0 < m1; r0 += SNN_LINEAR_ROW_CHUNK) {
+            const int r1 = m1 - r0 < SNN_LINEAR_ROW_CHUNK ? m1 : r0 + SNN_LINEAR_ROW_CHUNK;
+            if (src)
+                bad |= linear_fwd_sparse_rows(y, src, wt, b, r0, r1, in, out);
+            else
+                linear_fwd_rows_sgemm(y, x, w, b, r0, r1 - r0, in, out);
+            bn_block_add_rows(sums, out, y, out, 0, out, bk, m0, r0, r1);
+        }
+    }
+    return !bad;
+}
+
+/* y = x w^T + b for a sparse binary x (see above), with BatchNorm's sums when sums is not NULL
+ * (linear_fwd_blocks). Returns false (y garbage) if some entry of x is neither 0 nor 1. */
 static bool linear_fwd_sparse(float *y, const sp_src *src, const float *w, const float *b, int M,
-                              int in, int out, bool par) {
+                              int in, int out, bool par, double *sums) {
     (void)par; /* unused without OpenMP */
     float wt[SP_MAX_W] __attribute__((aligned(32))); /* w^T [in, out] */
     for (int o = 0; o < out; o++)
         for (int i = 0; i < in; i++) wt[(size_t)i * out + o] = w[(size_t)o * in + i];
+    if (sums) return linear_fwd_blocks(y, NULL, src, wt, w, b, M, in, out, sums, par);
     const int rows = linear_rows(M), nc = n_chunks(M, rows);
     int bad = 0;
 #pragma omp parallel for schedule(dynamic) if (par) reduction(| : bad)
@@ -398,38 +459,61 @@ static bool linear_dw_sparse(float *dw, const float *dy, const sp_src *src, int 
     return true;
 }
 
-void snn_linear_fwd(float *y, const float *x, const float *w, const float *b, int M, int in,
-                    int out) {
+/* snn_linear_fwd, and snn_linear_fwd_sums when sums is not NULL. */
+static void linear_fwd(float *y, const float *x, const float *w, const float *b, int M, int in,
+                       int out, double *sums) {
     SNN_ASSERT(y && x && w && M >= 0 && in > 0 && out > 0);
     snn_layers_init();
     const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
     (void)par; /* unused without OpenMP */
     const sp_src src = {x, NULL, in};
-    if (sparse_ok(x, M, in, out) && linear_fwd_sparse(y, &src, w, b, M, in, out, par)) return;
+    if (sparse_ok(x, M, in, out) && linear_fwd_sparse(y, &src, w, b, M, in, out, par, sums))
+        return;
+    if (sums) {
+        const bool ok = linear_fwd_blocks(y, x, NULL, NULL, w, b, M, in, out, sums, par);
+        SNN_ASSERT(ok); /* sgemm rows never fail */
+        return;
+    }
     const int rows = linear_rows(M), nc = n_chunks(M, rows);
-    /* Row chunk k computes y[m0:m1, :] = x[m0:m1, :] w^T (+ b broadcast, pre-filled). */
 #pragma omp parallel for schedule(dynamic) if (par)
     for (int k = 0; k < nc; k++) {
         const int m0 = k * rows;
-        const int mc = M - m0 < rows ? M - m0 : rows;
-        float *yk = y + (size_t)m0 * out;
-        if (b) {
-            for (int m = 0; m < mc; m++) memcpy(yk + (size_t)m * out, b, (size_t)out * sizeof *b);
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mc, out, in, 1.0f,
-                    x + (size_t)m0 * in, in, w, in, b ? 1.0f : 0.0f, yk, out);
+        linear_fwd_rows_sgemm(y, x, w, b, m0, M - m0 < rows ? M - m0 : rows, in, out);
     }
 }
 
-bool snn_linear_fwd_bits(float *y, const snn_spike_rows *x, const float *w, const float *b, int M,
-                         int in, int out) {
+void snn_linear_fwd(float *y, const float *x, const float *w, const float *b, int M, int in,
+                    int out) {
+    linear_fwd(y, x, w, b, M, in, out, NULL);
+}
+
+void snn_linear_fwd_sums(float *y, const float *x, const float *w, const float *b, int M, int in,
+                         int out, double *sums) {
+    SNN_ASSERT(sums && M >= 1);
+    linear_fwd(y, x, w, b, M, in, out, sums);
+}
+
+/* snn_linear_fwd_bits, and snn_linear_fwd_bits_sums when sums is not NULL. */
+static bool linear_fwd_bits(float *y, const snn_spike_rows *x, const float *w, const float *b,
+                            int M, int in, int out, double *sums) {
     SNN_ASSERT(y && x && x->nz && x->rows_per_t > 0 && w && M >= 0 && in > 0 && out > 0);
     if (!sparse_ok_bits(x, M, in, out)) return false;
     const sp_src src = {NULL, x, in};
     const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
-    const bool ok = linear_fwd_sparse(y, &src, w, b, M, in, out, par);
+    const bool ok = linear_fwd_sparse(y, &src, w, b, M, in, out, par, sums);
     SNN_ASSERT(ok); /* bits are 0 or 1 */
     return true;
+}
+
+bool snn_linear_fwd_bits(float *y, const snn_spike_rows *x, const float *w, const float *b, int M,
+                         int in, int out) {
+    return linear_fwd_bits(y, x, w, b, M, in, out, NULL);
+}
+
+bool snn_linear_fwd_bits_sums(float *y, const snn_spike_rows *x, const float *w, const float *b,
+                              int M, int in, int out, double *sums) {
+    SNN_ASSERT(sums && M >= 1);
+    return linear_fwd_bits(y, x, w, b, M, in, out, sums);
 }
 
 /* Row blocks of the weight gradient's sgemm path: 1 up to SNN_LINEAR_DW_ROWS rows, else 4, or 8
@@ -594,48 +678,41 @@ static void bn_merge_ranks(double *s1, double *s2, double *K, int M, int W) {
     free(all);
 }
 
-/* The forward over this rank's M rows; Mg = 0: the batch is these rows, else the batch is Mg
- * rows over every rank (snn_bn_train_fwd_dist). */
-static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,
-                         const float *gamma, const float *beta, float *running_mean,
-                         float *running_var, int M, long Mg, int C, float momentum, float eps) {
-    SNN_ASSERT(xhat && mean && rstd && x && gamma && beta && C > 0); /* y may be NULL */
+/* The batch's statistics of channels [c0, c0 + W) from their per-block sums (a buffer of Cs
+ * channels, see bn_sums_at) over this rank's M >= 1 rows; Mg as in bn_train_fwd. The blocks'
+ * sums are moved to the shift K_0 of the first block with rows (its first row is row 0) and
+ * added in block order, empty blocks skipped: with d = K_b - K_0 (exact in double),
+ *     s1 = sum_b s1_b + M_b d,   s2 = sum_b s2_b + 2 d s1_b + M_b d^2,
+ * then mean = K_0 + s1 / M and M var = s2 - s1^2 / M (clamped at 0): a constant column gives
+ * exactly its value and variance 0. */
+static void bn_stats_of_sums(const double *sums, int Cs, int M, long Mg, int c0, int W,
+                             float *mean, float *rstd, float *running_mean, float *running_var,
+                             float momentum, float eps) {
     const bool dist = Mg > 0;
     const double Md = dist ? (double)Mg : (double)M; /* rows in the batch */
-    /* PyTorch: "Expected more than 1 value per channel when training" */
-    SNN_ASSERT(dist ? Mg >= 2 && M >= 1 : M >= 2);
-    SNN_ASSERT((running_mean == NULL) == (running_var == NULL));
-    const bool par = (size_t)M * C >= PAR_MIN_WORK;
-    (void)par; /* unused without OpenMP */
-    /* Statistics: one pass over the data shifted by the first row, K = x[0, c]:
-     *   s1 = sum_m (x - K),  s2 = sum_m (x - K)^2,  mean = K + s1 / M,
-     *   M var = s2 - s1^2 / M   (clamped at 0)
-     * K is a sample of the column, so |mean - K| is of the order of the spread and the
-     * subtraction loses only a few bits; a constant column gives exactly its value and
-     * variance 0. Runs of BN_SUB rows in float, added to double accumulators per row block
-     * (BN_BLOCKS), blocks added in order. */
-    for (int c0 = 0; c0 < C; c0 += BN_CW) {
-        const int W = C - c0 < BN_CW ? C - c0 : BN_CW;
-        double p1[BN_BLOCKS][BN_CW], p2[BN_BLOCKS][BN_CW], K[BN_CW];
-        float Kf[BN_CW];
-        for (int j = 0; j < W; j++) K[j] = (double)(Kf[j] = x[c0 + j]);
-#pragma omp parallel for schedule(dynamic) if (par)
-        for (int b = 0; b < BN_BLOCKS; b++)
-            bn_rows_shifted(p1[b], p2[b], x, Kf, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
-        double s12[2][BN_CW]; /* s1 and s2 per channel */
-        for (int j = 0; j < W; j++) {
-            double s1 = 0.0, s2 = 0.0;
+    double s12[2][BN_CW], K[BN_CW]; /* per channel of a super-chunk */
+    int b0 = 0; /* the first block with rows (holds row 0): fewer rows than blocks leave some empty */
+    while (bn_row0(b0 + 1, M) == bn_row0(b0, M)) b0++;
+    for (int j0 = 0; j0 < W; j0 += BN_CW) {
+        const int w = W - j0 < BN_CW ? W - j0 : BN_CW;
+        for (int j = 0; j < w; j++) {
+            const double K0 = bn_sums_at((double *)sums, b0, 2, Cs)[j0 + j];
+            double a = 0.0, q = 0.0;
             for (int b = 0; b < BN_BLOCKS; b++) {
-                s1 += p1[b][j];
-                s2 += p2[b][j];
+                const double Mb = (double)(bn_row0(b + 1, M) - bn_row0(b, M));
+                if (Mb == 0.0) continue; /* fewer rows than blocks */
+                const double s1 = bn_sums_at((double *)sums, b, 0, Cs)[j0 + j];
+                const double s2 = bn_sums_at((double *)sums, b, 1, Cs)[j0 + j];
+                const double d = bn_sums_at((double *)sums, b, 2, Cs)[j0 + j] - K0;
+                a += s1 + Mb * d;
+                q += s2 + 2.0 * d * s1 + Mb * d * d;
             }
-            s12[0][j] = s1;
-            s12[1][j] = s2;
+            s12[0][j] = a, s12[1][j] = q, K[j] = K0;
         }
-        if (dist) bn_merge_ranks(s12[0], s12[1], K, M, W);
-        for (int j = 0; j < W; j++) {
+        if (dist) bn_merge_ranks(s12[0], s12[1], K, M, w);
+        for (int j = 0; j < w; j++) {
             const double s1 = s12[0][j], s2 = s12[1][j];
-            const int c = c0 + j;
+            const int c = c0 + j0 + j;
             const double mu = K[j] + s1 / Md;
             double q = s2 - s1 * s1 / Md; /* sum of squared deviations from the mean */
             if (q < 0.0) q = 0.0;
@@ -648,6 +725,40 @@ static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const 
                 running_mean[c] = (float)((1.0 - mo) * (double)running_mean[c] + mo * mu);
                 running_var[c] = (float)((1.0 - mo) * (double)running_var[c] + mo * unbiased);
             }
+        }
+    }
+}
+
+/* The forward over this rank's M rows; Mg = 0: the batch is these rows, else the batch is Mg
+ * rows over every rank (snn_bn_train_fwd_dist). sums: the per-block sums of x (gathered by
+ * snn_linear_fwd_sums), or NULL to compute them here. */
+static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,
+                         const float *gamma, const float *beta, float *running_mean,
+                         float *running_var, int M, long Mg, int C, float momentum, float eps,
+                         const double *sums) {
+    SNN_ASSERT(xhat && mean && rstd && x && gamma && beta && C > 0); /* y may be NULL */
+    const bool dist = Mg > 0;
+    /* PyTorch: "Expected more than 1 value per channel when training" */
+    SNN_ASSERT(dist ? Mg >= 2 && M >= 1 : M >= 2);
+    SNN_ASSERT((running_mean == NULL) == (running_var == NULL));
+    const bool par = (size_t)M * C >= PAR_MIN_WORK;
+    (void)par; /* unused without OpenMP */
+    /* Statistics: per row block (BN_BLOCKS), one pass over the block's rows shifted by its
+     * first row (bn_rows_shifted), then the blocks combined in order (bn_stats_of_sums). */
+    if (sums) {
+        bn_stats_of_sums(sums, C, M, Mg, 0, C, mean, rstd, running_mean, running_var,
+                         momentum, eps);
+    } else {
+        for (int c0 = 0; c0 < C; c0 += BN_CW) {
+            const int W = C - c0 < BN_CW ? C - c0 : BN_CW;
+            double part[3 * BN_BLOCKS * BN_CW];
+#pragma omp parallel for schedule(dynamic) if (par)
+            for (int b = 0; b < BN_BLOCKS; b++) {
+                const int m0 = bn_row0(b, M), m1 = bn_row0(b + 1, M);
+                if (m1 > m0) bn_block_add_rows(part, BN_CW, x, C, c0, W, b, m0, m0, m1);
+            }
+            bn_stats_of_sums(part, BN_CW, M, Mg, c0, W, mean, rstd, running_mean, running_var,
+                             momentum, eps);
         }
     }
     /* Normalise: element-wise in float (PyTorch's CPU kernel is float too), rows are
@@ -665,7 +776,16 @@ void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const flo
                       const float *gamma, const float *beta, float *running_mean,
                       float *running_var, int M, int C, float momentum, float eps) {
     bn_train_fwd(y, xhat, mean, rstd, x, gamma, beta, running_mean, running_var, M, 0, C,
-                 momentum, eps);
+                 momentum, eps, NULL);
+}
+
+void snn_bn_train_fwd_sums(float *y, float *xhat, float *mean, float *rstd, const float *x,
+                           const float *gamma, const float *beta, float *running_mean,
+                           float *running_var, int M, long M_batch, int C, float momentum,
+                           float eps, const double *sums) {
+    SNN_ASSERT(sums && (M_batch == 0 || M_batch >= M));
+    bn_train_fwd(y, xhat, mean, rstd, x, gamma, beta, running_mean, running_var, M, M_batch, C,
+                 momentum, eps, sums);
 }
 
 void snn_bn_train_fwd_dist(float *y, float *xhat, float *mean, float *rstd, const float *x,
@@ -674,7 +794,7 @@ void snn_bn_train_fwd_dist(float *y, float *xhat, float *mean, float *rstd, cons
                            float eps) {
     SNN_ASSERT(M_batch >= M);
     bn_train_fwd(y, xhat, mean, rstd, x, gamma, beta, running_mean, running_var, M, M_batch, C,
-                 momentum, eps);
+                 momentum, eps, NULL);
 }
 
 /* Column sums of rows [m0, m1) (see snn_bn_train_bwd): runs of BN_SUB rows in float, each run

@@ -24,9 +24,11 @@
  *     run inside our own OpenMP loop with OpenBLAS pinned to one thread. What we rely on: the
  *     same BLAS call on the same arguments returns the same bits whichever thread makes it,
  *     which holds for OpenBLAS run single-threaded. The bias gradient sums fixed row blocks.
- *   - BatchNorm: statistics in one pass over data shifted by the first row, 16-row runs in
- *     float added into double accumulators, over 16 fixed row blocks combined in block order;
- *     the backward's column sums likewise; the normalisation and dx are computed in float.
+ *   - BatchNorm: statistics over 16 fixed row blocks, each in one pass over its rows shifted
+ *     by its own first row, 16-row runs in float added into double accumulators, the blocks
+ *     combined in block order (the fused snn_linear_fwd_sums gathers the same block sums while
+ *     it writes y, in chunks of whole runs); the backward's column sums in the same blocks and
+ *     runs; the normalisation and dx are computed in float.
  * Small problems (under 32768 elements or multiply-adds) run on the calling thread alone, over
  * the same chunks.
  * The kernels that call BLAS call snn_layers_init() themselves (cheap after the first time), so
@@ -108,6 +110,17 @@ bool snn_linear_bwd_bits(float *dx, float *dw, float *db, const float *dy,
                          const snn_spike_rows *x, const float *w, int M, int in, int out,
                          bool add_dx);
 
+/* snn_linear_fwd and snn_linear_fwd_bits that also gather the column sums of y that a
+ * training-mode BatchNorm on y needs (snn_bn_train_fwd_sums), each row chunk's right after it is
+ * written, while it is in cache: the BatchNorm then makes one pass over y instead of two.
+ *   sums [snn_bn_sums_doubles(out)]   M >= 1
+ * y's bits are those of snn_linear_fwd(_bits) on the spike path; on the sgemm path the row
+ * chunks follow BatchNorm's row blocks, so sgemm may round y differently from snn_linear_fwd. */
+void snn_linear_fwd_sums(float *y, const float *x, const float *w, const float *b, int M, int in,
+                         int out, double *sums);
+bool snn_linear_fwd_bits_sums(float *y, const snn_spike_rows *x, const float *w, const float *b,
+                              int M, int in, int out, double *sums);
+
 /* Floats of snn_linear_bwd's scratch for M rows (0 up to SNN_LINEAR_DW_ROWS rows, where it may
  * be NULL; at most 7 in out): the weight gradient of a non-spike input is summed over up to 8
  * row blocks, one sgemm each, block 0 into dw and the others into the scratch, then added in
@@ -139,6 +152,18 @@ void snn_bn_train_fwd_dist(float *y, float *xhat, float *mean, float *rstd, cons
                            const float *gamma, const float *beta, float *running_mean,
                            float *running_var, int M, long M_batch, int C, float momentum,
                            float eps);
+
+/* Doubles of the per-row-block sums of C channels that snn_linear_fwd_sums gathers (a fixed
+ * number of row blocks: independent of M). */
+size_t snn_bn_sums_doubles(int C);
+
+/* snn_bn_train_fwd (M_batch = 0) or snn_bn_train_fwd_dist (M_batch > 0) on the x whose sums
+ * snn_linear_fwd_sums gathered while it wrote x: the same bits, without the statistics' pass
+ * over x. */
+void snn_bn_train_fwd_sums(float *y, float *xhat, float *mean, float *rstd, const float *x,
+                           const float *gamma, const float *beta, float *running_mean,
+                           float *running_var, int M, long M_batch, int C, float momentum,
+                           float eps, const double *sums);
 
 /* Backward of the training-mode forward (batch statistics depend on x); accumulates:
  *   dbeta[c]  += sum_m dy[m,c]

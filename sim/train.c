@@ -175,6 +175,8 @@ struct snn_trainer {
     float *d_o, *d_q, *d_k, *d_v; /* [M, D] */
     float *d_pooled;           /* [B, D] */
     float *dw_scratch;         /* [snn_linear_bwd_scratch_floats of the widest Linear] */
+    double *bn_sums;           /* [snn_bn_sums_doubles(widest Linear + BN output)]: the
+                                * BatchNorm sums a Linear gathers for the BN after it */
     float *d_logits;           /* [B, C] */
     float *att_scratch;        /* [threads, att_scratch_floats] */
     size_t att_scratch_floats; /* per thread: N*N, or the cat/primal backward's need */
@@ -361,6 +363,8 @@ static void plan(snn_trainer *tr, planner *p) {
             need = f > need ? f : need;
         }
         tr->dw_scratch = take(p, need);
+        /* doubles in a 64-byte aligned float buffer */
+        tr->bn_sums = (double *)take(p, 2 * snn_bn_sums_doubles(Di > Hdi ? Di : Hdi));
     }
     tr->d_logits = take(p, (size_t)tr->Bmax * tr->C);
     const size_t Ms = (size_t)tr->m->primal_M * tr->m->primal_s;
@@ -494,15 +498,20 @@ static float *grad_of(snn_trainer *tr, const float *param) {
 /* Rows of the whole batch when it is spread over ranks (M counts this rank's rows). */
 static long batch_rows(const snn_trainer *tr) { return (long)tr->T * tr->B_batch * tr->N; }
 
-/* The BatchNorm of a linear layer whose output is in tr->y. */
-static void bn_fwd(snn_trainer *tr, const snn_linear *lin, int M, lin_act *a,
-                   bool update_running) {
+/* The BatchNorm of a linear layer whose output is in tr->y; sums: the sums the linear layer
+ * gathered (training mode), or NULL. */
+static void bn_fwd(snn_trainer *tr, const snn_linear *lin, int M, lin_act *a, bool update_running,
+                   const double *sums) {
     const float momentum = update_running ? 0.1f : 0.0f;
     /* fused: training mode writes xhat alone; eval mode writes its output where bn_out reads */
     float *z = a->fused ? (tr->eval ? a->xhat : NULL) : a->z;
     if (tr->eval)
         snn_bn_eval_fwd(z, tr->y, lin->bn_w, lin->bn_b, lin->bn_mean, lin->bn_var, M, lin->out,
                         1e-5f);
+    else if (sums)
+        snn_bn_train_fwd_sums(z, a->xhat, a->mean, a->rstd, tr->y, lin->bn_w, lin->bn_b,
+                              lin->bn_mean, lin->bn_var, M, tr->B_batch ? batch_rows(tr) : 0,
+                              lin->out, momentum, 1e-5f, sums);
     else if (tr->B_batch)
         snn_bn_train_fwd_dist(z, a->xhat, a->mean, a->rstd, tr->y, lin->bn_w, lin->bn_b,
                               lin->bn_mean, lin->bn_var, M, batch_rows(tr), lin->out, momentum,
@@ -572,10 +581,20 @@ static const float *in_floats(snn_trainer *tr, const lin_in *in) {
 static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M, lin_act *a,
                        bool update_running) {
     snn_spike_rows xb;
-    if (!in_rows(tr, &in, &xb) ||
-        !snn_linear_fwd_bits(tr->y, &xb, lin->weight, lin->bias, M, lin->in, lin->out))
-        snn_linear_fwd(tr->y, in_floats(tr, &in), lin->weight, lin->bias, M, lin->in, lin->out);
-    bn_fwd(tr, lin, M, a, update_running);
+    if (tr->eval) {
+        if (!in_rows(tr, &in, &xb) ||
+            !snn_linear_fwd_bits(tr->y, &xb, lin->weight, lin->bias, M, lin->in, lin->out))
+            snn_linear_fwd(tr->y, in_floats(tr, &in), lin->weight, lin->bias, M, lin->in,
+                           lin->out);
+        bn_fwd(tr, lin, M, a, update_running, NULL);
+        return;
+    }
+    /* training mode: the linear layer gathers BatchNorm's sums while it writes y */
+    if (!in_rows(tr, &in, &xb) || !snn_linear_fwd_bits_sums(tr->y, &xb, lin->weight, lin->bias, M,
+                                                           lin->in, lin->out, tr->bn_sums))
+        snn_linear_fwd_sums(tr->y, in_floats(tr, &in), lin->weight, lin->bias, M, lin->in,
+                            lin->out, tr->bn_sums);
+    bn_fwd(tr, lin, M, a, update_running, tr->bn_sums);
 }
 
 /* Given dz = dL/d(BN output) [M, out], accumulates parameter gradients and dx += dL/dx, or

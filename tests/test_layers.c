@@ -279,6 +279,68 @@ static void test_linear_bits_equal_floats(void **state) {
         }
 }
 
+/* The linear forward that gathers BatchNorm's sums (snn_linear_fwd_sums, _bits_sums) followed
+ * by snn_bn_train_fwd_sums gives the bytes of the separate passes: on spikes (floats and bits)
+ * y equals snn_linear_fwd's, and on real inputs (sgemm) the BatchNorm outputs equal
+ * snn_bn_train_fwd's on the y it wrote. Sizes: fewer rows than BatchNorm's 16 row blocks
+ * (M = 5: empty blocks), blocks longer than a row chunk (M = 4800: 300-row blocks, chunks of 256
+ * and 44), more channels than one super-chunk (out = 300), and a column far from 0 (the shift). */
+static void test_linear_bn_sums_equal_separate_passes(void **state) {
+    (void)state;
+    static const int shapes[][3] = {/* M, in, out */ {5, 64, 24}, {4800, 64, 64}, {700, 128, 300}};
+    for (int si = 0; si < 3; si++)
+        for (int spikes = 0; spikes < 2; spikes++) {
+            const int M = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+            const size_t MI = (size_t)M * in, MO = (size_t)M * out;
+            float *x = fvec(MI), *w = fvec((size_t)out * in), *b = fvec(out);
+            uint64_t *nz = calloc(MI / 64 + 1, sizeof *nz);
+            for (size_t t = 0; t < MI; t++) {
+                const double u = snn_rng_uniform(60 + si, 1, t);
+                x[t] = spikes ? (u < 0.15 ? 1.0f : 0.0f) : (float)(2.0 * u - 1.0);
+                if (spikes && x[t] != 0.0f) nz[t / 64] |= 1ull << (t % 64);
+            }
+            fill_uniform(w, (size_t)out * in, 61, si, -1.0f, 1.0f);
+            fill_uniform(b, (size_t)out, 62, si, -1.0f, 1.0f);
+            b[0] = 1000.0f; /* channel 0 far from 0: the statistics' shift matters */
+            float *y1 = fvec(MO), *y2 = fvec(MO), *y3 = fvec(MO);
+            double *sums = calloc(snn_bn_sums_doubles(out), sizeof *sums);
+            snn_linear_fwd(y1, x, w, b, M, in, out);
+            snn_linear_fwd_sums(y2, x, w, b, M, in, out, sums);
+            if (spikes) {
+                assert_memory_equal(y1, y2, MO * sizeof *y1);
+                const snn_spike_rows xb = {nz, MI / 64 + 1, M}; /* one block of M rows */
+                double *sums3 = calloc(snn_bn_sums_doubles(out), sizeof *sums3);
+                assert_true(snn_linear_fwd_bits_sums(y3, &xb, w, b, M, in, out, sums3));
+                assert_memory_equal(y1, y3, MO * sizeof *y1);
+                assert_memory_equal(sums, sums3, snn_bn_sums_doubles(out) * sizeof *sums);
+                free(sums3);
+            }
+            float *g = fvec(out), *be = fvec(out), *o1 = fvec(MO), *o2 = fvec(MO), *h1 = fvec(MO);
+            float *h2 = fvec(MO), *mu1 = fvec(out), *mu2 = fvec(out), *r1 = fvec(out);
+            float *r2 = fvec(out), *rm1 = fvec(out), *rm2 = fvec(out), *rv1 = fvec(out);
+            float *rv2 = fvec(out);
+            fill_uniform(g, (size_t)out, 63, si, 0.5f, 1.5f);
+            fill_uniform(be, (size_t)out, 64, si, -0.5f, 0.5f);
+            fill_const(rv1, out, 1.0f), fill_const(rv2, out, 1.0f);
+            snn_bn_train_fwd(o1, h1, mu1, r1, y2, g, be, rm1, rv1, M, out, 0.1f, 1e-5f);
+            snn_bn_train_fwd_sums(o2, h2, mu2, r2, y2, g, be, rm2, rv2, M, 0, out, 0.1f, 1e-5f,
+                                  sums);
+            assert_memory_equal(o1, o2, MO * sizeof *o1);
+            assert_memory_equal(h1, h2, MO * sizeof *h1);
+            assert_memory_equal(mu1, mu2, (size_t)out * sizeof *mu1);
+            assert_memory_equal(r1, r2, (size_t)out * sizeof *r1);
+            assert_memory_equal(rm1, rm2, (size_t)out * sizeof *rm1);
+            assert_memory_equal(rv1, rv2, (size_t)out * sizeof *rv1);
+            /* and the statistics are right: channel 0's mean against a double sum */
+            double sum = 0.0;
+            for (int m = 0; m < M; m++) sum += y2[(size_t)m * out];
+            assert_float_equal(mu1[0], sum / M, 1e-3);
+            free(x), free(w), free(b), free(nz), free(y1), free(y2), free(y3), free(sums);
+            free(g), free(be), free(o1), free(o2), free(h1), free(h2), free(mu1), free(mu2);
+            free(r1), free(r2), free(rm1), free(rm2), free(rv1), free(rv2);
+        }
+}
+
 /* dx, dw, db by central differences (M=6, in=5, out=4). L is linear in every coordinate, so the
  * only error is float rounding of y: atol 1e-5, rtol 1e-4 (worst seen: 8% of that bound). */
 static void test_linear_backward_matches_finite_differences(void **state) {
@@ -772,6 +834,7 @@ int main(void) {
         cmocka_unit_test(test_linear_matches_naive_reference_across_chunks),
         cmocka_unit_test(test_linear_backward_matches_finite_differences),
         cmocka_unit_test(test_linear_bits_equal_floats),
+        cmocka_unit_test(test_linear_bn_sums_equal_separate_passes),
         cmocka_unit_test(test_bn_running_stats_match_pytorch_rule),
         cmocka_unit_test(test_bn_forward_matches_naive_reference),
         cmocka_unit_test(test_bn_backward_matches_finite_differences),
