@@ -3,7 +3,7 @@
  * (spec/model.md section 3 `softmax`, research/methods.md section 6). The ANN baseline.
  *
  *   A = Q K^T                                   float, one single-threaded sgemm
- *   P_ij = exp((A_ij - m_i) s) / sum_j' exp(...)   m_i = max_j A_ij, s = 1/sqrt(d) > 0
+ *   P_ij = exp((A_ij - m_i) s) (1 / sum_j' exp(...))   m_i = max_j A_ij, s = 1/sqrt(d) > 0
  *   O = P V                                     float, one sgemm of the float P
  *
  * The three products of the forward and the four of the backward are dense float GEMMs, what
@@ -81,9 +81,11 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_train(int N, int d, const floa
             snn_expf_row((size_t)jn, arg, pi + j0);
         }
         const double sum = row_dot(pi, NULL, N);
-        /* sum >= 1 (the maximum contributes exp(0) = 1): the divisions are safe */
-        const float sf = (float)sum;
-        for (int j = 0; j < N; j++) pi[j] /= sf;
+        /* sum >= 1 (the maximum contributes exp(0) = 1). Times the float reciprocal of the sum,
+         * as PyTorch's CPU softmax (x * (1 / sum)): a multiply where a divide cost a third of
+         * the row */
+        const float inv = 1.0f / (float)sum;
+        for (int j = 0; j < N; j++) pi[j] *= inv;
     }
     /* O = P V */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, d, N, 1.0f, p, N, v, ld, 0.0f, o,

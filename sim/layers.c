@@ -312,12 +312,19 @@ static SNN_WIDE_FN SNN_VEC_FN int linear_fwd_sparse_rows(float *y, const sp_src 
     return bad;
 }
 
+/* y[m, :] = b for rows m < mc (a loop: a memcpy call per row of 64 floats cost more than
+ * its copy). */
+static SNN_WIDE_FN SNN_VEC_FN void fill_rows(float *restrict y, const float *restrict b, int mc,
+                                             int out) {
+    for (int m = 0; m < mc; m++)
+        for (int o = 0; o < out; o++) y[(size_t)m * out + o] = b[o];
+}
+
 /* Rows [m0, m0 + mc) of y = x w^T + b by sgemm (the bias pre-filled). */
 static void linear_fwd_rows_sgemm(float *y, const float *x, const float *w, const float *b,
                                   int m0, int mc, int in, int out) {
     float *yk = y + (size_t)m0 * out;
-    if (b)
-        for (int m = 0; m < mc; m++) memcpy(yk + (size_t)m * out, b, (size_t)out * sizeof *b);
+    if (b) fill_rows(yk, b, mc, out);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mc, out, in, 1.0f, x + (size_t)m0 * in,
                 in, w, in, b ? 1.0f : 0.0f, yk, out);
 }
