@@ -107,19 +107,34 @@ INLINE_VEC void fwd_tile(const charge_mode mode, const bool bipolar, const bool 
                          size_t cn, size_t ld, const float *x, const snn_neuron_affine *af,
                          size_t i0, const spike_out *o, float *h, float v0, float tau, float vr,
                          float th) {
-    float v[TILE], hb[TILE], sb[TILE], g[TILE], b[TILE], xa[TILE];
+    float v[TILE], hb[TILE], sb[TILE], g[TILE], b[TILE], mu[TILE], rs[TILE], xa[TILE];
     for (size_t i = 0; i < cn; i++) v[i] = v0;
-    if (af) /* channel c0 + i0 + i (mod width), stepped: a division per neuron cost more than
-             * the T timesteps of the tile together */
-        for (size_t i = 0, c = (af->c0 + i0) % af->width; i < cn; i++) {
-            g[i] = af->gamma[c], b[i] = af->beta[c];
-            if (++c == af->width) c = 0;
+    const bool norm = af && af->xhat;
+    if (af) /* channel c0 + i0 + i (mod width), in runs of consecutive channels: a division per
+             * neuron cost more than the T timesteps of the tile together, and a scalar copy
+             * per neuron a sixth of them */
+        for (size_t i = 0, c = (af->c0 + i0) % af->width; i < cn; c = 0) {
+            const size_t run = af->width - c < cn - i ? af->width - c : cn - i;
+            for (size_t u = 0; u < run; u++) g[i + u] = af->gamma[c + u];
+            for (size_t u = 0; u < run; u++) b[i + u] = af->beta[c + u];
+            if (norm) {
+                for (size_t u = 0; u < run; u++) mu[i + u] = af->mean[c + u];
+                for (size_t u = 0; u < run; u++) rs[i + u] = af->rstd[c + u];
+            }
+            i += run;
         }
     for (int t = 0; t < T; t++) {
         const size_t row = (size_t)t * ld;
         float *st = o->s ? o->s + row : sb;
         const float *xt = x + row;
-        if (af) { /* BatchNorm's output: the same multiply, then add */
+        if (norm) { /* BatchNorm's normalisation, stored, then its output */
+            float *restrict xh = af->xhat + row + i0;
+            for (size_t i = 0; i < cn; i++) {
+                xh[i] = (xt[i] - mu[i]) * rs[i];
+                xa[i] = g[i] * xh[i] + b[i];
+            }
+            xt = xa;
+        } else if (af) { /* BatchNorm's output: the same multiply, then add */
             for (size_t i = 0; i < cn; i++) xa[i] = g[i] * xt[i] + b[i];
             xt = xa;
         }
@@ -274,6 +289,7 @@ void snn_neuron_forward_seq_bits(const snn_neuron_params *p, int T, size_t n, si
     SNN_ASSERT(T >= 0 && (n <= ld || T <= 1) && nz && (neg != NULL) == p->bipolar);
     SNN_ASSERT(T <= 1 || snn_bits_words(n) <= wld);
     SNN_ASSERT(!af || (af->gamma && af->beta && af->width > 0));
+    SNN_ASSERT(!af || !af->xhat || (af->mean && af->rstd && af->xhat != x));
     const spike_out out = {s, nz, neg, wld};
     forward_fast(p, T, n, ld, x, af, &out, h);
 }

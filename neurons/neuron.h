@@ -119,10 +119,15 @@ void snn_neuron_forward_seq(const snn_neuron_params *p, int T, size_t n, size_t 
 
 /* A per-channel affine map of a forward's input: neuron i of a row charges with
  * gamma[c] x + beta[c] (a float multiply, then an add: BatchNorm's output from its normalised
- * input, bit for bit), c = (c0 + i) % width. */
+ * input, bit for bit), c = (c0 + i) % width. With xhat, x is BatchNorm's input instead: the
+ * neuron first normalises it, xhat = (x - mean[c]) rstd[c] (float, BatchNorm's operations),
+ * stores xhat at x's place in xhat [T, ld] (for BatchNorm's backward) and charges with
+ * gamma[c] xhat + beta[c]: BatchNorm's normalisation pass done while the neurons read x. */
 typedef struct snn_neuron_affine {
     const float *gamma, *beta; /* [width] */
     size_t width, c0;
+    const float *mean, *rstd;  /* [width], with xhat */
+    float *xhat;               /* [T, ld] as x, or NULL: x is already normalised */
 } snn_neuron_affine;
 
 /* snn_neuron_forward_seq (normal mode) that also writes the spikes as bit planes (sim/

@@ -743,7 +743,8 @@ static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const 
                          const float *gamma, const float *beta, float *running_mean,
                          float *running_var, int M, long Mg, int C, float momentum, float eps,
                          const double *sums) {
-    SNN_ASSERT(xhat && mean && rstd && x && gamma && beta && C > 0); /* y may be NULL */
+    /* y may be NULL; xhat too (with y), for the statistics alone */
+    SNN_ASSERT((xhat || !y) && mean && rstd && x && gamma && beta && C > 0);
     const bool dist = Mg > 0;
     /* PyTorch: "Expected more than 1 value per channel when training" */
     SNN_ASSERT(dist ? Mg >= 2 && M >= 1 : M >= 2);
@@ -771,6 +772,7 @@ static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const 
     /* Normalise: element-wise in float (PyTorch's CPU kernel is float too), rows are
      * independent. y is computed from the stored xhat, so the backward sees exactly the
      * forward's xhat. */
+    if (!xhat) return;
     const int nr = n_chunks(M, BN_ROWS);
 #pragma omp parallel for schedule(dynamic) if (par)
     for (int k = 0; k < nr; k++) {

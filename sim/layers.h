@@ -159,7 +159,8 @@ size_t snn_bn_sums_doubles(int C);
 
 /* snn_bn_train_fwd (M_batch = 0) or snn_bn_train_fwd_dist (M_batch > 0) on the x whose sums
  * snn_linear_fwd_sums gathered while it wrote x: the same bits, without the statistics' pass
- * over x. */
+ * over x. xhat and y NULL: the statistics alone (mean, rstd, running statistics), for a caller
+ * that normalises x itself (a population's snn_neuron_affine with xhat). */
 void snn_bn_train_fwd_sums(float *y, float *xhat, float *mean, float *rstd, const float *x,
                            const float *gamma, const float *beta, float *running_mean,
                            float *running_var, int M, long M_batch, int C, float momentum,

@@ -503,8 +503,15 @@ static long batch_rows(const snn_trainer *tr) { return (long)tr->T * tr->B_batch
 static void bn_fwd(snn_trainer *tr, const snn_linear *lin, int M, lin_act *a, bool update_running,
                    const double *sums) {
     const float momentum = update_running ? 0.1f : 0.0f;
-    /* fused: training mode writes xhat alone; eval mode writes its output where bn_out reads */
+    /* fused: training mode gathers the statistics alone (the population normalises, see
+     * bn_out); eval mode writes its output where bn_out reads */
     float *z = a->fused ? (tr->eval ? a->xhat : NULL) : a->z;
+    if (!tr->eval && sums && a->fused) {
+        snn_bn_train_fwd_sums(NULL, NULL, a->mean, a->rstd, tr->y, lin->bn_w, lin->bn_b,
+                              lin->bn_mean, lin->bn_var, M, tr->B_batch ? batch_rows(tr) : 0,
+                              lin->out, momentum, 1e-5f, sums);
+        return;
+    }
     if (tr->eval)
         snn_bn_eval_fwd(z, tr->y, lin->bn_w, lin->bn_b, lin->bn_mean, lin->bn_var, M, lin->out,
                         1e-5f);
@@ -521,16 +528,19 @@ static void bn_fwd(snn_trainer *tr, const snn_linear *lin, int M, lin_act *a, bo
                          lin->bn_mean, lin->bn_var, M, lin->out, momentum, 1e-5f);
 }
 
-/* What a population reads from a Linear + BN: its output z, or (fused) xhat, with BN's gamma
- * and beta in *af for the neurons to apply (*afp = af; NULL when the input is read as it is). */
+/* What a population reads from a Linear + BN: its output z, or (fused) the linear layer's
+ * output tr->y with BN's statistics, gamma and beta in *af: the neurons normalise it into xhat
+ * and charge with BN's output (*afp = af; NULL when the input is read as it is). Call right
+ * after lin_bn_fwd, while tr->y holds the layer's output. */
 static const float *bn_out(const snn_trainer *tr, const snn_linear *lin, const lin_act *a,
                            snn_neuron_affine *af, const snn_neuron_affine **afp) {
     *afp = NULL;
     if (!a->fused) return a->z;
     if (tr->eval) return a->xhat; /* eval-mode BatchNorm wrote its output there */
-    *af = (snn_neuron_affine){lin->bn_w, lin->bn_b, (size_t)lin->out, 0};
+    *af = (snn_neuron_affine){lin->bn_w, lin->bn_b, (size_t)lin->out, 0, a->mean, a->rstd,
+                              a->xhat};
     *afp = af;
-    return a->xhat;
+    return tr->y;
 }
 
 /* BatchNorm backward over the step's rows, or over the batch spread over ranks. dx is written,
@@ -732,7 +742,10 @@ static const float *pop_fwd_to(snn_trainer *tr, int p, const float *x,
         size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
         if (a->nz) { /* chunks start on a word: POP_CHUNK % 64 == 0 */
             snn_neuron_affine ac;
-            if (af) ac = *af, ac.c0 = (af->c0 + off) % af->width; /* rows are width wide */
+            if (af) { /* rows are width wide */
+                ac = *af, ac.c0 = (af->c0 + off) % af->width;
+                if (ac.xhat) ac.xhat += off;
+            }
             snn_neuron_forward_seq_bits(&np, tr->T, len, n, x + off, af ? &ac : NULL,
                                         s ? s + off : NULL, a->nz + off / 64,
                                         a->neg ? a->neg + off / 64 : NULL, a->ld, a->h + off);

@@ -150,7 +150,9 @@ static void test_forward_seq_matches_step(void **state) {
  * their bits: bit i of row t's words is S != 0, the neg plane S < 0, bits past n are 0, words
  * past the row untouched (wld > the row's words). Sizes: whole and partial words and tiles.
  * With an affine input (width 48 from channel 5: tiles start mid-row) it equals the forward on
- * gamma[c] x + beta[c] computed beforehand, as BatchNorm writes it. */
+ * gamma[c] x + beta[c] computed beforehand, as BatchNorm writes it; with a normalising one, the
+ * forward on gamma[c] ((x - mean[c]) rstd[c]) + beta[c], and it writes that xhat, byte for
+ * byte. */
 static void test_forward_seq_bits_matches_floats(void **state) {
     (void)state;
     ncfg cfg[N_CONFIGS];
@@ -167,29 +169,39 @@ static void test_forward_seq_bits_matches_floats(void **state) {
             float *h2 = malloc(T * ld * sizeof *h2), *xz = malloc(T * ld * sizeof *xz);
             uint64_t nz[T * WLD], neg[T * WLD];
             enum { W = 48, C0 = 5 };
-            float gamma[W], beta[W];
+            float gamma[W], beta[W], mean[W], rstd[W];
             trng r = {1300 + (uint64_t)c * 16 + k, 0};
             for (size_t t = 0; t < T * ld; t++) x[t] = draw_x(&r, p);
             for (int w = 0; w < W; w++) {
                 gamma[w] = trng_range(&r, 0.5, 1.5);
                 beta[w] = trng_range(&r, -0.3, 0.3);
+                mean[w] = trng_range(&r, -0.2, 0.2);
+                rstd[w] = trng_range(&r, 0.7, 1.4);
             }
-            const snn_neuron_affine af = {gamma, beta, W, C0};
+            float *xh = malloc(T * ld * sizeof *xh), *xh2 = malloc(T * ld * sizeof *xh2);
+            float *xzn = malloc(T * ld * sizeof *xzn);
+            const snn_neuron_affine af = {gamma, beta, W, C0, NULL, NULL, NULL};
+            const snn_neuron_affine afn = {gamma, beta, W, C0, mean, rstd, xh2};
             for (size_t t = 0; t < T; t++)
                 for (size_t i = 0; i < n; i++) {
                     const size_t ch = (C0 + i) % W, e = t * ld + i;
                     xz[e] = gamma[ch] * x[e] + beta[ch];
+                    xh[e] = (x[e] - mean[ch]) * rstd[ch]; /* as BatchNorm normalises */
+                    xzn[e] = gamma[ch] * xh[e] + beta[ch];
                 }
-            for (int variant = 0; variant < 3; variant++) {
-                const bool with_floats = variant == 1, affine = variant == 2;
+            /* variants: bits only; with floats; affine input; normalising affine input (it
+             * also writes xhat, compared below) */
+            for (int variant = 0; variant < 4; variant++) {
+                const bool with_floats = variant == 1, affine = variant == 2, norm = variant == 3;
                 memset(nz, 0xAB, sizeof nz), memset(neg, 0xAB, sizeof neg);
-                snn_neuron_forward_seq(p, T, n, ld, affine ? xz : x, s, h, false);
-                snn_neuron_forward_seq_bits(p, T, n, ld, x, affine ? &af : NULL,
+                snn_neuron_forward_seq(p, T, n, ld, affine ? xz : norm ? xzn : x, s, h, false);
+                snn_neuron_forward_seq_bits(p, T, n, ld, x, affine ? &af : norm ? &afn : NULL,
                                             with_floats ? s2 : NULL, nz, p->bipolar ? neg : NULL,
                                             WLD, h2);
                 for (int t = 0; t < T; t++) {
                     const size_t row = (size_t)t * ld;
                     assert_memory_equal(h + row, h2 + row, n * sizeof *h);
+                    if (norm) assert_memory_equal(xh + row, xh2 + row, n * sizeof *xh);
                     if (with_floats) assert_memory_equal(s + row, s2 + row, n * sizeof *s);
                     for (size_t w = 0; w < WLD; w++) {
                         uint64_t want_nz = 0, want_neg = 0;
@@ -204,7 +216,8 @@ static void test_forward_seq_bits_matches_floats(void **state) {
                     }
                 }
             }
-            free(x), free(s), free(h), free(s2), free(h2), free(xz);
+            free(x), free(s), free(h), free(s2), free(h2), free(xz), free(xh), free(xh2);
+            free(xzn);
         }
     }
 }
