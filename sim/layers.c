@@ -178,12 +178,13 @@ static void bn_block_sums(double (*part)[BN_CW], const float *x, int M, int C, i
  * mostly 0 (firing rates of a few percent). For such an x (every entry 0 or 1, checked; at most
  * SP_MAX_DENSITY of them 1 in the first rows) the products skip the zeros:
  *   y[m, :]  = (sum over the ones x[m, i], i ascending, of w^T[i, :]) + b   (float)
- *   dw^T[i, :] = sum over the rows m with x[m, i] = 1 of dy[m, :]   (float; blocks of rows)
+ *   dw^T[i, :] = sum over the rows m with x[m, i] = 1 of dy[m, :]   (float; two fixed halves of
+ *                the rows, each summed in blocks of rows, then added)
  * i.e. the float sums of sgemm without its multiplications by 0 and 1, in a fixed order (so the
  * result is the same for any thread count; its bits differ from sgemm's, whose order is its
  * own). Any other x (real inputs, ternary spikes, dense spikes) and layers too large for the
  * stack buffers (in * out > SP_MAX_W) take the sgemm path. */
-enum { SP_MAX_IN = 4096, SP_MAX_W = 65536, SP_OB = 64, SP_DW_CHUNKS = 2 };
+enum { SP_MAX_IN = 4096, SP_MAX_W = 65536, SP_OB = 64, SP_DW_PARTS = 2 };
 #define SP_MAX_DENSITY 0.25
 
 /* Sixteen floats: one AVX-512 register in the AVX-512 clones, two AVX2 or four SSE registers in
@@ -375,54 +376,56 @@ static bool linear_fwd_sparse(float *y, const sp_src *src, const float *w, const
     return !bad;
 }
 
-/* dw^T[i0:i1, :] = sum over the rows m with x[m, i] = 1 of dy[m, :] (float): rows in blocks of
- * SP_RB; in a block the rows of each feature i are listed (m ascending) and their dy rows summed
- * in registers, then added to dw^T[i, :]; blocks in order. (Features beyond the list buffer: the
- * rows' dy added to dw^T one by one, rows in order.) Returns whether an entry was neither 0 nor
- * 1. */
+/* dwt = sum over rows [r0, r1) with x[m, i] = 1 of dy[m, :] (float), dwt = dw^T [in, out]
+ * written: rows in blocks of rb = SP_RB (fewer when in * SP_RB passes the list buffer; at least
+ * 8, as in <= SP_MAX_IN); in a block the rows of each feature i are listed (m ascending) and
+ * their dy rows summed in registers, then added to dw^T[i, :]; blocks in order. Returns whether
+ * an entry was neither 0 nor 1. */
 enum { SP_RB = 128, SP_LIST = 32768 };
-static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_cols(float *dwt, const float *dy,
-                                                const sp_src *src, int M, int out, int i0,
-                                                int i1) {
-    const int ni = i1 - i0;
-    for (size_t t = (size_t)i0 * out; t < (size_t)i1 * out; t++) dwt[t] = 0.0f;
+_Static_assert(SP_LIST / SP_MAX_IN >= 8 && SP_RB <= 256, "blocks of 8 to 256 rows (uint8 lists)");
+static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_rows(float *dwt, const float *dy,
+                                                const sp_src *src, int r0, int r1, int in,
+                                                int out) {
+    for (size_t t = 0; t < (size_t)in * out; t++) dwt[t] = 0.0f;
+    const int rb = in * SP_RB <= SP_LIST ? SP_RB : SP_LIST / in;
     int idx[SP_MAX_IN];
     int bad = 0;
-    if ((size_t)ni * SP_RB > SP_LIST) {
-        for (int m = 0; m < M; m++) {
-            const int nnz = sp_row_indices(src, m, i0, i1, idx, &bad);
-            const float *restrict dym = dy + (size_t)m * out;
-            for (int t = 0; t < nnz; t++) {
-                float *restrict d = dwt + (size_t)(i0 + idx[t]) * out;
-                for (int o = 0; o < out; o++) d[o] += dym[o];
-            }
-        }
-        return bad;
-    }
-    uint8_t lst[SP_LIST]; /* lst[ii * SP_RB + t]: t-th row (offset in the block) of feature ii */
+    uint8_t lst[SP_LIST]; /* lst[i * rb + t]: t-th row (offset in the block) of feature i */
     uint8_t cnt[SP_MAX_IN];
     const int o32 = out / 32 * 32;
-    for (int m0 = 0; m0 < M; m0 += SP_RB) {
-        const int m1 = M - m0 < SP_RB ? M : m0 + SP_RB;
-        for (int ii = 0; ii < ni; ii++) cnt[ii] = 0;
+    for (int m0 = r0; m0 < r1; m0 += rb) {
+        const int m1 = r1 - m0 < rb ? r1 : m0 + rb;
+        for (int i = 0; i < in; i++) cnt[i] = 0;
         for (int m = m0; m < m1; m++) {
-            /* this chunk reads part of each x row, and the dy rows of the block right after:
-             * the hardware prefetchers follow neither */
-            if (m + 8 < M) sp_prefetch_row(src, m + 8, i0, i1);
+            /* the x rows, and the dy rows of the block right after: the hardware prefetchers
+             * follow neither */
+            if (m + 8 < r1) sp_prefetch_row(src, m + 8, 0, in);
             for (int t = 0; t < out; t += 16) __builtin_prefetch(dy + (size_t)m * out + t);
-            const int nnz = sp_row_indices(src, m, i0, i1, idx, &bad);
+            const int nnz = sp_row_indices(src, m, 0, in, idx, &bad);
             for (int t = 0; t < nnz; t++) {
-                const int ii = idx[t];
-                lst[ii * SP_RB + cnt[ii]++] = (uint8_t)(m - m0);
+                const int i = idx[t];
+                lst[i * rb + cnt[i]++] = (uint8_t)(m - m0);
             }
         }
-        for (int ii = 0; ii < ni; ii++) {
-            const int c = cnt[ii];
+        for (int i = 0; i < in; i++) {
+            const int c = cnt[i];
             if (!c) continue;
-            const uint8_t *l = lst + ii * SP_RB;
+            const uint8_t *l = lst + i * rb;
             const float *dyb = dy + (size_t)m0 * out;
-            float *d = dwt + (size_t)(i0 + ii) * out;
-            for (int ob = 0; ob < o32; ob += 32) {
+            float *d = dwt + (size_t)i * out;
+            int ob = 0;
+            /* 64 columns a pass (four independent sums: one pair's add latency bound the
+             * pass), then 32 */
+            for (; ob + 64 <= o32; ob += 64) {
+                v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+                for (int t = 0; t < c; t++) {
+                    const v16fu *r = (const v16fu *)(dyb + (size_t)l[t] * out + ob);
+                    a0 += r[0], a1 += r[1], a2 += r[2], a3 += r[3];
+                }
+                v16fu *dd = (v16fu *)(d + ob);
+                dd[0] += a0, dd[1] += a1, dd[2] += a2, dd[3] += a3;
+            }
+            for (; ob < o32; ob += 32) {
                 v16f a0 = {0}, a1 = {0};
                 for (int t = 0; t < c; t++) {
                     const v16fu *r = (const v16fu *)(dyb + (size_t)l[t] * out + ob);
@@ -445,24 +448,25 @@ static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_cols(float *dwt, const float 
     return bad;
 }
 
-/* dw += dy^T x for a sparse binary x (see above): fixed chunks of input features i (each reads
- * its part of every x row once), summing dy rows into dw^T rows over the ones of x (see
- * linear_dw_sparse_cols for the order). */
+/* dw += dy^T x for a sparse binary x (see above): SP_DW_PARTS fixed parts of the rows, each
+ * summed into its own dw^T (linear_dw_sparse_rows: every x and dy row is read once), then
+ * dw += (part 0 + part 1 + ...), the parts added in order. */
 static bool linear_dw_sparse(float *dw, const float *dy, const sp_src *src, int M, int in,
                              int out, bool par) {
     (void)par; /* unused without OpenMP */
-    float dwt[SP_MAX_W] __attribute__((aligned(16))); /* dw^T [in, out] sums */
-    const int step = (in + SP_DW_CHUNKS - 1) / SP_DW_CHUNKS;
+    _Static_assert(SP_DW_PARTS == 2, "the parts are added as p0 + p1 below");
+    float dwt[SP_DW_PARTS][SP_MAX_W] __attribute__((aligned(64))); /* dw^T [in, out] sums */
     int bad = 0;
 #pragma omp parallel for schedule(dynamic) if (par) reduction(| : bad)
-    for (int k = 0; k < SP_DW_CHUNKS; k++) {
-        const int i0 = k * step < in ? k * step : in;
-        const int i1 = (k + 1) * step < in ? (k + 1) * step : in;
-        if (i1 > i0) bad |= linear_dw_sparse_cols(dwt, dy, src, M, out, i0, i1);
+    for (int k = 0; k < SP_DW_PARTS; k++) {
+        const int r0 = (int)((long)k * M / SP_DW_PARTS);
+        const int r1 = (int)((long)(k + 1) * M / SP_DW_PARTS);
+        bad |= linear_dw_sparse_rows(dwt[k], dy, src, r0, r1, in, out);
     }
     if (bad) return false; /* dw untouched */
     for (int o = 0; o < out; o++)
-        for (int i = 0; i < in; i++) dw[(size_t)o * in + i] += dwt[(size_t)i * out + o];
+        for (int i = 0; i < in; i++)
+            dw[(size_t)o * in + i] += dwt[0][(size_t)i * out + o] + dwt[1][(size_t)i * out + o];
     return true;
 }
 
