@@ -850,11 +850,31 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_dx(float *dx, const float *dy, co
     }
 }
 
-/* The backward over this rank's M rows; Mg as in bn_train_fwd. */
+/* bn_bwd_rows_dx (written) for the rows [m0, m1) of a row block, and acc[j] = the sum of the
+ * written dx[m, c0 + j] over those rows in double, rows in order: bn_rows_sum's bytes on the dx. */
+static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_dx_sum(float *dx, double *restrict acc,
+                                              const float *dy, const float *xhat, const float *g,
+                                              const float *a, const float *bh, int m0, int m1,
+                                              int C, int c0, int W) {
+    for (int j = 0; j < W; j++) acc[j] = 0.0;
+    for (int m = m0; m < m1; m++) {
+        const float *restrict dym = dy + (size_t)m * C + c0;
+        const float *restrict hm = xhat + (size_t)m * C + c0;
+        float *restrict dxm = dx + (size_t)m * C + c0;
+        for (int j = 0; j < W; j++) {
+            dxm[j] = g[j] * (dym[j] - a[j] - hm[j] * bh[j]);
+            acc[j] += (double)dxm[j];
+        }
+    }
+}
+
+/* The backward over this rank's M rows; Mg as in bn_train_fwd. dx_sum (with dx written, not
+ * added): dx_sum[c] += the column sums of dx, from the dx pass (see snn_bn_train_bwd_sum). */
 static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
                          const float *xhat, const float *rstd, const float *gamma, int M, long Mg,
-                         int C, bool add_dx) {
+                         int C, bool add_dx, float *dx_sum) {
     SNN_ASSERT(dgamma && dbeta && dy && xhat && rstd && gamma && M >= 1 && C > 0);
+    SNN_ASSERT(!dx_sum || (dx && !add_dx));
     const bool dist = Mg > 0;
     const double Md = dist ? (double)Mg : (double)M;
     /* forward: xhat = (x - mean) rstd with mean, rstd functions of the whole column;
@@ -894,6 +914,19 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
             bh[j] = (float)(s[W + j] / Md);
         }
         if (!dx) continue;
+        if (dx_sum) { /* in row blocks, as linear_bwd_db's sums */
+            double part[BN_BLOCKS][BN_CW];
+#pragma omp parallel for schedule(dynamic) if (par)
+            for (int b = 0; b < BN_BLOCKS; b++)
+                bn_bwd_rows_dx_sum(dx, part[b], dy, xhat, g, a, bh, bn_row0(b, M),
+                                   bn_row0(b + 1, M), C, c0, W);
+            for (int j = 0; j < W; j++) {
+                double sum = 0.0;
+                for (int b = 0; b < BN_BLOCKS; b++) sum += part[b][j];
+                dx_sum[c0 + j] += (float)sum;
+            }
+            continue;
+        }
         const int nr = n_chunks(M, BN_ROWS);
 #pragma omp parallel for schedule(dynamic) if (par)
         for (int k = 0; k < nr; k++) {
@@ -905,14 +938,21 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
 
 void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *xhat,
                       const float *rstd, const float *gamma, int M, int C, bool add_dx) {
-    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, rstd, gamma, M, 0, C, add_dx);
+    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, rstd, gamma, M, 0, C, add_dx, NULL);
+}
+
+void snn_bn_train_bwd_sum(float *dx, float *dx_sum, float *dgamma, float *dbeta,
+                          const float *dy, const float *xhat, const float *rstd,
+                          const float *gamma, int M, long M_batch, int C) {
+    SNN_ASSERT(dx && dx_sum && (M_batch == 0 || M_batch >= M));
+    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, rstd, gamma, M, M_batch, C, false, dx_sum);
 }
 
 void snn_bn_train_bwd_dist(float *dx, float *dgamma, float *dbeta, const float *dy,
                            const float *xhat, const float *rstd, const float *gamma, int M,
                            long M_batch, int C, bool add_dx) {
     SNN_ASSERT(M_batch >= M);
-    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, rstd, gamma, M, M_batch, C, add_dx);
+    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, rstd, gamma, M, M_batch, C, add_dx, NULL);
 }
 
 /* Rows [m0, m1) of the eval-mode BatchNorm over W channels (x and y offset to the block). */

@@ -183,6 +183,14 @@ void snn_bn_train_bwd_dist(float *dx, float *dgamma, float *dbeta, const float *
                            const float *xhat, const float *rstd, const float *gamma, int M,
                            long M_batch, int C, bool add_dx);
 
+/* snn_bn_train_bwd (M_batch = 0) or snn_bn_train_bwd_dist (M_batch > 0) writing dx, that also
+ * adds dx's column sums to dx_sum [C]: the bias gradient of a linear layer whose output this
+ * BatchNorm normalises, in the dx pass, with the bytes of snn_linear_bwd's db on that dx (the
+ * same row blocks, double sums in row order), without its pass over dx. */
+void snn_bn_train_bwd_sum(float *dx, float *dx_sum, float *dgamma, float *dbeta,
+                          const float *dy, const float *xhat, const float *rstd,
+                          const float *gamma, int M, long M_batch, int C);
+
 /* Eval mode with running statistics:
  *   y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta   (in double, rounded once)
  *   y, x [M, C]   gamma, beta, running_mean, running_var [C] */

@@ -612,15 +612,22 @@ static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M,
  * lin_bn_fwd). */
 static void lin_bn_bwd(snn_trainer *tr, const snn_linear *lin, lin_in in, const float *dz, int M,
                        const lin_act *a, float *dx, bool add_dx) {
-    bn_bwd(tr, tr->d_y, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz, a->xhat, a->rstd,
-           lin->bn_w, M, lin->out);
+    /* the linear layer's bias gradient is summed by BatchNorm's dx pass (the same bytes) */
+    float *db = lin->bias ? grad_of(tr, lin->bias) : NULL;
+    if (db)
+        snn_bn_train_bwd_sum(tr->d_y, db, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz,
+                             a->xhat, a->rstd, lin->bn_w, M, tr->B_batch ? batch_rows(tr) : 0,
+                             lin->out);
+    else
+        bn_bwd(tr, tr->d_y, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz, a->xhat, a->rstd,
+               lin->bn_w, M, lin->out);
     snn_spike_rows xb;
     if (in_rows(tr, &in, &xb) &&
-        snn_linear_bwd_bits(dx, grad_of(tr, lin->weight), grad_of(tr, lin->bias), tr->d_y, &xb,
-                            lin->weight, M, lin->in, lin->out, add_dx))
+        snn_linear_bwd_bits(dx, grad_of(tr, lin->weight), NULL, tr->d_y, &xb, lin->weight, M,
+                            lin->in, lin->out, add_dx))
         return;
-    snn_linear_bwd(dx, grad_of(tr, lin->weight), grad_of(tr, lin->bias), tr->d_y,
-                   in_floats(tr, &in), lin->weight, M, lin->in, lin->out, tr->dw_scratch, add_dx);
+    snn_linear_bwd(dx, grad_of(tr, lin->weight), NULL, tr->d_y, in_floats(tr, &in), lin->weight, M,
+                   lin->in, lin->out, tr->dw_scratch, add_dx);
 }
 
 /* The population's neuron parameters at the current parameter values: a PLIF's tau follows

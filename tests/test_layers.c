@@ -341,6 +341,39 @@ static void test_linear_bn_sums_equal_separate_passes(void **state) {
         }
 }
 
+/* BatchNorm's backward that also sums its dx for the bias before it (snn_bn_train_bwd_sum)
+ * writes snn_bn_train_bwd's dx, dgamma and dbeta, and its dx sums are snn_linear_bwd's bias
+ * gradient on that dx, byte for byte: M = 5 (empty row blocks), 3000 rows, 300 channels (two
+ * channel super-chunks). */
+static void test_bn_backward_sum_equals_linear_db(void **state) {
+    (void)state;
+    static const int shapes[][2] = {{5, 24}, {3000, 64}, {700, 300}};
+    for (int si = 0; si < 3; si++) {
+        const int M = shapes[si][0], C = shapes[si][1], in = 3;
+        const size_t MC = (size_t)M * C;
+        float *dy = fvec(MC), *xh = fvec(MC), *rs = fvec(C), *g = fvec(C), *x = fvec((size_t)M * in);
+        fill_uniform(dy, MC, 71, si, -1.0f, 1.0f);
+        fill_uniform(xh, MC, 72, si, -2.0f, 2.0f);
+        fill_uniform(rs, (size_t)C, 73, si, 0.5f, 2.0f);
+        fill_uniform(g, (size_t)C, 74, si, 0.5f, 1.5f);
+        fill_uniform(x, (size_t)M * in, 75, si, -1.0f, 1.0f);
+        float *dx1 = fvec(MC), *dx2 = fvec(MC), *dg1 = fvec(C), *dg2 = fvec(C), *db1 = fvec(C);
+        float *db2 = fvec(C), *dbias1 = fvec(C), *dbias2 = fvec(C), *dw = fvec((size_t)C * in);
+        fill_const(dx2, MC, NAN); /* written, never read */
+        fill_const(dbias1, C, 0.25f), fill_const(dbias2, C, 0.25f); /* both add */
+        snn_bn_train_bwd(dx1, dg1, db1, dy, xh, rs, g, M, C, false);
+        float *scratch = fvec(snn_linear_bwd_scratch_floats(M, in, C) + 1);
+        snn_linear_bwd(NULL, dw, dbias1, dx1, x, NULL, M, in, C, scratch, true);
+        snn_bn_train_bwd_sum(dx2, dbias2, dg2, db2, dy, xh, rs, g, M, 0, C);
+        assert_memory_equal(dx1, dx2, MC * sizeof *dx1);
+        assert_memory_equal(dg1, dg2, (size_t)C * sizeof *dg1);
+        assert_memory_equal(db1, db2, (size_t)C * sizeof *db1);
+        assert_memory_equal(dbias1, dbias2, (size_t)C * sizeof *dbias1);
+        free(dy), free(xh), free(rs), free(g), free(x), free(dx1), free(dx2), free(dg1);
+        free(dg2), free(db1), free(db2), free(dbias1), free(dbias2), free(dw), free(scratch);
+    }
+}
+
 /* dx, dw, db by central differences (M=6, in=5, out=4). L is linear in every coordinate, so the
  * only error is float rounding of y: atol 1e-5, rtol 1e-4 (worst seen: 8% of that bound). */
 static void test_linear_backward_matches_finite_differences(void **state) {
@@ -838,6 +871,7 @@ int main(void) {
         cmocka_unit_test(test_bn_running_stats_match_pytorch_rule),
         cmocka_unit_test(test_bn_forward_matches_naive_reference),
         cmocka_unit_test(test_bn_backward_matches_finite_differences),
+        cmocka_unit_test(test_bn_backward_sum_equals_linear_db),
         cmocka_unit_test(test_bn_eval_uses_running_stats),
         cmocka_unit_test(test_bn_eval_blocks_match_formula),
         cmocka_unit_test(test_meanpool_forward_and_backward),
