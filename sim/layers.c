@@ -642,18 +642,45 @@ bool snn_linear_bwd_bits(float *dx, float *dw, float *db, const float *dy,
 
 /* ---- BatchNorm1d --------------------------------------------------------------------------- */
 
-/* Rows [m0, m1) of the training-mode normalisation (see snn_bn_train_fwd). */
+/* Rows [m0, m1) of the training-mode normalisation (see snn_bn_train_fwd); relu: y is
+ * max(BatchNorm's output, 0), as a ReLU on it (x > 0 ? x : 0). */
 static SNN_WIDE_FN SNN_VEC_FN void bn_normalise_rows(float *y, float *xhat, const float *x,
                                              const float *mean, const float *rstd,
                                              const float *gamma, const float *beta, int m0,
-                                             int m1, int C) {
+                                             int m1, int C, bool relu) {
     for (int m = m0; m < m1; m++) {
         const float *restrict xm = x + (size_t)m * C;
         float *restrict hm = xhat + (size_t)m * C, *restrict ym = y ? y + (size_t)m * C : NULL;
         for (int c = 0; c < C; c++) hm[c] = (xm[c] - mean[c]) * rstd[c]; /* float, as PyTorch */
-        if (y)
+        if (y && relu)
+            for (int c = 0; c < C; c++) {
+                const float v = gamma[c] * hm[c] + beta[c];
+                ym[c] = v > 0.0f ? v : 0.0f;
+            }
+        else if (y)
             for (int c = 0; c < C; c++) ym[c] = gamma[c] * hm[c] + beta[c];
     }
+}
+
+/* The normalisation pass over M rows (element-wise, rows independent). */
+static void bn_normalise(float *y, float *xhat, const float *x, const float *mean,
+                         const float *rstd, const float *gamma, const float *beta, int M, int C,
+                         bool relu) {
+    const bool par = (size_t)M * C >= PAR_MIN_WORK;
+    (void)par; /* unused without OpenMP */
+    const int nr = n_chunks(M, BN_ROWS);
+#pragma omp parallel for schedule(dynamic) if (par)
+    for (int k = 0; k < nr; k++) {
+        const int m0 = k * BN_ROWS, m1 = M - m0 < BN_ROWS ? M : m0 + BN_ROWS;
+        bn_normalise_rows(y, xhat, x, mean, rstd, gamma, beta, m0, m1, C, relu);
+    }
+}
+
+void snn_bn_train_normalise(float *y, float *xhat, const float *x, const float *mean,
+                            const float *rstd, const float *gamma, const float *beta, int M,
+                            int C, bool relu) {
+    SNN_ASSERT(y && xhat && x && mean && rstd && gamma && beta && M >= 0 && C > 0);
+    bn_normalise(y, xhat, x, mean, rstd, gamma, beta, M, C, relu);
 }
 
 /* The batch's shifted sums from every rank's (one collective): rank r's rows shifted by its
@@ -776,13 +803,7 @@ static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const 
     /* Normalise: element-wise in float (PyTorch's CPU kernel is float too), rows are
      * independent. y is computed from the stored xhat, so the backward sees exactly the
      * forward's xhat. */
-    if (!xhat) return;
-    const int nr = n_chunks(M, BN_ROWS);
-#pragma omp parallel for schedule(dynamic) if (par)
-    for (int k = 0; k < nr; k++) {
-        const int m0 = k * BN_ROWS, m1 = M - m0 < BN_ROWS ? M : m0 + BN_ROWS;
-        bn_normalise_rows(y, xhat, x, mean, rstd, gamma, beta, m0, m1, C);
-    }
+    if (xhat) bn_normalise(y, xhat, x, mean, rstd, gamma, beta, M, C, false);
 }
 
 void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,

@@ -234,11 +234,15 @@ static uint64_t *take_w(planner *p, size_t n) {
 }
 
 /* Whether the Linear + BN feeding population p need not store its output: a spiking population
- * in normal mode applies BN's gamma, beta to xhat as it charges (snn_neuron_affine, the same
- * bits). Not for inference (eval-mode BN writes only its output), smooth mode, ANN slots, or a
- * PLIF (whose backward reads its input for dL/dtau). */
+ * in normal mode normalises the linear layer's output and applies BN's gamma, beta as it charges
+ * (snn_neuron_affine, the same bits); an ANN's ReLU slot is applied in BN's normalisation pass
+ * (snn_bn_train_normalise) and its backward reads its output (x > 0 exactly where ReLU(x) > 0).
+ * Not for inference (eval-mode BN writes only its output), smooth mode, identity or GELU slots,
+ * or a PLIF (whose backward reads its input for dL/dtau). */
 static bool fusable(const snn_trainer *tr, int p) {
-    return !tr->infer_only && !tr->smooth && p >= 0 && !tr->m->pops[p].plif_w;
+    if (tr->infer_only || tr->smooth) return false;
+    if (p == SNN_SLOT_ACTIVATION) return tr->m->cfg->model.activation != SNN_ACT_GELU;
+    return p >= 0 && !tr->m->pops[p].plif_w;
 }
 
 /* Inference keeps only z: eval-mode BatchNorm writes nothing else. A fused Linear + BN keeps no
@@ -772,6 +776,11 @@ static const float *pop_fwd(snn_trainer *tr, int p, const float *x, pop_act *a, 
 /* pop_fwd on the output of a Linear + BN (bn_out). */
 static const float *pop_fwd_bn(snn_trainer *tr, int p, const snn_linear *lin, const lin_act *la,
                                pop_act *a, size_t width, int slot, bool floats) {
+    if (la->fused && !tr->eval && p == SNN_SLOT_ACTIVATION) { /* ReLU in BN's normalisation */
+        snn_bn_train_normalise(a->s, la->xhat, tr->y, la->mean, la->rstd, lin->bn_w, lin->bn_b,
+                               tr->T * tr->B * tr->N, lin->out, true);
+        return a->s;
+    }
     snn_neuron_affine af;
     const snn_neuron_affine *afp;
     const float *x = bn_out(tr, lin, la, &af, &afp);
@@ -1287,7 +1296,9 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         }
         lin_bn_bwd(tr, &mb->fc2, spikes_in(mb->pop_hidden, &b->ph, (size_t)Hd, SP_X, NULL), d_fc2,
                    M, &b->fc2, tr->d_s, false);
-        pop_bwd_into(tr, mb->pop_hidden, b->fc1.z, &b->ph, tr->d_s, tr->d_x, (size_t)Hd);
+        /* a fused ReLU slot's backward reads its output (fusable) */
+        const float *fc1_out = b->fc1.fused && mb->pop_hidden < 0 ? b->ph.s : b->fc1.z;
+        pop_bwd_into(tr, mb->pop_hidden, fc1_out, &b->ph, tr->d_s, tr->d_x, (size_t)Hd);
         if (tr->sew) {
             lin_bn_bwd(tr, &mb->fc1, floats_in(b->u_mid), tr->d_x, M, &b->fc1, tr->d_u, true);
         } else {

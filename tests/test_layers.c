@@ -282,7 +282,8 @@ static void test_linear_bits_equal_floats(void **state) {
 /* The linear forward that gathers BatchNorm's sums (snn_linear_fwd_sums, _bits_sums) followed
  * by snn_bn_train_fwd_sums gives the bytes of the separate passes: on spikes (floats and bits)
  * y equals snn_linear_fwd's, and on real inputs (sgemm) the BatchNorm outputs equal
- * snn_bn_train_fwd's on the y it wrote. Sizes: fewer rows than BatchNorm's 16 row blocks
+ * snn_bn_train_fwd's on the y it wrote; so do the statistics alone followed by
+ * snn_bn_train_normalise (and with its ReLU, the ReLU of them). Sizes: fewer rows than BatchNorm's 16 row blocks
  * (M = 5: empty blocks), blocks longer than a row chunk (M = 4800: 300-row blocks, chunks of 256
  * and 44), more channels than one super-chunk (out = 300), and a column far from 0 (the shift). */
 static void test_linear_bn_sums_equal_separate_passes(void **state) {
@@ -331,6 +332,23 @@ static void test_linear_bn_sums_equal_separate_passes(void **state) {
             assert_memory_equal(r1, r2, (size_t)out * sizeof *r1);
             assert_memory_equal(rm1, rm2, (size_t)out * sizeof *rm1);
             assert_memory_equal(rv1, rv2, (size_t)out * sizeof *rv1);
+            /* the statistics alone, then the normalisation (as a population or a fused ReLU
+             * slot runs them): the same bytes; with the ReLU, max(y, 0) of them */
+            float *o3 = fvec(MO), *h3 = fvec(MO), *mu3 = fvec(out), *r3 = fvec(out);
+            float *rm3 = fvec(out), *rv3 = fvec(out);
+            fill_const(rv3, out, 1.0f);
+            snn_bn_train_fwd_sums(NULL, NULL, mu3, r3, y2, g, be, rm3, rv3, M, 0, out, 0.1f, 1e-5f,
+                                  sums);
+            assert_memory_equal(mu1, mu3, (size_t)out * sizeof *mu1);
+            assert_memory_equal(rv1, rv3, (size_t)out * sizeof *rv1);
+            for (int relu = 0; relu < 2; relu++) {
+                snn_bn_train_normalise(o3, h3, y2, mu3, r3, g, be, M, out, relu);
+                assert_memory_equal(h1, h3, MO * sizeof *h1);
+                if (relu)
+                    for (size_t t = 0; t < MO; t++) o2[t] = o1[t] > 0.0f ? o1[t] : 0.0f;
+                assert_memory_equal(relu ? o2 : o1, o3, MO * sizeof *o1);
+            }
+            free(o3), free(h3), free(mu3), free(r3), free(rm3), free(rv3);
             /* and the statistics are right: channel 0's mean against a double sum */
             double sum = 0.0;
             for (int m = 0; m < M; m++) sum += y2[(size_t)m * out];
