@@ -985,6 +985,18 @@ static void attn_fwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
 
 /* Backward of attn_fwd: dQ, dK, dV into tr->d_q, d_k, d_v; gradients on x_in (cat's projection,
  * primal's sampled tokens) are added to d_in [M, D]. */
+/* x[i ld + c] = 0 for i < N, c < d: one head's rows of a [rows, ld] gradient. Sixteen floats a
+ * store, down the rows (gcc turns a loop along a row into a memset call per row, which cost
+ * more than the stores). */
+SNN_WIDE_FN SNN_VEC_FN static void zero_head(float *x, int N, int d, int ld) {
+    typedef float v16fu __attribute__((vector_size(64), aligned(4)));
+    const int d16 = d / 16 * 16;
+    for (int c = 0; c < d16; c += 16)
+        for (int i = 0; i < N; i++) *(v16fu *)(x + (size_t)i * ld + c) = (v16fu){0};
+    for (int c = d16; c < d; c++)
+        for (int i = 0; i < N; i++) x[(size_t)i * ld + c] = 0.0f;
+}
+
 static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
                      const float *sk, const float *sv, float *d_in) {
     const snn_model *m = tr->m;
@@ -1006,6 +1018,8 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
         memset(tr->primal_dgrad, 0, (size_t)jobs * pg * sizeof *tr->primal_dgrad);
     }
     if (tr->kind == SNN_ATTN_CAT) zero_floats(tr->d_g, (size_t)M * H);
+    /* which of dq, dk, dv the kernel accumulates into (the others are not used) */
+    const bool has_qk = tr->kind != SNN_ATTN_CAT, has_v = tr->kind != SNN_ATTN_PRIMAL;
 #pragma omp parallel for schedule(dynamic)
     for (long j = 0; j < jobs; j++) {
         const int tid = thread_id();
@@ -1014,6 +1028,11 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
         const int h = (int)(j % H);
         const size_t off = (size_t)tb * N * D + (size_t)h * d;
         const float *att = b->att + (size_t)j * N * N;
+        /* the kernels accumulate: zero this head's rows of their outputs here, where the
+         * kernel finds them in cache (a zeroing pass over the buffers cost a write and a read
+         * of each from memory) */
+        if (has_qk) zero_head(tr->d_q + off, N, d, D), zero_head(tr->d_k + off, N, d, D);
+        if (has_v) zero_head(tr->d_v + off, N, d, D);
         switch (tr->kind) {
         case SNN_ATTN_BSA:
             snn_attn_bsa_head_backward(N, d, sq + off, sk + off, sv + off, D,
@@ -1315,9 +1334,11 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         lin_bn_bwd(tr, &mb->o, spikes_in(mb->pop_attn, &b->pa, (size_t)D, SP_Q, NULL), d_proj, M,
                    &b->proj, tr->d_s, false);
         pop_bwd_into(tr, mb->pop_attn, b->o, &b->pa, tr->d_s, tr->d_o, (size_t)D);
-        zero_floats(tr->d_q, MD);
-        zero_floats(tr->d_k, MD);
-        zero_floats(tr->d_v, MD);
+        if (tr->kind == SNN_ATTN_SDSA) { /* the other kinds: attn_bwd zeroes each head's rows */
+            zero_floats(tr->d_q, MD);
+            zero_floats(tr->d_k, MD);
+            zero_floats(tr->d_v, MD);
+        }
         /* q, k and v (and cat's a, primal's sampled tokens) all read x_in: their input gradients
          * add up (in d_s for ms, where x_in is lif_in's spikes; straight into the stream's
          * gradient for sew blocks after the first) */
