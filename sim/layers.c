@@ -101,13 +101,20 @@ enum { BN_ROWS = 64 };
 
 static inline int bn_row0(int b, int M) { return (int)((long)b * M / BN_BLOCKS); }
 
-/* acc[j] = sum over rows [m0, m1) of x[m, c0 + j] (double, rows in order) for j < W. */
+/* acc[j] = sum over rows [m0, m1) of x[m, c0 + j] for j < W: runs of BN_SUB rows from m0 summed
+ * in float, each run added to the double acc[j] (as BatchNorm's sums). */
 static SNN_WIDE_FN SNN_VEC_FN void bn_rows_sum(double *restrict acc, const float *x, int m0, int m1, int C,
                                        int c0, int W) {
+    float f[BN_CW];
     for (int j = 0; j < W; j++) acc[j] = 0.0;
-    for (int m = m0; m < m1; m++) {
-        const float *restrict row = x + (size_t)m * C + c0;
-        for (int j = 0; j < W; j++) acc[j] += (double)row[j];
+    for (int r0 = m0; r0 < m1; r0 += BN_SUB) {
+        const int re = m1 - r0 < BN_SUB ? m1 : r0 + BN_SUB;
+        for (int j = 0; j < W; j++) f[j] = 0.0f;
+        for (int m = r0; m < re; m++) {
+            const float *restrict row = x + (size_t)m * C + c0;
+            for (int j = 0; j < W; j++) f[j] += row[j];
+        }
+        for (int j = 0; j < W; j++) acc[j] += (double)f[j];
     }
 }
 
@@ -591,7 +598,7 @@ static void linear_dw_sgemm(float *dw, const float *dy, const float *x, int M, i
     }
 }
 
-/* db += sum over rows of dy (double, row blocks as for BatchNorm). */
+/* db += sum over rows of dy (row blocks and float runs as for BatchNorm, bn_rows_sum). */
 static void linear_bwd_db(float *db, const float *dy, int M, int out) {
     const bool par_db = (size_t)M * out >= PAR_MIN_WORK;
     for (int c0 = 0; c0 < out; c0 += BN_CW) {
@@ -872,20 +879,27 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_dx(float *dx, const float *dy, co
 }
 
 /* bn_bwd_rows_dx (written) for the rows [m0, m1) of a row block, and acc[j] = the sum of the
- * written dx[m, c0 + j] over those rows in double, rows in order: bn_rows_sum's bytes on the dx. */
+ * written dx[m, c0 + j] over those rows in bn_rows_sum's runs: its bytes on the dx. */
 static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_dx_sum(float *dx, double *restrict acc,
                                               const float *dy, const float *xhat, const float *g,
                                               const float *a, const float *bh, int m0, int m1,
                                               int C, int c0, int W) {
+    float f[BN_CW];
     for (int j = 0; j < W; j++) acc[j] = 0.0;
-    for (int m = m0; m < m1; m++) {
-        const float *restrict dym = dy + (size_t)m * C + c0;
-        const float *restrict hm = xhat + (size_t)m * C + c0;
-        float *restrict dxm = dx + (size_t)m * C + c0;
-        for (int j = 0; j < W; j++) {
-            dxm[j] = g[j] * (dym[j] - a[j] - hm[j] * bh[j]);
-            acc[j] += (double)dxm[j];
+    for (int r0 = m0; r0 < m1; r0 += BN_SUB) {
+        const int re = m1 - r0 < BN_SUB ? m1 : r0 + BN_SUB;
+        for (int j = 0; j < W; j++) f[j] = 0.0f;
+        for (int m = r0; m < re; m++) {
+            const float *restrict dym = dy + (size_t)m * C + c0;
+            const float *restrict hm = xhat + (size_t)m * C + c0;
+            float *restrict dxm = dx + (size_t)m * C + c0;
+            for (int j = 0; j < W; j++) {
+                const float v = g[j] * (dym[j] - a[j] - hm[j] * bh[j]);
+                dxm[j] = v;
+                f[j] += v;
+            }
         }
+        for (int j = 0; j < W; j++) acc[j] += (double)f[j];
     }
 }
 
