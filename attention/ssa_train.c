@@ -110,19 +110,21 @@ static inline __attribute__((always_inline)) bool ssa_forward_spikes(
     const int nv = (N + VW - 1) / VW; /* key vectors per row */
     const bool narrow = d <= VW;       /* a value row in one vector */
     v16i kt[FAST_D][FAST_N / VW];      /* K^T: row c holds k_jc, j >= N zero */
-    v16i vr[FAST_N];                   /* narrow: V's rows, channels >= d zero */
+    v16i vp[FAST_N], vn[FAST_N];       /* narrow: V's rows as masks, -1 where v_jc = 1 (vp) or
+                                        * -1 (vn), channels >= d zero */
     int32_t vt[FAST_N * FAST_D];       /* otherwise: V, row stride d */
     typedef float v16f __attribute__((vector_size(4 * VW)));
     for (int c = 0; c < d; c++)
         for (int w = 0; w < nv; w++) kt[c][w] = (v16i){0};
     for (int j = 0; j < N; j++) {
-        if (narrow) vr[j] = (v16i){0};
+        if (narrow) vp[j] = vn[j] = (v16i){0};
         for (int c = 0; c < d; c++) {
             kt[c][j / VW][j % VW] = (int32_t)k[(long)j * ld + c];
+            const float vjc = v[(long)j * ld + c];
             if (narrow)
-                vr[j][c] = (int32_t)v[(long)j * ld + c];
+                vp[j][c] = -(int32_t)(vjc > 0.0f), vn[j][c] = -(int32_t)(vjc < 0.0f);
             else
-                vt[(long)j * d + c] = (int32_t)v[(long)j * ld + c];
+                vt[(long)j * d + c] = (int32_t)vjc;
         }
     }
     for (int i = 0; i < N; i++) {
@@ -132,9 +134,16 @@ static inline __attribute__((always_inline)) bool ssa_forward_spikes(
             int32_t s[FAST_N];
         } a;
         for (int w = 0; w < nv; w++) a.v[w] = (v16i){0};
-        for (int c = 0; c < d; c++) { /* A_i += q_ic (row c of K^T), q_ic in {0, 1, -1} */
-            const int32_t pos = -(int32_t)(qi[c] > 0.0f), neg = -(int32_t)(qi[c] < 0.0f);
-            for (int w = 0; w < nv; w++) a.v[w] += (kt[c][w] & pos) - (kt[c][w] & neg);
+        /* A_i += q_ic (row c of K^T) over the nonzero q_ic in {1, -1}: spikes are sparse, and
+         * adding the zero rows cost a third of the kernel */
+        int cs[FAST_D];
+        const int nq = snn_nonzero_indices(qi, d, cs);
+        for (int t = 0; t < nq; t++) {
+            const int c = cs[t];
+            if (qi[c] > 0.0f)
+                for (int w = 0; w < nv; w++) a.v[w] += kt[c][w];
+            else
+                for (int w = 0; w < nv; w++) a.v[w] -= kt[c][w];
         }
         /* whole vectors, then the tail one by one (a copy loop of N floats became rep movs) */
         float *si = scores + (long)i * N;
@@ -145,10 +154,18 @@ static inline __attribute__((always_inline)) bool ssa_forward_spikes(
         }
         for (; j < N; j++) si[j] = (float)a.s[j];
         float *oi = o + (long)i * ldo;
-        if (narrow) { /* (A V)_i = sum_j A_ij V_j in one vector */
+        if (narrow) { /* (A V)_i = sum_j A_ij V_j in one vector: A_ij selected by V's masks
+                       * (an and, not an integer multiply with its long latency) */
             v16i acc0 = {0}, acc1 = {0}; /* integer sums: any grouping is exact */
-            for (j = 0; j + 2 <= N; j += 2) acc0 += a.s[j] * vr[j], acc1 += a.s[j + 1] * vr[j + 1];
-            if (j < N) acc0 += a.s[j] * vr[j];
+            for (j = 0; j + 2 <= N; j += 2) {
+                const v16i a0 = (v16i){0} + a.s[j], a1 = (v16i){0} + a.s[j + 1];
+                acc0 += (a0 & vp[j]) - (a0 & vn[j]);
+                acc1 += (a1 & vp[j + 1]) - (a1 & vn[j + 1]);
+            }
+            if (j < N) {
+                const v16i a0 = (v16i){0} + a.s[j];
+                acc0 += (a0 & vp[j]) - (a0 & vn[j]);
+            }
             const v16i acc = acc0 + acc1;
             for (int c = 0; c < d; c++) oi[c] = scale * (float)acc[c];
         } else {
