@@ -650,16 +650,20 @@ bool snn_linear_bwd_bits(float *dx, float *dw, float *db, const float *dy,
 /* ---- BatchNorm1d --------------------------------------------------------------------------- */
 
 /* Rows [m0, m1) of the training-mode normalisation (see snn_bn_train_fwd); relu: y is
- * max(BatchNorm's output, 0), as a ReLU on it (x > 0 ? x : 0). */
+ * max(BatchNorm's output, 0), as a ReLU on it (x > 0 ? x : 0); res (or NULL): y is
+ * res + BatchNorm's output, a residual stream's sum. */
 static SNN_WIDE_FN SNN_VEC_FN void bn_normalise_rows(float *y, float *xhat, const float *x,
                                              const float *mean, const float *rstd,
                                              const float *gamma, const float *beta, int m0,
-                                             int m1, int C, bool relu) {
+                                             int m1, int C, bool relu, const float *res) {
     for (int m = m0; m < m1; m++) {
         const float *restrict xm = x + (size_t)m * C;
         float *restrict hm = xhat + (size_t)m * C, *restrict ym = y ? y + (size_t)m * C : NULL;
         for (int c = 0; c < C; c++) hm[c] = (xm[c] - mean[c]) * rstd[c]; /* float, as PyTorch */
-        if (y && relu)
+        if (y && res) {
+            const float *restrict rm = res + (size_t)m * C;
+            for (int c = 0; c < C; c++) ym[c] = rm[c] + (gamma[c] * hm[c] + beta[c]);
+        } else if (y && relu)
             for (int c = 0; c < C; c++) {
                 const float v = gamma[c] * hm[c] + beta[c];
                 ym[c] = v > 0.0f ? v : 0.0f;
@@ -672,22 +676,23 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_normalise_rows(float *y, float *xhat, cons
 /* The normalisation pass over M rows (element-wise, rows independent). */
 static void bn_normalise(float *y, float *xhat, const float *x, const float *mean,
                          const float *rstd, const float *gamma, const float *beta, int M, int C,
-                         bool relu) {
+                         bool relu, const float *res) {
     const bool par = (size_t)M * C >= PAR_MIN_WORK;
     (void)par; /* unused without OpenMP */
     const int nr = n_chunks(M, BN_ROWS);
 #pragma omp parallel for schedule(dynamic) if (par)
     for (int k = 0; k < nr; k++) {
         const int m0 = k * BN_ROWS, m1 = M - m0 < BN_ROWS ? M : m0 + BN_ROWS;
-        bn_normalise_rows(y, xhat, x, mean, rstd, gamma, beta, m0, m1, C, relu);
+        bn_normalise_rows(y, xhat, x, mean, rstd, gamma, beta, m0, m1, C, relu, res);
     }
 }
 
 void snn_bn_train_normalise(float *y, float *xhat, const float *x, const float *mean,
                             const float *rstd, const float *gamma, const float *beta, int M,
-                            int C, bool relu) {
+                            int C, bool relu, const float *res) {
     SNN_ASSERT(y && xhat && x && mean && rstd && gamma && beta && M >= 0 && C > 0);
-    bn_normalise(y, xhat, x, mean, rstd, gamma, beta, M, C, relu);
+    SNN_ASSERT(!(relu && res));
+    bn_normalise(y, xhat, x, mean, rstd, gamma, beta, M, C, relu, res);
 }
 
 /* The batch's shifted sums from every rank's (one collective): rank r's rows shifted by its
@@ -810,7 +815,7 @@ static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const 
     /* Normalise: element-wise in float (PyTorch's CPU kernel is float too), rows are
      * independent. y is computed from the stored xhat, so the backward sees exactly the
      * forward's xhat. */
-    if (xhat) bn_normalise(y, xhat, x, mean, rstd, gamma, beta, M, C, false);
+    if (xhat) bn_normalise(y, xhat, x, mean, rstd, gamma, beta, M, C, false, NULL);
 }
 
 void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,

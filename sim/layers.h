@@ -186,11 +186,12 @@ void snn_bn_train_bwd_dist(float *dx, float *dgamma, float *dbeta, const float *
 
 /* The normalisation of a training-mode BatchNorm whose statistics were gathered alone
  * (snn_bn_train_fwd_sums with xhat NULL): xhat and y as snn_bn_train_fwd writes them, bit for
- * bit; relu: y = max(y, 0) instead (x > 0 ? x : 0, a ReLU after the BatchNorm in the same pass,
- * so BatchNorm's output is never stored). x, y, xhat [M, C]   mean, rstd, gamma, beta [C] */
+ * bit; relu: y = max(y, 0) instead (x > 0 ? x : 0, a ReLU after the BatchNorm in the same pass);
+ * res (or NULL): y = res + y instead (a residual stream's sum). Either way BatchNorm's output
+ * itself is never stored. x, y, xhat, res [M, C]   mean, rstd, gamma, beta [C] */
 void snn_bn_train_normalise(float *y, float *xhat, const float *x, const float *mean,
                             const float *rstd, const float *gamma, const float *beta, int M,
-                            int C, bool relu);
+                            int C, bool relu, const float *res);
 
 /* snn_bn_train_bwd (M_batch = 0) or snn_bn_train_bwd_dist (M_batch > 0) writing dx, that also
  * adds dx's column sums to dx_sum [C]: the bias gradient of a linear layer whose output this

@@ -242,8 +242,10 @@ static uint64_t *take_w(planner *p, size_t n) {
 static bool fusable(const snn_trainer *tr, int p) {
     if (tr->infer_only || tr->smooth) return false;
     if (p == SNN_SLOT_ACTIVATION) return tr->m->cfg->model.activation != SNN_ACT_GELU;
+    if (p == -1) return true; /* no population: the output goes to the residual stream */
     return p >= 0 && !tr->m->pops[p].plif_w;
 }
+
 
 /* Inference keeps only z: eval-mode BatchNorm writes nothing else. A fused Linear + BN keeps no
  * z (fusable). */
@@ -778,7 +780,7 @@ static const float *pop_fwd_bn(snn_trainer *tr, int p, const snn_linear *lin, co
                                pop_act *a, size_t width, int slot, bool floats) {
     if (la->fused && !tr->eval && p == SNN_SLOT_ACTIVATION) { /* ReLU in BN's normalisation */
         snn_bn_train_normalise(a->s, la->xhat, tr->y, la->mean, la->rstd, lin->bn_w, lin->bn_b,
-                               tr->T * tr->B * tr->N, lin->out, true);
+                               tr->T * tr->B * tr->N, lin->out, true, NULL);
         return a->s;
     }
     snn_neuron_affine af;
@@ -1110,6 +1112,17 @@ static void add3(float *out, const float *a, const float *b, size_t n) {
     }
 }
 
+/* out = stream + the output of a Linear + BN (ms blocks' o and fc2): when fused, in the
+ * BatchNorm's normalisation pass (its output is never stored; the same bytes as the sum) */
+static void residual_add(snn_trainer *tr, const snn_linear *lin, const lin_act *la, float *out,
+                         const float *stream, size_t MD) {
+    if (la->fused && !tr->eval)
+        snn_bn_train_normalise(out, la->xhat, tr->y, la->mean, la->rstd, lin->bn_w, lin->bn_b,
+                               tr->T * tr->B * tr->N, lin->out, false, stream);
+    else /* eval-mode BatchNorm of a fused layer writes its output into xhat (bn_fwd) */
+        add3(out, stream, la->fused ? la->xhat : la->z, MD);
+}
+
 /* Patch rows (t, b, n) of the minibatch; direct encoding repeats t = 0. */
 static void make_patches(snn_trainer *tr, const uint8_t *images, const int64_t *file_index) {
     const snn_model *m = tr->m;
@@ -1231,7 +1244,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
             add3(b->u_mid, x_in, so, MD);
             lin_bn_fwd(tr, &mb->fc1, floats_in(b->u_mid), M, &b->fc1, update_running);
         } else {
-            add3(b->u_mid, b->u_in, b->proj.z, MD);
+            residual_add(tr, &mb->o, &b->proj, b->u_mid, b->u_in, MD);
             const float *sm =
                 pop_fwd_to(tr, mb->pop_mlp_in, b->u_mid, NULL, &b->pm, (size_t)D, SP_Q, false);
             lin_bn_fwd(tr, &mb->fc1, spikes_in(mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q, sm), M,
@@ -1246,7 +1259,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
                 pop_fwd_bn(tr, mb->pop_out, &mb->fc2, &b->fc2, &b->pout, (size_t)D, SP_Q, true);
             add3(b->u_out, b->u_mid, sout, MD);
         } else {
-            add3(b->u_out, b->u_mid, b->fc2.z, MD);
+            residual_add(tr, &mb->fc2, &b->fc2, b->u_out, b->u_mid, MD);
         }
     }
     const float *u_last = tr->blocks[m->L - 1].u_out;

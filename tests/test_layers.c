@@ -283,7 +283,7 @@ static void test_linear_bits_equal_floats(void **state) {
  * by snn_bn_train_fwd_sums gives the bytes of the separate passes: on spikes (floats and bits)
  * y equals snn_linear_fwd's, and on real inputs (sgemm) the BatchNorm outputs equal
  * snn_bn_train_fwd's on the y it wrote; so do the statistics alone followed by
- * snn_bn_train_normalise (and with its ReLU, the ReLU of them). Sizes: fewer rows than BatchNorm's 16 row blocks
+ * snn_bn_train_normalise (with its ReLU, the ReLU of them; with a residual, their sum with it). Sizes: fewer rows than BatchNorm's 16 row blocks
  * (M = 5: empty blocks), blocks longer than a row chunk (M = 4800: 300-row blocks, chunks of 256
  * and 44), more channels than one super-chunk (out = 300), and a column far from 0 (the shift). */
 static void test_linear_bn_sums_equal_separate_passes(void **state) {
@@ -341,12 +341,14 @@ static void test_linear_bn_sums_equal_separate_passes(void **state) {
                                   sums);
             assert_memory_equal(mu1, mu3, (size_t)out * sizeof *mu1);
             assert_memory_equal(rv1, rv3, (size_t)out * sizeof *rv1);
-            for (int relu = 0; relu < 2; relu++) {
-                snn_bn_train_normalise(o3, h3, y2, mu3, r3, g, be, M, out, relu);
+            for (int variant = 0; variant < 3; variant++) { /* plain, ReLU, residual */
+                const bool relu = variant == 1;
+                const float *res = variant == 2 ? y1 : NULL; /* any [M, out] stream */
+                snn_bn_train_normalise(o3, h3, y2, mu3, r3, g, be, M, out, relu, res);
                 assert_memory_equal(h1, h3, MO * sizeof *h1);
-                if (relu)
-                    for (size_t t = 0; t < MO; t++) o2[t] = o1[t] > 0.0f ? o1[t] : 0.0f;
-                assert_memory_equal(relu ? o2 : o1, o3, MO * sizeof *o1);
+                for (size_t t = 0; t < MO; t++)
+                    o2[t] = relu ? (o1[t] > 0.0f ? o1[t] : 0.0f) : res ? res[t] + o1[t] : o1[t];
+                assert_memory_equal(o2, o3, MO * sizeof *o1);
             }
             free(o3), free(h3), free(mu3), free(r3), free(rm3), free(rv3);
             /* and the statistics are right: channel 0's mean against a double sum */

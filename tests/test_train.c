@@ -481,10 +481,11 @@ static void test_spikes_are_stored_as_bits(void **state) {
         }
         size_t slots = 3 * float_bytes(M * (size_t)m.D);
         if (cfg.model.attention.kind == SNN_ATTN_SDSA) slots += float_bytes(T * B * (size_t)m.D);
-        /* BatchNorm outputs that only a population reads are not stored in normal mode (the
-         * neurons apply gamma, beta): q, k, v and fc1's, and with SEW o's and fc2's too */
-        const bool sew = k == 3;
-        const size_t fused = (size_t)m.L * ((sew ? 5 : 3) * float_bytes(M * (size_t)m.D) +
+        /* BatchNorm outputs that only a population reads, or that only the residual stream
+         * adds, are not stored in normal mode (the neurons normalise and apply gamma, beta; the
+         * stream's sum is written in BatchNorm's pass): q, k, v, o, fc1 and fc2's, with SEW or
+         * without */
+        const size_t fused = (size_t)m.L * (5 * float_bytes(M * (size_t)m.D) +
                                             float_bytes(M * (size_t)m.Hd));
         fprintf(stderr, "  %s%s: %d populations (%zu ternary), spikes %zu bytes as floats, %zu as "
                 "bits; trainer %zu -> %zu bytes\n", kinds[k], k == 3 ? " sew" : "", m.n_pops,
