@@ -4,6 +4,7 @@
 #ifndef SNN_CHARGE_H
 #define SNN_CHARGE_H
 
+#include <math.h>
 #include <stdbool.h>
 
 #include "neurons/neuron.h"
@@ -22,6 +23,16 @@ static inline charge_mode charge_mode_of(const snn_neuron_params *p) {
     const bool zero_reset = p->soft_reset || p->v_reset == 0.0f;
     if (p->decay_input) return zero_reset ? CHARGE_DECAY_INPUT0 : CHARGE_DECAY_INPUT;
     return zero_reset ? CHARGE_NO_DECAY0 : CHARGE_NO_DECAY;
+}
+
+/* Whether dividing by tau can be a multiply by *rtau = 1 / tau, bit for bit: tau a power of two
+ * whose reciprocal is a normal float (then x / tau and x (1 / tau) are the same real number,
+ * rounded once). The default tau = 2 is one. */
+static inline bool charge_tau_pow2(float tau, float *rtau) {
+    int e;
+    if (!(tau > 0.0f) || frexpf(tau, &e) != 0.5f || e > 126 || e < -124) return false;
+    *rtau = 1.0f / tau;
+    return true;
 }
 
 /* H from V and X by the formula of mode, in the spec's operation order. mode is a compile-time

@@ -103,9 +103,9 @@ step_loop(const charge_mode mode, const bool bipolar, const bool soft, const boo
  * and neg_bits (else NULL) it also stores each group's 32 nonzero and negative bits at byte
  * i / 8 of them: bits i .. i + 31 of the little-endian planes (x86 is little-endian). */
 static inline __attribute__((always_inline)) SNN_AVX2_FN size_t
-step_avx2_body(const charge_mode mode, const bool bipolar, const bool soft, size_t n,
-               const float *x, float *v, int8_t *s, float tau, float vr, float th,
-               uint8_t *nz_bits, uint8_t *neg_bits, size_t *nspikes) {
+step_avx2_body(const charge_mode mode, const bool recip, const bool bipolar, const bool soft,
+               size_t n, const float *x, float *v, int8_t *s, float tau, float rtau, float vr,
+               float th, uint8_t *nz_bits, uint8_t *neg_bits, size_t *nspikes) {
     const __m256 vth = _mm256_set1_ps(th), vnth = _mm256_set1_ps(-th), vvr = _mm256_set1_ps(vr);
     const __m256i one = _mm256_set1_epi32(1);
     const __m256i fix = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  /* undo the packs' lane mix */
@@ -115,13 +115,17 @@ step_avx2_body(const charge_mode mode, const bool bipolar, const bool soft, size
         for (int g = 0; g < 4; g++) {
             const __m256 vv = _mm256_loadu_ps(v + i + 8 * g), xv = _mm256_loadu_ps(x + i + 8 * g);
             __m256 hv;
+            /* with recip, the divides by tau as multiplies by 1 / tau: the same bits
+             * (charge_tau_pow2), and the divider no longer bounds the loop */
+#define OVER_TAU(a) (recip ? (a) * rtau : (a) / tau)
             switch (mode) {
             case CHARGE_IF: hv = vv + xv; break;
-            case CHARGE_DECAY_INPUT0: hv = vv + (xv - vv) / tau; break;
-            case CHARGE_DECAY_INPUT: hv = vv + (xv - (vv - vr)) / tau; break;
-            case CHARGE_NO_DECAY0: hv = vv - vv / tau + xv; break;
-            default: hv = vv - (vv - vr) / tau + xv; break;
+            case CHARGE_DECAY_INPUT0: hv = vv + OVER_TAU(xv - vv); break;
+            case CHARGE_DECAY_INPUT: hv = vv + OVER_TAU(xv - (vv - vr)); break;
+            case CHARGE_NO_DECAY0: hv = vv - OVER_TAU(vv) + xv; break;
+            default: hv = vv - OVER_TAU(vv - vr) + xv; break;
             }
+#undef OVER_TAU
             const __m256 pos = _mm256_cmp_ps(hv, vth, _CMP_GE_OQ);
             const __m256 neg = bipolar ? _mm256_cmp_ps(hv, vnth, _CMP_LE_OQ) : _mm256_setzero_ps();
             const __m256 spk = _mm256_or_ps(pos, neg);
@@ -157,19 +161,24 @@ static SNN_AVX2_FN size_t step_avx2(const snn_neuron_params *p, size_t n, const 
                                     float *v, int8_t *s, uint8_t *nz, uint8_t *neg,
                                     size_t *nspikes) {
     const charge_mode mode = charge_mode_of(p);
-    const int key = (int)mode * 4 + (p->bipolar ? 2 : 0) + (p->soft_reset ? 1 : 0);
+    float rtau = 0.0f;
+    const bool recip = mode != CHARGE_IF && charge_tau_pow2(p->tau, &rtau);
+    const int key = ((int)mode * 4 + (p->bipolar ? 2 : 0) + (p->soft_reset ? 1 : 0)) * 2 + recip;
     switch (key) {
-#define AVX_CASE(m, b, so)                                                                      \
-    case (int)(m) * 4 + (b) * 2 + (so):                                                         \
-        return step_avx2_body(m, b, so, n, x, v, s, p->tau, p->v_reset, p->v_threshold, nz, neg,  \
-                              nspikes);
-#define AVX_CASES(m) AVX_CASE(m, 0, 0) AVX_CASE(m, 0, 1) AVX_CASE(m, 1, 0) AVX_CASE(m, 1, 1)
-        AVX_CASES(CHARGE_IF)
+#define AVX_CASE(m, b, so, r)                                                                   \
+    case ((int)(m) * 4 + (b) * 2 + (so)) * 2 + (r):                                             \
+        return step_avx2_body(m, r, b, so, n, x, v, s, p->tau, rtau, p->v_reset, p->v_threshold, \
+                              nz, neg, nspikes);
+#define AVX_CASES2(m, r) AVX_CASE(m, 0, 0, r) AVX_CASE(m, 0, 1, r) AVX_CASE(m, 1, 0, r)          \
+    AVX_CASE(m, 1, 1, r)
+#define AVX_CASES(m) AVX_CASES2(m, 0) AVX_CASES2(m, 1)
+        AVX_CASES2(CHARGE_IF, 0)
         AVX_CASES(CHARGE_DECAY_INPUT0)
         AVX_CASES(CHARGE_DECAY_INPUT)
         AVX_CASES(CHARGE_NO_DECAY0)
         AVX_CASES(CHARGE_NO_DECAY)
 #undef AVX_CASES
+#undef AVX_CASES2
 #undef AVX_CASE
     }
     *nspikes = 0;

@@ -313,10 +313,15 @@ static void test_population_h_and_count(void **state) {
 /* The step without h (inference: 32 neurons per AVX2 step where the CPU has it) gives the same
  * membranes, spikes and count as the step with h (the element-wise loop), for every charge
  * formula, binary and bipolar, hard and soft reset, over populations that are not multiples of
- * 32, with inputs that land exactly on the thresholds. */
+ * 32, with inputs that land exactly on the thresholds and inputs that round; tau 2 and 0.5 (the
+ * AVX2 kernel multiplies by 1 / tau: it must give the loop's divisions' bits) and 3 (it
+ * divides). */
 static void test_step_without_h_matches(void **state) {
     (void)state;
     enum { NN = 101, STEPS = 6 };
+    static const float taus[] = {2.0f, 0.5f, 3.0f};
+    for (int ti = 0; ti < 3; ti++)
+    for (int rounding = 0; rounding < 2; rounding++)
     for (int kind = 0; kind < 2; kind++)
         for (int di = 0; di < 2; di++)
             for (int vr0 = 0; vr0 < 2; vr0++)
@@ -329,6 +334,7 @@ static void test_step_without_h_matches(void **state) {
                         p.soft_reset = soft;
                         p.v_reset = soft ? 0.0f : (vr0 ? -0.25f : 0.0f);
                         p.v_threshold = 0.5f;
+                        p.tau = taus[ti];
                         float v1[NN], v2[NN], h[NN], x[NN];
                         int8_t s1[NN], s2[NN];
                         snn_neuron_reset_state(&p, NN, v1);
@@ -336,7 +342,8 @@ static void test_step_without_h_matches(void **state) {
                         for (int t = 0; t < STEPS; t++) {
                             for (int i = 0; i < NN; i++) {
                                 const int r = (i * 37 + t * 11) % 17;
-                                x[i] = (float)(r - 8) * 0.125f; /* hits +-0.5 and 1.0 exactly */
+                                /* hits +-0.5 and 1.0 exactly, or rounds (tenths) */
+                                x[i] = (float)(r - 8) * (rounding ? 0.1f : 0.125f);
                             }
                             const size_t c1 = snn_neuron_step(&p, NN, x, v1, s1, h);
                             const size_t c2 = snn_neuron_step(&p, NN, x, v2, s2, NULL);
