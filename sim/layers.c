@@ -148,9 +148,9 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_rows_shifted(double *restrict s1, double *
 
 /* The BatchNorm statistics' per-block sums of all C channels (snn_bn_sums_doubles): for block b,
  * s1 at sums[(3 b) C], s2 at sums[(3 b + 1) C], its shift K (the block's first row) at
- * sums[(3 b + 2) C]. */
-static inline double *bn_sums_at(double *sums, int b, int k, int C) {
-    return sums + ((size_t)3 * b + (size_t)k) * (size_t)C;
+ * sums[(3 b + 2) C]: the offset of k = 0, 1, 2. */
+static inline size_t bn_sums_at(int b, int k, int C) {
+    return ((size_t)3 * b + (size_t)k) * (size_t)C;
 }
 
 size_t snn_bn_sums_doubles(int C) { return (size_t)3 * BN_BLOCKS * (size_t)C; }
@@ -160,8 +160,8 @@ size_t snn_bn_sums_doubles(int C) { return (size_t)3 * BN_BLOCKS * (size_t)C; }
  * (r0 == m0) records K and starts the sums at 0. */
 static void bn_block_add_rows(double *sums, int Cs, const float *x, int C, int c0, int W, int b,
                               int m0, int r0, int r1) {
-    double *s1 = bn_sums_at(sums, b, 0, Cs), *s2 = bn_sums_at(sums, b, 1, Cs);
-    double *K = bn_sums_at(sums, b, 2, Cs);
+    double *s1 = sums + bn_sums_at(b, 0, Cs), *s2 = sums + bn_sums_at(b, 1, Cs);
+    double *K = sums + bn_sums_at(b, 2, Cs);
     const float *Kf = x + (size_t)m0 * C + c0;
     if (r0 == m0)
         for (int j = 0; j < W; j++) s1[j] = s2[j] = 0.0, K[j] = (double)Kf[j];
@@ -746,14 +746,14 @@ static void bn_stats_of_sums(const double *sums, int Cs, int M, long Mg, int c0,
     for (int j0 = 0; j0 < W; j0 += BN_CW) {
         const int w = W - j0 < BN_CW ? W - j0 : BN_CW;
         for (int j = 0; j < w; j++) {
-            const double K0 = bn_sums_at((double *)sums, b0, 2, Cs)[j0 + j];
+            const double K0 = sums[bn_sums_at(b0, 2, Cs) + j0 + j];
             double a = 0.0, q = 0.0;
             for (int b = 0; b < BN_BLOCKS; b++) {
                 const double Mb = (double)(bn_row0(b + 1, M) - bn_row0(b, M));
                 if (Mb == 0.0) continue; /* fewer rows than blocks */
-                const double s1 = bn_sums_at((double *)sums, b, 0, Cs)[j0 + j];
-                const double s2 = bn_sums_at((double *)sums, b, 1, Cs)[j0 + j];
-                const double d = bn_sums_at((double *)sums, b, 2, Cs)[j0 + j] - K0;
+                const double s1 = sums[bn_sums_at(b, 0, Cs) + j0 + j];
+                const double s2 = sums[bn_sums_at(b, 1, Cs) + j0 + j];
+                const double d = sums[bn_sums_at(b, 2, Cs) + j0 + j] - K0;
                 a += s1 + Mb * d;
                 q += s2 + 2.0 * d * s1 + Mb * d * d;
             }

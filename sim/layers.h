@@ -196,7 +196,7 @@ void snn_bn_train_normalise(float *y, float *xhat, const float *x, const float *
 /* snn_bn_train_bwd (M_batch = 0) or snn_bn_train_bwd_dist (M_batch > 0) writing dx, that also
  * adds dx's column sums to dx_sum [C]: the bias gradient of a linear layer whose output this
  * BatchNorm normalises, in the dx pass, with the bytes of snn_linear_bwd's db on that dx (the
- * same row blocks, double sums in row order), without its pass over dx. */
+ * same row blocks and 16-row float runs), without its pass over dx. */
 void snn_bn_train_bwd_sum(float *dx, float *dx_sum, float *dgamma, float *dbeta,
                           const float *dy, const float *xhat, const float *rstd,
                           const float *gamma, int M, long M_batch, int C);

@@ -236,8 +236,9 @@ static uint64_t *take_w(planner *p, size_t n) {
 /* Whether the Linear + BN feeding population p need not store its output: a spiking population
  * in normal mode normalises the linear layer's output and applies BN's gamma, beta as it charges
  * (snn_neuron_affine, the same bits); an ANN's ReLU slot is applied in BN's normalisation pass
- * (snn_bn_train_normalise) and its backward reads its output (x > 0 exactly where ReLU(x) > 0).
- * Not for inference (eval-mode BN writes only its output), smooth mode, identity or GELU slots,
+ * (snn_bn_train_normalise) and its backward reads its output (x > 0 exactly where ReLU(x) > 0);
+ * without a population (p = -1: ms blocks' o and fc2) the pass writes the residual stream's sum
+ * (residual_add). Not for inference (eval-mode BN writes only its output), smooth mode, identity or GELU slots,
  * or a PLIF (whose backward reads its input for dL/dtau). */
 static bool fusable(const snn_trainer *tr, int p) {
     if (tr->infer_only || tr->smooth) return false;
@@ -245,7 +246,6 @@ static bool fusable(const snn_trainer *tr, int p) {
     if (p == -1) return true; /* no population: the output goes to the residual stream */
     return p >= 0 && !tr->m->pops[p].plif_w;
 }
-
 
 /* Inference keeps only z: eval-mode BatchNorm writes nothing else. A fused Linear + BN keeps no
  * z (fusable). */
@@ -985,8 +985,6 @@ static void attn_fwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
     }
 }
 
-/* Backward of attn_fwd: dQ, dK, dV into tr->d_q, d_k, d_v; gradients on x_in (cat's projection,
- * primal's sampled tokens) are added to d_in [M, D]. */
 /* x[i ld + c] = 0 for i < N, c < d: one head's rows of a [rows, ld] gradient. Sixteen floats a
  * store, down the rows (gcc turns a loop along a row into a memset call per row, which cost
  * more than the stores). */
@@ -999,6 +997,8 @@ SNN_WIDE_FN SNN_VEC_FN static void zero_head(float *x, int N, int d, int ld) {
         for (int i = 0; i < N; i++) x[(size_t)i * ld + c] = 0.0f;
 }
 
+/* Backward of attn_fwd: dQ, dK, dV into tr->d_q, d_k, d_v; gradients on x_in (cat's projection,
+ * primal's sampled tokens) are added to d_in [M, D]. */
 static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
                      const float *sk, const float *sv, float *d_in) {
     const snn_model *m = tr->m;
