@@ -95,6 +95,23 @@ step_loop(const charge_mode mode, const bool bipolar, const bool soft, const boo
 }
 
 #if SNN_HAVE_AVX2_DISPATCH
+/* hv = the charge of vectors vv, xv (gcc vector arithmetic on __m256 or __m512: charge's IEEE
+ * operations lane by lane); mode, recip, tau, rtau and vr in scope. With recip the divides by
+ * tau are multiplies by 1 / tau: the same bits (charge_tau_pow2), and the divider no longer
+ * bounds the loop. */
+#define STEP_CHARGE(hv, vv, xv)                                                                  \
+    do {                                                                                         \
+        switch (mode) {                                                                          \
+        case CHARGE_IF: hv = vv + xv; break;                                                     \
+        case CHARGE_DECAY_INPUT0: hv = vv + (recip ? (xv - vv) * rtau : (xv - vv) / tau); break; \
+        case CHARGE_DECAY_INPUT:                                                                 \
+            hv = vv + (recip ? (xv - (vv - vr)) * rtau : (xv - (vv - vr)) / tau);                \
+            break;                                                                               \
+        case CHARGE_NO_DECAY0: hv = vv - (recip ? vv * rtau : vv / tau) + xv; break;             \
+        default: hv = vv - (recip ? (vv - vr) * rtau : (vv - vr) / tau) + xv; break;             \
+        }                                                                                        \
+    } while (0)
+
 /* 32 neurons per iteration in AVX2 (no h output): the charge formula with the same IEEE
  * operations per lane (gcc vector arithmetic on __m256), ordered compares (false on NaN, as
  * C's >= and <=), resets by mask, and the int32 spikes packed to bytes with saturating packs
@@ -115,17 +132,7 @@ step_avx2_body(const charge_mode mode, const bool recip, const bool bipolar, con
         for (int g = 0; g < 4; g++) {
             const __m256 vv = _mm256_loadu_ps(v + i + 8 * g), xv = _mm256_loadu_ps(x + i + 8 * g);
             __m256 hv;
-            /* with recip, the divides by tau as multiplies by 1 / tau: the same bits
-             * (charge_tau_pow2), and the divider no longer bounds the loop */
-#define OVER_TAU(a) (recip ? (a) * rtau : (a) / tau)
-            switch (mode) {
-            case CHARGE_IF: hv = vv + xv; break;
-            case CHARGE_DECAY_INPUT0: hv = vv + OVER_TAU(xv - vv); break;
-            case CHARGE_DECAY_INPUT: hv = vv + OVER_TAU(xv - (vv - vr)); break;
-            case CHARGE_NO_DECAY0: hv = vv - OVER_TAU(vv) + xv; break;
-            default: hv = vv - OVER_TAU(vv - vr) + xv; break;
-            }
-#undef OVER_TAU
+            STEP_CHARGE(hv, vv, xv);
             const __m256 pos = _mm256_cmp_ps(hv, vth, _CMP_GE_OQ);
             const __m256 neg = bipolar ? _mm256_cmp_ps(hv, vnth, _CMP_LE_OQ) : _mm256_setzero_ps();
             const __m256 spk = _mm256_or_ps(pos, neg);
@@ -175,15 +182,7 @@ step_avx512_body(const charge_mode mode, const bool recip, const bool bipolar, c
         for (int g = 0; g < 4; g++) {
             const __m512 vv = _mm512_loadu_ps(v + i + 16 * g), xv = _mm512_loadu_ps(x + i + 16 * g);
             __m512 hv;
-#define OVER_TAU(a) (recip ? (a) * rtau : (a) / tau)
-            switch (mode) {
-            case CHARGE_IF: hv = vv + xv; break;
-            case CHARGE_DECAY_INPUT0: hv = vv + OVER_TAU(xv - vv); break;
-            case CHARGE_DECAY_INPUT: hv = vv + OVER_TAU(xv - (vv - vr)); break;
-            case CHARGE_NO_DECAY0: hv = vv - OVER_TAU(vv) + xv; break;
-            default: hv = vv - OVER_TAU(vv - vr) + xv; break;
-            }
-#undef OVER_TAU
+            STEP_CHARGE(hv, vv, xv);
             const __mmask16 pos = _mm512_cmp_ps_mask(hv, vth, _CMP_GE_OQ);
             const __mmask16 neg = bipolar ? _mm512_cmp_ps_mask(hv, vnth, _CMP_LE_OQ) : 0;
             const __mmask16 spk = pos | neg;
@@ -220,28 +219,32 @@ static int step_key(const snn_neuron_params *p, float *rtau) {
     return ((int)mode * 4 + (p->bipolar ? 2 : 0) + (p->soft_reset ? 1 : 0)) * 2 + recip;
 }
 
+/* The switch over step_key's values that returns BODY's count for the key's instance (the
+ * shared dispatch of the AVX-512 and AVX2 kernels; p, n, x, v, s, nz, neg, nspikes and rtau in
+ * scope). */
+#define STEP_VEC_CASE(BODY, m, b, so, r)                                                         \
+    case ((int)(m) * 4 + (b) * 2 + (so)) * 2 + (r):                                              \
+        return BODY(m, r, b, so, n, x, v, s, p->tau, rtau, p->v_reset, p->v_threshold, nz, neg,  \
+                    nspikes);
+#define STEP_VEC_CASES2(BODY, m, r)                                                              \
+    STEP_VEC_CASE(BODY, m, 0, 0, r) STEP_VEC_CASE(BODY, m, 0, 1, r)                              \
+    STEP_VEC_CASE(BODY, m, 1, 0, r) STEP_VEC_CASE(BODY, m, 1, 1, r)
+#define STEP_VEC_CASES(BODY, m) STEP_VEC_CASES2(BODY, m, 0) STEP_VEC_CASES2(BODY, m, 1)
+#define STEP_VEC_SWITCH(BODY)                                                                    \
+    switch (step_key(p, &rtau)) {                                                                \
+        STEP_VEC_CASES2(BODY, CHARGE_IF, 0)                                                      \
+        STEP_VEC_CASES(BODY, CHARGE_DECAY_INPUT0)                                                \
+        STEP_VEC_CASES(BODY, CHARGE_DECAY_INPUT)                                                 \
+        STEP_VEC_CASES(BODY, CHARGE_NO_DECAY0)                                                   \
+        STEP_VEC_CASES(BODY, CHARGE_NO_DECAY)                                                    \
+    }
+
 #if SNN_HAVE_AVX512_DISPATCH
 static SNN_AVX512_FN size_t step_avx512(const snn_neuron_params *p, size_t n, const float *x,
                                         float *v, int8_t *s, uint8_t *nz, uint8_t *neg,
                                         size_t *nspikes) {
     float rtau;
-    switch (step_key(p, &rtau)) {
-#define AVX_CASE(m, b, so, r)                                                                   \
-    case ((int)(m) * 4 + (b) * 2 + (so)) * 2 + (r):                                             \
-        return step_avx512_body(m, r, b, so, n, x, v, s, p->tau, rtau, p->v_reset,              \
-                                p->v_threshold, nz, neg, nspikes);
-#define AVX_CASES2(m, r) AVX_CASE(m, 0, 0, r) AVX_CASE(m, 0, 1, r) AVX_CASE(m, 1, 0, r)          \
-    AVX_CASE(m, 1, 1, r)
-#define AVX_CASES(m) AVX_CASES2(m, 0) AVX_CASES2(m, 1)
-        AVX_CASES2(CHARGE_IF, 0)
-        AVX_CASES(CHARGE_DECAY_INPUT0)
-        AVX_CASES(CHARGE_DECAY_INPUT)
-        AVX_CASES(CHARGE_NO_DECAY0)
-        AVX_CASES(CHARGE_NO_DECAY)
-#undef AVX_CASES
-#undef AVX_CASES2
-#undef AVX_CASE
-    }
+    STEP_VEC_SWITCH(step_avx512_body)
     *nspikes = 0;
     return 0;
 }
@@ -255,26 +258,15 @@ static SNN_AVX2_FN size_t step_avx2(const snn_neuron_params *p, size_t n, const 
     if (snn_cpu_avx512_popcnt()) return step_avx512(p, n, x, v, s, nz, neg, nspikes);
 #endif
     float rtau;
-    switch (step_key(p, &rtau)) {
-#define AVX_CASE(m, b, so, r)                                                                   \
-    case ((int)(m) * 4 + (b) * 2 + (so)) * 2 + (r):                                             \
-        return step_avx2_body(m, r, b, so, n, x, v, s, p->tau, rtau, p->v_reset, p->v_threshold, \
-                              nz, neg, nspikes);
-#define AVX_CASES2(m, r) AVX_CASE(m, 0, 0, r) AVX_CASE(m, 0, 1, r) AVX_CASE(m, 1, 0, r)          \
-    AVX_CASE(m, 1, 1, r)
-#define AVX_CASES(m) AVX_CASES2(m, 0) AVX_CASES2(m, 1)
-        AVX_CASES2(CHARGE_IF, 0)
-        AVX_CASES(CHARGE_DECAY_INPUT0)
-        AVX_CASES(CHARGE_DECAY_INPUT)
-        AVX_CASES(CHARGE_NO_DECAY0)
-        AVX_CASES(CHARGE_NO_DECAY)
-#undef AVX_CASES
-#undef AVX_CASES2
-#undef AVX_CASE
-    }
+    STEP_VEC_SWITCH(step_avx2_body)
     *nspikes = 0;
     return 0;
 }
+#undef STEP_CHARGE
+#undef STEP_VEC_SWITCH
+#undef STEP_VEC_CASES
+#undef STEP_VEC_CASES2
+#undef STEP_VEC_CASE
 #endif
 
 /* Also compiled for AVX2 (SNN_WIDE_FN): it runs for every neuron at every timestep. */
