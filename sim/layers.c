@@ -883,31 +883,6 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_dx(float *dx, const float *dy, co
     }
 }
 
-/* bn_bwd_rows_dx (written) for the rows [m0, m1) of a row block, and acc[j] = the sum of the
- * written dx[m, c0 + j] over those rows in bn_rows_sum's runs: its bytes on the dx. */
-static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_dx_sum(float *dx, double *restrict acc,
-                                              const float *dy, const float *xhat, const float *g,
-                                              const float *a, const float *bh, int m0, int m1,
-                                              int C, int c0, int W) {
-    float f[BN_CW];
-    for (int j = 0; j < W; j++) acc[j] = 0.0;
-    for (int r0 = m0; r0 < m1; r0 += BN_SUB) {
-        const int re = m1 - r0 < BN_SUB ? m1 : r0 + BN_SUB;
-        for (int j = 0; j < W; j++) f[j] = 0.0f;
-        for (int m = r0; m < re; m++) {
-            const float *restrict dym = dy + (size_t)m * C + c0;
-            const float *restrict hm = xhat + (size_t)m * C + c0;
-            float *restrict dxm = dx + (size_t)m * C + c0;
-            for (int j = 0; j < W; j++) {
-                const float v = g[j] * (dym[j] - a[j] - hm[j] * bh[j]);
-                dxm[j] = v;
-                f[j] += v;
-            }
-        }
-        for (int j = 0; j < W; j++) acc[j] += (double)f[j];
-    }
-}
-
 /* The backward over this rank's M rows; Mg as in bn_train_fwd. dx_sum (with dx written, not
  * added): dx_sum[c] += the column sums of dx, from the dx pass (see snn_bn_train_bwd_sum). */
 static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
@@ -954,12 +929,15 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
             bh[j] = (float)(s[W + j] / Md);
         }
         if (!dx) continue;
-        if (dx_sum) { /* in row blocks, as linear_bwd_db's sums */
+        if (dx_sum) { /* in row blocks: each block's dx, then its sums while it is in cache
+                       * (bn_rows_sum: linear_bwd_db's bytes by construction) */
             double part[BN_BLOCKS][BN_CW];
 #pragma omp parallel for schedule(dynamic) if (par)
-            for (int b = 0; b < BN_BLOCKS; b++)
-                bn_bwd_rows_dx_sum(dx, part[b], dy, xhat, g, a, bh, bn_row0(b, M),
-                                   bn_row0(b + 1, M), C, c0, W);
+            for (int b = 0; b < BN_BLOCKS; b++) {
+                const int m0 = bn_row0(b, M), m1 = bn_row0(b + 1, M);
+                bn_bwd_rows_dx(dx, dy, xhat, g, a, bh, m0, m1, C, c0, W, false);
+                bn_rows_sum(part[b], dx, m0, m1, C, c0, W);
+            }
             for (int j = 0; j < W; j++) {
                 double sum = 0.0;
                 for (int b = 0; b < BN_BLOCKS; b++) sum += part[b][j];
