@@ -310,12 +310,12 @@ static void test_population_h_and_count(void **state) {
     assert_memory_equal(s, s2, sizeof s);
 }
 
-/* The step without h (inference: 32 neurons per AVX2 step where the CPU has it) gives the same
- * membranes, spikes and count as the step with h (the element-wise loop), for every charge
- * formula, binary and bipolar, hard and soft reset, over populations that are not multiples of
- * 32, with inputs that land exactly on the thresholds and inputs that round; tau 2 and 0.5 (the
- * AVX2 kernel multiplies by 1 / tau: it must give the loop's divisions' bits) and 3 (it
- * divides). */
+/* The step without h (inference: 64 neurons per AVX-512 step, or 32 per AVX2 step, where the
+ * CPU has them) gives the same membranes, spikes and count as the step with h (the
+ * element-wise loop), for every charge formula, binary and bipolar, hard and soft reset, over
+ * populations that are not multiples of 32, with inputs that land exactly on the thresholds and
+ * inputs that round; tau 2 and 0.5 (the vector kernels multiply by 1 / tau: they must give the
+ * loop's divisions' bits) and 3 (they divide). */
 static void test_step_without_h_matches(void **state) {
     (void)state;
     enum { NN = 101, STEPS = 6 };
