@@ -64,6 +64,10 @@
 /* Neurons per stack tile (state, spikes, H and carried gradient of one tile). */
 enum { TILE = 256 };
 _Static_assert(TILE % 64 == 0, "tiles start on a bit-plane word");
+/* Floats of H a backward that recomputes it keeps per tile (64 KiB of stack): 64 timesteps of a
+ * whole tile, and 16 neurons at SNN_NEURON_RECOMPUTE_MAX_T. */
+enum { RC_FLOATS = 64 * TILE };
+_Static_assert(RC_FLOATS / SNN_NEURON_RECOMPUTE_MAX_T >= 16, "recompute tiles of >= 16");
 
 #define INLINE_VEC static inline __attribute__((always_inline)) SNN_VEC_FN
 
@@ -105,8 +109,8 @@ typedef struct spike_out {
  * the call; o's bit planes start at the tile's first word. af: the input is affine's of x. */
 INLINE_VEC void fwd_tile(const charge_mode mode, const bool bipolar, const bool soft, int T,
                          size_t cn, size_t ld, const float *x, const snn_neuron_affine *af,
-                         size_t i0, const spike_out *o, float *h, float v0, float tau, float vr,
-                         float th) {
+                         size_t i0, const spike_out *o, float *h, size_t hld, float v0, float tau,
+                         float vr, float th) {
     float v[TILE], hb[TILE], sb[TILE], g[TILE], b[TILE], mu[TILE], rs[TILE], xa[TILE];
     for (size_t i = 0; i < cn; i++) v[i] = v0;
     const bool norm = af && af->xhat;
@@ -138,46 +142,50 @@ INLINE_VEC void fwd_tile(const charge_mode mode, const bool bipolar, const bool 
             for (size_t i = 0; i < cn; i++) xa[i] = g[i] * xt[i] + b[i];
             xt = xa;
         }
-        fwd_row(mode, bipolar, soft, cn, xt, v, st, h ? h + row : hb, tau, vr, th);
+        fwd_row(mode, bipolar, soft, cn, xt, v, st, h ? h + (size_t)t * hld : hb, tau, vr, th);
         if (o->nz) /* packed while the row is in cache */
             snn_bits_pack(o->nz + (size_t)t * o->wld, o->neg ? o->neg + (size_t)t * o->wld : NULL,
                           st, cn);
     }
 }
 
-/* Normal-mode forward of neurons [0, n): one specialised loop per (charge, bipolar, soft). */
-SNN_WIDE_FN SNN_VEC_FN static void forward_fast(const snn_neuron_params *p, int T, size_t n,
-                                        size_t ld, const float *x,
-                                        const snn_neuron_affine *af, const spike_out *out,
-                                        float *h) {
+/* One tile of the normal-mode forward in its configuration's instance of fwd_tile (one
+ * specialised loop per charge, bipolar, soft); h (or NULL) rows hld apart. */
+SNN_WIDE_FN SNN_VEC_FN static void fwd_tile_of(const snn_neuron_params *p, int T, size_t cn,
+                                               size_t ld, const float *x,
+                                               const snn_neuron_affine *af, size_t i0,
+                                               const spike_out *o, float *h, size_t hld) {
     const charge_mode mode = charge_mode_of(p);
     const float tau = p->tau, vr = p->v_reset, th = p->v_threshold;
     const float v0 = snn_neuron_v_init(p);
-    const int key = (int)mode * 4 + (p->bipolar ? 2 : 0) + (p->soft_reset ? 1 : 0);
+    switch ((int)mode * 4 + (p->bipolar ? 2 : 0) + (p->soft_reset ? 1 : 0)) {
+#define FWD_CASE(m, b, so)                                                                     \
+    case (int)(m) * 4 + (b) * 2 + (so):                                                          \
+        fwd_tile(m, b, so, T, cn, ld, x, af, i0, o, h, hld, v0, tau, vr, th);                  \
+        break;
+#define FWD_CASES(m) FWD_CASE(m, 0, 0) FWD_CASE(m, 0, 1) FWD_CASE(m, 1, 0) FWD_CASE(m, 1, 1)
+        FWD_CASES(CHARGE_IF)
+        FWD_CASES(CHARGE_DECAY_INPUT0)
+        FWD_CASES(CHARGE_DECAY_INPUT)
+        FWD_CASES(CHARGE_NO_DECAY0)
+        FWD_CASES(CHARGE_NO_DECAY)
+#undef FWD_CASES
+#undef FWD_CASE
+    default: SNN_ASSERT(0);
+    }
+}
+
+/* Normal-mode forward of neurons [0, n), tile by tile. */
+static void forward_fast(const snn_neuron_params *p, int T, size_t n, size_t ld, const float *x,
+                         const snn_neuron_affine *af, const spike_out *out, float *h) {
     for (size_t i0 = 0; i0 < n; i0 += TILE) {
         const size_t cn = n - i0 < TILE ? n - i0 : TILE;
-        const float *xt = x + i0;
-        float *ht = h ? h + i0 : NULL;
         /* the tile's outputs: floats from column i0, or bits from word i0 / 64 (TILE % 64 == 0) */
         const spike_out ot = {out->s ? out->s + i0 : NULL, out->nz ? out->nz + i0 / 64 : NULL,
                               out->neg ? out->neg + i0 / 64 : NULL, out->wld};
         if (i0 + TILE < n)
             prefetch_tile(x, T, ld, i0 + TILE, n - i0 - TILE < TILE ? n - i0 - TILE : TILE);
-        switch (key) {
-#define FWD_CASE(m, b, so)                                                                     \
-    case (int)(m) * 4 + (b) * 2 + (so):                                                          \
-        fwd_tile(m, b, so, T, cn, ld, xt, af, i0, &ot, ht, v0, tau, vr, th);                   \
-        break;
-#define FWD_CASES(m) FWD_CASE(m, 0, 0) FWD_CASE(m, 0, 1) FWD_CASE(m, 1, 0) FWD_CASE(m, 1, 1)
-            FWD_CASES(CHARGE_IF)
-            FWD_CASES(CHARGE_DECAY_INPUT0)
-            FWD_CASES(CHARGE_DECAY_INPUT)
-            FWD_CASES(CHARGE_NO_DECAY0)
-            FWD_CASES(CHARGE_NO_DECAY)
-#undef FWD_CASES
-#undef FWD_CASE
-        default: SNN_ASSERT(0);
-        }
+        fwd_tile_of(p, T, cn, ld, x + i0, af, i0, &ot, h ? h + i0 : NULL, ld);
     }
 }
 
@@ -348,7 +356,8 @@ INLINE_VEC void bwd_row(const bool bipolar, const bool soft, const bool detach,
  * amount is recomputed from H): per tile, per timestep, the surrogate derivatives of the row,
  * then one specialised element-wise loop. */
 SNN_WIDE_FN SNN_VEC_FN static void backward_fast(const snn_neuron_params *p, int T, size_t n,
-                                         size_t ld, const float *h, const float *s,
+                                         size_t ld, const float *h,
+                                         const snn_neuron_affine *rc, const float *s,
                                          const float *ds, float *dx, bool acc) {
     const bool is_if = p->kind == SNN_NEURON_IF;
     const float tau = p->tau, th = p->v_threshold, vr = p->v_reset;
@@ -356,20 +365,31 @@ SNN_WIDE_FN SNN_VEC_FN static void backward_fast(const snn_neuron_params *p, int
     const bool x_over_tau = !is_if && p->decay_input;
     const int key = (p->bipolar ? 8 : 0) + (p->soft_reset ? 4 : 0) + (p->detach_reset ? 2 : 0) +
                     (x_over_tau ? 1 : 0);
-    for (size_t i0 = 0; i0 < n; i0 += TILE) {
-        const size_t cn = n - i0 < TILE ? n - i0 : TILE;
+    /* rc: tiles narrow enough that their H [T, tile] fits hr (T <= 1024: 16 neurons or more) */
+    const size_t tile =
+        rc && (size_t)T * TILE > RC_FLOATS ? RC_FLOATS / (size_t)T / 16 * 16 : TILE;
+    float hr[RC_FLOATS]; /* rc: the tile's H [T, tile] */
+    for (size_t i0 = 0; i0 < n; i0 += tile) {
+        const size_t cn = n - i0 < tile ? n - i0 : tile;
         float gh[TILE], gp[TILE], gn[TILE], sb[TILE];
         for (size_t i = 0; i < cn; i++) gh[i] = 0.0f;
-        if (i0 + TILE < n) {
-            const size_t nn = n - i0 - TILE < TILE ? n - i0 - TILE : TILE;
-            prefetch_tile(h, T, ld, i0 + TILE, nn);
-            if (s) prefetch_tile(s, T, ld, i0 + TILE, nn);
-            prefetch_tile(ds, T, ld, i0 + TILE, nn);
-            if (acc) prefetch_tile(dx, T, ld, i0 + TILE, nn);
+        if (rc) { /* the forward's operations on its stored input: its H, bit for bit */
+            const snn_neuron_affine map = {rc->gamma, rc->beta, rc->width, rc->c0, NULL, NULL,
+                                           NULL};
+            const spike_out none = {NULL, NULL, NULL, 0};
+            fwd_tile_of(p, T, cn, ld, rc->xhat + i0, &map, i0, &none, hr, tile);
+        }
+        if (i0 + tile < n) {
+            const size_t nn = n - i0 - tile < tile ? n - i0 - tile : tile;
+            prefetch_tile(rc ? rc->xhat : h, T, ld, i0 + tile, nn);
+            if (s) prefetch_tile(s, T, ld, i0 + tile, nn);
+            prefetch_tile(ds, T, ld, i0 + tile, nn);
+            if (acc) prefetch_tile(dx, T, ld, i0 + tile, nn);
         }
         for (int t = T - 1; t >= 0; t--) {
             const size_t row = (size_t)t * ld + i0;
-            const float *ht = h + row, *st = s ? s + row : sb, *dst = ds + row;
+            const float *ht = rc ? hr + (size_t)t * tile : h + row, *st = s ? s + row : sb;
+            const float *dst = ds + row;
             float *dxt = dx + row;
             if (!s) spikes_of_row(p->bipolar, cn, ht, th, sb);
             surrogate_row(p->surrogate, p->alpha, cn, ht, 1.0f, th, gp);
@@ -399,11 +419,12 @@ SNN_WIDE_FN SNN_VEC_FN static void backward_fast(const snn_neuron_params *p, int
 /* s: the smooth forward's spikes; NULL in normal mode, where they are recomputed from H.
  * acc: dx += the gradient, else dx = +0 + the gradient. */
 static void backward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld, const float *x,
-                         const float *h, const float *s, const float *ds, float *dx, float *dtau,
-                         bool smooth, bool acc) {
+                         const float *h, const snn_neuron_affine *rc, const float *s,
+                         const float *ds, float *dx, float *dtau, bool smooth, bool acc) {
     SNN_ASSERT(T >= 0 && (n <= ld || T <= 1) && (s != NULL) == smooth);
+    SNN_ASSERT((h != NULL) != (rc != NULL));
     if ((dtau == NULL || p->kind == SNN_NEURON_IF) && !(smooth && p->bipolar && !p->soft_reset)) {
-        backward_fast(p, T, n, ld, h, s, ds, dx, acc);
+        backward_fast(p, T, n, ld, h, rc, s, ds, dx, acc);
         return;
     }
     const bool is_if = p->kind == SNN_NEURON_IF;
@@ -482,17 +503,25 @@ static void backward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld,
 void snn_neuron_backward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld,
                              const float *x, const float *h, const float *ds, float *dx,
                              float *dtau) {
-    backward_seq(p, T, n, ld, x, h, NULL, ds, dx, dtau, false, true);
+    backward_seq(p, T, n, ld, x, h, NULL, NULL, ds, dx, dtau, false, true);
 }
 
 void snn_neuron_backward_seq_into(const snn_neuron_params *p, int T, size_t n, size_t ld,
                                   const float *x, const float *h, const float *ds, float *dx,
                                   float *dtau) {
-    backward_seq(p, T, n, ld, x, h, NULL, ds, dx, dtau, false, false);
+    backward_seq(p, T, n, ld, x, h, NULL, NULL, ds, dx, dtau, false, false);
 }
 
 void snn_neuron_backward_seq_smooth(const snn_neuron_params *p, int T, size_t n, size_t ld,
                                     const float *x, const float *h, const float *s,
                                     const float *ds, float *dx, float *dtau) {
-    backward_seq(p, T, n, ld, x, h, s, ds, dx, dtau, true, true);
+    backward_seq(p, T, n, ld, x, h, NULL, s, ds, dx, dtau, true, true);
+}
+
+void snn_neuron_backward_seq_affine(const snn_neuron_params *p, int T, size_t n, size_t ld,
+                                    const snn_neuron_affine *af, const float *ds, float *dx,
+                                    bool acc) {
+    SNN_ASSERT(af && af->xhat && T <= SNN_NEURON_RECOMPUTE_MAX_T);
+    SNN_ASSERT(af->gamma && af->beta && af->width > 0);
+    backward_seq(p, T, n, ld, NULL, NULL, af, NULL, ds, dx, NULL, false, acc);
 }

@@ -136,7 +136,7 @@ typedef struct snn_neuron_affine {
  * past n in a row's last word are 0. s [T, ld] may be NULL: a caller that keeps the spikes as
  * bits then never writes them as floats. af (or NULL): the input current is af's map of x, so
  * a caller need not store a BatchNorm's output. The same spikes and H as snn_neuron_forward_seq
- * on that input. */
+ * on that input; h may be NULL (snn_neuron_backward_seq_affine recomputes H). */
 void snn_neuron_forward_seq_bits(const snn_neuron_params *p, int T, size_t n, size_t ld,
                                  const float *x, const snn_neuron_affine *af, float *s,
                                  uint64_t *nz, uint64_t *neg, size_t wld, float *h);
@@ -169,6 +169,19 @@ void snn_neuron_backward_seq(const snn_neuron_params *p, int T, size_t n, size_t
 void snn_neuron_backward_seq_into(const snn_neuron_params *p, int T, size_t n, size_t ld,
                                   const float *x, const float *h, const float *ds, float *dx,
                                   float *dtau);
+
+/* Timesteps up to which snn_neuron_backward_seq_affine recomputes H (config's maximum T): it
+ * keeps a tile's H on the stack, narrower tiles for more timesteps. */
+#define SNN_NEURON_RECOMPUTE_MAX_T 1024
+
+/* snn_neuron_backward_seq (acc) or _into (!acc), without dtau, of a normal-mode forward that
+ * read its input through af with af->xhat (snn_neuron_forward_seq_bits): H is not read but
+ * recomputed, tile by tile, by the forward's own operations on the stored normalised input
+ * (current gamma[c] af->xhat + beta[c], the forward's bits), so that forward need not store h.
+ * af->mean and af->rstd are not read. T <= SNN_NEURON_RECOMPUTE_MAX_T. */
+void snn_neuron_backward_seq_affine(const snn_neuron_params *p, int T, size_t n, size_t ld,
+                                    const snn_neuron_affine *af, const float *ds, float *dx,
+                                    bool acc);
 
 /* The same recursion for a smooth = true forward, whose spikes s [T, ld] are not a function of
  * H's sign and are read: identical to snn_neuron_backward_seq except that a bipolar hard reset's

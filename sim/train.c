@@ -101,7 +101,9 @@ typedef struct lin_act {       /* a Linear followed by BatchNorm in training mod
  * its output in s; an identity keeps nothing, its output is its input x (a buffer the forward
  * keeps anyway). */
 typedef struct pop_act {
-    float *h;                  /* [T, n] pre-reset membrane (spiking populations) */
+    float *h;                  /* [T, n] pre-reset membrane (spiking populations); NULL if */
+    bool recompute;            /* the population follows a fused BN: its backward recomputes */
+    snn_neuron_affine rc;      /* H from BN's xhat, gamma, beta (plan_pop_bn) */
     float *s;                  /* [T, n] outputs as floats (activation slots, smooth mode) */
     uint64_t *nz, *neg;        /* [T, ld] spike bits: S != 0 and (bipolar only) S < 0 */
     size_t ld;                 /* words per timestep row of nz and neg */
@@ -267,11 +269,22 @@ static void plan_pop(const snn_trainer *tr, planner *p, pop_act *a, int pop, siz
     const size_t n = (size_t)tr->Bmax * pop_per_sample(tr, pop, width), T = (size_t)tr->T;
     if (pop < 0 || tr->smooth) a->s = take(p, T * n);
     if (pop < 0) return;
-    a->h = take(p, T * n);
+    if (!a->recompute) a->h = take(p, T * n);
     if (tr->smooth) return;
     a->ld = snn_bits_words(n);
     a->nz = take_w(p, T * a->ld);
     if (tr->m->pops[pop].np.bipolar) a->neg = take_w(p, T * a->ld);
+}
+
+/* plan_pop for population pop fed by the Linear + BN lin (activations la, planned): after a
+ * fused BN in normal mode the population keeps no H; its backward recomputes H from BN's stored
+ * xhat with the forward's operations (the same bits), which saves a [T, n] float buffer and
+ * its write. */
+static void plan_pop_bn(const snn_trainer *tr, planner *p, pop_act *a, int pop, size_t width,
+                        const lin_act *la, const snn_linear *lin) {
+    a->recompute = pop >= 0 && la->fused && !tr->smooth && tr->T <= SNN_NEURON_RECOMPUTE_MAX_T;
+    a->rc = (snn_neuron_affine){lin->bn_w, lin->bn_b, (size_t)lin->out, 0, NULL, NULL, la->xhat};
+    plan_pop(tr, p, a, pop, width);
 }
 
 static void plan(snn_trainer *tr, planner *p) {
@@ -295,9 +308,9 @@ static void plan(snn_trainer *tr, planner *p) {
         plan_lin(tr, p, &b->k, M, D, fusable(tr, mb->pop_k));
         plan_lin(tr, p, &b->v, M, D, fusable(tr, mb->pop_v));
         /* cat has no q, k and primal no v: their populations never run */
-        plan_pop(tr, p, &b->pq, mb->q.weight ? mb->pop_q : -1, D);
-        plan_pop(tr, p, &b->pk, mb->k.weight ? mb->pop_k : -1, D);
-        plan_pop(tr, p, &b->pv, mb->v.weight ? mb->pop_v : -1, D);
+        plan_pop_bn(tr, p, &b->pq, mb->q.weight ? mb->pop_q : -1, D, &b->q, &mb->q);
+        plan_pop_bn(tr, p, &b->pk, mb->k.weight ? mb->pop_k : -1, D, &b->k, &mb->k);
+        plan_pop_bn(tr, p, &b->pv, mb->v.weight ? mb->pop_v : -1, D, &b->v, &mb->v);
         b->o = take(p, M * D);
         b->att = take(p, att);
         b->mr = take_i(p, (size_t)tr->T * tr->Bmax * tr->m->heads * 2 * tr->N);
@@ -307,11 +320,11 @@ static void plan(snn_trainer *tr, planner *p) {
         b->u_mid = take(p, M * D);
         plan_pop(tr, p, &b->pm, mb->pop_mlp_in, D);
         plan_lin(tr, p, &b->fc1, M, Hd, fusable(tr, mb->pop_hidden));
-        plan_pop(tr, p, &b->ph, mb->pop_hidden, Hd);
+        plan_pop_bn(tr, p, &b->ph, mb->pop_hidden, Hd, &b->fc1, &mb->fc1);
         plan_lin(tr, p, &b->fc2, M, D, fusable(tr, mb->pop_out));
         b->u_out = take(p, M * D);
-        plan_pop(tr, p, &b->po, mb->pop_o, D);
-        plan_pop(tr, p, &b->pout, mb->pop_out, D);
+        plan_pop_bn(tr, p, &b->po, mb->pop_o, D, &b->proj, &mb->o);
+        plan_pop_bn(tr, p, &b->pout, mb->pop_out, D, &b->fc2, &mb->fc2);
         const size_t TBH = (size_t)tr->T * tr->Bmax * tr->m->heads;
         if (tr->kind == SNN_ATTN_CAT) b->g = take(p, M * tr->m->heads);
         if (tr->kind == SNN_ATTN_PRIMAL) {
@@ -761,7 +774,8 @@ static const float *pop_fwd_to(snn_trainer *tr, int p, const float *x,
             }
             snn_neuron_forward_seq_bits(&np, tr->T, len, n, x + off, af ? &ac : NULL,
                                         s ? s + off : NULL, a->nz + off / 64,
-                                        a->neg ? a->neg + off / 64 : NULL, a->ld, a->h + off);
+                                        a->neg ? a->neg + off / 64 : NULL, a->ld,
+                                        a->h ? a->h + off : NULL);
         } else {
             SNN_ASSERT(!af); /* only normal-mode populations read a fused BatchNorm */
             snn_neuron_forward_seq(&np, tr->T, len, n, x + off, s + off, a->h + off, tr->smooth);
@@ -821,13 +835,18 @@ static void pop_bwd_to(snn_trainer *tr, int p, const float *x, const pop_act *a,
         size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
         float dtau = 0.0f;
         /* normal mode recomputes the spikes from H; smooth mode's are not a function of H */
-        if (tr->smooth)
+        if (tr->smooth) {
             snn_neuron_backward_seq_smooth(&np, tr->T, len, n, x + off, a->h + off, a->s + off,
                                            ds + off, dx + off, pop->plif_w ? &dtau : NULL);
-        else
+        } else if (a->recompute) { /* H from the fused BN's xhat (plan_pop_bn) */
+            snn_neuron_affine ac = a->rc;
+            ac.c0 = (a->rc.c0 + off) % a->rc.width, ac.xhat += off;
+            snn_neuron_backward_seq_affine(&np, tr->T, len, n, &ac, ds + off, dx + off, acc);
+        } else {
             (acc ? snn_neuron_backward_seq : snn_neuron_backward_seq_into)(
                 &np, tr->T, len, n, x ? x + off : NULL, a->h + off, ds + off, dx + off,
                 pop->plif_w ? &dtau : NULL); /* x (NULL after a fused BN) only for dtau */
+        }
         tr->dtau[c] = dtau;
     }
     if (pop->plif_w) {

@@ -560,6 +560,76 @@ static void test_backward_into_equals_accumulating_into_zeros(void **state) {
     free(x), free(s), free(h), free(ds), free(dx1), free(dx2);
 }
 
+/* A forward through a normalising affine input that stores no H, then the backward that
+ * recomputes H from the stored xhat (snn_neuron_backward_seq_affine), gives the stored-H
+ * backward's dx byte for byte, accumulating and writing, for every configuration (PLIF's tau 3
+ * included; with and without detach_reset, where gamma reads H): n = 300 over
+ * two tiles, width 48 from channel 5 (tiles start mid-row), T = 5, T = 100 (tiles of 160
+ * neurons: H [T, tile] must fit the stack buffer) and T at the limit (16 neurons). The
+ * forward's xhat, spikes and H are the same with and without h. */
+static void test_backward_recomputing_h_equals_stored(void **state) {
+    (void)state;
+    ncfg cfg[2 * N_CONFIGS];
+    const int nc = all_configs(cfg, true) + all_configs(cfg + N_CONFIGS, false);
+    enum { NN = 300, LD = 303, W = 48, C0 = 5, WLD = 5 };
+    const int Ts[] = {5, 100, SNN_NEURON_RECOMPUTE_MAX_T};
+    for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts; ti++) {
+        const int T = Ts[ti];
+        const size_t tot = (size_t)T * LD;
+        float *x = malloc(tot * sizeof *x), *h = malloc(tot * sizeof *h);
+        float *xh = malloc(tot * sizeof *xh), *xh2 = malloc(tot * sizeof *xh2);
+        float *ds = malloc(tot * sizeof *ds), *dx1 = malloc(tot * sizeof *dx1);
+        float *dx2 = malloc(tot * sizeof *dx2);
+        uint64_t *nz = malloc((size_t)T * WLD * 8), *nz2 = malloc((size_t)T * WLD * 8);
+        uint64_t *ng = malloc((size_t)T * WLD * 8), *ng2 = malloc((size_t)T * WLD * 8);
+        for (int c = 0; c < nc; c++) {
+            const snn_neuron_params *p = &cfg[c].p;
+            float gamma[W], beta[W], mean[W], rstd[W];
+            trng rg = {1700 + (uint64_t)c + 100 * ti, 0};
+            for (int w = 0; w < W; w++) {
+                gamma[w] = trng_range(&rg, 0.5, 1.5);
+                beta[w] = trng_range(&rg, -0.3, 0.3);
+                mean[w] = trng_range(&rg, -0.2, 0.2);
+                rstd[w] = trng_range(&rg, 0.7, 1.4);
+            }
+            for (size_t e = 0; e < tot; e++) {
+                x[e] = draw_x(&rg, p);
+                ds[e] = e % 7 == 0 ? -0.0f : trng_range(&rg, -1.0, 1.0);
+            }
+            const snn_neuron_affine af = {gamma, beta, W, C0, mean, rstd, xh};
+            const snn_neuron_affine af2 = {gamma, beta, W, C0, mean, rstd, xh2};
+            memset(nz2, 0, (size_t)T * WLD * 8), memset(ng2, 0, (size_t)T * WLD * 8);
+            memset(nz, 0, (size_t)T * WLD * 8), memset(ng, 0, (size_t)T * WLD * 8);
+            snn_neuron_forward_seq_bits(p, T, NN, LD, x, &af, NULL, nz, p->bipolar ? ng : NULL,
+                                        WLD, h);
+            snn_neuron_forward_seq_bits(p, T, NN, LD, x, &af2, NULL, nz2,
+                                        p->bipolar ? ng2 : NULL, WLD, NULL);
+            for (int t = 0; t < T; t++)
+                assert_memory_equal(xh + (size_t)t * LD, xh2 + (size_t)t * LD, NN * sizeof *xh);
+            assert_memory_equal(nz, nz2, (size_t)T * WLD * 8);
+            assert_memory_equal(ng, ng2, (size_t)T * WLD * 8);
+            for (int acc = 0; acc < 2; acc++) {
+                for (size_t e = 0; e < tot; e++) dx1[e] = dx2[e] = acc ? 0.5f : NAN;
+                if (acc) {
+                    snn_neuron_backward_seq(p, T, NN, LD, NULL, h, ds, dx1, NULL);
+                } else {
+                    for (size_t e = 0; e < tot; e++) dx1[e] = 0.0f;
+                    snn_neuron_backward_seq_into(p, T, NN, LD, NULL, h, ds, dx1, NULL);
+                }
+                if (!acc)
+                    for (size_t e = 0; e < tot; e++) dx2[e] = e % LD < NN ? NAN : 0.0f;
+                snn_neuron_backward_seq_affine(p, T, NN, LD, &af2, ds, dx2, acc);
+                for (int t = 0; t < T; t++)
+                    if (memcmp(dx1 + (size_t)t * LD, dx2 + (size_t)t * LD, NN * sizeof *dx1))
+                        fail_msg("%s, T = %d, %s: recomputed H gives other dx at row %d",
+                                 cfg[c].name, T, acc ? "accumulating" : "writing", t);
+            }
+        }
+        free(x), free(h), free(xh), free(xh2), free(ds), free(dx1), free(dx2);
+        free(nz), free(nz2), free(ng), free(ng2);
+    }
+}
+
 /* ---- (e) normal-mode backward against a double reference ---------------------------------- */
 
 /* methods 1.4 in double, one neuron, column i of [T, ld] buffers. */
@@ -646,6 +716,7 @@ int main(void) {
         cmocka_unit_test(test_fd_smooth),
         cmocka_unit_test(test_smooth_backward_differs_only_for_bipolar_hard),
         cmocka_unit_test(test_backward_into_equals_accumulating_into_zeros),
+        cmocka_unit_test(test_backward_recomputing_h_equals_stored),
         cmocka_unit_test(test_backward_matches_double_reference),
     };
     return cmocka_run_group_tests_name("bptt", tests, NULL, NULL);
