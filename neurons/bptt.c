@@ -46,7 +46,10 @@
  * reset, which keep the generic loop): per tile and timestep, the surrogate derivatives of the
  * row (surrogate_row; for the sigmoid, snn_expf_poly of sim/vexpf.h, as the scalar surrogate),
  * then one branch-free element-wise loop per configuration (bwd_row), the same float operations
- * in the same order as the generic loop: the same bits.
+ * in the same order as the generic loop: the same bits. After a BatchNorm whose normalised input
+ * the forward stored (snn_neuron_backward_seq_affine), the tile's H is not read but recomputed
+ * first by the forward's own tile (fwd_tile_of on gamma xhat + beta): the same H, so a caller
+ * keeps xhat instead of both xhat and H.
  *
  * Pure numerics: no I/O, no allocation (fixed stack tiles), no static state.
  */
