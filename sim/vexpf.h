@@ -12,8 +12,6 @@
 #ifndef SNN_VEXPF_H
 #define SNN_VEXPF_H
 
-#include <math.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
