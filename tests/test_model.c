@@ -114,6 +114,45 @@ static void test_event_linear_equals_dense_reference(void **state) {
         }
 }
 
+/* Spikes all 0 or +1 (the layers' usual input, which takes the block-by-block loop when out is
+ * a multiple of 64) with weights off the dyadic grid: every output must be the float sum b +
+ * w_i1 + w_i2 + ... in channel order, bit for bit; 23 outputs take the general loop. */
+static void test_event_linear_binary_sums_in_channel_order(void **state) {
+    (void)state;
+    enum { N = 9, IN_MAX = 200, W_MAX = 4, OUT_MAX = 128 };
+    const int widths[] = {64, 100, 200}, outs[] = {64, 128, 23};
+    for (int wi = 0; wi < 3; wi++)
+        for (int oi = 0; oi < 3; oi++) {
+            const int in = widths[wi], out = outs[oi];
+            snn_linear lin;
+            make_linear(&lin, in, out, false, 31 + (uint64_t)(3 * wi + oi));
+            int8_t s[N * IN_MAX];
+            uint64_t ones = 0;
+            for (int i = 0; i < N * in; i++) {
+                s[i] = snn_rng_uniform(77, (uint64_t)wi, (uint64_t)i) < 0.3f;
+                ones += (uint64_t)s[i];
+            }
+            for (int i = 0; i < in; i++) s[2 * in + i] = 0; /* a token without events */
+            uint64_t nz[N * W_MAX], neg[N * W_MAX];
+            float y[N * OUT_MAX], ref[N * OUT_MAX];
+            snn_ops ops = {{0}};
+            snn_linear_forward_events(&lin, N, s, nz, neg, y, &ops);
+            uint64_t acs = 0;
+            for (int n = 0; n < N; n++)
+                for (int o = 0; o < out; o++) {
+                    float a = lin.b[o];
+                    for (int i = 0; i < in; i++)
+                        if (s[n * in + i]) a += lin.wt[(size_t)i * out + o], acs++;
+                    ref[n * out + o] = a;
+                }
+            assert_memory_equal(y, ref, (size_t)N * out * sizeof *y);
+            assert_int_equal(ops.n[SNN_OP_AC], acs);
+            assert_int_equal(ops.n[SNN_OP_MAC], 0);
+            assert_true(ones > 0);
+            free_linear(&lin);
+        }
+}
+
 /* ---- golden files from the PyTorch reference --------------------------------------------- */
 
 static char *read_text(const char *file, const char *path) {
@@ -679,6 +718,7 @@ static void test_event_forward_equals_dense_when_exact(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_event_linear_equals_dense_reference),
+        cmocka_unit_test(test_event_linear_binary_sums_in_channel_order),
         cmocka_unit_test(test_event_forward_equals_dense_when_exact),
         cmocka_unit_test(test_golden_bsa_spike_for_spike),
         cmocka_unit_test(test_golden_ssa_spike_for_spike),
