@@ -394,17 +394,24 @@ void snn_attn_bsa_head_backward_ref(int N, int d, const float *q, const float *k
 }
 
 /* dv[j + u, c0 .. c0 + 16) += sum_i P_i,j+u do_ic (i order) for u < NJ (1 or 4): every P_ij is
- * nonzero here, so no term is skipped. */
+ * nonzero here, so no term is skipped. Four named accumulators: an array of them lived on the
+ * stack, a load, add and store per term (the loop ran at the store-forwarding latency). */
 static inline __attribute__((always_inline)) void dv_block16(int NJ, int N, const float *p, int j,
                                                                const float *dout, int lddo,
                                                                int c0, float *dv, int ld) {
-    v16f a[4] = {{0}, {0}, {0}, {0}};
+    v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
     for (int i = 0; i < N; i++) {
         const v16f g = *(const v16fu *)(dout + (long)i * lddo + c0);
         const float *pi = p + (long)i * N + j;
-        for (int u = 0; u < NJ; u++) a[u] += pi[u] * g;
+        a0 += pi[0] * g;
+        if (NJ == 4) a1 += pi[1] * g, a2 += pi[2] * g, a3 += pi[3] * g;
     }
-    for (int u = 0; u < NJ; u++) *(v16fu *)(dv + (long)(j + u) * ld + c0) += a[u];
+    *(v16fu *)(dv + (long)j * ld + c0) += a0;
+    if (NJ == 4) {
+        *(v16fu *)(dv + (long)(j + 1) * ld + c0) += a1;
+        *(v16fu *)(dv + (long)(j + 2) * ld + c0) += a2;
+        *(v16fu *)(dv + (long)(j + 3) * ld + c0) += a3;
+    }
 }
 
 /* dst[c * ldd + r] = src[r * lds + c] (or +=, add) for src [rows, cols]: 4 x 4 blocks, then the
