@@ -84,10 +84,11 @@ typedef int32_t bsa_v8iu __attribute__((vector_size(32), aligned(4)));
  * too wide. */
 static inline __attribute__((always_inline)) void
 bsa_pv_accumulate(int N, const uint32_t *pj, int E, const bsa_v8u *vm, const int G, int cn,
-                  float *oi);
+                  float *oi, bool wide);
 
 static inline __attribute__((always_inline)) int
-bsa_pv_row_int(int N, const int32_t *ei, const bsa_v8u *vm, const int G, int cn, float *oi) {
+bsa_pv_row_int(int N, const int32_t *ei, const bsa_v8u *vm, const int G, int cn, float *oi,
+               bool wide) {
     int32_t emin = 0;
     for (int j = 0; j < N; j++) emin = ei[j] < emin ? ei[j] : emin;
     const int lg = N > 1 ? 32 - __builtin_clz((unsigned)(N - 1)) : 0;  /* ceil(log2 N) */
@@ -95,16 +96,17 @@ bsa_pv_row_int(int N, const int32_t *ei, const bsa_v8u *vm, const int G, int cn,
     const int E = -emin;
     uint32_t pj[BSA_PV_MAX];  /* [N] P_ij 2^E */
     for (int j = 0; j < N; j++) pj[j] = (uint32_t)1 << (ei[j] + E);
-    bsa_pv_accumulate(N, pj, E, vm, G, cn, oi);
+    bsa_pv_accumulate(N, pj, E, vm, G, cn, oi, wide);
     return 1;
 }
 
-/* o_i[c] = (float)(2^-E sum_j pj[j] v_jc) for c < cn: the integer sums of bsa_pv_row_int. */
+/* o_i[c] = (float)(2^-E sum_j pj[j] v_jc) for c < cn: the integer sums of bsa_pv_row_int. wide:
+ * the AVX-512 instance (16 lanes; elsewhere gcc would split them through the stack). */
 static inline __attribute__((always_inline)) void
 bsa_pv_accumulate(int N, const uint32_t *pj, int E, const bsa_v8u *vm, const int G, int cn,
-                  float *oi) {
+                  float *oi, bool wide) {
     bsa_v8u a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
-    if (G == 2) {
+    if (G == 2 && wide) {
         /* 16 channels: a key's two mask vectors as one of 16 lanes (one AVX-512 register), keys
          * alternating between two sums (integers: any order gives the same sums) */
         typedef uint32_t v16u __attribute__((vector_size(64), aligned(32)));
@@ -423,17 +425,17 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
                 uint32_t pj[BSA_PV_MAX];  /* [N] P_ij 2^E */
                 int E;
                 if (snn_shiftmax_row_int(N, ei, shift, mode, pj, &E) >= 0) {
-                    if (G == 2) bsa_pv_accumulate(N, pj, E, vm, 2, cn, oi);
-                    if (G == 4) bsa_pv_accumulate(N, pj, E, vm, 4, cn, oi);
-                    if (G == 8) bsa_pv_accumulate(N, pj, E, vm, 8, cn, oi);
+                    if (G == 2) bsa_pv_accumulate(N, pj, E, vm, 2, cn, oi, hw == 2);
+                    if (G == 4) bsa_pv_accumulate(N, pj, E, vm, 4, cn, oi, hw == 2);
+                    if (G == 8) bsa_pv_accumulate(N, pj, E, vm, 8, cn, oi, hw == 2);
                     continue;
                 }
                 (void)snn_shiftmax_row(N, ei, shift, mode, ei);
             }
             if (int_path) {
-                if (G == 2 && bsa_pv_row_int(N, ei, vm, 2, cn, oi)) continue;
-                if (G == 4 && bsa_pv_row_int(N, ei, vm, 4, cn, oi)) continue;
-                if (G == 8 && bsa_pv_row_int(N, ei, vm, 8, cn, oi)) continue;
+                if (G == 2 && bsa_pv_row_int(N, ei, vm, 2, cn, oi, hw == 2)) continue;
+                if (G == 4 && bsa_pv_row_int(N, ei, vm, 4, cn, oi, hw == 2)) continue;
+                if (G == 8 && bsa_pv_row_int(N, ei, vm, 8, cn, oi, hw == 2)) continue;
             }
             double acc[64];
             for (int c = 0; c < cn; c++) acc[c] = 0.0;

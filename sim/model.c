@@ -749,14 +749,44 @@ typedef uint32_t lin_v16u __attribute__((vector_size(64)));
  * in channel order, as the scalar loop does: vector lanes run the same IEEE additions, and
  * x - w is x + (-w) exactly (IEEE 754 defines subtraction so), which is what flipping the sign
  * bit computes. */
+/* One token's block of 64 outputs with 8-float vectors (8 named accumulators: AVX2 registers;
+ * the portable variant spills some): yn[0..64) = b[0..64) + sum over the set bits c of nz[0..W)
+ * of +-wt[c * out + 0..64), the sign (sgn) from bit c of neg; accumulate_rows' sums. */
+static inline __attribute__((always_inline)) void
+block64_narrow(float *restrict yn, const float *restrict b, const float *restrict wt, int out,
+               const uint64_t *nz, const uint64_t *neg, int W, const bool sgn) {
+#define LIN_LD8(p, j) *(const lin_v8fu *)((p) + 8 * (j))
+    lin_v8f a0 = LIN_LD8(b, 0), a1 = LIN_LD8(b, 1), a2 = LIN_LD8(b, 2), a3 = LIN_LD8(b, 3),
+            a4 = LIN_LD8(b, 4), a5 = LIN_LD8(b, 5), a6 = LIN_LD8(b, 6), a7 = LIN_LD8(b, 7);
+    for (int w = 0; w < W; w++) {
+        const float *base = wt + (size_t)64 * w * out;
+        for (uint64_t m = nz[w]; m; m &= m - 1) {
+            const int c = __builtin_ctzll(m);
+            const float *src = base + (size_t)c * out;
+            const lin_v8u f = (lin_v8u){0} + (sgn ? (uint32_t)(neg[w] >> c) << 31 : 0u);
+#define LIN_ADD8(a, j) a += (lin_v8f)((lin_v8u)LIN_LD8(src, j) ^ f)
+            LIN_ADD8(a0, 0), LIN_ADD8(a1, 1), LIN_ADD8(a2, 2), LIN_ADD8(a3, 3);
+            LIN_ADD8(a4, 4), LIN_ADD8(a5, 5), LIN_ADD8(a6, 6), LIN_ADD8(a7, 7);
+#undef LIN_ADD8
+        }
+    }
+    lin_v8fu *dst = (lin_v8fu *)yn;
+    dst[0] = a0, dst[1] = a1, dst[2] = a2, dst[3] = a3;
+    dst[4] = a4, dst[5] = a5, dst[6] = a6, dst[7] = a7;
+#undef LIN_LD8
+}
+
 static inline __attribute__((always_inline)) void
 accumulate_rows(float *restrict yn, const float *restrict b, const float *restrict wt, int out,
-                const uint64_t *nz, const uint64_t *neg, int W, const bool sgn) {
+                const uint64_t *nz, const uint64_t *neg, int W, const bool sgn, bool wide) {
     int o0 = 0;
+    if (!wide)
+        for (; o0 + LIN_BLOCK <= out; o0 += LIN_BLOCK)
+            block64_narrow(yn + o0, b + o0, wt + o0, out, nz, neg, W, sgn);
     /* Four named accumulators (an array would live on the stack: one load, add and store
      * per vector and event). */
 #define LIN_LD(j) *(const lin_v16fu *)(src + 16 * (j))
-    for (; o0 + LIN_BLOCK <= out; o0 += LIN_BLOCK) {
+    for (; wide && o0 + LIN_BLOCK <= out; o0 += LIN_BLOCK) {
         const float *src = b + o0;
         lin_v16f a0 = LIN_LD(0), a1 = LIN_LD(1), a2 = LIN_LD(2), a3 = LIN_LD(3);
         for (int w = 0; w < W; w++) {
@@ -813,11 +843,16 @@ accumulate_rows(float *restrict yn, const float *restrict b, const float *restri
  * its events and write its sums (the general loop's per-token tests and spilled state were
  * most of the layers' cost when few neurons fired). The same additions in the same order as
  * accumulate_rows. */
-static inline __attribute__((always_inline)) void
-linear_events_binary(const snn_linear *lin, int N, const uint64_t *nz, float *y, snn_ops *ops) {
+static SNN_WIDE_FN void linear_events_binary(const snn_linear *lin, int N, const uint64_t *nz,
+                                             float *y, bool wide) {
     const int out = lin->out, W = (int)snn_bits_words((size_t)lin->in);
-    uint64_t events = 0;
-    for (size_t i = 0; i < (size_t)N * W; i++) events += (uint64_t)snn_popcount64(nz[i]);
+    if (!wide) { /* 8-float vectors, the bias read per token (AVX2 has 16 registers) */
+        for (int o0 = 0; o0 < out; o0 += LIN_BLOCK)
+            for (int n = 0; n < N; n++)
+                block64_narrow(y + (size_t)n * out + o0, lin->b + o0, lin->wt + o0, out,
+                               nz + (size_t)n * W, NULL, W, false);
+        return;
+    }
 #define LIN_LD(p, j) *(const lin_v16fu *)((p) + 16 * (j))
     for (int o0 = 0; o0 < out; o0 += LIN_BLOCK) {
         const lin_v16f b0 = LIN_LD(lin->b + o0, 0), b1 = LIN_LD(lin->b + o0, 1),
@@ -841,18 +876,21 @@ linear_events_binary(const snn_linear *lin, int N, const uint64_t *nz, float *y,
         }
     }
 #undef LIN_LD
-    ops->n[SNN_OP_AC] += events * (uint64_t)out;
 }
 
 static SNN_WIDE_FN void linear_events(const snn_linear *lin, int N, const int8_t *s,
                                       const uint64_t *nz, const uint64_t *neg, const uint8_t *kind,
                                       float *y, snn_ops *ops) {
     const int out = lin->out, W = (int)snn_bits_words((size_t)lin->in);
+    const bool wide = snn_wide_avx512();
     if (kind && out % LIN_BLOCK == 0) {
         uint8_t any = 0;
         for (int n = 0; n < N; n++) any |= kind[n];
         if (!any) {
-            linear_events_binary(lin, N, nz, y, ops);
+            uint64_t events = 0;
+            for (size_t i = 0; i < (size_t)N * W; i++) events += (uint64_t)snn_popcount64(nz[i]);
+            ops->n[SNN_OP_AC] += events * (uint64_t)out;
+            linear_events_binary(lin, N, nz, y, wide);
             return;
         }
     }
@@ -879,9 +917,9 @@ static SNN_WIDE_FN void linear_events(const snn_linear *lin, int N, const int8_t
         }
         if (!other) {
             if (negs)
-                accumulate_rows(yn, lin->b, lin->wt, out, zn, gn, W, true);
+                accumulate_rows(yn, lin->b, lin->wt, out, zn, gn, W, true, wide);
             else
-                accumulate_rows(yn, lin->b, lin->wt, out, zn, gn, W, false);
+                accumulate_rows(yn, lin->b, lin->wt, out, zn, gn, W, false, wide);
             ac += ne * (uint64_t)out;
             continue;
         }

@@ -26,10 +26,23 @@
 #define SNN_WIDE_FN __attribute__((target_clones("avx2", "default")))
 #else
 #define SNN_WIDE_FN __attribute__((target_clones("avx512f", "avx2", "default")))
+#define SNN_HAVE_AVX512_CLONES 1
 #endif
 #else
 #define SNN_WIDE_FN
 #endif
+
+/* Whether the SNN_WIDE_FN variant running is the AVX-512 one (gcc's resolver picks it exactly
+ * when the CPU has AVX-512F). Vectors of 16 floats suit it; in the AVX2 and portable variants
+ * gcc splits them through the stack (the event-driven layers and BSA's P V ran 5-10x slower
+ * there than with 8-float vectors), so kernels that use them test this first. */
+static inline int snn_wide_avx512(void) {
+#if defined(SNN_HAVE_AVX512_CLONES)
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
 
 /* SNN_AVX2_FN / snn_cpu_avx2(): explicit run-time dispatch for kernels that want AVX2 and POPCNT
  * (the hardware popcount; gcc's target("avx2") implies it). The kernel body is an always-inline
