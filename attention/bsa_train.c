@@ -148,10 +148,14 @@ static inline __attribute__((always_inline)) int32_t shiftmax_row_small(
     return r;
 }
 
+typedef float v8f __attribute__((vector_size(32)));
 typedef float v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned loads */
-/* 16 floats: one AVX-512 register, two AVX2 ones (the same lane-wise operations) */
+/* 16 floats: one AVX-512 register */
 typedef float v16f __attribute__((vector_size(64)));
 typedef float v16fu __attribute__((vector_size(64), aligned(4)));
+/* The AVX-512 variants take 16-float vectors; the others 8-float ones (gcc splits 16-float
+ * vectors through the stack there; sim/vec.h snn_wide_avx512): the same lane-wise operations,
+ * so the same bits. Each kernel below is a body with a constant `wide`, instantiated twice. */
 
 /* Normal-mode forward on spikes (see the header comment); returns false, having written
  * nothing, when the head is outside the fast path's domain. Row by row: A_i in int32 from the
@@ -159,10 +163,10 @@ typedef float v16fu __attribute__((vector_size(64), aligned(4)));
  * (every partial sum of row i is a multiple of 2^min_j(e_ij) below N, so N 2^-min(e) <= 2^24
  * suffices) in float over the rows j of V with a one, in any grouping (exact sums do not depend
  * on it); other rows in double in j order as the generic code sums. */
-SNN_WIDE_FN VEC_FN static bool bsa_forward_fast(int N, int d, const float *q, const float *k,
-                                            const float *v, int ld, int shift,
-                                            snn_shiftmax_round mode, float *o, int ldo, float *p,
-                                            int32_t *mr) {
+static inline __attribute__((always_inline)) bool
+bsa_forward_body(int N, int d, const float *q, const float *k, const float *v, int ld, int shift,
+                 snn_shiftmax_round mode, float *o, int ldo, float *p, int32_t *mr,
+                 const bool wide) {
     if (N > FAST_N || d > FAST_D || shift < 0 || shift > 30) return false;
     /* the next head's rows (see bsa_backward_fast) */
     for (int i = 0; i < N; i++) {
@@ -233,7 +237,7 @@ SNN_WIDE_FN VEC_FN static bool bsa_forward_fast(int N, int d, const float *q, co
         const bool two = i + 1 < N && exact[i + 1];
         const float *pi1 = two ? pi + N : pi;
         float *oi1 = two ? oi + ldo : oi;
-        for (int c0 = 0; c0 < d16; c0 += 16) {
+        for (int c0 = 0; wide && c0 < d16; c0 += 16) {
             v16f a = {0}, b = {0};
             for (int t = 0; t < nl; t++) {
                 const v16f V = *(const v16fu *)(v + (long)lj[t] * ld + c0);
@@ -242,6 +246,17 @@ SNN_WIDE_FN VEC_FN static bool bsa_forward_fast(int N, int d, const float *q, co
             }
             *(v16fu *)(oi + c0) = a;
             if (two) *(v16fu *)(oi1 + c0) = b;
+        }
+        for (int c0 = 0; !wide && c0 < d16; c0 += 16) {
+            v8f a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};
+            for (int t = 0; t < nl; t++) {
+                const float *vr = v + (long)lj[t] * ld + c0;
+                const v8f V0 = *(const v8fu *)vr, V1 = *(const v8fu *)(vr + 8);
+                a0 += pi[lj[t]] * V0, a1 += pi[lj[t]] * V1;
+                if (two) b0 += pi1[lj[t]] * V0, b1 += pi1[lj[t]] * V1;
+            }
+            *(v8fu *)(oi + c0) = a0, *(v8fu *)(oi + c0 + 8) = a1;
+            if (two) *(v8fu *)(oi1 + c0) = b0, *(v8fu *)(oi1 + c0 + 8) = b1;
         }
         for (int u = 0; u < (two ? 2 : 1); u++) {
             const float *pu = pi + (long)u * N;
@@ -255,6 +270,26 @@ SNN_WIDE_FN VEC_FN static bool bsa_forward_fast(int N, int d, const float *q, co
         if (two) i++;
     }
     return true;
+}
+
+SNN_WIDE_FN VEC_FN static bool bsa_forward_wide(int N, int d, const float *q, const float *k,
+                                                const float *v, int ld, int shift,
+                                                snn_shiftmax_round mode, float *o, int ldo,
+                                                float *p, int32_t *mr) {
+    return bsa_forward_body(N, d, q, k, v, ld, shift, mode, o, ldo, p, mr, true);
+}
+SNN_WIDE_FN VEC_FN static bool bsa_forward_narrow(int N, int d, const float *q, const float *k,
+                                                  const float *v, int ld, int shift,
+                                                  snn_shiftmax_round mode, float *o, int ldo,
+                                                  float *p, int32_t *mr) {
+    return bsa_forward_body(N, d, q, k, v, ld, shift, mode, o, ldo, p, mr, false);
+}
+static bool bsa_forward_fast(int N, int d, const float *q, const float *k, const float *v,
+                             int ld, int shift, snn_shiftmax_round mode, float *o, int ldo,
+                             float *p, int32_t *mr) {
+    return snn_wide_avx512()
+               ? bsa_forward_wide(N, d, q, k, v, ld, shift, mode, o, ldo, p, mr)
+               : bsa_forward_narrow(N, d, q, k, v, ld, shift, mode, o, ldo, p, mr);
 }
 
 static inline double dot(const float *a, const float *b, int d) {
@@ -398,7 +433,26 @@ void snn_attn_bsa_head_backward_ref(int N, int d, const float *q, const float *k
  * stack, a load, add and store per term (the loop ran at the store-forwarding latency). */
 static inline __attribute__((always_inline)) void dv_block16(int NJ, int N, const float *p, int j,
                                                                const float *dout, int lddo,
-                                                               int c0, float *dv, int ld) {
+                                                               int c0, float *dv, int ld,
+                                                               const bool wide) {
+    if (!wide) { /* two 8-float halves */
+        for (int h = 0; h < 16; h += 8) {
+            v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            for (int i = 0; i < N; i++) {
+                const v8f g = *(const v8fu *)(dout + (long)i * lddo + c0 + h);
+                const float *pi = p + (long)i * N + j;
+                a0 += pi[0] * g;
+                if (NJ == 4) a1 += pi[1] * g, a2 += pi[2] * g, a3 += pi[3] * g;
+            }
+            *(v8fu *)(dv + (long)j * ld + c0 + h) += a0;
+            if (NJ == 4) {
+                *(v8fu *)(dv + (long)(j + 1) * ld + c0 + h) += a1;
+                *(v8fu *)(dv + (long)(j + 2) * ld + c0 + h) += a2;
+                *(v8fu *)(dv + (long)(j + 3) * ld + c0 + h) += a3;
+            }
+        }
+        return;
+    }
     v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
     for (int i = 0; i < N; i++) {
         const v16f g = *(const v16fu *)(dout + (long)i * lddo + c0);
@@ -451,10 +505,10 @@ static inline __attribute__((always_inline)) void transpose_into(int rows, int c
  * the head's own sizes (row strides N and d) so that they stay in L1: dV dense over blocks of
  * 16 columns, dP^T and dA^T rows from the nonzero v_jc, dQ^T rows from the nonzero k_jc, dA =
  * (dA^T)^T into scratch, dK^T rows from the rows of dA and the nonzero q_ic. */
-SNN_WIDE_FN VEC_FN static void bsa_backward_fast(int N, int d, const float *q, const float *k,
-                                             const float *v, int ld, int shift, const float *p,
-                                             const float *dout, int lddo, float *dq, float *dk,
-                                             float *dv, float *scratch) {
+static inline __attribute__((always_inline)) void
+bsa_backward_body(int N, int d, const float *q, const float *k, const float *v, int ld, int shift,
+                  const float *p, const float *dout, int lddo, float *dq, float *dk, float *dv,
+                  float *scratch, const bool wide) {
     /* The caller walks the heads of a [N, heads * d] row block in order: the next head's rows
      * are the next d columns of the same rows. Ask for them now (a prefetch reads nothing: no
      * value outside this head's columns is used, and no address is dereferenced). */
@@ -478,8 +532,8 @@ SNN_WIDE_FN VEC_FN static void bsa_backward_fast(int N, int d, const float *q, c
     /* dV:  dv_jc += sum_i P_ij do_ic: blocks of 16 columns, 4 or 1 j at a time */
     const int d16 = anyzero ? 0 : d / 16 * 16, N4 = N / 4 * 4;
     for (int c0 = 0; c0 < d16; c0 += 16) {
-        for (int j = 0; j < N4; j += 4) dv_block16(4, N, p, j, dout, lddo, c0, dv, ld);
-        for (int j = N4; j < N; j++) dv_block16(1, N, p, j, dout, lddo, c0, dv, ld);
+        for (int j = 0; j < N4; j += 4) dv_block16(4, N, p, j, dout, lddo, c0, dv, ld, wide);
+        for (int j = N4; j < N; j++) dv_block16(1, N, p, j, dout, lddo, c0, dv, ld, wide);
     }
     if (d16 < d)
         for (int j = 0; j < N; j++) {
@@ -565,13 +619,28 @@ SNN_WIDE_FN VEC_FN static void bsa_backward_fast(int N, int d, const float *q, c
     }
 }
 
+SNN_WIDE_FN VEC_FN static void bsa_backward_wide(int N, int d, const float *q, const float *k,
+                                                 const float *v, int ld, int shift,
+                                                 const float *p, const float *dout, int lddo,
+                                                 float *dq, float *dk, float *dv, float *scratch) {
+    bsa_backward_body(N, d, q, k, v, ld, shift, p, dout, lddo, dq, dk, dv, scratch, true);
+}
+SNN_WIDE_FN VEC_FN static void bsa_backward_narrow(int N, int d, const float *q, const float *k,
+                                                   const float *v, int ld, int shift,
+                                                   const float *p, const float *dout, int lddo,
+                                                   float *dq, float *dk, float *dv,
+                                                   float *scratch) {
+    bsa_backward_body(N, d, q, k, v, ld, shift, p, dout, lddo, dq, dk, dv, scratch, false);
+}
+
 void snn_attn_bsa_head_backward(int N, int d, const float *q, const float *k, const float *v,
                                 int ld, int shift, const float *p, const float *dout, int lddo,
                                 float *dq, float *dk, float *dv, float *scratch) {
     if (N <= 0) return;
     SNN_ASSERT(d >= 0 && N <= SNN_ATTN_BSA_TRAIN_MAX_N);
     if (N <= FAST_N && d <= FAST_D)
-        bsa_backward_fast(N, d, q, k, v, ld, shift, p, dout, lddo, dq, dk, dv, scratch);
+        (snn_wide_avx512() ? bsa_backward_wide : bsa_backward_narrow)(
+            N, d, q, k, v, ld, shift, p, dout, lddo, dq, dk, dv, scratch);
     else
         snn_attn_bsa_head_backward_ref(N, d, q, k, v, ld, shift, p, dout, lddo, dq, dk, dv,
                                        scratch);

@@ -194,10 +194,28 @@ static void bn_block_sums(double (*part)[BN_CW], const float *x, int M, int C, i
 enum { SP_MAX_IN = 4096, SP_MAX_W = 65536, SP_OB = 64, SP_DW_PARTS = 2 };
 #define SP_MAX_DENSITY 0.25
 
-/* Sixteen floats: one AVX-512 register in the AVX-512 clones, two AVX2 or four SSE registers in
- * the others (the same lane-wise IEEE additions either way). */
+/* Sixteen floats: one AVX-512 register in the AVX-512 clones. The others split them through
+ * the stack, so there the 64-column sums take eight vectors of 8 (rows_sum64_narrow; the same
+ * lane-wise IEEE additions either way, sim/vec.h snn_wide_avx512). */
 typedef float v16f __attribute__((vector_size(64)));
 typedef float v16fu __attribute__((vector_size(64), aligned(4))); /* unaligned access */
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v8fu __attribute__((vector_size(32), aligned(4))); /* unaligned access */
+
+/* s[0..64) = the sum, in t order from 0, of the rows base + off_t stride for t < n, off_t =
+ * idx[t] (or idx8[t] when idx is NULL): eight 8-float sums. */
+static inline __attribute__((always_inline)) void
+rows_sum64_narrow(float *restrict s, const float *base, size_t stride, const int *idx,
+                  const uint8_t *idx8, int n) {
+    v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+    for (int t = 0; t < n; t++) {
+        const v8fu *r = (const v8fu *)(base + (size_t)(idx ? idx[t] : idx8[t]) * stride);
+        a0 += r[0], a1 += r[1], a2 += r[2], a3 += r[3];
+        a4 += r[4], a5 += r[5], a6 += r[6], a7 += r[7];
+    }
+    v8fu *o = (v8fu *)s;
+    o[0] = a0, o[1] = a1, o[2] = a2, o[3] = a3, o[4] = a4, o[5] = a5, o[6] = a6, o[7] = a7;
+}
 
 /* Every x[t] is 0 or 1 and at most SP_MAX_DENSITY n of them are 1. */
 static SNN_WIDE_FN SNN_VEC_FN bool sparse_binary(const float *x, size_t n) {
@@ -284,15 +302,20 @@ static inline void sp_prefetch_row(const sp_src *src, int m, int i0, int i1) {
 
 
 /* Rows [m0, m1) of y = x w^T + b for a sparse binary x (see above); wt = w^T [in, out]. */
-static SNN_WIDE_FN SNN_VEC_FN int linear_fwd_sparse_rows(float *y, const sp_src *src,
-                                                 const float *wt, const float *b, int m0,
-                                                 int m1, int in, int out) {
+static inline __attribute__((always_inline)) int
+linear_fwd_sparse_body(float *y, const sp_src *src, const float *wt, const float *b, int m0,
+                       int m1, int in, int out, const bool wide) {
     int idx[SP_MAX_IN];
     int bad = 0;
     for (int m = m0; m < m1; m++) {
         const int nnz = sp_row_indices(src, m, 0, in, idx, &bad);
         float *ym = y + (size_t)m * out;
         int ob = 0;
+        for (; !wide && ob + SP_OB <= out; ob += SP_OB) {
+            float a[SP_OB];
+            rows_sum64_narrow(a, wt + ob, (size_t)out, idx, NULL, nnz);
+            for (int o = 0; o < SP_OB; o++) ym[ob + o] = b ? a[o] + b[ob + o] : a[o];
+        }
         for (; ob + SP_OB <= out; ob += SP_OB) {
             v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
             for (int t = 0; t < nnz; t++) {
@@ -318,6 +341,24 @@ static SNN_WIDE_FN SNN_VEC_FN int linear_fwd_sparse_rows(float *y, const sp_src 
         }
     }
     return bad;
+}
+
+/* linear_fwd_sparse_body with 16-float vectors (the AVX-512 variant runs this one) and with
+ * 8-float ones: two functions, so that the AVX-512 code is what it was alone. */
+static SNN_WIDE_FN SNN_VEC_FN int linear_fwd_sparse_wide(float *y, const sp_src *src,
+                                                         const float *wt, const float *b, int m0,
+                                                         int m1, int in, int out) {
+    return linear_fwd_sparse_body(y, src, wt, b, m0, m1, in, out, true);
+}
+static SNN_WIDE_FN SNN_VEC_FN int linear_fwd_sparse_narrow(float *y, const sp_src *src,
+                                                           const float *wt, const float *b,
+                                                           int m0, int m1, int in, int out) {
+    return linear_fwd_sparse_body(y, src, wt, b, m0, m1, in, out, false);
+}
+static int linear_fwd_sparse_rows(float *y, const sp_src *src, const float *wt, const float *b,
+                                  int m0, int m1, int in, int out) {
+    return snn_wide_avx512() ? linear_fwd_sparse_wide(y, src, wt, b, m0, m1, in, out)
+                             : linear_fwd_sparse_narrow(y, src, wt, b, m0, m1, in, out);
 }
 
 /* y[m, :] = b for rows m < mc (a loop: a memcpy call per row of 64 floats cost more than
@@ -390,9 +431,9 @@ static bool linear_fwd_sparse(float *y, const sp_src *src, const float *w, const
  * an entry was neither 0 nor 1. */
 enum { SP_RB = 128, SP_LIST = 32768 };
 _Static_assert(SP_LIST / SP_MAX_IN >= 8 && SP_RB <= 256, "blocks of 8 to 256 rows (uint8 lists)");
-static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_rows(float *dwt, const float *dy,
-                                                const sp_src *src, int r0, int r1, int in,
-                                                int out) {
+static inline __attribute__((always_inline)) int
+linear_dw_sparse_body(float *dwt, const float *dy, const sp_src *src, int r0, int r1, int in,
+                      int out, const bool wide) {
     for (size_t t = 0; t < (size_t)in * out; t++) dwt[t] = 0.0f;
     const int rb = in * SP_RB <= SP_LIST ? SP_RB : SP_LIST / in;
     int idx[SP_MAX_IN];
@@ -421,6 +462,11 @@ static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_rows(float *dwt, const float 
             const float *dyb = dy + (size_t)m0 * out;
             float *d = dwt + (size_t)i * out;
             int ob = 0;
+            for (; !wide && ob + 64 <= o32; ob += 64) {
+                float a[64];
+                rows_sum64_narrow(a, dyb + ob, (size_t)out, NULL, l, c);
+                for (int o = 0; o < 64; o++) d[ob + o] += a[o];
+            }
             /* 64 columns a pass (four independent sums: one pair's add latency bound the
              * pass), then 32 */
             for (; ob + 64 <= o32; ob += 64) {
@@ -453,6 +499,23 @@ static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_rows(float *dwt, const float 
         }
     }
     return bad;
+}
+
+/* linear_dw_sparse_body with 16-float and with 8-float vectors (see linear_fwd_sparse_rows). */
+static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_wide(float *dwt, const float *dy,
+                                                        const sp_src *src, int r0, int r1, int in,
+                                                        int out) {
+    return linear_dw_sparse_body(dwt, dy, src, r0, r1, in, out, true);
+}
+static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_narrow(float *dwt, const float *dy,
+                                                          const sp_src *src, int r0, int r1,
+                                                          int in, int out) {
+    return linear_dw_sparse_body(dwt, dy, src, r0, r1, in, out, false);
+}
+static int linear_dw_sparse_rows(float *dwt, const float *dy, const sp_src *src, int r0, int r1,
+                                 int in, int out) {
+    return snn_wide_avx512() ? linear_dw_sparse_wide(dwt, dy, src, r0, r1, in, out)
+                             : linear_dw_sparse_narrow(dwt, dy, src, r0, r1, in, out);
 }
 
 /* dw += dy^T x for a sparse binary x (see above): SP_DW_PARTS fixed parts of the rows, each
