@@ -94,6 +94,8 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_wv_forward(int N, int d, const float *w, co
  * shipped model: D / h = 16) or in a loop. int32 tables on the stack: 36 KiB. */
 enum { FAST_N = 64, FAST_D = 64, VW = 16 };
 typedef int32_t v16i __attribute__((vector_size(4 * VW)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef int32_t v8ia __attribute__((vector_size(32), may_alias)); /* halves of a v16i */
 
 /* The forward on spikes (N <= FAST_N, d <= FAST_D): A and A V are integers of magnitude at most
  * d and N d, summed here in int32 vectors, branch-free. The double sums of snn_attn_gram and
@@ -103,7 +105,7 @@ typedef int32_t v16i __attribute__((vector_size(4 * VW)));
  * nothing, for other heads. */
 static inline __attribute__((always_inline)) bool ssa_forward_spikes(
     int N, int d, const float *q, const float *k, const float *v, int ld, float scale, float *o,
-    int ldo, float *scores) {
+    int ldo, float *scores, const bool wide) {
     if (N > FAST_N || d > FAST_D || !snn_all_spikes(N, d, q, ld, true) ||
         !snn_all_spikes(N, d, k, ld, true) || !snn_all_spikes(N, d, v, ld, true))
         return false;
@@ -114,8 +116,8 @@ static inline __attribute__((always_inline)) bool ssa_forward_spikes(
                                         * -1 (vn), channels >= d zero */
     int32_t vt[FAST_N * FAST_D];       /* otherwise: V, row stride d */
     typedef float v16f __attribute__((vector_size(4 * VW)));
-    for (int c = 0; c < d; c++)
-        for (int w = 0; w < nv; w++) kt[c][w] = (v16i){0};
+    for (int c = 0; c < d; c++) /* every word: the 8-lane sums below add all of them */
+        for (int w = 0; w < FAST_N / VW; w++) kt[c][w] = (v16i){0};
     for (int j = 0; j < N; j++) {
         if (narrow) vp[j] = vn[j] = (v16i){0};
         for (int c = 0; c < d; c++) {
@@ -138,12 +140,29 @@ static inline __attribute__((always_inline)) bool ssa_forward_spikes(
          * adding the zero rows cost a third of the kernel */
         int cs[FAST_D];
         const int nq = snn_nonzero_indices(qi, d, cs);
-        for (int t = 0; t < nq; t++) {
-            const int c = cs[t];
-            if (qi[c] > 0.0f)
-                for (int w = 0; w < nv; w++) a.v[w] += kt[c][w];
-            else
-                for (int w = 0; w < nv; w++) a.v[w] -= kt[c][w];
+        if (wide) {
+            for (int t = 0; t < nq; t++) {
+                const int c = cs[t];
+                if (qi[c] > 0.0f)
+                    for (int w = 0; w < nv; w++) a.v[w] += kt[c][w];
+                else
+                    for (int w = 0; w < nv; w++) a.v[w] -= kt[c][w];
+            }
+        } else { /* eight 8-lane sums in registers (the AVX2 and portable variants) */
+            _Static_assert(FAST_N / 8 == 8, "eight 8-lane words per key row");
+            v8i r0 = {0}, r1 = {0}, r2 = {0}, r3 = {0}, r4 = {0}, r5 = {0}, r6 = {0}, r7 = {0};
+            for (int t = 0; t < nq; t++) {
+                const int c = cs[t];
+                const v8ia *h = (const v8ia *)(const void *)kt[c];
+                if (qi[c] > 0.0f)
+                    r0 += h[0], r1 += h[1], r2 += h[2], r3 += h[3], r4 += h[4], r5 += h[5],
+                        r6 += h[6], r7 += h[7];
+                else
+                    r0 -= h[0], r1 -= h[1], r2 -= h[2], r3 -= h[3], r4 -= h[4], r5 -= h[5],
+                        r6 -= h[6], r7 -= h[7];
+            }
+            const v8i h[8] = {r0, r1, r2, r3, r4, r5, r6, r7};
+            memcpy(a.s, h, sizeof h);
         }
         /* whole vectors, then the tail one by one (a copy loop of N floats became rep movs) */
         float *si = scores + (long)i * N;
@@ -154,8 +173,18 @@ static inline __attribute__((always_inline)) bool ssa_forward_spikes(
         }
         for (; j < N; j++) si[j] = (float)a.s[j];
         float *oi = o + (long)i * ldo;
-        if (narrow) { /* (A V)_i = sum_j A_ij V_j in one vector: A_ij selected by V's masks
-                       * (an and, not an integer multiply with its long latency) */
+        if (narrow && !wide) { /* as below, in two 8-lane halves */
+            v8i lo = {0}, hi = {0};
+            for (j = 0; j < N; j++) {
+                const v8i aj = (v8i){0} + a.s[j];
+                const v8ia *p = (const v8ia *)(const void *)&vp[j];
+                const v8ia *n = (const v8ia *)(const void *)&vn[j];
+                lo += (aj & p[0]) - (aj & n[0]);
+                hi += (aj & p[1]) - (aj & n[1]);
+            }
+            for (int c = 0; c < d; c++) oi[c] = scale * (float)(c < 8 ? lo[c] : hi[c - 8]);
+        } else if (narrow) { /* (A V)_i = sum_j A_ij V_j in one vector: A_ij selected by V's
+                              * masks (an and, not an integer multiply with its long latency) */
             v16i acc0 = {0}, acc1 = {0}; /* integer sums: any grouping is exact */
             for (j = 0; j + 2 <= N; j += 2) {
                 const v16i a0 = (v16i){0} + a.s[j], a1 = (v16i){0} + a.s[j + 1];
@@ -178,6 +207,19 @@ static inline __attribute__((always_inline)) bool ssa_forward_spikes(
     return true;
 }
 
+/* ssa_forward_spikes with 16-lane vectors (the AVX-512 variant runs this one) and with 8-lane
+ * ones (gcc splits 16-lane vectors through the stack elsewhere; sim/vec.h snn_wide_avx512). */
+static SNN_WIDE_FN SNN_VEC_FN bool ssa_spikes_wide(int N, int d, const float *q, const float *k,
+                                                   const float *v, int ld, float scale, float *o,
+                                                   int ldo, float *scores) {
+    return ssa_forward_spikes(N, d, q, k, v, ld, scale, o, ldo, scores, true);
+}
+static SNN_WIDE_FN SNN_VEC_FN bool ssa_spikes_narrow(int N, int d, const float *q, const float *k,
+                                                     const float *v, int ld, float scale,
+                                                     float *o, int ldo, float *scores) {
+    return ssa_forward_spikes(N, d, q, k, v, ld, scale, o, ldo, scores, false);
+}
+
 SNN_WIDE_FN SNN_VEC_FN void snn_attn_ssa_head_train(int N, int d, const float *q, const float *k,
                                                     const float *v, int ld, float scale, float *o,
                                                     int ldo, float *scores) {
@@ -192,7 +234,9 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_ssa_head_train(int N, int d, const float *q
         __builtin_prefetch(q + r), __builtin_prefetch(k + r), __builtin_prefetch(v + r);
         __builtin_prefetch(o + (long)i * ldo + d, 1);
     }
-    if (ssa_forward_spikes(N, d, q, k, v, ld, scale, o, ldo, scores)) return;
+    if ((snn_wide_avx512() ? ssa_spikes_wide : ssa_spikes_narrow)(N, d, q, k, v, ld, scale, o, ldo,
+                                                                   scores))
+        return;
     /* A = Q K^T:  A_ij = sum_c q_ic k_jc */
     snn_attn_gram(N, N, d, q, ld, k, ld, scores, N);
 
