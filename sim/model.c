@@ -744,14 +744,42 @@ typedef float lin_v16f __attribute__((vector_size(64)));
 typedef float lin_v16fu __attribute__((vector_size(64), aligned(4))); /* unaligned access */
 typedef uint32_t lin_v16u __attribute__((vector_size(64)));
 
-/* yn[0..out) = b + sum over the set bits c of nz[0..W) of +-wt[c, :], for a token whose spikes
- * are all +1 (sgn = false) or +-1 (sgn = true; the sign is bit c of neg). Each output is summed
- * in channel order, as the scalar loop does: vector lanes run the same IEEE additions, and
- * x - w is x + (-w) exactly (IEEE 754 defines subtraction so), which is what flipping the sign
- * bit computes. */
-/* One token's block of 64 outputs with 8-float vectors (8 named accumulators: AVX2 registers;
- * the portable variant spills some): yn[0..64) = b[0..64) + sum over the set bits c of nz[0..W)
- * of +-wt[c * out + 0..64), the sign (sgn) from bit c of neg; accumulate_rows' sums. */
+/* One token's block of 64 outputs with 16-float vectors (the AVX-512 variant; four named
+ * accumulators, which an array would put on the stack): yn[0..64) = (b0 b1 b2 b3) + sum over
+ * the set bits c of nz[0..W) of +-wt[c * out + 0..64), the sign (sgn) from bit c of neg. The
+ * bias comes in registers, so a caller can keep it there across tokens. */
+static inline __attribute__((always_inline)) void
+block64_wide(float *restrict yn, lin_v16f b0, lin_v16f b1, lin_v16f b2, lin_v16f b3,
+             const float *restrict wt, int out, const uint64_t *nz, const uint64_t *neg, int W,
+             const bool sgn) {
+#define LIN_LD(p, j) *(const lin_v16fu *)((p) + 16 * (j))
+    lin_v16f a0 = b0, a1 = b1, a2 = b2, a3 = b3;
+    for (int w = 0; w < W; w++) {
+        const float *base = wt + (size_t)64 * w * out;
+        for (uint64_t m = nz[w]; m; m &= m - 1) {
+            const int c = __builtin_ctzll(m);
+            const float *src = base + (size_t)c * out;
+            if (sgn) {
+                const lin_v16u f = (lin_v16u){0} + ((uint32_t)(neg[w] >> c) << 31);
+                a0 += (lin_v16f)((lin_v16u)LIN_LD(src, 0) ^ f);
+                a1 += (lin_v16f)((lin_v16u)LIN_LD(src, 1) ^ f);
+                a2 += (lin_v16f)((lin_v16u)LIN_LD(src, 2) ^ f);
+                a3 += (lin_v16f)((lin_v16u)LIN_LD(src, 3) ^ f);
+            } else {
+                a0 += LIN_LD(src, 0);
+                a1 += LIN_LD(src, 1);
+                a2 += LIN_LD(src, 2);
+                a3 += LIN_LD(src, 3);
+            }
+        }
+    }
+    lin_v16fu *dst = (lin_v16fu *)yn;
+    dst[0] = a0, dst[1] = a1, dst[2] = a2, dst[3] = a3;
+#undef LIN_LD
+}
+
+/* block64_wide with 8-float vectors (the AVX2 and portable variants: 8 named accumulators, AVX2's
+ * registers; the portable variant spills some), the bias read from b[0..64): the same sums. */
 static inline __attribute__((always_inline)) void
 block64_narrow(float *restrict yn, const float *restrict b, const float *restrict wt, int out,
                const uint64_t *nz, const uint64_t *neg, int W, const bool sgn) {
@@ -776,41 +804,22 @@ block64_narrow(float *restrict yn, const float *restrict b, const float *restric
 #undef LIN_LD8
 }
 
+/* yn[0..out) = b + sum over the set bits c of nz[0..W) of +-wt[c, :], for a token whose spikes
+ * are all +1 (sgn = false) or +-1 (sgn = true; the sign is bit c of neg). Each output is summed
+ * in channel order, as the scalar loop does: vector lanes run the same IEEE additions, and
+ * x - w is x + (-w) exactly (IEEE 754 defines subtraction so), which is what flipping the sign
+ * bit computes. */
 static inline __attribute__((always_inline)) void
 accumulate_rows(float *restrict yn, const float *restrict b, const float *restrict wt, int out,
                 const uint64_t *nz, const uint64_t *neg, int W, const bool sgn, bool wide) {
     int o0 = 0;
-    if (!wide)
-        for (; o0 + LIN_BLOCK <= out; o0 += LIN_BLOCK)
+#define LIN_LD(j) *(const lin_v16fu *)(b + o0 + 16 * (j))
+    for (; o0 + LIN_BLOCK <= out; o0 += LIN_BLOCK)
+        if (wide)
+            block64_wide(yn + o0, LIN_LD(0), LIN_LD(1), LIN_LD(2), LIN_LD(3), wt + o0, out, nz,
+                         neg, W, sgn);
+        else
             block64_narrow(yn + o0, b + o0, wt + o0, out, nz, neg, W, sgn);
-    /* Four named accumulators (an array would live on the stack: one load, add and store
-     * per vector and event). */
-#define LIN_LD(j) *(const lin_v16fu *)(src + 16 * (j))
-    for (; wide && o0 + LIN_BLOCK <= out; o0 += LIN_BLOCK) {
-        const float *src = b + o0;
-        lin_v16f a0 = LIN_LD(0), a1 = LIN_LD(1), a2 = LIN_LD(2), a3 = LIN_LD(3);
-        for (int w = 0; w < W; w++) {
-            const float *base = wt + (size_t)64 * w * out + o0;
-            for (uint64_t m = nz[w]; m; m &= m - 1) {
-                const int c = __builtin_ctzll(m);
-                src = base + (size_t)c * out;
-                if (sgn) {
-                    const lin_v16u f = (lin_v16u){0} + ((uint32_t)(neg[w] >> c) << 31);
-                    a0 += (lin_v16f)((lin_v16u)LIN_LD(0) ^ f);
-                    a1 += (lin_v16f)((lin_v16u)LIN_LD(1) ^ f);
-                    a2 += (lin_v16f)((lin_v16u)LIN_LD(2) ^ f);
-                    a3 += (lin_v16f)((lin_v16u)LIN_LD(3) ^ f);
-                } else {
-                    a0 += LIN_LD(0);
-                    a1 += LIN_LD(1);
-                    a2 += LIN_LD(2);
-                    a3 += LIN_LD(3);
-                }
-            }
-        }
-        lin_v16fu *dst = (lin_v16fu *)(yn + o0);
-        dst[0] = a0, dst[1] = a1, dst[2] = a2, dst[3] = a3;
-    }
 #undef LIN_LD
     for (; o0 + 8 <= out; o0 += 8) {
         lin_v8f a = *(const lin_v8fu *)(b + o0);
@@ -846,36 +855,20 @@ accumulate_rows(float *restrict yn, const float *restrict b, const float *restri
 static SNN_WIDE_FN void linear_events_binary(const snn_linear *lin, int N, const uint64_t *nz,
                                              float *y, bool wide) {
     const int out = lin->out, W = (int)snn_bits_words((size_t)lin->in);
-    if (!wide) { /* 8-float vectors, the bias read per token (AVX2 has 16 registers) */
-        for (int o0 = 0; o0 < out; o0 += LIN_BLOCK)
-            for (int n = 0; n < N; n++)
-                block64_narrow(y + (size_t)n * out + o0, lin->b + o0, lin->wt + o0, out,
-                               nz + (size_t)n * W, NULL, W, false);
-        return;
-    }
-#define LIN_LD(p, j) *(const lin_v16fu *)((p) + 16 * (j))
     for (int o0 = 0; o0 < out; o0 += LIN_BLOCK) {
-        const lin_v16f b0 = LIN_LD(lin->b + o0, 0), b1 = LIN_LD(lin->b + o0, 1),
-                       b2 = LIN_LD(lin->b + o0, 2), b3 = LIN_LD(lin->b + o0, 3);
-        const float *wt = lin->wt + o0;
-        for (int n = 0; n < N; n++) {
-            lin_v16f a0 = b0, a1 = b1, a2 = b2, a3 = b3;
-            const uint64_t *zn = nz + (size_t)n * W;
-            for (int w = 0; w < W; w++) {
-                const float *base = wt + (size_t)64 * w * out;
-                for (uint64_t m = zn[w]; m; m &= m - 1) {
-                    const float *src = base + (size_t)__builtin_ctzll(m) * out;
-                    a0 += LIN_LD(src, 0);
-                    a1 += LIN_LD(src, 1);
-                    a2 += LIN_LD(src, 2);
-                    a3 += LIN_LD(src, 3);
-                }
-            }
-            lin_v16fu *dst = (lin_v16fu *)(y + (size_t)n * out + o0);
-            dst[0] = a0, dst[1] = a1, dst[2] = a2, dst[3] = a3;
+        const float *b = lin->b + o0, *wt = lin->wt + o0;
+        if (wide) {
+            const lin_v16f b0 = *(const lin_v16fu *)b, b1 = *(const lin_v16fu *)(b + 16),
+                           b2 = *(const lin_v16fu *)(b + 32), b3 = *(const lin_v16fu *)(b + 48);
+            for (int n = 0; n < N; n++)
+                block64_wide(y + (size_t)n * out + o0, b0, b1, b2, b3, wt, out,
+                             nz + (size_t)n * W, NULL, W, false);
+        } else { /* the bias read per token (AVX2 has 16 registers) */
+            for (int n = 0; n < N; n++)
+                block64_narrow(y + (size_t)n * out + o0, b, wt, out, nz + (size_t)n * W, NULL, W,
+                               false);
         }
     }
-#undef LIN_LD
 }
 
 static SNN_WIDE_FN void linear_events(const snn_linear *lin, int N, const int8_t *s,
