@@ -745,15 +745,16 @@ typedef float lin_v16fu __attribute__((vector_size(64), aligned(4))); /* unalign
 typedef uint32_t lin_v16u __attribute__((vector_size(64)));
 
 /* One token's block of 64 outputs with 16-float vectors (the AVX-512 variant; four named
- * accumulators, which an array would put on the stack): yn[0..64) = (b0 b1 b2 b3) + sum over
- * the set bits c of nz[0..W) of +-wt[c * out + 0..64), the sign (sgn) from bit c of neg. The
- * bias comes in registers, so a caller can keep it there across tokens. */
+ * accumulators, which an array would put on the stack): yn[0..64) = bias + sum over the set
+ * bits c of nz[0..W) of +-wt[c * out + 0..64), the sign (sgn) from bit c of neg. The bias is the
+ * caller's copy in vectors (a local that y cannot alias), so a caller can keep it in registers
+ * across tokens; by pointer, as 64-byte vectors passed by value change the ABI of non-AVX-512
+ * code. */
 static inline __attribute__((always_inline)) void
-block64_wide(float *restrict yn, lin_v16f b0, lin_v16f b1, lin_v16f b2, lin_v16f b3,
-             const float *restrict wt, int out, const uint64_t *nz, const uint64_t *neg, int W,
-             const bool sgn) {
+block64_wide(float *restrict yn, const lin_v16f *bias, const float *restrict wt, int out,
+             const uint64_t *nz, const uint64_t *neg, int W, const bool sgn) {
 #define LIN_LD(p, j) *(const lin_v16fu *)((p) + 16 * (j))
-    lin_v16f a0 = b0, a1 = b1, a2 = b2, a3 = b3;
+    lin_v16f a0 = bias[0], a1 = bias[1], a2 = bias[2], a3 = bias[3];
     for (int w = 0; w < W; w++) {
         const float *base = wt + (size_t)64 * w * out;
         for (uint64_t m = nz[w]; m; m &= m - 1) {
@@ -813,14 +814,15 @@ static inline __attribute__((always_inline)) void
 accumulate_rows(float *restrict yn, const float *restrict b, const float *restrict wt, int out,
                 const uint64_t *nz, const uint64_t *neg, int W, const bool sgn, bool wide) {
     int o0 = 0;
-#define LIN_LD(j) *(const lin_v16fu *)(b + o0 + 16 * (j))
     for (; o0 + LIN_BLOCK <= out; o0 += LIN_BLOCK)
-        if (wide)
-            block64_wide(yn + o0, LIN_LD(0), LIN_LD(1), LIN_LD(2), LIN_LD(3), wt + o0, out, nz,
-                         neg, W, sgn);
-        else
+        if (wide) {
+            const lin_v16f bias[4] = {*(const lin_v16fu *)(b + o0), *(const lin_v16fu *)(b + o0 + 16),
+                                      *(const lin_v16fu *)(b + o0 + 32),
+                                      *(const lin_v16fu *)(b + o0 + 48)};
+            block64_wide(yn + o0, bias, wt + o0, out, nz, neg, W, sgn);
+        } else {
             block64_narrow(yn + o0, b + o0, wt + o0, out, nz, neg, W, sgn);
-#undef LIN_LD
+        }
     for (; o0 + 8 <= out; o0 += 8) {
         lin_v8f a = *(const lin_v8fu *)(b + o0);
         for (int w = 0; w < W; w++)
@@ -858,11 +860,11 @@ static SNN_WIDE_FN void linear_events_binary(const snn_linear *lin, int N, const
     for (int o0 = 0; o0 < out; o0 += LIN_BLOCK) {
         const float *b = lin->b + o0, *wt = lin->wt + o0;
         if (wide) {
-            const lin_v16f b0 = *(const lin_v16fu *)b, b1 = *(const lin_v16fu *)(b + 16),
-                           b2 = *(const lin_v16fu *)(b + 32), b3 = *(const lin_v16fu *)(b + 48);
+            const lin_v16f bias[4] = {*(const lin_v16fu *)b, *(const lin_v16fu *)(b + 16),
+                                      *(const lin_v16fu *)(b + 32), *(const lin_v16fu *)(b + 48)};
             for (int n = 0; n < N; n++)
-                block64_wide(y + (size_t)n * out + o0, b0, b1, b2, b3, wt, out,
-                             nz + (size_t)n * W, NULL, W, false);
+                block64_wide(y + (size_t)n * out + o0, bias, wt, out, nz + (size_t)n * W, NULL,
+                             W, false);
         } else { /* the bias read per token (AVX2 has 16 registers) */
             for (int n = 0; n < N; n++)
                 block64_narrow(y + (size_t)n * out + o0, b, wt, out, nz + (size_t)n * W, NULL, W,
