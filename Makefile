@@ -49,7 +49,7 @@ else
 endif
 
 DEB_PKGS := gcc make pkg-config libyaml-dev libhdf5-dev hdf5-tools libcmocka-dev \
-            libopenblas-dev libfftw3-dev zlib1g-dev dataset-fashion-mnist
+            libopenblas-dev libxsmm-dev libfftw3-dev zlib1g-dev dataset-fashion-mnist
 ifeq ($(MPI),1)
   DEB_PKGS += libopenmpi-dev openmpi-bin
 endif
@@ -65,7 +65,7 @@ FUZZ_TARGETS := config idx checkpoint
 FUZZ_SECONDS ?= 20
 # `make valgrind` only.
 DEB_VALGRIND_PKGS := valgrind
-PKGS     := hdf5-serial yaml-0.1 zlib openblas cmocka fftw3
+PKGS     := hdf5-serial yaml-0.1 zlib openblas cmocka fftw3 libxsmm
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)

@@ -31,7 +31,8 @@
 /* Longest sequence the softmax kernel accepts (P is [N, N] per head: 64 MiB at this N). */
 enum { SNN_ATTN_SOFTMAX_MAX_N = 4096 };
 
-/* Softmax forward, one head, in float (each product one single-threaded sgemm):
+/* Softmax forward, one head, in float (each product one single-threaded snn_gemm,
+ * attention/gemm.h):
  *   A = Q K^T,  P = softmax_rows(A / sqrt(d)) with the row maximum subtracted
  *   (P_ij = exp((A_ij - m_i) / sqrt(d)) / sum_j exp(...), the row sum in double),
  *   O = P V (of the float P).

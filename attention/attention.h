@@ -87,7 +87,7 @@ void snn_attn_ssa_head_train(int N, int d, const float *q, const float *k, const
                              float scale, float *o, int ldo, float *scores);
 
 /* SSA backward: differentiates O = scale (Q K^T) V at the forward's scores A, in float
- * (four single-threaded sgemm calls):
+ * (four single-threaded snn_gemm calls, attention/gemm.h):
  *   dV += scale A^T dO,  dA = scale dO V^T,  dQ += dA K,  dK += dA^T Q.
  *   dout [N, d] at row stride lddo;  scratch [N * N] (receives dA). */
 void snn_attn_ssa_head_backward(int N, int d, const float *q, const float *k, const float *v,

@@ -1,6 +1,6 @@
 /*
  * axpy.h: the inner product of ssa_train.c's double-sum products (SSA's forward and BSA's
- * generic backward; softmax, Primal and SSA's backward use float sgemm):
+ * generic backward; softmax, Primal and SSA's backward use float snn_gemm):
  * acc[j] = sum_i a_i B[i ldb + j] for j < n <= SNN_AXPY_MAX_N, i < k in order, where
  * a_i = a[r_i inca] with r_i = rows[i] (a gather) or i when rows is NULL.
  *

@@ -2,8 +2,8 @@
  * primal.c: Primal-Attention, one head of one sample, forward and backward, and the KSVD
  * regularisation pieces (formulas in attention/primal.h; research/methods.md section 5).
  *
- * Every product below is a small dense float matrix product, one single-threaded sgemm
- * (OpenBLAS, pinned to one thread by sim/layers.c), as PyTorch computes them: the sampled rows
+ * Every product below is a small dense float matrix product, one single-threaded snn_gemm
+ * (attention/gemm.h: libxsmm, else OpenBLAS pinned to one thread by sim/layers.c), as PyTorch computes them: the sampled rows
  * of x are gathered once into the cache (X~) so that We = X~^T E is a plain product.
  * Intermediates that PyTorch keeps as float tensors (phi, We, Wr, e, r, de, dWe, dphi) are float
  * here too, so the kernel has PyTorch's structure, not only its formula. Norms and the
@@ -12,8 +12,8 @@
  * Pure numerics: no I/O, no allocation, no static state.
  */
 #include "attention/primal.h"
+#include "attention/gemm.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdbool.h>
 
@@ -30,8 +30,7 @@ static inline double dot(const float *a, const float *b, int n) {
 /* C [m, n] (= if beta 0, += if beta 1) op(A) op(B) with op(A) [m, k], op(B) [k, n], row-major. */
 static void gemm(bool ta, bool tb, int m, int n, int k, const float *A, int lda, const float *B,
                  int ldb, float beta, float *C, int ldc) {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m,
-                n, k, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    snn_gemm(ta, tb, m, n, k, 1.0f, A, lda, B, ldb, beta, C, ldc);
 }
 
 int snn_primal_num_samples(int N, int s, int rank_multi) {

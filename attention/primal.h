@@ -33,7 +33,7 @@
  *             e/r term to the upstream gradient before back-propagating it);
  *             once per layer snn_primal_ksvd_lambda_backward and snn_primal_ksvd_trace_backward.
  *
- * House rules: products are float sgemm calls (single-threaded), norms double sums rounded once to
+ * House rules: products are float snn_gemm calls (single-threaded), norms double sums rounded once to
  * float; no allocation (the caller binds a cache
  * and passes scratch); backward functions ACCUMULATE (+=); no static state. Gradients of the
  * shared parameters (E, R, c, lambda) are accumulated across samples: threads need their own
@@ -92,7 +92,7 @@ snn_primal_cache snn_primal_cache_bind(float *buf, int N, int d, int s);
  *   cache bound for (N, d, s); receives phi(q), phi(k), the norms, We, Wr, e, r and X~ (the
  *   sampled rows of x)
  * Rounding: the norm is sqrt of a double sum of squares, rounded to float, then clamped; phi
- * is a float division; We, Wr, e, r and o are float sgemm products (inputs as stored: e uses
+ * is a float division; We, Wr, e, r and o are float snn_gemm products (inputs as stored: e uses
  * the float We). ops (may be NULL): see snn_primal_count. */
 void snn_primal_forward(int N, int d, int s, int M, const float *q, const float *k, int ld,
                         const float *x, int ldx, const int *idx, const float *E, const float *R,
@@ -113,7 +113,7 @@ size_t snn_primal_scratch_floats(int N, int d, int s);
  *        de = dout c_w[:, :s] + ksvd_coef lambda^2 (.) e  (snn_primal_ksvd_score_grad),
  *        ksvd_coef = snn_primal_ksvd_dJ(...) / (B h N). With 0, lambda may be NULL.
  *   scratch [snn_primal_scratch_floats(N, d, s)]
- * Formulas (Y = phi(q) etc., n-th row; products in float sgemm, <phi_n, dphi_n> in double):
+ * Formulas (Y = phi(q) etc., n-th row; products in float snn_gemm, <phi_n, dphi_n> in double):
  *   dcb += sum_n dout_n;   dcw[:, :s] += dout^T e;   dcw[:, s:] += dout^T r
  *   de = dout cw[:, :s] (+ KSVD);   dr = dout cw[:, s:] (+ KSVD)
  *   dWe = phi(q)^T de;  dWr = phi(k)^T dr

@@ -2,9 +2,9 @@
  * softmax.c: vanilla softmax attention for training, forward and backward, one head
  * (spec/model.md section 3 `softmax`, research/methods.md section 6). The ANN baseline.
  *
- *   A = Q K^T                                   float, one single-threaded sgemm
+ *   A = Q K^T                                   float, one single-threaded snn_gemm
  *   P_ij = exp((A_ij - m_i) s) (1 / sum_j' exp(...))   m_i = max_j A_ij, s = 1/sqrt(d) > 0
- *   O = P V                                     float, one sgemm of the float P
+ *   O = P V                                     float, one snn_gemm of the float P
  *
  * The three products of the forward and the four of the backward are dense float GEMMs, what
  * PyTorch runs: OpenBLAS (pinned to one thread, sim/layers.c) does them 5-10x faster than double
@@ -24,8 +24,8 @@
  * Pure numerics: no I/O, no allocation, no static state.
  */
 #include "attention/ann.h"
+#include "attention/gemm.h"
 
-#include <cblas.h>
 #include <math.h>
 
 #include "sim/util.h"
@@ -69,7 +69,7 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_train(int N, int d, const floa
     SNN_ASSERT(d >= 1 && N <= SNN_ATTN_SOFTMAX_MAX_N);
     const float s = (float)(1.0 / sqrt((double)d));
     /* p = A = Q K^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, N, d, 1.0f, q, ld, k, ld, 0.0f, p, N);
+    snn_gemm(false, true, N, N, d, 1.0f, q, ld, k, ld, 0.0f, p, N);
     for (int i = 0; i < N; i++) {
         float *pi = p + (long)i * N;
         const float m = row_max(pi, N);
@@ -85,8 +85,7 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_train(int N, int d, const floa
         for (int j = 0; j < N; j++) pi[j] *= inv;
     }
     /* O = P V */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, d, N, 1.0f, p, N, v, ld, 0.0f, o,
-                ldo);
+    snn_gemm(false, false, N, d, N, 1.0f, p, N, v, ld, 0.0f, o, ldo);
 }
 
 SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_backward(int N, int d, const float *q,
@@ -98,10 +97,8 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_backward(int N, int d, const f
     SNN_ASSERT(d >= 1);
     const double s = 1.0 / sqrt((double)d);
     /* O = P V:  dV += P^T dO;  scratch = dP = dO V^T */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, d, N, 1.0f, p, N, dout, lddo, 1.0f, dv,
-                ld);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, N, d, 1.0f, dout, lddo, v, ld, 0.0f,
-                scratch, N);
+    snn_gemm(true, false, N, d, N, 1.0f, p, N, dout, lddo, 1.0f, dv, ld);
+    snn_gemm(false, true, N, N, d, 1.0f, dout, lddo, v, ld, 0.0f, scratch, N);
     /* P = softmax_rows(s A):  dA_ij = s P_ij (dP_ij - sum_j' dP_ij' P_ij'), in place */
     for (int i = 0; i < N; i++) {
         const float *pi = p + (long)i * N;
@@ -111,10 +108,8 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_softmax_head_backward(int N, int d, const f
         for (int j = 0; j < N; j++) gi[j] = sf * (pi[j] * (gi[j] - rf));
     }
     /* A = Q K^T:  dQ += dA K;  dK += dA^T Q */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, d, N, 1.0f, scratch, N, k, ld, 1.0f,
-                dq, ld);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, d, N, 1.0f, scratch, N, q, ld, 1.0f,
-                dk, ld);
+    snn_gemm(false, false, N, d, N, 1.0f, scratch, N, k, ld, 1.0f, dq, ld);
+    snn_gemm(true, false, N, d, N, 1.0f, scratch, N, q, ld, 1.0f, dk, ld);
 }
 
 void snn_attn_softmax_count(int N, int d, snn_ops *ops) {

@@ -25,8 +25,8 @@
 #include "attention/attention.h"
 #include "attention/axpy.h"
 #include "attention/bits.h"
+#include "attention/gemm.h"
 
-#include <cblas.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -252,14 +252,10 @@ void snn_attn_ssa_head_backward(int N, int d, const float *q, const float *k, co
      * skip zeros, as in the forward, found nothing to skip and were 3x slower).
      * forward: o = scale * (A V)
      *   dV += scale A^T dO;  scratch = dA = scale dO V^T */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, d, N, scale, scores, N, dout, lddo,
-                1.0f, dv, ld);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, N, d, scale, dout, lddo, v, ld, 0.0f,
-                scratch, N);
+    snn_gemm(true, false, N, d, N, scale, scores, N, dout, lddo, 1.0f, dv, ld);
+    snn_gemm(false, true, N, N, d, scale, dout, lddo, v, ld, 0.0f, scratch, N);
     /* forward: A = Q K^T
      *   dQ += dA K;  dK += dA^T Q */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, d, N, 1.0f, scratch, N, k, ld, 1.0f,
-                dq, ld);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, d, N, 1.0f, scratch, N, q, ld, 1.0f,
-                dk, ld);
+    snn_gemm(false, false, N, d, N, 1.0f, scratch, N, k, ld, 1.0f, dq, ld);
+    snn_gemm(true, false, N, d, N, 1.0f, scratch, N, q, ld, 1.0f, dk, ld);
 }

@@ -13,7 +13,8 @@
  *
  * Precision: float storage, double accumulation wherever a sum over rows or classes is taken
  * (BatchNorm statistics and parameter gradients, bias gradient, pool, log-sum-exp). The matrix
- * products are OpenBLAS sgemm (float accumulation, BLAS's own order).
+ * products are snn_gemm (attention/gemm.h: libxsmm's JIT kernels, else OpenBLAS sgemm; float
+ * accumulation in the library's order).
  *
  * Parallelism (research/style.md 3.8): every loop runs over a decomposition into chunks that
  * depends only on the sizes; each chunk owns what it writes; no atomics and no OpenMP reductions
@@ -27,6 +28,7 @@
 #include "sim/layers.h"
 
 #include "attention/bits.h"
+#include "attention/gemm.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -187,10 +189,10 @@ static void bn_block_sums(double (*part)[BN_CW], const float *x, int M, int C, i
  *   y[m, :]  = (sum over the ones x[m, i], i ascending, of w^T[i, :]) + b   (float)
  *   dw^T[i, :] = sum over the rows m with x[m, i] = 1 of dy[m, :]   (float; two fixed halves of
  *                the rows, each summed in blocks of rows, then added)
- * i.e. the float sums of sgemm without its multiplications by 0 and 1, in a fixed order (so the
- * result is the same for any thread count; its bits differ from sgemm's, whose order is its
- * own). Any other x (real inputs, ternary spikes, dense spikes) and layers too large for the
- * stack buffers (in * out > SP_MAX_W) take the sgemm path. */
+ * i.e. the float sums of the dense product without its multiplications by 0 and 1, in a fixed
+ * order (so the result is the same for any thread count; its bits differ from the dense
+ * product's, whose order is its own). Any other x (real inputs, ternary spikes, dense spikes)
+ * and layers too large for the stack buffers (in * out > SP_MAX_W) take the dense path. */
 enum { SP_MAX_IN = 4096, SP_MAX_W = 65536, SP_OB = 64, SP_DW_PARTS = 2 };
 #define SP_MAX_DENSITY 0.25
 
@@ -231,7 +233,7 @@ static SNN_WIDE_FN SNN_VEC_FN bool sparse_binary(const float *x, size_t n) {
 
 /* Whether to try the spike path: the sizes fit, and the first SP_PROBE_ROWS rows of x are sparse
  * spikes. The kernels then check every nonzero entry (a 1?) and report otherwise, and the caller
- * falls back to sgemm, so a non-spike x anywhere still gets the sgemm result. */
+ * falls back to the dense product, so a non-spike x anywhere still gets the dense result. */
 enum { SP_PROBE_ROWS = 256 };
 static bool sparse_sizes(int M, int in, int out) {
     return in <= SP_MAX_IN && (size_t)in * out <= SP_MAX_W && M > 0;
@@ -369,19 +371,21 @@ static SNN_WIDE_FN SNN_VEC_FN void fill_rows(float *restrict y, const float *res
         for (int o = 0; o < out; o++) y[(size_t)m * out + o] = b[o];
 }
 
-/* Rows [m0, m0 + mc) of y = x w^T + b by sgemm (the bias pre-filled). */
-static void linear_fwd_rows_sgemm(float *y, const float *x, const float *w, const float *b,
-                                  int m0, int mc, int in, int out) {
+/* Rows [m0, m0 + mc) of y = x w^T + b by a dense product (the bias pre-filled): x wt with
+ * wt = w^T [in, out] when the caller has it (snn_gemm's JIT kernels take no transposed second
+ * operand), else x w^T. */
+static void linear_fwd_rows_dense(float *y, const float *x, const float *w, const float *wt,
+                                  const float *b, int m0, int mc, int in, int out) {
     float *yk = y + (size_t)m0 * out;
     if (b) fill_rows(yk, b, mc, out);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mc, out, in, 1.0f, x + (size_t)m0 * in,
-                in, w, in, b ? 1.0f : 0.0f, yk, out);
+    snn_gemm(false, !wt, mc, out, in, 1.0f, x + (size_t)m0 * in, in, wt ? wt : w, wt ? out : in,
+             b ? 1.0f : 0.0f, yk, out);
 }
 
 /* y = x w^T + b with the column sums of y for a training-mode BatchNorm (snn_linear_fwd_sums):
  * over BatchNorm's row blocks, each block's rows in chunks of at most SNN_LINEAR_ROW_CHUNK, each
  * chunk added to its block's sums right after it is written, while it is in cache. The rows come
- * from the spike path (src, wt = w^T) or sgemm (x). Returns false (y and sums garbage) if a
+ * from the spike path (src, wt = w^T) or the dense product (x, with wt when not NULL). Returns false (y and sums garbage) if a
  * spike entry is neither 0 nor 1. */
 _Static_assert(SNN_LINEAR_ROW_CHUNK % BN_SUB == 0, "chunks add whole runs of a block's sums");
 static bool linear_fwd_blocks(float *y, const float *x, const sp_src *src, const float *wt,
@@ -397,21 +401,26 @@ static bool linear_fwd_blocks(float *y, const float *x, const sp_src *src, const
             if (src)
                 bad |= linear_fwd_sparse_rows(y, src, wt, b, r0, r1, in, out);
             else
-                linear_fwd_rows_sgemm(y, x, w, b, r0, r1 - r0, in, out);
+                linear_fwd_rows_dense(y, x, w, wt, b, r0, r1 - r0, in, out);
             bn_block_add_rows(sums, out, y, out, 0, out, bk, m0, r0, r1);
         }
     }
     return !bad;
 }
 
-/* y = x w^T + b for a sparse binary x (see above), with BatchNorm's sums when sums is not NULL
- * (linear_fwd_blocks). Returns false (y garbage) if some entry of x is neither 0 nor 1. */
-static bool linear_fwd_sparse(float *y, const sp_src *src, const float *w, const float *b, int M,
-                              int in, int out, bool par, double *sums) {
-    (void)par; /* unused without OpenMP */
-    float wt[SP_MAX_W] __attribute__((aligned(32))); /* w^T [in, out] */
+/* wt = w^T: [in, out] from w [out, in] (in * out <= SP_MAX_W, the caller's stack buffer). */
+static void transpose_w(float *wt, const float *w, int in, int out) {
+    SNN_ASSERT((size_t)in * out <= SP_MAX_W);
     for (int o = 0; o < out; o++)
         for (int i = 0; i < in; i++) wt[(size_t)i * out + o] = w[(size_t)o * in + i];
+}
+
+/* y = x w^T + b for a sparse binary x (see above), wt = w^T [in, out], with BatchNorm's sums
+ * when sums is not NULL (linear_fwd_blocks). Returns false (y garbage) if some entry of x is
+ * neither 0 nor 1. */
+static bool linear_fwd_sparse(float *y, const sp_src *src, const float *w, const float *wt,
+                              const float *b, int M, int in, int out, bool par, double *sums) {
+    (void)par; /* unused without OpenMP */
     if (sums) return linear_fwd_blocks(y, NULL, src, wt, w, b, M, in, out, sums, par);
     const int rows = linear_rows(M), nc = n_chunks(M, rows);
     int bad = 0;
@@ -547,19 +556,26 @@ static void linear_fwd(float *y, const float *x, const float *w, const float *b,
     snn_layers_init();
     const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
     (void)par; /* unused without OpenMP */
+    /* w^T for the spike path and snn_gemm's JIT kernels; w itself past SP_MAX_W */
+    float wt_buf[SP_MAX_W] __attribute__((aligned(64)));
+    const float *wt = NULL;
+    if ((size_t)in * out <= SP_MAX_W) {
+        transpose_w(wt_buf, w, in, out);
+        wt = wt_buf;
+    }
     const sp_src src = {x, NULL, in};
-    if (sparse_ok(x, M, in, out) && linear_fwd_sparse(y, &src, w, b, M, in, out, par, sums))
+    if (sparse_ok(x, M, in, out) && linear_fwd_sparse(y, &src, w, wt, b, M, in, out, par, sums))
         return;
     if (sums) {
-        const bool ok = linear_fwd_blocks(y, x, NULL, NULL, w, b, M, in, out, sums, par);
-        SNN_ASSERT(ok); /* sgemm rows never fail */
+        const bool ok = linear_fwd_blocks(y, x, NULL, wt, w, b, M, in, out, sums, par);
+        SNN_ASSERT(ok); /* dense rows never fail */
         return;
     }
     const int rows = linear_rows(M), nc = n_chunks(M, rows);
 #pragma omp parallel for schedule(dynamic) if (par)
     for (int k = 0; k < nc; k++) {
         const int m0 = k * rows;
-        linear_fwd_rows_sgemm(y, x, w, b, m0, M - m0 < rows ? M - m0 : rows, in, out);
+        linear_fwd_rows_dense(y, x, w, wt, b, m0, M - m0 < rows ? M - m0 : rows, in, out);
     }
 }
 
@@ -581,7 +597,9 @@ static bool linear_fwd_bits(float *y, const snn_spike_rows *x, const float *w, c
     if (!sparse_ok_bits(x, M, in, out)) return false;
     const sp_src src = {NULL, x, in};
     const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
-    const bool ok = linear_fwd_sparse(y, &src, w, b, M, in, out, par, sums);
+    float wt[SP_MAX_W] __attribute__((aligned(64))); /* w^T [in, out] */
+    transpose_w(wt, w, in, out);
+    const bool ok = linear_fwd_sparse(y, &src, w, wt, b, M, in, out, par, sums);
     SNN_ASSERT(ok); /* bits are 0 or 1 */
     return true;
 }
@@ -597,7 +615,7 @@ bool snn_linear_fwd_bits_sums(float *y, const snn_spike_rows *x, const float *w,
     return linear_fwd_bits(y, x, w, b, M, in, out, sums);
 }
 
-/* Row blocks of the weight gradient's sgemm path: 1 up to SNN_LINEAR_DW_ROWS rows, else 4, or 8
+/* Row blocks of the weight gradient's dense path: 1 up to SNN_LINEAR_DW_ROWS rows, else 4, or 8
  * past 4 of them (a multiple of 4, as snn_par_chunk; at most 8, which bounds the scratch). */
 static int dw_blocks(int M) {
     return M <= SNN_LINEAR_DW_ROWS ? 1 : M <= 4 * SNN_LINEAR_DW_ROWS ? 4 : 8;
@@ -626,17 +644,16 @@ static void linear_bwd_dx(float *dx, const float *dy, const float *w, int M, int
     for (int k = 0; k < nc; k++) {
         const int m0 = k * rows;
         const int mc = M - m0 < rows ? M - m0 : rows;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mc, in, out, 1.0f,
-                    dy + (size_t)m0 * out, out, w, in, add ? 1.0f : 0.0f, dx + (size_t)m0 * in,
-                    in);
+        snn_gemm(false, false, mc, in, out, 1.0f, dy + (size_t)m0 * out, out, w, in,
+                 add ? 1.0f : 0.0f, dx + (size_t)m0 * in, in);
     }
 }
 
-/* dw += dy^T x by sgemm over row blocks. Row block 0 adds its dy^T x straight into dw; blocks
- * 1.. write theirs into scratch, added after in block order. One sgemm per block packs each x
- * row once (chunks of output features packed all of x once per chunk: a sixth of CAT
- * training's sgemm time). */
-static void linear_dw_sgemm(float *dw, const float *dy, const float *x, int M, int in, int out,
+/* dw += dy^T x by dense products over row blocks. Row block 0 adds its dy^T x straight into dw;
+ * blocks 1.. write theirs into scratch, added after in block order. One product per block
+ * reads each x row once (with OpenBLAS, chunks of output features packed all of x once per
+ * chunk: a sixth of CAT training's sgemm time). */
+static void linear_dw_dense(float *dw, const float *dy, const float *x, int M, int in, int out,
                             float *scratch, bool par) {
     (void)par; /* unused without OpenMP */
     const int nb = dw_blocks(M), rows = (M + nb - 1) / nb;
@@ -647,9 +664,8 @@ static void linear_dw_sgemm(float *dw, const float *dy, const float *x, int M, i
 #pragma omp parallel for schedule(dynamic) if (par)
     for (int k = 0; k < nb; k++) {
         const int m0 = k * rows, mc = M - m0 < rows ? M - m0 : rows;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, mc, 1.0f,
-                    dy + (size_t)m0 * out, out, x + (size_t)m0 * in, in, k ? 0.0f : 1.0f,
-                    k ? scratch + (size_t)(k - 1) * n : dw, in);
+        snn_gemm(true, false, out, in, mc, 1.0f, dy + (size_t)m0 * out, out, x + (size_t)m0 * in,
+                 in, k ? 0.0f : 1.0f, k ? scratch + (size_t)(k - 1) * n : dw, in);
     }
     if (nb > 1) {
         const size_t ch = snn_par_chunk(n, 4096, 16);
@@ -684,13 +700,13 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
     const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
     /* forward: y[m,o] = sum_i x[m,i] w[o,i] + b[o], so
      *   dx[m,i] += sum_o dy[m,o] w[o,i]        (dx = dy w)
-     *   dw[o,i] += sum_m dy[m,o] x[m,i]        (dw = dy^T x: the spike path, else sgemm)
+     *   dw[o,i] += sum_m dy[m,o] x[m,i]        (dw = dy^T x: the spike path, else dense)
      *   db[o]   += sum_m dy[m,o] */
     if (dx) linear_bwd_dx(dx, dy, w, M, in, out, add_dx, par);
     if (M == 0) return;
     const sp_src src = {x, NULL, in};
     if (!sparse_ok(x, M, in, out) || !linear_dw_sparse(dw, dy, &src, M, in, out, par))
-        linear_dw_sgemm(dw, dy, x, M, in, out, scratch, par);
+        linear_dw_dense(dw, dy, x, M, in, out, scratch, par);
     if (db) linear_bwd_db(db, dy, M, out);
 }
 

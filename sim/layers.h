@@ -18,12 +18,13 @@
  * count, and every reduction runs in a fixed order inside one chunk:
  *   - linear: when the input is a 0/1 spike matrix, the forward and the weight gradient skip
  *     the zeros and sum the selected rows in float in a fixed order; any other input (or a
- *     non-0/1 value met mid-run) takes one cblas_sgemm per fixed chunk (row chunks of at most
+ *     non-0/1 value met mid-run) takes one dense product (snn_gemm, attention/gemm.h: a libxsmm
+ *     kernel, else OpenBLAS sgemm) per fixed chunk (row chunks of at most
  *     SNN_LINEAR_ROW_CHUNK for y and dx, as many as snn_par_chunk gives, row blocks summed in
  *     block order for dw, see snn_linear_bwd_scratch_floats),
  *     run inside our own OpenMP loop with OpenBLAS pinned to one thread. What we rely on: the
- *     same BLAS call on the same arguments returns the same bits whichever thread makes it,
- *     which holds for OpenBLAS run single-threaded. The bias gradient sums BatchNorm's row
+ *     same product call on the same arguments returns the same bits whichever thread makes it,
+ *     which holds for libxsmm's kernels and for OpenBLAS run single-threaded. The bias gradient sums BatchNorm's row
  *     blocks and runs (below).
  *   - BatchNorm: statistics over 16 fixed row blocks, each in one pass over its rows shifted
  *     by its own first row, 16-row runs in float added into double accumulators, the blocks
@@ -46,7 +47,7 @@
 /* Fixed work decomposition of the linear layer (see above). Changing these changes the bits
  * of the results (not their accuracy); the thread count never does. */
 #define SNN_LINEAR_ROW_CHUNK 256
-/* Rows per block of the weight gradient's sgemm path (up to 8 blocks; see snn_linear_bwd). */
+/* Rows per block of the weight gradient's dense path (up to 8 blocks; see snn_linear_bwd). */
 #define SNN_LINEAR_DW_ROWS 1024
 
 /* Pins OpenBLAS to one thread (openblas_set_num_threads(1)), so BLAS can be called from our
@@ -103,7 +104,7 @@ typedef struct snn_spike_rows {
 
 /* snn_linear_fwd and snn_linear_bwd (without scratch) on such an x, reading its bits: the same
  * bits as the float functions on its floats. They return false, having written nothing, where
- * those would take the sgemm path (in not a multiple of 64, a layer too large for the spike
+ * those would take the dense path (in not a multiple of 64, a layer too large for the spike
  * path, or dense first rows: see layers.c); the caller then calls them on the floats. */
 bool snn_linear_fwd_bits(float *y, const snn_spike_rows *x, const float *w, const float *b, int M,
                          int in, int out);
@@ -115,8 +116,9 @@ bool snn_linear_bwd_bits(float *dx, float *dw, float *db, const float *dy,
  * training-mode BatchNorm on y needs (snn_bn_train_fwd_sums), each row chunk's right after it is
  * written, while it is in cache: the BatchNorm then makes one pass over y instead of two.
  *   sums [snn_bn_sums_doubles(out)]   M >= 1
- * y's bits are those of snn_linear_fwd(_bits) on the spike path; on the sgemm path the row
- * chunks follow BatchNorm's row blocks, so sgemm may round y differently from snn_linear_fwd. */
+ * y's bits are those of snn_linear_fwd(_bits) on the spike path; on the dense path the row
+ * chunks follow BatchNorm's row blocks, so the product may round y differently from
+ * snn_linear_fwd. */
 void snn_linear_fwd_sums(float *y, const float *x, const float *w, const float *b, int M, int in,
                          int out, double *sums);
 bool snn_linear_fwd_bits_sums(float *y, const snn_spike_rows *x, const float *w, const float *b,
@@ -124,7 +126,7 @@ bool snn_linear_fwd_bits_sums(float *y, const snn_spike_rows *x, const float *w,
 
 /* Floats of snn_linear_bwd's scratch for M rows (0 up to SNN_LINEAR_DW_ROWS rows, where it may
  * be NULL; at most 7 in out): the weight gradient of a non-spike input is summed over up to 8
- * row blocks, one sgemm each, block 0 into dw and the others into the scratch, then added in
+ * row blocks, one product each, block 0 into dw and the others into the scratch, then added in
  * block order. Grows with M, so a plan for the largest M serves every smaller one. */
 size_t snn_linear_bwd_scratch_floats(int M, int in, int out);
 

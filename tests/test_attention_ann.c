@@ -54,6 +54,7 @@
 
 #include "attention/ann.h"
 #include "attention/attention.h"
+#include "attention/gemm.h"
 #include "sim/rng.h"
 #include "tests/testutil.h"
 
@@ -885,8 +886,67 @@ static void test_cat_count_n_log_n(void **state) {
     assert_true((double)smac[1] / (double)smac[0] > 4000.0);
 }
 
+/* ---- snn_gemm (attention/gemm.h) ---------------------------------------------------------- */
+
+/* C = alpha op(A) op(B) + beta C against a double loop, every (trans_a, trans_b, alpha, beta)
+ * combination (the JIT kernels take trans_b = false with alpha = 1, sgemm the rest), shapes from
+ * 1x1x1 to the training's, leading dimensions wider than the matrices (pad entries must never be
+ * read: NaN there, or written: SENTINEL there). beta = 0 must ignore C's old value (NaN).
+ * Tolerance per entry: (K + 2) 2^-24 sum_k |alpha a_ik b_kj| + 2^-24 |beta c_ij| (float sums
+ * of K products in any order, the beta term rounded once more). */
+static void test_gemm_matches_double_reference(void **state) {
+    (void)state;
+    static const int SIZES[][3] = {{1, 1, 1}, {7, 5, 3}, {49, 16, 49}, {49, 49, 16},
+                                   {300, 64, 256}, {64, 64, 392}, {256, 64, 64}};
+    trng r = {11, 0};
+    for (size_t z = 0; z < sizeof SIZES / sizeof SIZES[0]; z++)
+        for (int mode = 0; mode < 16; mode++) {
+            const int M = SIZES[z][0], N = SIZES[z][1], K = SIZES[z][2];
+            const bool ta = mode & 1, tb = mode & 2;
+            const float alpha = (mode & 4) ? 0.5f : 1.0f, beta = (mode & 8) ? 1.0f : 0.0f;
+            const int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+            const int lda = ac + 3, ldb = bc + 1, ldc = N + 2;
+            float *A = malloc((size_t)ar * lda * sizeof *A), *B = malloc((size_t)br * ldb * sizeof *B);
+            float *C = malloc((size_t)M * ldc * sizeof *C), *C0 = malloc((size_t)M * ldc * sizeof *C0);
+            assert_non_null(A), assert_non_null(B), assert_non_null(C), assert_non_null(C0);
+            for (int i = 0; i < ar; i++)
+                for (int c = 0; c < lda; c++)
+                    A[(size_t)i * lda + c] = c < ac ? (float)(2.0 * trng_unif(&r) - 1.0) : NAN;
+            for (int i = 0; i < br; i++)
+                for (int c = 0; c < ldb; c++)
+                    B[(size_t)i * ldb + c] = c < bc ? (float)(2.0 * trng_unif(&r) - 1.0) : NAN;
+            for (int i = 0; i < M; i++)
+                for (int c = 0; c < ldc; c++)
+                    C0[(size_t)i * ldc + c] =
+                        c >= N ? SENTINEL : beta != 0.0f ? (float)(2.0 * trng_unif(&r) - 1.0) : NAN;
+            memcpy(C, C0, (size_t)M * ldc * sizeof *C);
+            snn_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+            for (int i = 0; i < M; i++) {
+                for (int j = 0; j < N; j++) {
+                    double ref = 0.0, mag = 0.0;
+                    for (int k = 0; k < K; k++) {
+                        const double a = ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                        const double b = tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                        ref += alpha * a * b;
+                        mag += fabs(alpha * a * b);
+                    }
+                    const double c0 = beta != 0.0f ? C0[(size_t)i * ldc + j] : 0.0;
+                    ref += beta * c0;
+                    const double tol = (K + 2) * 0x1p-24 * mag + 0x1p-24 * fabs(c0);
+                    const double got = C[(size_t)i * ldc + j];
+                    if (!(fabs(got - ref) <= tol))
+                        fail_msg("M %d N %d K %d ta %d tb %d alpha %g beta %g: C[%d][%d] = %.9g, "
+                                 "reference %.9g", M, N, K, ta, tb, alpha, beta, i, j, got, ref);
+                }
+                for (int c = N; c < ldc; c++) assert_true(C[(size_t)i * ldc + c] == SENTINEL);
+            }
+            free(A), free(B), free(C), free(C0);
+        }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemm_matches_double_reference),
         cmocka_unit_test(test_softmax_forward_reference),
         cmocka_unit_test(test_shared_products_bit_exact),
         cmocka_unit_test(test_softmax_backward_reference),

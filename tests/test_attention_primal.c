@@ -456,9 +456,12 @@ static void test_ksvd_J_matches_official_expression(void **state) {
     layer_free(&L);
 }
 
-/* Backward twice == 2x once, one head of two of one sample: each output element receives one
- * += per call (M < N here without repeated indices), so 0 + a + a == 2a bit for bit. The other
- * head's columns stay 0 and the junk columns keep their sentinel. */
+/* Backward twice == 2x once, one head of two of one sample: each call adds its gradient (an
+ * overwrite would leave 1x). Not bit for bit: a product that accumulates (beta 1) may add into
+ * the sum it already holds term by term (libxsmm's kernels, attention/gemm.h), so the second
+ * call rounds differently; within 1e-5 of the array's largest entry (a few float roundings of
+ * sums of at most 12 terms). The other head's columns stay 0 and the junk columns keep their
+ * sentinel, exactly. */
 static void test_primal_backward_accumulates_in_head(void **state) {
     (void)state;
     layer L = layer_new(1, 9, 2, 4, 3, 2, 1, 400);
@@ -478,15 +481,19 @@ static void test_primal_backward_accumulates_in_head(void **state) {
     }
     layer_backward(&L, 1, 2, 1);
     bool nonzero = false;
-    for (int a = 0; a < 8; a++)
+    for (int a = 0; a < 8; a++) {
+        double mx = 0.0;
+        for (size_t t = 0; t < sz[a]; t++)
+            if (once[a][t] != SENTINEL && fabs(once[a][t]) > mx) mx = fabs(once[a][t]);
         for (size_t t = 0; t < sz[a]; t++) {
             if (once[a][t] == SENTINEL) {
                 assert_true(g[a][t] == SENTINEL);
                 continue;
             }
-            assert_true(g[a][t] == 2.0f * once[a][t]);
+            assert_true(fabs((double)g[a][t] - 2.0 * once[a][t]) <= 1e-5 * mx);
             nonzero |= once[a][t] != 0.0f;
         }
+    }
     assert_true(nonzero);
     /* head 0's columns of dq, dk, dx untouched (0), head 1's received gradient */
     const int ldsx[3] = {L.ld, L.ld, L.ldx};

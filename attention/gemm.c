@@ -1,0 +1,34 @@
+/*
+ * gemm.c: snn_gemm (see gemm.h).
+ *
+ * libxsmm's kernels are column-major: C' = A' B' with C' [m, n] at leading dimension ldc. A
+ * row-major [M, N] matrix is the column-major [N, M] one, so the row-major C = op(A) B is the
+ * column-major C^T = B^T op(A)^T: m = N, n = M, k = K, libxsmm's A the caller's B and libxsmm's
+ * B the caller's A, transposed (LIBXSMM_GEMM_FLAG_TRANS_B) when trans_a. libxsmm 1.17 generates
+ * no code for a transposed first operand (our trans_b), nor for alpha != 1: those go to sgemm.
+ */
+#include "attention/gemm.h"
+
+#include <cblas.h>
+#include <libxsmm.h>
+
+#include "sim/util.h"
+
+void snn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+              int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    SNN_ASSERT(M >= 0 && N >= 0 && K >= 0 && A && B && C);
+    if (M == 0 || N == 0) return;
+    if (!trans_b && alpha == 1.0f && K > 0) {
+        const int flags = trans_a ? LIBXSMM_GEMM_FLAG_TRANS_B : LIBXSMM_GEMM_FLAG_NONE;
+        const libxsmm_blasint la = ldb, lb = lda, lc = ldc;
+        const libxsmm_smmfunction f =
+            libxsmm_smmdispatch(N, M, K, &la, &lb, &lc, &alpha, &beta, &flags, NULL);
+        if (f) {
+            f(B, A, C);
+            return;
+        }
+    }
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
+                ldc);
+}

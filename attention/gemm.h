@@ -1,0 +1,26 @@
+/*
+ * gemm.h: the dense float matrix products of the training layers and the ANN attention kernels,
+ * row-major, as cblas_sgemm with one transposition flag per operand:
+ *   C = alpha op(A) op(B) + beta C,   op(A) [M, K], op(B) [K, N], C [M, N] at row stride ldc.
+ *
+ * Where libxsmm has a JIT kernel for the shape (op(B) = B and alpha = 1: the products spikesim
+ * calls most), the product is libxsmm's: it multiplies small matrices in place, where OpenBLAS
+ * packs both operands first (the packing was a quarter of OpenBLAS's time in ANN training).
+ * Otherwise, and where libxsmm cannot generate code, it is OpenBLAS sgemm. Either way one call is
+ * single-threaded, and the same shape on the same CPU always runs the same code, so the result
+ * does not depend on the thread count or on spikesim's own instruction-set variants (libxsmm
+ * picks its code from the CPU, as OpenBLAS picks its kernels). Float accumulation in the
+ * library's order: a product over K is not the sequential float sum.
+ *
+ * Pure numerics: no I/O, no allocation by the caller's data; the first call of a shape
+ * generates its kernel (libxsmm keeps it for the process, thread-safe).
+ */
+#ifndef SNN_GEMM_H
+#define SNN_GEMM_H
+
+#include <stdbool.h>
+
+void snn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+              int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+#endif
