@@ -5,7 +5,9 @@
  * row-major [M, N] matrix is the column-major [N, M] one, so the row-major C = op(A) B is the
  * column-major C^T = B^T op(A)^T: m = N, n = M, k = K, libxsmm's A the caller's B and libxsmm's
  * B the caller's A, transposed (LIBXSMM_GEMM_FLAG_TRANS_B) when trans_a. libxsmm 1.17 generates
- * no code for a transposed first operand (our trans_b), nor for alpha != 1: those go to sgemm.
+ * no code for a transposed first operand (our trans_b): a small B is transposed into a stack
+ * buffer first (attention's Q K^T, [N, d] K of a head: a copy of N d floats against N^2 d
+ * multiply-adds), a larger one goes to sgemm; nor for alpha != 1, which goes to sgemm.
  */
 #include "attention/gemm.h"
 
@@ -14,10 +16,19 @@
 
 #include "sim/util.h"
 
+/* Largest op(B) transposed on the stack for a JIT kernel (32 KiB). */
+enum { GEMM_MAX_BT = 8192 };
+
 void snn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
               int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     SNN_ASSERT(M >= 0 && N >= 0 && K >= 0 && A && B && C);
     if (M == 0 || N == 0) return;
+    float bt[GEMM_MAX_BT]; /* op(B) = B^T [K, N], when trans_b */
+    if (trans_b && alpha == 1.0f && (size_t)K * N <= GEMM_MAX_BT) {
+        for (int k = 0; k < K; k++)
+            for (int j = 0; j < N; j++) bt[(size_t)k * N + j] = B[(size_t)j * ldb + k];
+        B = bt, ldb = N, trans_b = false;
+    }
     if (!trans_b && alpha == 1.0f && K > 0) {
         const int flags = trans_a ? LIBXSMM_GEMM_FLAG_TRANS_B : LIBXSMM_GEMM_FLAG_NONE;
         const libxsmm_blasint la = ldb, lb = lda, lc = ldc;
