@@ -7,7 +7,8 @@
  * B the caller's A, transposed (LIBXSMM_GEMM_FLAG_TRANS_B) when trans_a. libxsmm 1.17 generates
  * no code for a transposed first operand (our trans_b): a small B is transposed into a stack
  * buffer first (attention's Q K^T, [N, d] K of a head: a copy of N d floats against N^2 d
- * multiply-adds), a larger one goes to sgemm; nor for alpha != 1, which goes to sgemm.
+ * multiply-adds), a larger one goes to sgemm; nor for alpha != 1 or beta other than 0 and 1: a
+ * small product is computed into a stack buffer and scaled, a larger one goes to sgemm.
  */
 #include "attention/gemm.h"
 
@@ -27,27 +28,48 @@ static void leave_avx_state(void) {
 #endif
 }
 
-/* Largest op(B) transposed on the stack for a JIT kernel (32 KiB). */
-enum { GEMM_MAX_BT = 8192 };
+/* Largest op(B) transposed, and largest product scaled, on the stack (32 KiB each). */
+enum { GEMM_MAX_BT = 8192, GEMM_MAX_T = 8192 };
+
+/* C = op(A) B + beta C (beta 0 or 1) by a JIT kernel; false, C untouched, if there is none. */
+static bool jit_gemm(bool trans_a, int M, int N, int K, const float *A, int lda, const float *B,
+                     int ldb, float beta, float *C, int ldc) {
+    const float one = 1.0f;
+    const int flags = trans_a ? LIBXSMM_GEMM_FLAG_TRANS_B : LIBXSMM_GEMM_FLAG_NONE;
+    const libxsmm_blasint la = ldb, lb = lda, lc = ldc;
+    const libxsmm_smmfunction f =
+        libxsmm_smmdispatch(N, M, K, &la, &lb, &lc, &one, &beta, &flags, NULL);
+    if (!f) return false;
+    f(B, A, C);
+    leave_avx_state();
+    return true;
+}
 
 void snn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
               int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     SNN_ASSERT(M >= 0 && N >= 0 && K >= 0 && A && B && C);
     if (M == 0 || N == 0) return;
     float bt[GEMM_MAX_BT]; /* op(B) = B^T [K, N], when trans_b */
-    if (trans_b && alpha == 1.0f && (size_t)K * N <= GEMM_MAX_BT) {
+    if (trans_b && (size_t)K * N <= GEMM_MAX_BT) {
         for (int k = 0; k < K; k++)
             for (int j = 0; j < N; j++) bt[(size_t)k * N + j] = B[(size_t)j * ldb + k];
         B = bt, ldb = N, trans_b = false;
     }
-    if (!trans_b && alpha == 1.0f && K > 0) {
-        const int flags = trans_a ? LIBXSMM_GEMM_FLAG_TRANS_B : LIBXSMM_GEMM_FLAG_NONE;
-        const libxsmm_blasint la = ldb, lb = lda, lc = ldc;
-        const libxsmm_smmfunction f =
-            libxsmm_smmdispatch(N, M, K, &la, &lb, &lc, &alpha, &beta, &flags, NULL);
-        if (f) {
-            f(B, A, C);
-            leave_avx_state();
+    if (!trans_b && K > 0) {
+        if (alpha == 1.0f && jit_gemm(trans_a, M, N, K, A, lda, B, ldb, beta, C, ldc)) return;
+        /* alpha != 1 (SSA's scale): the product, then C = alpha t + beta C as sgemm rounds it
+         * (alpha times the product, beta times C, their sum: each rounded once) */
+        float t[GEMM_MAX_T]; /* op(A) op(B) [M, N] */
+        if (alpha != 1.0f && (size_t)M * N <= GEMM_MAX_T &&
+            jit_gemm(trans_a, M, N, K, A, lda, B, ldb, 0.0f, t, N)) {
+            for (int i = 0; i < M; i++) {
+                float *ci = C + (size_t)i * ldc;
+                const float *ti = t + (size_t)i * N;
+                if (beta == 0.0f)
+                    for (int j = 0; j < N; j++) ci[j] = alpha * ti[j];
+                else
+                    for (int j = 0; j < N; j++) ci[j] = alpha * ti[j] + beta * ci[j];
+            }
             return;
         }
     }

@@ -3,8 +3,9 @@
  * row-major, as cblas_sgemm with one transposition flag per operand:
  *   C = alpha op(A) op(B) + beta C,   op(A) [M, K], op(B) [K, N], C [M, N] at row stride ldc.
  *
- * Where libxsmm has a JIT kernel for the shape (alpha = 1, and op(B) = B or a B^T of at most
- * 8192 floats, transposed first: the products spikesim calls), the product is libxsmm's: it multiplies small matrices in place, where OpenBLAS
+ * Where libxsmm has a JIT kernel for the shape (op(B) = B or a B^T of at most 8192 floats,
+ * transposed first; alpha = 1, or any alpha for a C of at most 8192 floats, scaled after: the
+ * products spikesim calls), the product is libxsmm's: it multiplies small matrices in place, where OpenBLAS
  * packs both operands first (the packing was a quarter of OpenBLAS's time in ANN training).
  * Otherwise, and where libxsmm cannot generate code, it is OpenBLAS sgemm. Either way one call is
  * single-threaded, and the same shape on the same CPU always runs the same code, so the result
