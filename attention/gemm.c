@@ -14,6 +14,7 @@
 
 #include <cblas.h>
 #include <libxsmm.h>
+#include <stdio.h>
 
 #include "sim/util.h"
 
@@ -76,4 +77,9 @@ void snn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, cons
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
                 ldc);
+}
+
+const char *snn_gemm_describe(char *buf, size_t n) {
+    snprintf(buf, n, "libxsmm %s, JIT for %s", LIBXSMM_VERSION, libxsmm_get_target_arch());
+    return buf;
 }

@@ -20,8 +20,14 @@
 #define SNN_GEMM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 void snn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
               int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* "libxsmm <version>, JIT for <target>" (libxsmm's name for the instruction set it generates
+ * code for: "cpx", "skx", "hsw", ...) into buf [n]; returns buf. The last bits of a product
+ * depend on the target, as they depend on OpenBLAS's kernels. */
+const char *snn_gemm_describe(char *buf, size_t n);
 
 #endif

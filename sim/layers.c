@@ -59,12 +59,17 @@ void snn_layers_init(void) {
 }
 
 const char *snn_blas_core(void) { return openblas_get_corename(); }
-const char *snn_blas_config(void) { return openblas_get_config(); }
+const char *snn_blas_config(char *buf, size_t n) {
+    char jit[96];
+    snprintf(buf, n, "%s; %s", openblas_get_config(), snn_gemm_describe(jit, sizeof jit));
+    return buf;
+}
 
 const char *snn_blas_describe(char *buf, size_t n) {
     const char *coretype = getenv("OPENBLAS_CORETYPE");
-    snprintf(buf, n, "OpenBLAS %s kernels (OPENBLAS_CORETYPE%s%s)", openblas_get_corename(),
-             coretype ? "=" : " unset", coretype ? coretype : "");
+    char jit[96];
+    snprintf(buf, n, "OpenBLAS %s kernels (OPENBLAS_CORETYPE%s%s); %s", openblas_get_corename(),
+             coretype ? "=" : " unset", coretype ? coretype : "", snn_gemm_describe(jit, sizeof jit));
     return buf;
 }
 

@@ -56,13 +56,17 @@
  * once before that region (setting the BLAS thread count is not thread-safe). */
 void snn_layers_init(void);
 
-/* The kernels OpenBLAS runs on ("Haswell", "SkylakeX", ...: openblas_get_corename()), and its
- * build and kernels in one line ("OpenBLAS 0.3.21 ... Cooperlake ...": openblas_get_config()). */
+/* The kernels OpenBLAS runs on ("Haswell", "SkylakeX", ...: openblas_get_corename()). */
 const char *snn_blas_core(void);
-const char *snn_blas_config(void);
+
+/* The dense products' libraries in one line, into buf [n] (returns buf): OpenBLAS's build and
+ * kernels (openblas_get_config(): "OpenBLAS 0.3.21 ... Cooperlake ...") and libxsmm's
+ * (snn_gemm_describe): the run files' root attribute `blas`. */
+const char *snn_blas_config(char *buf, size_t n);
 
 /* "OpenBLAS <core> kernels (OPENBLAS_CORETYPE=<value>)", or "... (OPENBLAS_CORETYPE unset)",
- * into buf [n]: what --version and bench report. Returns buf. */
+ * then "; libxsmm <version>, JIT for <target>", into buf [n]: what --version and bench report.
+ * Returns buf. */
 const char *snn_blas_describe(char *buf, size_t n);
 
 /* OpenBLAS picks its kernels once, when it loads, from the CPU's model number. A model newer than

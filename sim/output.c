@@ -120,7 +120,8 @@ static int write_root(snn_h5 *h, const snn_model *m, const snn_eval *e, const ch
     TRY(snn_h5_attr_str(h, "/", "version", SNN_VERSION, err));
     TRY(snn_h5_attr_str(h, "/", "created", created, err));
     TRY(snn_h5_attr_str(h, "/", "hostname", host, err));
-    TRY(snn_h5_attr_str(h, "/", "blas", snn_blas_config(), err));
+    char blas[320];
+    TRY(snn_h5_attr_str(h, "/", "blas", snn_blas_config(blas, sizeof blas), err));
     TRY(snn_h5_attr_i64(h, "/", "seed", (int64_t)c->seed, err));
     TRY(snn_h5_attr_i64(h, "/", "threads", e->threads, err));
     TRY(snn_h5_attr_i64(h, "/", "n_samples", e->n, err));

@@ -61,6 +61,7 @@ static void test_run_file_layout(void **state) {
     s = snn_test_attr_str(f, "/", "blas"); /* the kernels the dense products ran on */
     assert_non_null(strstr(s, "OpenBLAS"));
     assert_non_null(strstr(s, snn_blas_core()));
+    assert_non_null(strstr(s, "; libxsmm "));
     free(s);
     s = snn_test_attr_str(f, "/", "created");
     assert_int_equal(strlen(s), 20); /* YYYY-MM-DDTHH:MM:SSZ */

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""How much of an ANN bench model's training step both sides spend in OpenBLAS's products, one
-thread each: the bound behind `make bench`'s ANN training ratios (README, Performance).
+"""How much of an ANN bench model's training step both sides spend in their dense products, one
+thread each: what bounds `make bench`'s ANN training ratios (README, Performance).
 
     /usr/bin/python3 tests/reference/blas_share.py [softmax cat primal]
 
@@ -9,14 +9,15 @@ For each model it samples (perf record -F 1000, cpu-clock) the PyTorch reference
 (bench_ref.py's model and step, torch and BLAS on one thread) over 20 steps after 3 warm-up
 steps, perf enabled only around those 20 steps (--control), and counts the samples that fall in
 libopenblas: B = OpenBLAS's samples / 1000 / 20 is the products' part of PyTorch's step T (the
-20 steps' wall time / 20). Both sides make the same products through the same library (Debian's
-libopenblas; PyTorch gets the OPENBLAS_CORETYPE spikesim runs on, as in tests/bench.sh), so no
-program that makes them in OpenBLAS trains faster than T / B times PyTorch: at one thread each,
-"3x PyTorch" needs B < T / 3. spikesim's side, for comparison: `spikesim bench --phase train
---threads 1` sampled whole, its OpenBLAS samples over every training step it ran (warm-ups
-included), against the step it prints.
+20 steps' wall time / 20). No program that makes the same products in OpenBLAS trains faster
+than T / B times PyTorch (PyTorch gets the OPENBLAS_CORETYPE spikesim runs on, as in
+tests/bench.sh): at one thread each, "3x PyTorch" that way needs B < T / 3. spikesim makes most
+of them in libxsmm's JIT kernels instead (attention/gemm.h), which perf shows as "[JIT]": its
+side, `spikesim bench --phase train --threads 1` sampled whole, counts the samples in libopenblas
+and in JIT code over every training step it ran (warm-ups included), against the step it prints.
 
-Prints per model: PyTorch's step and OpenBLAS time, their ratio (the bound), and spikesim's.
+Prints per model: PyTorch's step and OpenBLAS time, their ratio (the OpenBLAS bound), and
+spikesim's step and product time.
 """
 import os
 import re
@@ -29,11 +30,12 @@ FREQ = 1000
 
 
 def seconds(data):
-    """Seconds of samples in libopenblas and in all, in a perf.data file (cpu-clock, FREQ Hz)."""
+    """Seconds of samples in dense products (libopenblas, and libxsmm's JIT code) and in all, in a
+    perf.data file (cpu-clock, FREQ Hz)."""
     rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort",
                           "dso", "-n"], capture_output=True, text=True, check=True).stdout
     rows = [line.split() for line in rep.splitlines() if line.strip() and line[0] != "#"]
-    blas = sum(int(r[1]) for r in rows if "openblas" in r[2])
+    blas = sum(int(r[1]) for r in rows if "openblas" in r[2] or r[2] == "[JIT]")
     return blas / FREQ, sum(int(r[1]) for r in rows) / FREQ
 
 
@@ -84,7 +86,7 @@ def main():
         return
     kinds = sys.argv[1:] or ["softmax", "cat", "primal"]
     print("one thread each; ms per training step")
-    print("model    | PyTorch step | its OpenBLAS | bound T/B | spikesim step | its OpenBLAS")
+    print("model    | PyTorch step | its OpenBLAS | bound T/B | spikesim step | its products")
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "perf.data")
         ctl, ack = os.path.join(tmp, "ctl"), os.path.join(tmp, "ack")
