@@ -561,16 +561,19 @@ static void linear_fwd(float *y, const float *x, const float *w, const float *b,
     snn_layers_init();
     const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
     (void)par; /* unused without OpenMP */
-    /* w^T for the spike path and snn_gemm's JIT kernels; w itself past SP_MAX_W */
+    /* w^T for the spike path, and for snn_gemm's JIT kernels when there are rows enough to pay
+     * for the transposition (a strided copy of in * out floats, which at batch 1's 49 rows
+     * took as long as the product: ANN inference at batch 1 ran at half speed); otherwise, and
+     * past SP_MAX_W, w itself (sgemm) */
     float wt_buf[SP_MAX_W] __attribute__((aligned(64)));
     const float *wt = NULL;
-    if ((size_t)in * out <= SP_MAX_W) {
+    const bool sparse = sparse_ok(x, M, in, out);
+    if ((size_t)in * out <= SP_MAX_W && (sparse || M >= SNN_LINEAR_WT_ROWS)) {
         transpose_w(wt_buf, w, in, out);
         wt = wt_buf;
     }
     const sp_src src = {x, NULL, in};
-    if (sparse_ok(x, M, in, out) && linear_fwd_sparse(y, &src, w, wt, b, M, in, out, par, sums))
-        return;
+    if (sparse && linear_fwd_sparse(y, &src, w, wt, b, M, in, out, par, sums)) return;
     if (sums) {
         const bool ok = linear_fwd_blocks(y, x, NULL, wt, w, b, M, in, out, sums, par);
         SNN_ASSERT(ok); /* dense rows never fail */

@@ -49,6 +49,9 @@
 #define SNN_LINEAR_ROW_CHUNK 256
 /* Rows per block of the weight gradient's dense path (up to 8 blocks; see snn_linear_bwd). */
 #define SNN_LINEAR_DW_ROWS 1024
+/* Fewest rows for which a dense forward transposes w for snn_gemm's JIT kernels (below, w goes
+ * to sgemm untransposed): transposing costs about as much as 64 rows' products. */
+#define SNN_LINEAR_WT_ROWS 256
 
 /* Pins OpenBLAS to one thread (openblas_set_num_threads(1)), so BLAS can be called from our
  * OpenMP threads without oversubscription and with a fixed result. Idempotent. The linear
