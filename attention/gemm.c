@@ -15,6 +15,7 @@
 #include <cblas.h>
 #include <libxsmm.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "sim/util.h"
 
@@ -79,7 +80,13 @@ void snn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, cons
                 ldc);
 }
 
+/* From the CPU (libxsmm's own detection), not from libxsmm_get_target_arch(), which would start
+ * libxsmm and touch its 10 MiB code registry in a run that makes no product (spiking
+ * inference). LIBXSMM_TARGET, when set, is what libxsmm generates code for instead. */
 const char *snn_gemm_describe(char *buf, size_t n) {
-    snprintf(buf, n, "libxsmm %s, JIT for %s", LIBXSMM_VERSION, libxsmm_get_target_arch());
+    const char *forced = getenv("LIBXSMM_TARGET");
+    snprintf(buf, n, "libxsmm %s, JIT for %s%s", LIBXSMM_VERSION,
+             forced && *forced ? forced : libxsmm_cpuid_name(libxsmm_cpuid()),
+             forced && *forced ? " (LIBXSMM_TARGET)" : "");
     return buf;
 }

@@ -5,16 +5,16 @@
  *
  * Where libxsmm has a JIT kernel for the shape (op(B) = B or a B^T of at most 8192 floats,
  * transposed first; alpha = 1, or any alpha for a C of at most 8192 floats, scaled after: the
- * products spikesim calls), the product is libxsmm's: it multiplies small matrices in place, where OpenBLAS
- * packs both operands first (the packing was a quarter of OpenBLAS's time in ANN training).
+ * products spikesim calls), the product is libxsmm's: it multiplies small matrices as they lie
+ * in memory, while OpenBLAS packs both operands first (a quarter of its time in ANN training).
  * Otherwise, and where libxsmm cannot generate code, it is OpenBLAS sgemm. Either way one call is
  * single-threaded, and the same shape on the same CPU always runs the same code, so the result
  * does not depend on the thread count or on spikesim's own instruction-set variants (libxsmm
  * picks its code from the CPU, as OpenBLAS picks its kernels). Float accumulation in the
  * library's order: a product over K is not the sequential float sum.
  *
- * Pure numerics: no I/O, no allocation by the caller's data; the first call of a shape
- * generates its kernel (libxsmm keeps it for the process, thread-safe).
+ * Pure numerics: no I/O; at most 64 KiB of stack. libxsmm generates a shape's kernel at its
+ * first call and keeps it for the process (thread-safe).
  */
 #ifndef SNN_GEMM_H
 #define SNN_GEMM_H

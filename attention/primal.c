@@ -3,8 +3,9 @@
  * regularisation pieces (formulas in attention/primal.h; research/methods.md section 5).
  *
  * Every product below is a small dense float matrix product, one single-threaded snn_gemm
- * (attention/gemm.h: libxsmm, else OpenBLAS pinned to one thread by sim/layers.c), as PyTorch computes them: the sampled rows
- * of x are gathered once into the cache (X~) so that We = X~^T E is a plain product.
+ * (attention/gemm.h: libxsmm, else OpenBLAS pinned to one thread by sim/layers.c), as PyTorch
+ * computes them: the sampled rows of x are gathered once into the cache (X~) so that
+ * We = X~^T E is a plain product.
  * Intermediates that PyTorch keeps as float tensors (phi, We, Wr, e, r, de, dWe, dphi) are float
  * here too, so the kernel has PyTorch's structure, not only its formula. Norms and the
  * normalisation's inner products are double sums rounded once.

@@ -33,9 +33,9 @@
  *             e/r term to the upstream gradient before back-propagating it);
  *             once per layer snn_primal_ksvd_lambda_backward and snn_primal_ksvd_trace_backward.
  *
- * House rules: products are float snn_gemm calls (single-threaded), norms double sums rounded once to
- * float; no allocation (the caller binds a cache
- * and passes scratch); backward functions ACCUMULATE (+=); no static state. Gradients of the
+ * House rules: products are float snn_gemm calls (single-threaded), norms double sums rounded
+ * once to float; no allocation (the caller binds a cache and passes scratch); backward
+ * functions ACCUMULATE (+=); no static state. Gradients of the
  * shared parameters (E, R, c, lambda) are accumulated across samples: threads need their own
  * accumulators.
  */

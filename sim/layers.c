@@ -69,7 +69,8 @@ const char *snn_blas_describe(char *buf, size_t n) {
     const char *coretype = getenv("OPENBLAS_CORETYPE");
     char jit[96];
     snprintf(buf, n, "OpenBLAS %s kernels (OPENBLAS_CORETYPE%s%s); %s", openblas_get_corename(),
-             coretype ? "=" : " unset", coretype ? coretype : "", snn_gemm_describe(jit, sizeof jit));
+             coretype ? "=" : " unset", coretype ? coretype : "",
+             snn_gemm_describe(jit, sizeof jit));
     return buf;
 }
 
@@ -390,8 +391,8 @@ static void linear_fwd_rows_dense(float *y, const float *x, const float *w, cons
 /* y = x w^T + b with the column sums of y for a training-mode BatchNorm (snn_linear_fwd_sums):
  * over BatchNorm's row blocks, each block's rows in chunks of at most SNN_LINEAR_ROW_CHUNK, each
  * chunk added to its block's sums right after it is written, while it is in cache. The rows come
- * from the spike path (src, wt = w^T) or the dense product (x, with wt when not NULL). Returns false (y and sums garbage) if a
- * spike entry is neither 0 nor 1. */
+ * from the spike path (src, wt = w^T) or the dense product (x, with wt when not NULL). Returns
+ * false (y and sums garbage) if a spike entry is neither 0 nor 1. */
 _Static_assert(SNN_LINEAR_ROW_CHUNK % BN_SUB == 0, "chunks add whole runs of a block's sums");
 static bool linear_fwd_blocks(float *y, const float *x, const sp_src *src, const float *wt,
                               const float *w, const float *b, int M, int in, int out,

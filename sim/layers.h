@@ -24,8 +24,8 @@
  *     block order for dw, see snn_linear_bwd_scratch_floats),
  *     run inside our own OpenMP loop with OpenBLAS pinned to one thread. What we rely on: the
  *     same product call on the same arguments returns the same bits whichever thread makes it,
- *     which holds for libxsmm's kernels and for OpenBLAS run single-threaded. The bias gradient sums BatchNorm's row
- *     blocks and runs (below).
+ *     which holds for libxsmm's kernels and for OpenBLAS run single-threaded. The bias
+ *     gradient sums BatchNorm's row blocks and runs (below).
  *   - BatchNorm: statistics over 16 fixed row blocks, each in one pass over its rows shifted
  *     by its own first row, 16-row runs in float added into double accumulators, the blocks
  *     combined in block order (the fused snn_linear_fwd_sums gathers the same block sums while

@@ -906,8 +906,10 @@ static void test_gemm_matches_double_reference(void **state) {
             const float alpha = (mode & 4) ? 0.5f : 1.0f, beta = (mode & 8) ? 1.0f : 0.0f;
             const int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
             const int lda = ac + 3, ldb = bc + 1, ldc = N + 2;
-            float *A = malloc((size_t)ar * lda * sizeof *A), *B = malloc((size_t)br * ldb * sizeof *B);
-            float *C = malloc((size_t)M * ldc * sizeof *C), *C0 = malloc((size_t)M * ldc * sizeof *C0);
+            float *A = malloc((size_t)ar * lda * sizeof *A);
+            float *B = malloc((size_t)br * ldb * sizeof *B);
+            float *C = malloc((size_t)M * ldc * sizeof *C);
+            float *C0 = malloc((size_t)M * ldc * sizeof *C0);
             assert_non_null(A), assert_non_null(B), assert_non_null(C), assert_non_null(C0);
             for (int i = 0; i < ar; i++)
                 for (int c = 0; c < lda; c++)
