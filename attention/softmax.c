@@ -7,9 +7,9 @@
  *   O = P V                                     float, one snn_gemm of the float P
  *
  * The three products of the forward and the four of the backward are dense float GEMMs, what
- * PyTorch runs: OpenBLAS (pinned to one thread, sim/layers.c) does them 5-10x faster than double
- * sums at N = 49, d = 16, and every call is one thread's, so results do not depend on the thread
- * count. Subtracting the maximum of the unscaled row and scaling inside the exponent is the same
+ * PyTorch runs: snn_gemm (libxsmm's kernels, else OpenBLAS pinned to one thread) does them 5-10x
+ * faster than double sums at N = 49, d = 16, and every call is one thread's, so results do not
+ * depend on the thread count. Subtracting the maximum of the unscaled row and scaling inside the exponent is the same
  * softmax as softmax(A s) (s > 0 keeps the argmax), with every exponent <= 0: no overflow, and
  * the row sum is >= 1. The row sum is a double sum in a fixed order (row_dot); O is summed from
  * the float P that the backward receives, so the forward is exactly O = P V of that P (up to

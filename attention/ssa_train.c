@@ -7,8 +7,8 @@
  *
  * Backward (O is trilinear in Q, K, V, so these are exact, not surrogate, gradients):
  *   dV = scale A^T dO          dA = scale dO V^T          dQ = dA K          dK = dA^T Q
- * as four dense float GEMMs (single-threaded OpenBLAS, one call per head: the result does not
- * depend on the thread count).
+ * as four dense float GEMMs (single-threaded snn_gemm, attention/gemm.h, one call per head: the
+ * result does not depend on the thread count).
  *
  * Exactness of the forward. Every sum (over channels for A, over keys for A V) is accumulated
  * in double and rounded once to float. On 0/1 spikes A and A V are integers below 2^24, so
