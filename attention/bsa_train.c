@@ -49,6 +49,7 @@
 #include "sim/vec.h"
 #include "attention/attention.h"
 #include "attention/bits.h"
+#include "attention/transpose.h"
 
 #include <math.h>
 #include <string.h>
@@ -468,38 +469,6 @@ static inline __attribute__((always_inline)) void dv_block16(int NJ, int N, cons
     }
 }
 
-/* dst[c * ldd + r] = src[r * lds + c] (or +=, add) for src [rows, cols]: 4 x 4 blocks, then the
- * edges. */
-static inline __attribute__((always_inline)) void transpose_into(int rows, int cols,
-                                                                   const float *src, int lds,
-                                                                   float *dst, int ldd, bool add) {
-    const int r4 = rows / 4 * 4, c4 = cols / 4 * 4;
-    for (int r = 0; r < r4; r += 4)
-        for (int c = 0; c < c4; c += 4) {
-            const v4f a = *(const v4fu *)(src + (long)r * lds + c);
-            const v4f b = *(const v4fu *)(src + (long)(r + 1) * lds + c);
-            const v4f e = *(const v4fu *)(src + (long)(r + 2) * lds + c);
-            const v4f f = *(const v4fu *)(src + (long)(r + 3) * lds + c);
-            const v4f ab0 = __builtin_shufflevector(a, b, 0, 4, 1, 5);
-            const v4f ab1 = __builtin_shufflevector(a, b, 2, 6, 3, 7);
-            const v4f ef0 = __builtin_shufflevector(e, f, 0, 4, 1, 5);
-            const v4f ef1 = __builtin_shufflevector(e, f, 2, 6, 3, 7);
-            const v4f t[4] = {__builtin_shufflevector(ab0, ef0, 0, 1, 4, 5),
-                              __builtin_shufflevector(ab0, ef0, 2, 3, 6, 7),
-                              __builtin_shufflevector(ab1, ef1, 0, 1, 4, 5),
-                              __builtin_shufflevector(ab1, ef1, 2, 3, 6, 7)};
-            for (int u = 0; u < 4; u++) {
-                v4fu *o = (v4fu *)(dst + (long)(c + u) * ldd + r);
-                *o = add ? *o + t[u] : t[u];
-            }
-        }
-    for (int r = 0; r < rows; r++)
-        for (int c = (r < r4 ? c4 : 0); c < cols; c++) {
-            float *o = dst + (long)c * ldd + r;
-            *o = add ? *o + src[(long)r * lds + c] : src[(long)r * lds + c];
-        }
-}
-
 /* Backward for N <= FAST_N, d <= FAST_D: snn_attn_bsa_head_backward_ref's sums, term for term
  * and in its order, without the zero terms (see above), laid out for contiguous inner loops with
  * the head's own sizes (row strides N and d) so that they stay in L1: dV dense over blocks of
@@ -579,7 +548,7 @@ bsa_backward_body(int N, int d, const float *q, const float *k, const float *v, 
             dj[i] = (float)(cst * (double)p[(long)i * N + j] * (double)acc[i]);
     }
     /* scratch = dA, row-major (the documented side output; dK reads it) */
-    transpose_into(N, N, dat, N, scratch, N, false);
+    snn_transpose(N, N, dat, N, scratch, N, false);
 
     /* dQ:  dq_ic += sum_j dA_ij k_jc: rows of dQ^T (row stride N) */
     {
@@ -597,7 +566,7 @@ bsa_backward_body(int N, int d, const float *q, const float *k, const float *v, 
                 for (int i = 0; i < N; i++) row[i] += dj[i] * kv;
             }
         }
-        transpose_into(d, N, dqt, N, dq, ld, true);
+        snn_transpose(d, N, dqt, N, dq, ld, true);
     }
 
     /* dK:  dk_jc += sum_i dA_ij q_ic: rows of dK^T from the rows of dA */
@@ -615,7 +584,7 @@ bsa_backward_body(int N, int d, const float *q, const float *k, const float *v, 
                 for (int j = 0; j < N; j++) row[j] += ai[j] * qv;
             }
         }
-        transpose_into(d, N, dkt, N, dk, ld, true);
+        snn_transpose(d, N, dkt, N, dk, ld, true);
     }
 }
 

@@ -11,6 +11,7 @@
  * small product is computed into a stack buffer and scaled, a larger one goes to sgemm.
  */
 #include "attention/gemm.h"
+#include "attention/transpose.h"
 
 #include <cblas.h>
 #include <libxsmm.h>
@@ -53,8 +54,7 @@ void snn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, cons
     if (M == 0 || N == 0) return;
     float bt[GEMM_MAX_BT]; /* op(B) = B^T [K, N], when trans_b */
     if (trans_b && (size_t)K * N <= GEMM_MAX_BT) {
-        for (int k = 0; k < K; k++)
-            for (int j = 0; j < N; j++) bt[(size_t)k * N + j] = B[(size_t)j * ldb + k];
+        snn_transpose(N, K, B, ldb, bt, N, false); /* B [N, K] */
         B = bt, ldb = N, trans_b = false;
     }
     if (!trans_b && K > 0) {

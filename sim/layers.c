@@ -29,6 +29,7 @@
 
 #include "attention/bits.h"
 #include "attention/gemm.h"
+#include "attention/transpose.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -417,8 +418,7 @@ static bool linear_fwd_blocks(float *y, const float *x, const sp_src *src, const
 /* wt = w^T: [in, out] from w [out, in] (in * out <= SP_MAX_W, the caller's stack buffer). */
 static void transpose_w(float *wt, const float *w, int in, int out) {
     SNN_ASSERT((size_t)in * out <= SP_MAX_W);
-    for (int o = 0; o < out; o++)
-        for (int i = 0; i < in; i++) wt[(size_t)i * out + o] = w[(size_t)o * in + i];
+    snn_transpose(out, in, w, in, wt, out, false);
 }
 
 /* y = x w^T + b for a sparse binary x (see above), wt = w^T [in, out], with BatchNorm's sums
