@@ -1352,6 +1352,9 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         pop_bwd_into(tr, mb->pop_hidden, fc1_out, &b->ph, tr->d_s, tr->d_x, (size_t)Hd);
         if (tr->sew) {
             lin_bn_bwd(tr, &mb->fc1, floats_in(b->u_mid), tr->d_x, M, &b->fc1, tr->d_u, true);
+        } else if (mb->pop_mlp_in == SNN_SLOT_IDENTITY) { /* fc1's dx adds to the stream's */
+            lin_bn_bwd(tr, &mb->fc1, spikes_in(mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q, NULL),
+                       tr->d_x, M, &b->fc1, tr->d_u, true);
         } else {
             lin_bn_bwd(tr, &mb->fc1, spikes_in(mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q, NULL),
                        tr->d_x, M, &b->fc1, tr->d_s, false);
@@ -1363,9 +1366,11 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
             pop_bwd_into(tr, mb->pop_o, b->proj.z, &b->po, tr->d_u, tr->d_x, (size_t)D);
             d_proj = tr->d_x;
         }
+        /* an identity slot (ANN models) passes its gradient on: o's dx is d_o itself */
+        const bool attn_id = mb->pop_attn == SNN_SLOT_IDENTITY;
         lin_bn_bwd(tr, &mb->o, spikes_in(mb->pop_attn, &b->pa, (size_t)D, SP_Q, NULL), d_proj, M,
-                   &b->proj, tr->d_s, false);
-        pop_bwd_into(tr, mb->pop_attn, b->o, &b->pa, tr->d_s, tr->d_o, (size_t)D);
+                   &b->proj, attn_id ? tr->d_o : tr->d_s, false);
+        if (!attn_id) pop_bwd_into(tr, mb->pop_attn, b->o, &b->pa, tr->d_s, tr->d_o, (size_t)D);
         if (tr->kind == SNN_ATTN_SDSA) { /* the other kinds: attn_bwd zeroes each head's rows */
             zero_floats(tr->d_q, MD);
             zero_floats(tr->d_k, MD);
@@ -1373,15 +1378,16 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         }
         /* q, k and v (and cat's a, primal's sampled tokens) all read x_in: their input gradients
          * add up (in d_s for ms, where x_in is lif_in's spikes; straight into the stream's
-         * gradient for sew blocks after the first) */
-        const bool into_stream = tr->sew && l > 0;
+         * gradient for sew blocks after the first, and where lif_in is an identity slot) */
+        const bool stream_in = tr->sew && l > 0, in_id = mb->pop_in == SNN_SLOT_IDENTITY;
+        const bool into_stream = stream_in || in_id;
         float *d_in = into_stream ? tr->d_u : tr->d_s;
         /* d_in holds gradients to add to: the stream's, or zeros for attention kernels that
          * accumulate into it; otherwise the first of q, k, v writes it */
         bool d_in_add = into_stream || attn_reads_x(tr);
         if (!into_stream && attn_reads_x(tr)) zero_floats(tr->d_s, MD);
-        lin_in qkv_in = into_stream ? floats_in(tr->blocks[l - 1].u_out)
-                                    : spikes_in(mb->pop_in, &b->in, (size_t)D, SP_X, NULL);
+        lin_in qkv_in = stream_in ? floats_in(tr->blocks[l - 1].u_out)
+                                  : spikes_in(mb->pop_in, &b->in, (size_t)D, SP_X, NULL);
         /* q, k, v read the bits where they can */
         if (attn_reads_x(tr)) qkv_in.x = in_floats(tr, &qkv_in);
         const snn_linear *lins[3] = {&mb->q, &mb->k, &mb->v};
@@ -1395,12 +1401,16 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         float *dsp[3] = {tr->d_q, tr->d_k, tr->d_v};
         for (int j = 0; j < 3; j++) {
             if (!lins[j]->weight) continue;
-            pop_bwd_into(tr, pop_ids[j], acts[j]->z, pops[j], dsp[j], tr->d_x, (size_t)D);
-            lin_bn_bwd(tr, lins[j], qkv_in, tr->d_x, M, acts[j], d_in, d_in_add);
+            const float *dz = dsp[j]; /* an identity slot's gradient is its input's */
+            if (pop_ids[j] != SNN_SLOT_IDENTITY) {
+                pop_bwd_into(tr, pop_ids[j], acts[j]->z, pops[j], dsp[j], tr->d_x, (size_t)D);
+                dz = tr->d_x;
+            }
+            lin_bn_bwd(tr, lins[j], qkv_in, dz, M, acts[j], d_in, d_in_add);
             d_in_add = true;
         }
         if (!tr->sew) {
-            pop_bwd(tr, mb->pop_in, b->u_in, &b->in, tr->d_s, tr->d_u, (size_t)D);
+            if (!in_id) pop_bwd(tr, mb->pop_in, b->u_in, &b->in, tr->d_s, tr->d_u, (size_t)D);
         } else if (l == 0) {
             /* x_0 = lif_in(U0): its spikes receive the stream's gradient plus q, k, v's */
             add3(tr->d_s, tr->d_s, tr->d_u, MD);
