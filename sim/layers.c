@@ -370,23 +370,24 @@ static int linear_fwd_sparse_rows(float *y, const sp_src *src, const float *wt, 
                              : linear_fwd_sparse_narrow(y, src, wt, b, m0, m1, in, out);
 }
 
-/* y[m, :] = b for rows m < mc (a loop: a memcpy call per row of 64 floats cost more than
- * its copy). */
-static SNN_WIDE_FN SNN_VEC_FN void fill_rows(float *restrict y, const float *restrict b, int mc,
-                                             int out) {
+/* y[m, :] += b for rows m < mc: after the product, while its rows are in cache (a bias written
+ * into the rows before a product with beta = 1 cost a pass over cold memory, 2.4 % of an ANN
+ * training step). */
+static SNN_WIDE_FN SNN_VEC_FN void add_bias_rows(float *restrict y, const float *restrict b,
+                                                 int mc, int out) {
     for (int m = 0; m < mc; m++)
-        for (int o = 0; o < out; o++) y[(size_t)m * out + o] = b[o];
+        for (int o = 0; o < out; o++) y[(size_t)m * out + o] += b[o];
 }
 
-/* Rows [m0, m0 + mc) of y = x w^T + b by a dense product (the bias pre-filled): x wt with
+/* Rows [m0, m0 + mc) of y = x w^T + b by a dense product, then the bias: x wt with
  * wt = w^T [in, out] when the caller has it (snn_gemm's JIT kernels take no transposed second
  * operand), else x w^T. */
 static void linear_fwd_rows_dense(float *y, const float *x, const float *w, const float *wt,
                                   const float *b, int m0, int mc, int in, int out) {
     float *yk = y + (size_t)m0 * out;
-    if (b) fill_rows(yk, b, mc, out);
     snn_gemm(false, !wt, mc, out, in, 1.0f, x + (size_t)m0 * in, in, wt ? wt : w, wt ? out : in,
-             b ? 1.0f : 0.0f, yk, out);
+             0.0f, yk, out);
+    if (b) add_bias_rows(yk, b, mc, out);
 }
 
 /* y = x w^T + b with the column sums of y for a training-mode BatchNorm (snn_linear_fwd_sums):
