@@ -738,27 +738,37 @@ bool snn_linear_bwd_bits(float *dx, float *dw, float *db, const float *dy,
 
 /* ---- BatchNorm1d --------------------------------------------------------------------------- */
 
-/* Rows [m0, m1) of the training-mode normalisation (see snn_bn_train_fwd); relu: y is
- * max(BatchNorm's output, 0), as a ReLU on it (x > 0 ? x : 0); res (or NULL): y is
- * res + BatchNorm's output, a residual stream's sum. */
+/* xhat of one element: float, as PyTorch (and as the backward recomputes it, bn_xhat_at). */
+static inline float bn_xhat(float x, float mean, float rstd) { return (x - mean) * rstd; }
+
+/* Rows [m0, m1) of the training-mode normalisation (see snn_bn_train_fwd); xhat (or NULL: not
+ * stored) and y (or NULL); relu: y is max(BatchNorm's output, 0), as a ReLU on it
+ * (x > 0 ? x : 0); res (or NULL): y is res + BatchNorm's output, a residual stream's sum.
+ * y's xhat is the stored one's value (a register's float is the stored float). */
 static SNN_WIDE_FN SNN_VEC_FN void bn_normalise_rows(float *y, float *xhat, const float *x,
                                              const float *mean, const float *rstd,
                                              const float *gamma, const float *beta, int m0,
                                              int m1, int C, bool relu, const float *res) {
     for (int m = m0; m < m1; m++) {
         const float *restrict xm = x + (size_t)m * C;
-        float *restrict hm = xhat + (size_t)m * C, *restrict ym = y ? y + (size_t)m * C : NULL;
-        for (int c = 0; c < C; c++) hm[c] = (xm[c] - mean[c]) * rstd[c]; /* float, as PyTorch */
-        if (y && res) {
+        float *restrict hm = xhat ? xhat + (size_t)m * C : NULL;
+        float *restrict ym = y ? y + (size_t)m * C : NULL;
+        if (hm)
+            for (int c = 0; c < C; c++) hm[c] = bn_xhat(xm[c], mean[c], rstd[c]);
+        if (!ym) continue;
+        if (res) {
             const float *restrict rm = res + (size_t)m * C;
-            for (int c = 0; c < C; c++) ym[c] = rm[c] + (gamma[c] * hm[c] + beta[c]);
-        } else if (y && relu)
+            for (int c = 0; c < C; c++)
+                ym[c] = rm[c] + (gamma[c] * bn_xhat(xm[c], mean[c], rstd[c]) + beta[c]);
+        } else if (relu) {
             for (int c = 0; c < C; c++) {
-                const float v = gamma[c] * hm[c] + beta[c];
+                const float v = gamma[c] * bn_xhat(xm[c], mean[c], rstd[c]) + beta[c];
                 ym[c] = v > 0.0f ? v : 0.0f;
             }
-        else if (y)
-            for (int c = 0; c < C; c++) ym[c] = gamma[c] * hm[c] + beta[c];
+        } else {
+            for (int c = 0; c < C; c++)
+                ym[c] = gamma[c] * bn_xhat(xm[c], mean[c], rstd[c]) + beta[c];
+        }
     }
 }
 
@@ -779,7 +789,7 @@ static void bn_normalise(float *y, float *xhat, const float *x, const float *mea
 void snn_bn_train_normalise(float *y, float *xhat, const float *x, const float *mean,
                             const float *rstd, const float *gamma, const float *beta, int M,
                             int C, bool relu, const float *res) {
-    SNN_ASSERT(y && xhat && x && mean && rstd && gamma && beta && M >= 0 && C > 0);
+    SNN_ASSERT(y && x && mean && rstd && gamma && beta && M >= 0 && C > 0);
     SNN_ASSERT(!(relu && res));
     bn_normalise(y, xhat, x, mean, rstd, gamma, beta, M, C, relu, res);
 }
@@ -875,8 +885,8 @@ static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const 
                          const float *gamma, const float *beta, float *running_mean,
                          float *running_var, int M, long Mg, int C, float momentum, float eps,
                          const double *sums) {
-    /* y may be NULL; xhat too (with y), for the statistics alone */
-    SNN_ASSERT((xhat || !y) && mean && rstd && x && gamma && beta && C > 0);
+    /* y and xhat may each be NULL; both, for the statistics alone */
+    SNN_ASSERT(mean && rstd && x && gamma && beta && C > 0);
     const bool dist = Mg > 0;
     /* PyTorch: "Expected more than 1 value per channel when training" */
     SNN_ASSERT(dist ? Mg >= 2 && M >= 1 : M >= 2);
@@ -902,9 +912,8 @@ static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const 
         }
     }
     /* Normalise: element-wise in float (PyTorch's CPU kernel is float too), rows are
-     * independent. y is computed from the stored xhat, so the backward sees exactly the
-     * forward's xhat. */
-    if (xhat) bn_normalise(y, xhat, x, mean, rstd, gamma, beta, M, C, false, NULL);
+     * independent; the backward sees exactly the forward's xhat, stored or recomputed. */
+    if (y || xhat) bn_normalise(y, xhat, x, mean, rstd, gamma, beta, M, C, false, NULL);
 }
 
 void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,
@@ -932,11 +941,23 @@ void snn_bn_train_fwd_dist(float *y, float *xhat, float *mean, float *rstd, cons
                  momentum, eps, NULL);
 }
 
+/* xhat at row m, channel c0 + j for the backward: stored (mean NULL: h is xhat), or
+ * recomputed from the forward's input (h is x) with the forward's operations (bn_xhat): the
+ * same bits. */
+static inline __attribute__((always_inline)) float bn_xhat_at(const float *restrict hm,
+                                                              const float *mean,
+                                                              const float *rstd, int j,
+                                                              bool raw) {
+    return raw ? bn_xhat(hm[j], mean[j], rstd[j]) : hm[j];
+}
+
 /* Column sums of rows [m0, m1) (see snn_bn_train_bwd): runs of BN_SUB rows in float, each run
- * added to the double ad[j] (sum of dy) and adh[j] (sum of dy xhat). */
-static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_sum(double *restrict ad, double *restrict adh,
-                                           const float *dy, const float *xhat, int m0, int m1,
-                                           int C, int c0, int W) {
+ * added to the double ad[j] (sum of dy) and adh[j] (sum of dy xhat); h: xhat, or (raw) x with
+ * the forward's mean and rstd of the W channels. */
+static inline __attribute__((always_inline)) void
+bn_bwd_rows_sum_body(double *restrict ad, double *restrict adh, const float *dy, const float *h,
+                     const float *mean, const float *rstd, int m0, int m1, int C, int c0, int W,
+                     bool raw) {
     float fs[BN_CW], fsh[BN_CW];
     for (int j = 0; j < W; j++) ad[j] = adh[j] = 0.0;
     for (int r0 = m0; r0 < m1; r0 += BN_SUB) {
@@ -944,10 +965,10 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_sum(double *restrict ad, double *
         for (int j = 0; j < W; j++) fs[j] = fsh[j] = 0.0f;
         for (int m = r0; m < re; m++) {
             const float *restrict dym = dy + (size_t)m * C + c0;
-            const float *restrict hm = xhat + (size_t)m * C + c0;
+            const float *restrict hm = h + (size_t)m * C + c0;
             for (int j = 0; j < W; j++) {
                 fs[j] += dym[j];
-                fsh[j] += dym[j] * hm[j];
+                fsh[j] += dym[j] * bn_xhat_at(hm, mean, rstd, j, raw);
             }
         }
         for (int j = 0; j < W; j++) {
@@ -956,28 +977,67 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_sum(double *restrict ad, double *
         }
     }
 }
+static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_sum(double *restrict ad, double *restrict adh,
+                                                   const float *dy, const float *xhat, int m0,
+                                                   int m1, int C, int c0, int W) {
+    bn_bwd_rows_sum_body(ad, adh, dy, xhat, NULL, NULL, m0, m1, C, c0, W, false);
+}
+static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_sum_raw(double *restrict ad, double *restrict adh,
+                                                       const float *dy, const float *x,
+                                                       const float *mean, const float *rstd,
+                                                       int m0, int m1, int C, int c0, int W) {
+    bn_bwd_rows_sum_body(ad, adh, dy, x, mean, rstd, m0, m1, C, c0, W, true);
+}
 
-/* dx[m, c0 + j] += g[j] (dy - a[j] - xhat bh[j]) for rows [m0, m1), float (= when !add). */
-static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_dx(float *dx, const float *dy, const float *xhat,
-                                          const float *g, const float *a, const float *bh,
-                                          int m0, int m1, int C, int c0, int W, bool add) {
+/* dx[m, c0 + j] += g[j] (dy - a[j] - xhat bh[j]) for rows [m0, m1), float (= when !add); h as
+ * for bn_bwd_rows_sum_body. */
+static inline __attribute__((always_inline)) void
+bn_bwd_rows_dx_body(float *dx, const float *dy, const float *h, const float *mean,
+                    const float *rstd, const float *g, const float *a, const float *bh, int m0,
+                    int m1, int C, int c0, int W, bool add, bool raw) {
     for (int m = m0; m < m1; m++) {
         const float *restrict dym = dy + (size_t)m * C + c0;
-        const float *restrict hm = xhat + (size_t)m * C + c0;
+        const float *restrict hm = h + (size_t)m * C + c0;
         float *restrict dxm = dx + (size_t)m * C + c0;
         if (add)
-            for (int j = 0; j < W; j++) dxm[j] += g[j] * (dym[j] - a[j] - hm[j] * bh[j]);
+            for (int j = 0; j < W; j++)
+                dxm[j] += g[j] * (dym[j] - a[j] - bn_xhat_at(hm, mean, rstd, j, raw) * bh[j]);
         else
-            for (int j = 0; j < W; j++) dxm[j] = g[j] * (dym[j] - a[j] - hm[j] * bh[j]);
+            for (int j = 0; j < W; j++)
+                dxm[j] = g[j] * (dym[j] - a[j] - bn_xhat_at(hm, mean, rstd, j, raw) * bh[j]);
     }
+}
+static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_dx(float *dx, const float *dy, const float *xhat,
+                                                  const float *g, const float *a,
+                                                  const float *bh, int m0, int m1, int C, int c0,
+                                                  int W, bool add) {
+    bn_bwd_rows_dx_body(dx, dy, xhat, NULL, NULL, g, a, bh, m0, m1, C, c0, W, add, false);
+}
+static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_dx_raw(float *dx, const float *dy, const float *x,
+                                                      const float *mean, const float *rstd,
+                                                      const float *g, const float *a,
+                                                      const float *bh, int m0, int m1, int C,
+                                                      int c0, int W, bool add) {
+    bn_bwd_rows_dx_body(dx, dy, x, mean, rstd, g, a, bh, m0, m1, C, c0, W, add, true);
+}
+
+/* bn_bwd_rows_dx on xhat (mean NULL) or on the forward's input h = x, channels from c0. */
+static void bn_bwd_dx_of(float *dx, const float *dy, const float *h, const float *mean,
+                         const float *rstd, const float *g, const float *a, const float *bh,
+                         int m0, int m1, int C, int c0, int W, bool add) {
+    if (mean)
+        bn_bwd_rows_dx_raw(dx, dy, h, mean + c0, rstd + c0, g, a, bh, m0, m1, C, c0, W, add);
+    else
+        bn_bwd_rows_dx(dx, dy, h, g, a, bh, m0, m1, C, c0, W, add);
 }
 
 /* The backward over this rank's M rows; Mg as in bn_train_fwd. dx_sum (with dx written, not
  * added): dx_sum[c] += the column sums of dx, from the dx pass (see snn_bn_train_bwd_sum). */
 static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
-                         const float *xhat, const float *rstd, const float *gamma, int M, long Mg,
-                         int C, bool add_dx, float *dx_sum) {
-    SNN_ASSERT(dgamma && dbeta && dy && xhat && rstd && gamma && M >= 1 && C > 0);
+                         const float *h, const float *mean, const float *rstd,
+                         const float *gamma, int M, long Mg, int C, bool add_dx, float *dx_sum) {
+    /* h: xhat, or (mean not NULL) the forward's input x, normalised again row by row */
+    SNN_ASSERT(dgamma && dbeta && dy && h && rstd && gamma && M >= 1 && C > 0);
     SNN_ASSERT(!dx_sum || (dx && !add_dx));
     const bool dist = Mg > 0;
     const double Md = dist ? (double)Mg : (double)M;
@@ -995,8 +1055,14 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
         const int W = C - c0 < BN_CW ? C - c0 : BN_CW;
         double psd[BN_BLOCKS][BN_CW], psdh[BN_BLOCKS][BN_CW];
 #pragma omp parallel for schedule(dynamic) if (par)
-        for (int b = 0; b < BN_BLOCKS; b++)
-            bn_bwd_rows_sum(psd[b], psdh[b], dy, xhat, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
+        for (int b = 0; b < BN_BLOCKS; b++) {
+            const int m0 = bn_row0(b, M), m1 = bn_row0(b + 1, M);
+            if (mean)
+                bn_bwd_rows_sum_raw(psd[b], psdh[b], dy, h, mean + c0, rstd + c0, m0, m1, C, c0,
+                                    W);
+            else
+                bn_bwd_rows_sum(psd[b], psdh[b], dy, h, m0, m1, C, c0, W);
+        }
         float g[BN_CW], a[BN_CW], bh[BN_CW];
         double s[2 * BN_CW]; /* sum dy [W], then sum dy xhat [W] per channel */
         for (int j = 0; j < W; j++) {
@@ -1024,7 +1090,7 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
 #pragma omp parallel for schedule(dynamic) if (par)
             for (int b = 0; b < BN_BLOCKS; b++) {
                 const int m0 = bn_row0(b, M), m1 = bn_row0(b + 1, M);
-                bn_bwd_rows_dx(dx, dy, xhat, g, a, bh, m0, m1, C, c0, W, false);
+                bn_bwd_dx_of(dx, dy, h, mean, rstd, g, a, bh, m0, m1, C, c0, W, false);
                 bn_rows_sum(part[b], dx, m0, m1, C, c0, W);
             }
             for (int j = 0; j < W; j++) {
@@ -1038,28 +1104,36 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
 #pragma omp parallel for schedule(dynamic) if (par)
         for (int k = 0; k < nr; k++) {
             const int m0 = k * BN_ROWS, m1 = M - m0 < BN_ROWS ? M : m0 + BN_ROWS;
-            bn_bwd_rows_dx(dx, dy, xhat, g, a, bh, m0, m1, C, c0, W, add_dx);
+            bn_bwd_dx_of(dx, dy, h, mean, rstd, g, a, bh, m0, m1, C, c0, W, add_dx);
         }
     }
 }
 
 void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *xhat,
                       const float *rstd, const float *gamma, int M, int C, bool add_dx) {
-    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, rstd, gamma, M, 0, C, add_dx, NULL);
+    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, NULL, rstd, gamma, M, 0, C, add_dx, NULL);
 }
 
 void snn_bn_train_bwd_sum(float *dx, float *dx_sum, float *dgamma, float *dbeta,
                           const float *dy, const float *xhat, const float *rstd,
                           const float *gamma, int M, long M_batch, int C) {
     SNN_ASSERT(dx && dx_sum && (M_batch == 0 || M_batch >= M));
-    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, rstd, gamma, M, M_batch, C, false, dx_sum);
+    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, NULL, rstd, gamma, M, M_batch, C, false, dx_sum);
 }
 
 void snn_bn_train_bwd_dist(float *dx, float *dgamma, float *dbeta, const float *dy,
                            const float *xhat, const float *rstd, const float *gamma, int M,
                            long M_batch, int C, bool add_dx) {
     SNN_ASSERT(M_batch >= M);
-    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, rstd, gamma, M, M_batch, C, add_dx, NULL);
+    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, NULL, rstd, gamma, M, M_batch, C, add_dx, NULL);
+}
+
+void snn_bn_train_bwd_x(float *dx, float *dx_sum, float *dgamma, float *dbeta, const float *dy,
+                        const float *x, const float *mean, const float *rstd, const float *gamma,
+                        int M, long M_batch, int C, bool add_dx) {
+    SNN_ASSERT(x && mean && M_batch >= 0 && (M_batch == 0 || M_batch >= M));
+    SNN_ASSERT(!dx_sum || (dx && !add_dx));
+    bn_train_bwd(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, M, M_batch, C, add_dx, dx_sum);
 }
 
 /* Rows [m0, m1) of the eval-mode BatchNorm over W channels (x and y offset to the block). */

@@ -169,7 +169,7 @@ size_t snn_bn_sums_doubles(int C);
 
 /* snn_bn_train_fwd (M_batch = 0) or snn_bn_train_fwd_dist (M_batch > 0) on the x whose sums
  * snn_linear_fwd_sums gathered while it wrote x: the same bits, without the statistics' pass
- * over x. xhat and y NULL: the statistics alone (mean, rstd, running statistics), for a caller
+ * over x. xhat NULL: y alone (see snn_bn_train_bwd_x); xhat and y NULL: the statistics alone (mean, rstd, running statistics), for a caller
  * that normalises x itself (a population's snn_neuron_affine with xhat). */
 void snn_bn_train_fwd_sums(float *y, float *xhat, float *mean, float *rstd, const float *x,
                            const float *gamma, const float *beta, float *running_mean,
@@ -194,8 +194,8 @@ void snn_bn_train_bwd_dist(float *dx, float *dgamma, float *dbeta, const float *
                            long M_batch, int C, bool add_dx);
 
 /* The normalisation of a training-mode BatchNorm whose statistics were gathered alone
- * (snn_bn_train_fwd_sums with xhat NULL): xhat and y as snn_bn_train_fwd writes them, bit for
- * bit; relu: y = max(y, 0) instead (x > 0 ? x : 0, a ReLU after the BatchNorm in the same pass);
+ * (snn_bn_train_fwd_sums with xhat NULL): xhat (NULL: not stored, see snn_bn_train_bwd_x) and
+ * y as snn_bn_train_fwd writes them, bit for bit; relu: y = max(y, 0) instead (x > 0 ? x : 0, a ReLU after the BatchNorm in the same pass);
  * res (or NULL): y = res + y instead (a residual stream's sum). Either way BatchNorm's output
  * itself is never stored. x, y, xhat, res [M, C]   mean, rstd, gamma, beta [C] */
 void snn_bn_train_normalise(float *y, float *xhat, const float *x, const float *mean,
@@ -209,6 +209,15 @@ void snn_bn_train_normalise(float *y, float *xhat, const float *x, const float *
 void snn_bn_train_bwd_sum(float *dx, float *dx_sum, float *dgamma, float *dbeta,
                           const float *dy, const float *xhat, const float *rstd,
                           const float *gamma, int M, long M_batch, int C);
+
+/* snn_bn_train_bwd_sum (dx_sum not NULL; then !add_dx) or snn_bn_train_bwd / _dist (dx_sum
+ * NULL), M_batch as there, on the forward's input x [M, C] and its mean [C] instead of xhat:
+ * the backward normalises x again with the forward's operations ((x - mean) rstd in float), so
+ * xhat's bits, and the same results, without a stored xhat (the forward then writes only y:
+ * snn_bn_train_normalise or snn_bn_train_fwd_sums with xhat NULL). */
+void snn_bn_train_bwd_x(float *dx, float *dx_sum, float *dgamma, float *dbeta, const float *dy,
+                        const float *x, const float *mean, const float *rstd, const float *gamma,
+                        int M, long M_batch, int C, bool add_dx);
 
 /* Eval mode with running statistics:
  *   y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta   (in double, rounded once)

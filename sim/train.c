@@ -87,7 +87,12 @@ static void zero_floats(float *x, size_t n) {
 }
 
 typedef struct lin_act {       /* a Linear followed by BatchNorm in training mode */
-    float *xhat;               /* [M, out] normalised BN input */
+    float *xhat;               /* [M, out] normalised BN input, or (raw) BN's input itself */
+    bool raw;                  /* training mode: the linear layer writes its output into xhat,
+                                * BatchNorm's pass writes only its own output, and the backward
+                                * normalises x again (snn_bn_train_bwd_x: the same bits), which
+                                * saves a write of xhat; every Linear + BN but those whose
+                                * population normalises x itself (fused, pop >= 0) */
     float *mean, *rstd;        /* [out] batch statistics */
     float *z;                  /* [M, out] BN output; NULL when fused */
     bool fused;                /* a population reads xhat and applies BN's gamma, beta itself
@@ -252,8 +257,9 @@ static bool fusable(const snn_trainer *tr, int p) {
 /* Inference keeps only z: eval-mode BatchNorm writes nothing else. A fused Linear + BN keeps no
  * z (fusable). */
 static void plan_lin(const snn_trainer *tr, planner *p, lin_act *a, size_t M, size_t out,
-                     bool fused) {
+                     bool fused, bool by_pop) {
     a->fused = fused;
+    a->raw = !tr->infer_only && !(fused && by_pop);
     a->z = fused ? NULL : take(p, M * out);
     if (tr->infer_only) return;
     a->xhat = take(p, M * out);
@@ -292,7 +298,7 @@ static void plan(snn_trainer *tr, planner *p) {
     const size_t W = Hd > D ? Hd : D;
     const size_t att = (size_t)tr->T * tr->Bmax * tr->m->heads * tr->N * tr->N;
     tr->patches = take(p, M * tr->K);
-    plan_lin(tr, p, &tr->embed, M, D, false);
+    plan_lin(tr, p, &tr->embed, M, D, false, false);
     tr->u0 = take(p, M * D);
     /* Inference plans block 0 only; every block then runs in block 0's buffers (nothing is
      * kept for a backward pass), the stream alternating between u_out and u0: block l reads
@@ -304,9 +310,9 @@ static void plan(snn_trainer *tr, planner *p) {
         const snn_block *mb = &tr->m->blocks[l];
         b->u_in = l == 0 ? tr->u0 : tr->blocks[l - 1].u_out;
         plan_pop(tr, p, &b->in, mb->pop_in, D);
-        plan_lin(tr, p, &b->q, M, D, fusable(tr, mb->pop_q));
-        plan_lin(tr, p, &b->k, M, D, fusable(tr, mb->pop_k));
-        plan_lin(tr, p, &b->v, M, D, fusable(tr, mb->pop_v));
+        plan_lin(tr, p, &b->q, M, D, fusable(tr, mb->pop_q), mb->pop_q >= 0);
+        plan_lin(tr, p, &b->k, M, D, fusable(tr, mb->pop_k), mb->pop_k >= 0);
+        plan_lin(tr, p, &b->v, M, D, fusable(tr, mb->pop_v), mb->pop_v >= 0);
         /* cat has no q, k and primal no v: their populations never run */
         plan_pop_bn(tr, p, &b->pq, mb->q.weight ? mb->pop_q : -1, D, &b->q, &mb->q);
         plan_pop_bn(tr, p, &b->pk, mb->k.weight ? mb->pop_k : -1, D, &b->k, &mb->k);
@@ -316,12 +322,12 @@ static void plan(snn_trainer *tr, planner *p) {
         b->mr = take_i(p, (size_t)tr->T * tr->Bmax * tr->m->heads * 2 * tr->N);
         plan_pop(tr, p, &b->pa, mb->pop_attn, D);
         /* o and fc2 feed the residual stream (ms: z is added to it) or a population (sew) */
-        plan_lin(tr, p, &b->proj, M, D, fusable(tr, mb->pop_o));
+        plan_lin(tr, p, &b->proj, M, D, fusable(tr, mb->pop_o), mb->pop_o >= 0);
         b->u_mid = take(p, M * D);
         plan_pop(tr, p, &b->pm, mb->pop_mlp_in, D);
-        plan_lin(tr, p, &b->fc1, M, Hd, fusable(tr, mb->pop_hidden));
+        plan_lin(tr, p, &b->fc1, M, Hd, fusable(tr, mb->pop_hidden), mb->pop_hidden >= 0);
         plan_pop_bn(tr, p, &b->ph, mb->pop_hidden, Hd, &b->fc1, &mb->fc1);
-        plan_lin(tr, p, &b->fc2, M, D, fusable(tr, mb->pop_out));
+        plan_lin(tr, p, &b->fc2, M, D, fusable(tr, mb->pop_out), mb->pop_out >= 0);
         b->u_out = take(p, M * D);
         plan_pop_bn(tr, p, &b->po, mb->pop_o, D, &b->proj, &mb->o);
         plan_pop_bn(tr, p, &b->pout, mb->pop_out, D, &b->fc2, &mb->fc2);
@@ -517,33 +523,34 @@ static float *grad_of(snn_trainer *tr, const float *param) {
 /* Rows of the whole batch when it is spread over ranks (M counts this rank's rows). */
 static long batch_rows(const snn_trainer *tr) { return (long)tr->T * tr->B_batch * tr->N; }
 
-/* The BatchNorm of a linear layer whose output is in tr->y; sums: the sums the linear layer
- * gathered (training mode), or NULL. */
-static void bn_fwd(snn_trainer *tr, const snn_linear *lin, int M, lin_act *a, bool update_running,
-                   const double *sums) {
+/* The BatchNorm of a linear layer whose output is x (tr->y, or a->xhat when raw); sums: the
+ * sums the linear layer gathered (training mode), or NULL. */
+static void bn_fwd(snn_trainer *tr, const snn_linear *lin, const float *x, int M, lin_act *a,
+                   bool update_running, const double *sums) {
     const float momentum = update_running ? 0.1f : 0.0f;
     /* fused: training mode gathers the statistics alone (the population normalises, see
      * bn_out); eval mode writes its output where bn_out reads */
     float *z = a->fused ? (tr->eval ? a->xhat : NULL) : a->z;
+    float *xhat = a->raw ? NULL : a->xhat; /* raw: x is kept, BN writes only z */
     if (!tr->eval && sums && a->fused) {
-        snn_bn_train_fwd_sums(NULL, NULL, a->mean, a->rstd, tr->y, lin->bn_w, lin->bn_b,
+        snn_bn_train_fwd_sums(NULL, NULL, a->mean, a->rstd, x, lin->bn_w, lin->bn_b,
                               lin->bn_mean, lin->bn_var, M, tr->B_batch ? batch_rows(tr) : 0,
                               lin->out, momentum, 1e-5f, sums);
         return;
     }
     if (tr->eval)
-        snn_bn_eval_fwd(z, tr->y, lin->bn_w, lin->bn_b, lin->bn_mean, lin->bn_var, M, lin->out,
+        snn_bn_eval_fwd(z, x, lin->bn_w, lin->bn_b, lin->bn_mean, lin->bn_var, M, lin->out,
                         1e-5f);
     else if (sums)
-        snn_bn_train_fwd_sums(z, a->xhat, a->mean, a->rstd, tr->y, lin->bn_w, lin->bn_b,
+        snn_bn_train_fwd_sums(z, xhat, a->mean, a->rstd, x, lin->bn_w, lin->bn_b,
                               lin->bn_mean, lin->bn_var, M, tr->B_batch ? batch_rows(tr) : 0,
                               lin->out, momentum, 1e-5f, sums);
     else if (tr->B_batch)
-        snn_bn_train_fwd_dist(z, a->xhat, a->mean, a->rstd, tr->y, lin->bn_w, lin->bn_b,
+        snn_bn_train_fwd_dist(z, xhat, a->mean, a->rstd, x, lin->bn_w, lin->bn_b,
                               lin->bn_mean, lin->bn_var, M, batch_rows(tr), lin->out, momentum,
                               1e-5f);
     else
-        snn_bn_train_fwd(z, a->xhat, a->mean, a->rstd, tr->y, lin->bn_w, lin->bn_b,
+        snn_bn_train_fwd(z, xhat, a->mean, a->rstd, x, lin->bn_w, lin->bn_b,
                          lin->bn_mean, lin->bn_var, M, lin->out, momentum, 1e-5f);
 }
 
@@ -562,15 +569,22 @@ static const float *bn_out(const snn_trainer *tr, const snn_linear *lin, const l
     return tr->y;
 }
 
-/* BatchNorm backward over the step's rows, or over the batch spread over ranks. dx is written,
- * not accumulated: it is always the d_y scratch, which nothing else fills (no zeroing pass). */
-static void bn_bwd(const snn_trainer *tr, float *dx, float *dgamma, float *dbeta, const float *dz,
-                   const float *xhat, const float *rstd, const float *gamma, int M, int C) {
-    if (tr->B_batch)
-        snn_bn_train_bwd_dist(dx, dgamma, dbeta, dz, xhat, rstd, gamma, M, batch_rows(tr), C,
-                              false);
+/* BatchNorm backward of a's layer over the step's rows, or over the batch spread over ranks;
+ * dx_sum (or NULL): the sums of dx for the linear layer's bias (snn_bn_train_bwd_sum). dx is
+ * written, not accumulated: it is always the d_y scratch, which nothing else fills (no zeroing
+ * pass). */
+static void bn_bwd(const snn_trainer *tr, float *dx, float *dx_sum, float *dgamma, float *dbeta,
+                   const float *dz, const lin_act *a, const float *gamma, int M, int C) {
+    const long Mb = tr->B_batch ? batch_rows(tr) : 0;
+    if (a->raw)
+        snn_bn_train_bwd_x(dx, dx_sum, dgamma, dbeta, dz, a->xhat, a->mean, a->rstd, gamma, M, Mb,
+                           C, false);
+    else if (dx_sum)
+        snn_bn_train_bwd_sum(dx, dx_sum, dgamma, dbeta, dz, a->xhat, a->rstd, gamma, M, Mb, C);
+    else if (Mb)
+        snn_bn_train_bwd_dist(dx, dgamma, dbeta, dz, a->xhat, a->rstd, gamma, M, Mb, C, false);
     else
-        snn_bn_train_bwd(dx, dgamma, dbeta, dz, xhat, rstd, gamma, M, C, false);
+        snn_bn_train_bwd(dx, dgamma, dbeta, dz, a->xhat, a->rstd, gamma, M, C, false);
 }
 
 /* The input of a linear layer: floats x, or population p's spikes (a, width; x their floats or
@@ -615,15 +629,17 @@ static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M,
             !snn_linear_fwd_bits(tr->y, &xb, lin->weight, lin->bias, M, lin->in, lin->out))
             snn_linear_fwd(tr->y, in_floats(tr, &in), lin->weight, lin->bias, M, lin->in,
                            lin->out);
-        bn_fwd(tr, lin, M, a, update_running, NULL);
+        bn_fwd(tr, lin, tr->y, M, a, update_running, NULL);
         return;
     }
-    /* training mode: the linear layer gathers BatchNorm's sums while it writes y */
-    if (!in_rows(tr, &in, &xb) || !snn_linear_fwd_bits_sums(tr->y, &xb, lin->weight, lin->bias, M,
+    /* training mode: the linear layer gathers BatchNorm's sums while it writes y (raw: into
+     * xhat's buffer, kept for the backward) */
+    float *y = a->raw ? a->xhat : tr->y;
+    if (!in_rows(tr, &in, &xb) || !snn_linear_fwd_bits_sums(y, &xb, lin->weight, lin->bias, M,
                                                            lin->in, lin->out, tr->bn_sums))
-        snn_linear_fwd_sums(tr->y, in_floats(tr, &in), lin->weight, lin->bias, M, lin->in,
-                            lin->out, tr->bn_sums);
-    bn_fwd(tr, lin, M, a, update_running, tr->bn_sums);
+        snn_linear_fwd_sums(y, in_floats(tr, &in), lin->weight, lin->bias, M, lin->in, lin->out,
+                            tr->bn_sums);
+    bn_fwd(tr, lin, y, M, a, update_running, tr->bn_sums);
 }
 
 /* Given dz = dL/d(BN output) [M, out], accumulates parameter gradients and dx += dL/dx, or
@@ -633,13 +649,8 @@ static void lin_bn_bwd(snn_trainer *tr, const snn_linear *lin, lin_in in, const 
                        const lin_act *a, float *dx, bool add_dx) {
     /* the linear layer's bias gradient is summed by BatchNorm's dx pass (the same bytes) */
     float *db = lin->bias ? grad_of(tr, lin->bias) : NULL;
-    if (db)
-        snn_bn_train_bwd_sum(tr->d_y, db, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz,
-                             a->xhat, a->rstd, lin->bn_w, M, tr->B_batch ? batch_rows(tr) : 0,
-                             lin->out);
-    else
-        bn_bwd(tr, tr->d_y, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz, a->xhat, a->rstd,
-               lin->bn_w, M, lin->out);
+    bn_bwd(tr, tr->d_y, db, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz, a, lin->bn_w, M,
+           lin->out);
     snn_spike_rows xb;
     if (in_rows(tr, &in, &xb) &&
         snn_linear_bwd_bits(dx, grad_of(tr, lin->weight), NULL, tr->d_y, &xb, lin->weight, M,
@@ -793,7 +804,8 @@ static const float *pop_fwd(snn_trainer *tr, int p, const float *x, pop_act *a, 
 static const float *pop_fwd_bn(snn_trainer *tr, int p, const snn_linear *lin, const lin_act *la,
                                pop_act *a, size_t width, int slot, bool floats) {
     if (la->fused && !tr->eval && p == SNN_SLOT_ACTIVATION) { /* ReLU in BN's normalisation */
-        snn_bn_train_normalise(a->s, la->xhat, tr->y, la->mean, la->rstd, lin->bn_w, lin->bn_b,
+        SNN_ASSERT(la->raw);
+        snn_bn_train_normalise(a->s, NULL, la->xhat, la->mean, la->rstd, lin->bn_w, lin->bn_b,
                                tr->T * tr->B * tr->N, lin->out, true, NULL);
         return a->s;
     }
@@ -1135,11 +1147,13 @@ static void add3(float *out, const float *a, const float *b, size_t n) {
  * BatchNorm's normalisation pass (its output is never stored; the same bytes as the sum) */
 static void residual_add(snn_trainer *tr, const snn_linear *lin, const lin_act *la, float *out,
                          const float *stream, size_t MD) {
-    if (la->fused && !tr->eval)
-        snn_bn_train_normalise(out, la->xhat, tr->y, la->mean, la->rstd, lin->bn_w, lin->bn_b,
+    if (la->fused && !tr->eval) {
+        SNN_ASSERT(la->raw);
+        snn_bn_train_normalise(out, NULL, la->xhat, la->mean, la->rstd, lin->bn_w, lin->bn_b,
                                tr->T * tr->B * tr->N, lin->out, false, stream);
-    else /* eval-mode BatchNorm of a fused layer writes its output into xhat (bn_fwd) */
+    } else { /* eval-mode BatchNorm of a fused layer writes its output into xhat (bn_fwd) */
         add3(out, stream, la->fused ? la->xhat : la->z, MD);
+    }
 }
 
 /* Patch rows (t, b, n) of the minibatch; direct encoding repeats t = 0. */
@@ -1425,8 +1439,8 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         for (long tb = 0; tb < (long)T * B; tb++) acc += tr->d_u[(size_t)tb * N * D + (size_t)i];
         dpos[i] += (float)acc;
     }
-    bn_bwd(tr, tr->d_y, grad_of(tr, m->embed_bn_w), grad_of(tr, m->embed_bn_b), tr->d_u,
-           tr->embed.xhat, tr->embed.rstd, m->embed_bn_w, M, D);
+    bn_bwd(tr, tr->d_y, NULL, grad_of(tr, m->embed_bn_w), grad_of(tr, m->embed_bn_b), tr->d_u,
+           &tr->embed, m->embed_bn_w, M, D);
     snn_linear_bwd(NULL, grad_of(tr, m->embed_w), grad_of(tr, m->embed_b), tr->d_y, tr->patches,
                    m->embed_w, M, tr->K, D, tr->dw_scratch, false);
     return loss;

@@ -349,6 +349,10 @@ static void test_linear_bn_sums_equal_separate_passes(void **state) {
                 for (size_t t = 0; t < MO; t++)
                     o2[t] = relu ? (o1[t] > 0.0f ? o1[t] : 0.0f) : res ? res[t] + o1[t] : o1[t];
                 assert_memory_equal(o2, o3, MO * sizeof *o1);
+                /* without storing xhat (snn_bn_train_bwd_x's forward): the same output */
+                fill_const(o3, MO, NAN);
+                snn_bn_train_normalise(o3, NULL, y2, mu3, r3, g, be, M, out, relu, res);
+                assert_memory_equal(o2, o3, MO * sizeof *o1);
             }
             free(o3), free(h3), free(mu3), free(r3), free(rm3), free(rv3);
             /* and the statistics are right: channel 0's mean against a double sum */
@@ -391,6 +395,48 @@ static void test_bn_backward_sum_equals_linear_db(void **state) {
         assert_memory_equal(dbias1, dbias2, (size_t)C * sizeof *dbias1);
         free(dy), free(xh), free(rs), free(g), free(x), free(dx1), free(dx2), free(dg1);
         free(dg2), free(db1), free(db2), free(dbias1), free(dbias2), free(dw), free(scratch);
+    }
+}
+
+/* BatchNorm's backward on the forward's input x and mean (snn_bn_train_bwd_x, which normalises
+ * x again) gives the bytes of the backward on the stored xhat, in every mode: dx written or
+ * added, with the bias sums (snn_bn_train_bwd_sum) or without. Shapes as above; channel 0 is
+ * far from 0 (x - mean cancels most of its bits); 300 channels: two super-chunks, where the
+ * statistics' offset into mean and rstd matters. */
+static void test_bn_backward_on_x_equals_on_xhat(void **state) {
+    (void)state;
+    static const int shapes[][2] = {{5, 24}, {3000, 64}, {700, 300}};
+    for (int si = 0; si < 3; si++) {
+        const int M = shapes[si][0], C = shapes[si][1];
+        const size_t MC = (size_t)M * C;
+        float *x = fvec(MC), *xh = fvec(MC), *y = fvec(MC), *mu = fvec(C), *rs = fvec(C);
+        float *g = fvec(C), *be = fvec(C), *dy = fvec(MC);
+        fill_uniform(x, MC, 81, si, -3.0f, 3.0f);
+        for (int m = 0; m < M; m++) x[(size_t)m * C] += 500.0f;
+        fill_uniform(g, (size_t)C, 82, si, 0.5f, 1.5f);
+        fill_uniform(be, (size_t)C, 83, si, -0.5f, 0.5f);
+        fill_uniform(dy, MC, 84, si, -1.0f, 1.0f);
+        snn_bn_train_fwd(y, xh, mu, rs, x, g, be, NULL, NULL, M, C, 0.1f, 1e-5f);
+        for (int mode = 0; mode < 3; mode++) { /* written, added, written with the bias sums */
+            const bool add = mode == 1, sums = mode == 2;
+            float *dx1 = fvec(MC), *dx2 = fvec(MC), *dg1 = fvec(C), *dg2 = fvec(C);
+            float *db1 = fvec(C), *db2 = fvec(C), *ds1 = fvec(C), *ds2 = fvec(C);
+            fill_uniform(dx1, MC, 85, si, -1.0f, 1.0f); /* added to, or overwritten */
+            memcpy(dx2, dx1, MC * sizeof *dx1);
+            fill_const(dg1, C, 0.5f), fill_const(dg2, C, 0.5f), fill_const(db1, C, -0.5f);
+            fill_const(db2, C, -0.5f), fill_const(ds1, C, 0.25f), fill_const(ds2, C, 0.25f);
+            if (sums)
+                snn_bn_train_bwd_sum(dx1, ds1, dg1, db1, dy, xh, rs, g, M, 0, C);
+            else
+                snn_bn_train_bwd(dx1, dg1, db1, dy, xh, rs, g, M, C, add);
+            snn_bn_train_bwd_x(dx2, sums ? ds2 : NULL, dg2, db2, dy, x, mu, rs, g, M, 0, C, add);
+            assert_memory_equal(dx1, dx2, MC * sizeof *dx1);
+            assert_memory_equal(dg1, dg2, (size_t)C * sizeof *dg1);
+            assert_memory_equal(db1, db2, (size_t)C * sizeof *db1);
+            assert_memory_equal(ds1, ds2, (size_t)C * sizeof *ds1);
+            free(dx1), free(dx2), free(dg1), free(dg2), free(db1), free(db2), free(ds1), free(ds2);
+        }
+        free(x), free(xh), free(y), free(mu), free(rs), free(g), free(be), free(dy);
     }
 }
 
@@ -892,6 +938,7 @@ int main(void) {
         cmocka_unit_test(test_bn_forward_matches_naive_reference),
         cmocka_unit_test(test_bn_backward_matches_finite_differences),
         cmocka_unit_test(test_bn_backward_sum_equals_linear_db),
+        cmocka_unit_test(test_bn_backward_on_x_equals_on_xhat),
         cmocka_unit_test(test_bn_eval_uses_running_stats),
         cmocka_unit_test(test_bn_eval_blocks_match_formula),
         cmocka_unit_test(test_meanpool_forward_and_backward),
