@@ -951,13 +951,26 @@ static inline __attribute__((always_inline)) float bn_xhat_at(const float *restr
     return raw ? bn_xhat(hm[j], mean[j], rstd[j]) : hm[j];
 }
 
+/* The gradient on BatchNorm's output at (m, c0 + j) from dym, that on its output or (relu) on
+ * the ReLU after it: then dy where the forward's BatchNorm output gamma xhat + beta (computed
+ * as bn_normalise_rows does: the same bits) is > 0, else 0, plus 0 (relu_bwd_rows' bytes). */
+static inline __attribute__((always_inline)) float bn_dy_at(const float *restrict dym, float xh,
+                                                            const float *gamma,
+                                                            const float *beta, int j,
+                                                            bool relu) {
+    if (!relu) return dym[j];
+    const float v = gamma[j] * xh + beta[j];
+    return 0.0f + (v > 0.0f ? dym[j] : 0.0f);
+}
+
 /* Column sums of rows [m0, m1) (see snn_bn_train_bwd): runs of BN_SUB rows in float, each run
  * added to the double ad[j] (sum of dy) and adh[j] (sum of dy xhat); h: xhat, or (raw) x with
- * the forward's mean and rstd of the W channels. */
+ * the forward's mean and rstd of the W channels; relu: dy through the ReLU (bn_dy_at) with
+ * gamma, beta of the W channels. */
 static inline __attribute__((always_inline)) void
 bn_bwd_rows_sum_body(double *restrict ad, double *restrict adh, const float *dy, const float *h,
-                     const float *mean, const float *rstd, int m0, int m1, int C, int c0, int W,
-                     bool raw) {
+                     const float *mean, const float *rstd, const float *gamma, const float *beta,
+                     int m0, int m1, int C, int c0, int W, bool raw, bool relu) {
     float fs[BN_CW], fsh[BN_CW];
     for (int j = 0; j < W; j++) ad[j] = adh[j] = 0.0;
     for (int r0 = m0; r0 < m1; r0 += BN_SUB) {
@@ -967,8 +980,10 @@ bn_bwd_rows_sum_body(double *restrict ad, double *restrict adh, const float *dy,
             const float *restrict dym = dy + (size_t)m * C + c0;
             const float *restrict hm = h + (size_t)m * C + c0;
             for (int j = 0; j < W; j++) {
-                fs[j] += dym[j];
-                fsh[j] += dym[j] * bn_xhat_at(hm, mean, rstd, j, raw);
+                const float xh = bn_xhat_at(hm, mean, rstd, j, raw);
+                const float d = bn_dy_at(dym, xh, gamma, beta, j, relu);
+                fs[j] += d;
+                fsh[j] += d * xh;
             }
         }
         for (int j = 0; j < W; j++) {
@@ -980,53 +995,82 @@ bn_bwd_rows_sum_body(double *restrict ad, double *restrict adh, const float *dy,
 static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_sum(double *restrict ad, double *restrict adh,
                                                    const float *dy, const float *xhat, int m0,
                                                    int m1, int C, int c0, int W) {
-    bn_bwd_rows_sum_body(ad, adh, dy, xhat, NULL, NULL, m0, m1, C, c0, W, false);
+    bn_bwd_rows_sum_body(ad, adh, dy, xhat, NULL, NULL, NULL, NULL, m0, m1, C, c0, W, false,
+                         false);
 }
+/* The same on x; beta not NULL: through the ReLU (mean, rstd, gamma, beta from channel c0). */
 static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_sum_raw(double *restrict ad, double *restrict adh,
                                                        const float *dy, const float *x,
                                                        const float *mean, const float *rstd,
+                                                       const float *gamma, const float *beta,
                                                        int m0, int m1, int C, int c0, int W) {
-    bn_bwd_rows_sum_body(ad, adh, dy, x, mean, rstd, m0, m1, C, c0, W, true);
+    if (beta)
+        bn_bwd_rows_sum_body(ad, adh, dy, x, mean, rstd, gamma, beta, m0, m1, C, c0, W, true,
+                             true);
+    else
+        bn_bwd_rows_sum_body(ad, adh, dy, x, mean, rstd, NULL, NULL, m0, m1, C, c0, W, true,
+                             false);
 }
 
-/* dx[m, c0 + j] += g[j] (dy - a[j] - xhat bh[j]) for rows [m0, m1), float (= when !add); h as
- * for bn_bwd_rows_sum_body. */
+/* dx[m, c0 + j] += g[j] (dy - a[j] - xhat bh[j]) for rows [m0, m1), float (= when !add); h,
+ * relu as for bn_bwd_rows_sum_body. */
 static inline __attribute__((always_inline)) void
 bn_bwd_rows_dx_body(float *dx, const float *dy, const float *h, const float *mean,
-                    const float *rstd, const float *g, const float *a, const float *bh, int m0,
-                    int m1, int C, int c0, int W, bool add, bool raw) {
+                    const float *rstd, const float *gamma, const float *beta, const float *g,
+                    const float *a, const float *bh, int m0, int m1, int C, int c0, int W,
+                    bool add, bool raw, bool relu) {
     for (int m = m0; m < m1; m++) {
         const float *restrict dym = dy + (size_t)m * C + c0;
         const float *restrict hm = h + (size_t)m * C + c0;
         float *restrict dxm = dx + (size_t)m * C + c0;
-        if (add)
-            for (int j = 0; j < W; j++)
-                dxm[j] += g[j] * (dym[j] - a[j] - bn_xhat_at(hm, mean, rstd, j, raw) * bh[j]);
-        else
-            for (int j = 0; j < W; j++)
-                dxm[j] = g[j] * (dym[j] - a[j] - bn_xhat_at(hm, mean, rstd, j, raw) * bh[j]);
+        for (int j = 0; j < W; j++) {
+            const float xh = bn_xhat_at(hm, mean, rstd, j, raw);
+            const float v = g[j] * (bn_dy_at(dym, xh, gamma, beta, j, relu) - a[j] - xh * bh[j]);
+            dxm[j] = add ? dxm[j] + v : v;
+        }
     }
 }
 static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_dx(float *dx, const float *dy, const float *xhat,
                                                   const float *g, const float *a,
                                                   const float *bh, int m0, int m1, int C, int c0,
                                                   int W, bool add) {
-    bn_bwd_rows_dx_body(dx, dy, xhat, NULL, NULL, g, a, bh, m0, m1, C, c0, W, add, false);
+    if (add)
+        bn_bwd_rows_dx_body(dx, dy, xhat, NULL, NULL, NULL, NULL, g, a, bh, m0, m1, C, c0, W,
+                            true, false, false);
+    else
+        bn_bwd_rows_dx_body(dx, dy, xhat, NULL, NULL, NULL, NULL, g, a, bh, m0, m1, C, c0, W,
+                            false, false, false);
 }
+/* The same on x; beta not NULL: through the ReLU (as bn_bwd_rows_sum_raw). */
 static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_dx_raw(float *dx, const float *dy, const float *x,
                                                       const float *mean, const float *rstd,
+                                                      const float *gamma, const float *beta,
                                                       const float *g, const float *a,
                                                       const float *bh, int m0, int m1, int C,
                                                       int c0, int W, bool add) {
-    bn_bwd_rows_dx_body(dx, dy, x, mean, rstd, g, a, bh, m0, m1, C, c0, W, add, true);
+    if (beta && !add)
+        bn_bwd_rows_dx_body(dx, dy, x, mean, rstd, gamma, beta, g, a, bh, m0, m1, C, c0, W,
+                            false, true, true);
+    else if (beta)
+        bn_bwd_rows_dx_body(dx, dy, x, mean, rstd, gamma, beta, g, a, bh, m0, m1, C, c0, W,
+                            true, true, true);
+    else if (add)
+        bn_bwd_rows_dx_body(dx, dy, x, mean, rstd, NULL, NULL, g, a, bh, m0, m1, C, c0, W,
+                            true, true, false);
+    else
+        bn_bwd_rows_dx_body(dx, dy, x, mean, rstd, NULL, NULL, g, a, bh, m0, m1, C, c0, W,
+                            false, true, false);
 }
 
-/* bn_bwd_rows_dx on xhat (mean NULL) or on the forward's input h = x, channels from c0. */
+/* bn_bwd_rows_dx on xhat (mean NULL) or on the forward's input h = x, through the ReLU when
+ * relu_beta is not NULL; channels from c0. */
 static void bn_bwd_dx_of(float *dx, const float *dy, const float *h, const float *mean,
-                         const float *rstd, const float *g, const float *a, const float *bh,
-                         int m0, int m1, int C, int c0, int W, bool add) {
+                         const float *rstd, const float *gamma, const float *relu_beta,
+                         const float *g, const float *a, const float *bh, int m0, int m1, int C,
+                         int c0, int W, bool add) {
     if (mean)
-        bn_bwd_rows_dx_raw(dx, dy, h, mean + c0, rstd + c0, g, a, bh, m0, m1, C, c0, W, add);
+        bn_bwd_rows_dx_raw(dx, dy, h, mean + c0, rstd + c0, gamma + c0,
+                           relu_beta ? relu_beta + c0 : NULL, g, a, bh, m0, m1, C, c0, W, add);
     else
         bn_bwd_rows_dx(dx, dy, h, g, a, bh, m0, m1, C, c0, W, add);
 }
@@ -1035,9 +1079,12 @@ static void bn_bwd_dx_of(float *dx, const float *dy, const float *h, const float
  * added): dx_sum[c] += the column sums of dx, from the dx pass (see snn_bn_train_bwd_sum). */
 static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
                          const float *h, const float *mean, const float *rstd,
-                         const float *gamma, int M, long Mg, int C, bool add_dx, float *dx_sum) {
-    /* h: xhat, or (mean not NULL) the forward's input x, normalised again row by row */
+                         const float *gamma, const float *relu_beta, int M, long Mg, int C,
+                         bool add_dx, float *dx_sum) {
+    /* h: xhat, or (mean not NULL) the forward's input x, normalised again row by row; relu_beta
+     * (with mean): dy is the gradient on the ReLU of BatchNorm's output (snn_bn_train_bwd_x) */
     SNN_ASSERT(dgamma && dbeta && dy && h && rstd && gamma && M >= 1 && C > 0);
+    SNN_ASSERT(!relu_beta || mean);
     SNN_ASSERT(!dx_sum || (dx && !add_dx));
     const bool dist = Mg > 0;
     const double Md = dist ? (double)Mg : (double)M;
@@ -1058,8 +1105,8 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
         for (int b = 0; b < BN_BLOCKS; b++) {
             const int m0 = bn_row0(b, M), m1 = bn_row0(b + 1, M);
             if (mean)
-                bn_bwd_rows_sum_raw(psd[b], psdh[b], dy, h, mean + c0, rstd + c0, m0, m1, C, c0,
-                                    W);
+                bn_bwd_rows_sum_raw(psd[b], psdh[b], dy, h, mean + c0, rstd + c0, gamma + c0,
+                                    relu_beta ? relu_beta + c0 : NULL, m0, m1, C, c0, W);
             else
                 bn_bwd_rows_sum(psd[b], psdh[b], dy, h, m0, m1, C, c0, W);
         }
@@ -1090,7 +1137,7 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
 #pragma omp parallel for schedule(dynamic) if (par)
             for (int b = 0; b < BN_BLOCKS; b++) {
                 const int m0 = bn_row0(b, M), m1 = bn_row0(b + 1, M);
-                bn_bwd_dx_of(dx, dy, h, mean, rstd, g, a, bh, m0, m1, C, c0, W, false);
+                bn_bwd_dx_of(dx, dy, h, mean, rstd, gamma, relu_beta, g, a, bh, m0, m1, C, c0, W, false);
                 bn_rows_sum(part[b], dx, m0, m1, C, c0, W);
             }
             for (int j = 0; j < W; j++) {
@@ -1104,36 +1151,37 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
 #pragma omp parallel for schedule(dynamic) if (par)
         for (int k = 0; k < nr; k++) {
             const int m0 = k * BN_ROWS, m1 = M - m0 < BN_ROWS ? M : m0 + BN_ROWS;
-            bn_bwd_dx_of(dx, dy, h, mean, rstd, g, a, bh, m0, m1, C, c0, W, add_dx);
+            bn_bwd_dx_of(dx, dy, h, mean, rstd, gamma, relu_beta, g, a, bh, m0, m1, C, c0, W, add_dx);
         }
     }
 }
 
 void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *xhat,
                       const float *rstd, const float *gamma, int M, int C, bool add_dx) {
-    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, NULL, rstd, gamma, M, 0, C, add_dx, NULL);
+    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, NULL, rstd, gamma, NULL, M, 0, C, add_dx, NULL);
 }
 
 void snn_bn_train_bwd_sum(float *dx, float *dx_sum, float *dgamma, float *dbeta,
                           const float *dy, const float *xhat, const float *rstd,
                           const float *gamma, int M, long M_batch, int C) {
     SNN_ASSERT(dx && dx_sum && (M_batch == 0 || M_batch >= M));
-    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, NULL, rstd, gamma, M, M_batch, C, false, dx_sum);
+    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, NULL, rstd, gamma, NULL, M, M_batch, C, false, dx_sum);
 }
 
 void snn_bn_train_bwd_dist(float *dx, float *dgamma, float *dbeta, const float *dy,
                            const float *xhat, const float *rstd, const float *gamma, int M,
                            long M_batch, int C, bool add_dx) {
     SNN_ASSERT(M_batch >= M);
-    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, NULL, rstd, gamma, M, M_batch, C, add_dx, NULL);
+    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, NULL, rstd, gamma, NULL, M, M_batch, C, add_dx, NULL);
 }
 
 void snn_bn_train_bwd_x(float *dx, float *dx_sum, float *dgamma, float *dbeta, const float *dy,
                         const float *x, const float *mean, const float *rstd, const float *gamma,
-                        int M, long M_batch, int C, bool add_dx) {
+                        const float *relu_beta, int M, long M_batch, int C, bool add_dx) {
     SNN_ASSERT(x && mean && M_batch >= 0 && (M_batch == 0 || M_batch >= M));
     SNN_ASSERT(!dx_sum || (dx && !add_dx));
-    bn_train_bwd(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, M, M_batch, C, add_dx, dx_sum);
+    bn_train_bwd(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, relu_beta, M, M_batch, C, add_dx,
+                 dx_sum);
 }
 
 /* Rows [m0, m1) of the eval-mode BatchNorm over W channels (x and y offset to the block). */

@@ -214,10 +214,13 @@ void snn_bn_train_bwd_sum(float *dx, float *dx_sum, float *dgamma, float *dbeta,
  * NULL), M_batch as there, on the forward's input x [M, C] and its mean [C] instead of xhat:
  * the backward normalises x again with the forward's operations ((x - mean) rstd in float), so
  * xhat's bits, and the same results, without a stored xhat (the forward then writes only y:
- * snn_bn_train_normalise or snn_bn_train_fwd_sums with xhat NULL). */
+ * snn_bn_train_normalise or snn_bn_train_fwd_sums with xhat NULL). relu_beta (or NULL): dy is
+ * the gradient on max(y, 0) (snn_bn_train_normalise with relu), y = gamma xhat + relu_beta
+ * recomputed as the forward computed it: BatchNorm's gradient is dy where y > 0, else 0, the
+ * bytes of a ReLU backward on the forward's output, without its pass. */
 void snn_bn_train_bwd_x(float *dx, float *dx_sum, float *dgamma, float *dbeta, const float *dy,
                         const float *x, const float *mean, const float *rstd, const float *gamma,
-                        int M, long M_batch, int C, bool add_dx);
+                        const float *relu_beta, int M, long M_batch, int C, bool add_dx);
 
 /* Eval mode with running statistics:
  *   y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta   (in double, rounded once)

@@ -93,6 +93,9 @@ typedef struct lin_act {       /* a Linear followed by BatchNorm in training mod
                                 * normalises x again (snn_bn_train_bwd_x: the same bits), which
                                 * saves a write of xhat; every Linear + BN but those whose
                                 * population normalises x itself (fused, pop >= 0) */
+    bool relu;                 /* fused with an ANN's ReLU slot (raw): BatchNorm's pass applies
+                                * the ReLU, and BatchNorm's backward takes the gradient on the
+                                * ReLU's output (snn_bn_train_bwd_x with relu_beta) */
     float *mean, *rstd;        /* [out] batch statistics */
     float *z;                  /* [M, out] BN output; NULL when fused */
     bool fused;                /* a population reads xhat and applies BN's gamma, beta itself
@@ -326,6 +329,7 @@ static void plan(snn_trainer *tr, planner *p) {
         b->u_mid = take(p, M * D);
         plan_pop(tr, p, &b->pm, mb->pop_mlp_in, D);
         plan_lin(tr, p, &b->fc1, M, Hd, fusable(tr, mb->pop_hidden), mb->pop_hidden >= 0);
+        b->fc1.relu = b->fc1.fused && mb->pop_hidden == SNN_SLOT_ACTIVATION;
         plan_pop_bn(tr, p, &b->ph, mb->pop_hidden, Hd, &b->fc1, &mb->fc1);
         plan_lin(tr, p, &b->fc2, M, D, fusable(tr, mb->pop_out), mb->pop_out >= 0);
         b->u_out = take(p, M * D);
@@ -574,11 +578,12 @@ static const float *bn_out(const snn_trainer *tr, const snn_linear *lin, const l
  * written, not accumulated: it is always the d_y scratch, which nothing else fills (no zeroing
  * pass). */
 static void bn_bwd(const snn_trainer *tr, float *dx, float *dx_sum, float *dgamma, float *dbeta,
-                   const float *dz, const lin_act *a, const float *gamma, int M, int C) {
+                   const float *dz, const lin_act *a, const float *gamma, const float *beta, int M,
+                   int C) {
     const long Mb = tr->B_batch ? batch_rows(tr) : 0;
     if (a->raw)
-        snn_bn_train_bwd_x(dx, dx_sum, dgamma, dbeta, dz, a->xhat, a->mean, a->rstd, gamma, M, Mb,
-                           C, false);
+        snn_bn_train_bwd_x(dx, dx_sum, dgamma, dbeta, dz, a->xhat, a->mean, a->rstd, gamma,
+                           a->relu ? beta : NULL, M, Mb, C, false);
     else if (dx_sum)
         snn_bn_train_bwd_sum(dx, dx_sum, dgamma, dbeta, dz, a->xhat, a->rstd, gamma, M, Mb, C);
     else if (Mb)
@@ -642,15 +647,15 @@ static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M,
     bn_fwd(tr, lin, y, M, a, update_running, tr->bn_sums);
 }
 
-/* Given dz = dL/d(BN output) [M, out], accumulates parameter gradients and dx += dL/dx, or
+/* Given dz = dL/d(BN output) [M, out] (a->relu: dL/d(its ReLU's output)), accumulates parameter gradients and dx += dL/dx, or
  * writes dx = dL/dx when !add_dx (spikes as bits where the linear layer can read them, as in
  * lin_bn_fwd). */
 static void lin_bn_bwd(snn_trainer *tr, const snn_linear *lin, lin_in in, const float *dz, int M,
                        const lin_act *a, float *dx, bool add_dx) {
     /* the linear layer's bias gradient is summed by BatchNorm's dx pass (the same bytes) */
     float *db = lin->bias ? grad_of(tr, lin->bias) : NULL;
-    bn_bwd(tr, tr->d_y, db, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz, a, lin->bn_w, M,
-           lin->out);
+    bn_bwd(tr, tr->d_y, db, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz, a, lin->bn_w,
+           lin->bn_b, M, lin->out);
     snn_spike_rows xb;
     if (in_rows(tr, &in, &xb) &&
         snn_linear_bwd_bits(dx, grad_of(tr, lin->weight), NULL, tr->d_y, &xb, lin->weight, M,
@@ -1361,17 +1366,20 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         }
         lin_bn_bwd(tr, &mb->fc2, spikes_in(mb->pop_hidden, &b->ph, (size_t)Hd, SP_X, NULL), d_fc2,
                    M, &b->fc2, tr->d_s, false);
-        /* a fused ReLU slot's backward reads its output (fusable) */
-        const float *fc1_out = b->fc1.fused && mb->pop_hidden < 0 ? b->ph.s : b->fc1.z;
-        pop_bwd_into(tr, mb->pop_hidden, fc1_out, &b->ph, tr->d_s, tr->d_x, (size_t)Hd);
+        /* a ReLU fused into fc1's BatchNorm: its backward too (lin_bn_bwd on d_s) */
+        const float *d_fc1 = tr->d_x;
+        if (b->fc1.relu)
+            d_fc1 = tr->d_s;
+        else
+            pop_bwd_into(tr, mb->pop_hidden, b->fc1.z, &b->ph, tr->d_s, tr->d_x, (size_t)Hd);
         if (tr->sew) {
-            lin_bn_bwd(tr, &mb->fc1, floats_in(b->u_mid), tr->d_x, M, &b->fc1, tr->d_u, true);
+            lin_bn_bwd(tr, &mb->fc1, floats_in(b->u_mid), d_fc1, M, &b->fc1, tr->d_u, true);
         } else if (mb->pop_mlp_in == SNN_SLOT_IDENTITY) { /* fc1's dx adds to the stream's */
             lin_bn_bwd(tr, &mb->fc1, spikes_in(mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q, NULL),
-                       tr->d_x, M, &b->fc1, tr->d_u, true);
+                       d_fc1, M, &b->fc1, tr->d_u, true);
         } else {
             lin_bn_bwd(tr, &mb->fc1, spikes_in(mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q, NULL),
-                       tr->d_x, M, &b->fc1, tr->d_s, false);
+                       d_fc1, M, &b->fc1, tr->d_s, false);
             pop_bwd(tr, mb->pop_mlp_in, b->u_mid, &b->pm, tr->d_s, tr->d_u, (size_t)D);
         }
         /* ms: u_mid = u_in + BN_o(o(A)); sew: u_mid = x_in + o_lif(BN_o(o(A))) */
@@ -1440,7 +1448,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         dpos[i] += (float)acc;
     }
     bn_bwd(tr, tr->d_y, NULL, grad_of(tr, m->embed_bn_w), grad_of(tr, m->embed_bn_b), tr->d_u,
-           &tr->embed, m->embed_bn_w, M, D);
+           &tr->embed, m->embed_bn_w, m->embed_bn_b, M, D);
     snn_linear_bwd(NULL, grad_of(tr, m->embed_w), grad_of(tr, m->embed_b), tr->d_y, tr->patches,
                    m->embed_w, M, tr->K, D, tr->dw_scratch, false);
     return loss;

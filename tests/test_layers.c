@@ -400,9 +400,11 @@ static void test_bn_backward_sum_equals_linear_db(void **state) {
 
 /* BatchNorm's backward on the forward's input x and mean (snn_bn_train_bwd_x, which normalises
  * x again) gives the bytes of the backward on the stored xhat, in every mode: dx written or
- * added, with the bias sums (snn_bn_train_bwd_sum) or without. Shapes as above; channel 0 is
- * far from 0 (x - mean cancels most of its bits); 300 channels: two super-chunks, where the
- * statistics' offset into mean and rstd matters. */
+ * added, with the bias sums (snn_bn_train_bwd_sum) or without; and through a ReLU (relu_beta)
+ * the bytes of a ReLU backward on the forward's output (dy where it is > 0, plus 0) followed by
+ * the backward on xhat. Shapes as above; channel 0 is far from 0 (x - mean cancels most of its
+ * bits); 300 channels: two super-chunks, where the offset into mean, rstd, gamma, beta
+ * matters. */
 static void test_bn_backward_on_x_equals_on_xhat(void **state) {
     (void)state;
     static const int shapes[][2] = {{5, 24}, {3000, 64}, {700, 300}};
@@ -417,26 +419,37 @@ static void test_bn_backward_on_x_equals_on_xhat(void **state) {
         fill_uniform(be, (size_t)C, 83, si, -0.5f, 0.5f);
         fill_uniform(dy, MC, 84, si, -1.0f, 1.0f);
         snn_bn_train_fwd(y, xh, mu, rs, x, g, be, NULL, NULL, M, C, 0.1f, 1e-5f);
-        for (int mode = 0; mode < 3; mode++) { /* written, added, written with the bias sums */
-            const bool add = mode == 1, sums = mode == 2;
+        float *yr = fvec(MC), *dyr = fvec(MC); /* the ReLU's output; dy through it */
+        snn_bn_train_normalise(yr, NULL, x, mu, rs, g, be, M, C, true, NULL);
+        size_t pos = 0;
+        for (size_t t = 0; t < MC; t++) {
+            dyr[t] = 0.0f + (yr[t] > 0.0f ? dy[t] : 0.0f);
+            pos += yr[t] > 0.0f;
+        }
+        assert_true(pos > MC / 4 && pos < 3 * MC / 4); /* the mask cuts */
+        for (int mode = 0; mode < 6; mode++) { /* written, added, with the bias sums; ReLU */
+            const bool add = mode % 3 == 1, sums = mode % 3 == 2, relu = mode >= 3;
             float *dx1 = fvec(MC), *dx2 = fvec(MC), *dg1 = fvec(C), *dg2 = fvec(C);
             float *db1 = fvec(C), *db2 = fvec(C), *ds1 = fvec(C), *ds2 = fvec(C);
             fill_uniform(dx1, MC, 85, si, -1.0f, 1.0f); /* added to, or overwritten */
             memcpy(dx2, dx1, MC * sizeof *dx1);
             fill_const(dg1, C, 0.5f), fill_const(dg2, C, 0.5f), fill_const(db1, C, -0.5f);
             fill_const(db2, C, -0.5f), fill_const(ds1, C, 0.25f), fill_const(ds2, C, 0.25f);
+            const float *d = relu ? dyr : dy;
             if (sums)
-                snn_bn_train_bwd_sum(dx1, ds1, dg1, db1, dy, xh, rs, g, M, 0, C);
+                snn_bn_train_bwd_sum(dx1, ds1, dg1, db1, d, xh, rs, g, M, 0, C);
             else
-                snn_bn_train_bwd(dx1, dg1, db1, dy, xh, rs, g, M, C, add);
-            snn_bn_train_bwd_x(dx2, sums ? ds2 : NULL, dg2, db2, dy, x, mu, rs, g, M, 0, C, add);
+                snn_bn_train_bwd(dx1, dg1, db1, d, xh, rs, g, M, C, add);
+            snn_bn_train_bwd_x(dx2, sums ? ds2 : NULL, dg2, db2, dy, x, mu, rs, g,
+                               relu ? be : NULL, M, 0, C, add);
             assert_memory_equal(dx1, dx2, MC * sizeof *dx1);
             assert_memory_equal(dg1, dg2, (size_t)C * sizeof *dg1);
             assert_memory_equal(db1, db2, (size_t)C * sizeof *db1);
             assert_memory_equal(ds1, ds2, (size_t)C * sizeof *ds1);
             free(dx1), free(dx2), free(dg1), free(dg2), free(db1), free(db2), free(ds1), free(ds2);
         }
-        free(x), free(xh), free(y), free(mu), free(rs), free(g), free(be), free(dy);
+        free(x), free(xh), free(y), free(mu), free(rs), free(g), free(be), free(dy), free(yr);
+        free(dyr);
     }
 }
 
