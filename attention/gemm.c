@@ -48,41 +48,57 @@ static bool jit_gemm(bool trans_a, int M, int N, int K, const float *A, int lda,
     return true;
 }
 
+/* C = alpha op(A) B^T + beta C for a small B [N, K] (K N <= GEMM_MAX_BT): B^T on this
+ * frame's stack, then the product without a transposition (a frame of its own, so that the
+ * common call does not set up its buffers). */
+static __attribute__((noinline)) void gemm_small_bt(bool trans_a, int M, int N, int K,
+                                                    float alpha, const float *A, int lda,
+                                                    const float *B, int ldb, float beta,
+                                                    float *C, int ldc) {
+    float bt[GEMM_MAX_BT]; /* op(B) = B^T [K, N] */
+    snn_transpose(N, K, B, ldb, bt, N, false);
+    snn_gemm(trans_a, false, M, N, K, alpha, A, lda, bt, N, beta, C, ldc);
+}
+
+/* alpha != 1 (SSA's scale) with M N <= GEMM_MAX_T: the product into this frame's stack, then
+ * C = alpha t + beta C as sgemm rounds it (alpha times the product, beta times C, their sum:
+ * each rounded once). False when libxsmm has no kernel. */
+static __attribute__((noinline)) bool gemm_small_scaled(bool trans_a, int M, int N, int K,
+                                                        float alpha, const float *A, int lda,
+                                                        const float *B, int ldb, float beta,
+                                                        float *C, int ldc) {
+    float t[GEMM_MAX_T]; /* op(A) op(B) [M, N] */
+    if (!jit_gemm(trans_a, M, N, K, A, lda, B, ldb, 0.0f, t, N)) return false;
+    for (int i = 0; i < M; i++) {
+        float *ci = C + (size_t)i * ldc;
+        const float *ti = t + (size_t)i * N;
+        if (beta == 0.0f)
+            for (int j = 0; j < N; j++) ci[j] = alpha * ti[j];
+        else
+            for (int j = 0; j < N; j++) ci[j] = alpha * ti[j] + beta * ci[j];
+    }
+    return true;
+}
+
 void snn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
               int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     SNN_ASSERT(M >= 0 && N >= 0 && K >= 0 && A && B && C);
     if (M == 0 || N == 0) return;
-    float bt[GEMM_MAX_BT]; /* op(B) = B^T [K, N], when trans_b */
     if (trans_b && (size_t)K * N <= GEMM_MAX_BT) {
-        snn_transpose(N, K, B, ldb, bt, N, false); /* B [N, K] */
-        B = bt, ldb = N, trans_b = false;
+        gemm_small_bt(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
     }
     if (!trans_b && K > 0) {
         if (alpha == 1.0f && jit_gemm(trans_a, M, N, K, A, lda, B, ldb, beta, C, ldc)) return;
-        /* alpha != 1 (SSA's scale): the product, then C = alpha t + beta C as sgemm rounds it
-         * (alpha times the product, beta times C, their sum: each rounded once) */
-        float t[GEMM_MAX_T]; /* op(A) op(B) [M, N] */
         if (alpha != 1.0f && (size_t)M * N <= GEMM_MAX_T &&
-            jit_gemm(trans_a, M, N, K, A, lda, B, ldb, 0.0f, t, N)) {
-            for (int i = 0; i < M; i++) {
-                float *ci = C + (size_t)i * ldc;
-                const float *ti = t + (size_t)i * N;
-                if (beta == 0.0f)
-                    for (int j = 0; j < N; j++) ci[j] = alpha * ti[j];
-                else
-                    for (int j = 0; j < N; j++) ci[j] = alpha * ti[j] + beta * ci[j];
-            }
+            gemm_small_scaled(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
             return;
-        }
     }
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
                 ldc);
 }
 
-/* From the CPU (libxsmm's own detection), not from libxsmm_get_target_arch(), which would start
- * libxsmm and touch its 10 MiB code registry in a run that makes no product (spiking
- * inference). LIBXSMM_TARGET, when set, is what libxsmm generates code for instead. */
 const char *snn_gemm_describe(char *buf, size_t n) {
     const char *forced = getenv("LIBXSMM_TARGET");
     snprintf(buf, n, "libxsmm %s, JIT for %s%s", LIBXSMM_VERSION,
