@@ -626,10 +626,15 @@ bool snn_linear_fwd_bits_sums(float *y, const snn_spike_rows *x, const float *w,
 }
 
 /* Row blocks of the weight gradient's dense path: 1 up to SNN_LINEAR_DW_ROWS rows, else 4, or 8
- * past 4 of them (a multiple of 4, as snn_par_chunk; at most 8, which bounds the scratch). */
+ * past 4 of them (a multiple of 4, as snn_par_chunk; at most 8, which bounds the scratch).
+ * Block k is BatchNorm's row blocks [k BN_BLOCKS / nb, (k + 1) BN_BLOCKS / nb) (dw_row0), so
+ * that a BatchNorm backward can hand its input gradient to the products block by block
+ * (snn_linear_bn_bwd). */
 static int dw_blocks(int M) {
     return M <= SNN_LINEAR_DW_ROWS ? 1 : M <= 4 * SNN_LINEAR_DW_ROWS ? 4 : 8;
 }
+_Static_assert(BN_BLOCKS % 8 == 0, "weight-gradient blocks are unions of BatchNorm's");
+static int dw_row0(int k, int nb, int M) { return bn_row0(k * (BN_BLOCKS / nb), M); }
 
 size_t snn_linear_bwd_scratch_floats(int M, int in, int out) {
     return (size_t)(dw_blocks(M) - 1) * (size_t)in * (size_t)out;
@@ -659,6 +664,29 @@ static void linear_bwd_dx(float *dx, const float *dy, const float *w, int M, int
     }
 }
 
+/* Weight-gradient block k, rows [m0, m1) (dw_row0): block 0 adds its dy^T x to dw, block k > 0
+ * writes it into scratch part k - 1 (every block has rows: nb > 1 only past
+ * SNN_LINEAR_DW_ROWS rows, where each of the 16 BatchNorm blocks has some). */
+static void linear_dw_block(float *dw, const float *dy, const float *x, int m0, int m1, int in,
+                            int out, float *scratch, int k) {
+    SNN_ASSERT(m1 > m0);
+    snn_gemm(true, false, out, in, m1 - m0, 1.0f, dy + (size_t)m0 * out, out, x + (size_t)m0 * in,
+             in, k ? 0.0f : 1.0f, k ? scratch + (size_t)(k - 1) * in * out : dw, in);
+}
+
+/* dw += the scratch parts of blocks 1 .. nb - 1, in block order. */
+static void linear_dw_add_blocks(float *dw, const float *scratch, int nb, int in, int out,
+                                 bool par) {
+    (void)par; /* unused without OpenMP */
+    if (nb == 1) return;
+    const size_t n = (size_t)in * out, ch = snn_par_chunk(n, 4096, 16);
+#pragma omp parallel for schedule(dynamic) if (par)
+    for (long c = 0; c < (long)((n + ch - 1) / ch); c++) {
+        const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
+        add_parts(dw, scratch, n, nb - 1, i0, i1);
+    }
+}
+
 /* dw += dy^T x by dense products over row blocks. Row block 0 adds its dy^T x straight into dw;
  * blocks 1.. write theirs into scratch, added after in block order. One product per block
  * reads each x row once (with OpenBLAS, chunks of output features packed all of x once per
@@ -666,25 +694,14 @@ static void linear_bwd_dx(float *dx, const float *dy, const float *w, int M, int
 static void linear_dw_dense(float *dw, const float *dy, const float *x, int M, int in, int out,
                             float *scratch, bool par) {
     (void)par; /* unused without OpenMP */
-    const int nb = dw_blocks(M), rows = (M + nb - 1) / nb;
-    const size_t n = (size_t)in * out;
+    const int nb = dw_blocks(M);
     SNN_ASSERT(nb == 1 || scratch);
-    /* every block has rows: nb > 1 only past SNN_LINEAR_DW_ROWS rows, so (nb - 1) rows < M */
-    SNN_ASSERT((nb - 1) * rows < M);
 #pragma omp parallel for schedule(dynamic) if (par)
     for (int k = 0; k < nb; k++) {
-        const int m0 = k * rows, mc = M - m0 < rows ? M - m0 : rows;
-        snn_gemm(true, false, out, in, mc, 1.0f, dy + (size_t)m0 * out, out, x + (size_t)m0 * in,
-                 in, k ? 0.0f : 1.0f, k ? scratch + (size_t)(k - 1) * n : dw, in);
+        const int m0 = dw_row0(k, nb, M), m1 = dw_row0(k + 1, nb, M);
+        linear_dw_block(dw, dy, x, m0, m1, in, out, scratch, k);
     }
-    if (nb > 1) {
-        const size_t ch = snn_par_chunk(n, 4096, 16);
-#pragma omp parallel for schedule(dynamic) if (par)
-        for (long c = 0; c < (long)((n + ch - 1) / ch); c++) {
-            const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
-            add_parts(dw, scratch, n, nb - 1, i0, i1);
-        }
-    }
+    linear_dw_add_blocks(dw, scratch, nb, in, out, par);
 }
 
 /* db += sum over rows of dy (row blocks and float runs as for BatchNorm, bn_rows_sum). */
@@ -1062,74 +1079,91 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_bwd_rows_dx_raw(float *dx, const float *dy
                             false, true, false);
 }
 
-/* bn_bwd_rows_dx on xhat (mean NULL) or on the forward's input h = x, through the ReLU when
- * relu_beta is not NULL; channels from c0. */
-static void bn_bwd_dx_of(float *dx, const float *dy, const float *h, const float *mean,
-                         const float *rstd, const float *gamma, const float *relu_beta,
-                         const float *g, const float *a, const float *bh, int m0, int m1, int C,
-                         int c0, int W, bool add) {
-    if (mean)
-        bn_bwd_rows_dx_raw(dx, dy, h, mean + c0, rstd + c0, gamma + c0,
-                           relu_beta ? relu_beta + c0 : NULL, g, a, bh, m0, m1, C, c0, W, add);
+/* bn_bwd_rows_dx of rows [m0, m1), channels [c0, c0 + W), on what bs saved (xhat, or x and
+ * its statistics; through the ReLU with relu_beta); g, a, bh from bn_bwd_coefs. */
+static void bn_bwd_dx_of(float *dx, const float *dy, const snn_bn_saved *bs, const float *g,
+                         const float *a, const float *bh, int m0, int m1, int C, int c0, int W,
+                         bool add) {
+    if (bs->mean)
+        bn_bwd_rows_dx_raw(dx, dy, bs->h, bs->mean + c0, bs->rstd + c0, bs->gamma + c0,
+                           bs->relu_beta ? bs->relu_beta + c0 : NULL, g, a, bh, m0, m1, C, c0, W,
+                           add);
     else
-        bn_bwd_rows_dx(dx, dy, h, g, a, bh, m0, m1, C, c0, W, add);
+        bn_bwd_rows_dx(dx, dy, bs->h, g, a, bh, m0, m1, C, c0, W, add);
+}
+
+/* The backward's coefficients of channels [c0, c0 + W) (see bn_train_bwd): the column sums of
+ * dy and dy xhat over BatchNorm's row blocks, added to dbeta and dgamma (this rank's), summed
+ * over the ranks when Mg > 0; then g = gamma rstd, a = sum dy / M, bh = sum dy xhat / M, for
+ * dx = g (dy - a - xhat bh). */
+static void bn_bwd_coefs(float *g, float *a, float *bh, float *dgamma, float *dbeta,
+                         const float *dy, const snn_bn_saved *bs, int M, long Mg, int C, int c0,
+                         int W, bool par) {
+    (void)par; /* unused without OpenMP */
+    const double Md = Mg > 0 ? (double)Mg : (double)M;
+    double psd[BN_BLOCKS][BN_CW], psdh[BN_BLOCKS][BN_CW];
+#pragma omp parallel for schedule(dynamic) if (par)
+    for (int b = 0; b < BN_BLOCKS; b++) {
+        const int m0 = bn_row0(b, M), m1 = bn_row0(b + 1, M);
+        if (bs->mean)
+            bn_bwd_rows_sum_raw(psd[b], psdh[b], dy, bs->h, bs->mean + c0, bs->rstd + c0,
+                                bs->gamma + c0, bs->relu_beta ? bs->relu_beta + c0 : NULL, m0,
+                                m1, C, c0, W);
+        else
+            bn_bwd_rows_sum(psd[b], psdh[b], dy, bs->h, m0, m1, C, c0, W);
+    }
+    double s[2 * BN_CW]; /* sum dy [W], then sum dy xhat [W] per channel */
+    for (int j = 0; j < W; j++) {
+        double sd = 0.0, sdh = 0.0;
+        for (int b = 0; b < BN_BLOCKS; b++) {
+            sd += psd[b][j];
+            sdh += psdh[b][j];
+        }
+        /* this rank's sums: the gradients are summed over ranks later, with the rest */
+        dbeta[c0 + j] += (float)sd;
+        dgamma[c0 + j] += (float)sdh;
+        s[j] = sd;
+        s[W + j] = sdh;
+    }
+    if (Mg > 0) snn_dist_sum_f64(s, 2 * (size_t)W); /* dx needs the batch's sums */
+    for (int j = 0; j < W; j++) {
+        g[j] = (float)((double)bs->gamma[c0 + j] * (double)bs->rstd[c0 + j]);
+        a[j] = (float)(s[j] / Md);
+        bh[j] = (float)(s[W + j] / Md);
+    }
+}
+
+/* sum[j] += the double sum of part[b][j] over the blocks in order, rounded to float once. */
+static void add_block_sums(float *sum, double (*part)[BN_CW], int W) {
+    for (int j = 0; j < W; j++) {
+        double t = 0.0;
+        for (int b = 0; b < BN_BLOCKS; b++) t += part[b][j];
+        sum[j] += (float)t;
+    }
 }
 
 /* The backward over this rank's M rows; Mg as in bn_train_fwd. dx_sum (with dx written, not
  * added): dx_sum[c] += the column sums of dx, from the dx pass (see snn_bn_train_bwd_sum). */
 static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
-                         const float *h, const float *mean, const float *rstd,
-                         const float *gamma, const float *relu_beta, int M, long Mg, int C,
-                         bool add_dx, float *dx_sum) {
-    /* h: xhat, or (mean not NULL) the forward's input x, normalised again row by row; relu_beta
-     * (with mean): dy is the gradient on the ReLU of BatchNorm's output (snn_bn_train_bwd_x) */
-    SNN_ASSERT(dgamma && dbeta && dy && h && rstd && gamma && M >= 1 && C > 0);
-    SNN_ASSERT(!relu_beta || mean);
+                         const snn_bn_saved *bs, int M, long Mg, int C, bool add_dx,
+                         float *dx_sum) {
+    SNN_ASSERT(dgamma && dbeta && dy && bs->h && bs->rstd && bs->gamma && M >= 1 && C > 0);
+    SNN_ASSERT(!bs->relu_beta || bs->mean);
     SNN_ASSERT(!dx_sum || (dx && !add_dx));
-    const bool dist = Mg > 0;
-    const double Md = dist ? (double)Mg : (double)M;
     /* forward: xhat = (x - mean) rstd with mean, rstd functions of the whole column;
      *          y = gamma xhat + beta. With g = dy gamma (d loss / d xhat):
      *   dx = rstd (g - mean_m(g) - xhat mean_m(g xhat))
      *      = gamma rstd (dy - sum_m(dy) / M - xhat sum_m(dy xhat) / M)
      * Column sums: per row block (see BN_BLOCKS), runs of BN_SUB rows are summed in float
      * (products dy xhat in float), each run is added to a double accumulator, and the blocks'
-     * doubles are added in block order. Then dx, element-wise in float. The dx coefficients use
-     * this call's sums, not the accumulated dgamma/dbeta. */
+     * doubles are added in block order (bn_bwd_coefs). Then dx, element-wise in float. The dx
+     * coefficients use this call's sums, not the accumulated dgamma/dbeta. */
     const bool par = (size_t)M * C >= PAR_MIN_WORK;
     (void)par; /* unused without OpenMP */
     for (int c0 = 0; c0 < C; c0 += BN_CW) {
         const int W = C - c0 < BN_CW ? C - c0 : BN_CW;
-        double psd[BN_BLOCKS][BN_CW], psdh[BN_BLOCKS][BN_CW];
-#pragma omp parallel for schedule(dynamic) if (par)
-        for (int b = 0; b < BN_BLOCKS; b++) {
-            const int m0 = bn_row0(b, M), m1 = bn_row0(b + 1, M);
-            if (mean)
-                bn_bwd_rows_sum_raw(psd[b], psdh[b], dy, h, mean + c0, rstd + c0, gamma + c0,
-                                    relu_beta ? relu_beta + c0 : NULL, m0, m1, C, c0, W);
-            else
-                bn_bwd_rows_sum(psd[b], psdh[b], dy, h, m0, m1, C, c0, W);
-        }
         float g[BN_CW], a[BN_CW], bh[BN_CW];
-        double s[2 * BN_CW]; /* sum dy [W], then sum dy xhat [W] per channel */
-        for (int j = 0; j < W; j++) {
-            double sd = 0.0, sdh = 0.0;
-            for (int b = 0; b < BN_BLOCKS; b++) {
-                sd += psd[b][j];
-                sdh += psdh[b][j];
-            }
-            /* this rank's sums: the gradients are summed over ranks later, with the rest */
-            dbeta[c0 + j] += (float)sd;
-            dgamma[c0 + j] += (float)sdh;
-            s[j] = sd;
-            s[W + j] = sdh;
-        }
-        if (dist) snn_dist_sum_f64(s, 2 * (size_t)W); /* dx needs the batch's sums */
-        for (int j = 0; j < W; j++) {
-            g[j] = (float)((double)gamma[c0 + j] * (double)rstd[c0 + j]);
-            a[j] = (float)(s[j] / Md);
-            bh[j] = (float)(s[W + j] / Md);
-        }
+        bn_bwd_coefs(g, a, bh, dgamma, dbeta, dy, bs, M, Mg, C, c0, W, par);
         if (!dx) continue;
         if (dx_sum) { /* in row blocks: each block's dx, then its sums while it is in cache
                        * (bn_rows_sum: linear_bwd_db's bytes by construction) */
@@ -1137,42 +1171,41 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
 #pragma omp parallel for schedule(dynamic) if (par)
             for (int b = 0; b < BN_BLOCKS; b++) {
                 const int m0 = bn_row0(b, M), m1 = bn_row0(b + 1, M);
-                bn_bwd_dx_of(dx, dy, h, mean, rstd, gamma, relu_beta, g, a, bh, m0, m1, C, c0, W, false);
+                bn_bwd_dx_of(dx, dy, bs, g, a, bh, m0, m1, C, c0, W, false);
                 bn_rows_sum(part[b], dx, m0, m1, C, c0, W);
             }
-            for (int j = 0; j < W; j++) {
-                double sum = 0.0;
-                for (int b = 0; b < BN_BLOCKS; b++) sum += part[b][j];
-                dx_sum[c0 + j] += (float)sum;
-            }
+            add_block_sums(dx_sum + c0, part, W);
             continue;
         }
         const int nr = n_chunks(M, BN_ROWS);
 #pragma omp parallel for schedule(dynamic) if (par)
         for (int k = 0; k < nr; k++) {
             const int m0 = k * BN_ROWS, m1 = M - m0 < BN_ROWS ? M : m0 + BN_ROWS;
-            bn_bwd_dx_of(dx, dy, h, mean, rstd, gamma, relu_beta, g, a, bh, m0, m1, C, c0, W, add_dx);
+            bn_bwd_dx_of(dx, dy, bs, g, a, bh, m0, m1, C, c0, W, add_dx);
         }
     }
 }
 
 void snn_bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *xhat,
                       const float *rstd, const float *gamma, int M, int C, bool add_dx) {
-    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, NULL, rstd, gamma, NULL, M, 0, C, add_dx, NULL);
+    const snn_bn_saved bs = {xhat, NULL, rstd, gamma, NULL};
+    bn_train_bwd(dx, dgamma, dbeta, dy, &bs, M, 0, C, add_dx, NULL);
 }
 
 void snn_bn_train_bwd_sum(float *dx, float *dx_sum, float *dgamma, float *dbeta,
                           const float *dy, const float *xhat, const float *rstd,
                           const float *gamma, int M, long M_batch, int C) {
     SNN_ASSERT(dx && dx_sum && (M_batch == 0 || M_batch >= M));
-    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, NULL, rstd, gamma, NULL, M, M_batch, C, false, dx_sum);
+    const snn_bn_saved bs = {xhat, NULL, rstd, gamma, NULL};
+    bn_train_bwd(dx, dgamma, dbeta, dy, &bs, M, M_batch, C, false, dx_sum);
 }
 
 void snn_bn_train_bwd_dist(float *dx, float *dgamma, float *dbeta, const float *dy,
                            const float *xhat, const float *rstd, const float *gamma, int M,
                            long M_batch, int C, bool add_dx) {
     SNN_ASSERT(M_batch >= M);
-    bn_train_bwd(dx, dgamma, dbeta, dy, xhat, NULL, rstd, gamma, NULL, M, M_batch, C, add_dx, NULL);
+    const snn_bn_saved bs = {xhat, NULL, rstd, gamma, NULL};
+    bn_train_bwd(dx, dgamma, dbeta, dy, &bs, M, M_batch, C, add_dx, NULL);
 }
 
 void snn_bn_train_bwd_x(float *dx, float *dx_sum, float *dgamma, float *dbeta, const float *dy,
@@ -1180,8 +1213,8 @@ void snn_bn_train_bwd_x(float *dx, float *dx_sum, float *dgamma, float *dbeta, c
                         const float *relu_beta, int M, long M_batch, int C, bool add_dx) {
     SNN_ASSERT(x && mean && M_batch >= 0 && (M_batch == 0 || M_batch >= M));
     SNN_ASSERT(!dx_sum || (dx && !add_dx));
-    bn_train_bwd(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, relu_beta, M, M_batch, C, add_dx,
-                 dx_sum);
+    const snn_bn_saved bs = {x, mean, rstd, gamma, relu_beta};
+    bn_train_bwd(dx, dgamma, dbeta, dy, &bs, M, M_batch, C, add_dx, dx_sum);
 }
 
 /* Rows [m0, m1) of the eval-mode BatchNorm over W channels (x and y offset to the block). */

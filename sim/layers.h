@@ -222,6 +222,14 @@ void snn_bn_train_bwd_x(float *dx, float *dx_sum, float *dgamma, float *dbeta, c
                         const float *x, const float *mean, const float *rstd, const float *gamma,
                         const float *relu_beta, int M, long M_batch, int C, bool add_dx);
 
+/* What a training-mode BatchNorm's backward reads of its forward: h = xhat [M, C] (mean NULL),
+ * or h = the forward's input x [M, C] with its mean [C] (normalised again, as
+ * snn_bn_train_bwd_x); rstd, gamma [C]; relu_beta [C] (with mean) or NULL, as
+ * snn_bn_train_bwd_x's. */
+typedef struct snn_bn_saved {
+    const float *h, *mean, *rstd, *gamma, *relu_beta;
+} snn_bn_saved;
+
 /* Eval mode with running statistics:
  *   y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta   (in double, rounded once)
  *   y, x [M, C]   gamma, beta, running_mean, running_var [C] */
