@@ -650,6 +650,17 @@ static SNN_WIDE_FN SNN_VEC_FN void add_parts(float *dw, const float *part, size_
     }
 }
 
+/* dx[m, :] (+)= dy[m, :] w for rows [m0, m1), in products of at most SNN_LINEAR_ROW_CHUNK
+ * rows (rows are independent: any chunking gives linear_bwd_dx's bytes). */
+static void linear_dx_rows(float *dx, const float *dy, const float *w, int m0, int m1, int in,
+                           int out, bool add) {
+    for (int r0 = m0; r0 < m1; r0 += SNN_LINEAR_ROW_CHUNK) {
+        const int rc = m1 - r0 < SNN_LINEAR_ROW_CHUNK ? m1 - r0 : SNN_LINEAR_ROW_CHUNK;
+        snn_gemm(false, false, rc, in, out, 1.0f, dy + (size_t)r0 * out, out, w, in,
+                 add ? 1.0f : 0.0f, dx + (size_t)r0 * in, in);
+    }
+}
+
 /* dx += dy w, or dx = dy w when !add (row chunks: rows are independent). */
 static void linear_bwd_dx(float *dx, const float *dy, const float *w, int M, int in, int out,
                           bool add, bool par) {
@@ -658,9 +669,7 @@ static void linear_bwd_dx(float *dx, const float *dy, const float *w, int M, int
 #pragma omp parallel for schedule(dynamic) if (par)
     for (int k = 0; k < nc; k++) {
         const int m0 = k * rows;
-        const int mc = M - m0 < rows ? M - m0 : rows;
-        snn_gemm(false, false, mc, in, out, 1.0f, dy + (size_t)m0 * out, out, w, in,
-                 add ? 1.0f : 0.0f, dx + (size_t)m0 * in, in);
+        linear_dx_rows(dx, dy, w, m0, M - m0 < rows ? M : m0 + rows, in, out, add);
     }
 }
 
@@ -1215,6 +1224,45 @@ void snn_bn_train_bwd_x(float *dx, float *dx_sum, float *dgamma, float *dbeta, c
     SNN_ASSERT(!dx_sum || (dx && !add_dx));
     const snn_bn_saved bs = {x, mean, rstd, gamma, relu_beta};
     bn_train_bwd(dx, dgamma, dbeta, dy, &bs, M, M_batch, C, add_dx, dx_sum);
+}
+
+void snn_linear_bn_bwd(float *dx, float *dw, float *db, float *dgamma, float *dbeta,
+                       float *dy_lin, const float *dz, const snn_bn_saved *bs, const float *x,
+                       const float *w, int M, long M_batch, int in, int out, float *scratch,
+                       bool add_dx) {
+    SNN_ASSERT(dw && dgamma && dbeta && dy_lin && dz && bs && x && M >= 1 && in > 0 && out > 0);
+    SNN_ASSERT(!dx || w);
+    SNN_ASSERT(M_batch == 0 || M_batch >= M);
+    snn_layers_init();
+    const int nb = dw_blocks(M);
+    /* one weight-gradient block (small M), channels past one super-chunk, or spikes (the
+     * weight gradient's spike path): the two backwards one after the other */
+    if (nb == 1 || out > BN_CW || sparse_ok(x, M, in, out)) {
+        bn_train_bwd(dy_lin, dgamma, dbeta, dz, bs, M, M_batch, out, false, db);
+        snn_linear_bwd(dx, dw, NULL, dy_lin, x, w, M, in, out, scratch, add_dx);
+        return;
+    }
+    SNN_ASSERT(scratch);
+    const bool par = (size_t)M * out >= PAR_MIN_WORK;
+    float g[BN_CW], a[BN_CW], bh[BN_CW];
+    bn_bwd_coefs(g, a, bh, dgamma, dbeta, dz, bs, M, M_batch, out, 0, out, par);
+    /* weight-gradient block by block (each a union of BatchNorm's row blocks): its rows of
+     * BatchNorm's dx into dy_lin (with their column sums for db, as bn_train_bwd's), then the
+     * layer's dx and the block's dw products on them while they are in cache */
+    double part[BN_BLOCKS][BN_CW];
+#pragma omp parallel for schedule(dynamic) if (par)
+    for (int k = 0; k < nb; k++) {
+        for (int b = k * (BN_BLOCKS / nb); b < (k + 1) * (BN_BLOCKS / nb); b++) {
+            const int m0 = bn_row0(b, M), m1 = bn_row0(b + 1, M);
+            bn_bwd_dx_of(dy_lin, dz, bs, g, a, bh, m0, m1, out, 0, out, false);
+            if (db) bn_rows_sum(part[b], dy_lin, m0, m1, out, 0, out);
+        }
+        const int m0 = dw_row0(k, nb, M), m1 = dw_row0(k + 1, nb, M);
+        if (dx) linear_dx_rows(dx, dy_lin, w, m0, m1, in, out, add_dx);
+        linear_dw_block(dw, dy_lin, x, m0, m1, in, out, scratch, k);
+    }
+    linear_dw_add_blocks(dw, scratch, nb, in, out, par);
+    if (db) add_block_sums(db, part, out);
 }
 
 /* Rows [m0, m1) of the eval-mode BatchNorm over W channels (x and y offset to the block). */

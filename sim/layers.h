@@ -230,6 +230,21 @@ typedef struct snn_bn_saved {
     const float *h, *mean, *rstd, *gamma, *relu_beta;
 } snn_bn_saved;
 
+/* The backward of z = BatchNorm(x w^T + b) (training mode, BatchNorm's part as bn describes)
+ * followed by the linear layer's (snn_linear_bwd): given dz [M, out], accumulates dgamma,
+ * dbeta, dw [out, in] and db [out] (or NULL), and dx [M, in] (+= or, !add_dx, =; or NULL).
+ * dy_lin [M, out] receives BatchNorm's input gradient (the linear layer's output gradient).
+ * Past one weight-gradient block (SNN_LINEAR_DW_ROWS rows) with out <= 256 and a dense x, it
+ * runs by weight-gradient blocks: each block's rows of dy_lin are consumed by the dx and dw
+ * products while they are in cache, instead of a pass over all of dy_lin and then the two
+ * products over all of it. The bytes of snn_bn_train_bwd_sum (or _x) followed by
+ * snn_linear_bwd with db summed by BatchNorm's dx pass. M_batch as snn_bn_train_bwd_dist's;
+ * scratch: snn_linear_bwd_scratch_floats(M, in, out). */
+void snn_linear_bn_bwd(float *dx, float *dw, float *db, float *dgamma, float *dbeta,
+                       float *dy_lin, const float *dz, const snn_bn_saved *bn, const float *x,
+                       const float *w, int M, long M_batch, int in, int out, float *scratch,
+                       bool add_dx);
+
 /* Eval mode with running statistics:
  *   y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta   (in double, rounded once)
  *   y, x [M, C]   gamma, beta, running_mean, running_var [C] */

@@ -654,11 +654,19 @@ static void lin_bn_bwd(snn_trainer *tr, const snn_linear *lin, lin_in in, const 
                        const lin_act *a, float *dx, bool add_dx) {
     /* the linear layer's bias gradient is summed by BatchNorm's dx pass (the same bytes) */
     float *db = lin->bias ? grad_of(tr, lin->bias) : NULL;
+    snn_spike_rows xb;
+    if (!in_rows(tr, &in, &xb)) { /* floats: both backwards by row blocks, in cache */
+        const snn_bn_saved bs = {a->xhat, a->raw ? a->mean : NULL, a->rstd, lin->bn_w,
+                                 a->relu ? lin->bn_b : NULL};
+        snn_linear_bn_bwd(dx, grad_of(tr, lin->weight), db, grad_of(tr, lin->bn_w),
+                          grad_of(tr, lin->bn_b), tr->d_y, dz, &bs, in_floats(tr, &in),
+                          lin->weight, M, tr->B_batch ? batch_rows(tr) : 0, lin->in, lin->out,
+                          tr->dw_scratch, add_dx);
+        return;
+    }
     bn_bwd(tr, tr->d_y, db, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz, a, lin->bn_w,
            lin->bn_b, M, lin->out);
-    snn_spike_rows xb;
-    if (in_rows(tr, &in, &xb) &&
-        snn_linear_bwd_bits(dx, grad_of(tr, lin->weight), NULL, tr->d_y, &xb, lin->weight, M,
+    if (snn_linear_bwd_bits(dx, grad_of(tr, lin->weight), NULL, tr->d_y, &xb, lin->weight, M,
                             lin->in, lin->out, add_dx))
         return;
     snn_linear_bwd(dx, grad_of(tr, lin->weight), NULL, tr->d_y, in_floats(tr, &in), lin->weight, M,

@@ -453,6 +453,68 @@ static void test_bn_backward_on_x_equals_on_xhat(void **state) {
     }
 }
 
+/* The fused Linear + BatchNorm backward (snn_linear_bn_bwd) gives the bytes of BatchNorm's
+ * backward (on xhat with the bias sums, snn_bn_train_bwd_sum; or on x, snn_bn_train_bwd_x)
+ * followed by snn_linear_bwd: dx written and added, with and without a bias, through a ReLU,
+ * at sizes that take the fused path (3136 rows: 4 weight-gradient blocks; 5000: 8; 256
+ * channels) and the fallbacks (700 rows: one block; 300 channels; a 0/1 spike input). */
+static void test_linear_bn_backward_fused_equals_separate(void **state) {
+    (void)state;
+    static const int shapes[][4] = {/* M, in, out, spikes */ {3136, 64, 64, 0}, {3136, 64, 256, 0},
+                                    {5000, 48, 64, 0},     {700, 64, 64, 0},
+                                    {1200, 32, 300, 0},    {3136, 64, 64, 1}};
+    for (int si = 0; si < 6; si++)
+        for (int mode = 0; mode < 4; mode++) { /* xhat; x; x through a ReLU; xhat, no bias */
+            const int M = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+            const size_t MI = (size_t)M * in, MO = (size_t)M * out, WN = (size_t)in * out;
+            const bool raw = mode == 1 || mode == 2, relu = mode == 2, bias = mode != 3;
+            const bool add = (si + mode) % 2 == 1;
+            float *x = fvec(MI), *w = fvec(WN), *xb = fvec(MO), *xh = fvec(MO), *y = fvec(MO);
+            float *mu = fvec(out), *rs = fvec(out), *g = fvec(out), *be = fvec(out);
+            float *dz = fvec(MO);
+            fill_uniform(x, MI, 91, si, -1.0f, 1.0f);
+            if (shapes[si][3])
+                for (size_t t = 0; t < MI; t++) x[t] = x[t] > 0.8f ? 1.0f : 0.0f;
+            fill_uniform(w, WN, 92, si, -0.5f, 0.5f);
+            fill_uniform(xb, MO, 93, si, -2.0f, 2.0f); /* BatchNorm's input */
+            fill_uniform(g, (size_t)out, 94, si, 0.5f, 1.5f);
+            fill_uniform(be, (size_t)out, 95, si, -0.5f, 0.5f);
+            fill_uniform(dz, MO, 96, si, -1.0f, 1.0f);
+            snn_bn_train_fwd(y, xh, mu, rs, xb, g, be, NULL, NULL, M, out, 0.1f, 1e-5f);
+            const snn_bn_saved bs = {raw ? xb : xh, raw ? mu : NULL, rs, g, relu ? be : NULL};
+            float *r[2][6]; /* per way: dx, dw, db, dgamma, dbeta, dy_lin */
+            const size_t sz[6] = {MI, WN, (size_t)out, (size_t)out, (size_t)out, MO};
+            float *scratch = fvec(snn_linear_bwd_scratch_floats(M, in, out) + 1);
+            for (int way = 0; way < 2; way++) {
+                for (int q = 0; q < 6; q++) r[way][q] = fvec(sz[q]);
+                fill_uniform(r[way][0], MI, 97, si, -1.0f, 1.0f); /* added to, or overwritten */
+                for (int q = 1; q < 5; q++) fill_const(r[way][q], sz[q], 0.125f * (float)q);
+                fill_const(r[way][5], MO, NAN); /* written before it is read */
+                float *db = bias ? r[way][2] : NULL;
+                if (way == 0) {
+                    if (raw)
+                        snn_bn_train_bwd_x(r[0][5], db, r[0][3], r[0][4], dz, xb, mu, rs, g,
+                                           relu ? be : NULL, M, 0, out, false);
+                    else if (bias)
+                        snn_bn_train_bwd_sum(r[0][5], db, r[0][3], r[0][4], dz, xh, rs, g, M, 0,
+                                             out);
+                    else
+                        snn_bn_train_bwd(r[0][5], r[0][3], r[0][4], dz, xh, rs, g, M, out, false);
+                    snn_linear_bwd(r[0][0], r[0][1], NULL, r[0][5], x, w, M, in, out, scratch,
+                                   add);
+                } else {
+                    snn_linear_bn_bwd(r[1][0], r[1][1], db, r[1][3], r[1][4], r[1][5], dz, &bs, x,
+                                      w, M, 0, in, out, scratch, add);
+                }
+            }
+            for (int q = 0; q < 6; q++) assert_memory_equal(r[0][q], r[1][q], sz[q] * sizeof(float));
+            for (int way = 0; way < 2; way++)
+                for (int q = 0; q < 6; q++) free(r[way][q]);
+            free(x), free(w), free(xb), free(xh), free(y), free(mu), free(rs), free(g), free(be);
+            free(dz), free(scratch);
+        }
+}
+
 /* dx, dw, db by central differences (M=6, in=5, out=4). L is linear in every coordinate, so the
  * only error is float rounding of y: atol 1e-5, rtol 1e-4 (worst seen: 8% of that bound). */
 static void test_linear_backward_matches_finite_differences(void **state) {
@@ -952,6 +1014,7 @@ int main(void) {
         cmocka_unit_test(test_bn_backward_matches_finite_differences),
         cmocka_unit_test(test_bn_backward_sum_equals_linear_db),
         cmocka_unit_test(test_bn_backward_on_x_equals_on_xhat),
+        cmocka_unit_test(test_linear_bn_backward_fused_equals_separate),
         cmocka_unit_test(test_bn_eval_uses_running_stats),
         cmocka_unit_test(test_bn_eval_blocks_match_formula),
         cmocka_unit_test(test_meanpool_forward_and_backward),
