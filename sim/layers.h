@@ -169,8 +169,9 @@ size_t snn_bn_sums_doubles(int C);
 
 /* snn_bn_train_fwd (M_batch = 0) or snn_bn_train_fwd_dist (M_batch > 0) on the x whose sums
  * snn_linear_fwd_sums gathered while it wrote x: the same bits, without the statistics' pass
- * over x. xhat NULL: y alone (see snn_bn_train_bwd_x); xhat and y NULL: the statistics alone (mean, rstd, running statistics), for a caller
- * that normalises x itself (a population's snn_neuron_affine with xhat). */
+ * over x. xhat NULL: y alone (see snn_bn_train_bwd_x); xhat and y NULL: the statistics alone
+ * (mean, rstd, running statistics), for a caller that normalises x itself (a population's
+ * snn_neuron_affine with xhat). */
 void snn_bn_train_fwd_sums(float *y, float *xhat, float *mean, float *rstd, const float *x,
                            const float *gamma, const float *beta, float *running_mean,
                            float *running_var, int M, long M_batch, int C, float momentum,
@@ -195,9 +196,10 @@ void snn_bn_train_bwd_dist(float *dx, float *dgamma, float *dbeta, const float *
 
 /* The normalisation of a training-mode BatchNorm whose statistics were gathered alone
  * (snn_bn_train_fwd_sums with xhat NULL): xhat (NULL: not stored, see snn_bn_train_bwd_x) and
- * y as snn_bn_train_fwd writes them, bit for bit; relu: y = max(y, 0) instead (x > 0 ? x : 0, a ReLU after the BatchNorm in the same pass);
- * res (or NULL): y = res + y instead (a residual stream's sum). Either way BatchNorm's output
- * itself is never stored. x, y, xhat, res [M, C]   mean, rstd, gamma, beta [C] */
+ * y as snn_bn_train_fwd writes them, bit for bit; relu: y = max(y, 0) instead (x > 0 ? x : 0,
+ * a ReLU after the BatchNorm in the same pass); res (or NULL): y = res + y instead (a residual
+ * stream's sum). Either way BatchNorm's output itself is never stored.
+ *   x, y, xhat, res [M, C]   mean, rstd, gamma, beta [C] */
 void snn_bn_train_normalise(float *y, float *xhat, const float *x, const float *mean,
                             const float *rstd, const float *gamma, const float *beta, int M,
                             int C, bool relu, const float *res);

@@ -647,9 +647,9 @@ static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M,
     bn_fwd(tr, lin, y, M, a, update_running, tr->bn_sums);
 }
 
-/* Given dz = dL/d(BN output) [M, out] (a->relu: dL/d(its ReLU's output)), accumulates parameter gradients and dx += dL/dx, or
- * writes dx = dL/dx when !add_dx (spikes as bits where the linear layer can read them, as in
- * lin_bn_fwd). */
+/* Given dz = dL/d(BN output) [M, out] (a->relu: dL/d(its ReLU's output)), accumulates
+ * parameter gradients and dx += dL/dx, or writes dx = dL/dx when !add_dx (spikes as bits where
+ * the linear layer can read them, as in lin_bn_fwd). */
 static void lin_bn_bwd(snn_trainer *tr, const snn_linear *lin, lin_in in, const float *dz, int M,
                        const lin_act *a, float *dx, bool add_dx) {
     /* the linear layer's bias gradient is summed by BatchNorm's dx pass (the same bytes) */

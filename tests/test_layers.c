@@ -507,7 +507,8 @@ static void test_linear_bn_backward_fused_equals_separate(void **state) {
                                       w, M, 0, in, out, scratch, add);
                 }
             }
-            for (int q = 0; q < 6; q++) assert_memory_equal(r[0][q], r[1][q], sz[q] * sizeof(float));
+            for (int q = 0; q < 6; q++)
+                assert_memory_equal(r[0][q], r[1][q], sz[q] * sizeof(float));
             for (int way = 0; way < 2; way++)
                 for (int q = 0; q < 6; q++) free(r[way][q]);
             free(x), free(w), free(xb), free(xh), free(y), free(mu), free(rs), free(g), free(be);
