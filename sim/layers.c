@@ -194,8 +194,9 @@ static void bn_block_sums(double (*part)[BN_CW], const float *x, int M, int C, i
  * mostly 0 (firing rates of a few percent). For such an x (every entry 0 or 1, checked; at most
  * SP_MAX_DENSITY of them 1 in the first rows) the products skip the zeros:
  *   y[m, :]  = (sum over the ones x[m, i], i ascending, of w^T[i, :]) + b   (float)
- *   dw^T[i, :] = sum over the rows m with x[m, i] = 1 of dy[m, :]   (float; two fixed halves of
- *                the rows, each summed in blocks of rows, then added)
+ *   dw^T[i, :] = sum over the rows m with x[m, i] = 1 of dy[m, :]   (float; two fixed parts of
+ *                the rows, alternate blocks of rows each, each part summed block by block,
+ *                then the parts added)
  * i.e. the float sums of the dense product without its multiplications by 0 and 1, in a fixed
  * order (so the result is the same for any thread count; its bits differ from the dense
  * product's, whose order is its own). Any other x (real inputs, ternary spikes, dense spikes)
@@ -440,15 +441,17 @@ static bool linear_fwd_sparse(float *y, const sp_src *src, const float *w, const
     return !bad;
 }
 
-/* dwt = sum over rows [r0, r1) with x[m, i] = 1 of dy[m, :] (float), dwt = dw^T [in, out]
- * written: rows in blocks of rb = SP_RB (fewer when in * SP_RB passes the list buffer; at least
- * 8, as in <= SP_MAX_IN); in a block the rows of each feature i are listed (m ascending) and
- * their dy rows summed in registers, then added to dw^T[i, :]; blocks in order. Returns whether
- * an entry was neither 0 nor 1. */
+/* dwt = sum over part `part` of the M rows with x[m, i] = 1 of dy[m, :] (float), dwt = dw^T
+ * [in, out] written: rows in blocks of rb = SP_RB (fewer when in * SP_RB passes the list
+ * buffer; at least 8, as in <= SP_MAX_IN), part k the blocks k, k + SP_DW_PARTS, ... (rows are
+ * (t, b, n): alternate blocks give each part rows of every timestep, whose firing rates
+ * differ, where halves of the rows had left one thread waiting on the other); in a block the
+ * rows of each feature i are listed (m ascending) and their dy rows summed in registers, then
+ * added to dw^T[i, :]; blocks in order. Returns whether an entry was neither 0 nor 1. */
 enum { SP_RB = 128, SP_LIST = 32768 };
 _Static_assert(SP_LIST / SP_MAX_IN >= 8 && SP_RB <= 256, "blocks of 8 to 256 rows (uint8 lists)");
 static inline __attribute__((always_inline)) int
-linear_dw_sparse_body(float *dwt, const float *dy, const sp_src *src, int r0, int r1, int in,
+linear_dw_sparse_body(float *dwt, const float *dy, const sp_src *src, int M, int part, int in,
                       int out, const bool wide) {
     for (size_t t = 0; t < (size_t)in * out; t++) dwt[t] = 0.0f;
     const int rb = in * SP_RB <= SP_LIST ? SP_RB : SP_LIST / in;
@@ -457,13 +460,13 @@ linear_dw_sparse_body(float *dwt, const float *dy, const sp_src *src, int r0, in
     uint8_t lst[SP_LIST]; /* lst[i * rb + t]: t-th row (offset in the block) of feature i */
     uint8_t cnt[SP_MAX_IN];
     const int o32 = out / 32 * 32;
-    for (int m0 = r0; m0 < r1; m0 += rb) {
-        const int m1 = r1 - m0 < rb ? r1 : m0 + rb;
+    for (int m0 = part * rb; m0 < M; m0 += SP_DW_PARTS * rb) {
+        const int m1 = M - m0 < rb ? M : m0 + rb;
         for (int i = 0; i < in; i++) cnt[i] = 0;
         for (int m = m0; m < m1; m++) {
             /* the x rows, and the dy rows of the block right after: the hardware prefetchers
              * follow neither */
-            if (m + 8 < r1) sp_prefetch_row(src, m + 8, 0, in);
+            if (m + 8 < m1) sp_prefetch_row(src, m + 8, 0, in);
             for (int t = 0; t < out; t += 16) __builtin_prefetch(dy + (size_t)m * out + t);
             const int nnz = sp_row_indices(src, m, 0, in, idx, &bad);
             for (int t = 0; t < nnz; t++) {
@@ -519,23 +522,23 @@ linear_dw_sparse_body(float *dwt, const float *dy, const sp_src *src, int r0, in
 
 /* linear_dw_sparse_body with 16-float and with 8-float vectors (see linear_fwd_sparse_rows). */
 static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_wide(float *dwt, const float *dy,
-                                                        const sp_src *src, int r0, int r1, int in,
-                                                        int out) {
-    return linear_dw_sparse_body(dwt, dy, src, r0, r1, in, out, true);
+                                                        const sp_src *src, int M, int part,
+                                                        int in, int out) {
+    return linear_dw_sparse_body(dwt, dy, src, M, part, in, out, true);
 }
 static SNN_WIDE_FN SNN_VEC_FN int linear_dw_sparse_narrow(float *dwt, const float *dy,
-                                                          const sp_src *src, int r0, int r1,
+                                                          const sp_src *src, int M, int part,
                                                           int in, int out) {
-    return linear_dw_sparse_body(dwt, dy, src, r0, r1, in, out, false);
+    return linear_dw_sparse_body(dwt, dy, src, M, part, in, out, false);
 }
-static int linear_dw_sparse_rows(float *dwt, const float *dy, const sp_src *src, int r0, int r1,
+static int linear_dw_sparse_part(float *dwt, const float *dy, const sp_src *src, int M, int part,
                                  int in, int out) {
-    return snn_wide_avx512() ? linear_dw_sparse_wide(dwt, dy, src, r0, r1, in, out)
-                             : linear_dw_sparse_narrow(dwt, dy, src, r0, r1, in, out);
+    return snn_wide_avx512() ? linear_dw_sparse_wide(dwt, dy, src, M, part, in, out)
+                             : linear_dw_sparse_narrow(dwt, dy, src, M, part, in, out);
 }
 
 /* dw += dy^T x for a sparse binary x (see above): SP_DW_PARTS fixed parts of the rows, each
- * summed into its own dw^T (linear_dw_sparse_rows: every x and dy row is read once), then
+ * summed into its own dw^T (linear_dw_sparse_part: every x and dy row is read once), then
  * dw += (part 0 + part 1 + ...), the parts added in order. */
 static bool linear_dw_sparse(float *dw, const float *dy, const sp_src *src, int M, int in,
                              int out, bool par) {
@@ -544,11 +547,8 @@ static bool linear_dw_sparse(float *dw, const float *dy, const sp_src *src, int 
     float dwt[SP_DW_PARTS][SP_MAX_W] __attribute__((aligned(64))); /* dw^T [in, out] sums */
     int bad = 0;
 #pragma omp parallel for schedule(dynamic) if (par) reduction(| : bad)
-    for (int k = 0; k < SP_DW_PARTS; k++) {
-        const int r0 = (int)((long)k * M / SP_DW_PARTS);
-        const int r1 = (int)((long)(k + 1) * M / SP_DW_PARTS);
-        bad |= linear_dw_sparse_rows(dwt[k], dy, src, r0, r1, in, out);
-    }
+    for (int k = 0; k < SP_DW_PARTS; k++)
+        bad |= linear_dw_sparse_part(dwt[k], dy, src, M, k, in, out);
     if (bad) return false; /* dw untouched */
     for (int o = 0; o < out; o++)
         for (int i = 0; i < in; i++)
