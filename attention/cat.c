@@ -50,6 +50,7 @@
 #include <stdlib.h>
 
 #include "sim/util.h"
+#include "sim/vec.h"
 
 struct snn_cat_plan {
     int N, d, H, cb; /* cb: channels per block of transforms, a divisor of d */
@@ -172,8 +173,9 @@ static void gather(int N, int d, const float *m, int ld, double *dst) {
     }
 }
 
-void snn_attn_cat_head_train(const snn_cat_plan *pl, const float *g, int ldg, const float *v,
-                             int ld, float *o, int ldo, float *z, double *scratch) {
+SNN_WIDE_FN SNN_VEC_FN void snn_attn_cat_head_train(const snn_cat_plan *pl, const float *g,
+                                                    int ldg, const float *v, int ld, float *o,
+                                                    int ldo, float *z, double *scratch) {
     const int N = pl->N, d = pl->d, H = pl->H, cb = pl->cb;
     const cat_scratch s = carve(N, cb, scratch);
 
@@ -212,9 +214,11 @@ void snn_attn_cat_head_train(const snn_cat_plan *pl, const float *g, int ldg, co
     }
 }
 
-void snn_attn_cat_head_backward(const snn_cat_plan *pl, const float *g, int ldg, const float *v,
-                                int ld, const float *z, const float *dout, int lddo, float *dg,
-                                int lddg, float *dv, double *scratch) {
+SNN_WIDE_FN SNN_VEC_FN void snn_attn_cat_head_backward(const snn_cat_plan *pl, const float *g,
+                                                       int ldg, const float *v, int ld,
+                                                       const float *z, const float *dout,
+                                                       int lddo, float *dg, int lddg, float *dv,
+                                                       double *scratch) {
     (void)g, (void)ldg; /* the softmax backward needs only z */
     const int N = pl->N, d = pl->d, H = pl->H, cb = pl->cb;
     const cat_scratch s = carve(N, cb, scratch);
