@@ -89,7 +89,8 @@ void snn_primal_count(int N, int d, int s, int M, snn_ops *ops) {
 
 /* phi rows: nrm_n = max((float)sqrt(sum_c v_nc^2), eps) (F.normalize's clamp_min), then the
  * float division v_nc / nrm_n, one per element, as F.normalize computes it. */
-static void normalise_rows(int N, int d, const float *v, int ld, float *phi, float *nrm) {
+static inline __attribute__((always_inline)) void normalise_rows(int N, int d, const float *v,
+                                                                 int ld, float *phi, float *nrm) {
     for (int n = 0; n < N; n++) {
         const float *vn = v + (long)n * ld;
         float nr = (float)sqrt(dot(vn, vn, d));
@@ -100,10 +101,12 @@ static void normalise_rows(int N, int d, const float *v, int ld, float *phi, flo
     }
 }
 
-void snn_primal_forward(int N, int d, int s, int M, const float *q, const float *k, int ld,
-                        const float *x, int ldx, const int *idx, const float *E, const float *R,
-                        const float *cw, const float *cb, float *o, int ldo,
-                        const snn_primal_cache *cache, snn_ops *ops) {
+SNN_WIDE_FN SNN_VEC_FN void snn_primal_forward(int N, int d, int s, int M, const float *q,
+                                               const float *k, int ld, const float *x, int ldx,
+                                               const int *idx, const float *E, const float *R,
+                                               const float *cw, const float *cb, float *o,
+                                               int ldo, const snn_primal_cache *cache,
+                                               snn_ops *ops) {
     SNN_ASSERT(N >= 1 && d >= 1 && s >= 1 && M >= 1 && M <= N);
     normalise_rows(N, d, q, ld, cache->qn, cache->nq);
     normalise_rows(N, d, k, ld, cache->kn, cache->nk);
@@ -131,8 +134,9 @@ size_t snn_primal_scratch_floats(int N, int d, int s) {
 /* Back through phi = v / max(||v||, eps), row by row, given dphi = dY W^T computed here:
  *   dphi [N, d] = dY W^T (float, a tensor in PyTorch),
  *   dv_n += (dphi_n - phi_n <phi_n, dphi_n>) / nrm_n  if nrm_n > eps, else dphi_n / eps. */
-static void normalise_backward(int N, int d, int s, const float *phi, const float *nrm,
-                               const float *W, const float *dY, float *dv, int ld, float *dphi) {
+static inline __attribute__((always_inline)) void
+normalise_backward(int N, int d, int s, const float *phi, const float *nrm, const float *W,
+                   const float *dY, float *dv, int ld, float *dphi) {
     gemm(false, true, N, d, s, dY, s, W, s, 0.0f, dphi, d);
     for (int n = 0; n < N; n++) {
         const float *pn = phi + (long)n * d, *dpn = dphi + (long)n * d;
@@ -149,12 +153,13 @@ static void normalise_backward(int N, int d, int s, const float *phi, const floa
     }
 }
 
-void snn_primal_backward(int N, int d, int s, int M, int ldx, const int *idx,
-                         const float *E, const float *R, const float *cw,
-                         const snn_primal_cache *cache, const float *dout, int lddo,
-                         double ksvd_coef, const float *lambda, float *dq, float *dk, int ld,
-                         float *dx, float *dE, float *dR, float *dcw, float *dcb,
-                         float *scratch) {
+SNN_WIDE_FN SNN_VEC_FN void snn_primal_backward(int N, int d, int s, int M, int ldx,
+                                                const int *idx, const float *E, const float *R,
+                                                const float *cw, const snn_primal_cache *cache,
+                                                const float *dout, int lddo, double ksvd_coef,
+                                                const float *lambda, float *dq, float *dk,
+                                                int ld, float *dx, float *dE, float *dR,
+                                                float *dcw, float *dcb, float *scratch) {
     SNN_ASSERT(N >= 1 && d >= 1 && s >= 1 && M >= 1 && M <= N);
     SNN_ASSERT(ksvd_coef == 0.0 || lambda != NULL);
     float *de = scratch, *dr = de + (size_t)N * s;
@@ -197,7 +202,8 @@ void snn_primal_backward(int N, int d, int s, int M, int ldx, const int *idx,
 
 /* ---- KSVD ----------------------------------------------------------------------------------- */
 
-void snn_primal_ksvd_accum(int N, int s, const float *e, const float *r, double *S) {
+SNN_WIDE_FN SNN_VEC_FN void snn_primal_ksvd_accum(int N, int s, const float *e, const float *r,
+                                                  double *S) {
     for (int n = 0; n < N; n++) {
         const float *en = e + (long)n * s, *rn = r + (long)n * s;
         for (int j = 0; j < s; j++)
@@ -234,8 +240,9 @@ double snn_primal_ksvd_dJ(double eta, double J, int P) {
     return 2.0 * eta * J / P;
 }
 
-void snn_primal_ksvd_score_grad(int N, int s, const float *lambda, const float *e,
-                                const float *r, double coef, float *de, float *dr) {
+SNN_WIDE_FN SNN_VEC_FN void snn_primal_ksvd_score_grad(int N, int s, const float *lambda,
+                                                       const float *e, const float *r,
+                                                       double coef, float *de, float *dr) {
     for (int n = 0; n < N; n++)
         for (int j = 0; j < s; j++) {
             const double w = coef * (double)lambda[j] * lambda[j];

@@ -1061,7 +1061,7 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
     if (tr->kind == SNN_ATTN_PRIMAL) {
         ksvd_g = snn_primal_ksvd_dJ(m->cfg->model.attention.eta, b->ksvd_J, m->L);
         ksvd_coef = ksvd_g / ((double)tr->T * tr->B * H * N);
-        memset(tr->primal_dgrad, 0, (size_t)jobs * pg * sizeof *tr->primal_dgrad);
+        zero_floats(tr->primal_dgrad, (size_t)jobs * pg);
     }
     if (tr->kind == SNN_ATTN_CAT) zero_floats(tr->d_g, (size_t)M * H);
     /* which of dq, dk, dv the kernel accumulates into (the others are not used) */
@@ -1121,17 +1121,29 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
         snn_linear_bwd(d_in, grad_of(tr, mb->a_w), NULL, tr->d_g, x_in, mb->a_w, M, D, H,
                        tr->dw_scratch, true);
     if (tr->kind == SNN_ATTN_PRIMAL) {
-        /* shared-parameter gradients: per-job blocks summed in job order (any thread count) */
+        /* shared-parameter gradients: per-job blocks summed in job order, in parallel over
+         * ranges of a block's entries (each entry's sum in job order: any thread count) */
         float *gE = grad_of(tr, mb->E), *gR = grad_of(tr, mb->R);
         float *gcw = grad_of(tr, mb->c_w), *gcb = grad_of(tr, mb->c_b);
         const size_t MS = (size_t)Mp * S, CW = (size_t)d * 2 * S;
-        for (long j = 0; j < jobs; j++) {
-            const float *g = tr->primal_dgrad + (size_t)j * pg;
-            const size_t h = (size_t)(j % H);
-            for (size_t i = 0; i < MS; i++) gE[h * MS + i] += g[i];
-            for (size_t i = 0; i < MS; i++) gR[h * MS + i] += g[MS + i];
-            for (size_t i = 0; i < CW; i++) gcw[i] += g[2 * MS + i];
-            for (int i = 0; i < d; i++) gcb[i] += g[2 * MS + CW + (size_t)i];
+        enum { ENTRIES = 256 }; /* entries of a block per work item */
+#pragma omp parallel for schedule(dynamic)
+        for (long c = 0; c < (long)((pg + ENTRIES - 1) / ENTRIES); c++) {
+            const size_t i0 = (size_t)c * ENTRIES, i1 = pg - i0 < ENTRIES ? pg : i0 + ENTRIES;
+            for (long j = 0; j < jobs; j++) {
+                const float *g = tr->primal_dgrad + (size_t)j * pg;
+                const size_t h = (size_t)(j % H);
+                /* the range's pieces in E's, R's, c_w's and c_b's parts of the block */
+                for (size_t i = i0; i < i1;) {
+                    const size_t part = i < MS ? 0 : i < 2 * MS ? 1 : i < 2 * MS + CW ? 2 : 3;
+                    const size_t start[5] = {0, MS, 2 * MS, 2 * MS + CW, pg};
+                    float *const base[4] = {gE + h * MS, gR + h * MS, gcw, gcb};
+                    const size_t end = start[part + 1] < i1 ? start[part + 1] : i1;
+                    float *dst = base[part] + (i - start[part]);
+                    for (size_t t = 0; t < end - i; t++) dst[t] += g[i + t];
+                    i = end;
+                }
+            }
         }
         snn_primal_ksvd_lambda_backward(H, S, mb->lambda, b->ksvd_S, tr->T * tr->B, N, ksvd_g,
                                         grad_of(tr, mb->lambda));
