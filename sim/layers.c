@@ -397,9 +397,10 @@ static void linear_fwd_rows_dense(float *y, const float *x, const float *w, cons
  * from the spike path (src, wt = w^T) or the dense product (x, with wt when not NULL). Returns
  * false (y and sums garbage) if a spike entry is neither 0 nor 1. */
 _Static_assert(SNN_LINEAR_ROW_CHUNK % BN_SUB == 0, "chunks add whole runs of a block's sums");
+static void bn_normalise_chunk(const snn_bn_norm *nm, int m0, int m1, int C);
 static bool linear_fwd_blocks(float *y, const float *x, const sp_src *src, const float *wt,
                               const float *w, const float *b, int M, int in, int out,
-                              double *sums, bool par) {
+                              double *sums, const snn_bn_norm *x_norm, bool par) {
     (void)par; /* unused without OpenMP */
     int bad = 0;
 #pragma omp parallel for schedule(dynamic) if (par) reduction(| : bad)
@@ -407,6 +408,7 @@ static bool linear_fwd_blocks(float *y, const float *x, const sp_src *src, const
         const int m0 = bn_row0(bk, M), m1 = bn_row0(bk + 1, M);
         for (int r0 = m0; r0 < m1; r0 += SNN_LINEAR_ROW_CHUNK) {
             const int r1 = m1 - r0 < SNN_LINEAR_ROW_CHUNK ? m1 : r0 + SNN_LINEAR_ROW_CHUNK;
+            if (x_norm) bn_normalise_chunk(x_norm, r0, r1, in); /* x's rows, then the product */
             if (src)
                 bad |= linear_fwd_sparse_rows(y, src, wt, b, r0, r1, in, out);
             else
@@ -429,7 +431,7 @@ static void transpose_w(float *wt, const float *w, int in, int out) {
 static bool linear_fwd_sparse(float *y, const sp_src *src, const float *w, const float *wt,
                               const float *b, int M, int in, int out, bool par, double *sums) {
     (void)par; /* unused without OpenMP */
-    if (sums) return linear_fwd_blocks(y, NULL, src, wt, w, b, M, in, out, sums, par);
+    if (sums) return linear_fwd_blocks(y, NULL, src, wt, w, b, M, in, out, sums, NULL, par);
     const int rows = linear_rows(M), nc = n_chunks(M, rows);
     int bad = 0;
 #pragma omp parallel for schedule(dynamic) if (par) reduction(| : bad)
@@ -556,10 +558,12 @@ static bool linear_dw_sparse(float *dw, const float *dy, const sp_src *src, int 
     return true;
 }
 
-/* snn_linear_fwd, and snn_linear_fwd_sums when sums is not NULL. */
+/* snn_linear_fwd, and snn_linear_fwd_sums when sums is not NULL (with x_norm: x normalised
+ * chunk by chunk, snn_linear_fwd_sums_norm). */
 static void linear_fwd(float *y, const float *x, const float *w, const float *b, int M, int in,
-                       int out, double *sums) {
+                       int out, double *sums, const snn_bn_norm *x_norm) {
     SNN_ASSERT(y && x && w && M >= 0 && in > 0 && out > 0);
+    SNN_ASSERT(!x_norm || sums);
     snn_layers_init();
     const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
     (void)par; /* unused without OpenMP */
@@ -569,7 +573,7 @@ static void linear_fwd(float *y, const float *x, const float *w, const float *b,
      * past SP_MAX_W, w itself (sgemm) */
     float wt_buf[SP_MAX_W] __attribute__((aligned(64)));
     const float *wt = NULL;
-    const bool sparse = sparse_ok(x, M, in, out);
+    const bool sparse = !x_norm && sparse_ok(x, M, in, out); /* x_norm: x not written yet */
     if ((size_t)in * out <= SP_MAX_W && (sparse || M >= SNN_LINEAR_WT_ROWS)) {
         transpose_w(wt_buf, w, in, out);
         wt = wt_buf;
@@ -577,7 +581,7 @@ static void linear_fwd(float *y, const float *x, const float *w, const float *b,
     const sp_src src = {x, NULL, in};
     if (sparse && linear_fwd_sparse(y, &src, w, wt, b, M, in, out, par, sums)) return;
     if (sums) {
-        const bool ok = linear_fwd_blocks(y, x, NULL, wt, w, b, M, in, out, sums, par);
+        const bool ok = linear_fwd_blocks(y, x, NULL, wt, w, b, M, in, out, sums, x_norm, par);
         SNN_ASSERT(ok); /* dense rows never fail */
         return;
     }
@@ -591,13 +595,19 @@ static void linear_fwd(float *y, const float *x, const float *w, const float *b,
 
 void snn_linear_fwd(float *y, const float *x, const float *w, const float *b, int M, int in,
                     int out) {
-    linear_fwd(y, x, w, b, M, in, out, NULL);
+    linear_fwd(y, x, w, b, M, in, out, NULL, NULL);
 }
 
 void snn_linear_fwd_sums(float *y, const float *x, const float *w, const float *b, int M, int in,
                          int out, double *sums) {
     SNN_ASSERT(sums && M >= 1);
-    linear_fwd(y, x, w, b, M, in, out, sums);
+    linear_fwd(y, x, w, b, M, in, out, sums, NULL);
+}
+
+void snn_linear_fwd_sums_norm(float *y, const snn_bn_norm *x_norm, const float *w,
+                              const float *b, int M, int in, int out, double *sums) {
+    SNN_ASSERT(x_norm && x_norm->y && sums && M >= 1);
+    linear_fwd(y, x_norm->y, w, b, M, in, out, sums, x_norm);
 }
 
 /* snn_linear_fwd_bits, and snn_linear_fwd_bits_sums when sums is not NULL. */
@@ -796,6 +806,12 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_normalise_rows(float *y, float *xhat, cons
                 ym[c] = gamma[c] * bn_xhat(xm[c], mean[c], rstd[c]) + beta[c];
         }
     }
+}
+
+/* Rows [m0, m1) of nm's normalisation, C channels (linear_fwd_blocks' prologue). */
+static void bn_normalise_chunk(const snn_bn_norm *nm, int m0, int m1, int C) {
+    bn_normalise_rows(nm->y, NULL, nm->x, nm->mean, nm->rstd, nm->gamma, nm->beta, m0, m1, C,
+                      nm->relu, nm->res);
 }
 
 /* The normalisation pass over M rows (element-wise, rows independent). */

@@ -131,6 +131,21 @@ void snn_linear_fwd_sums(float *y, const float *x, const float *w, const float *
 bool snn_linear_fwd_bits_sums(float *y, const snn_spike_rows *x, const float *w, const float *b,
                               int M, int in, int out, double *sums);
 
+/* A training-mode BatchNorm's normalisation left to the layer that reads its output:
+ * snn_bn_train_normalise(y, NULL, x, mean, rstd, gamma, beta, M, C, relu, res)'s arguments. */
+typedef struct snn_bn_norm {
+    float *y;
+    const float *x, *mean, *rstd, *gamma, *beta, *res;
+    bool relu;
+} snn_bn_norm;
+
+/* snn_linear_fwd_sums on x = x_norm->y, which this call writes first: each row chunk of x is
+ * normalised (x_norm, C = in: snn_bn_train_normalise's bytes) right before the chunk's product
+ * reads it, while it is in cache, instead of in a pass of its own. The dense path always (x is
+ * a BatchNorm's output, never spikes). */
+void snn_linear_fwd_sums_norm(float *y, const snn_bn_norm *x_norm, const float *w,
+                              const float *b, int M, int in, int out, double *sums);
+
 /* Floats of snn_linear_bwd's scratch for M rows (0 up to SNN_LINEAR_DW_ROWS rows, where it may
  * be NULL; at most 7 in out): the weight gradient of a non-spike input is summed over up to 8
  * row blocks, one product each, block 0 into dw and the others into the scratch, then added in

@@ -647,6 +647,25 @@ static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M,
     bn_fwd(tr, lin, y, M, a, update_running, tr->bn_sums);
 }
 
+/* The normalisation of a's fused, raw BatchNorm (lin's) into y: plus res, or its ReLU
+ * (snn_bn_train_normalise's arguments). */
+static snn_bn_norm bn_norm_of(const snn_linear *lin, const lin_act *a, float *y, const float *res,
+                              bool relu) {
+    SNN_ASSERT(a->fused && a->raw);
+    return (snn_bn_norm){y, a->xhat, a->mean, a->rstd, lin->bn_w, lin->bn_b, res, relu};
+}
+
+/* lin_bn_fwd (training mode) on x_norm->y, the output of a BatchNorm whose normalisation this
+ * layer's product runs chunk by chunk (snn_linear_fwd_sums_norm): x is then read in cache. */
+static void lin_bn_fwd_norm(snn_trainer *tr, const snn_linear *lin, const snn_bn_norm *x_norm,
+                            int M, lin_act *a, bool update_running) {
+    SNN_ASSERT(!tr->eval);
+    float *y = a->raw ? a->xhat : tr->y;
+    snn_linear_fwd_sums_norm(y, x_norm, lin->weight, lin->bias, M, lin->in, lin->out,
+                             tr->bn_sums);
+    bn_fwd(tr, lin, y, M, a, update_running, tr->bn_sums);
+}
+
 /* Given dz = dL/d(BN output) [M, out] (a->relu: dL/d(its ReLU's output)), accumulates
  * parameter gradients and dx += dL/dx, or writes dx = dL/dx when !add_dx (spikes as bits where
  * the linear layer can read them, as in lin_bn_fwd). */
@@ -1301,6 +1320,11 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
                 pop_fwd_bn(tr, mb->pop_o, &mb->o, &b->proj, &b->po, (size_t)D, SP_Q, true);
             add3(b->u_mid, x_in, so, MD);
             lin_bn_fwd(tr, &mb->fc1, floats_in(b->u_mid), M, &b->fc1, update_running);
+        } else if (!tr->eval && b->proj.fused && mb->pop_mlp_in == SNN_SLOT_IDENTITY) {
+            /* fc1 reads u_mid = u_in + BN_o(...) itself: its product normalises each chunk */
+            const snn_bn_norm nm = bn_norm_of(&mb->o, &b->proj, b->u_mid, b->u_in, false);
+            pop_fwd_to(tr, mb->pop_mlp_in, b->u_mid, NULL, &b->pm, (size_t)D, SP_Q, false);
+            lin_bn_fwd_norm(tr, &mb->fc1, &nm, M, &b->fc1, update_running);
         } else {
             residual_add(tr, &mb->o, &b->proj, b->u_mid, b->u_in, MD);
             const float *sm =
@@ -1308,10 +1332,15 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
             lin_bn_fwd(tr, &mb->fc1, spikes_in(mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q, sm), M,
                        &b->fc1, update_running);
         }
-        const float *sh =
-            pop_fwd_bn(tr, mb->pop_hidden, &mb->fc1, &b->fc1, &b->ph, (size_t)Hd, SP_X, false);
-        lin_bn_fwd(tr, &mb->fc2, spikes_in(mb->pop_hidden, &b->ph, (size_t)Hd, SP_X, sh), M,
-                   &b->fc2, update_running);
+        if (!tr->eval && b->fc1.relu) { /* fc2 applies fc1's BatchNorm and ReLU chunk by chunk */
+            const snn_bn_norm nm = bn_norm_of(&mb->fc1, &b->fc1, b->ph.s, NULL, true);
+            lin_bn_fwd_norm(tr, &mb->fc2, &nm, M, &b->fc2, update_running);
+        } else {
+            const float *sh = pop_fwd_bn(tr, mb->pop_hidden, &mb->fc1, &b->fc1, &b->ph,
+                                         (size_t)Hd, SP_X, false);
+            lin_bn_fwd(tr, &mb->fc2, spikes_in(mb->pop_hidden, &b->ph, (size_t)Hd, SP_X, sh), M,
+                       &b->fc2, update_running);
+        }
         if (tr->sew) {
             const float *sout =
                 pop_fwd_bn(tr, mb->pop_out, &mb->fc2, &b->fc2, &b->pout, (size_t)D, SP_Q, true);
