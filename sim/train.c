@@ -205,6 +205,9 @@ struct snn_trainer {
     float *d_g;                /* cat: [M, h] */
     float *d_kv, *d_kvs;       /* sdsa: [T, B, D] gradients on kv and on kv_lif's spikes */
     double *dtau;              /* [max chunks of a population] PLIF dL/dtau per neuron chunk */
+    snn_bn_norm pending;       /* a BatchNorm normalisation not run yet (y NULL: none): an ANN
+                                * block's fc2 with the residual sum, which the next block's
+                                * first q, k or v product runs chunk by chunk (lin_bn_fwd) */
     int n_threads;
 
     float *grads;              /* [n_params], laid out like the parameter arena */
@@ -624,29 +627,6 @@ static const float *in_floats(snn_trainer *tr, const lin_in *in) {
     return in->x ? in->x : pop_out(tr, in->p, in->a, in->width, in->slot);
 }
 
-/* Linear layer and BatchNorm: z = BN(in w^T + b). Spikes are read as bits where the linear layer
- * can (the same bytes as from their floats). */
-static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M, lin_act *a,
-                       bool update_running) {
-    snn_spike_rows xb;
-    if (tr->eval) {
-        if (!in_rows(tr, &in, &xb) ||
-            !snn_linear_fwd_bits(tr->y, &xb, lin->weight, lin->bias, M, lin->in, lin->out))
-            snn_linear_fwd(tr->y, in_floats(tr, &in), lin->weight, lin->bias, M, lin->in,
-                           lin->out);
-        bn_fwd(tr, lin, tr->y, M, a, update_running, NULL);
-        return;
-    }
-    /* training mode: the linear layer gathers BatchNorm's sums while it writes y (raw: into
-     * xhat's buffer, kept for the backward) */
-    float *y = a->raw ? a->xhat : tr->y;
-    if (!in_rows(tr, &in, &xb) || !snn_linear_fwd_bits_sums(y, &xb, lin->weight, lin->bias, M,
-                                                           lin->in, lin->out, tr->bn_sums))
-        snn_linear_fwd_sums(y, in_floats(tr, &in), lin->weight, lin->bias, M, lin->in, lin->out,
-                            tr->bn_sums);
-    bn_fwd(tr, lin, y, M, a, update_running, tr->bn_sums);
-}
-
 /* The normalisation of a's fused, raw BatchNorm (lin's) into y: plus res, or its ReLU
  * (snn_bn_train_normalise's arguments). */
 static snn_bn_norm bn_norm_of(const snn_linear *lin, const lin_act *a, float *y, const float *res,
@@ -663,6 +643,35 @@ static void lin_bn_fwd_norm(snn_trainer *tr, const snn_linear *lin, const snn_bn
     float *y = a->raw ? a->xhat : tr->y;
     snn_linear_fwd_sums_norm(y, x_norm, lin->weight, lin->bias, M, lin->in, lin->out,
                              tr->bn_sums);
+    bn_fwd(tr, lin, y, M, a, update_running, tr->bn_sums);
+}
+
+/* Linear layer and BatchNorm: z = BN(in w^T + b). Spikes are read as bits where the linear layer
+ * can (the same bytes as from their floats). */
+static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M, lin_act *a,
+                       bool update_running) {
+    snn_spike_rows xb;
+    if (tr->eval) {
+        if (!in_rows(tr, &in, &xb) ||
+            !snn_linear_fwd_bits(tr->y, &xb, lin->weight, lin->bias, M, lin->in, lin->out))
+            snn_linear_fwd(tr->y, in_floats(tr, &in), lin->weight, lin->bias, M, lin->in,
+                           lin->out);
+        bn_fwd(tr, lin, tr->y, M, a, update_running, NULL);
+        return;
+    }
+    if (tr->pending.y && in.x == tr->pending.y) { /* x is a normalisation still to run */
+        const snn_bn_norm nm = tr->pending;
+        tr->pending.y = NULL;
+        lin_bn_fwd_norm(tr, lin, &nm, M, a, update_running);
+        return;
+    }
+    /* training mode: the linear layer gathers BatchNorm's sums while it writes y (raw: into
+     * xhat's buffer, kept for the backward) */
+    float *y = a->raw ? a->xhat : tr->y;
+    if (!in_rows(tr, &in, &xb) || !snn_linear_fwd_bits_sums(y, &xb, lin->weight, lin->bias, M,
+                                                           lin->in, lin->out, tr->bn_sums))
+        snn_linear_fwd_sums(y, in_floats(tr, &in), lin->weight, lin->bias, M, lin->in, lin->out,
+                            tr->bn_sums);
     bn_fwd(tr, lin, y, M, a, update_running, tr->bn_sums);
 }
 
@@ -1345,10 +1354,15 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
             const float *sout =
                 pop_fwd_bn(tr, mb->pop_out, &mb->fc2, &b->fc2, &b->pout, (size_t)D, SP_Q, true);
             add3(b->u_out, b->u_mid, sout, MD);
+        } else if (!tr->eval && b->fc2.fused && l + 1 < m->L &&
+                   m->blocks[l + 1].pop_in == SNN_SLOT_IDENTITY) {
+            /* u_out = u_mid + BN_fc2(...): left to the next block's first product */
+            tr->pending = bn_norm_of(&mb->fc2, &b->fc2, b->u_out, b->u_mid, false);
         } else {
             residual_add(tr, &mb->fc2, &b->fc2, b->u_out, b->u_mid, MD);
         }
     }
+    SNN_ASSERT(!tr->pending.y); /* every block's first product ran its input's normalisation */
     const float *u_last = tr->blocks[m->L - 1].u_out;
     /* head input: head_lif's spikes (ms) or the spike-sum stream itself (sew) */
     const float *head_in = u_last;
