@@ -365,6 +365,46 @@ static void test_linear_bn_sums_equal_separate_passes(void **state) {
         }
 }
 
+/* A linear layer that runs the normalisation of its input's BatchNorm chunk by chunk
+ * (snn_linear_fwd_sums_norm) gives the bytes of snn_bn_train_normalise followed by
+ * snn_linear_fwd_sums: the input it writes, its output and BatchNorm's sums, plain, with a
+ * ReLU and with a residual stream; sizes with empty row blocks (5 rows), 300-row blocks of two
+ * chunks (4800), 256 input channels. */
+static void test_linear_fwd_norm_equals_separate(void **state) {
+    (void)state;
+    static const int shapes[][3] = {/* M, in, out */ {5, 24, 64}, {4800, 64, 64}, {700, 256, 64}};
+    for (int si = 0; si < 3; si++)
+        for (int variant = 0; variant < 3; variant++) { /* plain, ReLU, residual */
+            const int M = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+            const size_t MI = (size_t)M * in, MO = (size_t)M * out;
+            float *xb = fvec(MI), *res = fvec(MI), *mu = fvec(in), *rs = fvec(in), *g = fvec(in);
+            float *be = fvec(in), *w = fvec((size_t)out * in), *b = fvec(out);
+            fill_uniform(xb, MI, 101, si, -2.0f, 2.0f);
+            fill_uniform(res, MI, 102, si, -1.0f, 1.0f);
+            fill_uniform(mu, (size_t)in, 103, si, -0.5f, 0.5f);
+            fill_uniform(rs, (size_t)in, 104, si, 0.5f, 2.0f);
+            fill_uniform(g, (size_t)in, 105, si, 0.5f, 1.5f);
+            fill_uniform(be, (size_t)in, 106, si, -0.5f, 0.5f);
+            fill_uniform(w, (size_t)out * in, 107, si, -0.5f, 0.5f);
+            fill_uniform(b, (size_t)out, 108, si, -0.5f, 0.5f);
+            const bool relu = variant == 1;
+            const float *r = variant == 2 ? res : NULL;
+            float *x1 = fvec(MI), *x2 = fvec(MI), *y1 = fvec(MO), *y2 = fvec(MO);
+            const size_t ns = snn_bn_sums_doubles(out);
+            double *s1 = calloc(ns, sizeof *s1), *s2 = calloc(ns, sizeof *s2);
+            fill_const(x2, MI, NAN); /* written by the call */
+            snn_bn_train_normalise(x1, NULL, xb, mu, rs, g, be, M, in, relu, r);
+            snn_linear_fwd_sums(y1, x1, w, b, M, in, out, s1);
+            const snn_bn_norm nm = {x2, xb, mu, rs, g, be, r, relu};
+            snn_linear_fwd_sums_norm(y2, &nm, w, b, M, in, out, s2);
+            assert_memory_equal(x1, x2, MI * sizeof *x1);
+            assert_memory_equal(y1, y2, MO * sizeof *y1);
+            assert_memory_equal(s1, s2, ns * sizeof *s1);
+            free(xb), free(res), free(mu), free(rs), free(g), free(be), free(w), free(b);
+            free(x1), free(x2), free(y1), free(y2), free(s1), free(s2);
+        }
+}
+
 /* BatchNorm's backward that also sums its dx for the bias before it (snn_bn_train_bwd_sum)
  * writes snn_bn_train_bwd's dx, dgamma and dbeta, and its dx sums are snn_linear_bwd's bias
  * gradient on that dx, byte for byte: M = 5 (empty row blocks), 3000 rows, 300 channels (two
@@ -1013,6 +1053,7 @@ int main(void) {
         cmocka_unit_test(test_bn_running_stats_match_pytorch_rule),
         cmocka_unit_test(test_bn_forward_matches_naive_reference),
         cmocka_unit_test(test_bn_backward_matches_finite_differences),
+        cmocka_unit_test(test_linear_fwd_norm_equals_separate),
         cmocka_unit_test(test_bn_backward_sum_equals_linear_db),
         cmocka_unit_test(test_bn_backward_on_x_equals_on_xhat),
         cmocka_unit_test(test_linear_bn_backward_fused_equals_separate),
