@@ -1281,6 +1281,41 @@ void snn_linear_bn_bwd(float *dx, float *dw, float *db, float *dgamma, float *db
     if (db) add_block_sums(db, part, out);
 }
 
+bool snn_linear_bn_bwd_bits(float *dx, float *dw, float *db, float *dgamma, float *dbeta,
+                            float *dy_lin, const float *dz, const snn_bn_saved *bs,
+                            const snn_spike_rows *x, const float *w, int M, long M_batch, int in,
+                            int out, bool add_dx) {
+    SNN_ASSERT(dw && dgamma && dbeta && dy_lin && dz && bs && x && x->nz && M >= 1 && in > 0 &&
+               out > 0);
+    SNN_ASSERT(!dx || w);
+    SNN_ASSERT(M_batch == 0 || M_batch >= M);
+    if (!sparse_ok_bits(x, M, in, out)) return false; /* nothing written */
+    snn_layers_init();
+    const sp_src src = {NULL, x, in};
+    const bool par = (size_t)M * out >= PAR_MIN_WORK;
+    if (out > BN_CW) { /* channels past one super-chunk: the two backwards one after the other */
+        bn_train_bwd(dy_lin, dgamma, dbeta, dz, bs, M, M_batch, out, false, db);
+        if (dx) linear_bwd_dx(dx, dy_lin, w, M, in, out, add_dx, par);
+    } else {
+        float g[BN_CW], a[BN_CW], bh[BN_CW];
+        bn_bwd_coefs(g, a, bh, dgamma, dbeta, dz, bs, M, M_batch, out, 0, out, par);
+        /* BatchNorm's row blocks: their rows of BatchNorm's dx into dy_lin (with their column
+         * sums for db, as bn_train_bwd's), then the layer's dx product on them in cache */
+        double part[BN_BLOCKS][BN_CW];
+#pragma omp parallel for schedule(dynamic) if (par)
+        for (int b = 0; b < BN_BLOCKS; b++) {
+            const int m0 = bn_row0(b, M), m1 = bn_row0(b + 1, M);
+            bn_bwd_dx_of(dy_lin, dz, bs, g, a, bh, m0, m1, out, 0, out, false);
+            if (db) bn_rows_sum(part[b], dy_lin, m0, m1, out, 0, out);
+            if (dx) linear_dx_rows(dx, dy_lin, w, m0, m1, in, out, add_dx);
+        }
+        if (db) add_block_sums(db, part, out);
+    }
+    const bool ok = linear_dw_sparse(dw, dy_lin, &src, M, in, out, par);
+    SNN_ASSERT(ok); /* bits are 0 or 1 */
+    return true;
+}
+
 /* Rows [m0, m1) of the eval-mode BatchNorm over W channels (x and y offset to the block). */
 static SNN_WIDE_FN SNN_VEC_FN void bn_eval_rows(float *y, const float *x,
                                                 const double *restrict mean,

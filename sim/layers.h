@@ -262,6 +262,16 @@ void snn_linear_bn_bwd(float *dx, float *dw, float *db, float *dgamma, float *db
                        const float *w, int M, long M_batch, int in, int out, float *scratch,
                        bool add_dx);
 
+/* snn_linear_bn_bwd for a spike input read as bits (snn_spike_rows, as snn_linear_bwd_bits):
+ * BatchNorm's input gradient row block by row block, each consumed by the layer's dx product
+ * while it is in cache, then the weight gradient's spike path. The bytes of BatchNorm's
+ * backward followed by snn_linear_bwd_bits. Returns false, having written nothing, where
+ * snn_linear_bwd_bits would (spikes too dense for the spike path). */
+bool snn_linear_bn_bwd_bits(float *dx, float *dw, float *db, float *dgamma, float *dbeta,
+                            float *dy_lin, const float *dz, const snn_bn_saved *bn,
+                            const snn_spike_rows *x, const float *w, int M, long M_batch, int in,
+                            int out, bool add_dx);
+
 /* Eval mode with running statistics:
  *   y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta   (in double, rounded once)
  *   y, x [M, C]   gamma, beta, running_mean, running_var [C] */

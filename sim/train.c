@@ -576,25 +576,6 @@ static const float *bn_out(const snn_trainer *tr, const snn_linear *lin, const l
     return tr->y;
 }
 
-/* BatchNorm backward of a's layer over the step's rows, or over the batch spread over ranks;
- * dx_sum (or NULL): the sums of dx for the linear layer's bias (snn_bn_train_bwd_sum). dx is
- * written, not accumulated: it is always the d_y scratch, which nothing else fills (no zeroing
- * pass). */
-static void bn_bwd(const snn_trainer *tr, float *dx, float *dx_sum, float *dgamma, float *dbeta,
-                   const float *dz, const lin_act *a, const float *gamma, const float *beta, int M,
-                   int C) {
-    const long Mb = tr->B_batch ? batch_rows(tr) : 0;
-    if (a->raw)
-        snn_bn_train_bwd_x(dx, dx_sum, dgamma, dbeta, dz, a->xhat, a->mean, a->rstd, gamma,
-                           a->relu ? beta : NULL, M, Mb, C, false);
-    else if (dx_sum)
-        snn_bn_train_bwd_sum(dx, dx_sum, dgamma, dbeta, dz, a->xhat, a->rstd, gamma, M, Mb, C);
-    else if (Mb)
-        snn_bn_train_bwd_dist(dx, dgamma, dbeta, dz, a->xhat, a->rstd, gamma, M, Mb, C, false);
-    else
-        snn_bn_train_bwd(dx, dgamma, dbeta, dz, a->xhat, a->rstd, gamma, M, C, false);
-}
-
 /* The input of a linear layer: floats x, or population p's spikes (a, width; x their floats or
  * NULL, slot where to unpack them). */
 typedef struct lin_in {
@@ -675,30 +656,32 @@ static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M,
     bn_fwd(tr, lin, y, M, a, update_running, tr->bn_sums);
 }
 
+/* What a's BatchNorm (lin's) backward reads of its forward: x and its statistics (raw), or
+ * xhat; with the ReLU's beta when a ReLU follows it. */
+static snn_bn_saved bn_saved_of(const snn_linear *lin, const lin_act *a) {
+    return (snn_bn_saved){a->xhat, a->raw ? a->mean : NULL, a->rstd, lin->bn_w,
+                          a->relu ? lin->bn_b : NULL};
+}
+
 /* Given dz = dL/d(BN output) [M, out] (a->relu: dL/d(its ReLU's output)), accumulates
  * parameter gradients and dx += dL/dx, or writes dx = dL/dx when !add_dx (spikes as bits where
  * the linear layer can read them, as in lin_bn_fwd). */
 static void lin_bn_bwd(snn_trainer *tr, const snn_linear *lin, lin_in in, const float *dz, int M,
                        const lin_act *a, float *dx, bool add_dx) {
-    /* the linear layer's bias gradient is summed by BatchNorm's dx pass (the same bytes) */
+    /* the linear layer's bias gradient is summed by BatchNorm's dx pass (the same bytes);
+     * both backwards by row blocks, BatchNorm's input gradient (d_y) consumed in cache */
     float *db = lin->bias ? grad_of(tr, lin->bias) : NULL;
+    const snn_bn_saved bs = bn_saved_of(lin, a);
+    const long Mb = tr->B_batch ? batch_rows(tr) : 0;
     snn_spike_rows xb;
-    if (!in_rows(tr, &in, &xb)) { /* floats: both backwards by row blocks, in cache */
-        const snn_bn_saved bs = {a->xhat, a->raw ? a->mean : NULL, a->rstd, lin->bn_w,
-                                 a->relu ? lin->bn_b : NULL};
-        snn_linear_bn_bwd(dx, grad_of(tr, lin->weight), db, grad_of(tr, lin->bn_w),
-                          grad_of(tr, lin->bn_b), tr->d_y, dz, &bs, in_floats(tr, &in),
-                          lin->weight, M, tr->B_batch ? batch_rows(tr) : 0, lin->in, lin->out,
-                          tr->dw_scratch, add_dx);
+    if (in_rows(tr, &in, &xb) &&
+        snn_linear_bn_bwd_bits(dx, grad_of(tr, lin->weight), db, grad_of(tr, lin->bn_w),
+                               grad_of(tr, lin->bn_b), tr->d_y, dz, &bs, &xb, lin->weight, M, Mb,
+                               lin->in, lin->out, add_dx))
         return;
-    }
-    bn_bwd(tr, tr->d_y, db, grad_of(tr, lin->bn_w), grad_of(tr, lin->bn_b), dz, a, lin->bn_w,
-           lin->bn_b, M, lin->out);
-    if (snn_linear_bwd_bits(dx, grad_of(tr, lin->weight), NULL, tr->d_y, &xb, lin->weight, M,
-                            lin->in, lin->out, add_dx))
-        return;
-    snn_linear_bwd(dx, grad_of(tr, lin->weight), NULL, tr->d_y, in_floats(tr, &in), lin->weight, M,
-                   lin->in, lin->out, tr->dw_scratch, add_dx);
+    snn_linear_bn_bwd(dx, grad_of(tr, lin->weight), db, grad_of(tr, lin->bn_w),
+                      grad_of(tr, lin->bn_b), tr->d_y, dz, &bs, in_floats(tr, &in), lin->weight,
+                      M, Mb, lin->in, lin->out, tr->dw_scratch, add_dx);
 }
 
 /* The population's neuron parameters at the current parameter values: a PLIF's tau follows
@@ -1510,9 +1493,10 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         for (long tb = 0; tb < (long)T * B; tb++) acc += tr->d_u[(size_t)tb * N * D + (size_t)i];
         dpos[i] += (float)acc;
     }
-    bn_bwd(tr, tr->d_y, NULL, grad_of(tr, m->embed_bn_w), grad_of(tr, m->embed_bn_b), tr->d_u,
-           &tr->embed, m->embed_bn_w, m->embed_bn_b, M, D);
-    snn_linear_bwd(NULL, grad_of(tr, m->embed_w), grad_of(tr, m->embed_b), tr->d_y, tr->patches,
-                   m->embed_w, M, tr->K, D, tr->dw_scratch, false);
+    const snn_bn_saved bs = bn_saved_of(&m->embed_spk, &tr->embed);
+    snn_linear_bn_bwd(NULL, grad_of(tr, m->embed_w), grad_of(tr, m->embed_b),
+                      grad_of(tr, m->embed_bn_w), grad_of(tr, m->embed_bn_b), tr->d_y, tr->d_u,
+                      &bs, tr->patches, m->embed_w, M, tr->B_batch ? batch_rows(tr) : 0, tr->K,
+                      D, tr->dw_scratch, false);
     return loss;
 }

@@ -556,6 +556,71 @@ static void test_linear_bn_backward_fused_equals_separate(void **state) {
         }
 }
 
+/* The Linear + BatchNorm backward on spikes as bits (snn_linear_bn_bwd_bits) gives the bytes
+ * of BatchNorm's backward followed by snn_linear_bwd_bits: on xhat with the bias sums and on x
+ * without a bias, dx written and added; rows laid out as a trainer's population; 64 and 256
+ * outputs (one channel super-chunk) and 300 (the fallback). Dense spikes: it declines and
+ * writes nothing. */
+static void test_linear_bn_backward_bits_equals_separate(void **state) {
+    (void)state;
+    static const int shapes[][4] = {/* in, out, T, rows_per_t */
+                                    {64, 64, 4, 800}, {256, 64, 2, 500}, {64, 256, 3, 300},
+                                    {128, 300, 2, 100}};
+    for (int si = 0; si < 5; si++)
+        for (int mode = 0; mode < 2; mode++) { /* xhat and a bias; x and no bias */
+            const bool dense = si == 4;
+            const int *sh = shapes[dense ? 0 : si];
+            const int in = sh[0], out = sh[1], T = sh[2], rpt = sh[3], M = T * rpt;
+            const int wpr = in / 64;
+            const size_t ld = (size_t)(rpt + 2) * wpr, MO = (size_t)M * out, MI = (size_t)M * in;
+            const size_t WN = (size_t)in * out;
+            uint64_t *nz = calloc((size_t)T * ld, sizeof *nz);
+            for (int m = 0; m < M; m++)
+                for (int i = 0; i < in; i++)
+                    if (snn_rng_uniform(111 + si, 1, (uint64_t)m * in + i) < (dense ? 0.5 : 0.1))
+                        nz[(size_t)(m / rpt) * ld + (size_t)(m % rpt) * wpr + i / 64] |=
+                            1ull << (i % 64);
+            const snn_spike_rows xs = {nz, ld, rpt};
+            float *w = fvec(WN), *xb = fvec(MO), *xh = fvec(MO), *y = fvec(MO), *mu = fvec(out);
+            float *rs = fvec(out), *g = fvec(out), *be = fvec(out), *dz = fvec(MO);
+            fill_uniform(w, WN, 112, si, -0.5f, 0.5f);
+            fill_uniform(xb, MO, 113, si, -2.0f, 2.0f);
+            fill_uniform(g, (size_t)out, 114, si, 0.5f, 1.5f);
+            fill_uniform(be, (size_t)out, 115, si, -0.5f, 0.5f);
+            fill_uniform(dz, MO, 116, si, -1.0f, 1.0f);
+            snn_bn_train_fwd(y, xh, mu, rs, xb, g, be, NULL, NULL, M, out, 0.1f, 1e-5f);
+            const bool raw = mode == 1, bias = mode == 0, add = (si + mode) % 2 == 0;
+            const snn_bn_saved bs = {raw ? xb : xh, raw ? mu : NULL, rs, g, NULL};
+            float *r[2][6]; /* per way: dx, dw, db, dgamma, dbeta, dy_lin */
+            const size_t sz[6] = {MI, WN, (size_t)out, (size_t)out, (size_t)out, MO};
+            for (int way = 0; way < 2; way++) {
+                for (int q = 0; q < 6; q++) r[way][q] = fvec(sz[q]);
+                fill_uniform(r[way][0], MI, 117, si, -1.0f, 1.0f);
+                for (int q = 1; q < 5; q++) fill_const(r[way][q], sz[q], 0.125f * (float)q);
+                fill_const(r[way][5], MO, 0.5f);
+            }
+            float *db0 = bias ? r[0][2] : NULL, *db1 = bias ? r[1][2] : NULL;
+            const bool ok = snn_linear_bn_bwd_bits(r[1][0], r[1][1], db1, r[1][3], r[1][4],
+                                                   r[1][5], dz, &bs, &xs, w, M, 0, in, out, add);
+            assert_int_equal(ok, !dense);
+            if (!dense) {
+                if (raw)
+                    snn_bn_train_bwd_x(r[0][5], db0, r[0][3], r[0][4], dz, xb, mu, rs, g, NULL, M,
+                                       0, out, false);
+                else
+                    snn_bn_train_bwd_sum(r[0][5], db0, r[0][3], r[0][4], dz, xh, rs, g, M, 0, out);
+                assert_true(snn_linear_bwd_bits(r[0][0], r[0][1], NULL, r[0][5], &xs, w, M, in,
+                                                out, add));
+            }
+            for (int q = 0; q < 6; q++) /* dense: both untouched */
+                assert_memory_equal(r[0][q], r[1][q], sz[q] * sizeof(float));
+            for (int way = 0; way < 2; way++)
+                for (int q = 0; q < 6; q++) free(r[way][q]);
+            free(nz), free(w), free(xb), free(xh), free(y), free(mu), free(rs), free(g), free(be);
+            free(dz);
+        }
+}
+
 /* dx, dw, db by central differences (M=6, in=5, out=4). L is linear in every coordinate, so the
  * only error is float rounding of y: atol 1e-5, rtol 1e-4 (worst seen: 8% of that bound). */
 static void test_linear_backward_matches_finite_differences(void **state) {
@@ -1057,6 +1122,7 @@ int main(void) {
         cmocka_unit_test(test_bn_backward_sum_equals_linear_db),
         cmocka_unit_test(test_bn_backward_on_x_equals_on_xhat),
         cmocka_unit_test(test_linear_bn_backward_fused_equals_separate),
+        cmocka_unit_test(test_linear_bn_backward_bits_equals_separate),
         cmocka_unit_test(test_bn_eval_uses_running_stats),
         cmocka_unit_test(test_bn_eval_blocks_match_formula),
         cmocka_unit_test(test_meanpool_forward_and_backward),
