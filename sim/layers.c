@@ -179,6 +179,15 @@ static void bn_block_add_rows(double *sums, int Cs, const float *x, int C, int c
                         W - j0 < BN_CW ? W - j0 : BN_CW);
 }
 
+/* sum[j] += the double sum of part[b][j] over the blocks in order, rounded to float once. */
+static void add_block_sums(float *sum, double (*part)[BN_CW], int W) {
+    for (int j = 0; j < W; j++) {
+        double t = 0.0;
+        for (int b = 0; b < BN_BLOCKS; b++) t += part[b][j];
+        sum[j] += (float)t;
+    }
+}
+
 /* part[b][j] = bn_rows_sum over the rows of block b. */
 static void bn_block_sums(double (*part)[BN_CW], const float *x, int M, int C, int c0, int W,
                           bool par) {
@@ -730,11 +739,7 @@ static void linear_bwd_db(float *db, const float *dy, int M, int out) {
         const int W = out - c0 < BN_CW ? out - c0 : BN_CW;
         double part[BN_BLOCKS][BN_CW];
         bn_block_sums(part, dy, M, out, c0, W, par_db);
-        for (int j = 0; j < W; j++) {
-            double s = 0.0;
-            for (int bk = 0; bk < BN_BLOCKS; bk++) s += part[bk][j];
-            db[c0 + j] += (float)s;
-        }
+        add_block_sums(db + c0, part, W);
     }
 }
 
@@ -1158,14 +1163,6 @@ static void bn_bwd_coefs(float *g, float *a, float *bh, float *dgamma, float *db
     }
 }
 
-/* sum[j] += the double sum of part[b][j] over the blocks in order, rounded to float once. */
-static void add_block_sums(float *sum, double (*part)[BN_CW], int W) {
-    for (int j = 0; j < W; j++) {
-        double t = 0.0;
-        for (int b = 0; b < BN_BLOCKS; b++) t += part[b][j];
-        sum[j] += (float)t;
-    }
-}
 
 /* The backward over this rank's M rows; Mg as in bn_train_fwd. dx_sum (with dx written, not
  * added): dx_sum[c] += the column sums of dx, from the dx pass (see snn_bn_train_bwd_sum). */

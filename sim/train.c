@@ -248,11 +248,12 @@ static uint64_t *take_w(planner *p, size_t n) {
 
 /* Whether the Linear + BN feeding population p need not store its output: a spiking population
  * in normal mode normalises the linear layer's output and applies BN's gamma, beta as it charges
- * (snn_neuron_affine, the same bits); an ANN's ReLU slot is applied in BN's normalisation pass
- * (snn_bn_train_normalise) and its backward reads its output (x > 0 exactly where ReLU(x) > 0);
- * without a population (p = -1: ms blocks' o and fc2) the pass writes the residual stream's sum
- * (residual_add). Not for inference (eval-mode BN writes only its output), smooth mode, identity or GELU slots,
- * or a PLIF (whose backward reads its input for dL/dtau). */
+ * (snn_neuron_affine, the same bits); an ANN's ReLU slot is applied with BN's normalisation,
+ * inside the next layer's product (lin_bn_fwd_norm), and its backward inside BN's (the mask
+ * recomputed from x, lin_act.relu); without a population (p = -1: ms blocks' o and fc2) the
+ * normalisation writes the residual stream's sum (residual_add, or inside the next product).
+ * Not for inference (eval-mode BN writes only its output), smooth mode, identity or GELU
+ * slots, or a PLIF (whose backward reads its input for dL/dtau). */
 static bool fusable(const snn_trainer *tr, int p) {
     if (tr->infer_only || tr->smooth) return false;
     if (p == SNN_SLOT_ACTIVATION) return tr->m->cfg->model.activation != SNN_ACT_GELU;
@@ -827,12 +828,8 @@ static const float *pop_fwd(snn_trainer *tr, int p, const float *x, pop_act *a, 
 /* pop_fwd on the output of a Linear + BN (bn_out). */
 static const float *pop_fwd_bn(snn_trainer *tr, int p, const snn_linear *lin, const lin_act *la,
                                pop_act *a, size_t width, int slot, bool floats) {
-    if (la->fused && !tr->eval && p == SNN_SLOT_ACTIVATION) { /* ReLU in BN's normalisation */
-        SNN_ASSERT(la->raw);
-        snn_bn_train_normalise(a->s, NULL, la->xhat, la->mean, la->rstd, lin->bn_w, lin->bn_b,
-                               tr->T * tr->B * tr->N, lin->out, true, NULL);
-        return a->s;
-    }
+    /* a ReLU fused into the BatchNorm runs inside the next layer's product (lin_bn_fwd_norm) */
+    SNN_ASSERT(!(la->fused && !tr->eval && p == SNN_SLOT_ACTIVATION));
     snn_neuron_affine af;
     const snn_neuron_affine *afp;
     const float *x = bn_out(tr, lin, la, &af, &afp);
