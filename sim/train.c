@@ -1134,6 +1134,7 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
         float *gE = grad_of(tr, mb->E), *gR = grad_of(tr, mb->R);
         float *gcw = grad_of(tr, mb->c_w), *gcb = grad_of(tr, mb->c_b);
         const size_t MS = (size_t)Mp * S, CW = (size_t)d * 2 * S;
+        const size_t start[5] = {0, MS, 2 * MS, 2 * MS + CW, pg}; /* E, R, c_w, c_b in a block */
         enum { ENTRIES = 256 }; /* entries of a block per work item */
 #pragma omp parallel for schedule(dynamic)
         for (long c = 0; c < (long)((pg + ENTRIES - 1) / ENTRIES); c++) {
@@ -1141,15 +1142,11 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
             for (long j = 0; j < jobs; j++) {
                 const float *g = tr->primal_dgrad + (size_t)j * pg;
                 const size_t h = (size_t)(j % H);
-                /* the range's pieces in E's, R's, c_w's and c_b's parts of the block */
-                for (size_t i = i0; i < i1;) {
-                    const size_t part = i < MS ? 0 : i < 2 * MS ? 1 : i < 2 * MS + CW ? 2 : 3;
-                    const size_t start[5] = {0, MS, 2 * MS, 2 * MS + CW, pg};
-                    float *const base[4] = {gE + h * MS, gR + h * MS, gcw, gcb};
-                    const size_t end = start[part + 1] < i1 ? start[part + 1] : i1;
-                    float *dst = base[part] + (i - start[part]);
-                    for (size_t t = 0; t < end - i; t++) dst[t] += g[i + t];
-                    i = end;
+                float *const base[4] = {gE + h * MS, gR + h * MS, gcw, gcb};
+                for (int p = 0; p < 4; p++) { /* the range's piece in each part */
+                    const size_t lo = i0 > start[p] ? i0 : start[p];
+                    const size_t hi = i1 < start[p + 1] ? i1 : start[p + 1];
+                    for (size_t i = lo; i < hi; i++) base[p][i - start[p]] += g[i];
                 }
             }
         }
