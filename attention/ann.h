@@ -66,21 +66,24 @@ void snn_attn_softmax_count(int N, int d, snn_ops *ops);
  *   z = softmax over the N tokens of g (max subtracted, double)
  *   O[i, c] = sum_j z[(i - j) mod N] V[j, c]   (circular convolution, methods.md 4.1 "literal"
  *                                               convention, not ccatten's correlation)
- * computed by real FFTs of length exactly N (any N >= 1, no padding): O_c = irfft(rfft(z)
- * rfft(V_c)) / N, in double, rounded once to float.
+ * computed by FFTs of length exactly N (any N >= 1, no padding): O_c = ifft(rfft(z) fft(V_c))
+ * / N, in double, rounded once to float; the value channels as complex signals, two channels
+ * each (cat.c).
  */
 
-/* An FFTW plan set for one (N, d): real-to-complex and complex-to-real transforms of length N,
- * for one channel (z, dz) and for d channels at once (V, dO, O, dV). Immutable after creation. */
+/* An FFTW plan set for one (N, d): a real-to-complex and a complex-to-real transform of length
+ * N for z and dz, and forward and inverse complex transforms of length N for the value
+ * channels packed two per complex signal, ceil(cb / 2) signals at once (V, dO, O, dV).
+ * Immutable after creation. */
 typedef struct snn_cat_plan snn_cat_plan;
 
 /* Makes the plans, ONCE, at setup: FFTW's planner is not thread-safe, so create (and free)
  * plans single-threaded, before any parallel region. FFTW_ESTIMATE (no timing runs: quick, and
- * the same plan, hence the same bits, on every run on a given machine) | FFTW_UNALIGNED (the
- * kernels accept scratch with any alignment of double, e.g. carved out of an arena, at the cost
- * of FFTW's aligned SIMD codelets). The kernels execute the plans with the new-array functions
- * (fftw_execute_dft_r2c / _c2r), which are thread-safe: several threads may share one plan,
- * each with its own scratch. N >= 1, d >= 1; aborts if FFTW cannot make a plan. */
+ * the same plan, hence the same bits, on every run on a given machine), for 64-byte aligned
+ * data, so FFTW may use its SIMD codelets: the kernels' scratch must be 64-byte aligned. The
+ * kernels execute the plans with the new-array functions (fftw_execute_dft, _r2c, _c2r), which
+ * are thread-safe: several threads may share one plan, each with its own scratch. N >= 1,
+ * d >= 1; aborts if FFTW cannot make a plan. */
 snn_cat_plan *snn_cat_plan_new(int N, int d);
 void snn_cat_plan_free(snn_cat_plan *pl); /* NULL is fine; not thread-safe either */
 
@@ -89,10 +92,11 @@ int snn_cat_plan_d(const snn_cat_plan *pl);
 /* Channels per block of FFTs (a divisor of d; d itself unless N d is large: cat.c). */
 int snn_cat_plan_channel_block(const snn_cat_plan *pl);
 
-/* Scratch one call of either CAT kernel needs, in doubles (any alignment of double; the same
- * size serves forward and backward): 2 N + 4 (N/2 + 1) + d (2 N + 4 (N/2 + 1)), each block
- * rounded up to 8 doubles. The caller allocates it (e.g. per thread) and may reuse it freely:
- * nothing is kept in it between calls. */
+/* Scratch one call of either CAT kernel needs, in doubles, a multiple of 8 (the same size
+ * serves forward and backward): 2 N + 4 N + 4 (2 N P) with P = ceil(cb / 2) complex signals per
+ * channel block, each block rounded up to 8 doubles. It must be 64-byte aligned (asserted; e.g.
+ * snn_xaligned, or consecutive per-thread slices of an aligned arena). The caller allocates it
+ * (e.g. per thread) and may reuse it freely: nothing is kept in it between calls. */
 size_t snn_cat_scratch_doubles(int N, int d);
 
 /* CAT forward, one head:
@@ -120,9 +124,11 @@ void snn_attn_cat_head_backward(const snn_cat_plan *pl, const float *g, int ldg,
 void snn_attn_cat_head_direct(int N, int d, const float *z, const float *v, int ld, float *o,
                               int ldo);
 
-/* FFTW's own exact operation counts (fftw_flops) of the transforms one call executes: the
- * forward runs rfft(z), rfft(V) (d channels) and irfft (d channels); the backward runs rfft(z),
- * rfft(V), rfft(dO) (d channels each), irfft for dV (d) and irfft for dz (1). Integer-valued. */
+/* FFTW's own exact operation counts (fftw_flops) of the transforms one call executes, as
+ * scalar operations (counted on the same transforms planned without SIMD: cat.c): the
+ * forward runs rfft(z), then per channel block fft(V) and ifft (P complex signals each); the
+ * backward runs rfft(z), per block fft(V), fft(dO) and ifft for dV, and irfft for dz (1).
+ * Integer-valued. */
 typedef struct snn_cat_fft_flops {
     double add, mul, fma;
 } snn_cat_fft_flops;
@@ -131,13 +137,13 @@ snn_cat_fft_flops snn_cat_plan_forward_flops(const snn_cat_plan *pl);
 snn_cat_fft_flops snn_cat_plan_backward_flops(const snn_cat_plan *pl);
 
 /* Adds the forward's operations, one head, to *ops (what snn_attn_cat_head_train does), with
- * H = N/2 + 1 frequency bins:
+ * S = (d / cb) ceil(cb / 2) complex signals (d / 2 for even cb: two channels each):
  *   EXP  N                   softmax over tokens (forming the argument g - m is part of it)
  *   DIV  N + 1               z_n = e_n / sum (N), and the one 1/N of the inverse transform
  *   CMP  N                   the maximum of g (N compares, the first against -inf)
- *   MAC  N + N + 4 H d + F   softmax sum accumulations (N); z scaled by 1/N (N); the spectrum
- *                            products rfft(z) rfft(V_c) (one complex multiply = 4 real MACs, per
- *                            bin and channel); F = add + mul + fma of snn_cat_plan_forward_flops:
+ *   MAC  N + N + 4 N S + F   softmax sum accumulations (N); z scaled by 1/N (N); the spectrum
+ *                            products Z fft(x_p) (one complex multiply = 4 real MACs, per bin
+ *                            and signal); F = add + mul + fma of snn_cat_plan_forward_flops:
  *                            rule: every FFTW arithmetic instruction is one MAC-class op (an
  *                            fma is one MAC; a lone mul or add occupies the same float unit;
  *                            sim/ops.h has no float-add class, and INT_ADD would be wrong for

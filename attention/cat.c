@@ -7,16 +7,30 @@
  *   O[i, c] = sum_j z[(i - j) mod N] V[j, c]  circular convolution (methods.md 4.1, "literal"
  *                                           convention: FFT(z) FFT(v), no conjugate)
  *
- * FFT path. With rfft/irfft the unnormalised real DFTs of length exactly N (FFTW r2c / c2r; any
- * N, mixed radix or FFTW's generic/Rader codelets for prime factors, never zero padding, which
- * would make the operator non-circular: methods.md 4.1):
- *   forward    O_c  = irfft(rfft(z / N) rfft(V_c))
- *   backward   dV_c += irfft(conj(rfft(z / N)) rfft(dO_c))        circular correlation
- *              dz   = irfft(sum_c rfft(dO_c) conj(rfft(V_c))) / N  summed over c in frequency
- *              dg  += z (.) (dz - sum_n z_n dz_n)                 softmax backward
- * (for real x, y: the DFT of the correlation sum_i x[i - j] y[i] is conj(X) Y). The 1/N of the
- * inverse transforms is folded into z's time-domain copy (exact for power-of-two N, one
- * rounding of 1/N otherwise) and applied as a division to dz.
+ * FFT path: unnormalised DFTs of length exactly N (FFTW; any N, mixed radix or FFTW's
+ * generic/Rader codelets for prime factors, never zero padding, which would make the operator
+ * non-circular: methods.md 4.1). The value channels go through COMPLEX transforms two at a
+ * time, channel 2p as the real part and 2p + 1 as the imaginary part of signal p (the classic
+ * two-real-signals-in-one-complex-FFT packing). Because z is real, convolving with it is a real
+ * linear operator, so the real and imaginary parts of the result are the two channels'
+ * convolutions, with no unpacking step:
+ *   forward    x_p = V_2p + i V_2p+1;   O_2p + i O_2p+1 = ifft(Z fft(x_p))       Z = rfft(z / N)
+ *   backward   y_p = dO_2p + i dO_2p+1; dV_2p + i dV_2p+1 += ifft(conj(Z) fft(y_p))  correlation
+ *              dz = Re ifft(sum_p fft(y_p) conj(fft(x_p))) / N
+ *              dg += z (.) (dz - sum_n z_n dz_n)                 softmax backward
+ * (for complex a, b the DFT of the correlation sum_i a[i] conj(b[i - m]) is A conj(B); its real
+ * part is sum_i Re a[i] Re b[i - m] + Im a[i] Im b[i - m], the two channels' correlations
+ * summed, which is what dz sums over c.) Z's bins above N/2 are conj(Z[N - k]) (z is real). The
+ * real part of dz's inverse transform is the inverse real transform (c2r) of the spectrum's
+ * Hermitian part (S_k + conj(S_(N-k))) / 2. The 1/N of the inverse transforms is folded into
+ * z's time-domain copy (exact for power-of-two N, one rounding of 1/N otherwise) and applied as
+ * a division to dz. An odd channel count leaves the last signal's imaginary part zero.
+ *
+ * Why complex: FFTW's real-data transforms have no SIMD codelets, its complex ones do (AVX
+ * here), and the packing halves the number of transforms: at N = 49 (7 x 7), 16 channels, an
+ * rfft + irfft of every channel took 10 us, the 8 complex pairs' fft + ifft 2.4-3.7 us.
+ * SIMD codelets want aligned data, so the kernels take 64-byte aligned scratch (asserted) and
+ * the plans are made without FFTW_UNALIGNED.
  *
  * Precision. Transforms, products and sums run in double; each output is rounded to float once.
  * The FFT's error is a few 1e-16 of the norm of the signal (log N growth), so O differs from the
@@ -26,20 +40,21 @@
  * differ in the last double bits (rarely a float bit). Which thread runs a call never matters.
  *
  * Layout of the channel transforms: the d channels go through the FFTs in blocks of cb
- * channels, interleaved within a block (sample i of channel c at [i cb + c]: FFTW stride cb,
- * distance 1), so V, dO, O and dV are copied to and from the token-major head rows with
- * contiguous inner loops. cb is the largest divisor of d whose backward working set (V and dO,
- * real and complex, 32 N cb bytes) fits in 256 KiB, half of a typical L2: without the blocking
- * the long-sequence transforms stream from L3 and the time grows faster than N log N (N = 4096,
- * d = 16 is 2 MiB). At the models' sizes (N <= 512 at d = 16) cb = d: one block, as before.
+ * channels, P = ceil(cb / 2) complex signals per block, interleaved (sample i of signal p at
+ * [i P + p]: FFTW stride P, distance 1), which as doubles is the block's channels in order (a
+ * zero after the last if cb is odd): V, dO, O and dV are copied to and from the token-major head
+ * rows with contiguous inner loops. cb is the largest divisor of d whose backward working set
+ * (four N x P complex blocks, 64 N P bytes) fits in 256 KiB, half of a typical L2: without the
+ * blocking the long-sequence transforms stream from L3 and the time grows faster than N log N
+ * (N = 4096, d = 16 is 2 MiB). At the models' sizes (N <= 512 at d = 16) cb = d: one block.
  *
- * Scratch blocks (doubles, each rounded up to a multiple of 8; H = N/2 + 1 complex bins):
- *   zr N      z / N                     Zc 2H       rfft(z / N)
- *   Vr N cb   V, then the c2r output    Vc 2H cb    rfft(V), then the products (forward)
- *   Dr N cb   dO, then the dV output    Dc 2H cb    rfft(dO), then conj(Zc) rfft(dO)
- *   DZ 2H     sum_c Dc conj(Vc)         dzr N       irfft(DZ)
- * c2r transforms destroy their complex input (FFTW's default for c2r); every complex block is
- * dead after its inverse transform, so that is fine.
+ * Scratch blocks (doubles, each rounded up to a multiple of 8; H = N/2 + 1):
+ *   zr N      z / N                  Zf 2N      rfft(z / N), extended to all N bins
+ *   Vt 2NP    x_p, then O (forward)   Vf 2NP    fft(x_p), then Z fft(x_p) (forward)
+ *   Dt 2NP    y_p, then dV            Df 2NP    fft(y_p), then conj(Z) fft(y_p)
+ *   S  2N     sum_p fft(y_p) conj(fft(x_p)), then its Hermitian part (H bins)
+ *   dzr N     dz (N times)
+ * FFTW's c2r destroys its input (S, dead after it); the complex transforms are out of place.
  *
  * Pure numerics: no I/O, no static state, no allocation in the kernels (plans at setup only).
  */
@@ -47,55 +62,60 @@
 
 #include <fftw3.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "sim/util.h"
 #include "sim/vec.h"
 
 struct snn_cat_plan {
-    int N, d, H, cb; /* cb: channels per block of transforms, a divisor of d */
-    fftw_plan r2c1; /* rfft of one signal (z)                         */
-    fftw_plan r2cd; /* rfft of cb interleaved signals (V, dO)        */
-    fftw_plan c2rd; /* irfft of cb interleaved spectra (O, dV)       */
-    fftw_plan c2r1; /* irfft of one spectrum (dz)                     */
+    int N, d, H, cb, P; /* cb: channels per block, a divisor of d; P = ceil(cb / 2) signals */
+    fftw_plan r2c1;     /* rfft of one signal (z)                          */
+    fftw_plan c2r1;     /* irfft of one spectrum (dz)                      */
+    fftw_plan fwdP;     /* fft of P interleaved complex signals (V, dO)   */
+    fftw_plan bwdP;     /* inverse fft of P interleaved spectra (O, dV)   */
     snn_cat_fft_flops fwd, bwd;
 };
 
-/* Rounds a block length up to 8 doubles (64 bytes), so every block starts at the alignment the
- * base pointer has: FFTW's SIMD is not relied on (FFTW_UNALIGNED), but cache lines are. */
+/* Rounds a block length up to 8 doubles (64 bytes), so every block keeps the 64-byte alignment
+ * of the base pointer, which FFTW's SIMD codelets need (the plans are made for aligned data). */
 static size_t blk(size_t n) { return (n + 7) & ~(size_t)7; }
 
 typedef struct cat_scratch {
-    double *zr, *Vr, *Dr, *dzr;
-    fftw_complex *Zc, *Vc, *Dc, *DZ;
+    double *zr, *dzr, *Vt, *Dt;
+    fftw_complex *Zf, *S, *Vf, *Df;
 } cat_scratch;
 
-/* The largest divisor of d with 32 N cb bytes <= 256 KiB (at least 1): see the header. */
+/* Complex signals in a block of c channels. */
+static int signals(int c) { return (c + 1) / 2; }
+
+/* The largest divisor of d with 64 N P bytes <= 256 KiB (at least 1): see the header. */
 static int channel_block(int N, int d) {
     int cb = 1;
     for (int c = 1; c <= d; c++)
-        if (d % c == 0 && 32.0 * N * c <= 256.0 * 1024.0) cb = c;
+        if (d % c == 0 && 64.0 * N * signals(c) <= 256.0 * 1024.0) cb = c;
     return cb;
 }
 
-static cat_scratch carve(int N, int cb, double *s) {
-    const size_t n = (size_t)N, H = (size_t)(N / 2 + 1), dd = (size_t)cb;
+static cat_scratch carve(int N, int P, double *s) {
+    SNN_ASSERT(((uintptr_t)s & 63) == 0); /* the plans' SIMD codelets need it: see the header */
+    const size_t n = (size_t)N, np = n * (size_t)P;
     cat_scratch c;
     c.zr = s, s += blk(n);
     c.dzr = s, s += blk(n);
-    c.Zc = (fftw_complex *)s, s += blk(2 * H);
-    c.DZ = (fftw_complex *)s, s += blk(2 * H);
-    c.Vr = s, s += blk(n * dd);
-    c.Dr = s, s += blk(n * dd);
-    c.Vc = (fftw_complex *)s, s += blk(2 * H * dd);
-    c.Dc = (fftw_complex *)s;
+    c.Zf = (fftw_complex *)s, s += blk(2 * n);
+    c.S = (fftw_complex *)s, s += blk(2 * n);
+    c.Vt = s, s += blk(2 * np);
+    c.Dt = s, s += blk(2 * np);
+    c.Vf = (fftw_complex *)s, s += blk(2 * np);
+    c.Df = (fftw_complex *)s;
     return c;
 }
 
 size_t snn_cat_scratch_doubles(int N, int d) {
     SNN_ASSERT(N >= 1 && d >= 1);
-    const size_t n = (size_t)N, H = (size_t)(N / 2 + 1), dd = (size_t)channel_block(N, d);
-    return 2 * blk(n) + 2 * blk(2 * H) + 2 * blk(n * dd) + 2 * blk(2 * H * dd);
+    const size_t n = (size_t)N, np = n * (size_t)signals(channel_block(N, d));
+    return 2 * blk(n) + 2 * blk(2 * n) + 4 * blk(2 * np);
 }
 
 static snn_cat_fft_flops flops_of(fftw_plan p) {
@@ -108,36 +128,48 @@ static void flops_acc(snn_cat_fft_flops *dst, snn_cat_fft_flops f, double times)
     dst->add += times * f.add, dst->mul += times * f.mul, dst->fma += times * f.fma;
 }
 
+/* The four plans for (N, P) with the given flags, in the order r2c1, c2r1, fwdP, bwdP; NULL
+ * where FFTW cannot plan. Planning arrays: FFTW_ESTIMATE never writes them, but it wants
+ * distinct (out of place, as every execution is) arrays of the planned sizes, aligned as the
+ * scratch blocks are (fftw_malloc's alignment divides 64). */
+static void make_plans(int N, int P, unsigned flags, fftw_plan out[4]) {
+    const size_t np = (size_t)N * (size_t)P;
+    fftw_complex *a = fftw_alloc_complex(np), *b = fftw_alloc_complex(np);
+    double *re = fftw_alloc_real((size_t)N);
+    SNN_ASSERT(a && b && re);
+    const int n[1] = {N};
+    out[0] = fftw_plan_dft_r2c_1d(N, re, a, flags);
+    out[1] = fftw_plan_dft_c2r_1d(N, a, re, flags);
+    /* P transforms, interleaved: sample (or bin) i of signal p at [i P + p] */
+    out[2] = fftw_plan_many_dft(1, n, P, a, NULL, P, 1, b, NULL, P, 1, FFTW_FORWARD, flags);
+    out[3] = fftw_plan_many_dft(1, n, P, b, NULL, P, 1, a, NULL, P, 1, FFTW_BACKWARD, flags);
+    fftw_free(a), fftw_free(b), fftw_free(re);
+}
+
 snn_cat_plan *snn_cat_plan_new(int N, int d) {
     SNN_ASSERT(N >= 1 && d >= 1);
     snn_cat_plan *pl = snn_xcalloc(1, sizeof *pl);
     pl->N = N, pl->d = d, pl->H = N / 2 + 1, pl->cb = channel_block(N, d);
-    const int cb = pl->cb;
-    /* Planning arrays: FFTW_ESTIMATE never writes them, but it wants real, distinct (out of
-     * place, as every execution is) arrays of the planned sizes. */
-    const size_t H = (size_t)pl->H;
-    double *re = fftw_alloc_real((size_t)N * (size_t)cb);
-    fftw_complex *cx = fftw_alloc_complex(H * (size_t)cb);
-    SNN_ASSERT(re && cx);
-    const unsigned flags = FFTW_ESTIMATE | FFTW_UNALIGNED;
-    const int n[1] = {N};
-    pl->r2c1 = fftw_plan_dft_r2c_1d(N, re, cx, flags);
-    pl->c2r1 = fftw_plan_dft_c2r_1d(N, cx, re, flags);
-    /* cb transforms, interleaved: sample i of channel c at [i cb + c], bin k at [k cb + c] */
-    pl->r2cd = fftw_plan_many_dft_r2c(1, n, cb, re, NULL, cb, 1, cx, NULL, cb, 1, flags);
-    pl->c2rd = fftw_plan_many_dft_c2r(1, n, cb, cx, NULL, cb, 1, re, NULL, cb, 1, flags);
-    fftw_free(re);
-    fftw_free(cx);
-    if (!pl->r2c1 || !pl->c2r1 || !pl->r2cd || !pl->c2rd)
-        snn_abort(__FILE__, __LINE__, "FFTW could not plan CAT transforms (N %d, d %d)", N, d);
-    /* forward: rfft(z), rfft(V), irfft(O);  backward: rfft(z), rfft(V), rfft(dO), irfft(dV),
-     * irfft(dz); the channel transforms once per block of cb channels */
-    const double blocks = (double)(d / cb);
-    const snn_cat_fft_flops f1 = flops_of(pl->r2c1), fd = flops_of(pl->r2cd);
-    const snn_cat_fft_flops i1 = flops_of(pl->c2r1), id = flops_of(pl->c2rd);
-    flops_acc(&pl->fwd, f1, 1), flops_acc(&pl->fwd, fd, blocks), flops_acc(&pl->fwd, id, blocks);
-    flops_acc(&pl->bwd, f1, 1), flops_acc(&pl->bwd, fd, 2 * blocks);
-    flops_acc(&pl->bwd, id, blocks);
+    pl->P = signals(pl->cb);
+    fftw_plan run[4], count[4];
+    make_plans(N, pl->P, FFTW_ESTIMATE, run);
+    /* fftw_flops counts a SIMD codelet's vector instructions (4 doubles each with AVX), so the
+     * operation counts come from the same transforms planned without SIMD (FFTW_UNALIGNED
+     * admits only the scalar codelets): scalar operations, whatever the machine's vectors. */
+    make_plans(N, pl->P, FFTW_ESTIMATE | FFTW_UNALIGNED, count);
+    pl->r2c1 = run[0], pl->c2r1 = run[1], pl->fwdP = run[2], pl->bwdP = run[3];
+    for (int i = 0; i < 4; i++)
+        if (!run[i] || !count[i])
+            snn_abort(__FILE__, __LINE__, "FFTW could not plan CAT transforms (N %d, d %d)", N, d);
+    /* forward: rfft(z), fft(x) and ifft per block;  backward: rfft(z), fft(x), fft(y) and ifft
+     * per block, irfft(dz) */
+    const double blocks = (double)(d / pl->cb);
+    const snn_cat_fft_flops f1 = flops_of(count[0]), i1 = flops_of(count[1]);
+    const snn_cat_fft_flops fP = flops_of(count[2]), iP = flops_of(count[3]);
+    for (int i = 0; i < 4; i++) fftw_destroy_plan(count[i]);
+    flops_acc(&pl->fwd, f1, 1), flops_acc(&pl->fwd, fP, blocks), flops_acc(&pl->fwd, iP, blocks);
+    flops_acc(&pl->bwd, f1, 1), flops_acc(&pl->bwd, fP, 2 * blocks);
+    flops_acc(&pl->bwd, iP, blocks);
     flops_acc(&pl->bwd, i1, 1);
     return pl;
 }
@@ -146,8 +178,8 @@ void snn_cat_plan_free(snn_cat_plan *pl) {
     if (!pl) return;
     fftw_destroy_plan(pl->r2c1);
     fftw_destroy_plan(pl->c2r1);
-    fftw_destroy_plan(pl->r2cd);
-    fftw_destroy_plan(pl->c2rd);
+    fftw_destroy_plan(pl->fwdP);
+    fftw_destroy_plan(pl->bwdP);
     free(pl);
 }
 
@@ -157,27 +189,39 @@ int snn_cat_plan_channel_block(const snn_cat_plan *pl) { return pl->cb; }
 snn_cat_fft_flops snn_cat_plan_forward_flops(const snn_cat_plan *pl) { return pl->fwd; }
 snn_cat_fft_flops snn_cat_plan_backward_flops(const snn_cat_plan *pl) { return pl->bwd; }
 
-/* zr[n] = z[n] / N (times the precomputed 1/N), then Zc = rfft(zr). */
-static void z_spectrum(const snn_cat_plan *pl, const float *z, const cat_scratch *s) {
-    const double inv_n = 1.0 / (double)pl->N;
-    for (int t = 0; t < pl->N; t++) s->zr[t] = (double)z[t] * inv_n;
-    fftw_execute_dft_r2c(pl->r2c1, s->zr, s->Zc);
+/* zr[n] = z[n] / N (times the precomputed 1/N), Zf = rfft(zr) on bins 0..N/2, and the bins
+ * above by Hermitian symmetry, Zf[k] = conj(Zf[N - k]) (exact: z is real). */
+static inline __attribute__((always_inline)) void z_spectrum(const snn_cat_plan *pl,
+                                                             const float *z,
+                                                             const cat_scratch *s) {
+    const int N = pl->N;
+    const double inv_n = 1.0 / (double)N;
+    for (int t = 0; t < N; t++) s->zr[t] = (double)z[t] * inv_n;
+    fftw_execute_dft_r2c(pl->r2c1, s->zr, s->Zf);
+    for (int k = pl->H; k < N; k++) {
+        s->Zf[k][0] = s->Zf[N - k][0];
+        s->Zf[k][1] = -s->Zf[N - k][1];
+    }
 }
 
-/* dst[i cb + c] = m[i ld + c] for an [N, cb] block of a head at row stride ld. */
-static void gather(int N, int d, const float *m, int ld, double *dst) {
+/* dst[i 2P + c] = m[i ld + c] for an [N, cb] block of a head at row stride ld, as doubles: the
+ * block's P complex signals, interleaved; an odd cb's last imaginary part is 0. Inlined, like
+ * z_spectrum, so it is compiled for the calling kernel's target clone. */
+static inline __attribute__((always_inline)) void gather(int N, int cb, int P, const float *m,
+                                                         int ld, double *dst) {
     for (int i = 0; i < N; i++) {
         const float *mi = m + (long)i * ld;
-        double *di = dst + (size_t)i * d;
-        for (int c = 0; c < d; c++) di[c] = (double)mi[c];
+        double *di = dst + (size_t)i * 2 * P;
+        for (int c = 0; c < cb; c++) di[c] = (double)mi[c];
+        if (cb & 1) di[cb] = 0.0;
     }
 }
 
 SNN_WIDE_FN SNN_VEC_FN void snn_attn_cat_head_train(const snn_cat_plan *pl, const float *g,
                                                     int ldg, const float *v, int ld, float *o,
                                                     int ldo, float *z, double *scratch) {
-    const int N = pl->N, d = pl->d, H = pl->H, cb = pl->cb;
-    const cat_scratch s = carve(N, cb, scratch);
+    const int N = pl->N, d = pl->d, cb = pl->cb, P = pl->P;
+    const cat_scratch s = carve(N, P, scratch);
 
     /* z = softmax(g): exponentials and their sum in double (zr holds them for a moment) */
     double m = -INFINITY;
@@ -194,20 +238,20 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_cat_head_train(const snn_cat_plan *pl, cons
     /* the convolution of the float z the backward will see */
     z_spectrum(pl, z, &s);
     for (int c0 = 0; c0 < d; c0 += cb) {
-        gather(N, cb, v + c0, ld, s.Vr);
-        fftw_execute_dft_r2c(pl->r2cd, s.Vr, s.Vc);
-        for (int kb = 0; kb < H; kb++) {
-            const double zr = s.Zc[kb][0], zi = s.Zc[kb][1];
-            fftw_complex *vk = s.Vc + (size_t)kb * cb;
-            for (int c = 0; c < cb; c++) {
-                const double vr = vk[c][0], vi = vk[c][1];
-                vk[c][0] = zr * vr - zi * vi;
-                vk[c][1] = zr * vi + zi * vr;
+        gather(N, cb, P, v + c0, ld, s.Vt);
+        fftw_execute_dft(pl->fwdP, (fftw_complex *)s.Vt, s.Vf);
+        for (int k = 0; k < N; k++) {
+            const double zr = s.Zf[k][0], zi = s.Zf[k][1];
+            fftw_complex *vk = s.Vf + (size_t)k * P;
+            for (int p = 0; p < P; p++) {
+                const double vr = vk[p][0], vi = vk[p][1];
+                vk[p][0] = zr * vr - zi * vi;
+                vk[p][1] = zr * vi + zi * vr;
             }
         }
-        fftw_execute_dft_c2r(pl->c2rd, s.Vc, s.Vr);
+        fftw_execute_dft(pl->bwdP, s.Vf, (fftw_complex *)s.Vt);
         for (int i = 0; i < N; i++) {
-            const double *yi = s.Vr + (size_t)i * cb;
+            const double *yi = s.Vt + (size_t)i * 2 * P;
             float *oi = o + (long)i * ldo + c0;
             for (int c = 0; c < cb; c++) oi[c] = (float)yi[c];
         }
@@ -220,44 +264,51 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_cat_head_backward(const snn_cat_plan *pl, c
                                                        int lddo, float *dg, int lddg, float *dv,
                                                        double *scratch) {
     (void)g, (void)ldg; /* the softmax backward needs only z */
-    const int N = pl->N, d = pl->d, H = pl->H, cb = pl->cb;
-    const cat_scratch s = carve(N, cb, scratch);
+    const int N = pl->N, d = pl->d, H = pl->H, cb = pl->cb, P = pl->P;
+    const cat_scratch s = carve(N, P, scratch);
 
     z_spectrum(pl, z, &s);
     for (int c0 = 0; c0 < d; c0 += cb) {
-        gather(N, cb, v + c0, ld, s.Vr);
-        fftw_execute_dft_r2c(pl->r2cd, s.Vr, s.Vc);
-        gather(N, cb, dout + c0, lddo, s.Dr);
-        fftw_execute_dft_r2c(pl->r2cd, s.Dr, s.Dc);
+        gather(N, cb, P, v + c0, ld, s.Vt);
+        fftw_execute_dft(pl->fwdP, (fftw_complex *)s.Vt, s.Vf);
+        gather(N, cb, P, dout + c0, lddo, s.Dt);
+        fftw_execute_dft(pl->fwdP, (fftw_complex *)s.Dt, s.Df);
 
-        for (int kb = 0; kb < H; kb++) {
-            const double zr = s.Zc[kb][0], zi = s.Zc[kb][1];
-            fftw_complex *vk = s.Vc + (size_t)kb * cb, *dk = s.Dc + (size_t)kb * cb;
-            /* dz: DZ_k = sum_c DO_kc conj(V_kc), channels summed in c order across blocks */
-            double ar = c0 ? s.DZ[kb][0] : 0.0, ai = c0 ? s.DZ[kb][1] : 0.0;
-            for (int c = 0; c < cb; c++) {
-                const double dr = dk[c][0], di = dk[c][1], vr = vk[c][0], vi = vk[c][1];
+        for (int k = 0; k < N; k++) {
+            const double zr = s.Zf[k][0], zi = s.Zf[k][1];
+            fftw_complex *vk = s.Vf + (size_t)k * P, *dk = s.Df + (size_t)k * P;
+            /* dz: S_k = sum_p Y_kp conj(X_kp), signals summed in p order across blocks */
+            double ar = c0 ? s.S[k][0] : 0.0, ai = c0 ? s.S[k][1] : 0.0;
+            for (int p = 0; p < P; p++) {
+                const double dr = dk[p][0], di = dk[p][1], vr = vk[p][0], vi = vk[p][1];
                 ar += dr * vr + di * vi;
                 ai += di * vr - dr * vi;
             }
-            s.DZ[kb][0] = ar, s.DZ[kb][1] = ai;
-            /* dV: conj(Z_k / N) DO_kc, in place */
-            for (int c = 0; c < cb; c++) {
-                const double dr = dk[c][0], di = dk[c][1];
-                dk[c][0] = zr * dr + zi * di;
-                dk[c][1] = zr * di - zi * dr;
+            s.S[k][0] = ar, s.S[k][1] = ai;
+            /* dV: conj(Z_k / N) Y_kp, in place */
+            for (int p = 0; p < P; p++) {
+                const double dr = dk[p][0], di = dk[p][1];
+                dk[p][0] = zr * dr + zi * di;
+                dk[p][1] = zr * di - zi * dr;
             }
         }
 
-        fftw_execute_dft_c2r(pl->c2rd, s.Dc, s.Dr);
+        fftw_execute_dft(pl->bwdP, s.Df, (fftw_complex *)s.Dt);
         for (int j = 0; j < N; j++) {
-            const double *uj = s.Dr + (size_t)j * cb;
+            const double *uj = s.Dt + (size_t)j * 2 * P;
             float *dvj = dv + (long)j * ld + c0;
             for (int c = 0; c < cb; c++) dvj[c] += (float)uj[c];
         }
     }
 
-    fftw_execute_dft_c2r(pl->c2r1, s.DZ, s.dzr);
+    /* Re ifft(S) = irfft of S's Hermitian part, in place in S's first H bins: bin k reads only
+     * bins k and N - k >= k, so ascending k never reads a bin already overwritten */
+    for (int k = 0; k < H; k++) {
+        const int r = k ? N - k : 0;
+        const double hr = 0.5 * (s.S[k][0] + s.S[r][0]), hi = 0.5 * (s.S[k][1] - s.S[r][1]);
+        s.S[k][0] = hr, s.S[k][1] = hi;
+    }
+    fftw_execute_dft_c2r(pl->c2r1, s.S, s.dzr);
     /* dz_m = dzr_m / N;  dg_m += z_m (dz_m - sum_n z_n dz_n) */
     double zdz = 0.0;
     for (int t = 0; t < N; t++) {
@@ -284,7 +335,7 @@ void snn_attn_cat_head_direct(int N, int d, const float *z, const float *v, int 
 }
 
 void snn_attn_cat_count(const snn_cat_plan *pl, snn_ops *ops) {
-    const uint64_t n = (uint64_t)pl->N, H = (uint64_t)pl->H, d = (uint64_t)pl->d;
+    const uint64_t n = (uint64_t)pl->N, signals_all = (uint64_t)(pl->d / pl->cb * pl->P);
     const snn_cat_fft_flops f = pl->fwd;
     const double F = f.add + f.mul + f.fma;
     /* FFTW counts whole operations: the total is an integer (well inside 2^53) */
@@ -292,5 +343,5 @@ void snn_attn_cat_count(const snn_cat_plan *pl, snn_ops *ops) {
     ops->n[SNN_OP_EXP] += n;
     ops->n[SNN_OP_DIV] += n + 1;
     ops->n[SNN_OP_CMP] += n;
-    ops->n[SNN_OP_MAC] += 2 * n + 4 * H * d + (uint64_t)F;
+    ops->n[SNN_OP_MAC] += 2 * n + 4 * n * signals_all + (uint64_t)F;
 }

@@ -72,7 +72,7 @@ static void bufs_init(attn_bufs *b, int N, int d, int h, int s) {
     b->scores = snn_xcalloc(NN, sizeof *b->scores);
     b->mr = snn_xcalloc(2 * (size_t)N, sizeof *b->mr);
     b->cat = snn_cat_plan_new(N, d);
-    b->cat_scratch = snn_xcalloc(snn_cat_scratch_doubles(N, d), sizeof(double));
+    b->cat_scratch = snn_xaligned(snn_cat_scratch_doubles(N, d) * sizeof(double)); /* FFTW SIMD */
     const size_t Ms = (size_t)b->M * s;
     b->E = snn_xcalloc(Ms, sizeof(float));
     b->R = snn_xcalloc(Ms, sizeof(float));

@@ -494,7 +494,7 @@ static cat_bufs cb_new(int N, int d, uint64_t seed, double gamp) {
     b.dout = malloc((size_t)N * b.ldo * sizeof *b.dout);
     b.z = malloc((size_t)N * sizeof *b.z);
     b.pl = snn_cat_plan_new(N, d);
-    b.scratch = malloc(snn_cat_scratch_doubles(N, d) * sizeof *b.scratch);
+    b.scratch = aligned_alloc(64, snn_cat_scratch_doubles(N, d) * sizeof *b.scratch);
     set_nan(b.scratch, snn_cat_scratch_doubles(N, d)); /* nothing is read before written */
     trng r = {seed, 0};
     fill(&r, b.g, N, b.ldg, b.goff, 1, gamp);
@@ -588,7 +588,7 @@ static void test_cat_convention_vector(void **state) {
     assert_memory_equal(o, want, sizeof o);
     for (int t = 0; t < 4; t++) g[t] = (float)log((double)z[t]);
     snn_cat_plan *pl = snn_cat_plan_new(4, 1);
-    double *scratch = malloc(snn_cat_scratch_doubles(4, 1) * sizeof *scratch);
+    double *scratch = aligned_alloc(64, snn_cat_scratch_doubles(4, 1) * sizeof *scratch);
     snn_attn_cat_head_train(pl, g, 1, v, 1, of, 1, zf, scratch);
     for (int t = 0; t < 4; t++) {
         assert_true(fabs(zf[t] - z[t]) <= 1e-6);
@@ -756,10 +756,11 @@ static void test_cat_plan_shared_by_threads(void **state) {
     cat_forward_ref(N, d, b->z, b->v + b->off, b->ld, ref);
     check_head(b->o, N, b->ldo, 0, d, ref, 1e-6, 0.0, SENTINEL, "cat O (threads)");
 
-    /* scratch 1: malloc's 16-byte alignment; scratch 2: shifted by one double, so only 8-byte
-     * aligned (FFTW_UNALIGNED plans must accept it and give the same bits) */
-    double *s1 = malloc(nsc * sizeof *s1), *s2raw = malloc((nsc + 1) * sizeof *s2raw);
-    double *s2 = s2raw + 1;
+    /* two scratch buffers of the 64-byte alignment the kernels require, the second at an odd
+     * multiple of 64 bytes (the size is a multiple of 8 doubles, so slices of an arena are) */
+    assert_int_equal(nsc % 8, 0);
+    double *s1 = aligned_alloc(64, nsc * sizeof *s1);
+    double *s2raw = aligned_alloc(64, (nsc + 8) * sizeof *s2raw), *s2 = s2raw + 8;
     set_nan(s1, nsc), set_nan(s2, nsc);
     thread_job jobs[2];
     for (int t = 0; t < 2; t++)
@@ -807,11 +808,12 @@ static double flops_total(snn_cat_fft_flops f) { return f.add + f.mul + f.fma; }
 
 static void test_cat_count(void **state) {
     (void)state;
-    /* literals: a length-1 DFT is a copy (no flops), a length-2 real DFT is x0 + x1, x0 - x1
-     * (2 adds per transform); H = N/2 + 1 */
+    /* literals: a length-1 DFT is a copy (no flops); a length-2 real DFT is x0 + x1, x0 - x1
+     * (2 adds), a complex one the same on both parts (4 adds); d = 3 channels make 2 complex
+     * signals (the second with a zero imaginary part) */
     static const struct { int N, d; uint64_t mac; } lit[] = {
-        {1, 3, 2 * 1 + 4 * 1 * 3 + 0},                       /* 14 */
-        {2, 3, 2 * 2 + 4 * 2 * 3 + (2 + 2 * 3 + 2 * 3)},     /* 42 */
+        {1, 3, 2 * 1 + 4 * 1 * 2 + 0},                       /* 10 */
+        {2, 3, 2 * 2 + 4 * 2 * 2 + (2 + 2 * 4 + 2 * 4)},     /* 38 */
     };
     for (int t = 0; t < 2; t++) {
         snn_cat_plan *pl = snn_cat_plan_new(lit[t].N, lit[t].d);
@@ -827,35 +829,37 @@ static void test_cat_count(void **state) {
         assert_int_equal(ops.n[SNN_OP_INT_ADD], 5);
         snn_cat_plan_free(pl);
     }
-    /* general N: 2N + 4 H d + FFTW's count of the forward's transforms, recomputed from the
-     * test's own plans (same sizes, strides and flags) */
+    /* general N: 2N + 4 N S + FFTW's count of the forward's transforms, recomputed from the
+     * test's own plans (same sizes, strides and flags), S = ceil(d / 2) complex signals (one
+     * channel block at these sizes) */
     static const int sizes[][2] = {{7, 6}, {49, 5}, {64, 16}};
     for (int t = 0; t < 3; t++) {
-        const int N = sizes[t][0], d = sizes[t][1], H = N / 2 + 1;
-        double *re = fftw_alloc_real((size_t)N * d);
-        fftw_complex *cx = fftw_alloc_complex((size_t)H * d);
-        const unsigned fl = FFTW_ESTIMATE | FFTW_UNALIGNED;
+        const int N = sizes[t][0], d = sizes[t][1], S = (d + 1) / 2;
+        double *re = fftw_alloc_real((size_t)N);
+        fftw_complex *a = fftw_alloc_complex((size_t)N * S), *c = fftw_alloc_complex((size_t)N * S);
+        const unsigned fl = FFTW_ESTIMATE | FFTW_UNALIGNED; /* scalar counts (cat.c) */
         const int n[1] = {N};
-        fftw_plan r1 = fftw_plan_dft_r2c_1d(N, re, cx, fl);
-        fftw_plan i1 = fftw_plan_dft_c2r_1d(N, cx, re, fl);
-        fftw_plan rd = fftw_plan_many_dft_r2c(1, n, d, re, NULL, d, 1, cx, NULL, d, 1, fl);
-        fftw_plan id = fftw_plan_many_dft_c2r(1, n, d, cx, NULL, d, 1, re, NULL, d, 1, fl);
-        const double fwd = flops_total(plan_flops(r1, 1)) + flops_total(plan_flops(rd, 1)) +
+        fftw_plan r1 = fftw_plan_dft_r2c_1d(N, re, a, fl);
+        fftw_plan i1 = fftw_plan_dft_c2r_1d(N, a, re, fl);
+        fftw_plan fd = fftw_plan_many_dft(1, n, S, a, NULL, S, 1, c, NULL, S, 1, FFTW_FORWARD, fl);
+        fftw_plan id = fftw_plan_many_dft(1, n, S, c, NULL, S, 1, a, NULL, S, 1, FFTW_BACKWARD, fl);
+        const double fwd = flops_total(plan_flops(r1, 1)) + flops_total(plan_flops(fd, 1)) +
                            flops_total(plan_flops(id, 1));
-        const double bwd = fwd + flops_total(plan_flops(rd, 1)) + flops_total(plan_flops(i1, 1));
+        const double bwd = fwd + flops_total(plan_flops(fd, 1)) + flops_total(plan_flops(i1, 1));
         snn_cat_plan *pl = snn_cat_plan_new(N, d);
+        assert_int_equal(snn_cat_plan_channel_block(pl), d);
         assert_true(flops_total(snn_cat_plan_forward_flops(pl)) == fwd);
         assert_true(flops_total(snn_cat_plan_backward_flops(pl)) == bwd);
         assert_true(fwd > 0 && fwd == floor(fwd) && bwd > fwd);
         snn_ops ops;
         memset(&ops, 0, sizeof ops);
         snn_attn_cat_count(pl, &ops);
-        assert_int_equal(ops.n[SNN_OP_MAC], (uint64_t)(2 * N + 4 * H * d) + (uint64_t)fwd);
+        assert_int_equal(ops.n[SNN_OP_MAC], (uint64_t)(2 * N + 4 * N * S) + (uint64_t)fwd);
         assert_int_equal(ops.n[SNN_OP_EXP], N);
         assert_int_equal(ops.n[SNN_OP_DIV], N + 1);
         snn_cat_plan_free(pl);
-        fftw_destroy_plan(r1), fftw_destroy_plan(i1), fftw_destroy_plan(rd), fftw_destroy_plan(id);
-        fftw_free(re), fftw_free(cx);
+        fftw_destroy_plan(r1), fftw_destroy_plan(i1), fftw_destroy_plan(fd), fftw_destroy_plan(id);
+        fftw_free(re), fftw_free(a), fftw_free(c);
     }
 }
 
