@@ -520,10 +520,12 @@ static void cb_backward(cat_bufs *b) {
                                b->ldo, b->dg + b->goff, b->ldg, b->dv + b->off, b->scratch);
 }
 
-/* The last two sizes make the transforms run in several channel blocks (cat.c: 2 blocks of 6
- * and 2 of 2 channels); the others in one. */
-static const int CAT_SIZES[][2] = {{49, 5}, {64, 16}, {1, 3},    {2, 4},
-                                   {7, 6},  {3, 1},   {12, 2},   {1000, 12}, {2500, 4}};
+/* The last three sizes make the transforms run in several channel blocks (cat.c: 2 blocks of
+ * 6 channels, 2 of 2, and 3 of 3: an odd block, whose second complex signal has a zero
+ * imaginary part, summed into dz across blocks); the others in one. Odd d (5, 3, 1) leave a
+ * channel alone in its complex signal too. */
+static const int CAT_SIZES[][2] = {{49, 5}, {64, 16}, {1, 3},      {2, 4},     {7, 6},
+                                   {3, 1},  {12, 2},  {1000, 12}, {2500, 4}, {1500, 9}};
 enum { N_CAT_SIZES = sizeof CAT_SIZES / sizeof CAT_SIZES[0] };
 
 /* ---- CAT: forward ---------------------------------------------------------------------------- */
@@ -539,6 +541,7 @@ static void test_cat_forward_matches_direct(void **state) {
         assert_int_equal(snn_cat_plan_d(b->pl), d);
         assert_int_equal(d % snn_cat_plan_channel_block(b->pl), 0);
         if (N >= 1000) assert_true(snn_cat_plan_channel_block(b->pl) < d);
+        if (N == 1500) assert_int_equal(snn_cat_plan_channel_block(b->pl), 3); /* odd, 3 blocks */
         if (N <= 64) assert_int_equal(snn_cat_plan_channel_block(b->pl), d);
         cb_forward(b);
 
