@@ -155,6 +155,13 @@ typedef struct block_act {
     pop_act pkv;               /* sdsa: kv_lif over [T, B*D] */
 } block_act;
 
+/* Primal's backward runs a head's jobs in PRIMAL_SPLITS chunks of consecutive samples, each
+ * chunk's jobs in order accumulating into the chunk's own gradient block of the shared
+ * parameters; the blocks are then summed in chunk order. A fixed split of the jobs, so the
+ * sums do not depend on the thread count; few blocks, so they stay in cache (a block per job,
+ * 10 KiB each, had been 5.3 MB to zero, write and read back per step at batch 64). */
+enum { PRIMAL_SPLITS = 8 };
+
 struct snn_trainer {
     snn_model *m;
     int Bmax, B, T, N, D, Hd, K, C;
@@ -200,7 +207,8 @@ struct snn_trainer {
     size_t cat_scratch_doubles;
     int *primal_idx;           /* primal: [M] sampled tokens */
     size_t primal_cache_floats;
-    float *primal_dgrad;       /* primal: [B, h, 2 M s + 2 d s + d] per-job dE dR dcw dcb */
+    float *primal_dgrad;       /* primal: [h, PRIMAL_SPLITS, 2 M s + 2 d s + d] dE dR dcw dcb
+                                * per chunk of jobs (attn_bwd) */
     double *ksvd_job;          /* primal: [B, h, s] per-job S rows, summed in job order */
     float *d_g;                /* cat: [M, h] */
     float *d_kv, *d_kvs;       /* sdsa: [T, B, D] gradients on kv and on kv_lif's spikes */
@@ -403,7 +411,9 @@ static void plan(snn_trainer *tr, planner *p) {
     const size_t Ms = (size_t)tr->m->primal_M * tr->m->primal_s;
     const size_t ds = (size_t)tr->m->d * tr->m->primal_s;
     if (tr->kind == SNN_ATTN_CAT) tr->d_g = take(p, M * tr->m->heads);
-    if (tr->kind == SNN_ATTN_PRIMAL) tr->primal_dgrad = take(p, TBH * (2 * Ms + 2 * ds + tr->m->d));
+    if (tr->kind == SNN_ATTN_PRIMAL)
+        tr->primal_dgrad =
+            take(p, (size_t)tr->m->heads * PRIMAL_SPLITS * (2 * Ms + 2 * ds + tr->m->d));
     if (tr->kind == SNN_ATTN_SDSA) {
         tr->d_kv = take(p, (size_t)tr->T * tr->Bmax * D);
         tr->d_kvs = take(p, (size_t)tr->T * tr->Bmax * D);
@@ -965,7 +975,7 @@ static void sdsa_bwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
     }
 }
 
-/* Per-job gradient block of primal's shared parameters: dE [M s], dR [M s], dcw [d 2s], dcb [d]. */
+/* Gradient block of primal's shared parameters: dE [M s], dR [M s], dcw [d 2s], dcb [d]. */
 static size_t primal_dgrad_floats(const snn_model *m) {
     return 2 * (size_t)m->primal_M * m->primal_s + 2 * (size_t)m->d * m->primal_s + (size_t)m->d;
 }
@@ -1069,68 +1079,77 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
     if (tr->kind == SNN_ATTN_PRIMAL) {
         ksvd_g = snn_primal_ksvd_dJ(m->cfg->model.attention.eta, b->ksvd_J, m->L);
         ksvd_coef = ksvd_g / ((double)tr->T * tr->B * H * N);
-        zero_floats(tr->primal_dgrad, (size_t)jobs * pg);
     }
     if (tr->kind == SNN_ATTN_CAT) zero_floats(tr->d_g, (size_t)M * H);
     /* which of dq, dk, dv the kernel accumulates into (the others are not used) */
     const bool has_qk = tr->kind != SNN_ATTN_CAT, has_v = tr->kind != SNN_ATTN_PRIMAL;
+    /* work items: one job each, or primal's chunks: PRIMAL_SPLITS per head, chunk c = head
+     * c / PRIMAL_SPLITS over its share of the samples, jobs j = tb H + h in tb order */
+    const bool chunked = tr->kind == SNN_ATTN_PRIMAL;
+    const long TB = jobs / H, items = chunked ? (long)H * PRIMAL_SPLITS : jobs;
 #pragma omp parallel for schedule(dynamic)
-    for (long j = 0; j < jobs; j++) {
+    for (long item = 0; item < items; item++) {
+        const long split = item % PRIMAL_SPLITS, tb0 = split * TB / PRIMAL_SPLITS;
+        const long first = chunked ? tb0 * H + item / PRIMAL_SPLITS : item;
+        const long count = chunked ? (split + 1) * TB / PRIMAL_SPLITS - tb0 : 1;
+        float *const dgrad = chunked ? tr->primal_dgrad + (size_t)item * pg : NULL;
+        if (chunked) memset(dgrad, 0, pg * sizeof *dgrad);
         const int tid = thread_id();
         float *scratch = tr->att_scratch + (size_t)tid * tr->att_scratch_floats;
-        const long tb = j / H;
-        const int h = (int)(j % H);
-        const size_t off = (size_t)tb * N * D + (size_t)h * d;
-        const float *att = b->att + (size_t)j * N * N;
-        /* the kernels accumulate: zero this head's rows of their outputs here, where the
-         * kernel finds them in cache (a zeroing pass over the buffers cost a write and a read
-         * of each from memory) */
-        if (has_qk) zero_head(tr->d_q + off, N, d, D), zero_head(tr->d_k + off, N, d, D);
-        if (has_v) zero_head(tr->d_v + off, N, d, D);
-        switch (tr->kind) {
-        case SNN_ATTN_BSA:
-            snn_attn_bsa_head_backward(N, d, sq + off, sk + off, sv + off, D,
-                                       m->shift, att, tr->d_o + off, D, tr->d_q + off,
-                                       tr->d_k + off, tr->d_v + off, scratch);
-            break;
-        case SNN_ATTN_SSA:
-            snn_attn_ssa_head_backward(N, d, sq + off, sk + off, sv + off, D,
-                                       m->ssa_scale, att, tr->d_o + off, D, tr->d_q + off,
-                                       tr->d_k + off, tr->d_v + off, scratch);
-            break;
-        case SNN_ATTN_SOFTMAX:
-            snn_attn_softmax_head_backward(N, d, sq + off, sk + off, sv + off, D,
-                                           att, tr->d_o + off, D, tr->d_q + off, tr->d_k + off,
-                                           tr->d_v + off, scratch);
-            break;
-        case SNN_ATTN_CAT:
-            snn_attn_cat_head_backward(tr->cat_plan, b->g + (size_t)tb * N * H + h, H,
-                                       sv + off, D, att, tr->d_o + off, D,
-                                       tr->d_g + (size_t)tb * N * H + h, H, tr->d_v + off,
-                                       tr->cat_scratch + (size_t)tid * tr->cat_scratch_doubles);
-            break;
-        case SNN_ATTN_PRIMAL: {
-            snn_primal_cache c = snn_primal_cache_bind(b->pcache + (size_t)j * tr->primal_cache_floats,
-                                                       N, d, S);
-            float *g = tr->primal_dgrad + (size_t)j * pg;
-            float *dE = g, *dR = g + (size_t)Mp * S, *dcw = dR + (size_t)Mp * S;
-            float *dcb = dcw + (size_t)d * 2 * S;
-            snn_primal_backward(N, d, S, Mp, D, tr->primal_idx,
-                                mb->E + (size_t)h * Mp * S, mb->R + (size_t)h * Mp * S, mb->c_w,
-                                &c, tr->d_o + off, D, ksvd_coef, mb->lambda + (size_t)h * S,
-                                tr->d_q + off, tr->d_k + off, D, d_in + off, dE, dR, dcw, dcb,
-                                scratch);
-            break;
-        }
-        default: SNN_ASSERT(!"unreachable attention kind");
+        for (long n = 0; n < count; n++) {
+            const long j = first + n * H;
+            const long tb = j / H;
+            const int h = (int)(j % H);
+            const size_t off = (size_t)tb * N * D + (size_t)h * d;
+            const float *att = b->att + (size_t)j * N * N;
+            /* the kernels accumulate: zero this head's rows of their outputs here, where the
+             * kernel finds them in cache (a zeroing pass over the buffers cost a write and a
+             * read of each from memory) */
+            if (has_qk) zero_head(tr->d_q + off, N, d, D), zero_head(tr->d_k + off, N, d, D);
+            if (has_v) zero_head(tr->d_v + off, N, d, D);
+            switch (tr->kind) {
+            case SNN_ATTN_BSA:
+                snn_attn_bsa_head_backward(N, d, sq + off, sk + off, sv + off, D,
+                                           m->shift, att, tr->d_o + off, D, tr->d_q + off,
+                                           tr->d_k + off, tr->d_v + off, scratch);
+                break;
+            case SNN_ATTN_SSA:
+                snn_attn_ssa_head_backward(N, d, sq + off, sk + off, sv + off, D,
+                                           m->ssa_scale, att, tr->d_o + off, D, tr->d_q + off,
+                                           tr->d_k + off, tr->d_v + off, scratch);
+                break;
+            case SNN_ATTN_SOFTMAX:
+                snn_attn_softmax_head_backward(N, d, sq + off, sk + off, sv + off, D, att,
+                                               tr->d_o + off, D, tr->d_q + off,
+                                               tr->d_k + off, tr->d_v + off, scratch);
+                break;
+            case SNN_ATTN_CAT:
+                snn_attn_cat_head_backward(
+                    tr->cat_plan, b->g + (size_t)tb * N * H + h, H, sv + off, D, att,
+                    tr->d_o + off, D, tr->d_g + (size_t)tb * N * H + h, H, tr->d_v + off,
+                    tr->cat_scratch + (size_t)tid * tr->cat_scratch_doubles);
+                break;
+            case SNN_ATTN_PRIMAL: {
+                snn_primal_cache c = snn_primal_cache_bind(
+                    b->pcache + (size_t)j * tr->primal_cache_floats, N, d, S);
+                float *dE = dgrad, *dR = dE + (size_t)Mp * S, *dcw = dR + (size_t)Mp * S;
+                float *dcb = dcw + (size_t)d * 2 * S;
+                snn_primal_backward(N, d, S, Mp, D, tr->primal_idx, mb->E + (size_t)h * Mp * S,
+                                    mb->R + (size_t)h * Mp * S, mb->c_w, &c, tr->d_o + off, D,
+                                    ksvd_coef, mb->lambda + (size_t)h * S, tr->d_q + off,
+                                    tr->d_k + off, D, d_in + off, dE, dR, dcw, dcb, scratch);
+                break;
+            }
+            default: SNN_ASSERT(!"unreachable attention kind");
+            }
         }
     }
     if (tr->kind == SNN_ATTN_CAT)
         snn_linear_bwd(d_in, grad_of(tr, mb->a_w), NULL, tr->d_g, x_in, mb->a_w, M, D, H,
                        tr->dw_scratch, true);
     if (tr->kind == SNN_ATTN_PRIMAL) {
-        /* shared-parameter gradients: per-job blocks summed in job order, in parallel over
-         * ranges of a block's entries (each entry's sum in job order: any thread count) */
+        /* shared-parameter gradients: the chunks' blocks summed in chunk order, in parallel over
+         * ranges of a block's entries (each entry's sum in chunk order: any thread count) */
         float *gE = grad_of(tr, mb->E), *gR = grad_of(tr, mb->R);
         float *gcw = grad_of(tr, mb->c_w), *gcb = grad_of(tr, mb->c_b);
         const size_t MS = (size_t)Mp * S, CW = (size_t)d * 2 * S;
@@ -1139,9 +1158,9 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
 #pragma omp parallel for schedule(dynamic)
         for (long c = 0; c < (long)((pg + ENTRIES - 1) / ENTRIES); c++) {
             const size_t i0 = (size_t)c * ENTRIES, i1 = pg - i0 < ENTRIES ? pg : i0 + ENTRIES;
-            for (long j = 0; j < jobs; j++) {
-                const float *g = tr->primal_dgrad + (size_t)j * pg;
-                const size_t h = (size_t)(j % H);
+            for (long it = 0; it < items; it++) {
+                const float *g = tr->primal_dgrad + (size_t)it * pg;
+                const size_t h = (size_t)(it / PRIMAL_SPLITS);
                 float *const base[4] = {gE + h * MS, gR + h * MS, gcw, gcb};
                 for (int p = 0; p < 4; p++) { /* the range's piece in each part */
                     const size_t lo = i0 > start[p] ? i0 : start[p];
