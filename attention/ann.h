@@ -99,13 +99,22 @@ int snn_cat_plan_channel_block(const snn_cat_plan *pl);
  * (e.g. per thread) and may reuse it freely: nothing is kept in it between calls. */
 size_t snn_cat_scratch_doubles(int N, int d);
 
+/* The forward's spectra a training step may keep for the backward, in doubles (a multiple of
+ * 8): rfft(z / N) on all N bins and fft of the packed value channels, 2 N + 2 N d' with d' = d
+ * rounded up to even per channel block (each part rounded up to 8 doubles). At N = 49, d = 16:
+ * 7 KiB a head, against the backward's transforms of z and V (a fifth of its work) saved. */
+size_t snn_cat_spectra_doubles(int N, int d);
+
 /* CAT forward, one head:
  *   g [N] at stride ldg;  v [N, d] at row stride ld;  o [N, d] at row stride ldo;
  *   z [N] receives softmax(g) (float), kept for the backward; the convolution uses these float
  *   values, so o is the convolution of exactly the z the backward sees;
+ *   spectra: NULL, or snn_cat_spectra_doubles(N, d) doubles, 64-byte aligned, receiving the
+ *   spectra for the backward;
  *   scratch: snn_cat_scratch_doubles(N, d) doubles. */
 void snn_attn_cat_head_train(const snn_cat_plan *pl, const float *g, int ldg, const float *v,
-                             int ld, float *o, int ldo, float *z, double *scratch);
+                             int ld, float *o, int ldo, float *z, double *spectra,
+                             double *scratch);
 
 /* CAT backward at the forward's z (the exact gradient of the forward, z read as float):
  *   dV[j, c] += sum_i z[(i - j) mod N] dO[i, c]        (circular correlation, by FFT)
@@ -113,10 +122,11 @@ void snn_attn_cat_head_train(const snn_cat_plan *pl, const float *g, int ldg, co
  *   dg[m]    += z[m] (dz[m] - sum_n z[n] dz[n])        (softmax backward)
  *   g is not read (z carries everything) and may be NULL; it is in the signature so the call
  *   mirrors the forward's. dout [N, d] at row stride lddo; dg [N] at stride lddg (accumulated);
- *   dv [N, d] at row stride ld (accumulated); scratch as for the forward. */
+ *   dv [N, d] at row stride ld (accumulated); spectra: the forward's (then v is not read), or
+ *   NULL (the transforms are made again: the same bits); scratch as for the forward. */
 void snn_attn_cat_head_backward(const snn_cat_plan *pl, const float *g, int ldg, const float *v,
                                 int ld, const float *z, const float *dout, int lddo, float *dg,
-                                int lddg, float *dv, double *scratch);
+                                int lddg, float *dv, const double *spectra, double *scratch);
 
 /* Direct O(N^2 d) reference of the forward's mixing step, from a given z:
  *   o[i, c] = sum_j z[(i - j) mod N] v[j, c]   (double sums in j order, rounded once).

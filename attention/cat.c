@@ -55,6 +55,9 @@
  *   S  2N     sum_p fft(y_p) conj(fft(x_p)), then its Hermitian part (H bins)
  *   dzr N     dz (N times)
  * FFTW's c2r destroys its input (S, dead after it); the complex transforms are out of place.
+ * Training may keep the forward's Z and fft(x_p) (snn_cat_spectra_doubles per head): the
+ * backward then skips rfft(z) and the value transforms, a fifth of its transforms, and reads
+ * no V; kept or made again, they are the same transforms of the same data, the same bits.
  *
  * Pure numerics: no I/O, no static state, no allocation in the kernels (plans at setup only).
  */
@@ -193,15 +196,30 @@ snn_cat_fft_flops snn_cat_plan_backward_flops(const snn_cat_plan *pl) { return p
  * above by Hermitian symmetry, Zf[k] = conj(Zf[N - k]) (exact: z is real). */
 static inline __attribute__((always_inline)) void z_spectrum(const snn_cat_plan *pl,
                                                              const float *z,
-                                                             const cat_scratch *s) {
+                                                             const cat_scratch *s,
+                                                             fftw_complex *Zf) {
     const int N = pl->N;
     const double inv_n = 1.0 / (double)N;
     for (int t = 0; t < N; t++) s->zr[t] = (double)z[t] * inv_n;
-    fftw_execute_dft_r2c(pl->r2c1, s->zr, s->Zf);
+    fftw_execute_dft_r2c(pl->r2c1, s->zr, Zf);
     for (int k = pl->H; k < N; k++) {
-        s->Zf[k][0] = s->Zf[N - k][0];
-        s->Zf[k][1] = -s->Zf[N - k][1];
+        Zf[k][0] = Zf[N - k][0];
+        Zf[k][1] = -Zf[N - k][1];
     }
+}
+
+size_t snn_cat_spectra_doubles(int N, int d) {
+    SNN_ASSERT(N >= 1 && d >= 1);
+    const int cb = channel_block(N, d);
+    const size_t n = (size_t)N;
+    return blk(2 * n) + (size_t)(d / cb) * blk(2 * n * (size_t)signals(cb));
+}
+
+/* The forward's spectra kept for the backward: Z (all N bins, at the start), then fft(x_p) of
+ * each channel block: block `block`'s offset in doubles. */
+static size_t spectra_v(const snn_cat_plan *pl, int block) {
+    const size_t n = (size_t)pl->N;
+    return blk(2 * n) + (size_t)block * blk(2 * n * (size_t)pl->P);
 }
 
 /* dst[i 2P + c] = m[i ld + c] for an [N, cb] block of a head at row stride ld, as doubles: the
@@ -219,9 +237,11 @@ static inline __attribute__((always_inline)) void gather(int N, int cb, int P, c
 
 SNN_WIDE_FN SNN_VEC_FN void snn_attn_cat_head_train(const snn_cat_plan *pl, const float *g,
                                                     int ldg, const float *v, int ld, float *o,
-                                                    int ldo, float *z, double *scratch) {
+                                                    int ldo, float *z, double *spectra,
+                                                    double *scratch) {
     const int N = pl->N, d = pl->d, cb = pl->cb, P = pl->P;
     const cat_scratch s = carve(N, P, scratch);
+    SNN_ASSERT(((uintptr_t)spectra & 63) == 0);
 
     /* z = softmax(g): exponentials and their sum in double (zr holds them for a moment) */
     double m = -INFINITY;
@@ -235,18 +255,23 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_cat_head_train(const snn_cat_plan *pl, cons
     /* sum >= 1 (the maximum contributes exp(0)) */
     for (int t = 0; t < N; t++) z[t] = (float)(s.zr[t] / sum);
 
-    /* the convolution of the float z the backward will see */
-    z_spectrum(pl, z, &s);
+    /* the convolution of the float z the backward will see; the spectra go where the
+     * backward will find them, or into scratch */
+    fftw_complex *const Zf = spectra ? (fftw_complex *)spectra : s.Zf;
+    z_spectrum(pl, z, &s, Zf);
     for (int c0 = 0; c0 < d; c0 += cb) {
+        fftw_complex *const Vf =
+            spectra ? (fftw_complex *)(spectra + spectra_v(pl, c0 / cb)) : s.Vf;
         gather(N, cb, P, v + c0, ld, s.Vt);
-        fftw_execute_dft(pl->fwdP, (fftw_complex *)s.Vt, s.Vf);
+        fftw_execute_dft(pl->fwdP, (fftw_complex *)s.Vt, Vf);
+        /* s.Vf = Z fft(x_p) (in place when Vf is s.Vf: each bin read, then written) */
         for (int k = 0; k < N; k++) {
-            const double zr = s.Zf[k][0], zi = s.Zf[k][1];
-            fftw_complex *vk = s.Vf + (size_t)k * P;
+            const double zr = Zf[k][0], zi = Zf[k][1];
+            fftw_complex *vk = Vf + (size_t)k * P, *yk = s.Vf + (size_t)k * P;
             for (int p = 0; p < P; p++) {
                 const double vr = vk[p][0], vi = vk[p][1];
-                vk[p][0] = zr * vr - zi * vi;
-                vk[p][1] = zr * vi + zi * vr;
+                yk[p][0] = zr * vr - zi * vi;
+                yk[p][1] = zr * vi + zi * vr;
             }
         }
         fftw_execute_dft(pl->bwdP, s.Vf, (fftw_complex *)s.Vt);
@@ -262,21 +287,33 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_cat_head_backward(const snn_cat_plan *pl, c
                                                        int ldg, const float *v, int ld,
                                                        const float *z, const float *dout,
                                                        int lddo, float *dg, int lddg, float *dv,
-                                                       double *scratch) {
+                                                       const double *spectra, double *scratch) {
     (void)g, (void)ldg; /* the softmax backward needs only z */
     const int N = pl->N, d = pl->d, H = pl->H, cb = pl->cb, P = pl->P;
     const cat_scratch s = carve(N, P, scratch);
 
-    z_spectrum(pl, z, &s);
+    /* the forward's spectra (read only: fftw_complex * for C's array-qualifier rules), or the
+     * same transforms again (the same bits either way) */
+    double *const kept = (double *)(uintptr_t)spectra;
+    fftw_complex *Zf = s.Zf;
+    if (kept)
+        Zf = (fftw_complex *)kept;
+    else
+        z_spectrum(pl, z, &s, s.Zf);
     for (int c0 = 0; c0 < d; c0 += cb) {
-        gather(N, cb, P, v + c0, ld, s.Vt);
-        fftw_execute_dft(pl->fwdP, (fftw_complex *)s.Vt, s.Vf);
+        fftw_complex *Vf = s.Vf;
+        if (kept) {
+            Vf = (fftw_complex *)(kept + spectra_v(pl, c0 / cb));
+        } else {
+            gather(N, cb, P, v + c0, ld, s.Vt);
+            fftw_execute_dft(pl->fwdP, (fftw_complex *)s.Vt, s.Vf);
+        }
         gather(N, cb, P, dout + c0, lddo, s.Dt);
         fftw_execute_dft(pl->fwdP, (fftw_complex *)s.Dt, s.Df);
 
         for (int k = 0; k < N; k++) {
-            const double zr = s.Zf[k][0], zi = s.Zf[k][1];
-            fftw_complex *vk = s.Vf + (size_t)k * P, *dk = s.Df + (size_t)k * P;
+            const double zr = Zf[k][0], zi = Zf[k][1];
+            fftw_complex *vk = Vf + (size_t)k * P, *dk = s.Df + (size_t)k * P;
             /* dz: S_k = sum_p Y_kp conj(X_kp), signals summed in p order across blocks */
             double ar = c0 ? s.S[k][0] : 0.0, ai = c0 ? s.S[k][1] : 0.0;
             for (int p = 0; p < P; p++) {

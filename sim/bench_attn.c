@@ -35,7 +35,7 @@ typedef struct attn_bufs {
     int32_t *scores;                 /* [N * N] */
     float *p, *scratch;              /* [N * N] */
     int32_t *mr;                     /* [2 N] */
-    double *cat_scratch;
+    double *cat_scratch, *cat_spectra;
     snn_cat_plan *cat;
     float *E, *R, *lambda, *cw, *cb; /* primal, one head's E, R [M, s] */
     float *cache, *dE, *dR, *dcw, *dcb;
@@ -73,6 +73,7 @@ static void bufs_init(attn_bufs *b, int N, int d, int h, int s) {
     b->mr = snn_xcalloc(2 * (size_t)N, sizeof *b->mr);
     b->cat = snn_cat_plan_new(N, d);
     b->cat_scratch = snn_xaligned(snn_cat_scratch_doubles(N, d) * sizeof(double)); /* FFTW SIMD */
+    b->cat_spectra = snn_xaligned(snn_cat_spectra_doubles(N, d) * sizeof(double));
     const size_t Ms = (size_t)b->M * s;
     b->E = snn_xcalloc(Ms, sizeof(float));
     b->R = snn_xcalloc(Ms, sizeof(float));
@@ -105,9 +106,9 @@ static void bufs_init(attn_bufs *b, int N, int d, int h, int s) {
 
 static void bufs_free(attn_bufs *b) {
     void *all[] = {b->sq, b->sk, b->sv, b->q, b->k, b->v, b->x, b->g, b->o, b->dout, b->dq, b->dk,
-                   b->dv, b->dx, b->dg, b->p, b->scratch, b->scores, b->mr, b->cat_scratch, b->E,
-                   b->R, b->dE, b->dR, b->lambda, b->cw, b->dcw, b->cb, b->dcb, b->cache, b->idx,
-                   b->kv, b->dkv, b->skv_f, b->skv};
+                   b->dv, b->dx, b->dg, b->p, b->scratch, b->scores, b->mr, b->cat_scratch,
+                   b->cat_spectra, b->E, b->R, b->dE, b->dR, b->lambda, b->cw, b->dcw, b->cb,
+                   b->dcb, b->cache, b->idx, b->kv, b->dkv, b->skv_f, b->skv};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
     snn_cat_plan_free(b->cat);
 }
@@ -179,12 +180,13 @@ static void run_heads(attn_bufs *b, int kernel, bool backward) {
                                                b->dv + off, b->scratch);
             break;
         case K_CAT:
+            /* training keeps the forward's spectra for the backward (as the trainer does) */
             snn_attn_cat_head_train(b->cat, b->g + hh, b->h, b->v + off, D, b->o + off, D, b->p,
-                                    b->cat_scratch);
+                                    backward ? b->cat_spectra : NULL, b->cat_scratch);
             if (backward)
                 snn_attn_cat_head_backward(b->cat, b->g + hh, b->h, b->v + off, D, b->p,
                                            b->dout + off, D, b->dg + hh, b->h, b->dv + off,
-                                           b->cat_scratch);
+                                           b->cat_spectra, b->cat_scratch);
             break;
         default: {
             snn_primal_cache c = snn_primal_cache_bind(b->cache, N, d, s);

@@ -136,7 +136,8 @@ typedef struct block_act {
     lin_act q, k, v;
     pop_act pq, pk, pv;
     float *o;                  /* [M, D] attention output */
-    float *att;                /* [T, B, h, N, N] ssa scores or bsa P */
+    float *att;                /* [T, B, h, att_job_floats]: ssa scores, bsa's or softmax's P
+                                * [N, N]; cat's z [N] and spectra */
     int32_t *mr;               /* [T, B, h, 2N] bsa row max and normaliser */
     pop_act pa;                /* attn_lif */
     lin_act proj;              /* o and o_bn */
@@ -205,6 +206,7 @@ struct snn_trainer {
     snn_cat_plan *cat_plan;    /* cat: FFTW plans of length N, made once */
     double *cat_scratch;       /* cat: [threads, snn_cat_scratch_doubles] */
     size_t cat_scratch_doubles;
+    size_t att_job_floats;     /* a job's share of a block's att (N N; cat: z and spectra) */
     int *primal_idx;           /* primal: [M] sampled tokens */
     size_t primal_cache_floats;
     float *primal_dgrad;       /* primal: [h, PRIMAL_SPLITS, 2 M s + 2 d s + d] dE dR dcw dcb
@@ -311,7 +313,7 @@ static void plan_pop_bn(const snn_trainer *tr, planner *p, pop_act *a, int pop, 
 static void plan(snn_trainer *tr, planner *p) {
     const size_t M = (size_t)tr->T * tr->Bmax * tr->N, D = tr->D, Hd = tr->Hd;
     const size_t W = Hd > D ? Hd : D;
-    const size_t att = (size_t)tr->T * tr->Bmax * tr->m->heads * tr->N * tr->N;
+    const size_t att = (size_t)tr->T * tr->Bmax * tr->m->heads * tr->att_job_floats;
     tr->patches = take(p, M * tr->K);
     plan_lin(tr, p, &tr->embed, M, D, false, false);
     tr->u0 = take(p, M * D);
@@ -443,7 +445,12 @@ static void setup(snn_trainer *tr, snn_model *m, int B, int T, bool smooth) {
     tr->sew = m->cfg->model.residual == SNN_RESIDUAL_SEW;
     tr->kind = m->cfg->model.attention.kind;
     tr->att_scratch_floats = (size_t)m->N * m->N;
-    if (tr->kind == SNN_ATTN_CAT) tr->cat_scratch_doubles = snn_cat_scratch_doubles(m->N, m->d);
+    tr->att_job_floats = (size_t)m->N * m->N;
+    if (tr->kind == SNN_ATTN_CAT) {
+        tr->cat_scratch_doubles = snn_cat_scratch_doubles(m->N, m->d);
+        /* z [N], then the spectra (64-byte aligned: 16 floats, and both sizes multiples of 16) */
+        tr->att_job_floats = ((size_t)m->N + 15) / 16 * 16 + 2 * snn_cat_spectra_doubles(m->N, m->d);
+    }
     if (tr->kind == SNN_ATTN_PRIMAL) {
         tr->primal_cache_floats = snn_primal_cache_floats(m->N, m->d, m->primal_s);
         tr->att_scratch_floats = snn_primal_scratch_floats(m->N, m->d, m->primal_s);
@@ -980,6 +987,11 @@ static size_t primal_dgrad_floats(const snn_model *m) {
     return 2 * (size_t)m->primal_M * m->primal_s + 2 * (size_t)m->d * m->primal_s + (size_t)m->d;
 }
 
+/* cat: a job's spectra, after its z in its att share (train: see attn_fwd). */
+static double *cat_spectra(const snn_trainer *tr, const float *att) {
+    return (double *)(uintptr_t)(att + ((size_t)tr->N + 15) / 16 * 16);
+}
+
 /* The attention kernel of block l on its (t, b, h) jobs; x_in is the block input [M, D] (cat's
  * projection and primal's sampled tokens read it), sq, sk, sv the outputs of q_lif, k_lif,
  * v_lif [M, D] (NULL where the kind has none). */
@@ -1006,7 +1018,7 @@ static void attn_fwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
         const long tb = j / H;
         const int h = (int)(j % H);
         const size_t off = (size_t)tb * N * D + (size_t)h * d;
-        float *att = b->att + (size_t)j * N * N;
+        float *att = b->att + (size_t)j * tr->att_job_floats;
         switch (tr->kind) {
         case SNN_ATTN_BSA:
             snn_attn_bsa_head_train(N, d, sq + off, sk + off, sv + off, D, m->shift,
@@ -1023,7 +1035,7 @@ static void attn_fwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
             break;
         case SNN_ATTN_CAT:
             snn_attn_cat_head_train(tr->cat_plan, b->g + (size_t)tb * N * H + h, H, sv + off,
-                                    D, b->o + off, D, att,
+                                    D, b->o + off, D, att, cat_spectra(tr, att),
                                     tr->cat_scratch + (size_t)thread_id() * tr->cat_scratch_doubles);
             break;
         case SNN_ATTN_PRIMAL: {
@@ -1105,7 +1117,7 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
             const long tb = j / H;
             const int h = (int)(j % H);
             const size_t off = (size_t)tb * N * D + (size_t)h * d;
-            const float *att = b->att + (size_t)j * N * N;
+            const float *att = b->att + (size_t)j * tr->att_job_floats;
             /* the kernels accumulate: zero this head's rows of their outputs here, where the
              * kernel finds them in cache (a zeroing pass over the buffers cost a write and a
              * read of each from memory) */
@@ -1131,7 +1143,7 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
                 snn_attn_cat_head_backward(
                     tr->cat_plan, b->g + (size_t)tb * N * H + h, H, sv + off, D, att,
                     tr->d_o + off, D, tr->d_g + (size_t)tb * N * H + h, H, tr->d_v + off,
-                    tr->cat_scratch + (size_t)tid * tr->cat_scratch_doubles);
+                    cat_spectra(tr, att), tr->cat_scratch + (size_t)tid * tr->cat_scratch_doubles);
                 break;
             case SNN_ATTN_PRIMAL: {
                 snn_primal_cache c = snn_primal_cache_bind(

@@ -479,6 +479,7 @@ typedef struct cat_bufs {
     int N, d, ld, off, ldo, ldg, goff;
     float *g, *v, *o, *z, *dout, *dv, *dg;
     double *scratch;
+    double *spectra; /* NULL: the backward makes the transforms again */
     snn_cat_plan *pl;
 } cat_bufs;
 
@@ -512,12 +513,13 @@ static void cb_free(cat_bufs *b) {
 
 static void cb_forward(cat_bufs *b) {
     snn_attn_cat_head_train(b->pl, b->g + b->goff, b->ldg, b->v + b->off, b->ld, b->o, b->ldo, b->z,
-                            b->scratch);
+                            b->spectra, b->scratch);
 }
 
 static void cb_backward(cat_bufs *b) {
     snn_attn_cat_head_backward(b->pl, b->g + b->goff, b->ldg, b->v + b->off, b->ld, b->z, b->dout,
-                               b->ldo, b->dg + b->goff, b->ldg, b->dv + b->off, b->scratch);
+                               b->ldo, b->dg + b->goff, b->ldg, b->dv + b->off, b->spectra,
+                               b->scratch);
 }
 
 /* The last three sizes make the transforms run in several channel blocks (cat.c: 2 blocks of
@@ -592,7 +594,7 @@ static void test_cat_convention_vector(void **state) {
     for (int t = 0; t < 4; t++) g[t] = (float)log((double)z[t]);
     snn_cat_plan *pl = snn_cat_plan_new(4, 1);
     double *scratch = aligned_alloc(64, snn_cat_scratch_doubles(4, 1) * sizeof *scratch);
-    snn_attn_cat_head_train(pl, g, 1, v, 1, of, 1, zf, scratch);
+    snn_attn_cat_head_train(pl, g, 1, v, 1, of, 1, zf, NULL, scratch);
     for (int t = 0; t < 4; t++) {
         assert_true(fabs(zf[t] - z[t]) <= 1e-6);
         assert_true(fabs(of[t] - want[t]) <= 1e-6 * 4);
@@ -670,6 +672,50 @@ static void test_cat_backward_accumulates(void **state) {
     cb_free(&cb);
 }
 
+/* The forward's spectra kept (snn_cat_spectra_doubles) give the backward of the transforms made
+ * again, byte for byte, at every size (one and several channel blocks, odd and even), and the
+ * forward's own outputs unchanged; with them the backward reads no v (NaN there after the
+ * forward). */
+static void test_cat_kept_spectra_same_bytes(void **state) {
+    (void)state;
+    for (int sz = 0; sz < N_CAT_SIZES; sz++) {
+        const int N = CAT_SIZES[sz][0], d = CAT_SIZES[sz][1];
+        cat_bufs cb = cb_new(N, d, (uint64_t)(650 + sz), 2.0);
+        cat_bufs *b = &cb;
+        const size_t nm = (size_t)N * b->ld, ng = (size_t)N * b->ldg, no = (size_t)N * b->ldo;
+        float *ref[4], *got[4]; /* o, z, dv, dg */
+        const size_t n[4] = {no, (size_t)N, nm, ng};
+        for (int way = 0; way < 2; way++) {
+            float **r = way ? got : ref;
+            const size_t ns = snn_cat_spectra_doubles(N, d);
+            assert_int_equal(ns % 8, 0);
+            b->spectra = way ? aligned_alloc(64, ns * sizeof *b->spectra) : NULL;
+            if (way) set_nan(b->spectra, ns);
+            float *v0 = malloc(nm * sizeof *v0);
+            memcpy(v0, b->v, nm * sizeof *v0);
+            set_all(b->o, no, SENTINEL);
+            prefill(b->dv, N, b->ld, b->off, d, 0.25f), prefill(b->dg, N, b->ldg, b->goff, 1, 0.5f);
+            cb_forward(b);
+            if (way) set_all(b->v, nm, NAN); /* not read by the backward with spectra */
+            cb_backward(b);
+            memcpy(b->v, v0, nm * sizeof *v0);
+            free(v0);
+            const float *src[4] = {b->o, b->z, b->dv, b->dg};
+            for (int q = 0; q < 4; q++) {
+                r[q] = malloc(n[q] * sizeof *r[q]);
+                memcpy(r[q], src[q], n[q] * sizeof *r[q]);
+            }
+            free(b->spectra);
+            b->spectra = NULL;
+        }
+        for (int q = 0; q < 4; q++) {
+            assert_memory_equal(ref[q], got[q], n[q] * sizeof *ref[q]);
+            free(ref[q]), free(got[q]);
+        }
+        cb_free(&cb);
+    }
+}
+
 static void test_cat_finite_differences(void **state) {
     (void)state;
     fd_worst_abs = 0.0;
@@ -733,9 +779,9 @@ static void *thread_run(void *arg) {
         set_all(o, no, SENTINEL);
         prefill(dv, N, b->ld, b->off, d, 0.0f), prefill(dg, N, b->ldg, b->goff, 1, 0.0f);
         snn_attn_cat_head_train(j->pl, b->g + b->goff, b->ldg, b->v + b->off, b->ld, o, b->ldo, z,
-                                j->scratch);
+                                NULL, j->scratch);
         snn_attn_cat_head_backward(j->pl, b->g + b->goff, b->ldg, b->v + b->off, b->ld, z, b->dout,
-                                   b->ldo, dg + b->goff, b->ldg, dv + b->off, j->scratch);
+                                   b->ldo, dg + b->goff, b->ldg, dv + b->off, NULL, j->scratch);
         j->mismatches += memcmp(o, j->o_ref, no * sizeof *o) != 0 ||
                          memcmp(z, j->z_ref, (size_t)N * sizeof *z) != 0 ||
                          memcmp(dv, j->dv_ref, nm * sizeof *dv) != 0 ||
@@ -964,6 +1010,7 @@ int main(void) {
         cmocka_unit_test(test_cat_convention_vector),
         cmocka_unit_test(test_cat_backward_matches_direct),
         cmocka_unit_test(test_cat_backward_accumulates),
+        cmocka_unit_test(test_cat_kept_spectra_same_bytes),
         cmocka_unit_test(test_cat_finite_differences),
         cmocka_unit_test(test_cat_plan_shared_by_threads),
         cmocka_unit_test(test_softmax_count),
