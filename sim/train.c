@@ -987,9 +987,10 @@ static size_t primal_dgrad_floats(const snn_model *m) {
     return 2 * (size_t)m->primal_M * m->primal_s + 2 * (size_t)m->d * m->primal_s + (size_t)m->d;
 }
 
-/* cat: a job's spectra, after its z in its att share (train: see attn_fwd). */
+/* cat: a job's spectra, after its z in its att share, kept by the forward for the backward;
+ * NULL for an inference plan (nothing to keep them for). */
 static double *cat_spectra(const snn_trainer *tr, const float *att) {
-    return (double *)(uintptr_t)(att + ((size_t)tr->N + 15) / 16 * 16);
+    return tr->infer_only ? NULL : (double *)(uintptr_t)(att + ((size_t)tr->N + 15) / 16 * 16);
 }
 
 /* The attention kernel of block l on its (t, b, h) jobs; x_in is the block input [M, D] (cat's
