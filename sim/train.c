@@ -449,7 +449,8 @@ static void setup(snn_trainer *tr, snn_model *m, int B, int T, bool smooth) {
     if (tr->kind == SNN_ATTN_CAT) {
         tr->cat_scratch_doubles = snn_cat_scratch_doubles(m->N, m->d);
         /* z [N], then the spectra (64-byte aligned: 16 floats, and both sizes multiples of 16) */
-        tr->att_job_floats = ((size_t)m->N + 15) / 16 * 16 + 2 * snn_cat_spectra_doubles(m->N, m->d);
+        tr->att_job_floats =
+            ((size_t)m->N + 15) / 16 * 16 + 2 * snn_cat_spectra_doubles(m->N, m->d);
     }
     if (tr->kind == SNN_ATTN_PRIMAL) {
         tr->primal_cache_floats = snn_primal_cache_floats(m->N, m->d, m->primal_s);
