@@ -137,8 +137,8 @@ void snn_attn_cat_head_direct(int N, int d, const float *z, const float *v, int 
 /* FFTW's own exact operation counts (fftw_flops) of the transforms one call executes, as
  * scalar operations (counted on the same transforms planned without SIMD: cat.c): the
  * forward runs rfft(z), then per channel block fft(V) and ifft (P complex signals each); the
- * backward runs rfft(z), per block fft(V), fft(dO) and ifft for dV, and irfft for dz (1).
- * Integer-valued. */
+ * backward runs rfft(z), per block fft(V), fft(dO) and ifft for dV, and irfft for dz (1);
+ * with the forward's spectra kept it skips rfft(z) and fft(V). Integer-valued. */
 typedef struct snn_cat_fft_flops {
     double add, mul, fma;
 } snn_cat_fft_flops;
