@@ -217,7 +217,7 @@ size_t snn_cat_spectra_doubles(int N, int d) {
 
 /* The forward's spectra kept for the backward: Z (all N bins, at the start), then fft(x_p) of
  * each channel block: block `block`'s offset in doubles. */
-static size_t spectra_v(const snn_cat_plan *pl, int block) {
+static size_t spectra_v_offset(const snn_cat_plan *pl, int block) {
     const size_t n = (size_t)pl->N;
     return blk(2 * n) + (size_t)block * blk(2 * n * (size_t)pl->P);
 }
@@ -261,7 +261,7 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_cat_head_train(const snn_cat_plan *pl, cons
     z_spectrum(pl, z, &s, Zf);
     for (int c0 = 0; c0 < d; c0 += cb) {
         fftw_complex *const Vf =
-            spectra ? (fftw_complex *)(spectra + spectra_v(pl, c0 / cb)) : s.Vf;
+            spectra ? (fftw_complex *)(spectra + spectra_v_offset(pl, c0 / cb)) : s.Vf;
         gather(N, cb, P, v + c0, ld, s.Vt);
         fftw_execute_dft(pl->fwdP, (fftw_complex *)s.Vt, Vf);
         /* s.Vf = Z fft(x_p) (in place when Vf is s.Vf: each bin read, then written) */
@@ -303,7 +303,7 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_cat_head_backward(const snn_cat_plan *pl, c
     for (int c0 = 0; c0 < d; c0 += cb) {
         fftw_complex *Vf = s.Vf;
         if (kept) {
-            Vf = (fftw_complex *)(kept + spectra_v(pl, c0 / cb));
+            Vf = (fftw_complex *)(kept + spectra_v_offset(pl, c0 / cb));
         } else {
             gather(N, cb, P, v + c0, ld, s.Vt);
             fftw_execute_dft(pl->fwdP, (fftw_complex *)s.Vt, s.Vf);

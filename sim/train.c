@@ -428,6 +428,10 @@ static void plan(snn_trainer *tr, planner *p) {
 
 /* The sizes plan() reads, for minibatches of up to B samples over T timesteps (no allocation
  * but tr->blocks). */
+/* cat: a job's att share is z [N], rounded up to 16 floats (64 bytes) so that the spectra
+ * after it are aligned for FFTW, then the spectra (cat_spectra). */
+static size_t cat_z_floats(int N) { return ((size_t)N + 15) / 16 * 16; }
+
 static void setup(snn_trainer *tr, snn_model *m, int B, int T, bool smooth) {
     tr->m = m;
     tr->Bmax = tr->B = B;
@@ -448,9 +452,8 @@ static void setup(snn_trainer *tr, snn_model *m, int B, int T, bool smooth) {
     tr->att_job_floats = (size_t)m->N * m->N;
     if (tr->kind == SNN_ATTN_CAT) {
         tr->cat_scratch_doubles = snn_cat_scratch_doubles(m->N, m->d);
-        /* z [N], then the spectra (64-byte aligned: 16 floats, and both sizes multiples of 16) */
-        tr->att_job_floats =
-            ((size_t)m->N + 15) / 16 * 16 + 2 * snn_cat_spectra_doubles(m->N, m->d);
+        /* z, then the spectra (a multiple of 8 doubles: every job's share stays aligned) */
+        tr->att_job_floats = cat_z_floats(m->N) + 2 * snn_cat_spectra_doubles(m->N, m->d);
     }
     if (tr->kind == SNN_ATTN_PRIMAL) {
         tr->primal_cache_floats = snn_primal_cache_floats(m->N, m->d, m->primal_s);
@@ -991,7 +994,7 @@ static size_t primal_dgrad_floats(const snn_model *m) {
 /* cat: a job's spectra, after its z in its att share, kept by the forward for the backward;
  * NULL for an inference plan (nothing to keep them for). */
 static double *cat_spectra(const snn_trainer *tr, const float *att) {
-    return tr->infer_only ? NULL : (double *)(uintptr_t)(att + ((size_t)tr->N + 15) / 16 * 16);
+    return tr->infer_only ? NULL : (double *)(uintptr_t)(att + cat_z_floats(tr->N));
 }
 
 /* The attention kernel of block l on its (t, b, h) jobs; x_in is the block input [M, D] (cat's
