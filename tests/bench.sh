@@ -7,12 +7,14 @@
 #
 #   [BENCH_ROUNDS=3] [BENCH_MODELS="bsa ssa softmax cat primal"] tests/bench.sh [BUILD [THREADS]]
 #
-# About 12-15 minutes on two cores. Round 1 is the full benchmark of both sides; rounds 2 ..
-# BENCH_ROUNDS repeat only the timings, spikesim and PyTorch interleaved model by model, and the
-# table gives the median of the rounds (this 2-core machine's timings differ by up to 1.5x from
-# one run to the next). Within a round each figure is the best of 2-3 runs, on 2000 images
-# (throughput), 200 (batch 1) or about a second of training steps of 64; PyTorch's inference
-# runs on 512.
+# About 12-15 minutes on two cores. Round 1 is the full benchmark of both sides, model by model
+# (spikesim's, then PyTorch's); rounds 2 .. BENCH_ROUNDS repeat only the timings, spikesim and
+# PyTorch interleaved model by model and phase by phase. The table gives the median of the
+# rounds of each side (this 2-core machine's timings differ by up to 1.5x from one run to the
+# next), and below it the median of the rounds' own ratios: each round measures both sides
+# back to back, so a slow spell of the machine lands on both. Within a round each figure is the
+# best of 2-3 runs, on 2000 images (throughput), 200 (batch 1) or about a second of training
+# steps of 64; PyTorch's inference runs on 512.
 build=${1:-build}
 threads=${2:-$(nproc)}
 rounds=${BENCH_ROUNDS:-3}
@@ -21,30 +23,31 @@ dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 start=$(date +%s)
 echo "make bench: spikesim on ${models}, $threads threads (sample counts and repetitions are on each line)"
+torch=yes
+if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
+    torch=""
+    echo "PyTorch reference: skipped (python3-torch is not installed: apt-get install python3-torch)"
+fi
 for k in $models; do
     extra=""
     [ "$k" = bsa ] && extra="--rate-levels"
     # shellcheck disable=SC2086
     "$build/spikesim" bench "configs/bench_$k.yaml" --threads "$threads" $extra | tee "$dir/c_$k" || exit 1
-done
-# every attention kernel alone, N = 64 .. 4096: times and growth exponents
-"$build/spikesim" bench-attention || exit 1
-if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
-    echo "PyTorch reference: skipped (python3-torch is not installed: apt-get install python3-torch)"
-    exit 0
-fi
-# PyTorch runs on the OpenBLAS kernels spikesim ran on (its "dense products" line). Where OpenBLAS
-# takes the CPU for an unknown one and loads its generic SSE3 kernels, spikesim restarts itself
-# with OPENBLAS_CORETYPE set (sim/main.c); torch, on the same library, needs the variable too.
-first=${models%% *}
-core=$(sed -n 's/.*dense products *: OpenBLAS \([A-Za-z0-9]*\) kernels.*/\1/p' "$dir/c_$first")
-[ -n "$core" ] && export OPENBLAS_CORETYPE="$core"
-echo "PyTorch reference (tests/reference/bench_ref.py, torch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)'), OpenBLAS ${core:-?} kernels as spikesim; inference on 512 images, batch 1 on 200; each phase in its own process):"
-for k in $models; do
+    [ -n "$torch" ] || continue
+    # PyTorch runs on the OpenBLAS kernels spikesim ran on (its "dense products" line). Where
+    # OpenBLAS takes the CPU for an unknown one and loads its generic SSE3 kernels, spikesim
+    # restarts itself with OPENBLAS_CORETYPE set (sim/main.c); torch, on the same library,
+    # needs the variable too.
+    core=$(sed -n 's/.*dense products *: OpenBLAS \([A-Za-z0-9]*\) kernels.*/\1/p' "$dir/c_$k")
+    [ -n "$core" ] && export OPENBLAS_CORETYPE="$core"
+    echo "PyTorch reference of $k (tests/reference/bench_ref.py, torch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)'), OpenBLAS ${core:-?} kernels as spikesim; inference on 512 images, batch 1 on 200; each phase in its own process):"
     /usr/bin/python3 tests/reference/bench_ref.py --config "configs/bench_$k.yaml" --threads "$threads" \
         >"$dir/r_$k" || exit 1
     echo "  $k: $(tr '\n' ' ' <"$dir/r_$k")"
 done
+# every attention kernel alone, N = 64 .. 4096: times and growth exponents
+"$build/spikesim" bench-attention || exit 1
+[ -n "$torch" ] || exit 0
 
 # Rounds 2..ROUNDS: the timings alone, spikesim and PyTorch interleaved model by model and phase
 # by phase, so that a slow spell of the shared machine lands on both sides; every figure below
@@ -82,6 +85,19 @@ all_rounds() {
     done
 }
 med() { all_rounds "$@" | median; }
+# paired MODEL C_PATTERN R_KEYS: the median over the rounds of each round's spikesim / PyTorch
+paired() {
+    for r in $(seq 1 "$rounds"); do
+        awk -v a="$(cval "$1" "$r" "$2")" -v b="$(rval "$1" "$r" "$3")" 'BEGIN { if (a > 0 && b > 0) print a / b }'
+    done | median
+}
+# scaling MODEL N_PATTERN ONE_PATTERN: the median over the rounds of each round's N threads / 1
+scaling() {
+    for r in $(seq 1 "$rounds"); do
+        awk -v a="$(cval "$1" "$r" "$2")" -v b="$(cval "$1" "$r" "$3")" 'BEGIN { if (a > 0 && b > 0) print a / b }'
+    done | median
+}
+xfmt() { awk -v v="$1" 'BEGIN { if (v > 0) printf "x%.2f", v; else print "n/a" }'; }
 spread() { all_rounds "$@" | tr '\n' ' ' | sed 's/ $//'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "x%.2f", a / b; else print "n/a" }'; }
 P_B1='s/.*batch 1, 1 thread *: [0-9.]* ms\/sample (\([0-9.]*\) samples\/s.*/\1/p'
@@ -104,6 +120,14 @@ for k in $models; do
         "$c_inf vs $r_inf $(ratio "$c_inf" "$r_inf")" \
         "$c_train vs $r_train $(ratio "$c_train" "$r_train")" \
         "$c_rss_i, $c_rss_t vs $(rval "$k" 1 ref_rss_infer_mib), $(rval "$k" 1 ref_rss_train_mib)"
+done
+echo "paired: the median of the rounds' own ratios (each round's spikesim / its PyTorch, measured back to back; spikesim's $threads threads / its 1 thread, measured alternately in one process):"
+for k in $models; do
+    echo "  $k: batch 1 $(xfmt "$(paired "$k" "$P_B1" ref_infer_batch1_1t)")," \
+        "throughput $(xfmt "$(paired "$k" "$P_INF" "$R_INF")")," \
+        "training $(xfmt "$(paired "$k" "$P_TR" "$R_TR")");" \
+        "scaling: inference $(xfmt "$(scaling "$k" "$P_INF" "$P_INF1")")," \
+        "training $(xfmt "$(scaling "$k" "$P_TR" "$P_TR1")")"
 done
 echo "every round (samples/s; spikesim | PyTorch), and spikesim's $threads threads against 1 from the medians:"
 for k in $models; do
