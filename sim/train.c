@@ -197,6 +197,7 @@ struct snn_trainer {
                                 * BatchNorm sums a Linear gathers for the BN after it */
     float *d_logits;           /* [B, C] */
     float *att_scratch;        /* [threads, att_scratch_floats] */
+    float *pix_scratch;        /* [threads, C img img]: one image's encoded pixels */
     size_t att_scratch_floats; /* per thread: N*N, or the cat/primal backward's need */
     snn_attn_kind kind;
     bool eval;                 /* inference: BatchNorm with running statistics */
@@ -379,6 +380,7 @@ static void plan(snn_trainer *tr, planner *p) {
     }
     tr->d_s = take(p, M * W); /* also the forward's SP_X */
     tr->att_scratch = take(p, (size_t)tr->n_threads * tr->att_scratch_floats);
+    tr->pix_scratch = take(p, (size_t)tr->n_threads * tr->m->C * tr->m->img * tr->m->img);
     const size_t TBH = (size_t)tr->T * tr->Bmax * tr->m->heads;
     if (tr->kind == SNN_ATTN_CAT)
         tr->cat_scratch = (double *)take(p, 2 * tr->n_threads * tr->cat_scratch_doubles);
@@ -1232,22 +1234,24 @@ static void make_patches(snn_trainer *tr, const uint8_t *images, const int64_t *
     const int P = m->P, G = m->img / P, H = m->img, B = tr->B;
     const size_t pix = (size_t)m->C * H * H, per_t = (size_t)B * tr->N * tr->K;
     const bool rate = m->cfg->data.encoding == SNN_ENCODING_RATE;
-    float *x = tr->y; /* [pix] scratch per sample, reused */
-    for (int t = 0; t < (rate ? tr->T : 1); t++) {
-        for (int b = 0; b < B; b++) {
-            const uint8_t *img = images + (size_t)b * pix;
-            if (rate)
-                snn_encode_rate_pixels(img, pix, file_index[b], t, m->cfg->seed, x);
-            else
-                snn_encode_direct_pixels(img, pix, x);
-            float *dst = tr->patches + (size_t)t * per_t + (size_t)b * tr->N * tr->K;
-            for (int gy = 0; gy < G; gy++)
-                for (int gx = 0; gx < G; gx++)
-                    for (int c = 0; c < m->C; c++)
-                        for (int r = 0; r < P; r++)
-                            for (int q = 0; q < P; q++)
-                                *dst++ = x[((size_t)c * H + gy * P + r) * H + gx * P + q];
-        }
+    const int Te = rate ? tr->T : 1;
+    /* a sample to a thread (every pixel's encoding is its own: the same bytes) */
+#pragma omp parallel for schedule(static)
+    for (int tb = 0; tb < Te * B; tb++) {
+        const int t = tb / B, b = tb % B;
+        float *x = tr->pix_scratch + (size_t)thread_id() * pix;
+        const uint8_t *img = images + (size_t)b * pix;
+        if (rate)
+            snn_encode_rate_pixels(img, pix, file_index[b], t, m->cfg->seed, x);
+        else
+            snn_encode_direct_pixels(img, pix, x);
+        float *dst = tr->patches + (size_t)t * per_t + (size_t)b * tr->N * tr->K;
+        for (int gy = 0; gy < G; gy++)
+            for (int gx = 0; gx < G; gx++)
+                for (int c = 0; c < m->C; c++)
+                    for (int r = 0; r < P; r++)
+                        for (int q = 0; q < P; q++)
+                            *dst++ = x[((size_t)c * H + gy * P + r) * H + gx * P + q];
     }
     if (!rate)
         for (int t = 1; t < tr->T; t++) memcpy(tr->patches + (size_t)t * per_t, tr->patches, per_t * sizeof(float));
