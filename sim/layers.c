@@ -1360,25 +1360,40 @@ void snn_bn_eval_fwd(float *y, const float *x, const float *gamma, const float *
 
 /* ---- mean pool ----------------------------------------------------------------------------- */
 
-void snn_meanpool_fwd(float *y, const float *x, int T, int B, int N, int D) {
+/* y[b, :] of snn_meanpool_fwd (of max(x, 0) with relu). In its own target clone: the
+ * OpenMP region's outlined body does not inherit SNN_VEC_FN. */
+static SNN_WIDE_FN SNN_VEC_FN void meanpool_row(float *yb, const float *x, int T, int B, int N,
+                                                int D, int b, double inv, bool relu) {
+    for (int d0 = 0; d0 < D; d0 += CH_CHUNK) {
+        const int dc = D - d0 < CH_CHUNK ? D - d0 : CH_CHUNK;
+        double acc[CH_CHUNK] = {0};
+        for (int t = 0; t < T; t++) {
+            for (int n = 0; n < N; n++) {
+                const float *row = x + (((size_t)t * B + b) * N + n) * D + d0;
+                if (relu)
+                    for (int j = 0; j < dc; j++) acc[j] += (double)(row[j] > 0.0f ? row[j] : 0.0f);
+                else
+                    for (int j = 0; j < dc; j++) acc[j] += (double)row[j];
+            }
+        }
+        for (int j = 0; j < dc; j++) yb[d0 + j] = (float)(acc[j] * inv);
+    }
+}
+
+static void meanpool_fwd(float *y, const float *x, int T, int B, int N, int D, bool relu) {
     SNN_ASSERT(y && x && T > 0 && B >= 0 && N > 0 && D > 0);
     const double inv = 1.0 / ((double)T * (double)N);
     /* Each thread owns whole rows y[b, :]; the sum runs over t, then n, in order. */
 #pragma omp parallel for schedule(dynamic) if ((size_t)T * B * N * D >= PAR_MIN_WORK)
-    for (int b = 0; b < B; b++) {
-        float *yb = y + (size_t)b * D;
-        for (int d0 = 0; d0 < D; d0 += CH_CHUNK) {
-            const int dc = D - d0 < CH_CHUNK ? D - d0 : CH_CHUNK;
-            double acc[CH_CHUNK] = {0};
-            for (int t = 0; t < T; t++) {
-                for (int n = 0; n < N; n++) {
-                    const float *row = x + (((size_t)t * B + b) * N + n) * D + d0;
-                    for (int j = 0; j < dc; j++) acc[j] += (double)row[j];
-                }
-            }
-            for (int j = 0; j < dc; j++) yb[d0 + j] = (float)(acc[j] * inv);
-        }
-    }
+    for (int b = 0; b < B; b++) meanpool_row(y + (size_t)b * D, x, T, B, N, D, b, inv, relu);
+}
+
+void snn_meanpool_fwd(float *y, const float *x, int T, int B, int N, int D) {
+    meanpool_fwd(y, x, T, B, N, D, false);
+}
+
+void snn_meanpool_relu_fwd(float *y, const float *x, int T, int B, int N, int D) {
+    meanpool_fwd(y, x, T, B, N, D, true);
 }
 
 void snn_meanpool_bwd(float *dx, const float *dy, int T, int B, int N, int D) {
@@ -1393,6 +1408,24 @@ void snn_meanpool_bwd(float *dx, const float *dy, int T, int B, int N, int D) {
         float *dxr = dx + (size_t)r * D;
         for (int d = 0; d < D; d++) dxr[d] += (float)((double)dyb[d] * inv);
     }
+}
+
+/* Row r of snn_meanpool_relu_bwd (a target clone of its own, as meanpool_row). */
+static SNN_WIDE_FN SNN_VEC_FN void meanpool_relu_bwd_row(float *dxr, const float *dyb,
+                                                         const float *xr, int D, double inv) {
+    for (int d = 0; d < D; d++)
+        dxr[d] = 0.0f + (xr[d] > 0.0f ? (float)((double)dyb[d] * inv) : 0.0f);
+}
+
+void snn_meanpool_relu_bwd(float *dx, const float *dy, const float *x, int T, int B, int N,
+                           int D) {
+    SNN_ASSERT(dx && dy && x && T > 0 && B >= 0 && N > 0 && D > 0);
+    const double inv = 1.0 / ((double)T * (double)N);
+    const int rows = T * B * N;
+#pragma omp parallel for schedule(static) if ((size_t)T * B * N * D >= PAR_MIN_WORK)
+    for (int r = 0; r < rows; r++)
+        meanpool_relu_bwd_row(dx + (size_t)r * D, dy + (size_t)((r / N) % B) * D,
+                              x + (size_t)r * D, D, inv);
 }
 
 /* ---- cross-entropy with label smoothing ---------------------------------------------------- */

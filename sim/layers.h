@@ -289,6 +289,15 @@ void snn_meanpool_fwd(float *y, const float *x, int T, int B, int N, int D);
  *   dx [T, B, N, D]   dy [B, D] */
 void snn_meanpool_bwd(float *dx, const float *dy, int T, int B, int N, int D);
 
+/* The two with a ReLU before the pool, in one pass each (an ANN's head activation):
+ *   snn_meanpool_relu_fwd: y = snn_meanpool_fwd of max(x, 0), without writing max(x, 0);
+ *   snn_meanpool_relu_bwd: dx = ReLU's backward (on x) of snn_meanpool_bwd's gradient added
+ *     to zeros, written (not added): the bytes of those passes, without the gradient between.
+ *   y, dy [B, D]   x, dx [T, B, N, D] */
+void snn_meanpool_relu_fwd(float *y, const float *x, int T, int B, int N, int D);
+void snn_meanpool_relu_bwd(float *dx, const float *dy, const float *x, int T, int B, int N,
+                           int D);
+
 /* ---- cross-entropy with label smoothing (F.cross_entropy, reduction 'mean') -------------- */
 
 /* With p = softmax(logits[b]) and e = smoothing:

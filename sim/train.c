@@ -286,6 +286,7 @@ static void plan_lin(const snn_trainer *tr, planner *p, lin_act *a, size_t M, si
 }
 
 static size_t pop_per_sample(const snn_trainer *tr, int p, size_t width);
+static bool head_relu(const snn_trainer *tr);
 
 /* Storage of population p (or slot; -1: absent) over [T, Bmax * neurons per sample]. */
 static void plan_pop(const snn_trainer *tr, planner *p, pop_act *a, int pop, size_t width) {
@@ -366,7 +367,7 @@ static void plan(snn_trainer *tr, planner *p) {
         tr->blocks[l].u_in = tr->blocks[l - 1].u_out;
         tr->blocks[l].u_out = l % 2 ? tr->u0 : tr->blocks[0].u_out;
     }
-    plan_pop(tr, p, &tr->head, tr->m->pop_head, D);
+    if (!head_relu(tr)) plan_pop(tr, p, &tr->head, tr->m->pop_head, D); /* else nothing kept */
     tr->pooled = take(p, (size_t)tr->Bmax * D);
     tr->logits = take(p, (size_t)tr->Bmax * tr->C);
     tr->probs = take(p, (size_t)tr->Bmax * tr->C);
@@ -755,6 +756,13 @@ typedef enum { SLOT_IDENTITY, SLOT_GELU, SLOT_RELU } slot_kind;
 static slot_kind slot_kind_of(const snn_trainer *tr, int p) {
     if (p == SNN_SLOT_IDENTITY) return SLOT_IDENTITY;
     return tr->m->cfg->model.activation == SNN_ACT_GELU ? SLOT_GELU : SLOT_RELU;
+}
+
+/* Whether head_lif is an ANN's ReLU slot: then the mean pool applies it (snn_meanpool_relu_fwd,
+ * _bwd: the bytes of the slot's pass and the pool's, without the activations between). */
+static bool head_relu(const snn_trainer *tr) {
+    const int p = tr->m->pop_head;
+    return !tr->sew && p < 0 && slot_kind_of(tr, p) == SLOT_RELU;
 }
 
 static void slot_fwd(const snn_trainer *tr, int p, const float *x, float *y, size_t n) {
@@ -1385,10 +1393,15 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     }
     SNN_ASSERT(!tr->pending.y); /* every block's first product ran its input's normalisation */
     const float *u_last = tr->blocks[m->L - 1].u_out;
-    /* head input: head_lif's spikes (ms) or the spike-sum stream itself (sew) */
-    const float *head_in = u_last;
-    if (!tr->sew) head_in = pop_fwd(tr, m->pop_head, u_last, &tr->head, (size_t)D, SP_Q);
-    snn_meanpool_fwd(tr->pooled, head_in, T, B, N, D);
+    /* head input: head_lif's spikes (ms) or the spike-sum stream itself (sew); an ANN's ReLU
+     * inside the pool (head_relu) */
+    if (head_relu(tr)) {
+        snn_meanpool_relu_fwd(tr->pooled, u_last, T, B, N, D);
+    } else {
+        const float *head_in = u_last;
+        if (!tr->sew) head_in = pop_fwd(tr, m->pop_head, u_last, &tr->head, (size_t)D, SP_Q);
+        snn_meanpool_fwd(tr->pooled, head_in, T, B, N, D);
+    }
     snn_linear_fwd(tr->logits, tr->pooled, m->head.weight, m->head.bias, B, D, C);
     int ok = 0;
     for (int b = 0; b < B; b++) {
@@ -1429,7 +1442,9 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
                           ce_scale);
     snn_linear_bwd(tr->d_pooled, grad_of(tr, m->head.weight), grad_of(tr, m->head.bias), tr->d_logits,
                    tr->pooled, m->head.weight, B, D, C, tr->dw_scratch, false);
-    if (tr->sew) {
+    if (head_relu(tr)) {
+        snn_meanpool_relu_bwd(tr->d_u, tr->d_pooled, u_last, T, B, N, D);
+    } else if (tr->sew) {
         zero_floats(tr->d_u, MD);
         snn_meanpool_bwd(tr->d_u, tr->d_pooled, T, B, N, D);
     } else {

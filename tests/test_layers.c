@@ -889,6 +889,39 @@ static void test_meanpool_forward_and_backward(void **state) {
     free(c.r);
 }
 
+/* The ReLU inside the pool, against the two passes it replaces (ReLU into a buffer, then the
+ * pool; the pool's backward added to zeros, then ReLU's backward written on x): the same bytes,
+ * at T=2, B=3, N=5, D=37 (three channel chunks, one partial) with x holding +0, -0, ties at 0
+ * and negatives, and dy holding -0 (whose pooled gradient is -0: added to zeros it is +0). A
+ * mask on x >= 0 or a gradient not added to zero (-0 kept) fails it. */
+static void test_meanpool_relu_fused(void **state) {
+    (void)state;
+    const int T = 2, B = 3, N = 5, D = 37;
+    const size_t nx = (size_t)T * B * N * D, ny = (size_t)B * D;
+    float *x = fvec(nx), *r = fvec(nx), *dy = fvec(ny), *y0 = fvec(ny), *y1 = fvec(ny);
+    float *dr = fvec(nx), *dx0 = fvec(nx), *dx1 = fvec(nx);
+    fill_uniform(x, nx, 52, 1, -1.0f, 1.0f);
+    fill_uniform(dy, ny, 52, 2, -1.0f, 1.0f);
+    for (size_t i = 0; i < nx; i += 7) x[i] = 0.0f;
+    for (size_t i = 3; i < nx; i += 11) x[i] = -0.0f;
+    for (size_t i = 0; i < ny; i += 5) dy[i] = -0.0f;
+    /* the two passes: ReLU (as the trainer's slot: x > 0 ? x : 0), then the pool */
+    for (size_t i = 0; i < nx; i++) r[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    snn_meanpool_fwd(y0, r, T, B, N, D);
+    snn_meanpool_relu_fwd(y1, x, T, B, N, D);
+    assert_memory_equal(y0, y1, ny * sizeof *y0);
+    fill_const(dr, nx, 0.0f);
+    snn_meanpool_bwd(dr, dy, T, B, N, D);
+    for (size_t i = 0; i < nx; i++) dx0[i] = 0.0f + (x[i] > 0.0f ? dr[i] : 0.0f);
+    fill_const(dx1, nx, GRAD_FILL); /* written, not added */
+    snn_meanpool_relu_bwd(dx1, dy, x, T, B, N, D);
+    assert_memory_equal(dx0, dx1, nx * sizeof *dx0);
+    int passed = 0; /* the mask does something: some x > 0 pass, some x <= 0 stop */
+    for (size_t i = 0; i < nx; i++) passed += dx1[i] != 0.0f;
+    assert_true(passed > 0 && passed < (int)nx);
+    free(x), free(r), free(dy), free(y0), free(y1), free(dr), free(dx0), free(dx1);
+}
+
 /* ---- cross-entropy ------------------------------------------------------------------------ */
 
 typedef struct ce_ctx {
@@ -1126,6 +1159,7 @@ int main(void) {
         cmocka_unit_test(test_bn_eval_uses_running_stats),
         cmocka_unit_test(test_bn_eval_blocks_match_formula),
         cmocka_unit_test(test_meanpool_forward_and_backward),
+        cmocka_unit_test(test_meanpool_relu_fused),
         cmocka_unit_test(test_cross_entropy_hand_values),
         cmocka_unit_test(test_cross_entropy_backward_matches_finite_differences),
         cmocka_unit_test(test_layers_identical_for_1_2_3_threads),
