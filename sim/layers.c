@@ -895,21 +895,25 @@ static void bn_stats_of_sums(const double *sums, int Cs, int M, long Mg, int c0,
     double s12[2][BN_CW], K[BN_CW]; /* per channel of a super-chunk */
     int b0 = 0; /* the first block with rows (holds row 0): fewer rows than blocks leave some empty */
     while (bn_row0(b0 + 1, M) == bn_row0(b0, M)) b0++;
+    double Mb[BN_BLOCKS]; /* rows per block (two integer divisions each: not per channel) */
+    for (int b = 0; b < BN_BLOCKS; b++) Mb[b] = (double)(bn_row0(b + 1, M) - bn_row0(b, M));
     for (int j0 = 0; j0 < W; j0 += BN_CW) {
         const int w = W - j0 < BN_CW ? W - j0 : BN_CW;
         for (int j = 0; j < w; j++) {
-            const double K0 = sums[bn_sums_at(b0, 2, Cs) + j0 + j];
-            double a = 0.0, q = 0.0;
-            for (int b = 0; b < BN_BLOCKS; b++) {
-                const double Mb = (double)(bn_row0(b + 1, M) - bn_row0(b, M));
-                if (Mb == 0.0) continue; /* fewer rows than blocks */
-                const double s1 = sums[bn_sums_at(b, 0, Cs) + j0 + j];
-                const double s2 = sums[bn_sums_at(b, 1, Cs) + j0 + j];
-                const double d = sums[bn_sums_at(b, 2, Cs) + j0 + j] - K0;
-                a += s1 + Mb * d;
-                q += s2 + 2.0 * d * s1 + Mb * d * d;
+            K[j] = sums[bn_sums_at(b0, 2, Cs) + j0 + j];
+            s12[0][j] = s12[1][j] = 0.0;
+        }
+        /* blocks in order for every channel, the channels side by side */
+        for (int b = 0; b < BN_BLOCKS; b++) {
+            if (Mb[b] == 0.0) continue; /* fewer rows than blocks */
+            const double *s1b = sums + bn_sums_at(b, 0, Cs) + j0;
+            const double *s2b = sums + bn_sums_at(b, 1, Cs) + j0;
+            const double *Kb = sums + bn_sums_at(b, 2, Cs) + j0;
+            for (int j = 0; j < w; j++) {
+                const double d = Kb[j] - K[j];
+                s12[0][j] += s1b[j] + Mb[b] * d;
+                s12[1][j] += s2b[j] + 2.0 * d * s1b[j] + Mb[b] * d * d;
             }
-            s12[0][j] = a, s12[1][j] = q, K[j] = K0;
         }
         if (dist) bn_merge_ranks(s12[0], s12[1], K, M, w);
         for (int j = 0; j < w; j++) {

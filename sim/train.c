@@ -758,6 +758,23 @@ static slot_kind slot_kind_of(const snn_trainer *tr, int p) {
     return tr->m->cfg->model.activation == SNN_ACT_GELU ? SLOT_GELU : SLOT_RELU;
 }
 
+/* Positions per work item of the position embedding's gradient. */
+enum { POS_CHUNK = 512 };
+
+/* dpos[i] += the double sum over tb in order of d_u[tb, i], for i in [i0, i1): the samples in
+ * the outer loop, so each pass reads a contiguous run of d_u (one position down all samples at
+ * a stride of N D floats was a cache miss per add); the same sums, in the same order. */
+SNN_WIDE_FN SNN_VEC_FN static void pos_grad_rows(float *dpos, const float *d_u, long ND,
+                                                 long TB, long i0, long i1) {
+    double acc[POS_CHUNK];
+    for (long i = i0; i < i1; i++) acc[i - i0] = 0.0;
+    for (long tb = 0; tb < TB; tb++) {
+        const float *row = d_u + (size_t)tb * ND;
+        for (long i = i0; i < i1; i++) acc[i - i0] += (double)row[i];
+    }
+    for (long i = i0; i < i1; i++) dpos[i] += (float)acc[i - i0];
+}
+
 /* Whether head_lif is an ANN's ReLU slot: then the mean pool applies it (snn_meanpool_relu_fwd,
  * _bwd: the bytes of the slot's pass and the pool's, without the activations between). */
 static bool head_relu(const snn_trainer *tr) {
@@ -1540,12 +1557,11 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     }
     /* u0 = BN_embed(embed(patches)) + pos */
     float *dpos = grad_of(tr, m->pos);
+    const long n_pos = (long)ND, n_pc = (n_pos + POS_CHUNK - 1) / POS_CHUNK;
 #pragma omp parallel for schedule(static)
-    for (long i = 0; i < (long)N * D; i++) {
-        double acc = 0.0;
-        for (long tb = 0; tb < (long)T * B; tb++) acc += tr->d_u[(size_t)tb * N * D + (size_t)i];
-        dpos[i] += (float)acc;
-    }
+    for (long c = 0; c < n_pc; c++)
+        pos_grad_rows(dpos, tr->d_u, n_pos, (long)T * B, c * POS_CHUNK,
+                      n_pos - c * POS_CHUNK < POS_CHUNK ? n_pos : (c + 1) * POS_CHUNK);
     const snn_bn_saved bs = bn_saved_of(&m->embed_spk, &tr->embed);
     snn_linear_bn_bwd(NULL, grad_of(tr, m->embed_w), grad_of(tr, m->embed_b),
                       grad_of(tr, m->embed_bn_w), grad_of(tr, m->embed_bn_b), tr->d_y, tr->d_u,
