@@ -34,14 +34,46 @@ static void leave_avx_state(void) {
 /* Largest op(B) transposed, and largest product scaled, on the stack (32 KiB each). */
 enum { GEMM_MAX_BT = 8192, GEMM_MAX_T = 8192 };
 
-/* C = op(A) B + beta C (beta 0 or 1) by a JIT kernel; false, C untouched, if there is none. */
-static bool jit_gemm(bool trans_a, int M, int N, int K, const float *A, int lda, const float *B,
-                     int ldb, float beta, float *C, int ldc) {
+/* The last kernels this thread dispatched, by their shape: the attention kernels make a few
+ * shapes of small product per head, thousands of times a step, and libxsmm's dispatch (a
+ * descriptor, a hash, a registry lookup) cost about a tenth of such a product. A cache of
+ * function pointers: which kernel runs does not change, so neither do the results. */
+enum { GEMM_CACHE = 8 };
+typedef struct gemm_key {
+    int M, N, K, lda, ldb, ldc, trans_a, beta_one;
+} gemm_key;
+static _Thread_local struct {
+    gemm_key key[GEMM_CACHE];
+    libxsmm_smmfunction f[GEMM_CACHE];
+    int n, next;
+} gemm_cache;
+
+static libxsmm_smmfunction dispatch(bool trans_a, int M, int N, int K, int lda, int ldb,
+                                    float beta, int ldc) {
+    const gemm_key key = {M, N, K, lda, ldb, ldc, trans_a, beta != 0.0f};
+    for (int i = 0; i < gemm_cache.n; i++) {
+        const gemm_key *k = &gemm_cache.key[i];
+        if (k->M == M && k->N == N && k->K == K && k->lda == lda && k->ldb == ldb &&
+            k->ldc == ldc && k->trans_a == key.trans_a && k->beta_one == key.beta_one)
+            return gemm_cache.f[i];
+    }
     const float one = 1.0f;
     const int flags = trans_a ? LIBXSMM_GEMM_FLAG_TRANS_B : LIBXSMM_GEMM_FLAG_NONE;
     const libxsmm_blasint la = ldb, lb = lda, lc = ldc;
     const libxsmm_smmfunction f =
         libxsmm_smmdispatch(N, M, K, &la, &lb, &lc, &one, &beta, &flags, NULL);
+    if (f) { /* replaced in turn */
+        const int i = gemm_cache.n < GEMM_CACHE ? gemm_cache.n++ : gemm_cache.next++ % GEMM_CACHE;
+        gemm_cache.key[i] = key;
+        gemm_cache.f[i] = f;
+    }
+    return f;
+}
+
+/* C = op(A) B + beta C (beta 0 or 1) by a JIT kernel; false, C untouched, if there is none. */
+static bool jit_gemm(bool trans_a, int M, int N, int K, const float *A, int lda, const float *B,
+                     int ldb, float beta, float *C, int ldc) {
+    const libxsmm_smmfunction f = dispatch(trans_a, M, N, K, lda, ldb, beta, ldc);
     if (!f) return false;
     f(B, A, C);
     leave_avx_state();
