@@ -63,7 +63,11 @@ static libxsmm_smmfunction dispatch(bool trans_a, int M, int N, int K, int lda, 
     const libxsmm_smmfunction f =
         libxsmm_smmdispatch(N, M, K, &la, &lb, &lc, &one, &beta, &flags, NULL);
     if (f) { /* replaced in turn */
-        const int i = gemm_cache.n < GEMM_CACHE ? gemm_cache.n++ : gemm_cache.next++ % GEMM_CACHE;
+        int i = gemm_cache.n;
+        if (i < GEMM_CACHE)
+            gemm_cache.n++;
+        else
+            i = gemm_cache.next, gemm_cache.next = (i + 1) % GEMM_CACHE;
         gemm_cache.key[i] = key;
         gemm_cache.f[i] = f;
     }
