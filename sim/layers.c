@@ -1336,22 +1336,29 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_eval_rows(float *y, const float *x,
     }
 }
 
+/* The eval-mode BatchNorm's per-channel doubles of channels [c0, c0 + W): the running mean, the
+ * scale gamma / sqrt(var + eps) and the shift beta. Hoisted out of the row loops (the same
+ * double arithmetic, so the same bits): computed per element it was a double sqrt and divide
+ * each, 38 % of an ANN's inference time. */
+enum { EVAL_CW = 64 };
+static void bn_eval_coefs(double *mean, double *scale, double *shift, const float *gamma,
+                          const float *beta, const float *running_mean,
+                          const float *running_var, float eps, int c0, int W) {
+    for (int j = 0; j < W; j++) {
+        mean[j] = (double)running_mean[c0 + j];
+        scale[j] = (double)gamma[c0 + j] / sqrt((double)running_var[c0 + j] + (double)eps);
+        shift[j] = (double)beta[c0 + j];
+    }
+}
+
 void snn_bn_eval_fwd(float *y, const float *x, const float *gamma, const float *beta,
                      const float *running_mean, const float *running_var, int M, int C,
                      float eps) {
     SNN_ASSERT(y && x && gamma && beta && running_mean && running_var && M >= 0 && C > 0);
-    /* The per-channel double scale gamma / sqrt(var + eps) is hoisted out of the row loop in
-     * blocks of EVAL_CW channels (the same double arithmetic, so the same bits): computed per
-     * element it was a double sqrt and divide each, 38 % of an ANN's inference time. */
-    enum { EVAL_CW = 64 };
     for (int c0 = 0; c0 < C; c0 += EVAL_CW) {
         const int W = C - c0 < EVAL_CW ? C - c0 : EVAL_CW;
         double mean[EVAL_CW], scale[EVAL_CW], shift[EVAL_CW];
-        for (int j = 0; j < W; j++) {
-            mean[j] = (double)running_mean[c0 + j];
-            scale[j] = (double)gamma[c0 + j] / sqrt((double)running_var[c0 + j] + (double)eps);
-            shift[j] = (double)beta[c0 + j];
-        }
+        bn_eval_coefs(mean, scale, shift, gamma, beta, running_mean, running_var, eps, c0, W);
         const int rows = linear_rows(M), nc = n_chunks(M, rows);
 #pragma omp parallel for schedule(dynamic) if ((size_t)M * C >= PAR_MIN_WORK)
         for (int k = 0; k < nc; k++) {
@@ -1359,6 +1366,42 @@ void snn_bn_eval_fwd(float *y, const float *x, const float *gamma, const float *
             const int m1 = M - m0 < rows ? M : m0 + rows;
             bn_eval_rows(y + c0, x + c0, mean, scale, shift, m0, m1, C, W);
         }
+    }
+}
+
+/* Channels snn_linear_bn_eval_fwd keeps the BatchNorm's doubles of on its stack; past them it
+ * runs the two passes. */
+enum { EVAL_MAX_C = 1024 };
+
+void snn_linear_bn_eval_fwd(float *z, float *y, const float *x, const float *w, const float *b,
+                            const float *gamma, const float *beta, const float *running_mean,
+                            const float *running_var, int M, int in, int out, float eps) {
+    SNN_ASSERT(z && y && x && w && gamma && beta && running_mean && running_var);
+    SNN_ASSERT(M >= 0 && in > 0 && out > 0);
+    snn_layers_init();
+    /* the spike path, or more channels than the stack holds: the two passes (the same bytes) */
+    if (out > EVAL_MAX_C || sparse_ok(x, M, in, out)) {
+        snn_linear_fwd(y, x, w, b, M, in, out);
+        snn_bn_eval_fwd(z, y, gamma, beta, running_mean, running_var, M, out, eps);
+        return;
+    }
+    /* linear_fwd's dense path, chunk by chunk, each chunk's BatchNorm right after its product */
+    float wt_buf[SP_MAX_W] __attribute__((aligned(64)));
+    const float *wt = NULL;
+    if ((size_t)in * out <= SP_MAX_W && M >= SNN_LINEAR_WT_ROWS) {
+        transpose_w(wt_buf, w, in, out);
+        wt = wt_buf;
+    }
+    double mean[EVAL_MAX_C], scale[EVAL_MAX_C], shift[EVAL_MAX_C];
+    bn_eval_coefs(mean, scale, shift, gamma, beta, running_mean, running_var, eps, 0, out);
+    const int rows = linear_rows(M), nc = n_chunks(M, rows);
+#pragma omp parallel for schedule(dynamic) if ((size_t)M * in * out >= PAR_MIN_WORK)
+    for (int k = 0; k < nc; k++) {
+        const int m0 = k * rows, mc = M - m0 < rows ? M - m0 : rows;
+        linear_fwd_rows_dense(y, x, w, wt, b, m0, mc, in, out);
+        for (int c0 = 0; c0 < out; c0 += EVAL_CW)
+            bn_eval_rows(z + c0, y + c0, mean + c0, scale + c0, shift + c0, m0, m0 + mc, out,
+                         out - c0 < EVAL_CW ? out - c0 : EVAL_CW);
     }
 }
 

@@ -279,6 +279,13 @@ void snn_bn_eval_fwd(float *y, const float *x, const float *gamma, const float *
                      const float *running_mean, const float *running_var, int M, int C,
                      float eps);
 
+/* snn_linear_fwd (y = x w^T + b [M, out], written) followed by snn_bn_eval_fwd of y into z
+ * [M, out], with the same bytes: a dense x runs in the linear layer's row chunks, each chunk's
+ * BatchNorm right after its product, while the chunk is in cache (a pass over y less). */
+void snn_linear_bn_eval_fwd(float *z, float *y, const float *x, const float *w, const float *b,
+                            const float *gamma, const float *beta, const float *running_mean,
+                            const float *running_var, int M, int in, int out, float eps);
+
 /* ---- mean pool over (t, n): the head's input ------------------------------------------- */
 
 /* y[b,d] = 1/(T N) sum_t sum_n x[t,b,n,d]   (sum in double, t then n; rounded once)

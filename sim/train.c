@@ -557,12 +557,15 @@ static long batch_rows(const snn_trainer *tr) { return (long)tr->T * tr->B_batch
 
 /* The BatchNorm of a linear layer whose output is x (tr->y, or a->xhat when raw); sums: the
  * sums the linear layer gathered (training mode), or NULL. */
+/* Where an eval-mode BatchNorm writes its output: bn_out reads it there. */
+static float *bn_eval_out(const lin_act *a) { return a->fused ? a->xhat : a->z; }
+
 static void bn_fwd(snn_trainer *tr, const snn_linear *lin, const float *x, int M, lin_act *a,
                    bool update_running, const double *sums) {
     const float momentum = update_running ? 0.1f : 0.0f;
     /* fused: training mode gathers the statistics alone (the population normalises, see
-     * bn_out); eval mode writes its output where bn_out reads */
-    float *z = a->fused ? (tr->eval ? a->xhat : NULL) : a->z;
+     * bn_out); eval mode writes its output where bn_out reads (bn_eval_out) */
+    float *z = tr->eval ? bn_eval_out(a) : a->fused ? NULL : a->z;
     float *xhat = a->raw ? NULL : a->xhat; /* raw: x is kept, BN writes only z */
     if (!tr->eval && sums && a->fused) {
         snn_bn_train_fwd_sums(NULL, NULL, a->mean, a->rstd, x, lin->bn_w, lin->bn_b,
@@ -658,11 +661,15 @@ static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M,
                        bool update_running) {
     snn_spike_rows xb;
     if (tr->eval) {
-        if (!in_rows(tr, &in, &xb) ||
-            !snn_linear_fwd_bits(tr->y, &xb, lin->weight, lin->bias, M, lin->in, lin->out))
-            snn_linear_fwd(tr->y, in_floats(tr, &in), lin->weight, lin->bias, M, lin->in,
-                           lin->out);
-        bn_fwd(tr, lin, tr->y, M, a, update_running, NULL);
+        if (in_rows(tr, &in, &xb) &&
+            snn_linear_fwd_bits(tr->y, &xb, lin->weight, lin->bias, M, lin->in, lin->out)) {
+            bn_fwd(tr, lin, tr->y, M, a, update_running, NULL);
+            return;
+        }
+        /* floats: bn_fwd's eval-mode BatchNorm inside the product's row chunks */
+        snn_linear_bn_eval_fwd(bn_eval_out(a), tr->y, in_floats(tr, &in), lin->weight,
+                               lin->bias, lin->bn_w, lin->bn_b, lin->bn_mean, lin->bn_var, M,
+                               lin->in, lin->out, 1e-5f);
         return;
     }
     if (tr->pending.y && in.x == tr->pending.y) { /* x is a normalisation still to run */

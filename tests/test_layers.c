@@ -846,6 +846,46 @@ static void test_bn_eval_blocks_match_formula(void **state) {
         }
 }
 
+/* snn_linear_bn_eval_fwd against snn_linear_fwd then snn_bn_eval_fwd: y and z the same bytes,
+ * for M below and above the rows where the product takes w^T and over several row chunks, out
+ * within one channel block, over several (150 = 64 + 64 + 22) and past the stack's 1024
+ * channels, with and without a bias, and for a sparse spike x (there the spike path runs,
+ * two passes; on 0/1 inputs its sums are the dense product's, so the bytes cannot tell which
+ * ran). z is filled with NaN first, so a row or channel the fused pass skips fails it; so does
+ * a chunk's BatchNorm with another block's coefficients. */
+static void test_linear_bn_eval_fused(void **state) {
+    (void)state;
+    const int shapes[][3] = {{37, 16, 64}, {300, 64, 150}, {3136, 64, 256}, {700, 256, 64},
+                             {260, 8, 1030}, {513, 64, 64}};
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
+        for (int variant = 0; variant < 3; variant++) { /* bias, no bias, spikes */
+            const int M = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+            const size_t nx = (size_t)M * in, ny = (size_t)M * out;
+            float *x = fvec(nx), *w = fvec((size_t)out * in), *b = fvec((size_t)out);
+            float *g = fvec((size_t)out), *be = fvec((size_t)out), *rm = fvec((size_t)out);
+            float *rv = fvec((size_t)out);
+            float *y0 = fvec(ny), *z0 = fvec(ny), *y1 = fvec(ny), *z1 = fvec(ny);
+            fill_uniform(x, nx, 53, (uint64_t)si, -1.0f, 1.0f);
+            if (variant == 2) /* sparse spikes: every 9th entry 1 */
+                for (size_t i = 0; i < nx; i++) x[i] = i % 9 == 0 ? 1.0f : 0.0f;
+            fill_uniform(w, (size_t)out * in, 53, 100 + si, -0.5f, 0.5f);
+            fill_uniform(b, (size_t)out, 53, 200 + si, -0.5f, 0.5f);
+            fill_uniform(g, (size_t)out, 53, 300 + si, 0.5f, 1.5f);
+            fill_uniform(be, (size_t)out, 53, 400 + si, -0.5f, 0.5f);
+            fill_uniform(rm, (size_t)out, 53, 500 + si, -0.5f, 0.5f);
+            fill_uniform(rv, (size_t)out, 53, 600 + si, 0.1f, 2.1f);
+            const float *bias = variant == 1 ? NULL : b;
+            snn_linear_fwd(y0, x, w, bias, M, in, out);
+            snn_bn_eval_fwd(z0, y0, g, be, rm, rv, M, out, 1e-5f);
+            fill_const(z1, ny, NAN);
+            snn_linear_bn_eval_fwd(z1, y1, x, w, bias, g, be, rm, rv, M, in, out, 1e-5f);
+            assert_memory_equal(y0, y1, ny * sizeof *y0);
+            assert_memory_equal(z0, z1, ny * sizeof *z0);
+            free(x), free(w), free(b), free(g), free(be), free(rm), free(rv);
+            free(y0), free(z0), free(y1), free(z1);
+        }
+}
+
 /* ---- mean pool ---------------------------------------------------------------------------- */
 
 typedef struct pool_ctx {
@@ -1158,6 +1198,7 @@ int main(void) {
         cmocka_unit_test(test_linear_bn_backward_bits_equals_separate),
         cmocka_unit_test(test_bn_eval_uses_running_stats),
         cmocka_unit_test(test_bn_eval_blocks_match_formula),
+        cmocka_unit_test(test_linear_bn_eval_fused),
         cmocka_unit_test(test_meanpool_forward_and_backward),
         cmocka_unit_test(test_meanpool_relu_fused),
         cmocka_unit_test(test_cross_entropy_hand_values),
