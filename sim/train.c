@@ -555,11 +555,11 @@ static float *grad_of(snn_trainer *tr, const float *param) {
 /* Rows of the whole batch when it is spread over ranks (M counts this rank's rows). */
 static long batch_rows(const snn_trainer *tr) { return (long)tr->T * tr->B_batch * tr->N; }
 
-/* The BatchNorm of a linear layer whose output is x (tr->y, or a->xhat when raw); sums: the
- * sums the linear layer gathered (training mode), or NULL. */
 /* Where an eval-mode BatchNorm writes its output: bn_out reads it there. */
 static float *bn_eval_out(const lin_act *a) { return a->fused ? a->xhat : a->z; }
 
+/* The BatchNorm of a linear layer whose output is x (tr->y, or a->xhat when raw); sums: the
+ * sums the linear layer gathered (training mode), or NULL. */
 static void bn_fwd(snn_trainer *tr, const snn_linear *lin, const float *x, int M, lin_act *a,
                    bool update_running, const double *sums) {
     const float momentum = update_running ? 0.1f : 0.0f;
@@ -1268,7 +1268,7 @@ static void make_patches(snn_trainer *tr, const uint8_t *images, const int64_t *
     const bool rate = m->cfg->data.encoding == SNN_ENCODING_RATE;
     const int Te = rate ? tr->T : 1;
     /* a sample to a thread (every pixel's encoding is its own: the same bytes) */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Te * B > 1)
     for (int tb = 0; tb < Te * B; tb++) {
         const int t = tb / B, b = tb % B;
         float *x = tr->pix_scratch + (size_t)thread_id() * pix;
