@@ -573,10 +573,20 @@ static bool linear_dw_sparse(float *dw, const float *dy, const sp_src *src, int 
     return true;
 }
 
+/* An eval-mode BatchNorm run on each chunk of a dense product right after it (z = BatchNorm
+ * of y, the per-channel doubles of bn_eval_coefs for all out channels). */
+typedef struct bn_eval_epilogue {
+    float *z;
+    const double *mean, *scale, *shift;
+} bn_eval_epilogue;
+static void bn_eval_chunk(const bn_eval_epilogue *e, const float *y, int m0, int m1, int C);
+
 /* snn_linear_fwd, and snn_linear_fwd_sums when sums is not NULL (with x_norm: x normalised
- * chunk by chunk, snn_linear_fwd_sums_norm). */
+ * chunk by chunk, snn_linear_fwd_sums_norm); with epi (dense x only): epi's BatchNorm of each
+ * chunk of y (snn_linear_bn_eval_fwd). */
 static void linear_fwd(float *y, const float *x, const float *w, const float *b, int M, int in,
-                       int out, double *sums, const snn_bn_norm *x_norm) {
+                       int out, double *sums, const snn_bn_norm *x_norm,
+                       const bn_eval_epilogue *epi) {
     SNN_ASSERT(y && x && w && M >= 0 && in > 0 && out > 0);
     SNN_ASSERT(!x_norm || sums);
     snn_layers_init();
@@ -589,6 +599,7 @@ static void linear_fwd(float *y, const float *x, const float *w, const float *b,
     float wt_buf[SP_MAX_W] __attribute__((aligned(64)));
     const float *wt = NULL;
     const bool sparse = !x_norm && sparse_ok(x, M, in, out); /* x_norm: x not written yet */
+    SNN_ASSERT(!epi || (!sparse && !sums));
     if ((size_t)in * out <= SP_MAX_W && (sparse || M >= SNN_LINEAR_WT_ROWS)) {
         transpose_w(wt_buf, w, in, out);
         wt = wt_buf;
@@ -603,26 +614,27 @@ static void linear_fwd(float *y, const float *x, const float *w, const float *b,
     const int rows = linear_rows(M), nc = n_chunks(M, rows);
 #pragma omp parallel for schedule(dynamic) if (par)
     for (int k = 0; k < nc; k++) {
-        const int m0 = k * rows;
-        linear_fwd_rows_dense(y, x, w, wt, b, m0, M - m0 < rows ? M - m0 : rows, in, out);
+        const int m0 = k * rows, mc = M - m0 < rows ? M - m0 : rows;
+        linear_fwd_rows_dense(y, x, w, wt, b, m0, mc, in, out);
+        if (epi) bn_eval_chunk(epi, y, m0, m0 + mc, out);
     }
 }
 
 void snn_linear_fwd(float *y, const float *x, const float *w, const float *b, int M, int in,
                     int out) {
-    linear_fwd(y, x, w, b, M, in, out, NULL, NULL);
+    linear_fwd(y, x, w, b, M, in, out, NULL, NULL, NULL);
 }
 
 void snn_linear_fwd_sums(float *y, const float *x, const float *w, const float *b, int M, int in,
                          int out, double *sums) {
     SNN_ASSERT(sums && M >= 1);
-    linear_fwd(y, x, w, b, M, in, out, sums, NULL);
+    linear_fwd(y, x, w, b, M, in, out, sums, NULL, NULL);
 }
 
 void snn_linear_fwd_sums_norm(float *y, const snn_bn_norm *x_norm, const float *w,
                               const float *b, int M, int in, int out, double *sums) {
     SNN_ASSERT(x_norm && x_norm->y && sums && M >= 1);
-    linear_fwd(y, x_norm->y, w, b, M, in, out, sums, x_norm);
+    linear_fwd(y, x_norm->y, w, b, M, in, out, sums, x_norm, NULL);
 }
 
 /* snn_linear_fwd_bits, and snn_linear_fwd_bits_sums when sums is not NULL. */
@@ -1385,24 +1397,17 @@ void snn_linear_bn_eval_fwd(float *z, float *y, const float *x, const float *w, 
         snn_bn_eval_fwd(z, y, gamma, beta, running_mean, running_var, M, out, eps);
         return;
     }
-    /* linear_fwd's dense path, chunk by chunk, each chunk's BatchNorm right after its product */
-    float wt_buf[SP_MAX_W] __attribute__((aligned(64)));
-    const float *wt = NULL;
-    if ((size_t)in * out <= SP_MAX_W && M >= SNN_LINEAR_WT_ROWS) {
-        transpose_w(wt_buf, w, in, out);
-        wt = wt_buf;
-    }
+    /* linear_fwd's dense path, each chunk's BatchNorm right after its product */
     double mean[EVAL_MAX_C], scale[EVAL_MAX_C], shift[EVAL_MAX_C];
     bn_eval_coefs(mean, scale, shift, gamma, beta, running_mean, running_var, eps, 0, out);
-    const int rows = linear_rows(M), nc = n_chunks(M, rows);
-#pragma omp parallel for schedule(dynamic) if ((size_t)M * in * out >= PAR_MIN_WORK)
-    for (int k = 0; k < nc; k++) {
-        const int m0 = k * rows, mc = M - m0 < rows ? M - m0 : rows;
-        linear_fwd_rows_dense(y, x, w, wt, b, m0, mc, in, out);
-        for (int c0 = 0; c0 < out; c0 += EVAL_CW)
-            bn_eval_rows(z + c0, y + c0, mean + c0, scale + c0, shift + c0, m0, m0 + mc, out,
-                         out - c0 < EVAL_CW ? out - c0 : EVAL_CW);
-    }
+    const bn_eval_epilogue epi = {z, mean, scale, shift};
+    linear_fwd(y, x, w, b, M, in, out, NULL, NULL, &epi);
+}
+
+static void bn_eval_chunk(const bn_eval_epilogue *e, const float *y, int m0, int m1, int C) {
+    for (int c0 = 0; c0 < C; c0 += EVAL_CW)
+        bn_eval_rows(e->z + c0, y + c0, e->mean + c0, e->scale + c0, e->shift + c0, m0, m1, C,
+                     C - c0 < EVAL_CW ? C - c0 : EVAL_CW);
 }
 
 /* ---- mean pool ----------------------------------------------------------------------------- */
