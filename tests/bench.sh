@@ -85,18 +85,16 @@ all_rounds() {
     done
 }
 med() { all_rounds "$@" | median; }
-# paired MODEL C_PATTERN R_KEYS: the median over the rounds of each round's spikesim / PyTorch
-paired() {
+# round_ratio MODEL C_PATTERN SIDE PATTERN_OR_KEYS: the median over the rounds of each round's
+# spikesim figure over the same round's other figure (SIDE r: PyTorch's, as rval; c: spikesim's)
+round_ratio() {
     for r in $(seq 1 "$rounds"); do
-        awk -v a="$(cval "$1" "$r" "$2")" -v b="$(rval "$1" "$r" "$3")" 'BEGIN { if (a > 0 && b > 0) print a / b }'
+        if [ "$3" = r ]; then b=$(rval "$1" "$r" "$4"); else b=$(cval "$1" "$r" "$4"); fi
+        awk -v a="$(cval "$1" "$r" "$2")" -v b="$b" 'BEGIN { if (a > 0 && b > 0) print a / b }'
     done | median
 }
-# scaling MODEL N_PATTERN ONE_PATTERN: the median over the rounds of each round's N threads / 1
-scaling() {
-    for r in $(seq 1 "$rounds"); do
-        awk -v a="$(cval "$1" "$r" "$2")" -v b="$(cval "$1" "$r" "$3")" 'BEGIN { if (a > 0 && b > 0) print a / b }'
-    done | median
-}
+paired() { round_ratio "$1" "$2" r "$3"; }  # MODEL C_PATTERN R_KEYS: spikesim / PyTorch
+scaling() { round_ratio "$1" "$2" c "$3"; } # MODEL N_PATTERN ONE_PATTERN: N threads / 1
 xfmt() { awk -v v="$1" 'BEGIN { if (v > 0) printf "x%.2f", v; else print "n/a" }'; }
 spread() { all_rounds "$@" | tr '\n' ' ' | sed 's/ $//'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "x%.2f", a / b; else print "n/a" }'; }
