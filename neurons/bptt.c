@@ -46,10 +46,10 @@
  * reset, which keep the generic loop): per tile and timestep, the surrogate derivatives of the
  * row (surrogate_row; for the sigmoid, snn_expf_poly of sim/vexpf.h, as the scalar surrogate),
  * then one branch-free element-wise loop per configuration (bwd_row), the same float operations
- * in the same order as the generic loop: the same bits. After a BatchNorm whose normalised input
- * the forward stored (snn_neuron_backward_seq_affine), the tile's H is not read but recomputed
- * first by the forward's own tile (fwd_tile_of on gamma xhat + beta): the same H, so a caller
- * keeps xhat instead of both xhat and H.
+ * in the same order as the generic loop: the same bits. After a forward that read its input
+ * through an affine map (snn_neuron_backward_seq_affine), the tile's H is not read but
+ * recomputed first by the forward's own tile on the same input and map (fwd_tile_of): the same
+ * H, so a caller keeps the input (BatchNorm's, which its backward needs anyway) and not H.
  *
  * Pure numerics: no I/O, no allocation (fixed stack tiles), no static state.
  */
@@ -116,7 +116,7 @@ INLINE_VEC void fwd_tile(const charge_mode mode, const bool bipolar, const bool 
                          float vr, float th) {
     float v[TILE], hb[TILE], sb[TILE], g[TILE], b[TILE], mu[TILE], rs[TILE], xa[TILE];
     for (size_t i = 0; i < cn; i++) v[i] = v0;
-    const bool norm = af && af->xhat;
+    const bool norm = af && af->mean;
     if (af) /* channel c0 + i0 + i (mod width), in runs of consecutive channels: a division per
              * neuron cost more than the T timesteps of the tile together, and a scalar copy
              * per neuron a sixth of them */
@@ -134,11 +134,17 @@ INLINE_VEC void fwd_tile(const charge_mode mode, const bool bipolar, const bool 
         const size_t row = (size_t)t * ld;
         float *st = o->s ? o->s + row : sb;
         const float *xt = x + row;
-        if (norm) { /* BatchNorm's normalisation, stored, then its output */
+        if (norm && af->xhat) { /* BatchNorm's normalisation, stored, then its output */
             float *restrict xh = af->xhat + row + i0;
             for (size_t i = 0; i < cn; i++) {
                 xh[i] = (xt[i] - mu[i]) * rs[i];
                 xa[i] = g[i] * xh[i] + b[i];
+            }
+            xt = xa;
+        } else if (norm) { /* the same operations, nothing stored */
+            for (size_t i = 0; i < cn; i++) {
+                const float xh = (xt[i] - mu[i]) * rs[i];
+                xa[i] = g[i] * xh + b[i];
             }
             xt = xa;
         } else if (af) { /* BatchNorm's output: the same multiply, then add */
@@ -300,7 +306,8 @@ void snn_neuron_forward_seq_bits(const snn_neuron_params *p, int T, size_t n, si
     SNN_ASSERT(T >= 0 && (n <= ld || T <= 1) && nz && (neg != NULL) == p->bipolar);
     SNN_ASSERT(T <= 1 || snn_bits_words(n) <= wld);
     SNN_ASSERT(!af || (af->gamma && af->beta && af->width > 0));
-    SNN_ASSERT(!af || !af->xhat || (af->mean && af->rstd && af->xhat != x));
+    SNN_ASSERT(!af || (af->mean != NULL) == (af->rstd != NULL));
+    SNN_ASSERT(!af || !af->xhat || (af->mean && af->xhat != x));
     const spike_out out = {s, nz, neg, wld};
     forward_fast(p, T, n, ld, x, af, &out, h);
 }
@@ -359,7 +366,7 @@ INLINE_VEC void bwd_row(const bool bipolar, const bool soft, const bool detach,
  * amount is recomputed from H): per tile, per timestep, the surrogate derivatives of the row,
  * then one specialised element-wise loop. */
 SNN_WIDE_FN SNN_VEC_FN static void backward_fast(const snn_neuron_params *p, int T, size_t n,
-                                         size_t ld, const float *h,
+                                         size_t ld, const float *x, const float *h,
                                          const snn_neuron_affine *rc, const float *s,
                                          const float *ds, float *dx, bool acc) {
     const bool is_if = p->kind == SNN_NEURON_IF;
@@ -376,15 +383,15 @@ SNN_WIDE_FN SNN_VEC_FN static void backward_fast(const snn_neuron_params *p, int
         const size_t cn = n - i0 < tile ? n - i0 : tile;
         float gh[TILE], gp[TILE], gn[TILE], sb[TILE];
         for (size_t i = 0; i < cn; i++) gh[i] = 0.0f;
-        if (rc) { /* the forward's operations on its stored input: its H, bit for bit */
-            const snn_neuron_affine map = {rc->gamma, rc->beta, rc->width, rc->c0, NULL, NULL,
-                                           NULL};
+        if (rc) { /* the forward's operations on its input x: its H, bit for bit */
+            const snn_neuron_affine map = {rc->gamma, rc->beta, rc->width, rc->c0, rc->mean,
+                                           rc->rstd, NULL};
             const spike_out none = {NULL, NULL, NULL, 0};
-            fwd_tile_of(p, T, cn, ld, rc->xhat + i0, &map, i0, &none, hr, tile);
+            fwd_tile_of(p, T, cn, ld, x + i0, &map, i0, &none, hr, tile);
         }
         if (i0 + tile < n) {
             const size_t nn = n - i0 - tile < tile ? n - i0 - tile : tile;
-            prefetch_tile(rc ? rc->xhat : h, T, ld, i0 + tile, nn);
+            prefetch_tile(rc ? x : h, T, ld, i0 + tile, nn);
             if (s) prefetch_tile(s, T, ld, i0 + tile, nn);
             prefetch_tile(ds, T, ld, i0 + tile, nn);
             if (acc) prefetch_tile(dx, T, ld, i0 + tile, nn);
@@ -427,7 +434,7 @@ static void backward_seq(const snn_neuron_params *p, int T, size_t n, size_t ld,
     SNN_ASSERT(T >= 0 && (n <= ld || T <= 1) && (s != NULL) == smooth);
     SNN_ASSERT((h != NULL) != (rc != NULL));
     if ((dtau == NULL || p->kind == SNN_NEURON_IF) && !(smooth && p->bipolar && !p->soft_reset)) {
-        backward_fast(p, T, n, ld, h, rc, s, ds, dx, acc);
+        backward_fast(p, T, n, ld, x, h, rc, s, ds, dx, acc);
         return;
     }
     const bool is_if = p->kind == SNN_NEURON_IF;
@@ -522,9 +529,9 @@ void snn_neuron_backward_seq_smooth(const snn_neuron_params *p, int T, size_t n,
 }
 
 void snn_neuron_backward_seq_affine(const snn_neuron_params *p, int T, size_t n, size_t ld,
-                                    const snn_neuron_affine *af, const float *ds, float *dx,
-                                    bool acc) {
-    SNN_ASSERT(af && af->xhat && T <= SNN_NEURON_RECOMPUTE_MAX_T);
-    SNN_ASSERT(af->gamma && af->beta && af->width > 0);
-    backward_seq(p, T, n, ld, NULL, NULL, af, NULL, ds, dx, NULL, false, acc);
+                                    const float *x, const snn_neuron_affine *af,
+                                    const float *ds, float *dx, bool acc) {
+    SNN_ASSERT(x && af && T <= SNN_NEURON_RECOMPUTE_MAX_T);
+    SNN_ASSERT(af->gamma && af->beta && af->width > 0 && (af->mean != NULL) == (af->rstd != NULL));
+    backward_seq(p, T, n, ld, x, NULL, af, NULL, ds, dx, NULL, false, acc);
 }

@@ -119,15 +119,15 @@ void snn_neuron_forward_seq(const snn_neuron_params *p, int T, size_t n, size_t 
 
 /* A per-channel affine map of a forward's input: neuron i of a row charges with
  * gamma[c] x + beta[c] (a float multiply, then an add: BatchNorm's output from its normalised
- * input, bit for bit), c = (c0 + i) % width. With xhat, x is BatchNorm's input instead: the
- * neuron first normalises it, xhat = (x - mean[c]) rstd[c] (float, BatchNorm's operations),
- * stores xhat at x's place in xhat [T, ld] (for BatchNorm's backward) and charges with
- * gamma[c] xhat + beta[c]: BatchNorm's normalisation pass done while the neurons read x. */
+ * input, bit for bit), c = (c0 + i) % width. With mean and rstd, x is BatchNorm's input instead:
+ * the neuron first normalises it, xhat = (x - mean[c]) rstd[c] (float, BatchNorm's operations),
+ * and charges with gamma[c] xhat + beta[c]: BatchNorm's normalisation pass done while the
+ * neurons read x; with xhat too, it also stores xhat at x's place in xhat [T, ld]. */
 typedef struct snn_neuron_affine {
     const float *gamma, *beta; /* [width] */
     size_t width, c0;
-    const float *mean, *rstd;  /* [width], with xhat */
-    float *xhat;               /* [T, ld] as x, or NULL: x is already normalised */
+    const float *mean, *rstd;  /* [width], or both NULL: x is already normalised */
+    float *xhat;               /* [T, ld] as x, or NULL: xhat is not stored (needs mean) */
 } snn_neuron_affine;
 
 /* snn_neuron_forward_seq (normal mode) that also writes the spikes as bit planes (sim/
@@ -175,13 +175,14 @@ void snn_neuron_backward_seq_into(const snn_neuron_params *p, int T, size_t n, s
 #define SNN_NEURON_RECOMPUTE_MAX_T 1024
 
 /* snn_neuron_backward_seq (acc) or _into (!acc), without dtau, of a normal-mode forward that
- * read its input through af with af->xhat (snn_neuron_forward_seq_bits): H is not read but
- * recomputed, tile by tile, by the forward's own operations on the stored normalised input
- * (current gamma[c] af->xhat + beta[c], the forward's bits), so that forward need not store h.
- * af->mean and af->rstd are not read. T <= SNN_NEURON_RECOMPUTE_MAX_T. */
+ * read its input x [T, ld] through af (snn_neuron_forward_seq_bits): H is not read but
+ * recomputed, tile by tile, by the forward's own operations on x and af (the forward's bits),
+ * so that forward need not store h. af->xhat is not read or written: a forward that stored
+ * xhat may be given here as x = xhat with af's mean and rstd NULL, or as its own x and af.
+ * T <= SNN_NEURON_RECOMPUTE_MAX_T. */
 void snn_neuron_backward_seq_affine(const snn_neuron_params *p, int T, size_t n, size_t ld,
-                                    const snn_neuron_affine *af, const float *ds, float *dx,
-                                    bool acc);
+                                    const float *x, const snn_neuron_affine *af,
+                                    const float *ds, float *dx, bool acc);
 
 /* The same recursion for a smooth = true forward, whose spikes s [T, ld] are not a function of
  * H's sign and are read: identical to snn_neuron_backward_seq except that a bipolar hard reset's

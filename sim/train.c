@@ -87,19 +87,19 @@ static void zero_floats(float *x, size_t n) {
 }
 
 typedef struct lin_act {       /* a Linear followed by BatchNorm in training mode */
-    float *xhat;               /* [M, out] normalised BN input, or (raw) BN's input itself */
-    bool raw;                  /* training mode: the linear layer writes its output into xhat,
-                                * BatchNorm's pass writes only its own output, and the backward
-                                * normalises x again (snn_bn_train_bwd_x: the same bits), which
-                                * saves a write of xhat; every Linear + BN but those whose
-                                * population normalises x itself (fused, pop >= 0) */
-    bool relu;                 /* fused with an ANN's ReLU slot (raw): BatchNorm's pass applies
+    float *x;                  /* [M, out] the linear layer's output, BatchNorm's input, kept
+                                * for the backward, which normalises it again
+                                * (snn_bn_train_bwd_x, snn_neuron_backward_seq_affine: the bits
+                                * of a stored xhat, whose write this saves); eval mode, fused:
+                                * BatchNorm's output (bn_eval_out). NULL at inference. */
+    bool relu;                 /* fused with an ANN's ReLU slot: BatchNorm's pass applies
                                 * the ReLU, and BatchNorm's backward takes the gradient on the
                                 * ReLU's output (snn_bn_train_bwd_x with relu_beta) */
     float *mean, *rstd;        /* [out] batch statistics */
     float *z;                  /* [M, out] BN output; NULL when fused */
-    bool fused;                /* a population reads xhat and applies BN's gamma, beta itself
-                                * (bn_out), so z is never stored */
+    bool fused;                /* a population (or the next product, or the residual sum)
+                                * normalises x and applies BN's gamma, beta itself (bn_out,
+                                * bn_norm_of), so z is never stored */
 } lin_act;
 
 /* A population's outputs kept for the backward pass, [T, n] with n = B * neurons per sample.
@@ -111,7 +111,8 @@ typedef struct lin_act {       /* a Linear followed by BatchNorm in training mod
 typedef struct pop_act {
     float *h;                  /* [T, n] pre-reset membrane (spiking populations); NULL if */
     bool recompute;            /* the population follows a fused BN: its backward recomputes */
-    snn_neuron_affine rc;      /* H from BN's xhat, gamma, beta (plan_pop_bn) */
+    snn_neuron_affine rc;      /* H from BN's input rc_x, statistics, gamma, beta */
+    const float *rc_x;         /* [T, n] (plan_pop_bn) */
     float *s;                  /* [T, n] outputs as floats (activation slots, smooth mode) */
     uint64_t *nz, *neg;        /* [T, ld] spike bits: S != 0 and (bipolar only) S < 0 */
     size_t ld;                 /* words per timestep row of nz and neg */
@@ -275,12 +276,11 @@ static bool fusable(const snn_trainer *tr, int p) {
 /* Inference keeps only z: eval-mode BatchNorm writes nothing else. A fused Linear + BN keeps no
  * z (fusable). */
 static void plan_lin(const snn_trainer *tr, planner *p, lin_act *a, size_t M, size_t out,
-                     bool fused, bool by_pop) {
+                     bool fused) {
     a->fused = fused;
-    a->raw = !tr->infer_only && !(fused && by_pop);
     a->z = fused ? NULL : take(p, M * out);
     if (tr->infer_only) return;
-    a->xhat = take(p, M * out);
+    a->x = take(p, M * out);
     a->mean = take(p, out);
     a->rstd = take(p, out);
 }
@@ -302,13 +302,15 @@ static void plan_pop(const snn_trainer *tr, planner *p, pop_act *a, int pop, siz
 }
 
 /* plan_pop for population pop fed by the Linear + BN lin (activations la, planned): after a
- * fused BN in normal mode the population keeps no H; its backward recomputes H from BN's stored
- * xhat with the forward's operations (the same bits), which saves a [T, n] float buffer and
- * its write. */
+ * fused BN in normal mode the population keeps no H; its backward recomputes H from BN's input
+ * (kept for BN's backward) with the forward's operations (the same bits), which saves a [T, n]
+ * float buffer and its write. */
 static void plan_pop_bn(const snn_trainer *tr, planner *p, pop_act *a, int pop, size_t width,
                         const lin_act *la, const snn_linear *lin) {
     a->recompute = pop >= 0 && la->fused && !tr->smooth && tr->T <= SNN_NEURON_RECOMPUTE_MAX_T;
-    a->rc = (snn_neuron_affine){lin->bn_w, lin->bn_b, (size_t)lin->out, 0, NULL, NULL, la->xhat};
+    a->rc = (snn_neuron_affine){lin->bn_w, lin->bn_b, (size_t)lin->out, 0, la->mean, la->rstd,
+                                NULL};
+    a->rc_x = la->x;
     plan_pop(tr, p, a, pop, width);
 }
 
@@ -317,7 +319,7 @@ static void plan(snn_trainer *tr, planner *p) {
     const size_t W = Hd > D ? Hd : D;
     const size_t att = (size_t)tr->T * tr->Bmax * tr->m->heads * tr->att_job_floats;
     tr->patches = take(p, M * tr->K);
-    plan_lin(tr, p, &tr->embed, M, D, false, false);
+    plan_lin(tr, p, &tr->embed, M, D, false);
     tr->u0 = take(p, M * D);
     /* Inference plans block 0 only; every block then runs in block 0's buffers (nothing is
      * kept for a backward pass), the stream alternating between u_out and u0: block l reads
@@ -329,9 +331,9 @@ static void plan(snn_trainer *tr, planner *p) {
         const snn_block *mb = &tr->m->blocks[l];
         b->u_in = l == 0 ? tr->u0 : tr->blocks[l - 1].u_out;
         plan_pop(tr, p, &b->in, mb->pop_in, D);
-        plan_lin(tr, p, &b->q, M, D, fusable(tr, mb->pop_q), mb->pop_q >= 0);
-        plan_lin(tr, p, &b->k, M, D, fusable(tr, mb->pop_k), mb->pop_k >= 0);
-        plan_lin(tr, p, &b->v, M, D, fusable(tr, mb->pop_v), mb->pop_v >= 0);
+        plan_lin(tr, p, &b->q, M, D, fusable(tr, mb->pop_q));
+        plan_lin(tr, p, &b->k, M, D, fusable(tr, mb->pop_k));
+        plan_lin(tr, p, &b->v, M, D, fusable(tr, mb->pop_v));
         /* cat has no q, k and primal no v: their populations never run */
         plan_pop_bn(tr, p, &b->pq, mb->q.weight ? mb->pop_q : -1, D, &b->q, &mb->q);
         plan_pop_bn(tr, p, &b->pk, mb->k.weight ? mb->pop_k : -1, D, &b->k, &mb->k);
@@ -341,13 +343,13 @@ static void plan(snn_trainer *tr, planner *p) {
         b->mr = take_i(p, (size_t)tr->T * tr->Bmax * tr->m->heads * 2 * tr->N);
         plan_pop(tr, p, &b->pa, mb->pop_attn, D);
         /* o and fc2 feed the residual stream (ms: z is added to it) or a population (sew) */
-        plan_lin(tr, p, &b->proj, M, D, fusable(tr, mb->pop_o), mb->pop_o >= 0);
+        plan_lin(tr, p, &b->proj, M, D, fusable(tr, mb->pop_o));
         b->u_mid = take(p, M * D);
         plan_pop(tr, p, &b->pm, mb->pop_mlp_in, D);
-        plan_lin(tr, p, &b->fc1, M, Hd, fusable(tr, mb->pop_hidden), mb->pop_hidden >= 0);
+        plan_lin(tr, p, &b->fc1, M, Hd, fusable(tr, mb->pop_hidden));
         b->fc1.relu = b->fc1.fused && mb->pop_hidden == SNN_SLOT_ACTIVATION;
         plan_pop_bn(tr, p, &b->ph, mb->pop_hidden, Hd, &b->fc1, &mb->fc1);
-        plan_lin(tr, p, &b->fc2, M, D, fusable(tr, mb->pop_out), mb->pop_out >= 0);
+        plan_lin(tr, p, &b->fc2, M, D, fusable(tr, mb->pop_out));
         b->u_out = take(p, M * D);
         plan_pop_bn(tr, p, &b->po, mb->pop_o, D, &b->proj, &mb->o);
         plan_pop_bn(tr, p, &b->pout, mb->pop_out, D, &b->fc2, &mb->fc2);
@@ -556,52 +558,36 @@ static float *grad_of(snn_trainer *tr, const float *param) {
 static long batch_rows(const snn_trainer *tr) { return (long)tr->T * tr->B_batch * tr->N; }
 
 /* Where an eval-mode BatchNorm writes its output: bn_out reads it there. */
-static float *bn_eval_out(const lin_act *a) { return a->fused ? a->xhat : a->z; }
+static float *bn_eval_out(const lin_act *a) { return a->fused ? a->x : a->z; }
 
-/* The BatchNorm of a linear layer whose output is x (tr->y, or a->xhat when raw); sums: the
- * sums the linear layer gathered (training mode), or NULL. */
+/* The BatchNorm of a linear layer whose output is x (tr->y in eval mode, a->x in training
+ * mode, whose sums the linear layer gathered in tr->bn_sums). Training mode writes the
+ * statistics and, unless fused (whose consumer normalises x itself: bn_out, bn_norm_of),
+ * z; eval mode writes its output where bn_out reads it (bn_eval_out). */
 static void bn_fwd(snn_trainer *tr, const snn_linear *lin, const float *x, int M, lin_act *a,
-                   bool update_running, const double *sums) {
-    const float momentum = update_running ? 0.1f : 0.0f;
-    /* fused: training mode gathers the statistics alone (the population normalises, see
-     * bn_out); eval mode writes its output where bn_out reads (bn_eval_out) */
-    float *z = tr->eval ? bn_eval_out(a) : a->fused ? NULL : a->z;
-    float *xhat = a->raw ? NULL : a->xhat; /* raw: x is kept, BN writes only z */
-    if (!tr->eval && sums && a->fused) {
-        snn_bn_train_fwd_sums(NULL, NULL, a->mean, a->rstd, x, lin->bn_w, lin->bn_b,
-                              lin->bn_mean, lin->bn_var, M, tr->B_batch ? batch_rows(tr) : 0,
-                              lin->out, momentum, 1e-5f, sums);
+                   bool update_running) {
+    if (tr->eval) {
+        snn_bn_eval_fwd(bn_eval_out(a), x, lin->bn_w, lin->bn_b, lin->bn_mean, lin->bn_var, M,
+                        lin->out, 1e-5f);
         return;
     }
-    if (tr->eval)
-        snn_bn_eval_fwd(z, x, lin->bn_w, lin->bn_b, lin->bn_mean, lin->bn_var, M, lin->out,
-                        1e-5f);
-    else if (sums)
-        snn_bn_train_fwd_sums(z, xhat, a->mean, a->rstd, x, lin->bn_w, lin->bn_b,
-                              lin->bn_mean, lin->bn_var, M, tr->B_batch ? batch_rows(tr) : 0,
-                              lin->out, momentum, 1e-5f, sums);
-    else if (tr->B_batch)
-        snn_bn_train_fwd_dist(z, xhat, a->mean, a->rstd, x, lin->bn_w, lin->bn_b,
-                              lin->bn_mean, lin->bn_var, M, batch_rows(tr), lin->out, momentum,
-                              1e-5f);
-    else
-        snn_bn_train_fwd(z, xhat, a->mean, a->rstd, x, lin->bn_w, lin->bn_b,
-                         lin->bn_mean, lin->bn_var, M, lin->out, momentum, 1e-5f);
+    snn_bn_train_fwd_sums(a->fused ? NULL : a->z, NULL, a->mean, a->rstd, x, lin->bn_w,
+                          lin->bn_b, lin->bn_mean, lin->bn_var, M,
+                          tr->B_batch ? batch_rows(tr) : 0, lin->out,
+                          update_running ? 0.1f : 0.0f, 1e-5f, tr->bn_sums);
 }
 
 /* What a population reads from a Linear + BN: its output z, or (fused) the linear layer's
- * output tr->y with BN's statistics, gamma and beta in *af: the neurons normalise it into xhat
- * and charge with BN's output (*afp = af; NULL when the input is read as it is). Call right
- * after lin_bn_fwd, while tr->y holds the layer's output. */
+ * output x with BN's statistics, gamma and beta in *af: the neurons normalise it and charge
+ * with BN's output (*afp = af; NULL when the input is read as it is). */
 static const float *bn_out(const snn_trainer *tr, const snn_linear *lin, const lin_act *a,
                            snn_neuron_affine *af, const snn_neuron_affine **afp) {
     *afp = NULL;
     if (!a->fused) return a->z;
-    if (tr->eval) return a->xhat; /* eval-mode BatchNorm wrote its output there */
-    *af = (snn_neuron_affine){lin->bn_w, lin->bn_b, (size_t)lin->out, 0, a->mean, a->rstd,
-                              a->xhat};
+    if (tr->eval) return bn_eval_out(a);
+    *af = (snn_neuron_affine){lin->bn_w, lin->bn_b, (size_t)lin->out, 0, a->mean, a->rstd, NULL};
     *afp = af;
-    return tr->y;
+    return a->x;
 }
 
 /* The input of a linear layer: floats x, or population p's spikes (a, width; x their floats or
@@ -636,12 +622,12 @@ static const float *in_floats(snn_trainer *tr, const lin_in *in) {
     return in->x ? in->x : pop_out(tr, in->p, in->a, in->width, in->slot);
 }
 
-/* The normalisation of a's fused, raw BatchNorm (lin's) into y: plus res, or its ReLU
- * (snn_bn_train_normalise's arguments). */
+/* The normalisation of a's fused BatchNorm (lin's, training mode) into y: plus res, or its
+ * ReLU (snn_bn_train_normalise's arguments). */
 static snn_bn_norm bn_norm_of(const snn_linear *lin, const lin_act *a, float *y, const float *res,
                               bool relu) {
-    SNN_ASSERT(a->fused && a->raw);
-    return (snn_bn_norm){y, a->xhat, a->mean, a->rstd, lin->bn_w, lin->bn_b, res, relu};
+    SNN_ASSERT(a->fused);
+    return (snn_bn_norm){y, a->x, a->mean, a->rstd, lin->bn_w, lin->bn_b, res, relu};
 }
 
 /* lin_bn_fwd (training mode) on x_norm->y, the output of a BatchNorm whose normalisation this
@@ -649,10 +635,9 @@ static snn_bn_norm bn_norm_of(const snn_linear *lin, const lin_act *a, float *y,
 static void lin_bn_fwd_norm(snn_trainer *tr, const snn_linear *lin, const snn_bn_norm *x_norm,
                             int M, lin_act *a, bool update_running) {
     SNN_ASSERT(!tr->eval);
-    float *y = a->raw ? a->xhat : tr->y;
-    snn_linear_fwd_sums_norm(y, x_norm, lin->weight, lin->bias, M, lin->in, lin->out,
+    snn_linear_fwd_sums_norm(a->x, x_norm, lin->weight, lin->bias, M, lin->in, lin->out,
                              tr->bn_sums);
-    bn_fwd(tr, lin, y, M, a, update_running, tr->bn_sums);
+    bn_fwd(tr, lin, a->x, M, a, update_running);
 }
 
 /* Linear layer and BatchNorm: z = BN(in w^T + b). Spikes are read as bits where the linear layer
@@ -663,7 +648,7 @@ static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M,
     if (tr->eval) {
         if (in_rows(tr, &in, &xb) &&
             snn_linear_fwd_bits(tr->y, &xb, lin->weight, lin->bias, M, lin->in, lin->out)) {
-            bn_fwd(tr, lin, tr->y, M, a, update_running, NULL);
+            bn_fwd(tr, lin, tr->y, M, a, update_running);
             return;
         }
         /* floats: bn_fwd's eval-mode BatchNorm inside the product's row chunks */
@@ -678,21 +663,18 @@ static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M,
         lin_bn_fwd_norm(tr, lin, &nm, M, a, update_running);
         return;
     }
-    /* training mode: the linear layer gathers BatchNorm's sums while it writes y (raw: into
-     * xhat's buffer, kept for the backward) */
-    float *y = a->raw ? a->xhat : tr->y;
-    if (!in_rows(tr, &in, &xb) || !snn_linear_fwd_bits_sums(y, &xb, lin->weight, lin->bias, M,
-                                                           lin->in, lin->out, tr->bn_sums))
-        snn_linear_fwd_sums(y, in_floats(tr, &in), lin->weight, lin->bias, M, lin->in, lin->out,
-                            tr->bn_sums);
-    bn_fwd(tr, lin, y, M, a, update_running, tr->bn_sums);
+    /* training mode: the linear layer gathers BatchNorm's sums while it writes its output */
+    if (!in_rows(tr, &in, &xb) || !snn_linear_fwd_bits_sums(a->x, &xb, lin->weight, lin->bias,
+                                                           M, lin->in, lin->out, tr->bn_sums))
+        snn_linear_fwd_sums(a->x, in_floats(tr, &in), lin->weight, lin->bias, M, lin->in,
+                            lin->out, tr->bn_sums);
+    bn_fwd(tr, lin, a->x, M, a, update_running);
 }
 
-/* What a's BatchNorm (lin's) backward reads of its forward: x and its statistics (raw), or
- * xhat; with the ReLU's beta when a ReLU follows it. */
+/* What a's BatchNorm (lin's) backward reads of its forward: x and its statistics; with the
+ * ReLU's beta when a ReLU follows it. */
 static snn_bn_saved bn_saved_of(const snn_linear *lin, const lin_act *a) {
-    return (snn_bn_saved){a->xhat, a->raw ? a->mean : NULL, a->rstd, lin->bn_w,
-                          a->relu ? lin->bn_b : NULL};
+    return (snn_bn_saved){a->x, a->mean, a->rstd, lin->bn_w, a->relu ? lin->bn_b : NULL};
 }
 
 /* Given dz = dL/d(BN output) [M, out] (a->relu: dL/d(its ReLU's output)), accumulates
@@ -861,7 +843,6 @@ static const float *pop_fwd_to(snn_trainer *tr, int p, const float *x,
             snn_neuron_affine ac;
             if (af) { /* rows are width wide */
                 ac = *af, ac.c0 = (af->c0 + off) % af->width;
-                if (ac.xhat) ac.xhat += off;
             }
             snn_neuron_forward_seq_bits(&np, tr->T, len, n, x + off, af ? &ac : NULL,
                                         s ? s + off : NULL, a->nz + off / 64,
@@ -926,10 +907,11 @@ static void pop_bwd_to(snn_trainer *tr, int p, const float *x, const pop_act *a,
         if (tr->smooth) {
             snn_neuron_backward_seq_smooth(&np, tr->T, len, n, x + off, a->h + off, a->s + off,
                                            ds + off, dx + off, pop->plif_w ? &dtau : NULL);
-        } else if (a->recompute) { /* H from the fused BN's xhat (plan_pop_bn) */
+        } else if (a->recompute) { /* H from the fused BN's input (plan_pop_bn) */
             snn_neuron_affine ac = a->rc;
-            ac.c0 = (a->rc.c0 + off) % a->rc.width, ac.xhat += off;
-            snn_neuron_backward_seq_affine(&np, tr->T, len, n, &ac, ds + off, dx + off, acc);
+            ac.c0 = (a->rc.c0 + off) % a->rc.width;
+            snn_neuron_backward_seq_affine(&np, tr->T, len, n, a->rc_x + off, &ac, ds + off,
+                                           dx + off, acc);
         } else {
             (acc ? snn_neuron_backward_seq : snn_neuron_backward_seq_into)(
                 &np, tr->T, len, n, x ? x + off : NULL, a->h + off, ds + off, dx + off,
@@ -1252,11 +1234,10 @@ static void add3(float *out, const float *a, const float *b, size_t n) {
 static void residual_add(snn_trainer *tr, const snn_linear *lin, const lin_act *la, float *out,
                          const float *stream, size_t MD) {
     if (la->fused && !tr->eval) {
-        SNN_ASSERT(la->raw);
-        snn_bn_train_normalise(out, NULL, la->xhat, la->mean, la->rstd, lin->bn_w, lin->bn_b,
+        snn_bn_train_normalise(out, NULL, la->x, la->mean, la->rstd, lin->bn_w, lin->bn_b,
                                tr->T * tr->B * tr->N, lin->out, false, stream);
-    } else { /* eval-mode BatchNorm of a fused layer writes its output into xhat (bn_fwd) */
-        add3(out, stream, la->fused ? la->xhat : la->z, MD);
+    } else { /* eval mode */
+        add3(out, stream, bn_eval_out(la), MD);
     }
 }
 

@@ -561,12 +561,14 @@ static void test_backward_into_equals_accumulating_into_zeros(void **state) {
 }
 
 /* A forward through a normalising affine input that stores no H, then the backward that
- * recomputes H from the stored xhat (snn_neuron_backward_seq_affine), gives the stored-H
+ * recomputes H (snn_neuron_backward_seq_affine) from the stored xhat (map without statistics)
+ * or from the raw input (the forward's own map, normalising again), gives the stored-H
  * backward's dx byte for byte, accumulating and writing, for every configuration (PLIF's tau 3
  * included; with and without detach_reset, where gamma reads H): n = 300 over
  * two tiles, width 48 from channel 5 (tiles start mid-row), T = 5, T = 100 (tiles of 160
  * neurons: H [T, tile] must fit the stack buffer) and T at the limit (16 neurons). The
- * forward's xhat, spikes and H are the same with and without h. */
+ * forward's xhat, spikes and H are the same with and without h, and its spikes with and
+ * without storing xhat. */
 static void test_backward_recomputing_h_equals_stored(void **state) {
     (void)state;
     ncfg cfg[2 * N_CONFIGS];
@@ -598,6 +600,9 @@ static void test_backward_recomputing_h_equals_stored(void **state) {
             }
             const snn_neuron_affine af = {gamma, beta, W, C0, mean, rstd, xh};
             const snn_neuron_affine af2 = {gamma, beta, W, C0, mean, rstd, xh2};
+            /* the recomputing backward's maps: of the stored xhat, of the raw input */
+            const snn_neuron_affine of_xhat = {gamma, beta, W, C0, NULL, NULL, NULL};
+            const snn_neuron_affine of_x = {gamma, beta, W, C0, mean, rstd, NULL};
             memset(nz2, 0, (size_t)T * WLD * 8), memset(ng2, 0, (size_t)T * WLD * 8);
             memset(nz, 0, (size_t)T * WLD * 8), memset(ng, 0, (size_t)T * WLD * 8);
             snn_neuron_forward_seq_bits(p, T, NN, LD, x, &af, NULL, nz, p->bipolar ? ng : NULL,
@@ -608,17 +613,27 @@ static void test_backward_recomputing_h_equals_stored(void **state) {
                 assert_memory_equal(xh + (size_t)t * LD, xh2 + (size_t)t * LD, NN * sizeof *xh);
             assert_memory_equal(nz, nz2, (size_t)T * WLD * 8);
             assert_memory_equal(ng, ng2, (size_t)T * WLD * 8);
-            for (int acc = 0; acc < 2; acc++) {
-                /* writing reads nothing of dx: NaN there would show */
-                for (size_t e = 0; e < tot; e++) dx1[e] = dx2[e] = acc ? 0.5f : NAN;
-                (acc ? snn_neuron_backward_seq : snn_neuron_backward_seq_into)(
-                    p, T, NN, LD, NULL, h, ds, dx1, NULL);
-                snn_neuron_backward_seq_affine(p, T, NN, LD, &af2, ds, dx2, acc);
-                for (int t = 0; t < T; t++)
-                    if (memcmp(dx1 + (size_t)t * LD, dx2 + (size_t)t * LD, NN * sizeof *dx1))
-                        fail_msg("%s, T = %d, %s: recomputed H gives other dx at row %d",
-                                 cfg[c].name, T, acc ? "accumulating" : "writing", t);
-            }
+            memset(nz2, 0, (size_t)T * WLD * 8), memset(ng2, 0, (size_t)T * WLD * 8);
+            snn_neuron_forward_seq_bits(p, T, NN, LD, x, &of_x, NULL, nz2,
+                                        p->bipolar ? ng2 : NULL, WLD, NULL);
+            assert_memory_equal(nz, nz2, (size_t)T * WLD * 8);
+            assert_memory_equal(ng, ng2, (size_t)T * WLD * 8);
+            for (int acc = 0; acc < 2; acc++)
+                for (int raw = 0; raw < 2; raw++) {
+                    /* writing reads nothing of dx: NaN there would show */
+                    for (size_t e = 0; e < tot; e++) dx1[e] = dx2[e] = acc ? 0.5f : NAN;
+                    (acc ? snn_neuron_backward_seq : snn_neuron_backward_seq_into)(
+                        p, T, NN, LD, NULL, h, ds, dx1, NULL);
+                    snn_neuron_backward_seq_affine(p, T, NN, LD, raw ? x : xh2,
+                                                   raw ? &of_x : &of_xhat, ds, dx2, acc);
+                    for (int t = 0; t < T; t++)
+                        if (memcmp(dx1 + (size_t)t * LD, dx2 + (size_t)t * LD,
+                                   NN * sizeof *dx1))
+                            fail_msg("%s, T = %d, %s, from %s: recomputed H gives other dx at "
+                                     "row %d",
+                                     cfg[c].name, T, acc ? "accumulating" : "writing",
+                                     raw ? "x" : "xhat", t);
+                }
         }
         free(x), free(h), free(xh), free(xh2), free(ds), free(dx1), free(dx2);
         free(nz), free(nz2), free(ng), free(ng2);
