@@ -288,13 +288,15 @@ static void plan_lin(const snn_trainer *tr, planner *p, lin_act *a, size_t M, si
 static size_t pop_per_sample(const snn_trainer *tr, int p, size_t width);
 static bool head_relu(const snn_trainer *tr);
 
-/* Storage of population p (or slot; -1: absent) over [T, Bmax * neurons per sample]. */
+/* Storage of population p (or slot; -1: absent) over [T, Bmax * neurons per sample]. H only
+ * for a backward that reads it: inference keeps none (a float write per neuron and timestep
+ * less). */
 static void plan_pop(const snn_trainer *tr, planner *p, pop_act *a, int pop, size_t width) {
     if (pop == -1 || pop == SNN_SLOT_IDENTITY) return;
     const size_t n = (size_t)tr->Bmax * pop_per_sample(tr, pop, width), T = (size_t)tr->T;
     if (pop < 0 || tr->smooth) a->s = take(p, T * n);
     if (pop < 0) return;
-    if (!a->recompute) a->h = take(p, T * n);
+    if (!a->recompute && !tr->infer_only) a->h = take(p, T * n);
     if (tr->smooth) return;
     a->ld = snn_bits_words(n);
     a->nz = take_w(p, T * a->ld);
