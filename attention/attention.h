@@ -15,6 +15,7 @@
 #define SNN_ATTENTION_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "sim/ops.h"
@@ -85,6 +86,14 @@ void snn_attn_bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int
  * On 0/1 spikes o equals snn_attn_ssa_head's output bit for bit (integer sums, one multiply). */
 void snn_attn_ssa_head_train(int N, int d, const float *q, const float *k, const float *v, int ld,
                              float scale, float *o, int ldo, float *scores);
+
+/* snn_attn_ssa_head_train on binary spikes given as bits (N <= 64, d <= 64): spike c of token
+ * i of q, k and v is bit pos + i stride + c of its bit-plane row (sim/spikebits.h's layout:
+ * bit b of word b / 64). The same o and scores, bit for bit, as snn_attn_ssa_head_train on the
+ * spikes as floats. */
+void snn_attn_ssa_head_train_bits(int N, int d, const uint64_t *q, const uint64_t *k,
+                                  const uint64_t *v, size_t pos, size_t stride, float scale,
+                                  float *o, int ldo, float *scores);
 
 /* SSA backward: differentiates O = scale (Q K^T) V at the forward's scores A, in float
  * (four single-threaded snn_gemm calls, attention/gemm.h):

@@ -96,6 +96,7 @@ enum { FAST_N = 64, FAST_D = 64, VW = 16 };
 typedef int32_t v16i __attribute__((vector_size(4 * VW)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef int32_t v8ia __attribute__((vector_size(32), may_alias)); /* halves of a v16i */
+typedef uint32_t v16u __attribute__((vector_size(4 * VW)));
 
 /* The forward on spikes (N <= FAST_N, d <= FAST_D): A and A V are integers of magnitude at most
  * d and N d, summed here in int32 vectors, branch-free. The double sums of snn_attn_gram and
@@ -218,6 +219,97 @@ static SNN_WIDE_FN SNN_VEC_FN bool ssa_spikes_narrow(int N, int d, const float *
                                                      const float *v, int ld, float scale,
                                                      float *o, int ldo, float *scores) {
     return ssa_forward_spikes(N, d, q, k, v, ld, scale, o, ldo, scores, false);
+}
+
+/* The d bits of a spike row at bit pos of a bit-plane row (d <= 64; a field may straddle two
+ * words, and the second word is read only then). */
+static inline uint64_t bits_field(const uint64_t *row, size_t pos, int d) {
+    const size_t w = pos / 64;
+    const int sh = (int)(pos % 64);
+    uint64_t f = row[w] >> sh;
+    if (sh + d > 64) f |= row[w + 1] << (64 - sh);
+    return d == 64 ? f : f & ((UINT64_C(1) << d) - 1);
+}
+
+/* ssa_forward_spikes on binary spikes given as bits: the same integers A and A V (additions of
+ * rows of K^T over q's set bits; V's rows as lane masks), so the same floats; a table of K^T
+ * from bits is a shift and a mask per channel and 16 keys, where from floats it was a
+ * conversion per spike. */
+static inline __attribute__((always_inline)) void ssa_forward_bits(
+    int N, int d, const uint64_t *q, const uint64_t *k, const uint64_t *v, size_t pos,
+    size_t stride, float scale, float *o, int ldo, float *scores) {
+    const int nv = (N + VW - 1) / VW;
+    const bool narrow = d <= VW;
+    typedef float v16f __attribute__((vector_size(4 * VW)));
+    const v16i lane = {1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 4, 1 << 5, 1 << 6, 1 << 7,
+                       1 << 8, 1 << 9, 1 << 10, 1 << 11, 1 << 12, 1 << 13, 1 << 14, 1 << 15};
+    uint64_t kb[FAST_N], vb[FAST_N];
+    for (int j = 0; j < N; j++) {
+        kb[j] = bits_field(k, pos + (size_t)j * stride, d);
+        vb[j] = bits_field(v, pos + (size_t)j * stride, d);
+    }
+    for (int j = N; j < nv * VW; j++) kb[j] = 0;
+    v16i kt[FAST_D][FAST_N / VW]; /* K^T: row c holds k_jc, j >= N zero */
+    for (int w = 0; w < nv; w++) {
+        v16i lo, hi; /* bits 0-31 and 32-63 of 16 keys */
+        for (int u = 0; u < VW; u++) {
+            lo[u] = (int32_t)(uint32_t)kb[w * VW + u];
+            hi[u] = (int32_t)(uint32_t)(kb[w * VW + u] >> 32);
+        }
+        for (int c = 0; c < d && c < 32; c++) kt[c][w] = (v16i)((v16u)lo >> c) & 1;
+        for (int c = 32; c < d; c++) kt[c][w] = (v16i)((v16u)hi >> (c - 32)) & 1;
+    }
+    for (int i = 0; i < N; i++) {
+        union {
+            v16i v[FAST_N / VW];
+            int32_t s[FAST_N];
+        } a;
+        for (int w = 0; w < nv; w++) a.v[w] = (v16i){0};
+        for (uint64_t m = bits_field(q, pos + (size_t)i * stride, d); m; m &= m - 1) {
+            const int c = __builtin_ctzll(m);
+            for (int w = 0; w < nv; w++) a.v[w] += kt[c][w];
+        }
+        float *si = scores + (long)i * N;
+        int j = 0;
+        for (; j + VW <= N; j += VW) {
+            const v16f f = __builtin_convertvector(a.v[j / VW], v16f);
+            memcpy(si + j, &f, sizeof f);
+        }
+        for (; j < N; j++) si[j] = (float)a.s[j];
+        float *oi = o + (long)i * ldo;
+        if (narrow) { /* (A V)_i = sum_j A_ij V_j: A_ij under V_j's lane mask */
+            v16i acc0 = {0}, acc1 = {0}; /* integer sums: any grouping is exact */
+            /* -1 in the lanes of V_j's set bits */
+#define VMASK(j) ((((v16i){0} + (int32_t)vb[j]) & lane) != 0)
+            for (j = 0; j + 2 <= N; j += 2) {
+                acc0 += ((v16i){0} + a.s[j]) & VMASK(j);
+                acc1 += ((v16i){0} + a.s[j + 1]) & VMASK(j + 1);
+            }
+            if (j < N) acc0 += ((v16i){0} + a.s[j]) & VMASK(j);
+#undef VMASK
+            const v16i acc = acc0 + acc1;
+            for (int c = 0; c < d; c++) oi[c] = scale * (float)acc[c];
+        } else {
+            int32_t acc[FAST_D] = {0};
+            for (j = 0; j < N; j++)
+                for (uint64_t m = vb[j]; m; m &= m - 1) acc[__builtin_ctzll(m)] += a.s[j];
+            for (int c = 0; c < d; c++) oi[c] = scale * (float)acc[c];
+        }
+    }
+}
+
+static SNN_WIDE_FN SNN_VEC_FN void ssa_bits_wide(int N, int d, const uint64_t *q,
+                                                 const uint64_t *k, const uint64_t *v, size_t pos,
+                                                 size_t stride, float scale, float *o, int ldo,
+                                                 float *scores) {
+    ssa_forward_bits(N, d, q, k, v, pos, stride, scale, o, ldo, scores);
+}
+
+void snn_attn_ssa_head_train_bits(int N, int d, const uint64_t *q, const uint64_t *k,
+                                  const uint64_t *v, size_t pos, size_t stride, float scale,
+                                  float *o, int ldo, float *scores) {
+    SNN_ASSERT(N >= 0 && N <= FAST_N && d >= 1 && d <= FAST_D && stride >= (size_t)d);
+    ssa_bits_wide(N, d, q, k, v, pos, stride, scale, o, ldo, scores);
 }
 
 SNN_WIDE_FN SNN_VEC_FN void snn_attn_ssa_head_train(int N, int d, const float *q, const float *k,

@@ -1015,9 +1015,24 @@ static double *cat_spectra(const snn_trainer *tr, const float *att) {
     return tr->infer_only ? NULL : (double *)(uintptr_t)(att + cat_z_floats(tr->N));
 }
 
+/* Whether block l's attention kernel reads q_lif, k_lif and v_lif's spikes from their bits (the
+ * forward then writes no floats of them): ssa on binary populations, heads within the bits
+ * kernel's limits, normal mode, the bits path (snn_trainer_set_spike_bits). */
+static bool attn_reads_bits(const snn_trainer *tr, int l) {
+    const snn_block *mb = &tr->m->blocks[l];
+    if (tr->kind != SNN_ATTN_SSA || tr->smooth || tr->float_spikes || tr->N > 64 ||
+        tr->m->d > 64)
+        return false;
+    const int pops[3] = {mb->pop_q, mb->pop_k, mb->pop_v};
+    for (int j = 0; j < 3; j++)
+        if (pops[j] < 0 || tr->m->pops[pops[j]].np.bipolar) return false;
+    return true;
+}
+
 /* The attention kernel of block l on its (t, b, h) jobs; x_in is the block input [M, D] (cat's
  * projection and primal's sampled tokens read it), sq, sk, sv the outputs of q_lif, k_lif,
- * v_lif [M, D] (NULL where the kind has none). */
+ * v_lif [M, D] (NULL where the kind has none, or where the kernel reads their bits:
+ * attn_reads_bits). */
 static void attn_fwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
                      const float *sk, const float *sv) {
     const snn_model *m = tr->m;
@@ -1049,6 +1064,14 @@ static void attn_fwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
                                     att, b->mr + (size_t)j * 2 * N, false);
             break;
         case SNN_ATTN_SSA:
+            if (!sq) { /* bits: row t of the planes, token (b, 0) of head h at bit b N D + h d */
+                const size_t t = (size_t)tb / tr->B, pos = (size_t)(tb % tr->B) * N * D;
+                snn_attn_ssa_head_train_bits(N, d, b->pq.nz + t * b->pq.ld,
+                                             b->pk.nz + t * b->pk.ld, b->pv.nz + t * b->pv.ld,
+                                             pos + (size_t)h * d, (size_t)D, m->ssa_scale,
+                                             b->o + off, D, att);
+                break;
+            }
             snn_attn_ssa_head_train(N, d, sq + off, sk + off, sv + off, D,
                                     m->ssa_scale, b->o + off, D, att);
             break;
@@ -1348,11 +1371,12 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         pop_act *pops[3] = {&b->pq, &b->pk, &b->pv};
         const int pop_ids[3] = {mb->pop_q, mb->pop_k, mb->pop_v}, slots[3] = {SP_Q, SP_K, SP_V};
         const float *qkv[3] = {NULL, NULL, NULL};
+        const bool qkv_floats = !attn_reads_bits(tr, l);
         for (int j = 0; j < 3; j++) {
             if (!lins[j]->weight) continue; /* cat has no q, k; primal no v */
             lin_bn_fwd(tr, lins[j], qkv_in, M, acts[j], update_running);
             qkv[j] = pop_fwd_bn(tr, pop_ids[j], lins[j], acts[j], pops[j], (size_t)D, slots[j],
-                                true);
+                                qkv_floats);
         }
         attn_fwd(tr, l, x_in, qkv[0], qkv[1], qkv[2]);
         /* attn_lif, mlp.lif_in and hidden_lif feed one linear layer each: bits only */

@@ -4,6 +4,7 @@
  * (spec/model.md section 3, research/methods.md 2.1 and 3.3, style.md 3.10).
  *
  *   - forward on spikes == snn_attn_ssa_head / snn_attn_bsa_head bit for bit (ld > d, head offset)
+ *   - SSA's forward from bit planes == its forward from floats, byte for byte
  *   - backward == a naive double evaluation of the documented formulas (accumulates, stays in
  *     the head's columns)
  *   - finite differences of every q, k, v entry: SSA on real inputs (trilinear: a central
@@ -134,6 +135,50 @@ static void test_ssa_forward_matches_inference(void **state) {
         }
         free(q), free(k), free(v), free(q8), free(k8), free(v8), free(o), free(o8), free(sc);
         free(sc8);
+    }
+}
+
+/* The forward from bits (snn_attn_ssa_head_train_bits) gives the float forward's o and scores
+ * byte for byte: the spikes packed into bit-plane rows starting at bit 37 (fields straddle
+ * words), ld bits per token, every bit outside the head set (as other heads' spikes would be);
+ * d past 16 (the lane-mask path's width) and past 32 (the high half of the keys' words) too. */
+static void test_ssa_bits_forward_matches_floats(void **state) {
+    (void)state;
+    static const int sizes[][2] = {{1, 1},   {2, 3},   {5, 8},   {17, 3},  {16, 16},
+                                   {49, 16}, {20, 17}, {30, 33}, {64, 64}};
+    for (size_t sz = 0; sz < sizeof sizes / sizeof *sizes; sz++) {
+        const int N = sizes[sz][0], d = sizes[sz][1];
+        const int ld = 3 * d + 1, off = d, ldo = d + 2;
+        const size_t nm = (size_t)N * ld, pos = 37;
+        const size_t words = (pos + nm + 63) / 64;
+        float *q = malloc(nm * sizeof *q), *k = malloc(nm * sizeof *k), *v = malloc(nm * sizeof *v);
+        uint64_t *qb = malloc(words * 8), *kb = malloc(words * 8), *vb = malloc(words * 8);
+        float *o = malloc((size_t)N * ldo * sizeof *o), *ob = malloc((size_t)N * ldo * sizeof *ob);
+        float *sc = malloc((size_t)N * N * sizeof *sc), *scb = malloc((size_t)N * N * sizeof *scb);
+        for (int rep = 0; rep < 3; rep++) {
+            trng r = {(uint64_t)(500 + sz * 10 + rep), 0};
+            const double pr = rep == 0 ? 0.1 : rep == 1 ? 0.4 : 0.9;
+            fill(&r, q, N, ld, off, d, SPIKE_BINARY, pr, 0);
+            fill(&r, k, N, ld, off, d, SPIKE_BINARY, pr, 0);
+            fill(&r, v, N, ld, off, d, SPIKE_BINARY, pr, 0);
+            const float *src[3] = {q, k, v};
+            uint64_t *dst[3] = {qb, kb, vb};
+            for (int m = 0; m < 3; m++) {
+                memset(dst[m], 0xff, words * 8); /* bits before pos and past the rows: set */
+                for (size_t e = 0; e < nm; e++) {
+                    const size_t b = pos + e;
+                    if (src[m][e] == 0.0f) dst[m][b / 64] &= ~(UINT64_C(1) << (b % 64));
+                }
+            }
+            set_all(o, (size_t)N * ldo, SENTINEL), set_all(ob, (size_t)N * ldo, SENTINEL);
+            snn_attn_ssa_head_train(N, d, q + off, k + off, v + off, ld, 0.125f, o, ldo, sc);
+            snn_attn_ssa_head_train_bits(N, d, qb, kb, vb, pos + (size_t)off, (size_t)ld, 0.125f,
+                                         ob, ldo, scb);
+            assert_memory_equal(o, ob, (size_t)N * ldo * sizeof *o);
+            assert_memory_equal(sc, scb, (size_t)N * N * sizeof *sc);
+        }
+        free(q), free(k), free(v), free(qb), free(kb), free(vb), free(o), free(ob), free(sc);
+        free(scb);
     }
 }
 
@@ -572,6 +617,7 @@ static void test_bsa_normal_backward_is_ste(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ssa_forward_matches_inference),
+        cmocka_unit_test(test_ssa_bits_forward_matches_floats),
         cmocka_unit_test(test_bsa_forward_matches_inference),
         cmocka_unit_test(test_ssa_backward_matches_reference),
         cmocka_unit_test(test_bsa_backward_matches_reference),

@@ -541,8 +541,9 @@ static void test_smaller_minibatch_equals_exact_plan(void **state) {
     }
 }
 
-/* Linear layers reading spike inputs as bits give the bytes of reading their floats: loss and
- * every gradient of a step, for BSA, SSA and the SEW residual at D = 64 and hidden 256 (rows of
+/* Linear layers (and SSA's attention forward) reading spike inputs as bits give the bytes of
+ * reading their floats: loss and every gradient of a step, for BSA, SSA and the SEW residual at
+ * D = 64 and hidden 256 (rows of
  * whole words, so the bit path runs: the step's firing rate is well under the spike path's 25 %
  * density limit), with a minibatch smaller than the plan (bit rows ld words apart, wider than a
  * timestep's rows). */
