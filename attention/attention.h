@@ -145,6 +145,16 @@ void snn_attn_bsa_head_train(int N, int d, const float *q, const float *k, const
 void snn_attn_bsa_head_backward(int N, int d, const float *q, const float *k, const float *v,
                                 int ld, int shift, const float *p, const float *dout, int lddo,
                                 float *dq, float *dk, float *dv, float *scratch);
+/* snn_attn_bsa_head_train (normal mode, m and r computed) on spikes given as bits (N <= 64,
+ * d <= 64): spike c of token i is bit pos + i stride + c of its bit-plane row (sim/
+ * spikebits.h's layout): nonzero where the nz plane's bit is set, -1 where the neg plane's is too
+ * (v binary). The same o, p and mr, bit for bit, as on the spikes as floats. */
+void snn_attn_bsa_head_train_bits(int N, int d, const uint64_t *q_nz, const uint64_t *q_neg,
+                                  const uint64_t *k_nz, const uint64_t *k_neg,
+                                  const uint64_t *v_nz, size_t pos, size_t stride, int shift,
+                                  snn_shiftmax_round mode, float *o, int ldo, float *p,
+                                  int32_t *mr);
+
 /* The definition above term by term, for any N <= SNN_ATTN_BSA_TRAIN_MAX_N and d (the kernel's
  * path past its fast sizes, and the tests' reference for the fast one). */
 void snn_attn_bsa_head_backward_ref(int N, int d, const float *q, const float *k, const float *v,

@@ -3,6 +3,7 @@
 #define SNN_BITS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #if defined(__SSE2__)
@@ -16,6 +17,16 @@ static inline int snn_popcount64(uint64_t w) {
     w = (w & 0x3333333333333333ull) + ((w >> 2) & 0x3333333333333333ull);
     w = (w + (w >> 4)) & 0x0F0F0F0F0F0F0F0Full;
     return (int)((w * 0x0101010101010101ull) >> 56);
+}
+
+/* The d bits of a spike row at bit pos of a bit-plane row, bit b in word b / 64 (d <= 64; a
+ * field may straddle two words, and the second word is read only then). */
+static inline uint64_t snn_bits_field(const uint64_t *row, size_t pos, int d) {
+    const size_t w = pos / 64;
+    const int sh = (int)(pos % 64);
+    uint64_t f = row[w] >> sh;
+    if (sh + d > 64) f |= row[w + 1] << (64 - sh);
+    return d == 64 ? f : f & ((UINT64_C(1) << d) - 1);
 }
 
 /* Population count, hardware when hw: callers instantiate their bodies twice (sim/vec.h

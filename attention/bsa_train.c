@@ -366,6 +366,43 @@ void snn_attn_bsa_head_train(int N, int d, const float *q, const float *k, const
     }
 }
 
+/* s[i * d + c] = spike c of token i (N <= FAST_N, d <= FAST_D): +1 where bit pos + i stride + c
+ * of nz is set, -1 where neg's is too (neg NULL: binary). Sixteen spikes a vector from lane
+ * masks; a row's last vector may run past d into the next row, which is written after it, and
+ * the last row's into the tile's padding (s holds N d + 16 floats). */
+typedef int32_t v16i __attribute__((vector_size(64)));
+SNN_WIDE_FN VEC_FN static void unpack_head(int N, int d, const uint64_t *nz, const uint64_t *neg,
+                                           size_t pos, size_t stride, float *s) {
+    /* lane c takes bit c by a per-lane shift (a compare into a -1/0 vector needs AVX-512DQ,
+     * which gcc otherwise emulates lane by lane) */
+    const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    for (int i = 0; i < N; i++) {
+        const size_t at = pos + (size_t)i * stride;
+        const uint64_t z = snn_bits_field(nz, at, d), n = neg ? snn_bits_field(neg, at, d) : 0;
+        for (int c0 = 0; c0 < d; c0 += 16) {
+            const v16i zc = ((v16i){0} + (int32_t)(z >> c0 & 0xffff)) >> lane & 1;
+            const v16i nc = ((v16i){0} + (int32_t)(n >> c0 & 0xffff)) >> lane & 1;
+            const v16f f = __builtin_convertvector(zc - 2 * (zc & nc), v16f); /* 1, -1, 0 */
+            memcpy(s + (long)i * d + c0, &f, sizeof f);
+        }
+    }
+}
+
+void snn_attn_bsa_head_train_bits(int N, int d, const uint64_t *q_nz, const uint64_t *q_neg,
+                                  const uint64_t *k_nz, const uint64_t *k_neg,
+                                  const uint64_t *v_nz, size_t pos, size_t stride, int shift,
+                                  snn_shiftmax_round mode, float *o, int ldo, float *p,
+                                  int32_t *mr) {
+    SNN_ASSERT(N >= 0 && N <= FAST_N && d >= 1 && d <= FAST_D && stride >= (size_t)d);
+    /* the head as compact spike tiles [N, d]: the kernel's results do not depend on the row
+     * stride, and the tiles stay in L1 where the floats of a whole batch did not */
+    float q[FAST_N * FAST_D + 16], k[FAST_N * FAST_D + 16], v[FAST_N * FAST_D + 16];
+    unpack_head(N, d, q_nz, q_neg, pos, stride, q);
+    unpack_head(N, d, k_nz, k_neg, pos, stride, k);
+    unpack_head(N, d, v_nz, NULL, pos, stride, v);
+    snn_attn_bsa_head_train(N, d, q, k, v, d, shift, mode, false, o, ldo, p, mr, false);
+}
+
 /* Four floats (unaligned access through v4fu). */
 typedef float v4f __attribute__((vector_size(16)));
 typedef float v4fu __attribute__((vector_size(16), aligned(4)));

@@ -221,16 +221,6 @@ static SNN_WIDE_FN SNN_VEC_FN bool ssa_spikes_narrow(int N, int d, const float *
     return ssa_forward_spikes(N, d, q, k, v, ld, scale, o, ldo, scores, false);
 }
 
-/* The d bits of a spike row at bit pos of a bit-plane row (d <= 64; a field may straddle two
- * words, and the second word is read only then). */
-static inline uint64_t bits_field(const uint64_t *row, size_t pos, int d) {
-    const size_t w = pos / 64;
-    const int sh = (int)(pos % 64);
-    uint64_t f = row[w] >> sh;
-    if (sh + d > 64) f |= row[w + 1] << (64 - sh);
-    return d == 64 ? f : f & ((UINT64_C(1) << d) - 1);
-}
-
 /* ssa_forward_spikes on binary spikes given as bits: the same integers A and A V (additions of
  * rows of K^T over q's set bits; V's rows as lane masks), so the same floats; a table of K^T
  * from bits is a shift and a mask per channel and 16 keys, where from floats it was a
@@ -241,12 +231,11 @@ static inline __attribute__((always_inline)) void ssa_forward_bits(
     const int nv = (N + VW - 1) / VW;
     const bool narrow = d <= VW;
     typedef float v16f __attribute__((vector_size(4 * VW)));
-    const v16i lane = {1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 4, 1 << 5, 1 << 6, 1 << 7,
-                       1 << 8, 1 << 9, 1 << 10, 1 << 11, 1 << 12, 1 << 13, 1 << 14, 1 << 15};
+    const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     uint64_t kb[FAST_N], vb[FAST_N];
     for (int j = 0; j < N; j++) {
-        kb[j] = bits_field(k, pos + (size_t)j * stride, d);
-        vb[j] = bits_field(v, pos + (size_t)j * stride, d);
+        kb[j] = snn_bits_field(k, pos + (size_t)j * stride, d);
+        vb[j] = snn_bits_field(v, pos + (size_t)j * stride, d);
     }
     for (int j = N; j < nv * VW; j++) kb[j] = 0;
     v16i kt[FAST_D][FAST_N / VW]; /* K^T: row c holds k_jc, j >= N zero */
@@ -265,7 +254,7 @@ static inline __attribute__((always_inline)) void ssa_forward_bits(
             int32_t s[FAST_N];
         } a;
         for (int w = 0; w < nv; w++) a.v[w] = (v16i){0};
-        for (uint64_t m = bits_field(q, pos + (size_t)i * stride, d); m; m &= m - 1) {
+        for (uint64_t m = snn_bits_field(q, pos + (size_t)i * stride, d); m; m &= m - 1) {
             const int c = __builtin_ctzll(m);
             for (int w = 0; w < nv; w++) a.v[w] += kt[c][w];
         }
@@ -279,8 +268,9 @@ static inline __attribute__((always_inline)) void ssa_forward_bits(
         float *oi = o + (long)i * ldo;
         if (narrow) { /* (A V)_i = sum_j A_ij V_j: A_ij under V_j's lane mask */
             v16i acc0 = {0}, acc1 = {0}; /* integer sums: any grouping is exact */
-            /* -1 in the lanes of V_j's set bits */
-#define VMASK(j) ((((v16i){0} + (int32_t)vb[j]) & lane) != 0)
+            /* -1 in the lanes of V_j's set bits, by a per-lane shift (a compare into a -1/0
+             * vector needs AVX-512DQ, which gcc otherwise emulates lane by lane) */
+#define VMASK(j) (-(((v16i){0} + (int32_t)vb[j]) >> lane & 1))
             for (j = 0; j + 2 <= N; j += 2) {
                 acc0 += ((v16i){0} + a.s[j]) & VMASK(j);
                 acc1 += ((v16i){0} + a.s[j + 1]) & VMASK(j + 1);

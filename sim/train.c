@@ -1016,16 +1016,17 @@ static double *cat_spectra(const snn_trainer *tr, const float *att) {
 }
 
 /* Whether block l's attention kernel reads q_lif, k_lif and v_lif's spikes from their bits (the
- * forward then writes no floats of them): ssa on binary populations, heads within the bits
- * kernel's limits, normal mode, the bits path (snn_trainer_set_spike_bits). */
+ * forward then writes no floats of them): ssa on binary populations, bsa (v binary), heads
+ * within the bits kernels' limits, normal mode, the bits path (snn_trainer_set_spike_bits). */
 static bool attn_reads_bits(const snn_trainer *tr, int l) {
     const snn_block *mb = &tr->m->blocks[l];
-    if (tr->kind != SNN_ATTN_SSA || tr->smooth || tr->float_spikes || tr->N > 64 ||
+    const bool bsa = tr->kind == SNN_ATTN_BSA;
+    if ((tr->kind != SNN_ATTN_SSA && !bsa) || tr->smooth || tr->float_spikes || tr->N > 64 ||
         tr->m->d > 64)
         return false;
     const int pops[3] = {mb->pop_q, mb->pop_k, mb->pop_v};
-    for (int j = 0; j < 3; j++)
-        if (pops[j] < 0 || tr->m->pops[pops[j]].np.bipolar) return false;
+    for (int j = 0; j < 3; j++) /* ssa: binary; bsa: any q, k, binary v */
+        if (pops[j] < 0 || (tr->m->pops[pops[j]].np.bipolar && (!bsa || j == 2))) return false;
     return true;
 }
 
@@ -1059,6 +1060,17 @@ static void attn_fwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
         float *att = b->att + (size_t)j * tr->att_job_floats;
         switch (tr->kind) {
         case SNN_ATTN_BSA:
+            if (!sq) { /* bits (as ssa's below) */
+                const size_t t = (size_t)tb / tr->B, pos = (size_t)(tb % tr->B) * N * D;
+                const pop_act *pq = &b->pq, *pk = &b->pk;
+                snn_attn_bsa_head_train_bits(
+                    N, d, pq->nz + t * pq->ld, pq->neg ? pq->neg + t * pq->ld : NULL,
+                    pk->nz + t * pk->ld, pk->neg ? pk->neg + t * pk->ld : NULL,
+                    b->pv.nz + t * b->pv.ld, pos + (size_t)h * d, (size_t)D, m->shift,
+                    m->cfg->model.attention.rounding, b->o + off, D, att,
+                    b->mr + (size_t)j * 2 * N);
+                break;
+            }
             snn_attn_bsa_head_train(N, d, sq + off, sk + off, sv + off, D, m->shift,
                                     m->cfg->model.attention.rounding, tr->smooth, b->o + off, D,
                                     att, b->mr + (size_t)j * 2 * N, false);

@@ -4,7 +4,7 @@
  * (spec/model.md section 3, research/methods.md 2.1 and 3.3, style.md 3.10).
  *
  *   - forward on spikes == snn_attn_ssa_head / snn_attn_bsa_head bit for bit (ld > d, head offset)
- *   - SSA's forward from bit planes == its forward from floats, byte for byte
+ *   - SSA's and BSA's forwards from bit planes == their forwards from floats, byte for byte
  *   - backward == a naive double evaluation of the documented formulas (accumulates, stays in
  *     the head's columns)
  *   - finite differences of every q, k, v entry: SSA on real inputs (trilinear: a central
@@ -138,6 +138,20 @@ static void test_ssa_forward_matches_inference(void **state) {
     }
 }
 
+/* Bit planes of m [N, ld] from bit pos (m[e] at bit pos + e): nz set where m != 0, neg where
+ * m < 0 (columns outside the head hold JUNK: set in nz, as other heads' spikes would be); every
+ * bit before pos and past the rows set in both planes. */
+static void pack_bits(const float *m, size_t nm, size_t pos, uint64_t *nz, uint64_t *neg,
+                      size_t words) {
+    memset(nz, 0xff, words * 8), memset(neg, 0xff, words * 8);
+    for (size_t e = 0; e < nm; e++) {
+        const size_t b = pos + e;
+        const uint64_t bit = UINT64_C(1) << (b % 64);
+        if (m[e] == 0.0f) nz[b / 64] &= ~bit;
+        if (!(m[e] < 0.0f)) neg[b / 64] &= ~bit;
+    }
+}
+
 /* The forward from bits (snn_attn_ssa_head_train_bits) gives the float forward's o and scores
  * byte for byte: the spikes packed into bit-plane rows starting at bit 37 (fields straddle
  * words), ld bits per token, every bit outside the head set (as other heads' spikes would be);
@@ -153,6 +167,7 @@ static void test_ssa_bits_forward_matches_floats(void **state) {
         const size_t words = (pos + nm + 63) / 64;
         float *q = malloc(nm * sizeof *q), *k = malloc(nm * sizeof *k), *v = malloc(nm * sizeof *v);
         uint64_t *qb = malloc(words * 8), *kb = malloc(words * 8), *vb = malloc(words * 8);
+        uint64_t *neg = malloc(words * 8);
         float *o = malloc((size_t)N * ldo * sizeof *o), *ob = malloc((size_t)N * ldo * sizeof *ob);
         float *sc = malloc((size_t)N * N * sizeof *sc), *scb = malloc((size_t)N * N * sizeof *scb);
         for (int rep = 0; rep < 3; rep++) {
@@ -161,15 +176,8 @@ static void test_ssa_bits_forward_matches_floats(void **state) {
             fill(&r, q, N, ld, off, d, SPIKE_BINARY, pr, 0);
             fill(&r, k, N, ld, off, d, SPIKE_BINARY, pr, 0);
             fill(&r, v, N, ld, off, d, SPIKE_BINARY, pr, 0);
-            const float *src[3] = {q, k, v};
-            uint64_t *dst[3] = {qb, kb, vb};
-            for (int m = 0; m < 3; m++) {
-                memset(dst[m], 0xff, words * 8); /* bits before pos and past the rows: set */
-                for (size_t e = 0; e < nm; e++) {
-                    const size_t b = pos + e;
-                    if (src[m][e] == 0.0f) dst[m][b / 64] &= ~(UINT64_C(1) << (b % 64));
-                }
-            }
+            pack_bits(q, nm, pos, qb, neg, words), pack_bits(k, nm, pos, kb, neg, words);
+            pack_bits(v, nm, pos, vb, neg, words);
             set_all(o, (size_t)N * ldo, SENTINEL), set_all(ob, (size_t)N * ldo, SENTINEL);
             snn_attn_ssa_head_train(N, d, q + off, k + off, v + off, ld, 0.125f, o, ldo, sc);
             snn_attn_ssa_head_train_bits(N, d, qb, kb, vb, pos + (size_t)off, (size_t)ld, 0.125f,
@@ -178,7 +186,49 @@ static void test_ssa_bits_forward_matches_floats(void **state) {
             assert_memory_equal(sc, scb, (size_t)N * N * sizeof *sc);
         }
         free(q), free(k), free(v), free(qb), free(kb), free(vb), free(o), free(ob), free(sc);
-        free(scb);
+        free(scb), free(neg);
+    }
+}
+
+/* BSA's forward from bits (snn_attn_bsa_head_train_bits: ternary q, k in two planes each, v
+ * binary) gives the float forward's o, P, m and r byte for byte, packed as in the SSA test
+ * above, over shifts and both rounding modes. */
+static void test_bsa_bits_forward_matches_floats(void **state) {
+    (void)state;
+    static const int sizes[][2] = {{1, 1},   {2, 3},   {5, 8},   {17, 3},  {16, 16},
+                                   {49, 16}, {20, 17}, {30, 33}, {64, 64}};
+    for (size_t sz = 0; sz < sizeof sizes / sizeof *sizes; sz++) {
+        const int N = sizes[sz][0], d = sizes[sz][1];
+        const int ld = 2 * d + 3, off = d + 1, ldo = d + 1;
+        const size_t nm = (size_t)N * ld, nn = (size_t)N * N, pos = 29;
+        const size_t words = (pos + nm + 63) / 64;
+        float *q = malloc(nm * sizeof *q), *k = malloc(nm * sizeof *k), *v = malloc(nm * sizeof *v);
+        uint64_t *qz = malloc(words * 8), *qn = malloc(words * 8), *kz = malloc(words * 8);
+        uint64_t *kn = malloc(words * 8), *vz = malloc(words * 8), *vn = malloc(words * 8);
+        float *o = malloc((size_t)N * ldo * sizeof *o), *ob = malloc((size_t)N * ldo * sizeof *ob);
+        float *P = malloc(nn * sizeof *P), *Pb = malloc(nn * sizeof *Pb);
+        int32_t *mr = malloc(2 * (size_t)N * sizeof *mr), *mrb = malloc(2 * (size_t)N * sizeof *mrb);
+        for (int shift = 0; shift < 4; shift++)
+            for (int mode = 0; mode < 2; mode++) {
+                const snn_shiftmax_round rm = mode ? SNN_SHIFTMAX_CEIL : SNN_SHIFTMAX_ROUND;
+                trng r = {(uint64_t)(3000 + sz * 100 + shift * 10 + mode), 0};
+                const double pr = 0.2 + 0.2 * shift;
+                fill(&r, q, N, ld, off, d, SPIKE_TERNARY, pr, 0);
+                fill(&r, k, N, ld, off, d, SPIKE_TERNARY, pr, 0);
+                fill(&r, v, N, ld, off, d, SPIKE_BINARY, 0.5, 0);
+                pack_bits(q, nm, pos, qz, qn, words), pack_bits(k, nm, pos, kz, kn, words);
+                pack_bits(v, nm, pos, vz, vn, words);
+                set_all(o, (size_t)N * ldo, SENTINEL), set_all(ob, (size_t)N * ldo, SENTINEL);
+                snn_attn_bsa_head_train(N, d, q + off, k + off, v + off, ld, shift, rm, false, o,
+                                        ldo, P, mr, false);
+                snn_attn_bsa_head_train_bits(N, d, qz, qn, kz, kn, vz, pos + (size_t)off,
+                                             (size_t)ld, shift, rm, ob, ldo, Pb, mrb);
+                assert_memory_equal(o, ob, (size_t)N * ldo * sizeof *o);
+                assert_memory_equal(P, Pb, nn * sizeof *P);
+                assert_memory_equal(mr, mrb, 2 * (size_t)N * sizeof *mr);
+            }
+        free(q), free(k), free(v), free(qz), free(qn), free(kz), free(kn), free(vz), free(vn);
+        free(o), free(ob), free(P), free(Pb), free(mr), free(mrb);
     }
 }
 
@@ -618,6 +668,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ssa_forward_matches_inference),
         cmocka_unit_test(test_ssa_bits_forward_matches_floats),
+        cmocka_unit_test(test_bsa_bits_forward_matches_floats),
         cmocka_unit_test(test_bsa_forward_matches_inference),
         cmocka_unit_test(test_ssa_backward_matches_reference),
         cmocka_unit_test(test_bsa_backward_matches_reference),
