@@ -95,6 +95,13 @@ void snn_attn_ssa_head_train_bits(int N, int d, const uint64_t *q, const uint64_
                                   const uint64_t *v, size_t pos, size_t stride, float scale,
                                   float *o, int ldo, float *scores);
 
+/* Spikes of one head from bit planes into a compact tile s [N, d] (row stride d; s holds
+ * N d + 16 floats, the last 16 scratch): s[i d + c] = +1 where bit pos + i stride + c of nz is
+ * set, -1 where neg's is too (neg NULL: binary), else 0. N <= 64, d <= 64 (the bits kernels'
+ * heads). */
+void snn_attn_head_from_bits(int N, int d, const uint64_t *nz, const uint64_t *neg, size_t pos,
+                             size_t stride, float *s);
+
 /* SSA backward: differentiates O = scale (Q K^T) V at the forward's scores A, in float
  * (four single-threaded snn_gemm calls, attention/gemm.h):
  *   dV += scale A^T dO,  dA = scale dO V^T,  dQ += dA K,  dK += dA^T Q.
@@ -102,6 +109,13 @@ void snn_attn_ssa_head_train_bits(int N, int d, const uint64_t *q, const uint64_
 void snn_attn_ssa_head_backward(int N, int d, const float *q, const float *k, const float *v,
                                 int ld, float scale, const float *scores, const float *dout,
                                 int lddo, float *dq, float *dk, float *dv, float *scratch);
+
+/* snn_attn_ssa_head_backward on binary spikes given as bits (the layout of
+ * snn_attn_ssa_head_train_bits), dq, dk, dv at row stride ld: the same values. */
+void snn_attn_ssa_head_backward_bits(int N, int d, const uint64_t *q, const uint64_t *k,
+                                     const uint64_t *v, size_t pos, size_t stride, float scale,
+                                     const float *scores, const float *dout, int lddo,
+                                     float *dq, float *dk, float *dv, int ld, float *scratch);
 
 /* O = scale * (W V) for a row-major W [N, N]: o_ic = scale * (float)(sum_j w_ij v_jc), the sum in
  * double in j order (zero w_ij skipped: they add nothing) and rounded once; v, o at row strides
@@ -135,16 +149,6 @@ void snn_attn_bsa_head_train(int N, int d, const float *q, const float *k, const
                              int shift, snn_shiftmax_round mode, bool smooth, float *o, int ldo,
                              float *p, int32_t *mr, bool frozen_mr);
 
-/* BSA backward with the straight-through rules of spec section 3 (floor is the identity, m_i
- * and r_i are constants), at the forward's P:
- *   dP = dO V^T,  dV += P^T dO,  dz = ln2 P (.) dP,  dA = 2^-shift dz,  dQ += dA K,  dK += dA^T Q.
- * The same function serves both forward modes: it is the exact derivative of the smooth forward
- * with frozen m, r.  dout [N, d] at row stride lddo;  scratch [N * N] (receives dA).
- * Float sums in a fixed order (attention/bsa_train.c), as PyTorch's float32 backward: on finite
- * inputs the result is snn_attn_bsa_head_backward_ref's, bit for bit, for any N and d. */
-void snn_attn_bsa_head_backward(int N, int d, const float *q, const float *k, const float *v,
-                                int ld, int shift, const float *p, const float *dout, int lddo,
-                                float *dq, float *dk, float *dv, float *scratch);
 /* snn_attn_bsa_head_train (normal mode, m and r computed) on spikes given as bits (N <= 64,
  * d <= 64): spike c of token i is bit pos + i stride + c of its bit-plane row (sim/
  * spikebits.h's layout): nonzero where the nz plane's bit is set, -1 where the neg plane's is too
@@ -155,7 +159,27 @@ void snn_attn_bsa_head_train_bits(int N, int d, const uint64_t *q_nz, const uint
                                   snn_shiftmax_round mode, float *o, int ldo, float *p,
                                   int32_t *mr);
 
-/* The definition above term by term, for any N <= SNN_ATTN_BSA_TRAIN_MAX_N and d (the kernel's
+/* BSA backward with the straight-through rules of spec section 3 (floor is the identity, m_i
+ * and r_i are constants), at the forward's P:
+ *   dP = dO V^T,  dV += P^T dO,  dz = ln2 P (.) dP,  dA = 2^-shift dz,  dQ += dA K,  dK += dA^T Q.
+ * The same function serves both forward modes: it is the exact derivative of the smooth forward
+ * with frozen m, r.  dout [N, d] at row stride lddo;  scratch [N * N] (receives dA).
+ * Float sums in a fixed order (attention/bsa_train.c), as PyTorch's float32 backward: on finite
+ * inputs the result is snn_attn_bsa_head_backward_ref's, bit for bit, for any N and d. */
+void snn_attn_bsa_head_backward(int N, int d, const float *q, const float *k, const float *v,
+                                int ld, int shift, const float *p, const float *dout, int lddo,
+                                float *dq, float *dk, float *dv, float *scratch);
+
+/* snn_attn_bsa_head_backward on spikes given as bits (the layout of
+ * snn_attn_bsa_head_train_bits), dq, dk, dv at row stride ld: the same bits. */
+void snn_attn_bsa_head_backward_bits(int N, int d, const uint64_t *q_nz, const uint64_t *q_neg,
+                                     const uint64_t *k_nz, const uint64_t *k_neg,
+                                     const uint64_t *v_nz, size_t pos, size_t stride, int shift,
+                                     const float *p, const float *dout, int lddo, float *dq,
+                                     float *dk, float *dv, int ld, float *scratch);
+
+/* snn_attn_bsa_head_backward's definition term by term, for any N <= SNN_ATTN_BSA_TRAIN_MAX_N
+ * and d (the kernel's
  * path past its fast sizes, and the tests' reference for the fast one). */
 void snn_attn_bsa_head_backward_ref(int N, int d, const float *q, const float *k, const float *v,
                                     int ld, int shift, const float *p, const float *dout,

@@ -366,13 +366,12 @@ void snn_attn_bsa_head_train(int N, int d, const float *q, const float *k, const
     }
 }
 
-/* s[i * d + c] = spike c of token i (N <= FAST_N, d <= FAST_D): +1 where bit pos + i stride + c
- * of nz is set, -1 where neg's is too (neg NULL: binary). Sixteen spikes a vector from lane
- * masks; a row's last vector may run past d into the next row, which is written after it, and
- * the last row's into the tile's padding (s holds N d + 16 floats). */
+/* Sixteen spikes a vector from lane masks; a row's last vector may run past d into the next row,
+ * which is written after it, and the last row's into the tile's padding. */
 typedef int32_t v16i __attribute__((vector_size(64)));
-SNN_WIDE_FN VEC_FN static void unpack_head(int N, int d, const uint64_t *nz, const uint64_t *neg,
-                                           size_t pos, size_t stride, float *s) {
+SNN_WIDE_FN VEC_FN void snn_attn_head_from_bits(int N, int d, const uint64_t *nz,
+                                                const uint64_t *neg, size_t pos, size_t stride,
+                                                float *s) {
     /* lane c takes bit c by a per-lane shift (a compare into a -1/0 vector needs AVX-512DQ,
      * which gcc otherwise emulates lane by lane) */
     const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
@@ -397,9 +396,9 @@ void snn_attn_bsa_head_train_bits(int N, int d, const uint64_t *q_nz, const uint
     /* the head as compact spike tiles [N, d]: the kernel's results do not depend on the row
      * stride, and the tiles stay in L1 where the floats of a whole batch did not */
     float q[FAST_N * FAST_D + 16], k[FAST_N * FAST_D + 16], v[FAST_N * FAST_D + 16];
-    unpack_head(N, d, q_nz, q_neg, pos, stride, q);
-    unpack_head(N, d, k_nz, k_neg, pos, stride, k);
-    unpack_head(N, d, v_nz, NULL, pos, stride, v);
+    snn_attn_head_from_bits(N, d, q_nz, q_neg, pos, stride, q);
+    snn_attn_head_from_bits(N, d, k_nz, k_neg, pos, stride, k);
+    snn_attn_head_from_bits(N, d, v_nz, NULL, pos, stride, v);
     snn_attn_bsa_head_train(N, d, q, k, v, d, shift, mode, false, o, ldo, p, mr, false);
 }
 
@@ -512,15 +511,15 @@ static inline __attribute__((always_inline)) void dv_block16(int NJ, int N, cons
  * 16 columns, dP^T and dA^T rows from the nonzero v_jc, dQ^T rows from the nonzero k_jc, dA =
  * (dA^T)^T into scratch, dK^T rows from the rows of dA and the nonzero q_ic. */
 static inline __attribute__((always_inline)) void
-bsa_backward_body(int N, int d, const float *q, const float *k, const float *v, int ld, int shift,
-                  const float *p, const float *dout, int lddo, float *dq, float *dk, float *dv,
-                  float *scratch, const bool wide) {
+bsa_backward_body(int N, int d, const float *q, const float *k, const float *v, int ldi,
+                  int shift, const float *p, const float *dout, int lddo, float *dq, float *dk,
+                  float *dv, int ld, float *scratch, const bool wide) {
     /* The caller walks the heads of a [N, heads * d] row block in order: the next head's rows
      * are the next d columns of the same rows. Ask for them now (a prefetch reads nothing: no
      * value outside this head's columns is used, and no address is dereferenced). */
     for (int i = 0; i < N; i++) {
-        const long r = (long)i * ld + d;
-        __builtin_prefetch(q + r), __builtin_prefetch(k + r), __builtin_prefetch(v + r);
+        const long r = (long)i * ld + d, ri = (long)i * ldi + d;
+        __builtin_prefetch(q + ri), __builtin_prefetch(k + ri), __builtin_prefetch(v + ri);
         __builtin_prefetch(dq + r, 1), __builtin_prefetch(dk + r, 1), __builtin_prefetch(dv + r, 1);
         __builtin_prefetch(dout + (long)i * lddo + d);
     }
@@ -565,7 +564,7 @@ bsa_backward_body(int N, int d, const float *q, const float *k, const float *v, 
     float dat[FAST_N * FAST_N];
     uint8_t live[FAST_N];
     for (int j = 0; j < N; j++) {
-        const float *vj = v + (long)j * ld;
+        const float *vj = v + (long)j * ldi;
         float *dj = dat + (long)j * N;
         int cs[FAST_D];
         const int nc = snn_nonzero_indices(vj, d, cs);
@@ -593,7 +592,7 @@ bsa_backward_body(int N, int d, const float *q, const float *k, const float *v, 
         for (int t = 0; t < d * N; t++) dqt[t] = 0.0f;
         for (int j = 0; j < N; j++) {
             if (!live[j]) continue;
-            const float *kj = k + (long)j * ld;
+            const float *kj = k + (long)j * ldi;
             const float *dj = dat + (long)j * N;
             int cs[FAST_D];
             const int nc = snn_nonzero_indices(kj, d, cs);
@@ -611,7 +610,7 @@ bsa_backward_body(int N, int d, const float *q, const float *k, const float *v, 
         float dkt[FAST_D * FAST_N];
         for (int t = 0; t < d * N; t++) dkt[t] = 0.0f;
         for (int i = 0; i < N; i++) {
-            const float *qi = q + (long)i * ld;
+            const float *qi = q + (long)i * ldi;
             const float *ai = scratch + (long)i * N;
             int cs[FAST_D];
             const int nc = snn_nonzero_indices(qi, d, cs);
@@ -626,17 +625,33 @@ bsa_backward_body(int N, int d, const float *q, const float *k, const float *v, 
 }
 
 SNN_WIDE_FN VEC_FN static void bsa_backward_wide(int N, int d, const float *q, const float *k,
-                                                 const float *v, int ld, int shift,
+                                                 const float *v, int ldi, int shift,
                                                  const float *p, const float *dout, int lddo,
-                                                 float *dq, float *dk, float *dv, float *scratch) {
-    bsa_backward_body(N, d, q, k, v, ld, shift, p, dout, lddo, dq, dk, dv, scratch, true);
+                                                 float *dq, float *dk, float *dv, int ld,
+                                                 float *scratch) {
+    bsa_backward_body(N, d, q, k, v, ldi, shift, p, dout, lddo, dq, dk, dv, ld, scratch, true);
 }
 SNN_WIDE_FN VEC_FN static void bsa_backward_narrow(int N, int d, const float *q, const float *k,
-                                                   const float *v, int ld, int shift,
+                                                   const float *v, int ldi, int shift,
                                                    const float *p, const float *dout, int lddo,
-                                                   float *dq, float *dk, float *dv,
+                                                   float *dq, float *dk, float *dv, int ld,
                                                    float *scratch) {
-    bsa_backward_body(N, d, q, k, v, ld, shift, p, dout, lddo, dq, dk, dv, scratch, false);
+    bsa_backward_body(N, d, q, k, v, ldi, shift, p, dout, lddo, dq, dk, dv, ld, scratch, false);
+}
+
+void snn_attn_bsa_head_backward_bits(int N, int d, const uint64_t *q_nz, const uint64_t *q_neg,
+                                     const uint64_t *k_nz, const uint64_t *k_neg,
+                                     const uint64_t *v_nz, size_t pos, size_t stride, int shift,
+                                     const float *p, const float *dout, int lddo, float *dq,
+                                     float *dk, float *dv, int ld, float *scratch) {
+    SNN_ASSERT(N >= 0 && N <= FAST_N && d >= 1 && d <= FAST_D && stride >= (size_t)d);
+    float q[FAST_N * FAST_D + 16], k[FAST_N * FAST_D + 16], v[FAST_N * FAST_D + 16];
+    snn_attn_head_from_bits(N, d, q_nz, q_neg, pos, stride, q);
+    snn_attn_head_from_bits(N, d, k_nz, k_neg, pos, stride, k);
+    snn_attn_head_from_bits(N, d, v_nz, NULL, pos, stride, v);
+    (snn_wide_avx512() ? bsa_backward_wide : bsa_backward_narrow)(N, d, q, k, v, d, shift, p,
+                                                                   dout, lddo, dq, dk, dv, ld,
+                                                                   scratch);
 }
 
 void snn_attn_bsa_head_backward(int N, int d, const float *q, const float *k, const float *v,
@@ -646,7 +661,7 @@ void snn_attn_bsa_head_backward(int N, int d, const float *q, const float *k, co
     SNN_ASSERT(d >= 0 && N <= SNN_ATTN_BSA_TRAIN_MAX_N);
     if (N <= FAST_N && d <= FAST_D)
         (snn_wide_avx512() ? bsa_backward_wide : bsa_backward_narrow)(
-            N, d, q, k, v, ld, shift, p, dout, lddo, dq, dk, dv, scratch);
+            N, d, q, k, v, ld, shift, p, dout, lddo, dq, dk, dv, ld, scratch);
     else
         snn_attn_bsa_head_backward_ref(N, d, q, k, v, ld, shift, p, dout, lddo, dq, dk, dv,
                                        scratch);

@@ -326,18 +326,37 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_ssa_head_train(int N, int d, const float *q
     snn_attn_wv_forward(N, d, scores, v, ld, scale, o, ldo);
 }
 
-void snn_attn_ssa_head_backward(int N, int d, const float *q, const float *k, const float *v,
-                                int ld, float scale, const float *scores, const float *dout,
-                                int lddo, float *dq, float *dk, float *dv, float *scratch) {
+/* snn_attn_ssa_head_backward with q, k, v at row stride ldi and dq, dk, dv at ld. */
+static void ssa_backward(int N, int d, const float *q, const float *k, const float *v, int ldi,
+                         float scale, const float *scores, const float *dout, int lddo,
+                         float *dq, float *dk, float *dv, int ld, float *scratch) {
     if (N <= 0 || d <= 0) return;
     /* Four dense float GEMMs, what PyTorch runs (dO, hence dA, is dense: the double sums that
      * skip zeros, as in the forward, found nothing to skip and were 3x slower).
      * forward: o = scale * (A V)
      *   dV += scale A^T dO;  scratch = dA = scale dO V^T */
     snn_gemm(true, false, N, d, N, scale, scores, N, dout, lddo, 1.0f, dv, ld);
-    snn_gemm(false, true, N, N, d, scale, dout, lddo, v, ld, 0.0f, scratch, N);
+    snn_gemm(false, true, N, N, d, scale, dout, lddo, v, ldi, 0.0f, scratch, N);
     /* forward: A = Q K^T
      *   dQ += dA K;  dK += dA^T Q */
-    snn_gemm(false, false, N, d, N, 1.0f, scratch, N, k, ld, 1.0f, dq, ld);
-    snn_gemm(true, false, N, d, N, 1.0f, scratch, N, q, ld, 1.0f, dk, ld);
+    snn_gemm(false, false, N, d, N, 1.0f, scratch, N, k, ldi, 1.0f, dq, ld);
+    snn_gemm(true, false, N, d, N, 1.0f, scratch, N, q, ldi, 1.0f, dk, ld);
+}
+
+void snn_attn_ssa_head_backward(int N, int d, const float *q, const float *k, const float *v,
+                                int ld, float scale, const float *scores, const float *dout,
+                                int lddo, float *dq, float *dk, float *dv, float *scratch) {
+    ssa_backward(N, d, q, k, v, ld, scale, scores, dout, lddo, dq, dk, dv, ld, scratch);
+}
+
+void snn_attn_ssa_head_backward_bits(int N, int d, const uint64_t *q, const uint64_t *k,
+                                     const uint64_t *v, size_t pos, size_t stride, float scale,
+                                     const float *scores, const float *dout, int lddo,
+                                     float *dq, float *dk, float *dv, int ld, float *scratch) {
+    SNN_ASSERT(N >= 0 && N <= FAST_N && d >= 1 && d <= FAST_D && stride >= (size_t)d);
+    float qt[FAST_N * FAST_D + 16], kt[FAST_N * FAST_D + 16], vt[FAST_N * FAST_D + 16];
+    snn_attn_head_from_bits(N, d, q, NULL, pos, stride, qt);
+    snn_attn_head_from_bits(N, d, k, NULL, pos, stride, kt);
+    snn_attn_head_from_bits(N, d, v, NULL, pos, stride, vt);
+    ssa_backward(N, d, qt, kt, vt, d, scale, scores, dout, lddo, dq, dk, dv, ld, scratch);
 }

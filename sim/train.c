@@ -1183,11 +1183,31 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
             if (has_v) zero_head(tr->d_v + off, N, d, D);
             switch (tr->kind) {
             case SNN_ATTN_BSA:
+                if (!sq) { /* bits, as attn_fwd */
+                    const size_t t = (size_t)tb / tr->B, pos = (size_t)(tb % tr->B) * N * D;
+                    const pop_act *pq = &b->pq, *pk = &b->pk;
+                    snn_attn_bsa_head_backward_bits(
+                        N, d, pq->nz + t * pq->ld, pq->neg ? pq->neg + t * pq->ld : NULL,
+                        pk->nz + t * pk->ld, pk->neg ? pk->neg + t * pk->ld : NULL,
+                        b->pv.nz + t * b->pv.ld, pos + (size_t)h * d, (size_t)D, m->shift, att,
+                        tr->d_o + off, D, tr->d_q + off, tr->d_k + off, tr->d_v + off, D,
+                        scratch);
+                    break;
+                }
                 snn_attn_bsa_head_backward(N, d, sq + off, sk + off, sv + off, D,
                                            m->shift, att, tr->d_o + off, D, tr->d_q + off,
                                            tr->d_k + off, tr->d_v + off, scratch);
                 break;
             case SNN_ATTN_SSA:
+                if (!sq) {
+                    const size_t t = (size_t)tb / tr->B, pos = (size_t)(tb % tr->B) * N * D;
+                    snn_attn_ssa_head_backward_bits(
+                        N, d, b->pq.nz + t * b->pq.ld, b->pk.nz + t * b->pk.ld,
+                        b->pv.nz + t * b->pv.ld, pos + (size_t)h * d, (size_t)D, m->ssa_scale,
+                        att, tr->d_o + off, D, tr->d_q + off, tr->d_k + off, tr->d_v + off, D,
+                        scratch);
+                    break;
+                }
                 snn_attn_ssa_head_backward(N, d, sq + off, sk + off, sv + off, D,
                                            m->ssa_scale, att, tr->d_o + off, D, tr->d_q + off,
                                            tr->d_k + off, tr->d_v + off, scratch);
@@ -1559,8 +1579,10 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         const pop_act *pops[3] = {&b->pq, &b->pk, &b->pv};
         const int pop_ids[3] = {mb->pop_q, mb->pop_k, mb->pop_v}, slots[3] = {SP_Q, SP_K, SP_V};
         const float *qkv[3] = {NULL, NULL, NULL};
+        const bool qkv_bits = attn_reads_bits(tr, l); /* the kernels unpack each head */
         for (int j = 0; j < 3; j++)
-            if (lins[j]->weight) qkv[j] = pop_out(tr, pop_ids[j], pops[j], (size_t)D, slots[j]);
+            if (lins[j]->weight && !qkv_bits)
+                qkv[j] = pop_out(tr, pop_ids[j], pops[j], (size_t)D, slots[j]);
         attn_bwd(tr, l, qkv_in.x, qkv[0], qkv[1], qkv[2], d_in);
         float *dsp[3] = {tr->d_q, tr->d_k, tr->d_v};
         for (int j = 0; j < 3; j++) {

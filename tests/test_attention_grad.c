@@ -4,7 +4,7 @@
  * (spec/model.md section 3, research/methods.md 2.1 and 3.3, style.md 3.10).
  *
  *   - forward on spikes == snn_attn_ssa_head / snn_attn_bsa_head bit for bit (ld > d, head offset)
- *   - SSA's and BSA's forwards from bit planes == their forwards from floats, byte for byte
+ *   - SSA's and BSA's forwards and backwards from bit planes == theirs from floats, byte for byte
  *   - backward == a naive double evaluation of the documented formulas (accumulates, stays in
  *     the head's columns)
  *   - finite differences of every q, k, v entry: SSA on real inputs (trilinear: a central
@@ -418,6 +418,66 @@ static void bsa_head_forward(head_bufs *b, trng *r, bool smooth, int shift, doub
                             SNN_SHIFTMAX_ROUND, smooth, b->o, b->lddo, b->w, b->mr, false);
 }
 
+/* The backwards from bits (snn_attn_{ssa,bsa}_head_backward_bits: the head unpacked into
+ * compact tiles) give the float backwards' dq, dk, dv byte for byte, accumulated into 0.5, with
+ * the gradient buffers' columns outside the head untouched; spikes packed as in
+ * test_ssa_bits_forward_matches_floats. */
+static void test_backward_bits_equals_floats(void **state) {
+    (void)state;
+    static const int sizes[][2] = {{1, 1}, {5, 8}, {17, 3}, {16, 16}, {49, 16}, {20, 17}, {64, 64}};
+    for (size_t sz = 0; sz < sizeof sizes / sizeof *sizes; sz++)
+        for (int bsa = 0; bsa < 2; bsa++) {
+            const int N = sizes[sz][0], d = sizes[sz][1];
+            head_bufs hb = hb_new(N, d, 2 * d + 3, d + 1, d + 2);
+            head_bufs *b = &hb;
+            const size_t nm = (size_t)N * b->ld, pos = 11, words = (pos + nm + 63) / 64;
+            uint64_t *qz = malloc(words * 8), *qn = malloc(words * 8), *kz = malloc(words * 8);
+            uint64_t *kn = malloc(words * 8), *vz = malloc(words * 8), *vn = malloc(words * 8);
+            float *g[3] = {malloc(nm * sizeof(float)), malloc(nm * sizeof(float)),
+                           malloc(nm * sizeof(float))};
+            trng r = {(uint64_t)(4000 + sz * 2 + bsa), 0};
+            if (bsa) {
+                bsa_head_forward(b, &r, false, 2, 0.4);
+            } else {
+                fill(&r, b->q, N, b->ld, b->off, d, SPIKE_BINARY, 0.4, 0);
+                fill(&r, b->k, N, b->ld, b->off, d, SPIKE_BINARY, 0.4, 0);
+                fill(&r, b->v, N, b->ld, b->off, d, SPIKE_BINARY, 0.4, 0);
+                fill(&r, b->dout, N, b->lddo, 0, d, REAL, 0, 1.0);
+                snn_attn_ssa_head_train(N, d, b->q + b->off, b->k + b->off, b->v + b->off,
+                                        b->ld, 0.125f, b->o, b->lddo, b->w);
+            }
+            pack_bits(b->q, nm, pos, qz, qn, words), pack_bits(b->k, nm, pos, kz, kn, words);
+            pack_bits(b->v, nm, pos, vz, vn, words);
+            prefill_grads(b);
+            memcpy(g[0], b->dq, nm * sizeof(float)), memcpy(g[1], b->dk, nm * sizeof(float));
+            memcpy(g[2], b->dv, nm * sizeof(float));
+            const size_t at = pos + (size_t)b->off;
+            if (bsa) {
+                snn_attn_bsa_head_backward(N, d, b->q + b->off, b->k + b->off, b->v + b->off,
+                                           b->ld, 2, b->w, b->dout, b->lddo, b->dq + b->off,
+                                           b->dk + b->off, b->dv + b->off, b->scratch);
+                snn_attn_bsa_head_backward_bits(N, d, qz, qn, kz, kn, vz, at, (size_t)b->ld, 2,
+                                                b->w, b->dout, b->lddo, g[0] + b->off,
+                                                g[1] + b->off, g[2] + b->off, b->ld, b->scratch);
+            } else {
+                snn_attn_ssa_head_backward(N, d, b->q + b->off, b->k + b->off, b->v + b->off,
+                                           b->ld, 0.125f, b->w, b->dout, b->lddo,
+                                           b->dq + b->off, b->dk + b->off, b->dv + b->off,
+                                           b->scratch);
+                snn_attn_ssa_head_backward_bits(N, d, qz, kz, vz, at, (size_t)b->ld, 0.125f, b->w,
+                                                b->dout, b->lddo, g[0] + b->off, g[1] + b->off,
+                                                g[2] + b->off, b->ld, b->scratch);
+            }
+            assert_memory_equal(b->dq, g[0], nm * sizeof(float));
+            assert_memory_equal(b->dk, g[1], nm * sizeof(float));
+            assert_memory_equal(b->dv, g[2], nm * sizeof(float));
+            free(qz), free(qn), free(kz), free(kn), free(vz), free(vn);
+            free(g[0]), free(g[1]), free(g[2]);
+            hb_free(&hb);
+        }
+}
+
+
 static void test_bsa_backward_matches_reference(void **state) {
     (void)state;
     for (int sz = 0; sz < N_SIZES; sz++) {
@@ -672,6 +732,7 @@ int main(void) {
         cmocka_unit_test(test_bsa_forward_matches_inference),
         cmocka_unit_test(test_ssa_backward_matches_reference),
         cmocka_unit_test(test_bsa_backward_matches_reference),
+        cmocka_unit_test(test_backward_bits_equals_floats),
         cmocka_unit_test(test_bsa_backward_fast_equals_ref),
         cmocka_unit_test(test_ssa_finite_differences),
         cmocka_unit_test(test_bsa_smooth_finite_differences),
