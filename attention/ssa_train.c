@@ -97,6 +97,19 @@ typedef int32_t v16i __attribute__((vector_size(4 * VW)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef int32_t v8ia __attribute__((vector_size(32), may_alias)); /* halves of a v16i */
 typedef uint32_t v16u __attribute__((vector_size(4 * VW)));
+typedef float v16f __attribute__((vector_size(4 * VW)));
+
+/* A row of integer scores a (as vectors av, as int32 as) into floats si [N]: whole vectors, then
+ * the tail one by one (a copy loop of N floats became rep movs). */
+static inline __attribute__((always_inline)) void scores_row(float *si, const v16i *av,
+                                                             const int32_t *as, int N) {
+    int j = 0;
+    for (; j + VW <= N; j += VW) {
+        const v16f f = __builtin_convertvector(av[j / VW], v16f);
+        memcpy(si + j, &f, sizeof f);
+    }
+    for (; j < N; j++) si[j] = (float)as[j];
+}
 
 /* The forward on spikes (N <= FAST_N, d <= FAST_D): A and A V are integers of magnitude at most
  * d and N d, summed here in int32 vectors, branch-free. The double sums of snn_attn_gram and
@@ -116,7 +129,6 @@ static inline __attribute__((always_inline)) bool ssa_forward_spikes(
     v16i vp[FAST_N], vn[FAST_N];       /* narrow: V's rows as masks, -1 where v_jc = 1 (vp) or
                                         * -1 (vn), channels >= d zero */
     int32_t vt[FAST_N * FAST_D];       /* otherwise: V, row stride d */
-    typedef float v16f __attribute__((vector_size(4 * VW)));
     for (int c = 0; c < d; c++) /* every word: the 8-lane sums below add all of them */
         for (int w = 0; w < FAST_N / VW; w++) kt[c][w] = (v16i){0};
     for (int j = 0; j < N; j++) {
@@ -165,14 +177,8 @@ static inline __attribute__((always_inline)) bool ssa_forward_spikes(
             const v8i h[8] = {r0, r1, r2, r3, r4, r5, r6, r7};
             memcpy(a.s, h, sizeof h);
         }
-        /* whole vectors, then the tail one by one (a copy loop of N floats became rep movs) */
-        float *si = scores + (long)i * N;
-        int j = 0;
-        for (; j + VW <= N; j += VW) {
-            const v16f f = __builtin_convertvector(a.v[j / VW], v16f);
-            memcpy(si + j, &f, sizeof f);
-        }
-        for (; j < N; j++) si[j] = (float)a.s[j];
+        scores_row(scores + (long)i * N, a.v, a.s, N);
+        int j;
         float *oi = o + (long)i * ldo;
         if (narrow && !wide) { /* as below, in two 8-lane halves */
             v8i lo = {0}, hi = {0};
@@ -230,7 +236,6 @@ static inline __attribute__((always_inline)) void ssa_forward_bits(
     size_t stride, float scale, float *o, int ldo, float *scores) {
     const int nv = (N + VW - 1) / VW;
     const bool narrow = d <= VW;
-    typedef float v16f __attribute__((vector_size(4 * VW)));
     const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     uint64_t kb[FAST_N], vb[FAST_N];
     for (int j = 0; j < N; j++) {
@@ -258,13 +263,8 @@ static inline __attribute__((always_inline)) void ssa_forward_bits(
             const int c = __builtin_ctzll(m);
             for (int w = 0; w < nv; w++) a.v[w] += kt[c][w];
         }
-        float *si = scores + (long)i * N;
-        int j = 0;
-        for (; j + VW <= N; j += VW) {
-            const v16f f = __builtin_convertvector(a.v[j / VW], v16f);
-            memcpy(si + j, &f, sizeof f);
-        }
-        for (; j < N; j++) si[j] = (float)a.s[j];
+        scores_row(scores + (long)i * N, a.v, a.s, N);
+        int j;
         float *oi = o + (long)i * ldo;
         if (narrow) { /* (A V)_i = sum_j A_ij V_j: A_ij under V_j's lane mask */
             v16i acc0 = {0}, acc1 = {0}; /* integer sums: any grouping is exact */

@@ -152,16 +152,20 @@ static void pack_bits(const float *m, size_t nm, size_t pos, uint64_t *nz, uint6
     }
 }
 
+/* Heads of the bits kernels' tests: within their limits (N, d <= 64), with d past 16 (SSA's
+ * lane-mask path) and past 32 (the high half of the keys' words). */
+static const int BITS_SIZES[][2] = {{1, 1},   {2, 3},   {5, 8},   {17, 3}, {16, 16},
+                                    {49, 16}, {20, 17}, {30, 33}, {64, 64}};
+enum { N_BITS_SIZES = sizeof BITS_SIZES / sizeof BITS_SIZES[0] };
+
 /* The forward from bits (snn_attn_ssa_head_train_bits) gives the float forward's o and scores
  * byte for byte: the spikes packed into bit-plane rows starting at bit 37 (fields straddle
- * words), ld bits per token, every bit outside the head set (as other heads' spikes would be);
- * d past 16 (the lane-mask path's width) and past 32 (the high half of the keys' words) too. */
+ * words), ld bits per token, every bit outside the head set (as other heads' spikes would be),
+ * over BITS_SIZES. */
 static void test_ssa_bits_forward_matches_floats(void **state) {
     (void)state;
-    static const int sizes[][2] = {{1, 1},   {2, 3},   {5, 8},   {17, 3},  {16, 16},
-                                   {49, 16}, {20, 17}, {30, 33}, {64, 64}};
-    for (size_t sz = 0; sz < sizeof sizes / sizeof *sizes; sz++) {
-        const int N = sizes[sz][0], d = sizes[sz][1];
+    for (int sz = 0; sz < N_BITS_SIZES; sz++) {
+        const int N = BITS_SIZES[sz][0], d = BITS_SIZES[sz][1];
         const int ld = 3 * d + 1, off = d, ldo = d + 2;
         const size_t nm = (size_t)N * ld, pos = 37;
         const size_t words = (pos + nm + 63) / 64;
@@ -192,13 +196,11 @@ static void test_ssa_bits_forward_matches_floats(void **state) {
 
 /* BSA's forward from bits (snn_attn_bsa_head_train_bits: ternary q, k in two planes each, v
  * binary) gives the float forward's o, P, m and r byte for byte, packed as in the SSA test
- * above, over shifts and both rounding modes. */
+ * above, over BITS_SIZES, shifts and both rounding modes. */
 static void test_bsa_bits_forward_matches_floats(void **state) {
     (void)state;
-    static const int sizes[][2] = {{1, 1},   {2, 3},   {5, 8},   {17, 3},  {16, 16},
-                                   {49, 16}, {20, 17}, {30, 33}, {64, 64}};
-    for (size_t sz = 0; sz < sizeof sizes / sizeof *sizes; sz++) {
-        const int N = sizes[sz][0], d = sizes[sz][1];
+    for (int sz = 0; sz < N_BITS_SIZES; sz++) {
+        const int N = BITS_SIZES[sz][0], d = BITS_SIZES[sz][1];
         const int ld = 2 * d + 3, off = d + 1, ldo = d + 1;
         const size_t nm = (size_t)N * ld, nn = (size_t)N * N, pos = 29;
         const size_t words = (pos + nm + 63) / 64;
