@@ -179,8 +179,7 @@ void snn_attn_bsa_head_backward_bits(int N, int d, const uint64_t *q_nz, const u
                                      float *dk, float *dv, int ld, float *scratch);
 
 /* snn_attn_bsa_head_backward's definition term by term, for any N <= SNN_ATTN_BSA_TRAIN_MAX_N
- * and d (the kernel's
- * path past its fast sizes, and the tests' reference for the fast one). */
+ * and d (the kernel's path past its fast sizes, and the tests' reference for the fast one). */
 void snn_attn_bsa_head_backward_ref(int N, int d, const float *q, const float *k, const float *v,
                                     int ld, int shift, const float *p, const float *dout,
                                     int lddo, float *dq, float *dk, float *dv, float *scratch);

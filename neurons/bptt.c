@@ -134,14 +134,7 @@ INLINE_VEC void fwd_tile(const charge_mode mode, const bool bipolar, const bool 
         const size_t row = (size_t)t * ld;
         float *st = o->s ? o->s + row : sb;
         const float *xt = x + row;
-        if (norm && af->xhat) { /* BatchNorm's normalisation, stored, then its output */
-            float *restrict xh = af->xhat + row + i0;
-            for (size_t i = 0; i < cn; i++) {
-                xh[i] = (xt[i] - mu[i]) * rs[i];
-                xa[i] = g[i] * xh[i] + b[i];
-            }
-            xt = xa;
-        } else if (norm) { /* the same operations, nothing stored */
+        if (norm) { /* BatchNorm's normalisation, then its output */
             for (size_t i = 0; i < cn; i++) {
                 const float xh = (xt[i] - mu[i]) * rs[i];
                 xa[i] = g[i] * xh + b[i];
@@ -307,7 +300,6 @@ void snn_neuron_forward_seq_bits(const snn_neuron_params *p, int T, size_t n, si
     SNN_ASSERT(T <= 1 || snn_bits_words(n) <= wld);
     SNN_ASSERT(!af || (af->gamma && af->beta && af->width > 0));
     SNN_ASSERT(!af || (af->mean != NULL) == (af->rstd != NULL));
-    SNN_ASSERT(!af || !af->xhat || (af->mean && af->xhat != x));
     const spike_out out = {s, nz, neg, wld};
     forward_fast(p, T, n, ld, x, af, &out, h);
 }
@@ -384,10 +376,8 @@ SNN_WIDE_FN SNN_VEC_FN static void backward_fast(const snn_neuron_params *p, int
         float gh[TILE], gp[TILE], gn[TILE], sb[TILE];
         for (size_t i = 0; i < cn; i++) gh[i] = 0.0f;
         if (rc) { /* the forward's operations on its input x: its H, bit for bit */
-            const snn_neuron_affine map = {rc->gamma, rc->beta, rc->width, rc->c0, rc->mean,
-                                           rc->rstd, NULL};
             const spike_out none = {NULL, NULL, NULL, 0};
-            fwd_tile_of(p, T, cn, ld, x + i0, &map, i0, &none, hr, tile);
+            fwd_tile_of(p, T, cn, ld, x + i0, rc, i0, &none, hr, tile);
         }
         if (i0 + tile < n) {
             const size_t nn = n - i0 - tile < tile ? n - i0 - tile : tile;

@@ -122,12 +122,11 @@ void snn_neuron_forward_seq(const snn_neuron_params *p, int T, size_t n, size_t 
  * input, bit for bit), c = (c0 + i) % width. With mean and rstd, x is BatchNorm's input instead:
  * the neuron first normalises it, xhat = (x - mean[c]) rstd[c] (float, BatchNorm's operations),
  * and charges with gamma[c] xhat + beta[c]: BatchNorm's normalisation pass done while the
- * neurons read x; with xhat too, it also stores xhat at x's place in xhat [T, ld]. */
+ * neurons read x (BatchNorm's backward normalises x again: nothing is stored). */
 typedef struct snn_neuron_affine {
     const float *gamma, *beta; /* [width] */
     size_t width, c0;
     const float *mean, *rstd;  /* [width], or both NULL: x is already normalised */
-    float *xhat;               /* [T, ld] as x, or NULL: xhat is not stored (needs mean) */
 } snn_neuron_affine;
 
 /* snn_neuron_forward_seq (normal mode) that also writes the spikes as bit planes (sim/
@@ -177,8 +176,8 @@ void snn_neuron_backward_seq_into(const snn_neuron_params *p, int T, size_t n, s
 /* snn_neuron_backward_seq (acc) or _into (!acc), without dtau, of a normal-mode forward that
  * read its input x [T, ld] through af (snn_neuron_forward_seq_bits): H is not read but
  * recomputed, tile by tile, by the forward's own operations on x and af (the forward's bits),
- * so that forward need not store h. af->xhat is not read or written: a forward that stored
- * xhat may be given here as x = xhat with af's mean and rstd NULL, or as its own x and af.
+ * so that forward need not store h. A normalising map's xhat may be given instead, as x with
+ * af's mean and rstd NULL (the same bits: the map's first step is that normalisation).
  * T <= SNN_NEURON_RECOMPUTE_MAX_T. */
 void snn_neuron_backward_seq_affine(const snn_neuron_params *p, int T, size_t n, size_t ld,
                                     const float *x, const snn_neuron_affine *af,

@@ -162,8 +162,7 @@ size_t snn_linear_bwd_scratch_floats(int M, int in, int out);
  * exactly PyTorch's rule (momentum 0.1, eps 1e-5 in spikesim). Statistics in double, two
  * passes, rows in order. Requires M >= 2 (PyTorch refuses M == 1 in training too).
  *   y, xhat, x [M, C]   mean, rstd [C] (batch statistics, outputs; kept for the backward); y
- *                       may be NULL when the caller applies gamma, beta itself (a neuron
- *                       population reading xhat: snn_neuron_affine)
+ *                       may be NULL when the caller applies gamma, beta itself
  *   gamma, beta [C]     running_mean, running_var [C], updated in place; both NULL = do not
  *                       track (e.g. for gradient checks) */
 void snn_bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const float *x,
@@ -186,7 +185,7 @@ size_t snn_bn_sums_doubles(int C);
  * snn_linear_fwd_sums gathered while it wrote x: the same bits, without the statistics' pass
  * over x. xhat NULL: y alone (see snn_bn_train_bwd_x); xhat and y NULL: the statistics alone
  * (mean, rstd, running statistics), for a caller that normalises x itself (a population's
- * snn_neuron_affine with xhat). */
+ * snn_neuron_affine with mean and rstd). */
 void snn_bn_train_fwd_sums(float *y, float *xhat, float *mean, float *rstd, const float *x,
                            const float *gamma, const float *beta, float *running_mean,
                            float *running_var, int M, long M_batch, int C, float momentum,

@@ -310,8 +310,7 @@ static void plan_pop(const snn_trainer *tr, planner *p, pop_act *a, int pop, siz
 static void plan_pop_bn(const snn_trainer *tr, planner *p, pop_act *a, int pop, size_t width,
                         const lin_act *la, const snn_linear *lin) {
     a->recompute = pop >= 0 && la->fused && !tr->smooth && tr->T <= SNN_NEURON_RECOMPUTE_MAX_T;
-    a->rc = (snn_neuron_affine){lin->bn_w, lin->bn_b, (size_t)lin->out, 0, la->mean, la->rstd,
-                                NULL};
+    a->rc = (snn_neuron_affine){lin->bn_w, lin->bn_b, (size_t)lin->out, 0, la->mean, la->rstd};
     a->rc_x = la->x;
     plan_pop(tr, p, a, pop, width);
 }
@@ -587,7 +586,7 @@ static const float *bn_out(const snn_trainer *tr, const snn_linear *lin, const l
     *afp = NULL;
     if (!a->fused) return a->z;
     if (tr->eval) return bn_eval_out(a);
-    *af = (snn_neuron_affine){lin->bn_w, lin->bn_b, (size_t)lin->out, 0, a->mean, a->rstd, NULL};
+    *af = (snn_neuron_affine){lin->bn_w, lin->bn_b, (size_t)lin->out, 0, a->mean, a->rstd};
     *afp = af;
     return a->x;
 }

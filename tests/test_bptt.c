@@ -151,8 +151,7 @@ static void test_forward_seq_matches_step(void **state) {
  * past the row untouched (wld > the row's words). Sizes: whole and partial words and tiles.
  * With an affine input (width 48 from channel 5: tiles start mid-row) it equals the forward on
  * gamma[c] x + beta[c] computed beforehand, as BatchNorm writes it; with a normalising one, the
- * forward on gamma[c] ((x - mean[c]) rstd[c]) + beta[c], and it writes that xhat, byte for
- * byte. */
+ * forward on gamma[c] ((x - mean[c]) rstd[c]) + beta[c], byte for byte. */
 static void test_forward_seq_bits_matches_floats(void **state) {
     (void)state;
     ncfg cfg[N_CONFIGS];
@@ -178,10 +177,9 @@ static void test_forward_seq_bits_matches_floats(void **state) {
                 mean[w] = trng_range(&r, -0.2, 0.2);
                 rstd[w] = trng_range(&r, 0.7, 1.4);
             }
-            float *xh = malloc(T * ld * sizeof *xh), *xh2 = malloc(T * ld * sizeof *xh2);
-            float *xzn = malloc(T * ld * sizeof *xzn);
-            const snn_neuron_affine af = {gamma, beta, W, C0, NULL, NULL, NULL};
-            const snn_neuron_affine afn = {gamma, beta, W, C0, mean, rstd, xh2};
+            float *xh = malloc(T * ld * sizeof *xh), *xzn = malloc(T * ld * sizeof *xzn);
+            const snn_neuron_affine af = {gamma, beta, W, C0, NULL, NULL};
+            const snn_neuron_affine afn = {gamma, beta, W, C0, mean, rstd};
             for (size_t t = 0; t < T; t++)
                 for (size_t i = 0; i < n; i++) {
                     const size_t ch = (C0 + i) % W, e = t * ld + i;
@@ -189,8 +187,7 @@ static void test_forward_seq_bits_matches_floats(void **state) {
                     xh[e] = (x[e] - mean[ch]) * rstd[ch]; /* as BatchNorm normalises */
                     xzn[e] = gamma[ch] * xh[e] + beta[ch];
                 }
-            /* variants: bits only; with floats; affine input; normalising affine input (it
-             * also writes xhat, compared below) */
+            /* variants: bits only; with floats; affine input; normalising affine input */
             for (int variant = 0; variant < 4; variant++) {
                 const bool with_floats = variant == 1, affine = variant == 2, norm = variant == 3;
                 memset(nz, 0xAB, sizeof nz), memset(neg, 0xAB, sizeof neg);
@@ -201,7 +198,6 @@ static void test_forward_seq_bits_matches_floats(void **state) {
                 for (int t = 0; t < T; t++) {
                     const size_t row = (size_t)t * ld;
                     assert_memory_equal(h + row, h2 + row, n * sizeof *h);
-                    if (norm) assert_memory_equal(xh + row, xh2 + row, n * sizeof *xh);
                     if (with_floats) assert_memory_equal(s + row, s2 + row, n * sizeof *s);
                     for (size_t w = 0; w < WLD; w++) {
                         uint64_t want_nz = 0, want_neg = 0;
@@ -216,7 +212,7 @@ static void test_forward_seq_bits_matches_floats(void **state) {
                     }
                 }
             }
-            free(x), free(s), free(h), free(s2), free(h2), free(xz), free(xh), free(xh2);
+            free(x), free(s), free(h), free(s2), free(h2), free(xz), free(xh);
             free(xzn);
         }
     }
@@ -561,14 +557,13 @@ static void test_backward_into_equals_accumulating_into_zeros(void **state) {
 }
 
 /* A forward through a normalising affine input that stores no H, then the backward that
- * recomputes H (snn_neuron_backward_seq_affine) from the stored xhat (map without statistics)
- * or from the raw input (the forward's own map, normalising again), gives the stored-H
- * backward's dx byte for byte, accumulating and writing, for every configuration (PLIF's tau 3
- * included; with and without detach_reset, where gamma reads H): n = 300 over
+ * recomputes H (snn_neuron_backward_seq_affine) from the raw input (the forward's own map,
+ * normalising again) or from xhat as BatchNorm normalises (a map without statistics), gives
+ * the stored-H backward's dx byte for byte, accumulating and writing, for every configuration
+ * (PLIF's tau 3 included; with and without detach_reset, where gamma reads H): n = 300 over
  * two tiles, width 48 from channel 5 (tiles start mid-row), T = 5, T = 100 (tiles of 160
  * neurons: H [T, tile] must fit the stack buffer) and T at the limit (16 neurons). The
- * forward's xhat, spikes and H are the same with and without h, and its spikes with and
- * without storing xhat. */
+ * forward's spikes are the same with and without h. */
 static void test_backward_recomputing_h_equals_stored(void **state) {
     (void)state;
     ncfg cfg[2 * N_CONFIGS];
@@ -579,7 +574,7 @@ static void test_backward_recomputing_h_equals_stored(void **state) {
         const int T = Ts[ti];
         const size_t tot = (size_t)T * LD;
         float *x = malloc(tot * sizeof *x), *h = malloc(tot * sizeof *h);
-        float *xh = malloc(tot * sizeof *xh), *xh2 = malloc(tot * sizeof *xh2);
+        float *xh = malloc(tot * sizeof *xh);
         float *ds = malloc(tot * sizeof *ds), *dx1 = malloc(tot * sizeof *dx1);
         float *dx2 = malloc(tot * sizeof *dx2);
         uint64_t *nz = malloc((size_t)T * WLD * 8), *nz2 = malloc((size_t)T * WLD * 8);
@@ -598,22 +593,18 @@ static void test_backward_recomputing_h_equals_stored(void **state) {
                 x[e] = draw_x(&rg, p);
                 ds[e] = e % 7 == 0 ? -0.0f : trng_range(&rg, -1.0, 1.0);
             }
-            const snn_neuron_affine af = {gamma, beta, W, C0, mean, rstd, xh};
-            const snn_neuron_affine af2 = {gamma, beta, W, C0, mean, rstd, xh2};
-            /* the recomputing backward's maps: of the stored xhat, of the raw input */
-            const snn_neuron_affine of_xhat = {gamma, beta, W, C0, NULL, NULL, NULL};
-            const snn_neuron_affine of_x = {gamma, beta, W, C0, mean, rstd, NULL};
+            /* the forward's map, and the recompute's map of xhat [T, LD] */
+            const snn_neuron_affine of_x = {gamma, beta, W, C0, mean, rstd};
+            const snn_neuron_affine of_xhat = {gamma, beta, W, C0, NULL, NULL};
+            for (int t = 0; t < T; t++)
+                for (int i = 0; i < NN; i++) {
+                    const size_t e = (size_t)t * LD + (size_t)i, ch = (C0 + (size_t)i) % W;
+                    xh[e] = (x[e] - mean[ch]) * rstd[ch]; /* as BatchNorm normalises */
+                }
             memset(nz2, 0, (size_t)T * WLD * 8), memset(ng2, 0, (size_t)T * WLD * 8);
             memset(nz, 0, (size_t)T * WLD * 8), memset(ng, 0, (size_t)T * WLD * 8);
-            snn_neuron_forward_seq_bits(p, T, NN, LD, x, &af, NULL, nz, p->bipolar ? ng : NULL,
+            snn_neuron_forward_seq_bits(p, T, NN, LD, x, &of_x, NULL, nz, p->bipolar ? ng : NULL,
                                         WLD, h);
-            snn_neuron_forward_seq_bits(p, T, NN, LD, x, &af2, NULL, nz2,
-                                        p->bipolar ? ng2 : NULL, WLD, NULL);
-            for (int t = 0; t < T; t++)
-                assert_memory_equal(xh + (size_t)t * LD, xh2 + (size_t)t * LD, NN * sizeof *xh);
-            assert_memory_equal(nz, nz2, (size_t)T * WLD * 8);
-            assert_memory_equal(ng, ng2, (size_t)T * WLD * 8);
-            memset(nz2, 0, (size_t)T * WLD * 8), memset(ng2, 0, (size_t)T * WLD * 8);
             snn_neuron_forward_seq_bits(p, T, NN, LD, x, &of_x, NULL, nz2,
                                         p->bipolar ? ng2 : NULL, WLD, NULL);
             assert_memory_equal(nz, nz2, (size_t)T * WLD * 8);
@@ -624,7 +615,7 @@ static void test_backward_recomputing_h_equals_stored(void **state) {
                     for (size_t e = 0; e < tot; e++) dx1[e] = dx2[e] = acc ? 0.5f : NAN;
                     (acc ? snn_neuron_backward_seq : snn_neuron_backward_seq_into)(
                         p, T, NN, LD, NULL, h, ds, dx1, NULL);
-                    snn_neuron_backward_seq_affine(p, T, NN, LD, raw ? x : xh2,
+                    snn_neuron_backward_seq_affine(p, T, NN, LD, raw ? x : xh,
                                                    raw ? &of_x : &of_xhat, ds, dx2, acc);
                     for (int t = 0; t < T; t++)
                         if (memcmp(dx1 + (size_t)t * LD, dx2 + (size_t)t * LD,
@@ -635,7 +626,7 @@ static void test_backward_recomputing_h_equals_stored(void **state) {
                                      raw ? "x" : "xhat", t);
                 }
         }
-        free(x), free(h), free(xh), free(xh2), free(ds), free(dx1), free(dx2);
+        free(x), free(h), free(xh), free(ds), free(dx1), free(dx2);
         free(nz), free(nz2), free(ng), free(ng2);
     }
 }
