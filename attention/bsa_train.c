@@ -43,6 +43,9 @@
  *     bits), laid out for contiguous inner loops (see bsa_backward_fast).
  *   Both ask for the next head's rows (prefetch; the caller walks the heads of a row block in
  *   order), since the activations of a whole batch do not stay in cache between the passes.
+ * From bit planes (the _bits entry points, the trainer's path): the head's spikes unpacked into
+ * compact [N, d] tiles on the stack (snn_attn_head_from_bits, which SSA's backward uses too),
+ * then the kernels above on them: their results do not depend on the input's row stride.
  *
  * Pure numerics: no I/O, no allocation (fixed stack buffers), no static state.
  */

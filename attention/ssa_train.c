@@ -20,6 +20,11 @@
  * contiguous inner dimensions (channels); channels are processed in blocks of CBLK with a double
  * accumulator row on the stack, so there is no limit on d.
  *
+ * From bit planes (the _bits entry points, the trainer's path; N, d <= 64): the forward builds
+ * K^T's rows and V's lane masks from the words themselves (ssa_forward_bits: the same integer
+ * sums); the backward unpacks the head into compact tiles (snn_attn_head_from_bits) for its
+ * GEMMs.
+ *
  * Pure numerics: no I/O, no allocation, no static state.
  */
 #include "attention/attention.h"
