@@ -87,13 +87,19 @@ void snn_attn_bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int
 void snn_attn_ssa_head_train(int N, int d, const float *q, const float *k, const float *v, int ld,
                              float scale, float *o, int ldo, float *scores);
 
-/* snn_attn_ssa_head_train on binary spikes given as bits (N <= 64, d <= 64): spike c of token
- * i of q, k and v is bit pos + i stride + c of its bit-plane row (sim/spikebits.h's layout:
- * bit b of word b / 64). The same o and scores, bit for bit, as snn_attn_ssa_head_train on the
- * spikes as floats. */
-void snn_attn_ssa_head_train_bits(int N, int d, const uint64_t *q, const uint64_t *k,
-                                  const uint64_t *v, size_t pos, size_t stride, float scale,
-                                  float *o, int ldo, float *scores);
+/* One head's q, k and v spikes in bit planes (sim/spikebits.h's layout: bit b in word b / 64):
+ * spike c of token i is bit pos + i stride + c of its plane's row, nonzero where the nz plane's
+ * bit is set, -1 where the neg plane's is too (neg NULL: binary; v is always binary). The heads
+ * of the _bits kernels below have N <= 64 and d <= 64. */
+typedef struct snn_head_bits {
+    const uint64_t *q_nz, *q_neg, *k_nz, *k_neg, *v_nz;
+    size_t pos, stride;
+} snn_head_bits;
+
+/* snn_attn_ssa_head_train on binary spikes given as bits (q_neg, k_neg NULL): the same o and
+ * scores, bit for bit, as on the spikes as floats. */
+void snn_attn_ssa_head_train_bits(int N, int d, const snn_head_bits *hb, float scale, float *o,
+                                  int ldo, float *scores);
 
 /* Spikes of one head from bit planes into a compact tile s [N, d] (row stride d; s holds
  * N d + 16 floats, the last 16 scratch): s[i d + c] = +1 where bit pos + i stride + c of nz is
@@ -110,10 +116,9 @@ void snn_attn_ssa_head_backward(int N, int d, const float *q, const float *k, co
                                 int ld, float scale, const float *scores, const float *dout,
                                 int lddo, float *dq, float *dk, float *dv, float *scratch);
 
-/* snn_attn_ssa_head_backward on binary spikes given as bits (the layout of
- * snn_attn_ssa_head_train_bits), dq, dk, dv at row stride ld: the same values. */
-void snn_attn_ssa_head_backward_bits(int N, int d, const uint64_t *q, const uint64_t *k,
-                                     const uint64_t *v, size_t pos, size_t stride, float scale,
+/* snn_attn_ssa_head_backward on binary spikes given as bits, dq, dk, dv at row stride ld: the
+ * same values. */
+void snn_attn_ssa_head_backward_bits(int N, int d, const snn_head_bits *hb, float scale,
                                      const float *scores, const float *dout, int lddo,
                                      float *dq, float *dk, float *dv, int ld, float *scratch);
 
@@ -149,13 +154,9 @@ void snn_attn_bsa_head_train(int N, int d, const float *q, const float *k, const
                              int shift, snn_shiftmax_round mode, bool smooth, float *o, int ldo,
                              float *p, int32_t *mr, bool frozen_mr);
 
-/* snn_attn_bsa_head_train (normal mode, m and r computed) on spikes given as bits (N <= 64,
- * d <= 64): spike c of token i is bit pos + i stride + c of its bit-plane row (sim/
- * spikebits.h's layout): nonzero where the nz plane's bit is set, -1 where the neg plane's is too
- * (v binary). The same o, p and mr, bit for bit, as on the spikes as floats. */
-void snn_attn_bsa_head_train_bits(int N, int d, const uint64_t *q_nz, const uint64_t *q_neg,
-                                  const uint64_t *k_nz, const uint64_t *k_neg,
-                                  const uint64_t *v_nz, size_t pos, size_t stride, int shift,
+/* snn_attn_bsa_head_train (normal mode, m and r computed) on spikes given as bits: the same o,
+ * p and mr, bit for bit, as on the spikes as floats. */
+void snn_attn_bsa_head_train_bits(int N, int d, const snn_head_bits *hb, int shift,
                                   snn_shiftmax_round mode, float *o, int ldo, float *p,
                                   int32_t *mr);
 
@@ -170,11 +171,9 @@ void snn_attn_bsa_head_backward(int N, int d, const float *q, const float *k, co
                                 int ld, int shift, const float *p, const float *dout, int lddo,
                                 float *dq, float *dk, float *dv, float *scratch);
 
-/* snn_attn_bsa_head_backward on spikes given as bits (the layout of
- * snn_attn_bsa_head_train_bits), dq, dk, dv at row stride ld: the same bits. */
-void snn_attn_bsa_head_backward_bits(int N, int d, const uint64_t *q_nz, const uint64_t *q_neg,
-                                     const uint64_t *k_nz, const uint64_t *k_neg,
-                                     const uint64_t *v_nz, size_t pos, size_t stride, int shift,
+/* snn_attn_bsa_head_backward on spikes given as bits, dq, dk, dv at row stride ld: the same
+ * bits. */
+void snn_attn_bsa_head_backward_bits(int N, int d, const snn_head_bits *hb, int shift,
                                      const float *p, const float *dout, int lddo, float *dq,
                                      float *dk, float *dv, int ld, float *scratch);
 

@@ -390,18 +390,21 @@ SNN_WIDE_FN VEC_FN void snn_attn_head_from_bits(int N, int d, const uint64_t *nz
     }
 }
 
-void snn_attn_bsa_head_train_bits(int N, int d, const uint64_t *q_nz, const uint64_t *q_neg,
-                                  const uint64_t *k_nz, const uint64_t *k_neg,
-                                  const uint64_t *v_nz, size_t pos, size_t stride, int shift,
+/* q, k, v [N, d] compact tiles (FAST_N FAST_D + 16 floats each) of hb's head. */
+static void head_tiles(int N, int d, const snn_head_bits *hb, float *q, float *k, float *v) {
+    SNN_ASSERT(N >= 0 && N <= FAST_N && d >= 1 && d <= FAST_D && hb->stride >= (size_t)d);
+    snn_attn_head_from_bits(N, d, hb->q_nz, hb->q_neg, hb->pos, hb->stride, q);
+    snn_attn_head_from_bits(N, d, hb->k_nz, hb->k_neg, hb->pos, hb->stride, k);
+    snn_attn_head_from_bits(N, d, hb->v_nz, NULL, hb->pos, hb->stride, v);
+}
+
+void snn_attn_bsa_head_train_bits(int N, int d, const snn_head_bits *hb, int shift,
                                   snn_shiftmax_round mode, float *o, int ldo, float *p,
                                   int32_t *mr) {
-    SNN_ASSERT(N >= 0 && N <= FAST_N && d >= 1 && d <= FAST_D && stride >= (size_t)d);
     /* the head as compact spike tiles [N, d]: the kernel's results do not depend on the row
      * stride, and the tiles stay in L1 where the floats of a whole batch did not */
     float q[FAST_N * FAST_D + 16], k[FAST_N * FAST_D + 16], v[FAST_N * FAST_D + 16];
-    snn_attn_head_from_bits(N, d, q_nz, q_neg, pos, stride, q);
-    snn_attn_head_from_bits(N, d, k_nz, k_neg, pos, stride, k);
-    snn_attn_head_from_bits(N, d, v_nz, NULL, pos, stride, v);
+    head_tiles(N, d, hb, q, k, v);
     snn_attn_bsa_head_train(N, d, q, k, v, d, shift, mode, false, o, ldo, p, mr, false);
 }
 
@@ -642,16 +645,11 @@ SNN_WIDE_FN VEC_FN static void bsa_backward_narrow(int N, int d, const float *q,
     bsa_backward_body(N, d, q, k, v, ldi, shift, p, dout, lddo, dq, dk, dv, ld, scratch, false);
 }
 
-void snn_attn_bsa_head_backward_bits(int N, int d, const uint64_t *q_nz, const uint64_t *q_neg,
-                                     const uint64_t *k_nz, const uint64_t *k_neg,
-                                     const uint64_t *v_nz, size_t pos, size_t stride, int shift,
+void snn_attn_bsa_head_backward_bits(int N, int d, const snn_head_bits *hb, int shift,
                                      const float *p, const float *dout, int lddo, float *dq,
                                      float *dk, float *dv, int ld, float *scratch) {
-    SNN_ASSERT(N >= 0 && N <= FAST_N && d >= 1 && d <= FAST_D && stride >= (size_t)d);
     float q[FAST_N * FAST_D + 16], k[FAST_N * FAST_D + 16], v[FAST_N * FAST_D + 16];
-    snn_attn_head_from_bits(N, d, q_nz, q_neg, pos, stride, q);
-    snn_attn_head_from_bits(N, d, k_nz, k_neg, pos, stride, k);
-    snn_attn_head_from_bits(N, d, v_nz, NULL, pos, stride, v);
+    head_tiles(N, d, hb, q, k, v);
     (snn_wide_avx512() ? bsa_backward_wide : bsa_backward_narrow)(N, d, q, k, v, d, shift, p,
                                                                    dout, lddo, dq, dk, dv, ld,
                                                                    scratch);

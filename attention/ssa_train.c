@@ -21,7 +21,7 @@
  * accumulator row on the stack, so there is no limit on d.
  *
  * From bit planes (the _bits entry points, the trainer's path; N, d <= 64): the forward builds
- * K^T's rows and V's lane masks from the words themselves (ssa_forward_bits: the same integer
+ * K^T's rows and V's lane masks from the words themselves (the same integer
  * sums); the backward unpacks the head into compact tiles (snn_attn_head_from_bits) for its
  * GEMMs.
  *
@@ -232,13 +232,17 @@ static SNN_WIDE_FN SNN_VEC_FN bool ssa_spikes_narrow(int N, int d, const float *
     return ssa_forward_spikes(N, d, q, k, v, ld, scale, o, ldo, scores, false);
 }
 
-/* ssa_forward_spikes on binary spikes given as bits: the same integers A and A V (additions of
- * rows of K^T over q's set bits; V's rows as lane masks), so the same floats; a table of K^T
- * from bits is a shift and a mask per channel and 16 keys, where from floats it was a
- * conversion per spike. */
-static inline __attribute__((always_inline)) void ssa_forward_bits(
-    int N, int d, const uint64_t *q, const uint64_t *k, const uint64_t *v, size_t pos,
-    size_t stride, float scale, float *o, int ldo, float *scores) {
+/* The bits forward: ssa_forward_spikes's integers A and A V from binary spikes as bits
+ * (additions of rows of K^T over q's set bits; V's rows as lane masks), so the same floats; a
+ * table of K^T from bits is a shift and a mask per channel and 16 keys, where from floats it
+ * was a conversion per spike. */
+SNN_WIDE_FN SNN_VEC_FN void snn_attn_ssa_head_train_bits(int N, int d, const snn_head_bits *hb,
+                                                         float scale, float *o, int ldo,
+                                                         float *scores) {
+    SNN_ASSERT(N >= 0 && N <= FAST_N && d >= 1 && d <= FAST_D && hb->stride >= (size_t)d);
+    SNN_ASSERT(!hb->q_neg && !hb->k_neg);
+    const uint64_t *q = hb->q_nz, *k = hb->k_nz, *v = hb->v_nz;
+    const size_t pos = hb->pos, stride = hb->stride;
     const int nv = (N + VW - 1) / VW;
     const bool narrow = d <= VW;
     const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
@@ -293,20 +297,6 @@ static inline __attribute__((always_inline)) void ssa_forward_bits(
     }
 }
 
-static SNN_WIDE_FN SNN_VEC_FN void ssa_bits_wide(int N, int d, const uint64_t *q,
-                                                 const uint64_t *k, const uint64_t *v, size_t pos,
-                                                 size_t stride, float scale, float *o, int ldo,
-                                                 float *scores) {
-    ssa_forward_bits(N, d, q, k, v, pos, stride, scale, o, ldo, scores);
-}
-
-void snn_attn_ssa_head_train_bits(int N, int d, const uint64_t *q, const uint64_t *k,
-                                  const uint64_t *v, size_t pos, size_t stride, float scale,
-                                  float *o, int ldo, float *scores) {
-    SNN_ASSERT(N >= 0 && N <= FAST_N && d >= 1 && d <= FAST_D && stride >= (size_t)d);
-    ssa_bits_wide(N, d, q, k, v, pos, stride, scale, o, ldo, scores);
-}
-
 SNN_WIDE_FN SNN_VEC_FN void snn_attn_ssa_head_train(int N, int d, const float *q, const float *k,
                                                     const float *v, int ld, float scale, float *o,
                                                     int ldo, float *scores) {
@@ -354,14 +344,14 @@ void snn_attn_ssa_head_backward(int N, int d, const float *q, const float *k, co
     ssa_backward(N, d, q, k, v, ld, scale, scores, dout, lddo, dq, dk, dv, ld, scratch);
 }
 
-void snn_attn_ssa_head_backward_bits(int N, int d, const uint64_t *q, const uint64_t *k,
-                                     const uint64_t *v, size_t pos, size_t stride, float scale,
+void snn_attn_ssa_head_backward_bits(int N, int d, const snn_head_bits *hb, float scale,
                                      const float *scores, const float *dout, int lddo,
                                      float *dq, float *dk, float *dv, int ld, float *scratch) {
-    SNN_ASSERT(N >= 0 && N <= FAST_N && d >= 1 && d <= FAST_D && stride >= (size_t)d);
+    SNN_ASSERT(N >= 0 && N <= FAST_N && d >= 1 && d <= FAST_D && hb->stride >= (size_t)d);
+    SNN_ASSERT(!hb->q_neg && !hb->k_neg);
     float qt[FAST_N * FAST_D + 16], kt[FAST_N * FAST_D + 16], vt[FAST_N * FAST_D + 16];
-    snn_attn_head_from_bits(N, d, q, NULL, pos, stride, qt);
-    snn_attn_head_from_bits(N, d, k, NULL, pos, stride, kt);
-    snn_attn_head_from_bits(N, d, v, NULL, pos, stride, vt);
+    snn_attn_head_from_bits(N, d, hb->q_nz, NULL, hb->pos, hb->stride, qt);
+    snn_attn_head_from_bits(N, d, hb->k_nz, NULL, hb->pos, hb->stride, kt);
+    snn_attn_head_from_bits(N, d, hb->v_nz, NULL, hb->pos, hb->stride, vt);
     ssa_backward(N, d, qt, kt, vt, d, scale, scores, dout, lddo, dq, dk, dv, ld, scratch);
 }

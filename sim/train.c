@@ -1029,6 +1029,17 @@ static bool attn_reads_bits(const snn_trainer *tr, int l) {
     return true;
 }
 
+/* Head h of sample-timestep tb's q_lif, k_lif and v_lif spikes in block b's bit planes: row
+ * t = tb / B of the planes, token (b, 0) of head h at bit b N D + h d (attn_reads_bits). */
+static snn_head_bits head_bits(const snn_trainer *tr, const block_act *b, long tb, int h) {
+    const size_t t = (size_t)tb / tr->B, D = tr->D;
+    const pop_act *pq = &b->pq, *pk = &b->pk;
+    return (snn_head_bits){pq->nz + t * pq->ld, pq->neg ? pq->neg + t * pq->ld : NULL,
+                           pk->nz + t * pk->ld, pk->neg ? pk->neg + t * pk->ld : NULL,
+                           b->pv.nz + t * b->pv.ld,
+                           (size_t)(tb % tr->B) * tr->N * D + (size_t)h * tr->m->d, D};
+}
+
 /* The attention kernel of block l on its (t, b, h) jobs; x_in is the block input [M, D] (cat's
  * projection and primal's sampled tokens read it), sq, sk, sv the outputs of q_lif, k_lif,
  * v_lif [M, D] (NULL where the kind has none, or where the kernel reads their bits:
@@ -1059,15 +1070,11 @@ static void attn_fwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
         float *att = b->att + (size_t)j * tr->att_job_floats;
         switch (tr->kind) {
         case SNN_ATTN_BSA:
-            if (!sq) { /* bits (as ssa's below) */
-                const size_t t = (size_t)tb / tr->B, pos = (size_t)(tb % tr->B) * N * D;
-                const pop_act *pq = &b->pq, *pk = &b->pk;
-                snn_attn_bsa_head_train_bits(
-                    N, d, pq->nz + t * pq->ld, pq->neg ? pq->neg + t * pq->ld : NULL,
-                    pk->nz + t * pk->ld, pk->neg ? pk->neg + t * pk->ld : NULL,
-                    b->pv.nz + t * b->pv.ld, pos + (size_t)h * d, (size_t)D, m->shift,
-                    m->cfg->model.attention.rounding, b->o + off, D, att,
-                    b->mr + (size_t)j * 2 * N);
+            if (!sq) { /* bits */
+                const snn_head_bits hb = head_bits(tr, b, tb, h);
+                snn_attn_bsa_head_train_bits(N, d, &hb, m->shift,
+                                             m->cfg->model.attention.rounding, b->o + off, D,
+                                             att, b->mr + (size_t)j * 2 * N);
                 break;
             }
             snn_attn_bsa_head_train(N, d, sq + off, sk + off, sv + off, D, m->shift,
@@ -1075,12 +1082,9 @@ static void attn_fwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
                                     att, b->mr + (size_t)j * 2 * N, false);
             break;
         case SNN_ATTN_SSA:
-            if (!sq) { /* bits: row t of the planes, token (b, 0) of head h at bit b N D + h d */
-                const size_t t = (size_t)tb / tr->B, pos = (size_t)(tb % tr->B) * N * D;
-                snn_attn_ssa_head_train_bits(N, d, b->pq.nz + t * b->pq.ld,
-                                             b->pk.nz + t * b->pk.ld, b->pv.nz + t * b->pv.ld,
-                                             pos + (size_t)h * d, (size_t)D, m->ssa_scale,
-                                             b->o + off, D, att);
+            if (!sq) {
+                const snn_head_bits hb = head_bits(tr, b, tb, h);
+                snn_attn_ssa_head_train_bits(N, d, &hb, m->ssa_scale, b->o + off, D, att);
                 break;
             }
             snn_attn_ssa_head_train(N, d, sq + off, sk + off, sv + off, D,
@@ -1183,14 +1187,10 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
             switch (tr->kind) {
             case SNN_ATTN_BSA:
                 if (!sq) { /* bits, as attn_fwd */
-                    const size_t t = (size_t)tb / tr->B, pos = (size_t)(tb % tr->B) * N * D;
-                    const pop_act *pq = &b->pq, *pk = &b->pk;
-                    snn_attn_bsa_head_backward_bits(
-                        N, d, pq->nz + t * pq->ld, pq->neg ? pq->neg + t * pq->ld : NULL,
-                        pk->nz + t * pk->ld, pk->neg ? pk->neg + t * pk->ld : NULL,
-                        b->pv.nz + t * b->pv.ld, pos + (size_t)h * d, (size_t)D, m->shift, att,
-                        tr->d_o + off, D, tr->d_q + off, tr->d_k + off, tr->d_v + off, D,
-                        scratch);
+                    const snn_head_bits hb = head_bits(tr, b, tb, h);
+                    snn_attn_bsa_head_backward_bits(N, d, &hb, m->shift, att, tr->d_o + off, D,
+                                                    tr->d_q + off, tr->d_k + off,
+                                                    tr->d_v + off, D, scratch);
                     break;
                 }
                 snn_attn_bsa_head_backward(N, d, sq + off, sk + off, sv + off, D,
@@ -1199,12 +1199,10 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
                 break;
             case SNN_ATTN_SSA:
                 if (!sq) {
-                    const size_t t = (size_t)tb / tr->B, pos = (size_t)(tb % tr->B) * N * D;
-                    snn_attn_ssa_head_backward_bits(
-                        N, d, b->pq.nz + t * b->pq.ld, b->pk.nz + t * b->pk.ld,
-                        b->pv.nz + t * b->pv.ld, pos + (size_t)h * d, (size_t)D, m->ssa_scale,
-                        att, tr->d_o + off, D, tr->d_q + off, tr->d_k + off, tr->d_v + off, D,
-                        scratch);
+                    const snn_head_bits hb = head_bits(tr, b, tb, h);
+                    snn_attn_ssa_head_backward_bits(N, d, &hb, m->ssa_scale, att, tr->d_o + off,
+                                                    D, tr->d_q + off, tr->d_k + off,
+                                                    tr->d_v + off, D, scratch);
                     break;
                 }
                 snn_attn_ssa_head_backward(N, d, sq + off, sk + off, sv + off, D,

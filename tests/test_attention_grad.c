@@ -184,8 +184,8 @@ static void test_ssa_bits_forward_matches_floats(void **state) {
             pack_bits(v, nm, pos, vb, neg, words);
             set_all(o, (size_t)N * ldo, SENTINEL), set_all(ob, (size_t)N * ldo, SENTINEL);
             snn_attn_ssa_head_train(N, d, q + off, k + off, v + off, ld, 0.125f, o, ldo, sc);
-            snn_attn_ssa_head_train_bits(N, d, qb, kb, vb, pos + (size_t)off, (size_t)ld, 0.125f,
-                                         ob, ldo, scb);
+            const snn_head_bits hb = {qb, NULL, kb, NULL, vb, pos + (size_t)off, (size_t)ld};
+            snn_attn_ssa_head_train_bits(N, d, &hb, 0.125f, ob, ldo, scb);
             assert_memory_equal(o, ob, (size_t)N * ldo * sizeof *o);
             assert_memory_equal(sc, scb, (size_t)N * N * sizeof *sc);
         }
@@ -223,8 +223,8 @@ static void test_bsa_bits_forward_matches_floats(void **state) {
                 set_all(o, (size_t)N * ldo, SENTINEL), set_all(ob, (size_t)N * ldo, SENTINEL);
                 snn_attn_bsa_head_train(N, d, q + off, k + off, v + off, ld, shift, rm, false, o,
                                         ldo, P, mr, false);
-                snn_attn_bsa_head_train_bits(N, d, qz, qn, kz, kn, vz, pos + (size_t)off,
-                                             (size_t)ld, shift, rm, ob, ldo, Pb, mrb);
+                const snn_head_bits hb = {qz, qn, kz, kn, vz, pos + (size_t)off, (size_t)ld};
+                snn_attn_bsa_head_train_bits(N, d, &hb, shift, rm, ob, ldo, Pb, mrb);
                 assert_memory_equal(o, ob, (size_t)N * ldo * sizeof *o);
                 assert_memory_equal(P, Pb, nn * sizeof *P);
                 assert_memory_equal(mr, mrb, 2 * (size_t)N * sizeof *mr);
@@ -453,22 +453,24 @@ static void test_backward_bits_equals_floats(void **state) {
             prefill_grads(b);
             memcpy(g[0], b->dq, nm * sizeof(float)), memcpy(g[1], b->dk, nm * sizeof(float));
             memcpy(g[2], b->dv, nm * sizeof(float));
-            const size_t at = pos + (size_t)b->off;
+            /* ssa's kernels take binary q, k: no neg planes */
+            const snn_head_bits bits = {qz, bsa ? qn : NULL, kz, bsa ? kn : NULL,
+                                        vz, pos + (size_t)b->off, (size_t)b->ld};
             if (bsa) {
                 snn_attn_bsa_head_backward(N, d, b->q + b->off, b->k + b->off, b->v + b->off,
                                            b->ld, 2, b->w, b->dout, b->lddo, b->dq + b->off,
                                            b->dk + b->off, b->dv + b->off, b->scratch);
-                snn_attn_bsa_head_backward_bits(N, d, qz, qn, kz, kn, vz, at, (size_t)b->ld, 2,
-                                                b->w, b->dout, b->lddo, g[0] + b->off,
-                                                g[1] + b->off, g[2] + b->off, b->ld, b->scratch);
+                snn_attn_bsa_head_backward_bits(N, d, &bits, 2, b->w, b->dout, b->lddo,
+                                                g[0] + b->off, g[1] + b->off, g[2] + b->off,
+                                                b->ld, b->scratch);
             } else {
                 snn_attn_ssa_head_backward(N, d, b->q + b->off, b->k + b->off, b->v + b->off,
                                            b->ld, 0.125f, b->w, b->dout, b->lddo,
                                            b->dq + b->off, b->dk + b->off, b->dv + b->off,
                                            b->scratch);
-                snn_attn_ssa_head_backward_bits(N, d, qz, kz, vz, at, (size_t)b->ld, 0.125f, b->w,
-                                                b->dout, b->lddo, g[0] + b->off, g[1] + b->off,
-                                                g[2] + b->off, b->ld, b->scratch);
+                snn_attn_ssa_head_backward_bits(N, d, &bits, 0.125f, b->w, b->dout, b->lddo,
+                                                g[0] + b->off, g[1] + b->off, g[2] + b->off,
+                                                b->ld, b->scratch);
             }
             assert_memory_equal(b->dq, g[0], nm * sizeof(float));
             assert_memory_equal(b->dk, g[1], nm * sizeof(float));
