@@ -805,6 +805,23 @@ int snn_h5_exists(const char *file_path, const char *path) {
     return found;
 }
 
+static void describe_type(hid_t type, char *buf, size_t n);
+
+/* Whether a file datatype is one of HDF5's standard integers (8-64 bits, either sign and byte
+ * order) or IEEE floats (32, 64 bits). HDF5's converters trust a type's fields: a corrupt
+ * integer type, its precision or offset past its size, made H5T__bit_copy read out of bounds
+ * when H5Dread converted it (fuzz_checkpoint). H5Tequal compares every field. */
+static bool is_standard_numeric(hid_t type) {
+    const hid_t std[] = {H5T_STD_I8LE,    H5T_STD_I8BE,    H5T_STD_U8LE,    H5T_STD_U8BE,
+                         H5T_STD_I16LE,   H5T_STD_I16BE,   H5T_STD_U16LE,   H5T_STD_U16BE,
+                         H5T_STD_I32LE,   H5T_STD_I32BE,   H5T_STD_U32LE,   H5T_STD_U32BE,
+                         H5T_STD_I64LE,   H5T_STD_I64BE,   H5T_STD_U64LE,   H5T_STD_U64BE,
+                         H5T_IEEE_F32LE,  H5T_IEEE_F32BE,  H5T_IEEE_F64LE,  H5T_IEEE_F64BE};
+    for (size_t i = 0; i < sizeof std / sizeof *std; i++)
+        if (H5Tequal(type, std[i]) > 0) return true;
+    return false;
+}
+
 int snn_h5_read(const char *file_path, const char *path, snn_h5_type type, int *rank,
                 uint64_t dims[4], void **data, snn_err *err) {
     SNN_ASSERT(file_path && path && rank && dims && data);
@@ -852,8 +869,17 @@ int snn_h5_read(const char *file_path, const char *path, snn_h5_type type, int *
      * shrinks data at most ~1032:1, and datasets whose data was never written are not part of
      * any file spikesim reads. Small datasets are exempt (fill values, tiny headers). */
     hid_t ftype = H5Dget_type(dset);
-    size_t fsize = ftype < 0 ? 0 : H5Tget_size(ftype);
-    if (ftype >= 0) H5Tclose(ftype);
+    if (ftype < 0) goto hdf5_fail;
+    if (!is_standard_numeric(ftype)) {
+        char what[64];
+        describe_type(ftype, what, sizeof what);
+        H5Tclose(ftype);
+        snn_err_set(err, "%s: %s holds %s, not a standard integer or IEEE float (corrupt file?)",
+                    file_path, path, what);
+        goto cleanup;
+    }
+    size_t fsize = H5Tget_size(ftype);
+    H5Tclose(ftype);
     uint64_t stored = H5Dget_storage_size(dset);
     uint64_t claimed = fsize > 0 && n > UINT64_MAX / fsize ? UINT64_MAX : n * (uint64_t)fsize;
     if (claimed > H5IO_READ_UNCHECKED_BYTES && claimed / H5IO_MAX_GZIP_RATIO > stored) {

@@ -326,6 +326,48 @@ static void test_read_refuses_shape_the_stored_data_cannot_hold(void **state) {
     remove_dir(dir);
 }
 
+/* HDF5's converters trust a file type's fields: a corrupt integer type (precision or offset past
+ * its size) made H5Dread's conversion read out of bounds (found by fuzz_checkpoint). snn_h5_read
+ * reads only the standard integers and IEEE floats, of either byte order: a 20-bit integer, a
+ * type HDF5 can describe but spikesim never writes, is refused with one line naming it, and a
+ * big-endian int32 still converts. */
+static void test_read_refuses_nonstandard_types(void **state) {
+    (void)state;
+    char *dir = make_dir("oddtype");
+    char *path = snn_xasprintf("%s/odd.h5", dir);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t n[1] = {3};
+    hid_t space = H5Screate_simple(1, n, NULL);
+    hid_t odd = H5Tcopy(H5T_STD_I32LE);
+    H5Tset_precision(odd, 20);
+    const int32_t v[3] = {-5, 0, 123};
+    hid_t d = H5Dcreate2(f, "/odd", odd, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
+    H5Dclose(d);
+    d = H5Dcreate2(f, "/be", H5T_STD_I32BE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
+    H5Dclose(d);
+    H5Tclose(odd);
+    H5Sclose(space);
+    H5Fclose(f);
+
+    snn_err err = {{0}};
+    int rank;
+    uint64_t dims[4];
+    void *data = NULL;
+    assert_int_equal(snn_h5_read(path, "/odd", SNN_H5_F64, &rank, dims, &data, &err), SNN_ERR);
+    char *want = snn_xasprintf("%s: /odd holds int32, not a standard integer or IEEE float "
+                               "(corrupt file?)", path);
+    assert_string_equal(err.msg, want);
+    free(want);
+    assert_null(data);
+    assert_int_equal(snn_h5_read(path, "/be", SNN_H5_F64, &rank, dims, &data, &err), SNN_OK);
+    assert_true(((double *)data)[0] == -5.0 && ((double *)data)[2] == 123.0);
+    free(data);
+    free(path);
+    remove_dir(dir);
+}
+
 static void test_large_dataset_is_chunked_with_shuffle_and_deflate(void **state) {
     (void)state;
     char *dir = make_dir("filters");
@@ -1243,6 +1285,7 @@ int main(void) {
         cmocka_unit_test(test_every_type_and_rank_round_trips),
         cmocka_unit_test(test_read_converts_types),
         cmocka_unit_test(test_read_refuses_shape_the_stored_data_cannot_hold),
+        cmocka_unit_test(test_read_refuses_nonstandard_types),
         cmocka_unit_test(test_large_dataset_is_chunked_with_shuffle_and_deflate),
         cmocka_unit_test(test_writing_an_existing_path_fails_naming_it),
         cmocka_unit_test(test_groups_text_and_attributes_read_back),
