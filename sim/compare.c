@@ -677,8 +677,11 @@ static double attr_num(hid_t f, const char *obj, const char *name) {
     if (e <= 0) return NAN;
     hid_t a = H5Aopen_by_name(f, obj, name, H5P_DEFAULT, H5P_DEFAULT);
     if (a < 0) return NAN;
-    hid_t s = H5Aget_space(a);
-    if (H5Sget_simple_extent_npoints(s) != 1 || H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0) v = NAN;
+    hid_t s = H5Aget_space(a), t = H5Aget_type(a);
+    if (!snn_h5_is_standard_numeric(t) || H5Sget_simple_extent_npoints(s) != 1 ||
+        H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0)
+        v = NAN;
+    H5Tclose(t);
     H5Sclose(s);
     H5Aclose(a);
     return v;
@@ -690,10 +693,10 @@ static double *read_f64(hid_t f, const char *path, size_t *n) {
     hid_t d;
     H5E_BEGIN_TRY { d = H5Dopen2(f, path, H5P_DEFAULT); } H5E_END_TRY;
     if (d < 0) return NULL;
-    hid_t s = H5Dget_space(d);
+    hid_t s = H5Dget_space(d), t = H5Dget_type(d);
     hssize_t np = H5Sget_simple_extent_npoints(s);
     double *buf = NULL;
-    if (np > 0 && np < (1 << 26)) {
+    if (snn_h5_is_standard_numeric(t) && np > 0 && np < (1 << 26)) {
         buf = snn_xmalloc((size_t)np * sizeof *buf);
         if (H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
             free(buf);
@@ -702,6 +705,7 @@ static double *read_f64(hid_t f, const char *path, size_t *n) {
             *n = (size_t)np;
         }
     }
+    H5Tclose(t);
     H5Sclose(s);
     H5Dclose(d);
     return buf;

@@ -807,11 +807,10 @@ int snn_h5_exists(const char *file_path, const char *path) {
 
 static void describe_type(hid_t type, char *buf, size_t n);
 
-/* Whether a file datatype is one of HDF5's standard integers (8-64 bits, either sign and byte
- * order) or IEEE floats (32, 64 bits). HDF5's converters trust a type's fields: a corrupt
- * integer type, its precision or offset past its size, made H5T__bit_copy read out of bounds
- * when H5Dread converted it (fuzz_checkpoint). H5Tequal compares every field. */
-static bool is_standard_numeric(hid_t type) {
+/* HDF5's converters trust a type's fields: a corrupt integer type, its precision or offset past
+ * its size, made H5T__bit_copy read out of bounds when H5Dread converted it (fuzz_checkpoint).
+ * H5Tequal compares every field. */
+bool snn_h5_is_standard_numeric(hid_t type) {
     const hid_t std[] = {H5T_STD_I8LE,    H5T_STD_I8BE,    H5T_STD_U8LE,    H5T_STD_U8BE,
                          H5T_STD_I16LE,   H5T_STD_I16BE,   H5T_STD_U16LE,   H5T_STD_U16BE,
                          H5T_STD_I32LE,   H5T_STD_I32BE,   H5T_STD_U32LE,   H5T_STD_U32BE,
@@ -870,7 +869,7 @@ int snn_h5_read(const char *file_path, const char *path, snn_h5_type type, int *
      * any file spikesim reads. Small datasets are exempt (fill values, tiny headers). */
     hid_t ftype = H5Dget_type(dset);
     if (ftype < 0) goto hdf5_fail;
-    if (!is_standard_numeric(ftype)) {
+    if (!snn_h5_is_standard_numeric(ftype)) {
         char what[64];
         describe_type(ftype, what, sizeof what);
         H5Tclose(ftype);

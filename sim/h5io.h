@@ -16,6 +16,7 @@
 #define SNN_H5IO_H
 
 #include <hdf5.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -70,6 +71,12 @@ int snn_h5_write(snn_h5 *h, const char *path, snn_h5_type type, int rank, const 
  * not HDF5 ("run.h5: not an HDF5 file"). Returns the file id (the caller closes it with
  * H5Fclose) or H5I_INVALID_HID. */
 hid_t snn_h5_open_readonly(const char *path, snn_err *err);
+
+/* Whether a file datatype is one of HDF5's standard integers (8-64 bits, either sign and byte
+ * order) or IEEE floats (32, 64 bits): the only numeric types any reader here lets libhdf5
+ * convert (H5Dread / H5Aread into a native type). A corrupt file's other numeric types can make
+ * the conversion read out of bounds. */
+bool snn_h5_is_standard_numeric(hid_t type);
 
 /* Creates the group at path (and its parents) if missing. */
 int snn_h5_group(snn_h5 *h, const char *path, snn_err *err);

@@ -116,14 +116,16 @@ static void list_links(hid_t grp, strlist *out) {
     }
 }
 
-/* "int8", "float64", "string", ... */
+/* "int8", "float64", "string", ...; a number type other than HDF5's standard integers and IEEE
+ * floats (never read: snn_h5_is_standard_numeric) says so. */
 static void dtype_name(hid_t t, char *buf, size_t n) {
     size_t bits = H5Tget_size(t) * 8;
+    const char *odd = snn_h5_is_standard_numeric(t) ? "" : " (non-standard)";
     switch (H5Tget_class(t)) {
     case H5T_INTEGER:
-        snprintf(buf, n, "%sint%zu", H5Tget_sign(t) == H5T_SGN_NONE ? "u" : "", bits);
+        snprintf(buf, n, "%sint%zu%s", H5Tget_sign(t) == H5T_SGN_NONE ? "u" : "", bits, odd);
         break;
-    case H5T_FLOAT: snprintf(buf, n, "float%zu", bits); break;
+    case H5T_FLOAT: snprintf(buf, n, "float%zu%s", bits, odd); break;
     case H5T_STRING:
         if (H5Tis_variable_str(t) > 0) snprintf(buf, n, "string");
         else snprintf(buf, n, "string[%zu]", H5Tget_size(t));
@@ -255,8 +257,7 @@ static bool attr_number(hid_t obj, const char *name, double *v) {
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
     if (a < 0) return false;
     hid_t t = H5Aget_type(a), s = H5Aget_space(a);
-    H5T_class_t c = H5Tget_class(t);
-    bool ok = (c == H5T_INTEGER || c == H5T_FLOAT) && H5Sget_simple_extent_npoints(s) == 1 &&
+    bool ok = snn_h5_is_standard_numeric(t) && H5Sget_simple_extent_npoints(s) == 1 &&
               H5Aread(a, H5T_NATIVE_DOUBLE, v) >= 0;
     H5Sclose(s);
     H5Tclose(t);
@@ -273,10 +274,9 @@ static double *read_doubles(hid_t file, const char *path, size_t *n, int *rank, 
     if (d < 0) return NULL;
     hid_t t = H5Dget_type(d), s = H5Dget_space(d);
     double *buf = NULL;
-    H5T_class_t c = H5Tget_class(t);
     hssize_t np = H5Sget_simple_extent_npoints(s);
     int r = H5Sget_simple_extent_ndims(s);
-    if ((c == H5T_INTEGER || c == H5T_FLOAT) && np > 0 && r >= 0 && r <= H5S_MAX_RANK &&
+    if (snn_h5_is_standard_numeric(t) && np > 0 && r >= 0 && r <= H5S_MAX_RANK &&
         (uint64_t)np <= SIZE_MAX / sizeof(double)) {
         hsize_t dd[H5S_MAX_RANK];
         H5Sget_simple_extent_dims(s, dd, NULL);
@@ -331,7 +331,7 @@ static void put_attr_value(FILE *out, hid_t a) {
     if (sc == H5S_NULL || n <= 0) {
         fprintf(out, "(empty %s)", tn);
     } else if (n > ATTR_READ_MAX ||
-               !(c == H5T_STRING || c == H5T_INTEGER || c == H5T_FLOAT || c == H5T_ENUM)) {
+               !(c == H5T_STRING || c == H5T_ENUM || snn_h5_is_standard_numeric(t))) {
         fprintf(out, "<%s, %lld values>", tn, (long long)n);
     } else {
         const size_t cnt = (size_t)n, show = cnt > ATTR_SHOW ? ATTR_SHOW : cnt;
@@ -1093,8 +1093,11 @@ int snn_inspect_raster(const char *path, const char *population, long long sampl
     }
     space = H5Dget_space(d);
     hsize_t dims[3];
-    if (H5Sget_simple_extent_ndims(space) != 3) {
-        snn_err_set(err, "%s: %s is not [samples, timesteps, neurons]", path, dpath);
+    hid_t ftype = H5Dget_type(d);
+    const bool numeric = snn_h5_is_standard_numeric(ftype);
+    H5Tclose(ftype);
+    if (!numeric || H5Sget_simple_extent_ndims(space) != 3) {
+        snn_err_set(err, "%s: %s is not [samples, timesteps, neurons] integers", path, dpath);
         goto done;
     }
     H5Sget_simple_extent_dims(space, dims, NULL);

@@ -657,6 +657,30 @@ static void test_reports(void **state) {
     assert_int_equal(count(md, "build/spikesim run "), 3);
     assert_non_null(strstr(md, "- `softmax_T2` (model.attention.kind=softmax, model.timesteps=2): "));
     free(md);
+
+    /* A run file whose accuracy is a 20-bit integer (a corrupt type for libhdf5's converters):
+     * the value is not read, the report names what it lacks. */
+    char *h5 = snn_xasprintf("%s/bsa_T1.h5", out);
+    hid_t f = H5Fopen(h5, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(H5Adelete_by_name(f, "/summary", "accuracy", H5P_DEFAULT) >= 0);
+    hid_t i20 = H5Tcopy(H5T_STD_I32LE), scalar = H5Screate(H5S_SCALAR);
+    H5Tset_precision(i20, 20);
+    hid_t a = H5Acreate_by_name(f, "/summary", "accuracy", i20, scalar, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    const int32_t one = 1;
+    H5Awrite(a, H5T_NATIVE_INT32, &one);
+    H5Aclose(a);
+    H5Sclose(scalar);
+    H5Tclose(i20);
+    H5Fclose(f);
+    snn_compare c;
+    assert_int_equal(snn_compare_load(&c, cfg, stderr), SNN_OK);
+    snn_err err = {{0}};
+    assert_int_equal(snn_compare_report(&c, out, &err), SNN_ERR);
+    char *want = snn_xasprintf("%s: /summary lacks accuracy or compute_energy_pj_per_sample", h5);
+    assert_string_equal(err.msg, want);
+    free(want);
+    snn_compare_free(&c);
+    free(h5);
     free(cfg);
     free(out);
 }

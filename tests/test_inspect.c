@@ -411,6 +411,14 @@ static void test_inspect_any_hdf5(void **state) {
     a = H5Acreate2(f, "many", H5T_STD_I64LE, s1, H5P_DEFAULT, H5P_DEFAULT);
     H5Awrite(a, H5T_NATIVE_INT64, many);
     H5Aclose(a);
+    /* A 20-bit integer (a corrupt type for libhdf5's converters): named, never read. */
+    hid_t i20 = H5Tcopy(H5T_STD_I32LE);
+    H5Tset_precision(i20, 20);
+    a = H5Acreate2(f, "odd20", i20, scalar, H5P_DEFAULT, H5P_DEFAULT);
+    const int32_t seven = 7;
+    H5Awrite(a, H5T_NATIVE_INT32, &seven);
+    H5Aclose(a);
+    H5Tclose(i20);
     hid_t sn = H5Screate(H5S_NULL);
     a = H5Acreate2(f, "nothing", H5T_NATIVE_INT, sn, H5P_DEFAULT, H5P_DEFAULT);
     H5Aclose(a);
@@ -434,6 +442,7 @@ static void test_inspect_any_hdf5(void **state) {
     assert_true(line_has(r.out, "\nfixed ", " ab\n")); /* space padding stripped */
     assert_true(line_has(r.out, "\nmany ", " [0, 10, 20, 30, 40, 50, 60, 70, ... (20 values)]\n"));
     assert_true(line_has(r.out, "\nnothing ", " (empty int32)\n"));
+    assert_true(line_has(r.out, "\nodd20 ", " <int32 (non-standard), 1 values>\n"));
     assert_int_equal(count_str(r.out, "loop/"), 1);
     snn_test_cli_free(&r);
     free(odd);
@@ -625,6 +634,31 @@ static void test_errors_are_one_line_and_lose_nothing(void **state) {
     assert_int_equal(leftovers(dir), 0);
     free(text);
     snn_test_cli_free(&r);
+
+    /* Spikes stored as a 20-bit integer (a corrupt type for libhdf5's converters) are refused,
+     * not converted. */
+    char *odd = in_dir("odd_spikes.h5");
+    hid_t f = H5Fcreate(odd, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hsize_t d3[3] = {1, 2, 3};
+    hid_t s3 = H5Screate_simple(3, d3, NULL), i20 = H5Tcopy(H5T_STD_I32LE);
+    H5Tset_precision(i20, 20);
+    hid_t ds = H5Dcreate2(f, "/nodes/p/observables/spikes/data", i20, s3, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(ds >= 0);
+    const int32_t spikes[6] = {1, 0, 1, 0, 0, 1};
+    H5Dwrite(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, spikes);
+    H5Dclose(ds);
+    H5Tclose(i20);
+    H5Sclose(s3);
+    H5Pclose(lcpl);
+    H5Fclose(f);
+    snprintf(args, sizeof args, "raster %s --population p -o %s", odd, keep);
+    snprintf(want, sizeof want, "spikesim: error: %s: /nodes/p/observables/spikes/data is not "
+             "[samples, timesteps, neurons] integers\n", odd);
+    expect_fail(args, 1, want);
+    remove(odd);
+    free(odd);
 
     /* The library reports which failures are usage errors (exit 2). */
     bool usage = true;
