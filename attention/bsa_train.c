@@ -29,8 +29,8 @@
  * exact (P a power of two, q, k, v in {-1, 0, 1}), so only the float sums round. (They were
  * double until the float layout measured 18 % faster per head.)
  *
- * Fast paths (N <= FAST_N, d <= FAST_D; the common case), same results bit for bit (the forward
- * checked against the generic code and the inference kernel, the backward against
+ * Fast paths (fast_head: d <= 64 and N d <= 16384; the common case), same results bit for bit
+ * (the forward checked against the generic code and the inference kernel, the backward against
  * snn_attn_bsa_head_backward_ref, on random heads: tests/test_attention_grad.c):
  *   forward, normal mode on spikes (ternary Q, K, binary V, 0 <= shift <= 30, m and r computed):
  *     A in int32 from the nonzero q_ic (rows of K^T added or subtracted: exact); the Shiftmax row
@@ -64,9 +64,15 @@
 
 enum { CBLK = 64 };  /* channels per block of stack accumulators (forward and reference) */
 
-/* Largest head handled by the fast paths (their buffers live on the stack). */
-enum { FAST_N = 64, FAST_D = 64 };
-_Static_assert(FAST_N <= 256 && FAST_D <= 256, "uint8_t indices");
+/* Heads the fast paths take: N <= FAST_N, d <= FAST_D and N d <= FAST_ND (their buffers live on
+ * the stack: one [d, N] array each, 64 KiB, and a few rows of N). So d = 64 up to N = 256 (a
+ * 14 x 14 grid of patches is N = 196), d = 16 up to the kernel's limit. The bit-plane entry
+ * points unpack the head into three tiles of at most TILE_N tokens, the trainer's limit there. */
+enum { FAST_N = SNN_ATTN_BSA_TRAIN_MAX_N, FAST_D = 64, FAST_ND = 256 * 64, TILE_N = 64 };
+
+static inline bool fast_head(int N, int d) {
+    return N <= FAST_N && d <= FAST_D && N * d <= FAST_ND;
+}
 
 /* SNN_VEC_FN (sim/vec.h) plus no loop distribution: these loops must not be split into
  * memset/memcpy calls. Vectorising independent element-wise operations changes no bit. */
@@ -171,7 +177,7 @@ static inline __attribute__((always_inline)) bool
 bsa_forward_body(int N, int d, const float *q, const float *k, const float *v, int ld, int shift,
                  snn_shiftmax_round mode, float *o, int ldo, float *p, int32_t *mr,
                  const bool wide) {
-    if (N > FAST_N || d > FAST_D || shift < 0 || shift > 30) return false;
+    if (!fast_head(N, d) || shift < 0 || shift > 30) return false;
     /* the next head's rows (see bsa_backward_fast) */
     for (int i = 0; i < N; i++) {
         const long r = (long)i * ld + d;
@@ -179,7 +185,7 @@ bsa_forward_body(int N, int d, const float *q, const float *k, const float *v, i
         __builtin_prefetch(o + (long)i * ldo + d, 1);
     }
     if (!spikes_qkv(N, d, q, k, v, ld)) return false;
-    int32_t kt[FAST_D * FAST_N]; /* K^T as integers, row stride N */
+    int32_t kt[FAST_ND]; /* K^T as integers, row stride N */
     for (int j = 0; j < N; j++)
         for (int c = 0; c < d; c++) kt[(long)c * N + j] = (int32_t)k[(long)j * ld + c];
     uint8_t exact[FAST_N];
@@ -390,9 +396,9 @@ SNN_WIDE_FN VEC_FN void snn_attn_head_from_bits(int N, int d, const uint64_t *nz
     }
 }
 
-/* q, k, v [N, d] compact tiles (FAST_N FAST_D + 16 floats each) of hb's head. */
+/* q, k, v [N, d] compact tiles (TILE_N FAST_D + 16 floats each) of hb's head. */
 static void head_tiles(int N, int d, const snn_head_bits *hb, float *q, float *k, float *v) {
-    SNN_ASSERT(N >= 0 && N <= FAST_N && d >= 1 && d <= FAST_D && hb->stride >= (size_t)d);
+    SNN_ASSERT(N >= 0 && N <= TILE_N && d >= 1 && d <= FAST_D && hb->stride >= (size_t)d);
     snn_attn_head_from_bits(N, d, hb->q_nz, hb->q_neg, hb->pos, hb->stride, q);
     snn_attn_head_from_bits(N, d, hb->k_nz, hb->k_neg, hb->pos, hb->stride, k);
     snn_attn_head_from_bits(N, d, hb->v_nz, NULL, hb->pos, hb->stride, v);
@@ -403,7 +409,7 @@ void snn_attn_bsa_head_train_bits(int N, int d, const snn_head_bits *hb, int shi
                                   int32_t *mr) {
     /* the head as compact spike tiles [N, d]: the kernel's results do not depend on the row
      * stride, and the tiles stay in L1 where the floats of a whole batch did not */
-    float q[FAST_N * FAST_D + 16], k[FAST_N * FAST_D + 16], v[FAST_N * FAST_D + 16];
+    float q[TILE_N * FAST_D + 16], k[TILE_N * FAST_D + 16], v[TILE_N * FAST_D + 16];
     head_tiles(N, d, hb, q, k, v);
     snn_attn_bsa_head_train(N, d, q, k, v, d, shift, mode, false, o, ldo, p, mr, false);
 }
@@ -511,11 +517,12 @@ static inline __attribute__((always_inline)) void dv_block16(int NJ, int N, cons
     }
 }
 
-/* Backward for N <= FAST_N, d <= FAST_D: snn_attn_bsa_head_backward_ref's sums, term for term
+/* Backward for fast_head(N, d): snn_attn_bsa_head_backward_ref's sums, term for term
  * and in its order, without the zero terms (see above), laid out for contiguous inner loops with
- * the head's own sizes (row strides N and d) so that they stay in L1: dV dense over blocks of
- * 16 columns, dP^T and dA^T rows from the nonzero v_jc, dQ^T rows from the nonzero k_jc, dA =
- * (dA^T)^T into scratch, dK^T rows from the rows of dA and the nonzero q_ic. */
+ * the head's own sizes (row strides N and d) so that they stay in L1 (up to N = 64; in L2
+ * beyond): dV dense over blocks of 16 columns, dP^T and dA^T rows (into scratch) from the
+ * nonzero v_jc, dQ^T rows from the nonzero k_jc, dA = (dA^T)^T in place, dK^T rows from the
+ * rows of dA and the nonzero q_ic. */
 static inline __attribute__((always_inline)) void
 bsa_backward_body(int N, int d, const float *q, const float *k, const float *v, int ldi,
                   int shift, const float *p, const float *dout, int lddo, float *dq, float *dk,
@@ -560,18 +567,19 @@ bsa_backward_body(int N, int d, const float *q, const float *k, const float *v, 
             for (int c = d16; c < d; c++) dvj[c] += acc[c];
         }
 
-    /* dO^T (row stride N) */
-    float dot_[FAST_D * FAST_N];
+    /* One [d, N] array (row stride N), in turn dO^T, dQ^T and dK^T. */
+    float work[FAST_ND];
+    /* dO^T */
     for (int i = 0; i < N; i++)
-        for (int c = 0; c < d; c++) dot_[(long)c * N + i] = dout[(long)i * lddo + c];
+        for (int c = 0; c < d; c++) work[(long)c * N + i] = dout[(long)i * lddo + c];
     /* dP^T:  dP_ij = sum_c do_ic v_jc;  dA^T:  dA_ij = (float)(2^-shift ln2 P_ij dP_ij) (row j of
-     * dat). Rows j without a nonzero v_jc have dP = dA = 0 ("dead": zero rows, skipped below). */
+     * scratch, transposed in place below). Rows j without a nonzero v_jc have dP = dA = 0
+     * ("dead": zero rows, skipped below). */
     const double cst = ldexp(M_LN2, -shift);
-    float dat[FAST_N * FAST_N];
     uint8_t live[FAST_N];
     for (int j = 0; j < N; j++) {
         const float *vj = v + (long)j * ldi;
-        float *dj = dat + (long)j * N;
+        float *dj = scratch + (long)j * N;
         int cs[FAST_D];
         const int nc = snn_nonzero_indices(vj, d, cs);
         live[j] = nc > 0;
@@ -583,51 +591,46 @@ bsa_backward_body(int N, int d, const float *q, const float *k, const float *v, 
         for (int i = 0; i < N; i++) acc[i] = 0.0f;
         for (int t = 0; t < nc; t++) {
             const float vv = vj[cs[t]];
-            const float *g = dot_ + (long)cs[t] * N;
+            const float *g = work + (long)cs[t] * N;
             for (int i = 0; i < N; i++) acc[i] += g[i] * vv;
         }
         for (int i = 0; i < N; i++)
             dj[i] = (float)(cst * (double)p[(long)i * N + j] * (double)acc[i]);
     }
-    /* scratch = dA, row-major (the documented side output; dK reads it) */
-    snn_transpose(N, N, dat, N, scratch, N, false);
 
-    /* dQ:  dq_ic += sum_j dA_ij k_jc: rows of dQ^T (row stride N) */
-    {
-        float dqt[FAST_D * FAST_N];
-        for (int t = 0; t < d * N; t++) dqt[t] = 0.0f;
-        for (int j = 0; j < N; j++) {
-            if (!live[j]) continue;
-            const float *kj = k + (long)j * ldi;
-            const float *dj = dat + (long)j * N;
-            int cs[FAST_D];
-            const int nc = snn_nonzero_indices(kj, d, cs);
-            for (int t = 0; t < nc; t++) {
-                const float kv = kj[cs[t]];
-                float *row = dqt + (long)cs[t] * N;
-                for (int i = 0; i < N; i++) row[i] += dj[i] * kv;
-            }
+    /* dQ:  dq_ic += sum_j dA_ij k_jc: rows of dQ^T from the rows of dA^T */
+    for (int t = 0; t < d * N; t++) work[t] = 0.0f;
+    for (int j = 0; j < N; j++) {
+        if (!live[j]) continue;
+        const float *kj = k + (long)j * ldi;
+        const float *dj = scratch + (long)j * N;
+        int cs[FAST_D];
+        const int nc = snn_nonzero_indices(kj, d, cs);
+        for (int t = 0; t < nc; t++) {
+            const float kv = kj[cs[t]];
+            float *row = work + (long)cs[t] * N;
+            for (int i = 0; i < N; i++) row[i] += dj[i] * kv;
         }
-        snn_transpose(d, N, dqt, N, dq, ld, true);
     }
+    snn_transpose(d, N, work, N, dq, ld, true);
+
+    /* scratch = dA, row-major (the documented side output; dK reads it) */
+    snn_transpose_square_inplace(N, scratch, N);
 
     /* dK:  dk_jc += sum_i dA_ij q_ic: rows of dK^T from the rows of dA */
-    {
-        float dkt[FAST_D * FAST_N];
-        for (int t = 0; t < d * N; t++) dkt[t] = 0.0f;
-        for (int i = 0; i < N; i++) {
-            const float *qi = q + (long)i * ldi;
-            const float *ai = scratch + (long)i * N;
-            int cs[FAST_D];
-            const int nc = snn_nonzero_indices(qi, d, cs);
-            for (int t = 0; t < nc; t++) {
-                const float qv = qi[cs[t]];
-                float *row = dkt + (long)cs[t] * N;
-                for (int j = 0; j < N; j++) row[j] += ai[j] * qv;
-            }
+    for (int t = 0; t < d * N; t++) work[t] = 0.0f;
+    for (int i = 0; i < N; i++) {
+        const float *qi = q + (long)i * ldi;
+        const float *ai = scratch + (long)i * N;
+        int cs[FAST_D];
+        const int nc = snn_nonzero_indices(qi, d, cs);
+        for (int t = 0; t < nc; t++) {
+            const float qv = qi[cs[t]];
+            float *row = work + (long)cs[t] * N;
+            for (int j = 0; j < N; j++) row[j] += ai[j] * qv;
         }
-        snn_transpose(d, N, dkt, N, dk, ld, true);
     }
+    snn_transpose(d, N, work, N, dk, ld, true);
 }
 
 SNN_WIDE_FN VEC_FN static void bsa_backward_wide(int N, int d, const float *q, const float *k,
@@ -648,7 +651,7 @@ SNN_WIDE_FN VEC_FN static void bsa_backward_narrow(int N, int d, const float *q,
 void snn_attn_bsa_head_backward_bits(int N, int d, const snn_head_bits *hb, int shift,
                                      const float *p, const float *dout, int lddo, float *dq,
                                      float *dk, float *dv, int ld, float *scratch) {
-    float q[FAST_N * FAST_D + 16], k[FAST_N * FAST_D + 16], v[FAST_N * FAST_D + 16];
+    float q[TILE_N * FAST_D + 16], k[TILE_N * FAST_D + 16], v[TILE_N * FAST_D + 16];
     head_tiles(N, d, hb, q, k, v);
     (snn_wide_avx512() ? bsa_backward_wide : bsa_backward_narrow)(N, d, q, k, v, d, shift, p,
                                                                    dout, lddo, dq, dk, dv, ld,
@@ -660,7 +663,7 @@ void snn_attn_bsa_head_backward(int N, int d, const float *q, const float *k, co
                                 float *dq, float *dk, float *dv, float *scratch) {
     if (N <= 0) return;
     SNN_ASSERT(d >= 0 && N <= SNN_ATTN_BSA_TRAIN_MAX_N);
-    if (N <= FAST_N && d <= FAST_D)
+    if (fast_head(N, d))
         (snn_wide_avx512() ? bsa_backward_wide : bsa_backward_narrow)(
             N, d, q, k, v, ld, shift, p, dout, lddo, dq, dk, dv, ld, scratch);
     else

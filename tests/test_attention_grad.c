@@ -101,11 +101,14 @@ static void check_grad(const float *got, int rows, int ld, int off, int d, const
 static const int SIZES[][2] = {{1, 1},   {2, 3},   {5, 8},  {17, 3},
                                {16, 16}, {64, 64}, {9, 70}, {33, 65}};
 enum { N_SIZES = sizeof SIZES / sizeof SIZES[0] };
-/* The forwards' exact comparisons also take the shipped head, {49, 16}, and one past the fast
- * paths' N (64), {70, 16}; {64, 64} is their largest, {9, 70} and {33, 65} past their d. (The
- * backward tests' relative tolerance does not allow for the cancellation of longer sums.) */
-static const int FWD_SIZES[][2] = {{1, 1},   {2, 3},   {5, 8},   {17, 3},  {16, 16},
-                                   {49, 16}, {64, 64}, {70, 16}, {9, 70}, {33, 65}};
+/* The forwards' exact comparisons also take the shipped head, {49, 16}, one past SSA's fast
+ * paths' N (64), {70, 16}, a 14 x 14 grid of patches, {196, 16}, BSA's largest fast head at
+ * d = 64, {256, 64}, one past it, {257, 64}, and a long one, {520, 16}; {9, 70} and {33, 65}
+ * are past both fast paths' d. (The backward tests' relative tolerance does not allow for the
+ * cancellation of longer sums.) */
+static const int FWD_SIZES[][2] = {{1, 1},    {2, 3},    {5, 8},    {17, 3},   {16, 16},
+                                   {49, 16},  {64, 64},  {70, 16},  {196, 16}, {256, 64},
+                                   {257, 64}, {520, 16}, {9, 70},   {33, 65}};
 enum { N_FWD_SIZES = sizeof FWD_SIZES / sizeof FWD_SIZES[0] };
 
 static void test_ssa_forward_matches_inference(void **state) {
@@ -508,13 +511,15 @@ static void test_bsa_backward_matches_reference(void **state) {
     }
 }
 
-/* The fast backward (N <= 64, d <= 64) equals snn_attn_bsa_head_backward_ref bit for bit: on
+/* The fast backward (d <= 64, N d <= 16384) equals snn_attn_bsa_head_backward_ref bit for bit: on
  * spikes (normal forward), on reals (smooth forward) and with some P_ij = 0 (whose dV terms both
  * skip). A changed sum order or a wrong skipped term changes low bits of some gradient. */
 static void test_bsa_backward_fast_equals_ref(void **state) {
     (void)state;
-    static const int sizes[][2] = {{1, 1}, {5, 8}, {17, 3}, {16, 16}, {49, 16}, {64, 64}, {33, 20}};
-    for (int sz = 0; sz < 7; sz++) {
+    static const int sizes[][2] = {{1, 1},   {5, 8},   {17, 3},  {16, 16},  {49, 16},
+                                   {64, 64}, {33, 20}, {99, 16}, {196, 16}, {256, 64},
+                                   {300, 50}, {1024, 16}};
+    for (size_t sz = 0; sz < sizeof sizes / sizeof *sizes; sz++) {
         const int N = sizes[sz][0], d = sizes[sz][1];
         head_bufs fast = hb_new(N, d, 2 * d + 3, d + 1, d + 2);
         head_bufs ref = hb_new(N, d, 2 * d + 3, d + 1, d + 2);
