@@ -58,8 +58,13 @@ static inline double pow2i(int32_t t) {
     return x;
 }
 
-/* P V in integers: keys whose mask table fits the stack take this path. */
-enum { BSA_PV_MAX = 128 };
+/* P V in integers: heads whose mask table, N G vectors of 8 lanes (G = 2, 4, 8 for up to 16,
+ * 32, 64 channels), fits BSA_PV_MASKS (64 KiB of stack) take this path, at most BSA_PV_MAX keys:
+ * d = 16 up to N = 1024, d = 64 up to N = 256. */
+enum { BSA_PV_MAX = 1024, BSA_PV_MASKS = 2048 };
+
+/* Mask vectors per key for a block of cn <= 64 channels. */
+static inline int bsa_pv_groups(int cn) { return cn <= 16 ? 2 : cn <= 32 ? 4 : 8; }
 typedef uint32_t bsa_v8u __attribute__((vector_size(32)));
 typedef int32_t bsa_v8i __attribute__((vector_size(32)));
 typedef float bsa_v8f __attribute__((vector_size(32)));
@@ -385,7 +390,8 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
     /* Shiftmax per row, in place: scores row i now holds the exponents e_ij (all <= 0). With one
      * channel word (d <= 64) and the integer P V path available, it runs row by row inside the
      * P V loop instead, which then takes the row's integer probabilities from it directly. */
-    const int fused = d <= 64 && N <= BSA_VPACK_MAX && N <= BSA_PV_MAX;
+    const int fused = d <= 64 && N <= BSA_VPACK_MAX && N <= BSA_PV_MAX &&
+                      N * bsa_pv_groups(d) <= BSA_PV_MASKS;
     if (!fused)
         for (int i = 0; i < N; i++) {
             int32_t *ai = scores + (long)i * N;
@@ -410,9 +416,9 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
         }
         /* Channel masks of the packed v rows for the integer path: vm [N, G] vectors of 8
          * lanes, lane c all ones iff v_jc != 0 (lanes past cn stay 0). */
-        const int G = cn <= 16 ? 2 : cn <= 32 ? 4 : 8;
-        const int int_path = cached && N <= BSA_PV_MAX;
-        bsa_v8u vm[BSA_PV_MAX * 8];
+        const int G = bsa_pv_groups(cn);
+        const int int_path = cached && N <= BSA_PV_MAX && N * G <= BSA_PV_MASKS;
+        bsa_v8u vm[BSA_PV_MASKS];
         if (int_path)
             for (int j = 0; j < N; j++)
                 for (int g = 0; g < G; g++)
