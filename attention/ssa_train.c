@@ -15,10 +15,11 @@
  * o = scale * (float)(A V) is exactly what the inference kernel (attention/ssa.c) computes: one
  * float multiply of an exact integer.
  *
- * On spikes (every q, k, v in {0, 1, -1}; N, d <= 64) the forward sums those integers in int32
- * vectors (ssa_forward_spikes): the same values, so the same bits. Otherwise straight loops with
- * contiguous inner dimensions (channels); channels are processed in blocks of CBLK with a double
- * accumulator row on the stack, so there is no limit on d.
+ * On spikes (every q, k, v in {0, 1, -1}; N <= 256, d <= 64) the forward sums those integers in
+ * int32 vectors, a block of 64 keys at a time (ssa_forward_spikes): the same values, so the same
+ * bits. Otherwise straight loops with contiguous inner dimensions (channels); channels are
+ * processed in blocks of CBLK with a double accumulator row on the stack, so there is no limit
+ * on d.
  *
  * From bit planes (the _bits entry points, the trainer's path; N, d <= 64): the forward builds
  * K^T's rows and V's lane masks from the words themselves (the same integer
@@ -94,10 +95,14 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_wv_forward(int N, int d, const float *w, co
     }
 }
 
-/* Largest head the integer path below takes: the keys of a row in FAST_N / 16 vectors of 16
- * int32 (N padded with zero columns), the channels of a value row in one (d <= 16, as in every
- * shipped model: D / h = 16) or in a loop. int32 tables on the stack: 36 KiB. */
-enum { FAST_N = 64, FAST_D = 64, VW = 16 };
+/* Heads the integer path below takes: N <= FAST_N, d <= FAST_D. Keys go in blocks of KB: a
+ * block's scores of a row in KB / 16 vectors of 16 int32 (the last block padded with zero
+ * columns); the channels of a value row in one vector (d <= 16, as in every shipped model:
+ * D / h = 16) or in a loop. int32 tables on the stack: 128 KiB. */
+enum { FAST_N = 256, FAST_D = 64, VW = 16, KB = 64 };
+/* The bit-plane entry points take heads of at most TILE_N tokens (the trainer's limit there):
+ * one block of keys, three [N, d] tiles of floats on the stack in the backward. */
+enum { TILE_N = 64 };
 typedef int32_t v16i __attribute__((vector_size(4 * VW)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef int32_t v8ia __attribute__((vector_size(32), may_alias)); /* halves of a v16i */
@@ -117,7 +122,8 @@ static inline __attribute__((always_inline)) void scores_row(float *si, const v1
 }
 
 /* The forward on spikes (N <= FAST_N, d <= FAST_D): A and A V are integers of magnitude at most
- * d and N d, summed here in int32 vectors, branch-free. The double sums of snn_attn_gram and
+ * d and N d, summed here in int32 vectors, branch-free, a block of KB keys at a time (integer
+ * sums: any grouping gives the same values). The double sums of snn_attn_gram and
  * snn_attn_wv_forward are the same integers (every partial sum is exact in double too, and a
  * zero is +0.0 on both paths), each rounded once to float: the same bits. The double path spent
  * its time converting and testing one element at a time. Returns false, having written
@@ -128,91 +134,114 @@ static inline __attribute__((always_inline)) bool ssa_forward_spikes(
     if (N > FAST_N || d > FAST_D || !snn_all_spikes(N, d, q, ld, true) ||
         !snn_all_spikes(N, d, k, ld, true) || !snn_all_spikes(N, d, v, ld, true))
         return false;
-    const int nv = (N + VW - 1) / VW; /* key vectors per row */
-    const bool narrow = d <= VW;       /* a value row in one vector */
-    v16i kt[FAST_D][FAST_N / VW];      /* K^T: row c holds k_jc, j >= N zero */
-    v16i vp[FAST_N], vn[FAST_N];       /* narrow: V's rows as masks, -1 where v_jc = 1 (vp) or
-                                        * -1 (vn), channels >= d zero */
-    int32_t vt[FAST_N * FAST_D];       /* otherwise: V, row stride d */
-    for (int c = 0; c < d; c++) /* every word: the 8-lane sums below add all of them */
-        for (int w = 0; w < FAST_N / VW; w++) kt[c][w] = (v16i){0};
+    const int nb = (N + KB - 1) / KB; /* key blocks */
+    const bool narrow = d <= VW;      /* a value row in one vector */
+    /* K^T by blocks: kt[(b d + c) KB / VW + w] holds k_jc for the keys j = b KB + VW w + lane,
+     * keys >= N zero */
+    v16i kt[FAST_N / VW * FAST_D];
+    union {
+        struct {
+            v16i vp[FAST_N], vn[FAST_N]; /* narrow: V's rows as masks, -1 where v_jc = 1 (vp)
+                                          * or -1 (vn), channels >= d zero */
+        } m;
+        int32_t vt[FAST_N * FAST_D];     /* otherwise: V, row stride d */
+    } vtab;
+    v16i *vp = vtab.m.vp, *vn = vtab.m.vn;
+    for (int t = 0; t < nb * d * (KB / VW); t++) /* every word: the 8-lane sums add all of them */
+        kt[t] = (v16i){0};
     for (int j = 0; j < N; j++) {
         if (narrow) vp[j] = vn[j] = (v16i){0};
+        v16i *kb = kt + (long)(j / KB) * d * (KB / VW);
         for (int c = 0; c < d; c++) {
-            kt[c][j / VW][j % VW] = (int32_t)k[(long)j * ld + c];
+            kb[c * (KB / VW) + j % KB / VW][j % VW] = (int32_t)k[(long)j * ld + c];
             const float vjc = v[(long)j * ld + c];
             if (narrow)
                 vp[j][c] = -(int32_t)(vjc > 0.0f), vn[j][c] = -(int32_t)(vjc < 0.0f);
             else
-                vt[(long)j * d + c] = (int32_t)vjc;
+                vtab.vt[(long)j * d + c] = (int32_t)vjc;
         }
     }
     for (int i = 0; i < N; i++) {
         const float *qi = q + (long)i * ld;
-        union {
-            v16i v[FAST_N / VW];
-            int32_t s[FAST_N];
-        } a;
-        for (int w = 0; w < nv; w++) a.v[w] = (v16i){0};
-        /* A_i += q_ic (row c of K^T) over the nonzero q_ic in {1, -1}: spikes are sparse, and
-         * adding the zero rows cost a third of the kernel */
+        float *oi = o + (long)i * ldo;
         int cs[FAST_D];
         const int nq = snn_nonzero_indices(qi, d, cs);
-        if (wide) {
-            for (int t = 0; t < nq; t++) {
-                const int c = cs[t];
-                if (qi[c] > 0.0f)
-                    for (int w = 0; w < nv; w++) a.v[w] += kt[c][w];
-                else
-                    for (int w = 0; w < nv; w++) a.v[w] -= kt[c][w];
+        /* (A V)_i accumulators: one vector (wide, narrow), two 8-lane halves (narrow), or d
+         * int32 */
+        v16i acc0 = {0}, acc1 = {0};
+        v8i lo = {0}, hi = {0};
+        int32_t acc[FAST_D] = {0};
+        for (int b = 0; b < nb; b++) {
+            const int j0 = b * KB, jn = N - j0 < KB ? N - j0 : KB;
+            const int nv = (jn + VW - 1) / VW; /* key vectors of this block */
+            const v16i *kb = kt + (long)b * d * (KB / VW);
+            union {
+                v16i v[KB / VW];
+                int32_t s[KB];
+            } a;
+            for (int w = 0; w < KB / VW; w++) a.v[w] = (v16i){0};
+            /* A_ij += q_ic (row c of K^T) over the nonzero q_ic in {1, -1}: spikes are sparse,
+             * and adding the zero rows cost a third of the kernel */
+            if (wide) {
+                for (int t = 0; t < nq; t++) {
+                    const int c = cs[t];
+                    const v16i *kc = kb + c * (KB / VW);
+                    if (qi[c] > 0.0f)
+                        for (int w = 0; w < nv; w++) a.v[w] += kc[w];
+                    else
+                        for (int w = 0; w < nv; w++) a.v[w] -= kc[w];
+                }
+            } else { /* eight 8-lane sums in registers (the AVX2 and portable variants) */
+                _Static_assert(KB / 8 == 8, "eight 8-lane words per key block");
+                v8i r0 = {0}, r1 = {0}, r2 = {0}, r3 = {0}, r4 = {0}, r5 = {0}, r6 = {0}, r7 = {0};
+                for (int t = 0; t < nq; t++) {
+                    const int c = cs[t];
+                    const v8ia *h = (const v8ia *)(const void *)(kb + c * (KB / VW));
+                    if (qi[c] > 0.0f)
+                        r0 += h[0], r1 += h[1], r2 += h[2], r3 += h[3], r4 += h[4], r5 += h[5],
+                            r6 += h[6], r7 += h[7];
+                    else
+                        r0 -= h[0], r1 -= h[1], r2 -= h[2], r3 -= h[3], r4 -= h[4], r5 -= h[5],
+                            r6 -= h[6], r7 -= h[7];
+                }
+                const v8i h[8] = {r0, r1, r2, r3, r4, r5, r6, r7};
+                memcpy(a.s, h, sizeof h);
             }
-        } else { /* eight 8-lane sums in registers (the AVX2 and portable variants) */
-            _Static_assert(FAST_N / 8 == 8, "eight 8-lane words per key row");
-            v8i r0 = {0}, r1 = {0}, r2 = {0}, r3 = {0}, r4 = {0}, r5 = {0}, r6 = {0}, r7 = {0};
-            for (int t = 0; t < nq; t++) {
-                const int c = cs[t];
-                const v8ia *h = (const v8ia *)(const void *)kt[c];
-                if (qi[c] > 0.0f)
-                    r0 += h[0], r1 += h[1], r2 += h[2], r3 += h[3], r4 += h[4], r5 += h[5],
-                        r6 += h[6], r7 += h[7];
-                else
-                    r0 -= h[0], r1 -= h[1], r2 -= h[2], r3 -= h[3], r4 -= h[4], r5 -= h[5],
-                        r6 -= h[6], r7 -= h[7];
+            scores_row(scores + (long)i * N + j0, a.v, a.s, jn);
+            const v16i *bp = vp + j0, *bn = vn + j0;
+            if (narrow && !wide) { /* as below, in two 8-lane halves */
+                for (int j = 0; j < jn; j++) {
+                    const v8i aj = (v8i){0} + a.s[j];
+                    const v8ia *p = (const v8ia *)(const void *)&bp[j];
+                    const v8ia *n = (const v8ia *)(const void *)&bn[j];
+                    lo += (aj & p[0]) - (aj & n[0]);
+                    hi += (aj & p[1]) - (aj & n[1]);
+                }
+            } else if (narrow) { /* (A V)_i = sum_j A_ij V_j in one vector: A_ij selected by
+                                  * V's masks (an and, not an integer multiply with its long
+                                  * latency) */
+                int j = 0;
+                for (; j + 2 <= jn; j += 2) {
+                    const v16i a0 = (v16i){0} + a.s[j], a1 = (v16i){0} + a.s[j + 1];
+                    acc0 += (a0 & bp[j]) - (a0 & bn[j]);
+                    acc1 += (a1 & bp[j + 1]) - (a1 & bn[j + 1]);
+                }
+                if (j < jn) {
+                    const v16i a0 = (v16i){0} + a.s[j];
+                    acc0 += (a0 & bp[j]) - (a0 & bn[j]);
+                }
+            } else {
+                for (int j = 0; j < jn; j++)
+                    for (int c = 0; c < d; c++)
+                        acc[c] += a.s[j] * vtab.vt[(long)(j0 + j) * d + c];
             }
-            const v8i h[8] = {r0, r1, r2, r3, r4, r5, r6, r7};
-            memcpy(a.s, h, sizeof h);
         }
-        scores_row(scores + (long)i * N, a.v, a.s, N);
-        int j;
-        float *oi = o + (long)i * ldo;
-        if (narrow && !wide) { /* as below, in two 8-lane halves */
-            v8i lo = {0}, hi = {0};
-            for (j = 0; j < N; j++) {
-                const v8i aj = (v8i){0} + a.s[j];
-                const v8ia *p = (const v8ia *)(const void *)&vp[j];
-                const v8ia *n = (const v8ia *)(const void *)&vn[j];
-                lo += (aj & p[0]) - (aj & n[0]);
-                hi += (aj & p[1]) - (aj & n[1]);
-            }
+        if (narrow && !wide) {
             for (int c = 0; c < d; c++) oi[c] = scale * (float)(c < 8 ? lo[c] : hi[c - 8]);
-        } else if (narrow) { /* (A V)_i = sum_j A_ij V_j in one vector: A_ij selected by V's
-                              * masks (an and, not an integer multiply with its long latency) */
-            v16i acc0 = {0}, acc1 = {0}; /* integer sums: any grouping is exact */
-            for (j = 0; j + 2 <= N; j += 2) {
-                const v16i a0 = (v16i){0} + a.s[j], a1 = (v16i){0} + a.s[j + 1];
-                acc0 += (a0 & vp[j]) - (a0 & vn[j]);
-                acc1 += (a1 & vp[j + 1]) - (a1 & vn[j + 1]);
-            }
-            if (j < N) {
-                const v16i a0 = (v16i){0} + a.s[j];
-                acc0 += (a0 & vp[j]) - (a0 & vn[j]);
-            }
-            const v16i acc = acc0 + acc1;
-            for (int c = 0; c < d; c++) oi[c] = scale * (float)acc[c];
+        } else if (narrow) {
+            const v16i sum = acc0 + acc1;
+            for (int c = 0; c < d; c++) oi[c] = scale * (float)sum[c];
         } else {
-            int32_t acc[FAST_D] = {0};
-            for (j = 0; j < N; j++)
-                for (int c = 0; c < d; c++) acc[c] += a.s[j] * vt[(long)j * d + c];
             for (int c = 0; c < d; c++) oi[c] = scale * (float)acc[c];
         }
     }
@@ -239,20 +268,20 @@ static SNN_WIDE_FN SNN_VEC_FN bool ssa_spikes_narrow(int N, int d, const float *
 SNN_WIDE_FN SNN_VEC_FN void snn_attn_ssa_head_train_bits(int N, int d, const snn_head_bits *hb,
                                                          float scale, float *o, int ldo,
                                                          float *scores) {
-    SNN_ASSERT(N >= 0 && N <= FAST_N && d >= 1 && d <= FAST_D && hb->stride >= (size_t)d);
+    SNN_ASSERT(N >= 0 && N <= TILE_N && d >= 1 && d <= FAST_D && hb->stride >= (size_t)d);
     SNN_ASSERT(!hb->q_neg && !hb->k_neg);
     const uint64_t *q = hb->q_nz, *k = hb->k_nz, *v = hb->v_nz;
     const size_t pos = hb->pos, stride = hb->stride;
     const int nv = (N + VW - 1) / VW;
     const bool narrow = d <= VW;
     const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    uint64_t kb[FAST_N], vb[FAST_N];
+    uint64_t kb[TILE_N], vb[TILE_N];
     for (int j = 0; j < N; j++) {
         kb[j] = snn_bits_field(k, pos + (size_t)j * stride, d);
         vb[j] = snn_bits_field(v, pos + (size_t)j * stride, d);
     }
     for (int j = N; j < nv * VW; j++) kb[j] = 0;
-    v16i kt[FAST_D][FAST_N / VW]; /* K^T: row c holds k_jc, j >= N zero */
+    v16i kt[FAST_D][TILE_N / VW]; /* K^T: row c holds k_jc, j >= N zero */
     for (int w = 0; w < nv; w++) {
         v16i lo, hi; /* bits 0-31 and 32-63 of 16 keys */
         for (int u = 0; u < VW; u++) {
@@ -264,8 +293,8 @@ SNN_WIDE_FN SNN_VEC_FN void snn_attn_ssa_head_train_bits(int N, int d, const snn
     }
     for (int i = 0; i < N; i++) {
         union {
-            v16i v[FAST_N / VW];
-            int32_t s[FAST_N];
+            v16i v[TILE_N / VW];
+            int32_t s[TILE_N];
         } a;
         for (int w = 0; w < nv; w++) a.v[w] = (v16i){0};
         for (uint64_t m = snn_bits_field(q, pos + (size_t)i * stride, d); m; m &= m - 1) {
@@ -347,9 +376,9 @@ void snn_attn_ssa_head_backward(int N, int d, const float *q, const float *k, co
 void snn_attn_ssa_head_backward_bits(int N, int d, const snn_head_bits *hb, float scale,
                                      const float *scores, const float *dout, int lddo,
                                      float *dq, float *dk, float *dv, int ld, float *scratch) {
-    SNN_ASSERT(N >= 0 && N <= FAST_N && d >= 1 && d <= FAST_D && hb->stride >= (size_t)d);
+    SNN_ASSERT(N >= 0 && N <= TILE_N && d >= 1 && d <= FAST_D && hb->stride >= (size_t)d);
     SNN_ASSERT(!hb->q_neg && !hb->k_neg);
-    float qt[FAST_N * FAST_D + 16], kt[FAST_N * FAST_D + 16], vt[FAST_N * FAST_D + 16];
+    float qt[TILE_N * FAST_D + 16], kt[TILE_N * FAST_D + 16], vt[TILE_N * FAST_D + 16];
     snn_attn_head_from_bits(N, d, hb->q_nz, NULL, hb->pos, hb->stride, qt);
     snn_attn_head_from_bits(N, d, hb->k_nz, NULL, hb->pos, hb->stride, kt);
     snn_attn_head_from_bits(N, d, hb->v_nz, NULL, hb->pos, hb->stride, vt);

@@ -25,12 +25,13 @@ small="--set data.limit=48 --set record.samples=3"
 train="--set data.train_limit=256 --set train.epochs=1"
 # name|config|settings: the committed bsa and ssa checkpoints (trained, so Q and K fire: from
 # scratch they barely do), evaluated and fine-tuned; bsa with membranes recorded and with rate
-# encoding; bsa at N = 256 tokens (the long-sequence task, trained from scratch: the kernels'
-# long-head paths); sdsa with the SEW residual (integer spike sums) and the three ANN models,
+# encoding; bsa and ssa at N = 256 tokens (the long-sequence task, trained from scratch: the
+# kernels' long-head paths); sdsa with the SEW residual (integer spike sums) and the three ANN models,
 # trained
 cases="bsa|configs/bench_bsa.yaml|--set record.membrane=true
 bsa_train|configs/bench_bsa.yaml|$train
 bsa_long|configs/longseq_bsa.yaml|--set data.synthetic_samples=192 --set train.epochs=1
+ssa_long|configs/longseq_ssa.yaml|--set data.synthetic_samples=192 --set train.epochs=1
 bsa_rate|configs/bench_bsa.yaml|--set data.encoding=rate
 ssa_train|configs/bench_ssa.yaml|$train
 sdsa_sew|configs/fmnist_sdsa.yaml|$train --set model.residual=sew
