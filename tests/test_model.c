@@ -528,7 +528,8 @@ static void test_synaptic_timer_changes_no_output(void **state) {
 
 /* An ANN model evaluates one sample at a time (ann_batch 1, the benchmark's batch-1 latency) to
  * the logits of minibatches of 64; its thread count applies to that evaluation only (the
- * OpenMP default is restored); 2 threads give 1 thread's bytes. */
+ * OpenMP default is restored); 2 threads give 1 thread's bytes (inside one minibatch's
+ * layers, and over several minibatches). */
 static void test_ann_batch_one_and_threads(void **state) {
     (void)state;
     snn_config cfg;
@@ -570,6 +571,12 @@ static void test_ann_batch_one_and_threads(void **state) {
     assert_int_equal(by2.threads, 2);
 #endif
     assert_memory_equal(by1.logits, by2.logits, (size_t)ds.n * m.classes * sizeof *by1.logits);
+    /* one minibatch (all 18 samples) on 1 thread: the bytes of 2 threads inside its layers */
+    snn_eval one;
+    snn_eval_opts o1 = {.threads = 1};
+    snn_evaluate(&m, &ds, &o1, &one);
+    assert_memory_equal(one.logits, batched.logits, (size_t)ds.n * m.classes * sizeof *one.logits);
+    snn_eval_free(&one, &m);
     snn_eval_free(&by1, &m);
     snn_eval_free(&by2, &m);
     snn_eval_free(&batched, &m);
