@@ -209,7 +209,9 @@ static void bn_block_sums(double (*part)[BN_CW], const float *x, int M, int C, i
  * i.e. the float sums of the dense product without its multiplications by 0 and 1, in a fixed
  * order (so the result is the same for any thread count; its bits differ from the dense
  * product's, whose order is its own). Any other x (real inputs, ternary spikes, dense spikes)
- * and layers too large for the stack buffers (in * out > SP_MAX_W) take the dense path. */
+ * takes the dense path, and so do layers too large for the stack buffers (in * out > SP_MAX_W)
+ * unless the caller gives the bits functions a scratch (snn_linear_spike_scratch_floats) for
+ * w^T and the parts of dw^T. */
 enum { SP_MAX_IN = 4096, SP_MAX_W = 65536, SP_OB = 64, SP_DW_PARTS = 2 };
 #define SP_MAX_DENSITY 0.25
 
@@ -258,11 +260,11 @@ static SNN_WIDE_FN SNN_VEC_FN bool sparse_binary(const float *x, size_t n) {
  * spikes. The kernels then check every nonzero entry (a 1?) and report otherwise, and the caller
  * falls back to the dense product, so a non-spike x anywhere still gets the dense result. */
 enum { SP_PROBE_ROWS = 256 };
-static bool sparse_sizes(int M, int in, int out) {
-    return in <= SP_MAX_IN && (size_t)in * out <= SP_MAX_W && M > 0;
+static bool sparse_sizes(int M, int in, int out, bool scratch) {
+    return in <= SP_MAX_IN && (scratch || (size_t)in * out <= SP_MAX_W) && M > 0;
 }
 static bool sparse_ok(const float *x, int M, int in, int out) {
-    return sparse_sizes(M, in, out) &&
+    return sparse_sizes(M, in, out, false) &&
            sparse_binary(x, (size_t)(M < SP_PROBE_ROWS ? M : SP_PROBE_ROWS) * in);
 }
 
@@ -274,8 +276,8 @@ static inline const uint64_t *bit_row(const snn_spike_rows *xb, int m, int in) {
 
 /* sparse_ok for bits: the same decision as sparse_ok on the matrix's floats (every entry is 0
  * or 1; the density of the first rows from their popcounts). */
-static bool sparse_ok_bits(const snn_spike_rows *xb, int M, int in, int out) {
-    if (in % 64 || !sparse_sizes(M, in, out)) return false;
+static bool sparse_ok_bits(const snn_spike_rows *xb, int M, int in, int out, bool scratch) {
+    if (in % 64 || !sparse_sizes(M, in, out, scratch)) return false;
     const int rows = M < SP_PROBE_ROWS ? M : SP_PROBE_ROWS;
     uint32_t ones = 0;
     for (int m = 0; m < rows; m++) {
@@ -434,9 +436,8 @@ static bool linear_fwd_blocks(float *y, const float *x, const sp_src *src, const
     return !bad;
 }
 
-/* wt = w^T: [in, out] from w [out, in] (in * out <= SP_MAX_W, the caller's stack buffer). */
+/* wt = w^T: [in, out] from w [out, in] (wt holds in * out floats). */
 static void transpose_w(float *wt, const float *w, int in, int out) {
-    SNN_ASSERT((size_t)in * out <= SP_MAX_W);
     snn_transpose(out, in, w, in, wt, out, false);
 }
 
@@ -556,21 +557,29 @@ static int linear_dw_sparse_part(float *dwt, const float *dy, const sp_src *src,
 
 /* dw += dy^T x for a sparse binary x (see above): SP_DW_PARTS fixed parts of the rows, each
  * summed into its own dw^T (linear_dw_sparse_part: every x and dy row is read once), then
- * dw += (part 0 + part 1 + ...), the parts added in order. */
+ * dw += (part 0 + part 1 + ...), the parts added in order. The parts live in scratch
+ * (SP_DW_PARTS in out floats) when given, else on the stack (in out <= SP_MAX_W). */
 static bool linear_dw_sparse(float *dw, const float *dy, const sp_src *src, int M, int in,
-                             int out, bool par) {
+                             int out, bool par, float *scratch) {
     (void)par; /* unused without OpenMP */
     _Static_assert(SP_DW_PARTS == 2, "the parts are added as p0 + p1 below");
-    float dwt[SP_DW_PARTS][SP_MAX_W] __attribute__((aligned(64))); /* dw^T [in, out] sums */
+    SNN_ASSERT(scratch || (size_t)in * out <= SP_MAX_W);
+    float stack[SP_DW_PARTS][SP_MAX_W] __attribute__((aligned(64))); /* dw^T [in, out] sums */
+    const size_t n = scratch ? (size_t)in * out : SP_MAX_W; /* floats from a part to the next */
+    float *const dwt = scratch ? scratch : stack[0];
     int bad = 0;
 #pragma omp parallel for schedule(dynamic) if (par) reduction(| : bad)
     for (int k = 0; k < SP_DW_PARTS; k++)
-        bad |= linear_dw_sparse_part(dwt[k], dy, src, M, k, in, out);
+        bad |= linear_dw_sparse_part(dwt + k * n, dy, src, M, k, in, out);
     if (bad) return false; /* dw untouched */
     for (int o = 0; o < out; o++)
         for (int i = 0; i < in; i++)
-            dw[(size_t)o * in + i] += dwt[0][(size_t)i * out + o] + dwt[1][(size_t)i * out + o];
+            dw[(size_t)o * in + i] += dwt[(size_t)i * out + o] + dwt[n + (size_t)i * out + o];
     return true;
+}
+
+size_t snn_linear_spike_scratch_floats(int in, int out) {
+    return (size_t)SP_DW_PARTS * (size_t)in * (size_t)out;
 }
 
 /* An eval-mode BatchNorm run on each chunk of a dense product right after it (z = BatchNorm
@@ -639,12 +648,13 @@ void snn_linear_fwd_sums_norm(float *y, const snn_bn_norm *x_norm, const float *
 
 /* snn_linear_fwd_bits, and snn_linear_fwd_bits_sums when sums is not NULL. */
 static bool linear_fwd_bits(float *y, const snn_spike_rows *x, const float *w, const float *b,
-                            int M, int in, int out, double *sums) {
+                            int M, int in, int out, double *sums, float *scratch) {
     SNN_ASSERT(y && x && x->nz && x->rows_per_t > 0 && w && M >= 0 && in > 0 && out > 0);
-    if (!sparse_ok_bits(x, M, in, out)) return false;
+    if (!sparse_ok_bits(x, M, in, out, scratch)) return false;
     const sp_src src = {NULL, x, in};
     const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
-    float wt[SP_MAX_W] __attribute__((aligned(64))); /* w^T [in, out] */
+    float stack[SP_MAX_W] __attribute__((aligned(64)));
+    float *const wt = scratch ? scratch : stack; /* w^T [in, out] */
     transpose_w(wt, w, in, out);
     const bool ok = linear_fwd_sparse(y, &src, w, wt, b, M, in, out, par, sums);
     SNN_ASSERT(ok); /* bits are 0 or 1 */
@@ -652,14 +662,14 @@ static bool linear_fwd_bits(float *y, const snn_spike_rows *x, const float *w, c
 }
 
 bool snn_linear_fwd_bits(float *y, const snn_spike_rows *x, const float *w, const float *b, int M,
-                         int in, int out) {
-    return linear_fwd_bits(y, x, w, b, M, in, out, NULL);
+                         int in, int out, float *scratch) {
+    return linear_fwd_bits(y, x, w, b, M, in, out, NULL, scratch);
 }
 
 bool snn_linear_fwd_bits_sums(float *y, const snn_spike_rows *x, const float *w, const float *b,
-                              int M, int in, int out, double *sums) {
+                              int M, int in, int out, double *sums, float *scratch) {
     SNN_ASSERT(sums && M >= 1);
-    return linear_fwd_bits(y, x, w, b, M, in, out, sums);
+    return linear_fwd_bits(y, x, w, b, M, in, out, sums, scratch);
 }
 
 /* Row blocks of the weight gradient's dense path: 1 up to SNN_LINEAR_DW_ROWS rows, else 4, or 8
@@ -774,22 +784,22 @@ void snn_linear_bwd(float *dx, float *dw, float *db, const float *dy, const floa
     if (dx) linear_bwd_dx(dx, dy, w, M, in, out, add_dx, par);
     if (M == 0) return;
     const sp_src src = {x, NULL, in};
-    if (!sparse_ok(x, M, in, out) || !linear_dw_sparse(dw, dy, &src, M, in, out, par))
+    if (!sparse_ok(x, M, in, out) || !linear_dw_sparse(dw, dy, &src, M, in, out, par, NULL))
         linear_dw_dense(dw, dy, x, M, in, out, scratch, par);
     if (db) linear_bwd_db(db, dy, M, out);
 }
 
 bool snn_linear_bwd_bits(float *dx, float *dw, float *db, const float *dy,
                          const snn_spike_rows *x, const float *w, int M, int in, int out,
-                         bool add_dx) {
+                         bool add_dx, float *scratch) {
     SNN_ASSERT(dw && dy && x && x->nz && x->rows_per_t > 0 && M >= 0 && in > 0 && out > 0);
     SNN_ASSERT(!dx || w);
-    if (M == 0 || !sparse_ok_bits(x, M, in, out)) return false;
+    if (M == 0 || !sparse_ok_bits(x, M, in, out, scratch)) return false;
     snn_layers_init();
     const bool par = (size_t)M * in * out >= PAR_MIN_WORK;
     if (dx) linear_bwd_dx(dx, dy, w, M, in, out, add_dx, par);
     const sp_src src = {NULL, x, in};
-    const bool ok = linear_dw_sparse(dw, dy, &src, M, in, out, par);
+    const bool ok = linear_dw_sparse(dw, dy, &src, M, in, out, par, scratch);
     SNN_ASSERT(ok); /* bits are 0 or 1 */
     if (db) linear_bwd_db(db, dy, M, out);
     return true;
@@ -1303,12 +1313,12 @@ void snn_linear_bn_bwd(float *dx, float *dw, float *db, float *dgamma, float *db
 bool snn_linear_bn_bwd_bits(float *dx, float *dw, float *db, float *dgamma, float *dbeta,
                             float *dy_lin, const float *dz, const snn_bn_saved *bs,
                             const snn_spike_rows *x, const float *w, int M, long M_batch, int in,
-                            int out, bool add_dx) {
+                            int out, bool add_dx, float *scratch) {
     SNN_ASSERT(dw && dgamma && dbeta && dy_lin && dz && bs && x && x->nz && M >= 1 && in > 0 &&
                out > 0);
     SNN_ASSERT(!dx || w);
     SNN_ASSERT(M_batch == 0 || M_batch >= M);
-    if (!sparse_ok_bits(x, M, in, out)) return false; /* nothing written */
+    if (!sparse_ok_bits(x, M, in, out, scratch)) return false; /* nothing written */
     snn_layers_init();
     const sp_src src = {NULL, x, in};
     const bool par = (size_t)M * out >= PAR_MIN_WORK;
@@ -1330,7 +1340,7 @@ bool snn_linear_bn_bwd_bits(float *dx, float *dw, float *db, float *dgamma, floa
         }
         if (db) add_block_sums(db, part, out);
     }
-    const bool ok = linear_dw_sparse(dw, dy_lin, &src, M, in, out, par);
+    const bool ok = linear_dw_sparse(dw, dy_lin, &src, M, in, out, par, scratch);
     SNN_ASSERT(ok); /* bits are 0 or 1 */
     return true;
 }

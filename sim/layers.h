@@ -111,13 +111,16 @@ typedef struct snn_spike_rows {
 
 /* snn_linear_fwd and snn_linear_bwd (without scratch) on such an x, reading its bits: the same
  * bits as the float functions on its floats. They return false, having written nothing, where
- * those would take the dense path (in not a multiple of 64, a layer too large for the spike
- * path, or dense first rows: see layers.c); the caller then calls them on the floats. */
+ * those would take the dense path (in not a multiple of 64, more than 4096 inputs, or dense
+ * first rows: see layers.c); the caller then calls them on the floats. scratch: NULL, or
+ * snn_linear_spike_scratch_floats(in, out) floats (w^T, the parts of dw^T): without it a layer
+ * of more than 65536 weights (stack buffers) takes the dense path too, with it any size. */
 bool snn_linear_fwd_bits(float *y, const snn_spike_rows *x, const float *w, const float *b, int M,
-                         int in, int out);
+                         int in, int out, float *scratch);
 bool snn_linear_bwd_bits(float *dx, float *dw, float *db, const float *dy,
                          const snn_spike_rows *x, const float *w, int M, int in, int out,
-                         bool add_dx);
+                         bool add_dx, float *scratch);
+size_t snn_linear_spike_scratch_floats(int in, int out);
 
 /* snn_linear_fwd and snn_linear_fwd_bits that also gather the column sums of y that a
  * training-mode BatchNorm on y needs (snn_bn_train_fwd_sums), each row chunk's right after it is
@@ -125,11 +128,11 @@ bool snn_linear_bwd_bits(float *dx, float *dw, float *db, const float *dy,
  *   sums [snn_bn_sums_doubles(out)]   M >= 1
  * y's bits are those of snn_linear_fwd(_bits) on the spike path; on the dense path the row
  * chunks follow BatchNorm's row blocks, so the product may round y differently from
- * snn_linear_fwd. */
+ * snn_linear_fwd. scratch as snn_linear_fwd_bits's. */
 void snn_linear_fwd_sums(float *y, const float *x, const float *w, const float *b, int M, int in,
                          int out, double *sums);
 bool snn_linear_fwd_bits_sums(float *y, const snn_spike_rows *x, const float *w, const float *b,
-                              int M, int in, int out, double *sums);
+                              int M, int in, int out, double *sums, float *scratch);
 
 /* A training-mode BatchNorm's normalisation left to the layer that reads its output:
  * snn_bn_train_normalise(y, NULL, x, mean, rstd, gamma, beta, M, C, relu, res)'s arguments. */
@@ -265,11 +268,11 @@ void snn_linear_bn_bwd(float *dx, float *dw, float *db, float *dgamma, float *db
  * BatchNorm's input gradient row block by row block, each consumed by the layer's dx product
  * while it is in cache, then the weight gradient's spike path. The bytes of BatchNorm's
  * backward followed by snn_linear_bwd_bits. Returns false, having written nothing, where
- * snn_linear_bwd_bits would (spikes too dense for the spike path). */
+ * snn_linear_bwd_bits would (spikes too dense for the spike path; scratch as its). */
 bool snn_linear_bn_bwd_bits(float *dx, float *dw, float *db, float *dgamma, float *dbeta,
                             float *dy_lin, const float *dz, const snn_bn_saved *bn,
                             const snn_spike_rows *x, const float *w, int M, long M_batch, int in,
-                            int out, bool add_dx);
+                            int out, bool add_dx, float *scratch);
 
 /* Eval mode with running statistics:
  *   y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta   (in double, rounded once)

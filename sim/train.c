@@ -194,6 +194,8 @@ struct snn_trainer {
     float *d_o, *d_q, *d_k, *d_v; /* [M, D] */
     float *d_pooled;           /* [B, D] */
     float *dw_scratch;         /* [snn_linear_bwd_scratch_floats of the widest Linear] */
+    float *spike_scratch;      /* [snn_linear_spike_scratch_floats of the widest Linear]: w^T
+                                * and dw^T of the spike path, for layers of any size */
     double *bn_sums;           /* [snn_bn_sums_doubles(widest Linear + BN output)]: the
                                 * BatchNorm sums a Linear gathers for the BN after it */
     float *d_logits;           /* [B, C] */
@@ -381,6 +383,10 @@ static void plan(snn_trainer *tr, planner *p) {
         tr->sp[SP_K] = take(p, M * D);
         tr->sp[SP_V] = take(p, M * D);
         if (tr->kind == SNN_ATTN_SDSA) tr->sp[SP_KV] = take(p, (size_t)tr->T * tr->Bmax * D);
+        /* the layers that read spikes: q, k, v, o [D, D], fc1 [D, Hd], fc2 [Hd, D] */
+        const size_t dd = snn_linear_spike_scratch_floats(tr->D, tr->D);
+        const size_t dh = snn_linear_spike_scratch_floats(tr->D, tr->Hd);
+        tr->spike_scratch = take(p, dd > dh ? dd : dh);
     }
     tr->d_s = take(p, M * W); /* also the forward's SP_X */
     tr->att_scratch = take(p, (size_t)tr->n_threads * tr->att_scratch_floats);
@@ -648,7 +654,8 @@ static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M,
     snn_spike_rows xb;
     if (tr->eval) {
         if (in_rows(tr, &in, &xb) &&
-            snn_linear_fwd_bits(tr->y, &xb, lin->weight, lin->bias, M, lin->in, lin->out)) {
+            snn_linear_fwd_bits(tr->y, &xb, lin->weight, lin->bias, M, lin->in, lin->out,
+                                tr->spike_scratch)) {
             bn_fwd(tr, lin, tr->y, M, a, update_running);
             return;
         }
@@ -665,8 +672,9 @@ static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M,
         return;
     }
     /* training mode: the linear layer gathers BatchNorm's sums while it writes its output */
-    if (!in_rows(tr, &in, &xb) || !snn_linear_fwd_bits_sums(a->x, &xb, lin->weight, lin->bias,
-                                                           M, lin->in, lin->out, tr->bn_sums))
+    if (!in_rows(tr, &in, &xb) ||
+        !snn_linear_fwd_bits_sums(a->x, &xb, lin->weight, lin->bias, M, lin->in, lin->out,
+                                  tr->bn_sums, tr->spike_scratch))
         snn_linear_fwd_sums(a->x, in_floats(tr, &in), lin->weight, lin->bias, M, lin->in,
                             lin->out, tr->bn_sums);
     bn_fwd(tr, lin, a->x, M, a, update_running);
@@ -692,7 +700,7 @@ static void lin_bn_bwd(snn_trainer *tr, const snn_linear *lin, lin_in in, const 
     if (in_rows(tr, &in, &xb) &&
         snn_linear_bn_bwd_bits(dx, grad_of(tr, lin->weight), db, grad_of(tr, lin->bn_w),
                                grad_of(tr, lin->bn_b), tr->d_y, dz, &bs, &xb, lin->weight, M, Mb,
-                               lin->in, lin->out, add_dx))
+                               lin->in, lin->out, add_dx, tr->spike_scratch))
         return;
     snn_linear_bn_bwd(dx, grad_of(tr, lin->weight), db, grad_of(tr, lin->bn_w),
                       grad_of(tr, lin->bn_b), tr->d_y, dz, &bs, in_floats(tr, &in), lin->weight,

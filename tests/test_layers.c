@@ -218,9 +218,10 @@ static void test_linear_matches_naive_reference_across_chunks(void **state) {
 /* The linear layer on spikes given as bits (snn_linear_fwd_bits, snn_linear_bwd_bits) gives
  * the float functions' bytes on the same spikes: rows laid out as a trainer's population (T
  * blocks of rows_per_t rows, ld words apart, ld > the rows' words), widths 64 .. 1024 (the
- * weight gradient's list path and its long-row path), outputs not a multiple of 32. Where the
- * float functions would take sgemm (dense spikes, in not a multiple of 64) the bit functions
- * decline and write nothing. */
+ * weight gradient's list path and its long-row path), outputs not a multiple of 32; every other
+ * shape with the caller's scratch instead of the stack buffers. Where the float functions would
+ * take sgemm (dense spikes, in not a multiple of 64) the bit functions decline and write
+ * nothing. */
 static void test_linear_bits_equal_floats(void **state) {
     (void)state;
     static const int shapes[][4] = {/* in, out, T, rows_per_t */
@@ -259,8 +260,10 @@ static void test_linear_bits_equal_floats(void **state) {
             float *scratch = fvec(snn_linear_bwd_scratch_floats(M, in, out) + 1);
             snn_linear_fwd(y1, x, w, b, M, in, out);
             snn_linear_bwd(dx1, dw1, db1, dy, x, w, M, in, out, scratch, true);
-            const bool fwd = snn_linear_fwd_bits(y2, &xb, w, b, M, in, out);
-            const bool bwd = snn_linear_bwd_bits(dx2, dw2, db2, dy, &xb, w, M, in, out, true);
+            float *sp = si % 2 ? fvec(snn_linear_spike_scratch_floats(in, out)) : NULL;
+            const bool fwd = snn_linear_fwd_bits(y2, &xb, w, b, M, in, out, sp);
+            const bool bwd = snn_linear_bwd_bits(dx2, dw2, db2, dy, &xb, w, M, in, out, true, sp);
+            free(sp);
             assert_int_equal(fwd, !dense);
             assert_int_equal(bwd, !dense);
             if (dense) {
@@ -277,6 +280,60 @@ static void test_linear_bits_equal_floats(void **state) {
             free(nz), free(x), free(w), free(b), free(dy), free(y1), free(y2), free(dx1);
             free(dx2), free(dw1), free(dw2), free(db1), free(db2), free(scratch);
         }
+}
+
+/* A layer past the stack buffers (384 x 256 = 98304 weights > 65536, as q, k, v at D = 384):
+ * the bit functions decline without scratch and write nothing; with it they take the spike path
+ * (y = the sum of the weight rows of the ones in input order, plus b; dw from the listed rows),
+ * whose results agree with the float functions' dense products to float rounding. */
+static void test_linear_bits_large_layer(void **state) {
+    (void)state;
+    enum { in = 384, out = 256, T = 2, rpt = 70, M = T * rpt, wpr = in / 64 };
+    const size_t ld = (size_t)rpt * wpr;
+    uint64_t *nz = calloc((size_t)T * ld, sizeof *nz);
+    float *x = fvec((size_t)M * in), *w = fvec((size_t)out * in), *b = fvec(out);
+    float *dy = fvec((size_t)M * out);
+    for (int m = 0; m < M; m++)
+        for (int i = 0; i < in; i++) {
+            const bool on = snn_rng_uniform(90, 1, (uint64_t)m * in + i) < 0.1;
+            x[(size_t)m * in + i] = on ? 1.0f : 0.0f;
+            if (on) nz[(size_t)(m / rpt) * ld + (size_t)(m % rpt) * wpr + i / 64] |= 1ull << (i % 64);
+        }
+    fill_uniform(w, (size_t)out * in, 91, 0, -1.0f, 1.0f);
+    fill_uniform(b, (size_t)out, 92, 0, -1.0f, 1.0f);
+    fill_uniform(dy, (size_t)M * out, 93, 0, -1.0f, 1.0f);
+    const snn_spike_rows xb = {nz, ld, rpt};
+    float *y1 = fvec((size_t)M * out), *y2 = fvec((size_t)M * out);
+    float *dx1 = fvec((size_t)M * in), *dx2 = fvec((size_t)M * in);
+    float *dw1 = fvec((size_t)out * in), *dw2 = fvec((size_t)out * in);
+    float *db1 = fvec(out), *db2 = fvec(out);
+    fill_const(y2, (size_t)M * out, GRAD_FILL), fill_const(dw2, (size_t)out * in, GRAD_FILL);
+    assert_false(snn_linear_fwd_bits(y2, &xb, w, b, M, in, out, NULL));
+    assert_false(snn_linear_bwd_bits(dx2, dw2, db2, dy, &xb, w, M, in, out, false, NULL));
+    for (size_t t = 0; t < (size_t)M * out; t++) assert_true(y2[t] == GRAD_FILL);
+    for (size_t t = 0; t < (size_t)out * in; t++) assert_true(dw2[t] == GRAD_FILL);
+    float *sp = fvec(snn_linear_spike_scratch_floats(in, out));
+    float *scratch = fvec(snn_linear_bwd_scratch_floats(M, in, out) + 1);
+    fill_const(dw1, (size_t)out * in, 0.0f), fill_const(dw2, (size_t)out * in, 0.0f);
+    fill_const(db1, out, 0.0f), fill_const(db2, out, 0.0f);
+    snn_linear_fwd(y1, x, w, b, M, in, out);
+    snn_linear_bwd(dx1, dw1, db1, dy, x, w, M, in, out, scratch, false);
+    assert_true(snn_linear_fwd_bits(y2, &xb, w, b, M, in, out, sp));
+    assert_true(snn_linear_bwd_bits(dx2, dw2, db2, dy, &xb, w, M, in, out, false, sp));
+    /* the spike path's y, exactly: input order, from +0, then the bias */
+    for (int m = 0; m < M; m += 13)
+        for (int o = 0; o < out; o += 7) {
+            float acc = 0.0f;
+            for (int i = 0; i < in; i++)
+                if (x[(size_t)m * in + i] != 0.0f) acc += w[(size_t)o * in + i];
+            assert_true(y2[(size_t)m * out + o] == acc + b[o]);
+        }
+    snn_assert_allclose(y2, y1, (size_t)M * out, 1e-5, 1e-5, "large layer y");
+    snn_assert_allclose(dw2, dw1, (size_t)out * in, 1e-5, 1e-5, "large layer dw");
+    assert_memory_equal(dx2, dx1, (size_t)M * in * sizeof *dx1); /* both dense: dy w */
+    assert_memory_equal(db2, db1, (size_t)out * sizeof *db1);
+    free(nz), free(x), free(w), free(b), free(dy), free(y1), free(y2), free(dx1), free(dx2);
+    free(dw1), free(dw2), free(db1), free(db2), free(sp), free(scratch);
 }
 
 /* The linear forward that gathers BatchNorm's sums (snn_linear_fwd_sums, _bits_sums) followed
@@ -311,7 +368,7 @@ static void test_linear_bn_sums_equal_separate_passes(void **state) {
                 assert_memory_equal(y1, y2, MO * sizeof *y1);
                 const snn_spike_rows xb = {nz, MI / 64 + 1, M}; /* one block of M rows */
                 double *sums3 = calloc(snn_bn_sums_doubles(out), sizeof *sums3);
-                assert_true(snn_linear_fwd_bits_sums(y3, &xb, w, b, M, in, out, sums3));
+                assert_true(snn_linear_fwd_bits_sums(y3, &xb, w, b, M, in, out, sums3, NULL));
                 assert_memory_equal(y1, y3, MO * sizeof *y1);
                 assert_memory_equal(sums, sums3, snn_bn_sums_doubles(out) * sizeof *sums);
                 free(sums3);
@@ -601,7 +658,8 @@ static void test_linear_bn_backward_bits_equals_separate(void **state) {
             }
             float *db0 = bias ? r[0][2] : NULL, *db1 = bias ? r[1][2] : NULL;
             const bool ok = snn_linear_bn_bwd_bits(r[1][0], r[1][1], db1, r[1][3], r[1][4],
-                                                   r[1][5], dz, &bs, &xs, w, M, 0, in, out, add);
+                                                   r[1][5], dz, &bs, &xs, w, M, 0, in, out, add,
+                                                   NULL);
             assert_int_equal(ok, !dense);
             if (!dense) {
                 if (raw)
@@ -610,7 +668,7 @@ static void test_linear_bn_backward_bits_equals_separate(void **state) {
                 else
                     snn_bn_train_bwd_sum(r[0][5], db0, r[0][3], r[0][4], dz, xh, rs, g, M, 0, out);
                 assert_true(snn_linear_bwd_bits(r[0][0], r[0][1], NULL, r[0][5], &xs, w, M, in,
-                                                out, add));
+                                                out, add, NULL));
             }
             for (int q = 0; q < 6; q++) /* dense: both untouched */
                 assert_memory_equal(r[0][q], r[1][q], sz[q] * sizeof(float));
@@ -1187,6 +1245,7 @@ int main(void) {
         cmocka_unit_test(test_linear_matches_naive_reference_across_chunks),
         cmocka_unit_test(test_linear_backward_matches_finite_differences),
         cmocka_unit_test(test_linear_bits_equal_floats),
+        cmocka_unit_test(test_linear_bits_large_layer),
         cmocka_unit_test(test_linear_bn_sums_equal_separate_passes),
         cmocka_unit_test(test_bn_running_stats_match_pytorch_rule),
         cmocka_unit_test(test_bn_forward_matches_naive_reference),

@@ -33,6 +33,7 @@
 #include <hdf5.h>
 
 #include "sim/h5io.h"
+#include "sim/layers.h"
 #include "sim/run.h"
 #include "sim/train.h"
 #include "tests/testutil.h"
@@ -458,8 +459,9 @@ static size_t float_bytes(size_t n) { return (n + 15) / 16 * 16 * sizeof(float);
  *   + the BatchNorm outputs normal mode does not store
  *   + the H of the populations after those BatchNorms, which normal mode recomputes,
  * n = B * size, one plane for binary spikes and two for ternary (bipolar) ones; the slots are
- * the float views of q_lif, k_lif and v_lif [M, D] (and sdsa's kv_lif [T, B, D]). B = 5 makes
- * the rows of bits end inside a word. */
+ * the float views of q_lif, k_lif and v_lif [M, D] (and sdsa's kv_lif [T, B, D]) and the spike
+ * path's scratch of the widest layer (snn_linear_spike_scratch_floats). B = 5 makes the rows of
+ * bits end inside a word. */
 static void test_spikes_are_stored_as_bits(void **state) {
     (void)state;
     const char *kinds[] = {"bsa", "ssa", "sdsa", "bsa"};
@@ -482,6 +484,9 @@ static void test_spikes_are_stored_as_bits(void **state) {
         }
         size_t slots = 3 * float_bytes(M * (size_t)m.D);
         if (cfg.model.attention.kind == SNN_ATTN_SDSA) slots += float_bytes(T * B * (size_t)m.D);
+        const size_t sp_dd = snn_linear_spike_scratch_floats(m.D, m.D);
+        const size_t sp_dh = snn_linear_spike_scratch_floats(m.D, m.Hd);
+        slots += float_bytes(sp_dd > sp_dh ? sp_dd : sp_dh);
         /* BatchNorm outputs that only a population reads, or that only the residual stream
          * adds, are not stored in normal mode (the neurons normalise and apply gamma, beta; the
          * stream's sum is written in BatchNorm's pass): q, k, v, o, fc1 and fc2's, with SEW or
