@@ -8,7 +8,8 @@
  * no code for a transposed first operand (our trans_b): a small B is transposed into a stack
  * buffer first (attention's Q K^T, [N, d] K of a head: a copy of N d floats against N^2 d
  * multiply-adds), a larger one goes to sgemm; nor for alpha != 1 or beta other than 0 and 1: a
- * small product is computed into a stack buffer and scaled, a larger one goes to sgemm.
+ * small product is computed into a stack buffer and scaled, a larger one goes to sgemm. Products
+ * with a large weight-sized operand go to sgemm too (GEMM_JIT_MAX_W).
  */
 #include "attention/gemm.h"
 #include "attention/transpose.h"
@@ -33,6 +34,12 @@ static void leave_avx_state(void) {
 
 /* Largest op(B) transposed, and largest product scaled, on the stack (32 KiB each). */
 enum { GEMM_MAX_BT = 8192, GEMM_MAX_T = 8192 };
+/* Largest weight-sized operand (B, or a weight gradient's C) a JIT kernel takes: libxsmm's
+ * kernels block for registers, not for caches, and past it OpenBLAS's packed sgemm was faster
+ * (training steps of softmax models, A/B pairs: D = 256 -9 to -12 %, D = 384 -21 to -23 %;
+ * with 16384 instead, D = 128's 128 x 512 layers +6 %). Every product of the D = 64 models
+ * stays on the JIT kernels. */
+enum { GEMM_JIT_MAX_W = 65536 };
 
 /* The last kernels this thread dispatched, by their shape: the attention kernels make a few
  * shapes of small product per head, thousands of times a step, and libxsmm's dispatch (a
@@ -124,7 +131,9 @@ void snn_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, cons
         gemm_small_bt(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    if (!trans_b && K > 0) {
+    /* the weight-sized operand: B [K, N], or C [M, N] of a weight gradient dy^T x (trans_a) */
+    const size_t w = trans_a ? (size_t)M * N : (size_t)N * K;
+    if (!trans_b && K > 0 && w <= GEMM_JIT_MAX_W) {
         if (alpha == 1.0f && jit_gemm(trans_a, M, N, K, A, lda, B, ldb, beta, C, ldc)) return;
         if (alpha != 1.0f && (size_t)M * N <= GEMM_MAX_T &&
             gemm_small_scaled(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
