@@ -517,6 +517,29 @@ static inline __attribute__((always_inline)) void dv_block16(int NJ, int N, cons
     }
 }
 
+/* out[r, c] += sum_s a[s, r] x[s, c] for r < N, c < d (s ascending; rows s with live[s] == 0,
+ * when live is given, skipped: their a rows are 0): rows of out^T in work [d, N] from the
+ * nonzero x_sc (row stride ldx) and the rows of a [N, N], then out^T added to out (row stride
+ * ld). dQ from dA^T and K, dK from dA and Q. */
+static inline __attribute__((always_inline)) void
+add_rows_transposed(int N, int d, const float *a, const float *x, int ldx, const uint8_t *live,
+                    float *work, float *out, int ld) {
+    for (int t = 0; t < d * N; t++) work[t] = 0.0f;
+    for (int s = 0; s < N; s++) {
+        if (live && !live[s]) continue;
+        const float *xs = x + (long)s * ldx;
+        const float *as = a + (long)s * N;
+        int cs[FAST_D];
+        const int nc = snn_nonzero_indices(xs, d, cs);
+        for (int t = 0; t < nc; t++) {
+            const float xv = xs[cs[t]];
+            float *row = work + (long)cs[t] * N;
+            for (int r = 0; r < N; r++) row[r] += as[r] * xv;
+        }
+    }
+    snn_transpose(d, N, work, N, out, ld, true);
+}
+
 /* Backward for fast_head(N, d): snn_attn_bsa_head_backward_ref's sums, term for term
  * and in its order, without the zero terms (see above), laid out for contiguous inner loops with
  * the head's own sizes (row strides N and d) so that they stay in L1 (up to N = 64; in L2
@@ -599,38 +622,13 @@ bsa_backward_body(int N, int d, const float *q, const float *k, const float *v, 
     }
 
     /* dQ:  dq_ic += sum_j dA_ij k_jc: rows of dQ^T from the rows of dA^T */
-    for (int t = 0; t < d * N; t++) work[t] = 0.0f;
-    for (int j = 0; j < N; j++) {
-        if (!live[j]) continue;
-        const float *kj = k + (long)j * ldi;
-        const float *dj = scratch + (long)j * N;
-        int cs[FAST_D];
-        const int nc = snn_nonzero_indices(kj, d, cs);
-        for (int t = 0; t < nc; t++) {
-            const float kv = kj[cs[t]];
-            float *row = work + (long)cs[t] * N;
-            for (int i = 0; i < N; i++) row[i] += dj[i] * kv;
-        }
-    }
-    snn_transpose(d, N, work, N, dq, ld, true);
+    add_rows_transposed(N, d, scratch, k, ldi, live, work, dq, ld);
 
     /* scratch = dA, row-major (the documented side output; dK reads it) */
     snn_transpose_square_inplace(N, scratch, N);
 
     /* dK:  dk_jc += sum_i dA_ij q_ic: rows of dK^T from the rows of dA */
-    for (int t = 0; t < d * N; t++) work[t] = 0.0f;
-    for (int i = 0; i < N; i++) {
-        const float *qi = q + (long)i * ldi;
-        const float *ai = scratch + (long)i * N;
-        int cs[FAST_D];
-        const int nc = snn_nonzero_indices(qi, d, cs);
-        for (int t = 0; t < nc; t++) {
-            const float qv = qi[cs[t]];
-            float *row = work + (long)cs[t] * N;
-            for (int j = 0; j < N; j++) row[j] += ai[j] * qv;
-        }
-    }
-    snn_transpose(d, N, work, N, dk, ld, true);
+    add_rows_transposed(N, d, scratch, q, ldi, NULL, work, dk, ld);
 }
 
 SNN_WIDE_FN VEC_FN static void bsa_backward_wide(int N, int d, const float *q, const float *k,
