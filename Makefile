@@ -12,7 +12,8 @@
 #   make tsan       the whole suite under ThreadSanitizer on the OMP=0 build
 #   make OMP=0 test build and test without OpenMP
 #   make isa-test   the default build (AVX-512 clones), an AVX2-only build and the portable
-#                   build (-DSNN_NO_CLONES) give byte-identical results (tests/isa_test.sh)
+#                   build (-DSNN_NO_CLONES) give byte-identical results (tests/isa_test.sh),
+#                   and the kernels' tests pass in the other two builds
 #   make MPI=1      build build-mpi/spikesim with mpicc (data-parallel training and distributed
 #                   compare under mpirun; README "Running on several cores or nodes with MPI");
 #                   `make MPI=1 deps` also installs Open MPI. The default build needs no MPI.
@@ -186,11 +187,19 @@ noomp: deps
 
 # The default build (AVX-512 clones on a CPU that has it), an AVX2-only build and the portable
 # build (no target clones, no run-time AVX2 dispatch): the same runs must give byte-identical
-# results (tests/isa_test.sh).
+# results (tests/isa_test.sh), and the kernels' own tests (attention, layers: exact comparisons
+# with references, fast paths against generic ones) pass in the other two builds too, on a
+# machine whose default build runs only its AVX-512 variants.
+ISA_TESTS := test_attention test_attention_grad test_layers
 isa-test: deps
 	@$(MAKE) --no-print-directory $(BUILD)/spikesim
-	@$(MAKE) --no-print-directory BUILD=build-avx2 OPT="-O2 -g -DSNN_NO_AVX512_CLONES" build-avx2/spikesim
-	@$(MAKE) --no-print-directory BUILD=build-portable OPT="-O2 -g -DSNN_NO_CLONES" build-portable/spikesim
+	@$(MAKE) --no-print-directory BUILD=build-avx2 OPT="-O2 -g -DSNN_NO_AVX512_CLONES" \
+	  build-avx2/spikesim $(ISA_TESTS:%=build-avx2/tests/%)
+	@$(MAKE) --no-print-directory BUILD=build-portable OPT="-O2 -g -DSNN_NO_CLONES" \
+	  build-portable/spikesim $(ISA_TESTS:%=build-portable/tests/%)
+	@for b in build-avx2 build-portable; do for t in $(ISA_TESTS); do \
+	  $$b/tests/$$t >$$b/tests/$$t.log 2>&1 || { cat $$b/tests/$$t.log; echo "isa-test: $$b/tests/$$t failed"; exit 1; }; \
+	  echo "isa-test: $$b/tests/$$t passed"; done; done
 	@tests/isa_test.sh $(BUILD) build-avx2 build-portable
 
 # The cmocka suite needs no MPI; this checks what only an MPI job can (tests/mpi_test.sh).

@@ -42,9 +42,9 @@
 /* Keys per stack tile for Q K^T; also the channels per packed word. */
 enum { BSA_TILE = 64 };
 /* P V walks j in order for each (i, c) and so wants every packed v_j at once: up to this many
- * keys are packed once on the stack (8 KiB); longer sequences repack v_j on the fly (same
+ * keys are packed once on the stack (32 KiB); longer sequences repack v_j on the fly (same
  * result, more work). */
-enum { BSA_VPACK_MAX = 1024 };
+enum { BSA_VPACK_MAX = 4096 };
 
 
 /* Exact 2^t as a double, by building the IEEE-754 binary64 bit pattern (cheaper than ldexp in
@@ -58,10 +58,11 @@ static inline double pow2i(int32_t t) {
     return x;
 }
 
-/* P V in integers: heads whose mask table, N G vectors of 8 lanes (G = 2, 4, 8 for up to 16,
- * 32, 64 channels), fits BSA_PV_MASKS (64 KiB of stack) take this path, at most BSA_PV_MAX keys:
- * d = 16 up to N = 1024, d = 64 up to N = 256. */
-enum { BSA_PV_MAX = 1024, BSA_PV_MASKS = 2048 };
+/* P V in integers, up to BSA_PV_MAX keys: with a table of the keys' channel masks, N G vectors
+ * of 8 lanes (G = 2, 4, 8 for up to 16, 32, 64 channels), where it fits BSA_PV_MASKS (64 KiB of
+ * stack: d = 16 up to N = 1024, d = 64 up to N = 256), else with each mask made from the packed
+ * row as it is used (a per-lane shift of its bits). */
+enum { BSA_PV_MAX = 4096, BSA_PV_MASKS = 2048 };
 
 /* Mask vectors per key for a block of cn <= 64 channels. */
 static inline int bsa_pv_groups(int cn) { return cn <= 16 ? 2 : cn <= 32 ? 4 : 8; }
@@ -88,12 +89,12 @@ typedef int32_t bsa_v8iu __attribute__((vector_size(32), aligned(4)));
  * and key (G vectors: channels 0 .. 8G, masked by vm). Returns 0 (o untouched) when the row is
  * too wide. */
 static inline __attribute__((always_inline)) void
-bsa_pv_accumulate(int N, const uint32_t *pj, int E, const bsa_v8u *vm, const int G, int cn,
-                  float *oi, bool wide);
+bsa_pv_accumulate(int N, const uint32_t *pj, int E, const bsa_v8u *vm, const uint64_t *vb,
+                  const int G, int cn, float *oi, bool wide);
 
 static inline __attribute__((always_inline)) int
-bsa_pv_row_int(int N, const int32_t *ei, const bsa_v8u *vm, const int G, int cn, float *oi,
-               bool wide) {
+bsa_pv_row_int(int N, const int32_t *ei, const bsa_v8u *vm, const uint64_t *vb, const int G,
+               int cn, float *oi, bool wide) {
     int32_t emin = 0;
     for (int j = 0; j < N; j++) emin = ei[j] < emin ? ei[j] : emin;
     const int lg = N > 1 ? 32 - __builtin_clz((unsigned)(N - 1)) : 0;  /* ceil(log2 N) */
@@ -101,28 +102,36 @@ bsa_pv_row_int(int N, const int32_t *ei, const bsa_v8u *vm, const int G, int cn,
     const int E = -emin;
     uint32_t pj[BSA_PV_MAX];  /* [N] P_ij 2^E */
     for (int j = 0; j < N; j++) pj[j] = (uint32_t)1 << (ei[j] + E);
-    bsa_pv_accumulate(N, pj, E, vm, G, cn, oi, wide);
+    bsa_pv_accumulate(N, pj, E, vm, vb, G, cn, oi, wide);
     return 1;
 }
 
 /* o_i[c] = (float)(2^-E sum_j pj[j] v_jc) for c < cn: the integer sums of bsa_pv_row_int. wide:
- * the AVX-512 instance (16 lanes; elsewhere gcc would split them through the stack). */
+ * the AVX-512 instance (16 lanes; elsewhere gcc would split them through the stack). The masks
+ * of key j: vm[j G .. j G + G) (bits false), or lane c all ones iff bit c of vb[j] (bits true):
+ * the same masks, so the same sums. */
 static inline __attribute__((always_inline)) void
-bsa_pv_accumulate(int N, const uint32_t *pj, int E, const bsa_v8u *vm, const int G, int cn,
-                  float *oi, bool wide) {
+bsa_pv_sums(int N, const uint32_t *pj, const bsa_v8u *vm, const uint64_t *vb, const int G,
+            bool wide, const bool bits, bsa_v8u acc[8]) {
     bsa_v8u a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+    const bsa_v8i lane8 = {0, 1, 2, 3, 4, 5, 6, 7};
     if (G == 2 && wide) {
         /* 16 channels: a key's two mask vectors as one of 16 lanes (one AVX-512 register), keys
          * alternating between two sums (integers: any order gives the same sums) */
         typedef uint32_t v16u __attribute__((vector_size(64), aligned(32)));
+        typedef int32_t v16i __attribute__((vector_size(64)));
+        const v16i lane16 = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
         const v16u *m16 = (const v16u *)(const void *)vm;
+#define BSA_M16(j)                                                                               \
+    (bits ? (v16u)(-((((v16i){0} + (int32_t)(vb[j] & 0xFFFFu)) >> lane16) & 1)) : m16[j])
         v16u s0 = {0}, s1 = {0};
         int j = 0;
         for (; j + 2 <= N; j += 2) {
-            s0 += ((v16u){0} + pj[j]) & m16[j];
-            s1 += ((v16u){0} + pj[j + 1]) & m16[j + 1];
+            s0 += ((v16u){0} + pj[j]) & BSA_M16(j);
+            s1 += ((v16u){0} + pj[j + 1]) & BSA_M16(j + 1);
         }
-        if (j < N) s0 += ((v16u){0} + pj[j]) & m16[j];
+        if (j < N) s0 += ((v16u){0} + pj[j]) & BSA_M16(j);
+#undef BSA_M16
         const v16u sum = s0 + s1;
         a0 = __builtin_shufflevector(sum, sum, 0, 1, 2, 3, 4, 5, 6, 7);
         a1 = __builtin_shufflevector(sum, sum, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -131,19 +140,37 @@ bsa_pv_accumulate(int N, const uint32_t *pj, int E, const bsa_v8u *vm, const int
     for (int j = 0; j < N; j++) {
         const bsa_v8u t = (bsa_v8u){0} + pj[j];
         const bsa_v8u *m = vm + (long)j * G;
-        a0 += t & m[0];
-        a1 += t & m[1];
+#define BSA_M8(g)                                                                                \
+    (bits ? (bsa_v8u)(-((((bsa_v8i){0} + (int32_t)(vb[j] >> (8 * (g)) & 0xFFu)) >> lane8) & 1))  \
+          : m[g])
+        a0 += t & BSA_M8(0);
+        a1 += t & BSA_M8(1);
         if (G > 2) {
-            a2 += t & m[2];
-            a3 += t & m[3];
+            a2 += t & BSA_M8(2);
+            a3 += t & BSA_M8(3);
         }
         if (G > 4) {
-            a4 += t & m[4];
-            a5 += t & m[5];
-            a6 += t & m[6];
-            a7 += t & m[7];
+            a4 += t & BSA_M8(4);
+            a5 += t & BSA_M8(5);
+            a6 += t & BSA_M8(6);
+            a7 += t & BSA_M8(7);
         }
+#undef BSA_M8
     }
+    acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
+    acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;
+}
+
+static inline __attribute__((always_inline)) void
+bsa_pv_accumulate(int N, const uint32_t *pj, int E, const bsa_v8u *vm, const uint64_t *vb,
+                  const int G, int cn, float *oi, bool wide) {
+    bsa_v8u acc[8];
+    if (vm)
+        bsa_pv_sums(N, pj, vm, vb, G, wide, false, acc);
+    else
+        bsa_pv_sums(N, pj, vm, vb, G, wide, true, acc);
+    const bsa_v8u a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    const bsa_v8u a4 = acc[4], a5 = acc[5], a6 = acc[6], a7 = acc[7];
     const uint32_t sb = (uint32_t)(127 - E) << 23;  /* 2^-E, a normal float (E <= 31) */
     float scale;
     memcpy(&scale, &sb, sizeof scale);
@@ -390,8 +417,7 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
     /* Shiftmax per row, in place: scores row i now holds the exponents e_ij (all <= 0). With one
      * channel word (d <= 64) and the integer P V path available, it runs row by row inside the
      * P V loop instead, which then takes the row's integer probabilities from it directly. */
-    const int fused = d <= 64 && N <= BSA_VPACK_MAX && N <= BSA_PV_MAX &&
-                      N * bsa_pv_groups(d) <= BSA_PV_MASKS;
+    const int fused = d <= 64 && N <= BSA_VPACK_MAX && N <= BSA_PV_MAX;
     if (!fused)
         for (int i = 0; i < N; i++) {
             int32_t *ai = scores + (long)i * N;
@@ -417,9 +443,10 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
         /* Channel masks of the packed v rows for the integer path: vm [N, G] vectors of 8
          * lanes, lane c all ones iff v_jc != 0 (lanes past cn stay 0). */
         const int G = bsa_pv_groups(cn);
-        const int int_path = cached && N <= BSA_PV_MAX && N * G <= BSA_PV_MASKS;
+        const int int_path = cached && N <= BSA_PV_MAX;
         bsa_v8u vm[BSA_PV_MASKS];
-        if (int_path)
+        const bsa_v8u *vmask = N * G <= BSA_PV_MASKS ? vm : NULL; /* else masks from vb */
+        if (int_path && vmask)
             for (int j = 0; j < N; j++)
                 for (int g = 0; g < G; g++)
                     for (int l = 0; l < 8; l++)
@@ -431,17 +458,17 @@ bsa_head(int N, int d, const int8_t *q, const int8_t *k, const int8_t *v, int ld
                 uint32_t pj[BSA_PV_MAX];  /* [N] P_ij 2^E */
                 int E;
                 if (snn_shiftmax_row_int(N, ei, shift, mode, pj, &E) >= 0) {
-                    if (G == 2) bsa_pv_accumulate(N, pj, E, vm, 2, cn, oi, hw == 2);
-                    if (G == 4) bsa_pv_accumulate(N, pj, E, vm, 4, cn, oi, hw == 2);
-                    if (G == 8) bsa_pv_accumulate(N, pj, E, vm, 8, cn, oi, hw == 2);
+                    if (G == 2) bsa_pv_accumulate(N, pj, E, vmask, vb, 2, cn, oi, hw == 2);
+                    if (G == 4) bsa_pv_accumulate(N, pj, E, vmask, vb, 4, cn, oi, hw == 2);
+                    if (G == 8) bsa_pv_accumulate(N, pj, E, vmask, vb, 8, cn, oi, hw == 2);
                     continue;
                 }
                 (void)snn_shiftmax_row(N, ei, shift, mode, ei);
             }
             if (int_path) {
-                if (G == 2 && bsa_pv_row_int(N, ei, vm, 2, cn, oi, hw == 2)) continue;
-                if (G == 4 && bsa_pv_row_int(N, ei, vm, 4, cn, oi, hw == 2)) continue;
-                if (G == 8 && bsa_pv_row_int(N, ei, vm, 8, cn, oi, hw == 2)) continue;
+                if (G == 2 && bsa_pv_row_int(N, ei, vmask, vb, 2, cn, oi, hw == 2)) continue;
+                if (G == 4 && bsa_pv_row_int(N, ei, vmask, vb, 4, cn, oi, hw == 2)) continue;
+                if (G == 8 && bsa_pv_row_int(N, ei, vmask, vb, 8, cn, oi, hw == 2)) continue;
             }
             double acc[64];
             for (int c = 0; c < cn; c++) acc[c] = 0.0;
