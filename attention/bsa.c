@@ -139,7 +139,7 @@ bsa_pv_sums(int N, const uint32_t *pj, const bsa_v8u *vm, const uint64_t *vb, co
 #pragma GCC unroll 4
     for (int j = 0; j < N; j++) {
         const bsa_v8u t = (bsa_v8u){0} + pj[j];
-        const bsa_v8u *m = vm + (long)j * G;
+        const bsa_v8u *m = bits ? NULL : vm + (long)j * G; /* vm is NULL with bits */
 #define BSA_M8(g)                                                                                \
     (bits ? (bsa_v8u)(-((((bsa_v8i){0} + (int32_t)(vb[j] >> (8 * (g)) & 0xFFu)) >> lane8) & 1))  \
           : m[g])
