@@ -243,6 +243,30 @@ static void test_every_type_and_rank_round_trips(void **state) {
     remove_dir(dir);
 }
 
+
+/* snn_h5_read of obj in path as type: its data (malloc'd, dims filled). */
+static void *read_ok(const char *path, const char *obj, snn_h5_type type, uint64_t dims[4]) {
+    snn_err err = {{0}};
+    int rank;
+    void *data = NULL;
+    assert_int_equal(snn_h5_read(path, obj, type, &rank, dims, &data, &err), SNN_OK);
+    return data;
+}
+
+/* snn_h5_read of obj in path fails with "<path>: <msg>" and returns no data. */
+static void assert_read_refused(const char *path, const char *obj, snn_h5_type type,
+                                const char *msg) {
+    snn_err err = {{0}};
+    int rank;
+    uint64_t dims[4];
+    void *data = NULL;
+    assert_int_equal(snn_h5_read(path, obj, type, &rank, dims, &data, &err), SNN_ERR);
+    char *want = snn_xasprintf("%s: %s", path, msg);
+    assert_string_equal(err.msg, want);
+    free(want);
+    assert_null(data);
+}
+
 static void test_read_converts_types(void **state) {
     (void)state;
     char *dir = make_dir("convert");
@@ -262,13 +286,7 @@ static void test_read_converts_types(void **state) {
     assert_int_equal(rank, 1);
     assert_true(d[0] == -2.0 && d[1] == 0.0 && d[2] == 7.0 && d[3] == 100000.0);
     free(d);
-    void *p = NULL;
-    assert_int_equal(snn_h5_read(path, "/nope/x", SNN_H5_F64, &rank, got_dims, &p, &err),
-                     SNN_ERR);
-    char *want = snn_xasprintf("%s: no dataset /nope/x", path);
-    assert_string_equal(err.msg, want);
-    free(want);
-    assert_null(p);
+    assert_read_refused(path, "/nope/x", SNN_H5_F64, "no dataset /nope/x");
     free(path);
     remove_dir(dir);
 }
@@ -294,18 +312,12 @@ static void test_read_refuses_shape_the_stored_data_cannot_hold(void **state) {
     H5Pclose(dcpl);
     H5Fclose(f);
 
-    snn_err err = {{0}};
-    int rank;
-    uint64_t dims[4];
-    void *data = NULL;
-    assert_int_equal(snn_h5_read(path, "/m", SNN_H5_F32, &rank, dims, &data, &err), SNN_ERR);
-    char *want = snn_xasprintf("%s: /m has shape [1099511627776] but the file stores only 0 "
-                               "bytes of its data (corrupt file?)", path);
-    assert_string_equal(err.msg, want);
-    free(want);
-    assert_null(data);
+    assert_read_refused(path, "/m", SNN_H5_F32,
+                        "/m has shape [1099511627776] but the file stores only 0 bytes of its "
+                        "data (corrupt file?)");
     /* Below 1 MiB the check does not apply: unwritten chunks read as the fill value. */
-    assert_int_equal(snn_h5_read(path, "/fill", SNN_H5_F32, &rank, dims, &data, &err), SNN_OK);
+    uint64_t dims[4];
+    void *data = read_ok(path, "/fill", SNN_H5_F32, dims);
     assert_int_equal(dims[0], 1024);
     assert_true(((float *)data)[1023] == 0.0f);
     free(data);
@@ -314,10 +326,11 @@ static void test_read_refuses_shape_the_stored_data_cannot_hold(void **state) {
     uint64_t n[1] = {(uint64_t)1 << 21};
     float *zeros = calloc(n[0], sizeof *zeros);
     snn_h5 h;
+    snn_err err = {{0}};
     assert_int_equal(snn_h5_create(&h, path, 9, &err), SNN_OK);
     assert_int_equal(snn_h5_write(&h, "/zeros", SNN_H5_F32, 1, n, zeros, &err), SNN_OK);
     assert_int_equal(snn_h5_commit(&h, &err), SNN_OK);
-    assert_int_equal(snn_h5_read(path, "/zeros", SNN_H5_F32, &rank, dims, &data, &err), SNN_OK);
+    data = read_ok(path, "/zeros", SNN_H5_F32, dims);
     assert_int_equal(dims[0], n[0]);
     assert_memory_equal(data, zeros, n[0] * sizeof *zeros);
     free(data);
@@ -351,18 +364,11 @@ static void test_read_refuses_nonstandard_types(void **state) {
     H5Sclose(space);
     H5Fclose(f);
 
-    snn_err err = {{0}};
-    int rank;
+    assert_read_refused(path, "/odd", SNN_H5_F64,
+                        "/odd holds int32, not a standard integer or IEEE float (corrupt file?)");
     uint64_t dims[4];
-    void *data = NULL;
-    assert_int_equal(snn_h5_read(path, "/odd", SNN_H5_F64, &rank, dims, &data, &err), SNN_ERR);
-    char *want = snn_xasprintf("%s: /odd holds int32, not a standard integer or IEEE float "
-                               "(corrupt file?)", path);
-    assert_string_equal(err.msg, want);
-    free(want);
-    assert_null(data);
-    assert_int_equal(snn_h5_read(path, "/be", SNN_H5_F64, &rank, dims, &data, &err), SNN_OK);
-    assert_true(((double *)data)[0] == -5.0 && ((double *)data)[2] == 123.0);
+    double *data = read_ok(path, "/be", SNN_H5_F64, dims);
+    assert_true(data[0] == -5.0 && data[2] == 123.0);
     free(data);
     free(path);
     remove_dir(dir);
