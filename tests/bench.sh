@@ -5,9 +5,9 @@
 # on the same machine, and one table of ratios. The PyTorch side needs Debian's python3-torch
 # (not a project dependency); without it the comparison is skipped with a message.
 #
-#   [BENCH_ROUNDS=3] [BENCH_MODELS="bsa ssa softmax cat primal"] tests/bench.sh [BUILD [THREADS]]
+#   [BENCH_ROUNDS=5] [BENCH_MODELS="bsa ssa softmax cat primal"] tests/bench.sh [BUILD [THREADS]]
 #
-# About 12-15 minutes on two cores. Round 1 is the full benchmark of both sides, model by model
+# About 15 minutes on two cores. Round 1 is the full benchmark of both sides, model by model
 # (spikesim's, then PyTorch's); rounds 2 .. BENCH_ROUNDS repeat only the timings, spikesim and
 # PyTorch interleaved model by model and phase by phase. The table gives the median of the
 # rounds of each side (this 2-core machine's timings differ by up to 1.5x from one run to the
@@ -17,7 +17,7 @@
 # steps of 64; PyTorch's inference runs on 512.
 build=${1:-build}
 threads=${2:-$(nproc)}
-rounds=${BENCH_ROUNDS:-3}
+rounds=${BENCH_ROUNDS:-5}
 models=${BENCH_MODELS:-bsa ssa softmax cat primal}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
@@ -93,6 +93,13 @@ round_ratio() {
         awk -v a="$(cval "$1" "$r" "$2")" -v b="$b" 'BEGIN { if (a > 0 && b > 0) print a / b }'
     done | median
 }
+# each_scaling MODEL N_PATTERN ONE_PATTERN: every round's N threads / 1, in round order
+each_scaling() {
+    for r in $(seq 1 "$rounds"); do
+        awk -v a="$(cval "$1" "$r" "$2")" -v b="$(cval "$1" "$r" "$3")" \
+            'BEGIN { if (a > 0 && b > 0) printf "x%.2f\n", a / b; else print "n/a" }'
+    done | tr '\n' ' ' | sed 's/ $//'
+}
 paired() { round_ratio "$1" "$2" r "$3"; }  # MODEL C_PATTERN R_KEYS: spikesim / PyTorch
 scaling() { round_ratio "$1" "$2" c "$3"; } # MODEL N_PATTERN ONE_PATTERN: N threads / 1
 xfmt() { awk -v v="$1" 'BEGIN { if (v > 0) printf "x%.2f", v; else print "n/a" }'; }
@@ -127,14 +134,15 @@ for k in $models; do
         "scaling: inference $(xfmt "$(scaling "$k" "$P_INF" "$P_INF1")")," \
         "training $(xfmt "$(scaling "$k" "$P_TR" "$P_TR1")")"
 done
-echo "every round (samples/s; spikesim | PyTorch), and spikesim's $threads threads against 1 from the medians:"
+echo "every round (samples/s; spikesim | PyTorch), and spikesim's $threads threads against 1 from the medians (each round's in brackets):"
 for k in $models; do
     c_inf=$(med "$k" c "$P_INF") c_inf1=$(med "$k" c "$P_INF1")
     c_train=$(med "$k" c "$P_TR") c_train1=$(med "$k" c "$P_TR1")
     echo "  $k: batch 1 $(spread "$k" c "$P_B1") | $(spread "$k" r ref_infer_batch1_1t);" \
         "throughput $(spread "$k" c "$P_INF") | $(spread "$k" r "$R_INF");" \
         "training $(spread "$k" c "$P_TR") | $(spread "$k" r "$R_TR");" \
-        "scaling: inference $(ratio "$c_inf" "$c_inf1"), training $(ratio "$c_train" "$c_train1")"
+        "scaling: inference $(ratio "$c_inf" "$c_inf1") ($(each_scaling "$k" "$P_INF" "$P_INF1")), training" \
+        "$(ratio "$c_train" "$c_train1") ($(each_scaling "$k" "$P_TR" "$P_TR1"))"
 done
 frs=""
 for k in $models; do
