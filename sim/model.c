@@ -779,6 +779,58 @@ block64_wide(float *restrict yn, const lin_v16f *bias, const float *restrict wt,
 #undef LIN_LD
 }
 
+/* block64_wide over 128 outputs, binary spikes (eight accumulators of the 32 AVX-512 registers):
+ * a token's events are walked once for 128 outputs instead of twice for 64 each. Each output's
+ * sum is the same additions in the same order: the same bits. */
+static inline __attribute__((always_inline)) void
+block128_wide(float *restrict yn, const lin_v16f *bias, const float *restrict wt, int out,
+              const uint64_t *nz, int W) {
+#define LIN_LD(p, j) *(const lin_v16fu *)((p) + 16 * (j))
+    lin_v16f a0 = bias[0], a1 = bias[1], a2 = bias[2], a3 = bias[3];
+    lin_v16f a4 = bias[4], a5 = bias[5], a6 = bias[6], a7 = bias[7];
+    for (int w = 0; w < W; w++) {
+        const float *base = wt + (size_t)64 * w * out;
+        for (uint64_t m = nz[w]; m; m &= m - 1) {
+            const float *src = base + (size_t)__builtin_ctzll(m) * out;
+            a0 += LIN_LD(src, 0), a1 += LIN_LD(src, 1), a2 += LIN_LD(src, 2);
+            a3 += LIN_LD(src, 3), a4 += LIN_LD(src, 4), a5 += LIN_LD(src, 5);
+            a6 += LIN_LD(src, 6), a7 += LIN_LD(src, 7);
+        }
+    }
+    lin_v16fu *dst = (lin_v16fu *)yn;
+    dst[0] = a0, dst[1] = a1, dst[2] = a2, dst[3] = a3;
+    dst[4] = a4, dst[5] = a5, dst[6] = a6, dst[7] = a7;
+#undef LIN_LD
+}
+
+/* Three layers of 64 outputs on the same binary spikes (q, k and v): a token's events are walked
+ * once for all three, twelve accumulators of the 32 AVX-512 registers. Each output's sum is
+ * block64_wide's: the same additions in the same order. */
+static inline __attribute__((always_inline)) void
+block64x3_wide(float *restrict y0, float *restrict y1, float *restrict y2, const lin_v16f *bias,
+               const float *restrict w0, const float *restrict w1, const float *restrict w2,
+               int out, const uint64_t *nz, int W) {
+#define LIN_LD(p, j) *(const lin_v16fu *)((p) + 16 * (j))
+    lin_v16f a0 = bias[0], a1 = bias[1], a2 = bias[2], a3 = bias[3];
+    lin_v16f b0 = bias[4], b1 = bias[5], b2 = bias[6], b3 = bias[7];
+    lin_v16f c0 = bias[8], c1 = bias[9], c2 = bias[10], c3 = bias[11];
+    for (int w = 0; w < W; w++) {
+        const size_t base = (size_t)64 * w * out;
+        for (uint64_t m = nz[w]; m; m &= m - 1) {
+            const size_t r = base + (size_t)__builtin_ctzll(m) * out;
+            const float *s0 = w0 + r, *s1 = w1 + r, *s2 = w2 + r;
+            a0 += LIN_LD(s0, 0), a1 += LIN_LD(s0, 1), a2 += LIN_LD(s0, 2), a3 += LIN_LD(s0, 3);
+            b0 += LIN_LD(s1, 0), b1 += LIN_LD(s1, 1), b2 += LIN_LD(s1, 2), b3 += LIN_LD(s1, 3);
+            c0 += LIN_LD(s2, 0), c1 += LIN_LD(s2, 1), c2 += LIN_LD(s2, 2), c3 += LIN_LD(s2, 3);
+        }
+    }
+    lin_v16fu *d0 = (lin_v16fu *)y0, *d1 = (lin_v16fu *)y1, *d2 = (lin_v16fu *)y2;
+    d0[0] = a0, d0[1] = a1, d0[2] = a2, d0[3] = a3;
+    d1[0] = b0, d1[1] = b1, d1[2] = b2, d1[3] = b3;
+    d2[0] = c0, d2[1] = c1, d2[2] = c2, d2[3] = c3;
+#undef LIN_LD
+}
+
 /* block64_wide with 8-float vectors (the AVX2 and portable variants: 8 named accumulators, AVX2's
  * registers; the portable variant spills some), the bias read from b[0..64): the same sums. */
 static inline __attribute__((always_inline)) void
@@ -857,7 +909,16 @@ accumulate_rows(float *restrict yn, const float *restrict b, const float *restri
 static SNN_WIDE_FN void linear_events_binary(const snn_linear *lin, int N, const uint64_t *nz,
                                              float *y, bool wide) {
     const int out = lin->out, W = (int)snn_bits_words((size_t)lin->in);
-    for (int o0 = 0; o0 < out; o0 += LIN_BLOCK) {
+    int o0 = 0;
+    if (wide) /* 128 outputs a pass while they last (fc1's 256) */
+        for (; o0 + 2 * LIN_BLOCK <= out; o0 += 2 * LIN_BLOCK) {
+            const float *b = lin->b + o0, *wt = lin->wt + o0;
+            lin_v16f bias[8];
+            for (int j = 0; j < 8; j++) bias[j] = *(const lin_v16fu *)(b + 16 * j);
+            for (int n = 0; n < N; n++)
+                block128_wide(y + (size_t)n * out + o0, bias, wt, out, nz + (size_t)n * W, W);
+        }
+    for (; o0 < out; o0 += LIN_BLOCK) {
         const float *b = lin->b + o0, *wt = lin->wt + o0;
         if (wide) {
             const lin_v16f bias[4] = {*(const lin_v16fu *)b, *(const lin_v16fu *)(b + 16),
@@ -873,21 +934,49 @@ static SNN_WIDE_FN void linear_events_binary(const snn_linear *lin, int N, const
     }
 }
 
+/* Whether every token's spikes are 0 or +1 (kinds all 0). */
+static bool tokens_binary(const uint8_t *kind, int N) {
+    uint8_t any = 0;
+    for (int n = 0; n < N; n++) any |= kind[n];
+    return !any;
+}
+
+/* Events of N W plane words. */
+static uint64_t count_events(const uint64_t *nz, size_t words) {
+    uint64_t events = 0;
+    for (size_t i = 0; i < words; i++) events += (uint64_t)snn_popcount64(nz[i]);
+    return events;
+}
+
+/* linear_events_binary for three layers of the same shape on the same spikes (q, k and v),
+ * AVX-512 only (twelve accumulators of its 32 registers): each token's events walked once for
+ * the three layers' 64-output blocks, where three passes each waited on one block's chain of
+ * additions. The same additions in the same order: the same bits. */
+static SNN_WIDE_FN void linear_events3_binary(const snn_linear *const lin[3], int N,
+                                              const uint64_t *nz, float *const y[3]) {
+    const int out = lin[0]->out, W = (int)snn_bits_words((size_t)lin[0]->in);
+    for (int o0 = 0; o0 < out; o0 += LIN_BLOCK) {
+        lin_v16f bias[12]; /* [layer, 4 vectors] */
+        for (int j = 0; j < 3; j++)
+            for (int u = 0; u < 4; u++)
+                bias[4 * j + u] = *(const lin_v16fu *)(lin[j]->b + o0 + 16 * u);
+        for (int n = 0; n < N; n++) {
+            const size_t at = (size_t)n * out + o0;
+            block64x3_wide(y[0] + at, y[1] + at, y[2] + at, bias, lin[0]->wt + o0,
+                           lin[1]->wt + o0, lin[2]->wt + o0, out, nz + (size_t)n * W, W);
+        }
+    }
+}
+
 static SNN_WIDE_FN void linear_events(const snn_linear *lin, int N, const int8_t *s,
                                       const uint64_t *nz, const uint64_t *neg, const uint8_t *kind,
                                       float *y, snn_ops *ops) {
     const int out = lin->out, W = (int)snn_bits_words((size_t)lin->in);
     const bool wide = snn_wide_avx512();
-    if (kind && out % LIN_BLOCK == 0) {
-        uint8_t any = 0;
-        for (int n = 0; n < N; n++) any |= kind[n];
-        if (!any) {
-            uint64_t events = 0;
-            for (size_t i = 0; i < (size_t)N * W; i++) events += (uint64_t)snn_popcount64(nz[i]);
-            ops->n[SNN_OP_AC] += events * (uint64_t)out;
-            linear_events_binary(lin, N, nz, y, wide);
-            return;
-        }
+    if (kind && out % LIN_BLOCK == 0 && tokens_binary(kind, N)) {
+        ops->n[SNN_OP_AC] += count_events(nz, (size_t)N * W) * (uint64_t)out;
+        linear_events_binary(lin, N, nz, y, wide);
+        return;
     }
     uint64_t ac = 0, mac = 0;
     for (int n = 0; n < N; n++) {
@@ -940,6 +1029,35 @@ static SNN_WIDE_FN void linear_events(const snn_linear *lin, int N, const int8_t
     }
     ops->n[SNN_OP_AC] += ac;
     ops->n[SNN_OP_MAC] += mac;
+}
+
+/* linear_events for three layers of the same shape on the same spikes and planes, y[j] the
+ * output of lin[j]: the fused walk where every spike is +1 on AVX-512, else one layer after
+ * the other. */
+static void linear_events3(const snn_linear *const lin[3], int N, const int8_t *s,
+                           const uint64_t *nz, const uint64_t *neg, const uint8_t *kind,
+                           float *const y[3], snn_ops *const ops[3]) {
+    const int out = lin[0]->out, in = lin[0]->in;
+    const bool same = lin[1]->out == out && lin[2]->out == out && lin[1]->in == in &&
+                      lin[2]->in == in;
+    if (same && snn_wide_avx512() && kind && out % LIN_BLOCK == 0 && tokens_binary(kind, N)) {
+        const uint64_t acs = count_events(nz, (size_t)N * snn_bits_words((size_t)in)) *
+                             (uint64_t)out;
+        for (int j = 0; j < 3; j++) ops[j]->n[SNN_OP_AC] += acs;
+        linear_events3_binary(lin, N, nz, y);
+        return;
+    }
+    for (int j = 0; j < 3; j++) linear_events(lin[j], N, s, nz, neg, kind, y[j], ops[j]);
+}
+
+void snn_linear3_forward_events(const snn_linear *const lin[3], int N, const int8_t *s,
+                                uint64_t *nz, uint64_t *neg, float *const y[3],
+                                snn_ops *const ops[3]) {
+    SNN_ASSERT(lin[1]->in == lin[0]->in && lin[2]->in == lin[0]->in);
+    uint8_t *kind = snn_xmalloc((size_t)N); /* [N] */
+    build_planes(N, lin[0]->in, s, nz, neg, kind);
+    linear_events3(lin, N, s, nz, neg, kind, y, ops);
+    free(kind);
 }
 
 /* The benchmark baseline: the same layer run densely, every (input, synapse) position
@@ -1066,14 +1184,12 @@ static void qkv_forward(const snn_model *m, snn_ws *ws, const snn_block *b, cons
     const size_t TND = (size_t)TN * m->D;
     const syn_mark t0 = syn_start(ws);
     if (!ws->dense && !planes_ready) build_planes(TN, m->D, x, ws->ev_nz, ws->ev_neg, ws->ev_kind);
-    for (int j = 0; j < 3; j++) {
-        if (ws->dense)
-            snn_linear_forward_dense(qkv[j], TN, x, ws->hbuf, ws->y + j * TND,
-                                     &ws->ops[qkv[j]->layer]);
-        else
-            linear_events(qkv[j], TN, x, ws->ev_nz, ws->ev_neg, ws->ev_kind, ws->y + j * TND,
-                          &ws->ops[qkv[j]->layer]);
-    }
+    float *const ys[3] = {ws->y, ws->y + TND, ws->y + 2 * TND};
+    snn_ops *const ops[3] = {&ws->ops[b->q.layer], &ws->ops[b->k.layer], &ws->ops[b->v.layer]};
+    if (ws->dense)
+        for (int j = 0; j < 3; j++) snn_linear_forward_dense(qkv[j], TN, x, ws->hbuf, ys[j], ops[j]);
+    else
+        linear_events3(qkv, TN, x, ws->ev_nz, ws->ev_neg, ws->ev_kind, ys, ops);
     syn_stop(ws, t0);
     for (int j = 0; j < 3; j++) pop_step(m, ws, pops[j], ws->y + j * TND, out[j], rec);
 }

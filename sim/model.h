@@ -210,5 +210,12 @@ void snn_linear_forward_events(const snn_linear *lin, int N, const int8_t *s, ui
                                uint64_t *neg, float *y, snn_ops *ops);
 void snn_linear_forward_dense(const snn_linear *lin, int N, const int8_t *s, float *scratch,
                               float *y, snn_ops *ops);
+/* snn_linear_forward_events of three layers with the same input width on the same spikes (a
+ * block's q, k and v), y[j] [N, lin[j]->out] and ops[j] lin[j]'s: the planes are built once, and
+ * where the three have the same shape and every spike is +1 each token's events are walked once
+ * for the three (AVX-512). The bytes of three snn_linear_forward_events calls. */
+void snn_linear3_forward_events(const snn_linear *const lin[3], int N, const int8_t *s,
+                                uint64_t *nz, uint64_t *neg, float *const y[3],
+                                snn_ops *const ops[3]);
 
 #endif

@@ -114,15 +114,31 @@ static void test_event_linear_equals_dense_reference(void **state) {
         }
 }
 
+/* ref [N, out] = b + the weight rows of the nonzero spikes of s [N, in], added in channel order
+ * in float (what every event-driven path must give bit for bit); returns the events. */
+static uint64_t channel_order_sums(const snn_linear *lin, int N, const int8_t *s, float *ref) {
+    uint64_t events = 0;
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < lin->out; o++) {
+            float a = lin->b[o];
+            for (int i = 0; i < lin->in; i++)
+                if (s[n * lin->in + i]) a += lin->wt[(size_t)i * lin->out + o], events += o == 0;
+            ref[n * lin->out + o] = a;
+        }
+    return events;
+}
+
 /* Spikes all 0 or +1 (the layers' usual input, which takes the block-by-block loop when out is
- * a multiple of 64) with weights off the dyadic grid: every output must be the float sum b +
- * w_i1 + w_i2 + ... in channel order, bit for bit; 23 outputs take the general loop. */
+ * a multiple of 64: on AVX-512 128 outputs a pass while they last, so 192 and 256 take passes
+ * of 128 then 64, and of 128 twice) with weights off the dyadic grid: every output must be the
+ * float sum b + w_i1 + w_i2 + ... in channel order, bit for bit; 23 outputs take the general
+ * loop. */
 static void test_event_linear_binary_sums_in_channel_order(void **state) {
     (void)state;
-    enum { N = 9, IN_MAX = 200, W_MAX = 4, OUT_MAX = 128 };
-    const int widths[] = {64, 100, 200}, outs[] = {64, 128, 23};
+    enum { N = 9, IN_MAX = 200, W_MAX = 4, OUT_MAX = 256 };
+    const int widths[] = {64, 100, 200}, outs[] = {64, 128, 192, 256, 23};
     for (int wi = 0; wi < 3; wi++)
-        for (int oi = 0; oi < 3; oi++) {
+        for (int oi = 0; oi < 5; oi++) {
             const int in = widths[wi], out = outs[oi];
             snn_linear lin;
             make_linear(&lin, in, out, false, 31 + (uint64_t)(3 * wi + oi));
@@ -137,19 +153,58 @@ static void test_event_linear_binary_sums_in_channel_order(void **state) {
             float y[N * OUT_MAX], ref[N * OUT_MAX];
             snn_ops ops = {{0}};
             snn_linear_forward_events(&lin, N, s, nz, neg, y, &ops);
-            uint64_t acs = 0;
-            for (int n = 0; n < N; n++)
-                for (int o = 0; o < out; o++) {
-                    float a = lin.b[o];
-                    for (int i = 0; i < in; i++)
-                        if (s[n * in + i]) a += lin.wt[(size_t)i * out + o], acs++;
-                    ref[n * out + o] = a;
-                }
+            const uint64_t acs = channel_order_sums(&lin, N, s, ref) * (uint64_t)out;
             assert_memory_equal(y, ref, (size_t)N * out * sizeof *y);
             assert_int_equal(ops.n[SNN_OP_AC], acs);
             assert_int_equal(ops.n[SNN_OP_MAC], 0);
             assert_true(ones > 0);
             free_linear(&lin);
+        }
+}
+
+/* Three layers on the same spikes (a block's q, k, v; snn_linear3_forward_events): with every
+ * spike 0 or +1 and one shape, each token's events are walked once for the three (AVX-512), and
+ * each layer's outputs must still be its own channel-order sums bit for bit, its ACs its own;
+ * a third layer of another width, and spikes with -1s, take one layer after the other, with the
+ * bytes of three separate calls. */
+static void test_event_linear3_equals_three_layers(void **state) {
+    (void)state;
+    enum { N = 11, IN_MAX = 200, W_MAX = 4, OUT_MAX = 128 };
+    const int widths[] = {64, 200};
+    for (int wi = 0; wi < 2; wi++)
+        for (int variant = 0; variant < 3; variant++) { /* same shape; third wider; +-1 spikes */
+            const int in = widths[wi];
+            snn_linear lin[3];
+            for (int j = 0; j < 3; j++)
+                make_linear(&lin[j], in, variant == 1 && j == 2 ? 128 : 64, false,
+                            51 + (uint64_t)(10 * wi + 3 * variant + j));
+            int8_t s[N * IN_MAX];
+            if (variant == 2)
+                make_spikes(s, (size_t)N * in, false, 61 + (uint64_t)wi);
+            else
+                for (int i = 0; i < N * in; i++)
+                    s[i] = snn_rng_uniform(79, (uint64_t)wi, (uint64_t)i) < 0.3f;
+            for (int i = 0; i < in; i++) s[3 * in + i] = 0; /* a token without events */
+            uint64_t nz[N * W_MAX], neg[N * W_MAX];
+            float y[3][N * OUT_MAX], one[N * OUT_MAX];
+            float *const ys[3] = {y[0], y[1], y[2]};
+            snn_ops ops[3] = {{{0}}}, one_ops = {{0}};
+            snn_ops *const opp[3] = {&ops[0], &ops[1], &ops[2]};
+            const snn_linear *const lp[3] = {&lin[0], &lin[1], &lin[2]};
+            snn_linear3_forward_events(lp, N, s, nz, neg, ys, opp);
+            for (int j = 0; j < 3; j++) {
+                const size_t bytes = (size_t)N * lin[j].out * sizeof(float);
+                memset(&one_ops, 0, sizeof one_ops);
+                snn_linear_forward_events(&lin[j], N, s, nz, neg, one, &one_ops);
+                assert_memory_equal(y[j], one, bytes);
+                assert_memory_equal(&ops[j], &one_ops, sizeof one_ops);
+                if (variant == 2) continue; /* -1s subtract: the reference below adds */
+                const uint64_t events = channel_order_sums(&lin[j], N, s, one);
+                assert_memory_equal(y[j], one, bytes);
+                assert_int_equal(ops[j].n[SNN_OP_AC], events * (uint64_t)lin[j].out);
+                assert_true(events > 0);
+            }
+            for (int j = 0; j < 3; j++) free_linear(&lin[j]);
         }
 }
 
@@ -726,6 +781,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_event_linear_equals_dense_reference),
         cmocka_unit_test(test_event_linear_binary_sums_in_channel_order),
+        cmocka_unit_test(test_event_linear3_equals_three_layers),
         cmocka_unit_test(test_event_forward_equals_dense_when_exact),
         cmocka_unit_test(test_golden_bsa_spike_for_spike),
         cmocka_unit_test(test_golden_ssa_spike_for_spike),
