@@ -803,6 +803,34 @@ block128_wide(float *restrict yn, const lin_v16f *bias, const float *restrict wt
 #undef LIN_LD
 }
 
+/* The same over 256 outputs (sixteen accumulators). */
+static inline __attribute__((always_inline)) void
+block256_wide(float *restrict yn, const lin_v16f *bias, const float *restrict wt, int out,
+              const uint64_t *nz, int W) {
+#define LIN_LD(p, j) *(const lin_v16fu *)((p) + 16 * (j))
+    lin_v16f a0 = bias[0], a1 = bias[1], a2 = bias[2], a3 = bias[3];
+    lin_v16f a4 = bias[4], a5 = bias[5], a6 = bias[6], a7 = bias[7];
+    lin_v16f a8 = bias[8], a9 = bias[9], a10 = bias[10], a11 = bias[11];
+    lin_v16f a12 = bias[12], a13 = bias[13], a14 = bias[14], a15 = bias[15];
+    for (int w = 0; w < W; w++) {
+        const float *base = wt + (size_t)64 * w * out;
+        for (uint64_t m = nz[w]; m; m &= m - 1) {
+            const float *src = base + (size_t)__builtin_ctzll(m) * out;
+            a0 += LIN_LD(src, 0), a1 += LIN_LD(src, 1), a2 += LIN_LD(src, 2);
+            a3 += LIN_LD(src, 3), a4 += LIN_LD(src, 4), a5 += LIN_LD(src, 5);
+            a6 += LIN_LD(src, 6), a7 += LIN_LD(src, 7), a8 += LIN_LD(src, 8);
+            a9 += LIN_LD(src, 9), a10 += LIN_LD(src, 10), a11 += LIN_LD(src, 11);
+            a12 += LIN_LD(src, 12), a13 += LIN_LD(src, 13), a14 += LIN_LD(src, 14);
+            a15 += LIN_LD(src, 15);
+        }
+    }
+    lin_v16fu *dst = (lin_v16fu *)yn;
+    dst[0] = a0, dst[1] = a1, dst[2] = a2, dst[3] = a3, dst[4] = a4, dst[5] = a5;
+    dst[6] = a6, dst[7] = a7, dst[8] = a8, dst[9] = a9, dst[10] = a10, dst[11] = a11;
+    dst[12] = a12, dst[13] = a13, dst[14] = a14, dst[15] = a15;
+#undef LIN_LD
+}
+
 /* Three layers of 64 outputs on the same binary spikes (q, k and v): a token's events are walked
  * once for all three, twelve accumulators of the 32 AVX-512 registers. Each output's sum is
  * block64_wide's: the same additions in the same order. */
@@ -900,6 +928,23 @@ accumulate_rows(float *restrict yn, const float *restrict b, const float *restri
     }
 }
 
+/* Outputs [o0, o0 + 16 V) of every token by block128_wide (V = 8) or block256_wide (16). */
+static inline __attribute__((always_inline)) void wide_pass(const snn_linear *lin, int N,
+                                                            const uint64_t *nz, float *y, int o0,
+                                                            const int V) {
+    const int out = lin->out, W = (int)snn_bits_words((size_t)lin->in);
+    const float *b = lin->b + o0, *wt = lin->wt + o0;
+    lin_v16f bias[16]; /* [V] */
+    for (int j = 0; j < V; j++) bias[j] = *(const lin_v16fu *)(b + 16 * j);
+    for (int n = 0; n < N; n++) {
+        float *yn = y + (size_t)n * out + o0;
+        if (V == 16)
+            block256_wide(yn, bias, wt, out, nz + (size_t)n * W, W);
+        else
+            block128_wide(yn, bias, wt, out, nz + (size_t)n * W, W);
+    }
+}
+
 /* linear_events' common case: every spike +1 (all kinds 0), out a multiple of LIN_BLOCK. One
  * block of 64 outputs at a time over all tokens: its bias stays in registers and its weight
  * columns ([in, 64], 16 KB for 64 inputs) in L1, and the loop does nothing per token but walk
@@ -910,14 +955,10 @@ static SNN_WIDE_FN void linear_events_binary(const snn_linear *lin, int N, const
                                              float *y, bool wide) {
     const int out = lin->out, W = (int)snn_bits_words((size_t)lin->in);
     int o0 = 0;
-    if (wide) /* 128 outputs a pass while they last (fc1's 256) */
-        for (; o0 + 2 * LIN_BLOCK <= out; o0 += 2 * LIN_BLOCK) {
-            const float *b = lin->b + o0, *wt = lin->wt + o0;
-            lin_v16f bias[8];
-            for (int j = 0; j < 8; j++) bias[j] = *(const lin_v16fu *)(b + 16 * j);
-            for (int n = 0; n < N; n++)
-                block128_wide(y + (size_t)n * out + o0, bias, wt, out, nz + (size_t)n * W, W);
-        }
+    if (wide) { /* 256 outputs a pass while they last (fc1), then 128 */
+        for (; o0 + 4 * LIN_BLOCK <= out; o0 += 4 * LIN_BLOCK) wide_pass(lin, N, nz, y, o0, 16);
+        for (; o0 + 2 * LIN_BLOCK <= out; o0 += 2 * LIN_BLOCK) wide_pass(lin, N, nz, y, o0, 8);
+    }
     for (; o0 < out; o0 += LIN_BLOCK) {
         const float *b = lin->b + o0, *wt = lin->wt + o0;
         if (wide) {
@@ -933,6 +974,59 @@ static SNN_WIDE_FN void linear_events_binary(const snn_linear *lin, int N, const
         }
     }
 }
+
+#if SNN_HAVE_AVX512_DISPATCH
+#include <immintrin.h>
+#define LIN_VBMI2_FN __attribute__((target("avx2,popcnt,avx512f,avx512bw,avx512vl,avx512vbmi2")))
+/* Inputs a token's event list takes (byte indices). */
+enum { LIN_LIST_MAX = 256 };
+
+/* linear_events_binary for inputs of 65 to 256 (2 to 4 plane words: fc2's 256), with AVX-512
+ * VBMI2's byte compress: each token's events become one list of input indices, one compress
+ * per word (no branch), walked by one loop. The loops over each word's bits had cost a
+ * mispredicted exit per word, 4 per token at 256 inputs: most of the layer's cost that does not
+ * follow the spikes. The same additions in the same order: the same bits. */
+static LIN_VBMI2_FN void linear_events_binary_list(const snn_linear *lin, int N,
+                                                   const uint64_t *nz, float *y) {
+    const int out = lin->out, W = (int)snn_bits_words((size_t)lin->in);
+    SNN_ASSERT(W <= LIN_LIST_MAX / 64 && out % LIN_BLOCK == 0);
+    uint8_t list[LIN_LIST_MAX + 64]; /* the token's input indices (a compress stores 64 bytes) */
+    __m512i iota = _mm512_set_epi8(63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49,
+                                   48, 47, 46, 45, 44, 43, 42, 41, 40, 39, 38, 37, 36, 35, 34,
+                                   33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19,
+                                   18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2,
+                                   1, 0);
+    for (int n = 0; n < N; n++) {
+        const uint64_t *z = nz + (size_t)n * W;
+        int events = 0;
+        __m512i at = iota;
+        for (int w = 0; w < W; w++) {
+            _mm512_storeu_si512(list + events, _mm512_maskz_compress_epi8(z[w], at));
+            events += (int)_mm_popcnt_u64(z[w]);
+            at = _mm512_add_epi8(at, _mm512_set1_epi8(64));
+        }
+        for (int o0 = 0; o0 < out; o0 += LIN_BLOCK) {
+            const float *wt = lin->wt + o0, *b = lin->b + o0;
+            __m512 a0 = _mm512_loadu_ps(b), a1 = _mm512_loadu_ps(b + 16);
+            __m512 a2 = _mm512_loadu_ps(b + 32), a3 = _mm512_loadu_ps(b + 48);
+            for (int e = 0; e < events; e++) {
+                const float *src = wt + (size_t)list[e] * out;
+                a0 = _mm512_add_ps(a0, _mm512_loadu_ps(src));
+                a1 = _mm512_add_ps(a1, _mm512_loadu_ps(src + 16));
+                a2 = _mm512_add_ps(a2, _mm512_loadu_ps(src + 32));
+                a3 = _mm512_add_ps(a3, _mm512_loadu_ps(src + 48));
+            }
+            float *yn = y + (size_t)n * out + o0;
+            _mm512_storeu_ps(yn, a0), _mm512_storeu_ps(yn + 16, a1);
+            _mm512_storeu_ps(yn + 32, a2), _mm512_storeu_ps(yn + 48, a3);
+        }
+    }
+}
+
+static int lin_cpu_vbmi2(void) {
+    return snn_cpu_avx512_popcnt() && __builtin_cpu_supports("avx512vbmi2");
+}
+#endif
 
 /* Whether every token's spikes are 0 or +1 (kinds all 0). */
 static bool tokens_binary(const uint8_t *kind, int N) {
@@ -975,6 +1069,12 @@ static SNN_WIDE_FN void linear_events(const snn_linear *lin, int N, const int8_t
     const bool wide = snn_wide_avx512();
     if (kind && out % LIN_BLOCK == 0 && tokens_binary(kind, N)) {
         ops->n[SNN_OP_AC] += count_events(nz, (size_t)N * W) * (uint64_t)out;
+#if SNN_HAVE_AVX512_DISPATCH
+        if (W >= 2 && W <= LIN_LIST_MAX / 64 && lin_cpu_vbmi2()) {
+            linear_events_binary_list(lin, N, nz, y);
+            return;
+        }
+#endif
         linear_events_binary(lin, N, nz, y, wide);
         return;
     }

@@ -129,10 +129,10 @@ static uint64_t channel_order_sums(const snn_linear *lin, int N, const int8_t *s
 }
 
 /* Spikes all 0 or +1 (the layers' usual input, which takes the block-by-block loop when out is
- * a multiple of 64: on AVX-512 128 outputs a pass while they last, so 192 and 256 take passes
- * of 128 then 64, and of 128 twice) with weights off the dyadic grid: every output must be the
- * float sum b + w_i1 + w_i2 + ... in channel order, bit for bit; 23 outputs take the general
- * loop. */
+ * a multiple of 64: on AVX-512 256 outputs a pass, then 128, then 64, so 192 takes 128 + 64;
+ * with VBMI2, 100 and 200 inputs (2 and 4 plane words) take the event-list loop) with weights
+ * off the dyadic grid: every output must be the float sum b + w_i1 + w_i2 + ... in channel
+ * order, bit for bit; 23 outputs take the general loop. */
 static void test_event_linear_binary_sums_in_channel_order(void **state) {
     (void)state;
     enum { N = 9, IN_MAX = 200, W_MAX = 4, OUT_MAX = 256 };
