@@ -803,34 +803,6 @@ block128_wide(float *restrict yn, const lin_v16f *bias, const float *restrict wt
 #undef LIN_LD
 }
 
-/* The same over 256 outputs (sixteen accumulators). */
-static inline __attribute__((always_inline)) void
-block256_wide(float *restrict yn, const lin_v16f *bias, const float *restrict wt, int out,
-              const uint64_t *nz, int W) {
-#define LIN_LD(p, j) *(const lin_v16fu *)((p) + 16 * (j))
-    lin_v16f a0 = bias[0], a1 = bias[1], a2 = bias[2], a3 = bias[3];
-    lin_v16f a4 = bias[4], a5 = bias[5], a6 = bias[6], a7 = bias[7];
-    lin_v16f a8 = bias[8], a9 = bias[9], a10 = bias[10], a11 = bias[11];
-    lin_v16f a12 = bias[12], a13 = bias[13], a14 = bias[14], a15 = bias[15];
-    for (int w = 0; w < W; w++) {
-        const float *base = wt + (size_t)64 * w * out;
-        for (uint64_t m = nz[w]; m; m &= m - 1) {
-            const float *src = base + (size_t)__builtin_ctzll(m) * out;
-            a0 += LIN_LD(src, 0), a1 += LIN_LD(src, 1), a2 += LIN_LD(src, 2);
-            a3 += LIN_LD(src, 3), a4 += LIN_LD(src, 4), a5 += LIN_LD(src, 5);
-            a6 += LIN_LD(src, 6), a7 += LIN_LD(src, 7), a8 += LIN_LD(src, 8);
-            a9 += LIN_LD(src, 9), a10 += LIN_LD(src, 10), a11 += LIN_LD(src, 11);
-            a12 += LIN_LD(src, 12), a13 += LIN_LD(src, 13), a14 += LIN_LD(src, 14);
-            a15 += LIN_LD(src, 15);
-        }
-    }
-    lin_v16fu *dst = (lin_v16fu *)yn;
-    dst[0] = a0, dst[1] = a1, dst[2] = a2, dst[3] = a3, dst[4] = a4, dst[5] = a5;
-    dst[6] = a6, dst[7] = a7, dst[8] = a8, dst[9] = a9, dst[10] = a10, dst[11] = a11;
-    dst[12] = a12, dst[13] = a13, dst[14] = a14, dst[15] = a15;
-#undef LIN_LD
-}
-
 /* Three layers of 64 outputs on the same binary spikes (q, k and v): a token's events are walked
  * once for all three, twelve accumulators of the 32 AVX-512 registers. Each output's sum is
  * block64_wide's: the same additions in the same order. */
@@ -928,23 +900,6 @@ accumulate_rows(float *restrict yn, const float *restrict b, const float *restri
     }
 }
 
-/* Outputs [o0, o0 + 16 V) of every token by block128_wide (V = 8) or block256_wide (16). */
-static inline __attribute__((always_inline)) void wide_pass(const snn_linear *lin, int N,
-                                                            const uint64_t *nz, float *y, int o0,
-                                                            const int V) {
-    const int out = lin->out, W = (int)snn_bits_words((size_t)lin->in);
-    const float *b = lin->b + o0, *wt = lin->wt + o0;
-    lin_v16f bias[16]; /* [V] */
-    for (int j = 0; j < V; j++) bias[j] = *(const lin_v16fu *)(b + 16 * j);
-    for (int n = 0; n < N; n++) {
-        float *yn = y + (size_t)n * out + o0;
-        if (V == 16)
-            block256_wide(yn, bias, wt, out, nz + (size_t)n * W, W);
-        else
-            block128_wide(yn, bias, wt, out, nz + (size_t)n * W, W);
-    }
-}
-
 /* linear_events' common case: every spike +1 (all kinds 0), out a multiple of LIN_BLOCK. One
  * block of 64 outputs at a time over all tokens: its bias stays in registers and its weight
  * columns ([in, 64], 16 KB for 64 inputs) in L1, and the loop does nothing per token but walk
@@ -955,10 +910,14 @@ static SNN_WIDE_FN void linear_events_binary(const snn_linear *lin, int N, const
                                              float *y, bool wide) {
     const int out = lin->out, W = (int)snn_bits_words((size_t)lin->in);
     int o0 = 0;
-    if (wide) { /* 256 outputs a pass while they last (fc1), then 128 */
-        for (; o0 + 4 * LIN_BLOCK <= out; o0 += 4 * LIN_BLOCK) wide_pass(lin, N, nz, y, o0, 16);
-        for (; o0 + 2 * LIN_BLOCK <= out; o0 += 2 * LIN_BLOCK) wide_pass(lin, N, nz, y, o0, 8);
-    }
+    if (wide) /* 128 outputs a pass while they last (fc1's 256) */
+        for (; o0 + 2 * LIN_BLOCK <= out; o0 += 2 * LIN_BLOCK) {
+            const float *b = lin->b + o0, *wt = lin->wt + o0;
+            lin_v16f bias[8];
+            for (int j = 0; j < 8; j++) bias[j] = *(const lin_v16fu *)(b + 16 * j);
+            for (int n = 0; n < N; n++)
+                block128_wide(y + (size_t)n * out + o0, bias, wt, out, nz + (size_t)n * W, W);
+        }
     for (; o0 < out; o0 += LIN_BLOCK) {
         const float *b = lin->b + o0, *wt = lin->wt + o0;
         if (wide) {

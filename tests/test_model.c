@@ -129,7 +129,7 @@ static uint64_t channel_order_sums(const snn_linear *lin, int N, const int8_t *s
 }
 
 /* Spikes all 0 or +1 (the layers' usual input, which takes the block-by-block loop when out is
- * a multiple of 64: on AVX-512 256 outputs a pass, then 128, then 64, so 192 takes 128 + 64;
+ * a multiple of 64: on AVX-512 128 outputs a pass, then 64, so 192 takes 128 + 64;
  * with VBMI2, 100 and 200 inputs (2 and 4 plane words) take the event-list loop) with weights
  * off the dyadic grid: every output must be the float sum b + w_i1 + w_i2 + ... in channel
  * order, bit for bit; 23 outputs take the general loop. */
