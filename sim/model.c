@@ -935,7 +935,6 @@ static SNN_WIDE_FN void linear_events_binary(const snn_linear *lin, int N, const
 }
 
 #if SNN_HAVE_AVX512_DISPATCH
-#include <immintrin.h>
 #define LIN_VBMI2_FN __attribute__((target("avx2,popcnt,avx512f,avx512bw,avx512vl,avx512vbmi2")))
 /* Inputs a token's event list takes (byte indices). */
 enum { LIN_LIST_MAX = 256 };
