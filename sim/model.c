@@ -779,55 +779,40 @@ block64_wide(float *restrict yn, const lin_v16f *bias, const float *restrict wt,
 #undef LIN_LD
 }
 
-/* block64_wide over 128 outputs, binary spikes (eight accumulators of the 32 AVX-512 registers):
- * a token's events are walked once for 128 outputs instead of twice for 64 each. Each output's
- * sum is the same additions in the same order: the same bits. */
+/* K = 2 or 3 blocks of 64 outputs, binary spikes, walking each token's events once for all of
+ * them (4 K accumulators of the 32 AVX-512 registers): block k's outputs y[k][0..64) = bias[4 k
+ * ..] + the rows of weights w[k] (row stride out). Three layers' blocks on the same spikes (q,
+ * k and v), or one layer's 128 outputs (w[1] = w[0] + 64). Each output's sum is block64_wide's:
+ * the same additions in the same order. */
 static inline __attribute__((always_inline)) void
-block128_wide(float *restrict yn, const lin_v16f *bias, const float *restrict wt, int out,
-              const uint64_t *nz, int W) {
-#define LIN_LD(p, j) *(const lin_v16fu *)((p) + 16 * (j))
-    lin_v16f a0 = bias[0], a1 = bias[1], a2 = bias[2], a3 = bias[3];
-    lin_v16f a4 = bias[4], a5 = bias[5], a6 = bias[6], a7 = bias[7];
-    for (int w = 0; w < W; w++) {
-        const float *base = wt + (size_t)64 * w * out;
-        for (uint64_t m = nz[w]; m; m &= m - 1) {
-            const float *src = base + (size_t)__builtin_ctzll(m) * out;
-            a0 += LIN_LD(src, 0), a1 += LIN_LD(src, 1), a2 += LIN_LD(src, 2);
-            a3 += LIN_LD(src, 3), a4 += LIN_LD(src, 4), a5 += LIN_LD(src, 5);
-            a6 += LIN_LD(src, 6), a7 += LIN_LD(src, 7);
-        }
-    }
-    lin_v16fu *dst = (lin_v16fu *)yn;
-    dst[0] = a0, dst[1] = a1, dst[2] = a2, dst[3] = a3;
-    dst[4] = a4, dst[5] = a5, dst[6] = a6, dst[7] = a7;
-#undef LIN_LD
-}
-
-/* Three layers of 64 outputs on the same binary spikes (q, k and v): a token's events are walked
- * once for all three, twelve accumulators of the 32 AVX-512 registers. Each output's sum is
- * block64_wide's: the same additions in the same order. */
-static inline __attribute__((always_inline)) void
-block64x3_wide(float *restrict y0, float *restrict y1, float *restrict y2, const lin_v16f *bias,
-               const float *restrict w0, const float *restrict w1, const float *restrict w2,
-               int out, const uint64_t *nz, int W) {
+blocks64_wide(float *const y[3], const lin_v16f *bias, const float *const w[3], int out,
+              const uint64_t *nz, int W, const int K) {
 #define LIN_LD(p, j) *(const lin_v16fu *)((p) + 16 * (j))
     lin_v16f a0 = bias[0], a1 = bias[1], a2 = bias[2], a3 = bias[3];
     lin_v16f b0 = bias[4], b1 = bias[5], b2 = bias[6], b3 = bias[7];
-    lin_v16f c0 = bias[8], c1 = bias[9], c2 = bias[10], c3 = bias[11];
-    for (int w = 0; w < W; w++) {
-        const size_t base = (size_t)64 * w * out;
-        for (uint64_t m = nz[w]; m; m &= m - 1) {
+    lin_v16f c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+    if (K > 2) c0 = bias[8], c1 = bias[9], c2 = bias[10], c3 = bias[11];
+    for (int wd = 0; wd < W; wd++) {
+        const size_t base = (size_t)64 * wd * out;
+        for (uint64_t m = nz[wd]; m; m &= m - 1) {
             const size_t r = base + (size_t)__builtin_ctzll(m) * out;
-            const float *s0 = w0 + r, *s1 = w1 + r, *s2 = w2 + r;
+            const float *s0 = w[0] + r, *s1 = w[1] + r;
             a0 += LIN_LD(s0, 0), a1 += LIN_LD(s0, 1), a2 += LIN_LD(s0, 2), a3 += LIN_LD(s0, 3);
             b0 += LIN_LD(s1, 0), b1 += LIN_LD(s1, 1), b2 += LIN_LD(s1, 2), b3 += LIN_LD(s1, 3);
-            c0 += LIN_LD(s2, 0), c1 += LIN_LD(s2, 1), c2 += LIN_LD(s2, 2), c3 += LIN_LD(s2, 3);
+            if (K > 2) {
+                const float *s2 = w[2] + r;
+                c0 += LIN_LD(s2, 0), c1 += LIN_LD(s2, 1), c2 += LIN_LD(s2, 2);
+                c3 += LIN_LD(s2, 3);
+            }
         }
     }
-    lin_v16fu *d0 = (lin_v16fu *)y0, *d1 = (lin_v16fu *)y1, *d2 = (lin_v16fu *)y2;
+    lin_v16fu *d0 = (lin_v16fu *)y[0], *d1 = (lin_v16fu *)y[1];
     d0[0] = a0, d0[1] = a1, d0[2] = a2, d0[3] = a3;
     d1[0] = b0, d1[1] = b1, d1[2] = b2, d1[3] = b3;
-    d2[0] = c0, d2[1] = c1, d2[2] = c2, d2[3] = c3;
+    if (K > 2) {
+        lin_v16fu *d2 = (lin_v16fu *)y[2];
+        d2[0] = c0, d2[1] = c1, d2[2] = c2, d2[3] = c3;
+    }
 #undef LIN_LD
 }
 
@@ -915,8 +900,12 @@ static SNN_WIDE_FN void linear_events_binary(const snn_linear *lin, int N, const
             const float *b = lin->b + o0, *wt = lin->wt + o0;
             lin_v16f bias[8];
             for (int j = 0; j < 8; j++) bias[j] = *(const lin_v16fu *)(b + 16 * j);
-            for (int n = 0; n < N; n++)
-                block128_wide(y + (size_t)n * out + o0, bias, wt, out, nz + (size_t)n * W, W);
+            const float *const w2[3] = {wt, wt + LIN_BLOCK, NULL};
+            for (int n = 0; n < N; n++) {
+                float *const yn = y + (size_t)n * out + o0;
+                float *const ys[3] = {yn, yn + LIN_BLOCK, NULL};
+                blocks64_wide(ys, bias, w2, out, nz + (size_t)n * W, W, 2);
+            }
         }
     for (; o0 < out; o0 += LIN_BLOCK) {
         const float *b = lin->b + o0, *wt = lin->wt + o0;
@@ -1012,10 +1001,11 @@ static SNN_WIDE_FN void linear_events3_binary(const snn_linear *const lin[3], in
         for (int j = 0; j < 3; j++)
             for (int u = 0; u < 4; u++)
                 bias[4 * j + u] = *(const lin_v16fu *)(lin[j]->b + o0 + 16 * u);
+        const float *const w3[3] = {lin[0]->wt + o0, lin[1]->wt + o0, lin[2]->wt + o0};
         for (int n = 0; n < N; n++) {
             const size_t at = (size_t)n * out + o0;
-            block64x3_wide(y[0] + at, y[1] + at, y[2] + at, bias, lin[0]->wt + o0,
-                           lin[1]->wt + o0, lin[2]->wt + o0, out, nz + (size_t)n * W, W);
+            float *const yn[3] = {y[0] + at, y[1] + at, y[2] + at};
+            blocks64_wide(yn, bias, w3, out, nz + (size_t)n * W, W, 3);
         }
     }
 }
