@@ -581,10 +581,43 @@ static void test_synaptic_timer_changes_no_output(void **state) {
     snn_config_free(&cfg);
 }
 
+/* The logits of an ANN model of attention `kind` (synthetic, 18 samples) in minibatches of 4
+ * (five of them, the last one short) on 1 and on 2 threads, which run the minibatches on two
+ * trainers at once (cat's FFTW plans made one at a time): the same bytes. */
+static void ann_minibatches_thread_bytes(const char *kind) {
+    char yaml[512];
+    snprintf(yaml, sizeof yaml,
+             "name: t\nseed: 3\ndata: {source: synthetic, synthetic_samples: 18}\n"
+             "model: {image_size: 16, patch: 4, dim: 32, heads: 2, blocks: 2, mlp_ratio: 2,"
+             " timesteps: 1, attention: {kind: %s}}\n", kind);
+    snn_config cfg;
+    assert_int_equal(snn_config_load_string(&cfg, yaml, "inline", NULL, 0, stderr), 0);
+    snn_dataset ds = {0};
+    snn_err err = {{0}};
+    assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
+    snn_model m;
+    assert_int_equal(snn_model_init(&m, &cfg, &err), SNN_OK);
+    snn_eval by1, by2;
+    snn_eval_opts o4 = {.threads = 1, .ann_batch = 4};
+    snn_evaluate(&m, &ds, &o4, &by1);
+    o4.threads = 2;
+    snn_evaluate(&m, &ds, &o4, &by2);
+#ifdef _OPENMP
+    assert_int_equal(by2.threads, 2);
+#endif
+    assert_memory_equal(by1.logits, by2.logits, (size_t)ds.n * m.classes * sizeof *by1.logits);
+    assert_int_equal(by1.correct, by2.correct);
+    snn_eval_free(&by1, &m);
+    snn_eval_free(&by2, &m);
+    snn_model_free(&m);
+    snn_dataset_free(&ds);
+    snn_config_free(&cfg);
+}
+
 /* An ANN model evaluates one sample at a time (ann_batch 1, the benchmark's batch-1 latency) to
  * the logits of minibatches of 64; its thread count applies to that evaluation only (the
  * OpenMP default is restored); 2 threads give 1 thread's bytes (inside one minibatch's
- * layers, and over several minibatches). */
+ * layers, and over several minibatches, for every ANN attention). */
 static void test_ann_batch_one_and_threads(void **state) {
     (void)state;
     snn_config cfg;
@@ -615,30 +648,19 @@ static void test_ann_batch_one_and_threads(void **state) {
                         "ann batch 1 vs 64");
     assert_memory_equal(single.ops, batched.ops, (size_t)m.n_layers * sizeof(snn_ops));
     assert_int_equal(single.correct, batched.correct);
-    /* minibatches of 4 (five of them, the last one short) on 1 and on 2 threads: the same
-     * bytes */
-    snn_eval by1, by2;
-    snn_eval_opts o4 = {.threads = 1, .ann_batch = 4};
-    snn_evaluate(&m, &ds, &o4, &by1);
-    o4.threads = 2;
-    snn_evaluate(&m, &ds, &o4, &by2);
-#ifdef _OPENMP
-    assert_int_equal(by2.threads, 2);
-#endif
-    assert_memory_equal(by1.logits, by2.logits, (size_t)ds.n * m.classes * sizeof *by1.logits);
     /* one minibatch (all 18 samples) on 1 thread: the bytes of 2 threads inside its layers */
     snn_eval one;
     snn_eval_opts o1 = {.threads = 1};
     snn_evaluate(&m, &ds, &o1, &one);
     assert_memory_equal(one.logits, batched.logits, (size_t)ds.n * m.classes * sizeof *one.logits);
     snn_eval_free(&one, &m);
-    snn_eval_free(&by1, &m);
-    snn_eval_free(&by2, &m);
     snn_eval_free(&batched, &m);
     snn_eval_free(&single, &m);
     snn_model_free(&m);
     snn_dataset_free(&ds);
     snn_config_free(&cfg);
+    const char *kinds[] = {"softmax", "cat", "primal"};
+    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) ann_minibatches_thread_bytes(kinds[i]);
 }
 
 /* ---- checkpoints ------------------------------------------------------------------------- */
