@@ -47,63 +47,35 @@ static void progress_show(progress *p, int64_t done) {
 
 /* ANN models (softmax, cat, primal) have no spikes to drive an event-driven pass: they run as
  * the dense graph they are, the training graph in inference mode (BatchNorm with running
- * statistics) over minibatches of `batch` samples. With more than one minibatch, OpenMP runs
- * over minibatches, each thread with a one-thread trainer of its own (dynamic schedule), like
- * the spiking models over samples: threads inside each layer left one layer's small products
- * and their barriers between threads (x1.6-1.8 on two). A minibatch is samples [i0, i0 +
- * batch) whichever thread runs it, and a trainer's results do not depend on its thread count,
- * so the logits are the same bytes for any thread count. Their operation counts are the dense
- * counts of every layer (snn_model_ann_ops), the same for every sample. */
+ * statistics) over minibatches of `batch` samples, `threads` threads inside each layer. Their
+ * operation counts are the dense counts of every layer (snn_model_ann_ops), the same for every
+ * sample. */
 static void evaluate_ann(const snn_model *m, const snn_dataset *ds, int batch, int threads,
                          snn_eval *out, progress *pg) {
     const int64_t n = ds->n;
     const int B0 = n < batch ? (n > 0 ? (int)n : 1) : batch;
-    const int64_t n_batches = (n + B0 - 1) / B0;
     const size_t pix = (size_t)ds->channels * ds->height * ds->width;
 #ifdef _OPENMP
     /* the trainer sizes its per-thread scratch from omp_get_max_threads(): set it first */
     const int saved_threads = omp_get_max_threads();
     omp_set_num_threads(threads);
-    const int outer = n_batches > 1 && threads > 1 ? threads : 1;
 #else
     (void)threads;
 #endif
-    int64_t done = 0;
-#pragma omp parallel num_threads(outer)
-    {
-#ifdef _OPENMP
-        /* a thread of the outer team: the trainer's own regions run on this thread alone */
-        if (outer > 1) omp_set_num_threads(1);
-        const int tid = omp_get_thread_num();
-#else
-        const int tid = 0;
-#endif
-        snn_trainer *tr;
-        /* FFTW's planner (cat's plans) is not thread-safe: trainers are made one at a time */
-#pragma omp critical(snn_eval_trainer)
-        /* inference mode writes nothing into the model: no running-statistics update, no
-         * gradients */
-        tr = snn_trainer_new_inference((snn_model *)m, B0);
-        int32_t *labels = snn_xmalloc((size_t)B0 * sizeof *labels); /* [B0] */
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t j = 0; j < n_batches; j++) {
-            const int64_t i0 = j * B0;
-            const int B = n - i0 < B0 ? (int)(n - i0) : B0;
-            for (int b = 0; b < B; b++) labels[b] = ds->labels[i0 + b];
-            snn_trainer_step(tr, ds->pixels + (size_t)i0 * pix, ds->index + i0, labels, B, false,
-                             false, NULL);
-            memcpy(out->logits + (size_t)i0 * m->classes, snn_trainer_logits(tr),
-                   (size_t)B * m->classes * sizeof *out->logits);
-            int64_t d;
-#pragma omp atomic capture
-            d = done += B;
-            if (tid == 0) progress_show(pg, d);
-        }
-#pragma omp critical(snn_eval_trainer)
-        snn_trainer_free(tr);
-        free(labels);
+    /* inference mode writes nothing into the model: no running-statistics update, no gradients */
+    snn_trainer *tr = snn_trainer_new_inference((snn_model *)m, B0);
+    int32_t *labels = snn_xmalloc((size_t)B0 * sizeof *labels); /* [B0] */
+    for (int64_t i0 = 0; i0 < n; i0 += B0) {
+        const int B = n - i0 < B0 ? (int)(n - i0) : B0;
+        for (int b = 0; b < B; b++) labels[b] = ds->labels[i0 + b];
+        snn_trainer_step(tr, ds->pixels + (size_t)i0 * pix, ds->index + i0, labels, B, false,
+                         false, NULL);
+        memcpy(out->logits + (size_t)i0 * m->classes, snn_trainer_logits(tr),
+               (size_t)B * m->classes * sizeof *out->logits);
+        progress_show(pg, i0 + B);
     }
-    progress_show(pg, n);
+    snn_trainer_free(tr);
+    free(labels);
 #ifdef _OPENMP
     omp_set_num_threads(saved_threads);
 #endif

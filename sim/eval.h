@@ -18,8 +18,7 @@ typedef struct snn_eval_opts {
     int64_t n_record;    /* record spikes of the first n_record samples */
     bool record_v;       /* also record post-reset membranes */
     bool dense;          /* run synaptic layers densely (benchmark baseline) */
-    int threads;         /* 0 = OpenMP default; ANN models: over minibatches (one: inside
-                          * its layers) */
+    int threads;         /* 0 = OpenMP default; ANN models: threads inside each layer */
     bool progress;       /* progress on stderr */
     int ann_batch;       /* ANN models: minibatch size (0 = 64); spiking models always run one
                           * sample at a time per thread */

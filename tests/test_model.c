@@ -582,8 +582,8 @@ static void test_synaptic_timer_changes_no_output(void **state) {
 }
 
 /* The logits of an ANN model of attention `kind` (synthetic, 18 samples) in minibatches of 4
- * (five of them, the last one short) on 1 and on 2 threads, which run the minibatches on two
- * trainers at once (cat's FFTW plans made one at a time): the same bytes. */
+ * (five of them, the last one short) on 1 and on 2 threads (both inside each minibatch's
+ * layers): the same bytes. */
 static void ann_minibatches_thread_bytes(const char *kind) {
     char yaml[512];
     snprintf(yaml, sizeof yaml,
