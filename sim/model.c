@@ -982,11 +982,33 @@ static bool tokens_binary(const uint8_t *kind, int N) {
     return !any;
 }
 
-/* Events of N W plane words. */
-static uint64_t count_events(const uint64_t *nz, size_t words) {
+/* Events of N W plane words (the layer's ACs, counted apart from the walk): with the CPU's
+ * popcount, vectorised where it has AVX-512's (the open-coded one had been 2 % of the bsa
+ * forward, 6 % of its synaptic layers' time, at any firing rate). The same integer. */
+static inline __attribute__((always_inline)) uint64_t count_events_body(const uint64_t *nz,
+                                                                        size_t words, const int hw) {
     uint64_t events = 0;
-    for (size_t i = 0; i < words; i++) events += (uint64_t)snn_popcount64(nz[i]);
+    for (size_t i = 0; i < words; i++) events += (uint64_t)snn_popcount64_sel(nz[i], hw);
     return events;
+}
+#if SNN_HAVE_AVX512_DISPATCH
+static SNN_AVX512_FN SNN_VEC_FN uint64_t count_events_avx512(const uint64_t *nz, size_t words) {
+    return count_events_body(nz, words, 1);
+}
+#endif
+#if SNN_HAVE_AVX2_DISPATCH
+static SNN_AVX2_FN uint64_t count_events_avx2(const uint64_t *nz, size_t words) {
+    return count_events_body(nz, words, 1);
+}
+#endif
+static uint64_t count_events(const uint64_t *nz, size_t words) {
+#if SNN_HAVE_AVX512_DISPATCH
+    if (snn_cpu_avx512_popcnt()) return count_events_avx512(nz, words);
+#endif
+#if SNN_HAVE_AVX2_DISPATCH
+    if (snn_cpu_avx2()) return count_events_avx2(nz, words);
+#endif
+    return count_events_body(nz, words, 0);
 }
 
 /* linear_events_binary for three layers of the same shape on the same spikes (q, k and v),
