@@ -1285,19 +1285,26 @@ static SNN_WIDE_FN SNN_VEC_FN void embed_axpy(int D, double xk, const double *re
     for (int o = 0; o < D; o++) acc[o] += xk * w[o];
 }
 
+/* u[o] = (float)acc[o] + pos[o] for o < D (vectorised: gcc left the scalar loop, 1.5 % of the
+ * bsa forward; the same roundings). */
+static SNN_WIDE_FN SNN_VEC_FN void embed_round(int D, const double *restrict acc,
+                                               const float *restrict pos, float *restrict u) {
+    for (int o = 0; o < D; o++) u[o] = (float)acc[o] + pos[o];
+}
+
 /* Analog embedding U0 = BN(patches @ W^T + b) + pos: dot products in double, rounded once. */
 static void embed_analog(const snn_model *m, snn_ws *ws) {
     const int N = m->N, D = m->D, K = m->K;
     double *acc = ws->embed_acc;
     for (int n = 0; n < N; n++) {
         const float *x = ws->patches + (size_t)n * K;
-        for (int o = 0; o < D; o++) acc[o] = m->embed_bias[o];
+        memcpy(acc, m->embed_bias, (size_t)D * sizeof *acc);
         for (int k = 0; k < K; k++) {
             const double xk = x[k];
             if (xk == 0.0) continue; /* a zero pixel contributes exactly nothing */
             embed_axpy(D, xk, m->embed_wt + (size_t)k * D, acc);
         }
-        for (int o = 0; o < D; o++) ws->u0[(size_t)n * D + o] = (float)acc[o] + m->pos[(size_t)n * D + o];
+        embed_round(D, acc, m->pos + (size_t)n * D, ws->u0 + (size_t)n * D);
     }
     ws->ops[m->layer_embed].n[SNN_OP_MAC] += (uint64_t)N * K * D;
 }
