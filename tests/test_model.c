@@ -581,37 +581,50 @@ static void test_synaptic_timer_changes_no_output(void **state) {
     snn_config_free(&cfg);
 }
 
-/* The logits of an ANN model of attention `kind` (synthetic, 18 samples) in minibatches of 4
- * (five of them, the last one short) on 1 and on 2 threads (both inside each minibatch's
- * layers): the same bytes. */
-static void ann_minibatches_thread_bytes(const char *kind) {
+/* A small ANN model of attention `kind` on 18 synthetic samples. */
+typedef struct ann_case {
+    snn_config cfg;
+    snn_dataset ds;
+    snn_model m;
+} ann_case;
+
+static void ann_case_load(ann_case *c, const char *kind) {
     char yaml[512];
     snprintf(yaml, sizeof yaml,
              "name: t\nseed: 3\ndata: {source: synthetic, synthetic_samples: 18}\n"
              "model: {image_size: 16, patch: 4, dim: 32, heads: 2, blocks: 2, mlp_ratio: 2,"
              " timesteps: 1, attention: {kind: %s}}\n", kind);
-    snn_config cfg;
-    assert_int_equal(snn_config_load_string(&cfg, yaml, "inline", NULL, 0, stderr), 0);
-    snn_dataset ds = {0};
+    assert_int_equal(snn_config_load_string(&c->cfg, yaml, "inline", NULL, 0, stderr), 0);
+    c->ds = (snn_dataset){0};
     snn_err err = {{0}};
-    assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
-    snn_model m;
-    assert_int_equal(snn_model_init(&m, &cfg, &err), SNN_OK);
+    assert_int_equal(snn_run_load_data(&c->cfg, &c->ds, &err), SNN_OK);
+    assert_int_equal(snn_model_init(&c->m, &c->cfg, &err), SNN_OK);
+}
+
+static void ann_case_free(ann_case *c) {
+    snn_model_free(&c->m);
+    snn_dataset_free(&c->ds);
+    snn_config_free(&c->cfg);
+}
+
+/* The logits of an ANN model of attention `kind` in minibatches of 4 (five of them, the last
+ * one short) on 1 and on 2 threads (both inside each minibatch's layers): the same bytes. */
+static void ann_minibatches_thread_bytes(const char *kind) {
+    ann_case c;
+    ann_case_load(&c, kind);
     snn_eval by1, by2;
     snn_eval_opts o4 = {.threads = 1, .ann_batch = 4};
-    snn_evaluate(&m, &ds, &o4, &by1);
+    snn_evaluate(&c.m, &c.ds, &o4, &by1);
     o4.threads = 2;
-    snn_evaluate(&m, &ds, &o4, &by2);
+    snn_evaluate(&c.m, &c.ds, &o4, &by2);
 #ifdef _OPENMP
     assert_int_equal(by2.threads, 2);
 #endif
-    assert_memory_equal(by1.logits, by2.logits, (size_t)ds.n * m.classes * sizeof *by1.logits);
+    assert_memory_equal(by1.logits, by2.logits, (size_t)c.ds.n * c.m.classes * sizeof *by1.logits);
     assert_int_equal(by1.correct, by2.correct);
-    snn_eval_free(&by1, &m);
-    snn_eval_free(&by2, &m);
-    snn_model_free(&m);
-    snn_dataset_free(&ds);
-    snn_config_free(&cfg);
+    snn_eval_free(&by1, &c.m);
+    snn_eval_free(&by2, &c.m);
+    ann_case_free(&c);
 }
 
 /* An ANN model evaluates one sample at a time (ann_batch 1, the benchmark's batch-1 latency) to
@@ -620,45 +633,36 @@ static void ann_minibatches_thread_bytes(const char *kind) {
  * layers, and over several minibatches, for every ANN attention). */
 static void test_ann_batch_one_and_threads(void **state) {
     (void)state;
-    snn_config cfg;
-    const char *yaml =
-        "name: t\nseed: 3\ndata: {source: synthetic, synthetic_samples: 18}\n"
-        "model: {image_size: 16, patch: 4, dim: 32, heads: 2, blocks: 2, mlp_ratio: 2, timesteps: 1,"
-        " attention: {kind: softmax}}\n";
-    assert_int_equal(snn_config_load_string(&cfg, yaml, "inline", NULL, 0, stderr), 0);
-    snn_dataset ds = {0};
-    snn_err err = {{0}};
-    assert_int_equal(snn_run_load_data(&cfg, &ds, &err), SNN_OK);
-    snn_model m;
-    assert_int_equal(snn_model_init(&m, &cfg, &err), SNN_OK);
+    ann_case c;
+    ann_case_load(&c, "softmax");
+    const snn_dataset *ds = &c.ds;
+    const snn_model *m = &c.m;
     snn_eval batched, single;
     snn_eval_opts o = {.threads = 2};
-    snn_evaluate(&m, &ds, &o, &batched);
+    snn_evaluate(m, ds, &o, &batched);
     o.threads = 1;
     o.ann_batch = 1;
 #ifdef _OPENMP
     const int before = omp_get_max_threads();
 #endif
-    snn_evaluate(&m, &ds, &o, &single);
+    snn_evaluate(m, ds, &o, &single);
     assert_int_equal(single.threads, 1);
 #ifdef _OPENMP
     assert_int_equal(omp_get_max_threads(), before);
 #endif
-    snn_assert_allclose(single.logits, batched.logits, (size_t)ds.n * m.classes, 1e-6, 1e-6,
+    snn_assert_allclose(single.logits, batched.logits, (size_t)ds->n * m->classes, 1e-6, 1e-6,
                         "ann batch 1 vs 64");
-    assert_memory_equal(single.ops, batched.ops, (size_t)m.n_layers * sizeof(snn_ops));
+    assert_memory_equal(single.ops, batched.ops, (size_t)m->n_layers * sizeof(snn_ops));
     assert_int_equal(single.correct, batched.correct);
     /* one minibatch (all 18 samples) on 1 thread: the bytes of 2 threads inside its layers */
     snn_eval one;
     snn_eval_opts o1 = {.threads = 1};
-    snn_evaluate(&m, &ds, &o1, &one);
-    assert_memory_equal(one.logits, batched.logits, (size_t)ds.n * m.classes * sizeof *one.logits);
-    snn_eval_free(&one, &m);
-    snn_eval_free(&batched, &m);
-    snn_eval_free(&single, &m);
-    snn_model_free(&m);
-    snn_dataset_free(&ds);
-    snn_config_free(&cfg);
+    snn_evaluate(m, ds, &o1, &one);
+    assert_memory_equal(one.logits, batched.logits, (size_t)ds->n * m->classes * sizeof *one.logits);
+    snn_eval_free(&one, m);
+    snn_eval_free(&batched, m);
+    snn_eval_free(&single, m);
+    ann_case_free(&c);
     const char *kinds[] = {"softmax", "cat", "primal"};
     for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) ann_minibatches_thread_bytes(kinds[i]);
 }
