@@ -587,6 +587,7 @@ size_t snn_linear_spike_scratch_floats(int in, int out) {
 typedef struct bn_eval_epilogue {
     float *z;
     const double *mean, *scale, *shift;
+    snn_bn_eval_post post;
 } bn_eval_epilogue;
 static void bn_eval_chunk(const bn_eval_epilogue *e, const float *y, int m0, int m1, int C);
 
@@ -1345,17 +1346,34 @@ bool snn_linear_bn_bwd_bits(float *dx, float *dw, float *db, float *dgamma, floa
     return true;
 }
 
-/* Rows [m0, m1) of the eval-mode BatchNorm over W channels (x and y offset to the block). */
+/* Rows [m0, m1) of the eval-mode BatchNorm over W channels (x, y and res offset to the block),
+ * then relu and res (snn_bn_eval_post). */
+static inline __attribute__((always_inline)) void
+bn_eval_rows_body(float *y, const float *x, const double *restrict mean,
+                  const double *restrict scale, const double *restrict shift, int m0, int m1,
+                  int C, int W, const bool relu, const float *res) {
+    for (int m = m0; m < m1; m++) {
+        const float *restrict xm = x + (size_t)m * C;
+        float *ym = y + (size_t)m * C;              /* may be res itself (add3's out = a) */
+        const float *rm = res ? res + (size_t)m * C : NULL;
+        for (int j = 0; j < W; j++) {
+            float v = (float)(((double)xm[j] - mean[j]) * scale[j] + shift[j]);
+            if (relu) v = v > 0.0f ? v : 0.0f;
+            ym[j] = res ? rm[j] + v : v;
+        }
+    }
+}
 static SNN_WIDE_FN SNN_VEC_FN void bn_eval_rows(float *y, const float *x,
                                                 const double *restrict mean,
                                                 const double *restrict scale,
                                                 const double *restrict shift, int m0, int m1,
-                                                int C, int W) {
-    for (int m = m0; m < m1; m++) {
-        const float *restrict xm = x + (size_t)m * C;
-        float *restrict ym = y + (size_t)m * C;
-        for (int j = 0; j < W; j++) ym[j] = (float)(((double)xm[j] - mean[j]) * scale[j] + shift[j]);
-    }
+                                                int C, int W, const snn_bn_eval_post *post) {
+    if (post->res)
+        bn_eval_rows_body(y, x, mean, scale, shift, m0, m1, C, W, false, post->res);
+    else if (post->relu)
+        bn_eval_rows_body(y, x, mean, scale, shift, m0, m1, C, W, true, NULL);
+    else
+        bn_eval_rows_body(y, x, mean, scale, shift, m0, m1, C, W, false, NULL);
 }
 
 /* The eval-mode BatchNorm's per-channel doubles of channels [c0, c0 + W): the running mean, the
@@ -1376,7 +1394,16 @@ static void bn_eval_coefs(double *mean, double *scale, double *shift, const floa
 void snn_bn_eval_fwd(float *y, const float *x, const float *gamma, const float *beta,
                      const float *running_mean, const float *running_var, int M, int C,
                      float eps) {
+    snn_bn_eval_fwd_post(y, x, gamma, beta, running_mean, running_var, M, C, eps,
+                         &(snn_bn_eval_post){false, NULL});
+}
+
+void snn_bn_eval_fwd_post(float *y, const float *x, const float *gamma, const float *beta,
+                          const float *running_mean, const float *running_var, int M, int C,
+                          float eps, const snn_bn_eval_post *post) {
     SNN_ASSERT(y && x && gamma && beta && running_mean && running_var && M >= 0 && C > 0);
+    SNN_ASSERT(!(post->relu && post->res)); /* one post-op: a ReLU slot or a residual add */
+    const snn_bn_eval_post rest = {post->relu, NULL}; /* res offset per block below */
     for (int c0 = 0; c0 < C; c0 += EVAL_CW) {
         const int W = C - c0 < EVAL_CW ? C - c0 : EVAL_CW;
         double mean[EVAL_CW], scale[EVAL_CW], shift[EVAL_CW];
@@ -1386,7 +1413,8 @@ void snn_bn_eval_fwd(float *y, const float *x, const float *gamma, const float *
         for (int k = 0; k < nc; k++) {
             const int m0 = k * rows;
             const int m1 = M - m0 < rows ? M : m0 + rows;
-            bn_eval_rows(y + c0, x + c0, mean, scale, shift, m0, m1, C, W);
+            const snn_bn_eval_post pc = {rest.relu, post->res ? post->res + c0 : NULL};
+            bn_eval_rows(y + c0, x + c0, mean, scale, shift, m0, m1, C, W, &pc);
         }
     }
 }
@@ -1398,26 +1426,36 @@ enum { EVAL_MAX_C = 1024 };
 void snn_linear_bn_eval_fwd(float *z, float *y, const float *x, const float *w, const float *b,
                             const float *gamma, const float *beta, const float *running_mean,
                             const float *running_var, int M, int in, int out, float eps) {
+    snn_linear_bn_eval_fwd_post(z, y, x, w, b, gamma, beta, running_mean, running_var, M, in,
+                                out, eps, &(snn_bn_eval_post){false, NULL});
+}
+
+void snn_linear_bn_eval_fwd_post(float *z, float *y, const float *x, const float *w,
+                                 const float *b, const float *gamma, const float *beta,
+                                 const float *running_mean, const float *running_var, int M,
+                                 int in, int out, float eps, const snn_bn_eval_post *post) {
     SNN_ASSERT(z && y && x && w && gamma && beta && running_mean && running_var);
     SNN_ASSERT(M >= 0 && in > 0 && out > 0);
     snn_layers_init();
     /* the spike path, or more channels than the stack holds: the two passes (the same bytes) */
     if (out > EVAL_MAX_C || sparse_ok(x, M, in, out)) {
         snn_linear_fwd(y, x, w, b, M, in, out);
-        snn_bn_eval_fwd(z, y, gamma, beta, running_mean, running_var, M, out, eps);
+        snn_bn_eval_fwd_post(z, y, gamma, beta, running_mean, running_var, M, out, eps, post);
         return;
     }
     /* linear_fwd's dense path, each chunk's BatchNorm right after its product */
     double mean[EVAL_MAX_C], scale[EVAL_MAX_C], shift[EVAL_MAX_C];
     bn_eval_coefs(mean, scale, shift, gamma, beta, running_mean, running_var, eps, 0, out);
-    const bn_eval_epilogue epi = {z, mean, scale, shift};
+    const bn_eval_epilogue epi = {z, mean, scale, shift, *post};
     linear_fwd(y, x, w, b, M, in, out, NULL, NULL, &epi);
 }
 
 static void bn_eval_chunk(const bn_eval_epilogue *e, const float *y, int m0, int m1, int C) {
-    for (int c0 = 0; c0 < C; c0 += EVAL_CW)
+    for (int c0 = 0; c0 < C; c0 += EVAL_CW) {
+        const snn_bn_eval_post pc = {e->post.relu, e->post.res ? e->post.res + c0 : NULL};
         bn_eval_rows(e->z + c0, y + c0, e->mean + c0, e->scale + c0, e->shift + c0, m0, m1, C,
-                     C - c0 < EVAL_CW ? C - c0 : EVAL_CW);
+                     C - c0 < EVAL_CW ? C - c0 : EVAL_CW, &pc);
+    }
 }
 
 /* ---- mean pool ----------------------------------------------------------------------------- */

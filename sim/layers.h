@@ -288,6 +288,24 @@ void snn_linear_bn_eval_fwd(float *z, float *y, const float *x, const float *w, 
                             const float *gamma, const float *beta, const float *running_mean,
                             const float *running_var, int M, int in, int out, float eps);
 
+/* What follows an eval-mode BatchNorm in the same pass (the bytes of the separate passes):
+ * relu, z = max(z, 0) as x > 0 ? x : 0 (an ANN's ReLU slot); res (not NULL) [M, C], z = res + z
+ * (a residual add). */
+typedef struct snn_bn_eval_post {
+    bool relu;
+    const float *res;
+} snn_bn_eval_post;
+
+/* snn_bn_eval_fwd and snn_linear_bn_eval_fwd with *post applied to each element as it is
+ * written: a pass over z less for the consumer. */
+void snn_bn_eval_fwd_post(float *y, const float *x, const float *gamma, const float *beta,
+                          const float *running_mean, const float *running_var, int M, int C,
+                          float eps, const snn_bn_eval_post *post);
+void snn_linear_bn_eval_fwd_post(float *z, float *y, const float *x, const float *w,
+                                 const float *b, const float *gamma, const float *beta,
+                                 const float *running_mean, const float *running_var, int M,
+                                 int in, int out, float eps, const snn_bn_eval_post *post);
+
 /* ---- mean pool over (t, n): the head's input ------------------------------------------- */
 
 /* y[b,d] = 1/(T N) sum_t sum_n x[t,b,n,d]   (sum in double, t then n; rounded once)

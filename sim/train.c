@@ -647,22 +647,32 @@ static void lin_bn_fwd_norm(snn_trainer *tr, const snn_linear *lin, const snn_bn
     bn_fwd(tr, lin, a->x, M, a, update_running);
 }
 
+/* Eval mode: z = post(BN(in w^T + b)) (snn_bn_eval_post: an ANN's ReLU slot or the residual
+ * add, in the same pass). Spikes are read as bits where the linear layer can; floats run the
+ * BatchNorm inside the product's row chunks. */
+static void lin_bn_eval_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M, float *z,
+                            const snn_bn_eval_post *post) {
+    SNN_ASSERT(tr->eval);
+    snn_spike_rows xb;
+    if (in_rows(tr, &in, &xb) &&
+        snn_linear_fwd_bits(tr->y, &xb, lin->weight, lin->bias, M, lin->in, lin->out,
+                            tr->spike_scratch)) {
+        snn_bn_eval_fwd_post(z, tr->y, lin->bn_w, lin->bn_b, lin->bn_mean, lin->bn_var, M,
+                             lin->out, 1e-5f, post);
+        return;
+    }
+    snn_linear_bn_eval_fwd_post(z, tr->y, in_floats(tr, &in), lin->weight, lin->bias, lin->bn_w,
+                                lin->bn_b, lin->bn_mean, lin->bn_var, M, lin->in, lin->out,
+                                1e-5f, post);
+}
+
 /* Linear layer and BatchNorm: z = BN(in w^T + b). Spikes are read as bits where the linear layer
  * can (the same bytes as from their floats). */
 static void lin_bn_fwd(snn_trainer *tr, const snn_linear *lin, lin_in in, int M, lin_act *a,
                        bool update_running) {
     snn_spike_rows xb;
     if (tr->eval) {
-        if (in_rows(tr, &in, &xb) &&
-            snn_linear_fwd_bits(tr->y, &xb, lin->weight, lin->bias, M, lin->in, lin->out,
-                                tr->spike_scratch)) {
-            bn_fwd(tr, lin, tr->y, M, a, update_running);
-            return;
-        }
-        /* floats: bn_fwd's eval-mode BatchNorm inside the product's row chunks */
-        snn_linear_bn_eval_fwd(bn_eval_out(a), tr->y, in_floats(tr, &in), lin->weight,
-                               lin->bias, lin->bn_w, lin->bn_b, lin->bn_mean, lin->bn_var, M,
-                               lin->in, lin->out, 1e-5f);
+        lin_bn_eval_fwd(tr, lin, in, M, bn_eval_out(a), &(snn_bn_eval_post){false, NULL});
         return;
     }
     if (tr->pending.y && in.x == tr->pending.y) { /* x is a normalisation still to run */
@@ -1298,7 +1308,7 @@ static void residual_add(snn_trainer *tr, const snn_linear *lin, const lin_act *
     if (la->fused && !tr->eval) {
         snn_bn_train_normalise(out, NULL, la->x, la->mean, la->rstd, lin->bn_w, lin->bn_b,
                                tr->T * tr->B * tr->N, lin->out, false, stream);
-    } else { /* eval mode */
+    } else { /* a BatchNorm not fused (eval-mode ms blocks add in lin_bn_eval_fwd) */
         add3(out, stream, bn_eval_out(la), MD);
     }
 }
@@ -1419,8 +1429,16 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
         /* attn_lif, mlp.lif_in and hidden_lif feed one linear layer each: bits only */
         const float *sa =
             pop_fwd_to(tr, mb->pop_attn, b->o, NULL, &b->pa, (size_t)D, SP_Q, false);
-        lin_bn_fwd(tr, &mb->o, spikes_in(mb->pop_attn, &b->pa, (size_t)D, SP_Q, sa), M, &b->proj,
-                   update_running);
+        const lin_in o_in = spikes_in(mb->pop_attn, &b->pa, (size_t)D, SP_Q, sa);
+        /* eval, ms blocks: the residual adds (u_mid = u_in + BN_o, u_out = u_mid + BN_fc2) and
+         * an ANN's ReLU after fc1 run in their BatchNorm's pass (lin_bn_eval_fwd) */
+        const bool eval_ms = tr->eval && !tr->sew;
+        const bool eval_relu = eval_ms && mb->pop_hidden < 0 &&
+                               slot_kind_of(tr, mb->pop_hidden) == SLOT_RELU;
+        if (eval_ms)
+            lin_bn_eval_fwd(tr, &mb->o, o_in, M, b->u_mid, &(snn_bn_eval_post){false, b->u_in});
+        else
+            lin_bn_fwd(tr, &mb->o, o_in, M, &b->proj, update_running);
         if (tr->sew) {
             const float *so =
                 pop_fwd_bn(tr, mb->pop_o, &mb->o, &b->proj, &b->po, (size_t)D, SP_Q, true);
@@ -1432,20 +1450,28 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
             pop_fwd_to(tr, mb->pop_mlp_in, b->u_mid, NULL, &b->pm, (size_t)D, SP_Q, false);
             lin_bn_fwd_norm(tr, &mb->fc1, &nm, M, &b->fc1, update_running);
         } else {
-            residual_add(tr, &mb->o, &b->proj, b->u_mid, b->u_in, MD);
+            if (!eval_ms) residual_add(tr, &mb->o, &b->proj, b->u_mid, b->u_in, MD);
             const float *sm =
                 pop_fwd_to(tr, mb->pop_mlp_in, b->u_mid, NULL, &b->pm, (size_t)D, SP_Q, false);
-            lin_bn_fwd(tr, &mb->fc1, spikes_in(mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q, sm), M,
-                       &b->fc1, update_running);
+            const lin_in fc1_in = spikes_in(mb->pop_mlp_in, &b->pm, (size_t)D, SP_Q, sm);
+            if (eval_relu) /* the ReLU slot's output, as slot_fwd writes it */
+                lin_bn_eval_fwd(tr, &mb->fc1, fc1_in, M, b->ph.s, &(snn_bn_eval_post){true, NULL});
+            else
+                lin_bn_fwd(tr, &mb->fc1, fc1_in, M, &b->fc1, update_running);
         }
         if (!tr->eval && b->fc1.relu) { /* fc2 applies fc1's BatchNorm and ReLU chunk by chunk */
             const snn_bn_norm nm = bn_norm_of(&mb->fc1, &b->fc1, b->ph.s, NULL, true);
             lin_bn_fwd_norm(tr, &mb->fc2, &nm, M, &b->fc2, update_running);
         } else {
-            const float *sh = pop_fwd_bn(tr, mb->pop_hidden, &mb->fc1, &b->fc1, &b->ph,
-                                         (size_t)Hd, SP_X, false);
-            lin_bn_fwd(tr, &mb->fc2, spikes_in(mb->pop_hidden, &b->ph, (size_t)Hd, SP_X, sh), M,
-                       &b->fc2, update_running);
+            const float *sh = eval_relu ? b->ph.s
+                                        : pop_fwd_bn(tr, mb->pop_hidden, &mb->fc1, &b->fc1,
+                                                     &b->ph, (size_t)Hd, SP_X, false);
+            const lin_in fc2_in = spikes_in(mb->pop_hidden, &b->ph, (size_t)Hd, SP_X, sh);
+            if (eval_ms)
+                lin_bn_eval_fwd(tr, &mb->fc2, fc2_in, M, b->u_out,
+                                &(snn_bn_eval_post){false, b->u_mid});
+            else
+                lin_bn_fwd(tr, &mb->fc2, fc2_in, M, &b->fc2, update_running);
         }
         if (tr->sew) {
             const float *sout =
@@ -1455,7 +1481,7 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
                    m->blocks[l + 1].pop_in == SNN_SLOT_IDENTITY) {
             /* u_out = u_mid + BN_fc2(...): left to the next block's first product */
             tr->pending = bn_norm_of(&mb->fc2, &b->fc2, b->u_out, b->u_mid, false);
-        } else {
+        } else if (!eval_ms) {
             residual_add(tr, &mb->fc2, &b->fc2, b->u_out, b->u_mid, MD);
         }
     }

@@ -905,6 +905,7 @@ static void test_bn_eval_blocks_match_formula(void **state) {
 }
 
 /* snn_linear_bn_eval_fwd against snn_linear_fwd then snn_bn_eval_fwd: y and z the same bytes,
+ * and with a post-op (snn_bn_eval_post: ReLU, residual add, in place) the bytes of its pass,
  * for M below and above the rows where the product takes w^T and over several row chunks, out
  * within one channel block, over several (150 = 64 + 64 + 22) and past the stack's 1024
  * channels, with and without a bias, and for a sparse spike x (there the spike path runs,
@@ -939,6 +940,32 @@ static void test_linear_bn_eval_fused(void **state) {
             snn_linear_bn_eval_fwd(z1, y1, x, w, bias, g, be, rm, rv, M, in, out, 1e-5f);
             assert_memory_equal(y0, y1, ny * sizeof *y0);
             assert_memory_equal(z0, z1, ny * sizeof *z0);
+            /* the post-ops against their own passes: the ReLU slot's x > 0 ? x : 0, and the
+             * residual add res + z, also in place (z = res, as a block's stream may be) */
+            float *res = fvec(ny), *want = fvec(ny);
+            fill_uniform(res, ny, 53, 700 + si, -1.0f, 1.0f);
+            for (int post = 0; post < 3; post++) {
+                for (size_t i = 0; i < ny; i++)
+                    want[i] = post == 0 ? (z0[i] > 0.0f ? z0[i] : 0.0f) : res[i] + z0[i];
+                float *z = z1;
+                if (post == 2) {
+                    memcpy(z1, res, ny * sizeof *z1);
+                } else {
+                    fill_const(z1, ny, NAN);
+                }
+                const snn_bn_eval_post pp = {post == 0, post == 0 ? NULL : post == 2 ? z : res};
+                snn_linear_bn_eval_fwd_post(z, y1, x, w, bias, g, be, rm, rv, M, in, out, 1e-5f,
+                                            &pp);
+                assert_memory_equal(want, z1, ny * sizeof *z1);
+                fill_const(z1, ny, NAN);
+                snn_bn_eval_fwd_post(z1, y0, g, be, rm, rv, M, out, 1e-5f,
+                                     &(snn_bn_eval_post){post == 0, post == 0 ? NULL : res});
+                assert_memory_equal(want, z1, ny * sizeof *z1);
+            }
+            size_t relu_zeros = 0;
+            for (size_t i = 0; i < ny; i++) relu_zeros += z0[i] <= 0.0f;
+            assert_true(relu_zeros > 0 && relu_zeros < ny); /* the ReLU cut some, not all */
+            free(res), free(want);
             free(x), free(w), free(b), free(g), free(be), free(rm), free(rv);
             free(y0), free(z0), free(y1), free(z1);
         }
