@@ -1347,7 +1347,7 @@ bool snn_linear_bn_bwd_bits(float *dx, float *dw, float *db, float *dgamma, floa
 }
 
 /* Rows [m0, m1) of the eval-mode BatchNorm over W channels (x, y and res offset to the block),
- * then relu and res (snn_bn_eval_post). */
+ * then relu and res (snn_bn_eval_post's). */
 static inline __attribute__((always_inline)) void
 bn_eval_rows_body(float *y, const float *x, const double *restrict mean,
                   const double *restrict scale, const double *restrict shift, int m0, int m1,
@@ -1367,9 +1367,10 @@ static SNN_WIDE_FN SNN_VEC_FN void bn_eval_rows(float *y, const float *x,
                                                 const double *restrict mean,
                                                 const double *restrict scale,
                                                 const double *restrict shift, int m0, int m1,
-                                                int C, int W, const snn_bn_eval_post *post) {
-    if (post->res)
-        bn_eval_rows_body(y, x, mean, scale, shift, m0, m1, C, W, false, post->res);
+                                                int C, int W, const snn_bn_eval_post *post,
+                                                int c0) {
+    if (post->res) /* the block's channels of res, as x and y */
+        bn_eval_rows_body(y, x, mean, scale, shift, m0, m1, C, W, false, post->res + c0);
     else if (post->relu)
         bn_eval_rows_body(y, x, mean, scale, shift, m0, m1, C, W, true, NULL);
     else
@@ -1403,7 +1404,6 @@ void snn_bn_eval_fwd_post(float *y, const float *x, const float *gamma, const fl
                           float eps, const snn_bn_eval_post *post) {
     SNN_ASSERT(y && x && gamma && beta && running_mean && running_var && M >= 0 && C > 0);
     SNN_ASSERT(!(post->relu && post->res)); /* one post-op: a ReLU slot or a residual add */
-    const snn_bn_eval_post rest = {post->relu, NULL}; /* res offset per block below */
     for (int c0 = 0; c0 < C; c0 += EVAL_CW) {
         const int W = C - c0 < EVAL_CW ? C - c0 : EVAL_CW;
         double mean[EVAL_CW], scale[EVAL_CW], shift[EVAL_CW];
@@ -1413,8 +1413,7 @@ void snn_bn_eval_fwd_post(float *y, const float *x, const float *gamma, const fl
         for (int k = 0; k < nc; k++) {
             const int m0 = k * rows;
             const int m1 = M - m0 < rows ? M : m0 + rows;
-            const snn_bn_eval_post pc = {rest.relu, post->res ? post->res + c0 : NULL};
-            bn_eval_rows(y + c0, x + c0, mean, scale, shift, m0, m1, C, W, &pc);
+            bn_eval_rows(y + c0, x + c0, mean, scale, shift, m0, m1, C, W, post, c0);
         }
     }
 }
@@ -1451,11 +1450,9 @@ void snn_linear_bn_eval_fwd_post(float *z, float *y, const float *x, const float
 }
 
 static void bn_eval_chunk(const bn_eval_epilogue *e, const float *y, int m0, int m1, int C) {
-    for (int c0 = 0; c0 < C; c0 += EVAL_CW) {
-        const snn_bn_eval_post pc = {e->post.relu, e->post.res ? e->post.res + c0 : NULL};
+    for (int c0 = 0; c0 < C; c0 += EVAL_CW)
         bn_eval_rows(e->z + c0, y + c0, e->mean + c0, e->scale + c0, e->shift + c0, m0, m1, C,
-                     C - c0 < EVAL_CW ? C - c0 : EVAL_CW, &pc);
-    }
+                     C - c0 < EVAL_CW ? C - c0 : EVAL_CW, &e->post, c0);
 }
 
 /* ---- mean pool ----------------------------------------------------------------------------- */

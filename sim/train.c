@@ -567,17 +567,12 @@ static long batch_rows(const snn_trainer *tr) { return (long)tr->T * tr->B_batch
 /* Where an eval-mode BatchNorm writes its output: bn_out reads it there. */
 static float *bn_eval_out(const lin_act *a) { return a->fused ? a->x : a->z; }
 
-/* The BatchNorm of a linear layer whose output is x (tr->y in eval mode, a->x in training
- * mode, whose sums the linear layer gathered in tr->bn_sums). Training mode writes the
- * statistics and, unless fused (whose consumer normalises x itself: bn_out, bn_norm_of),
- * z; eval mode writes its output where bn_out reads it (bn_eval_out). */
+/* The training-mode BatchNorm of a linear layer whose output is x (a->x, whose sums the linear
+ * layer gathered in tr->bn_sums): writes the statistics and, unless fused (whose consumer
+ * normalises x itself: bn_out, bn_norm_of), z. Eval mode runs lin_bn_eval_fwd instead. */
 static void bn_fwd(snn_trainer *tr, const snn_linear *lin, const float *x, int M, lin_act *a,
                    bool update_running) {
-    if (tr->eval) {
-        snn_bn_eval_fwd(bn_eval_out(a), x, lin->bn_w, lin->bn_b, lin->bn_mean, lin->bn_var, M,
-                        lin->out, 1e-5f);
-        return;
-    }
+    SNN_ASSERT(!tr->eval);
     snn_bn_train_fwd_sums(a->fused ? NULL : a->z, NULL, a->mean, a->rstd, x, lin->bn_w,
                           lin->bn_b, lin->bn_mean, lin->bn_var, M,
                           tr->B_batch ? batch_rows(tr) : 0, lin->out,
