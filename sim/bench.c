@@ -12,8 +12,9 @@
  *     does) at one and at every thread;
  *   - the training buffers as a function of T: BPTT keeps every timestep's activations, so they
  *     are a + b T; b and a are fitted over T = 1, 2, 4, 8 from the trainer's own plan;
- *   - with --rate-levels (spiking models): the model at two firing-rate levels and the time of
- *     its synaptic layers against its spike count.
+ *   - with --rate-levels (spiking models): the model at its firing rate, at half of it and with
+ *     no spike, the time of its synaptic layers at each, and the line through them (time
+ *     against ACs: what the layers pay whatever the rate, and per event).
  * Every spiking figure carries the firing rate (spikes / neuron updates over every population) of
  * the run it comes from: with random weights that is not a trained model's rate, and the
  * event-driven engine's speed follows it.
@@ -50,12 +51,14 @@ enum {
     SEARCH_SAMPLES = 200,  /* each step of the search for the lower level */
     REPS = 3,              /* repetitions of a throughput run (2000 samples) */
     REPS_SHORT = 3,        /* repetitions of a short run (batch 1, training) */
-    REPS_LEVELS = 15,      /* rounds of the two firing-rate levels, interleaved: many short
+    REPS_LEVELS = 15,      /* rounds of the three firing-rate levels, interleaved: many short
                             * rounds, so that each level's best meets a quiet spell */
     TRAIN_MIN_STEPS = 2,   /* optimizer steps per timed training run: at least, */
     TRAIN_MAX_STEPS = 40,  /* at most, and enough to last about TRAIN_RUN_SECONDS */
 };
 static const double TRAIN_RUN_SECONDS = 1.0;
+/* The firing-rate levels' third gain: thresholds x100, where bsa fires no spike (0 ACs). */
+static const double G_SILENT = 0.01;
 
 static double mib(double bytes) { return bytes / 1048576.0; }
 
@@ -314,14 +317,15 @@ static void bench_rate_levels(snn_model *m, const snn_dataset *ds, int all) {
     printf("  firing-rate levels    : pixels x0.5 move the rate from %.3f to %.3f (%d samples), so "
            "the levels scale every neuron's input current by a gain g (as thresholds / g); "
            "g for half the rate found by bisection; %lld samples, 1 thread, best of %d rounds "
-           "(each round runs both levels, so a slow spell of the machine hits both)\n",
+           "(each round runs all three levels, so a slow spell of the machine hits all)\n",
            fr_full, fr_dim, (int)search.n, (long long)level.n, REPS_LEVELS);
-    const double gains[2] = {1.0, g_half};
-    run_stats timed[2], plain[2];
+    /* and a third with (almost) no spike: what the layers cost whatever the rate */
+    const double gains[3] = {1.0, g_half, G_SILENT};
+    run_stats timed[3], plain[3];
     /* timed and untimed runs alternate, and so do the levels */
     snn_eval_opts ot = {.threads = 1, .time_synaptic = true}, op = {.threads = 1};
     for (int rep = 0; rep < REPS_LEVELS; rep++)
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < 3; i++) {
             set_gain(m, th0, gains[i]);
             const run_stats a = best_eval(m, &level, &ot, 1), b = best_eval(m, &level, &op, 1);
             if (rep == 0) timed[i] = a, plain[i] = b;
@@ -329,8 +333,8 @@ static void bench_rate_levels(snn_model *m, const snn_dataset *ds, int all) {
             timed[i].syn_seconds = fmin(timed[i].syn_seconds, a.syn_seconds);
             plain[i].seconds = fmin(plain[i].seconds, b.seconds);
         }
-    for (int i = 0; i < 2; i++) {
-        const double n = (double)level.n;
+    const double n = (double)level.n;
+    for (int i = 0; i < 3; i++) {
         printf("    g = %.3f: fr %.3f, %.3g ACs/sample, synaptic layers %.3f ms/sample of %.3f "
                "ms/sample (untimed run: %.3f ms/sample)\n",
                gains[i], timed[i].rate, timed[i].acs, 1e3 * timed[i].syn_seconds / n,
@@ -353,6 +357,16 @@ static void bench_rate_levels(snn_model *m, const snn_dataset *ds, int all) {
            "time ratio / ACs ratio %.2f), whole forward x%.2f\n",
            timed[1].rate / timed[0].rate, spikes, syn, 100 * (1 - syn), syn / spikes,
            timed[1].seconds / timed[0].seconds);
+    /* How the time follows the spike count: a line through the three levels. Its intercept is
+     * what the layers pay per token whatever the rate (each token's output row written), which
+     * no fall in the rate removes: halving the spikes cuts the time by at most half the rest. */
+    double acs[3], syn_ms[3], slope, fixed;
+    for (int i = 0; i < 3; i++) acs[i] = timed[i].acs, syn_ms[i] = 1e3 * timed[i].syn_seconds / n;
+    const double resid = snn_bench_linfit(acs, syn_ms, 3, &slope, &fixed);
+    printf("    time against ACs    : synaptic layers = %.4f ms/sample + %.1f us per million ACs "
+           "(least squares over the three levels, largest residual %.1f us/sample); the fixed "
+           "part, paid with no spike, is %.0f%% of the model's level\n",
+           fixed, 1e9 * slope, 1e3 * resid, 100 * fixed / syn_ms[0]);
     printf("    synaptic layers = weight-row accumulation of q, k, v, o, fc1, fc2 over spike bit "
            "planes (written by the neuron step where a token's spikes fill whole 64-bit words, "
            "else built by the layer); the timer reads the tick counter %d times per sample at "

@@ -1,6 +1,6 @@
 #!/bin/sh
 # `make bench`: spikesim's benchmark of the five Fashion-MNIST bench models
-# (configs/bench_{bsa,ssa,softmax,cat,primal}.yaml; bsa also at two firing-rate levels), every
+# (configs/bench_{bsa,ssa,softmax,cat,primal}.yaml; bsa also at three firing-rate levels), every
 # attention kernel alone, then the PyTorch reference of the same models measured in the same run
 # on the same machine, and one table of ratios. The PyTorch side needs Debian's python3-torch
 # (not a project dependency); without it the comparison is skipped with a message.
