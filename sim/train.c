@@ -1296,16 +1296,17 @@ static void add3(float *out, const float *a, const float *b, size_t n) {
     }
 }
 
-/* out = stream + the output of a Linear + BN (ms blocks' o and fc2): when fused, in the
- * BatchNorm's normalisation pass (its output is never stored; the same bytes as the sum) */
+/* Training mode: out = stream + the output of a Linear + BN (ms blocks' o and fc2): when
+ * fused, in the BatchNorm's normalisation pass (its output is never stored; the same bytes as
+ * the sum). Eval mode adds in the BatchNorm's own pass (lin_bn_eval_fwd). */
 static void residual_add(snn_trainer *tr, const snn_linear *lin, const lin_act *la, float *out,
                          const float *stream, size_t MD) {
-    if (la->fused && !tr->eval) {
+    SNN_ASSERT(!tr->eval);
+    if (la->fused)
         snn_bn_train_normalise(out, NULL, la->x, la->mean, la->rstd, lin->bn_w, lin->bn_b,
                                tr->T * tr->B * tr->N, lin->out, false, stream);
-    } else { /* a BatchNorm not fused (eval-mode ms blocks add in lin_bn_eval_fwd) */
-        add3(out, stream, bn_eval_out(la), MD);
-    }
+    else
+        add3(out, stream, la->z, MD);
 }
 
 /* Patch rows (t, b, n) of the minibatch; direct encoding repeats t = 0. */

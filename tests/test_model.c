@@ -28,6 +28,7 @@
 #include "sim/rng.h"
 #include "sim/run.h"
 #include "sim/spikebits.h"
+#include "tests/testmodel.h"
 #include "tests/testutil.h"
 
 /* ---- event-driven synaptic layer --------------------------------------------------------- */
@@ -581,36 +582,21 @@ static void test_synaptic_timer_changes_no_output(void **state) {
     snn_config_free(&cfg);
 }
 
-/* A small ANN model of attention `kind` on 18 synthetic samples. */
-typedef struct ann_case {
-    snn_config cfg;
-    snn_dataset ds;
-    snn_model m;
-} ann_case;
-
-static void ann_case_load(ann_case *c, const char *kind) {
+/* A small ANN model of attention `kind` on 18 synthetic samples (free: snn_test_model_free). */
+static void ann_case_load(snn_test_model *c, const char *kind) {
     char yaml[512];
     snprintf(yaml, sizeof yaml,
              "name: t\nseed: 3\ndata: {source: synthetic, synthetic_samples: 18}\n"
              "model: {image_size: 16, patch: 4, dim: 32, heads: 2, blocks: 2, mlp_ratio: 2,"
              " timesteps: 1, attention: {kind: %s}}\n", kind);
     assert_int_equal(snn_config_load_string(&c->cfg, yaml, "inline", NULL, 0, stderr), 0);
-    c->ds = (snn_dataset){0};
-    snn_err err = {{0}};
-    assert_int_equal(snn_run_load_data(&c->cfg, &c->ds, &err), SNN_OK);
-    assert_int_equal(snn_model_init(&c->m, &c->cfg, &err), SNN_OK);
-}
-
-static void ann_case_free(ann_case *c) {
-    snn_model_free(&c->m);
-    snn_dataset_free(&c->ds);
-    snn_config_free(&c->cfg);
+    snn_test_model_init(c);
 }
 
 /* The logits of an ANN model of attention `kind` in minibatches of 4 (five of them, the last
  * one short) on 1 and on 2 threads (both inside each minibatch's layers): the same bytes. */
 static void ann_minibatches_thread_bytes(const char *kind) {
-    ann_case c;
+    snn_test_model c;
     ann_case_load(&c, kind);
     snn_eval by1, by2;
     snn_eval_opts o4 = {.threads = 1, .ann_batch = 4};
@@ -624,7 +610,7 @@ static void ann_minibatches_thread_bytes(const char *kind) {
     assert_int_equal(by1.correct, by2.correct);
     snn_eval_free(&by1, &c.m);
     snn_eval_free(&by2, &c.m);
-    ann_case_free(&c);
+    snn_test_model_free(&c);
 }
 
 /* An ANN model evaluates one sample at a time (ann_batch 1, the benchmark's batch-1 latency) to
@@ -633,7 +619,7 @@ static void ann_minibatches_thread_bytes(const char *kind) {
  * layers, and over several minibatches, for every ANN attention). */
 static void test_ann_batch_one_and_threads(void **state) {
     (void)state;
-    ann_case c;
+    snn_test_model c;
     ann_case_load(&c, "softmax");
     const snn_dataset *ds = &c.ds;
     const snn_model *m = &c.m;
@@ -662,7 +648,7 @@ static void test_ann_batch_one_and_threads(void **state) {
     snn_eval_free(&one, m);
     snn_eval_free(&batched, m);
     snn_eval_free(&single, m);
-    ann_case_free(&c);
+    snn_test_model_free(&c);
     const char *kinds[] = {"softmax", "cat", "primal"};
     for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) ann_minibatches_thread_bytes(kinds[i]);
 }

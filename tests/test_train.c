@@ -36,6 +36,7 @@
 #include "sim/layers.h"
 #include "sim/run.h"
 #include "sim/train.h"
+#include "tests/testmodel.h"
 #include "tests/testutil.h"
 
 static const char tiny_yaml[] =
@@ -59,25 +60,14 @@ static void load_cfg(snn_config *cfg, const char *kind, const char *extra) {
 }
 
 /* The tiny config of kind (load_cfg), its synthetic data and its model; tiny_free releases them. */
-typedef struct tiny {
-    snn_config cfg;
-    snn_dataset ds;
-    snn_model m;
-} tiny;
+typedef snn_test_model tiny;
 
 static void tiny_load(tiny *t, const char *kind, const char *extra) {
     load_cfg(&t->cfg, kind, extra);
-    snn_err err = {{0}};
-    t->ds = (snn_dataset){0};
-    assert_int_equal(snn_run_load_data(&t->cfg, &t->ds, &err), SNN_OK);
-    assert_int_equal(snn_model_init(&t->m, &t->cfg, &err), SNN_OK);
+    snn_test_model_init(t);
 }
 
-static void tiny_free(tiny *t) {
-    snn_model_free(&t->m);
-    snn_dataset_free(&t->ds);
-    snn_config_free(&t->cfg);
-}
+static void tiny_free(tiny *t) { snn_test_model_free(t); }
 
 /* ---- whole-network gradient check ---------------------------------------------------------- */
 

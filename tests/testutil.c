@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sim/run.h"
+#include "tests/testmodel.h"
 #include "tests/testutil.h"
 
 void snn_assert_allclose(const float *a, const float *b, size_t n, double atol, double rtol,
@@ -203,4 +205,17 @@ int snn_test_count_lines(const char *s) {
     int n = 0;
     for (; *s; s++) n += *s == '\n';
     return n;
+}
+
+void snn_test_model_init(snn_test_model *t) {
+    snn_err err = {{0}};
+    t->ds = (snn_dataset){0};
+    assert_int_equal(snn_run_load_data(&t->cfg, &t->ds, &err), SNN_OK);
+    assert_int_equal(snn_model_init(&t->m, &t->cfg, &err), SNN_OK);
+}
+
+void snn_test_model_free(snn_test_model *t) {
+    snn_model_free(&t->m);
+    snn_dataset_free(&t->ds);
+    snn_config_free(&t->cfg);
 }
