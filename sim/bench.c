@@ -353,7 +353,7 @@ static void bench_rate_levels(snn_model *m, const snn_dataset *ds, int all) {
     const double per_read = (snn_now() - c0) / 100000;
     const double spikes = timed[1].acs / timed[0].acs;
     const double syn = timed[1].syn_seconds / timed[0].syn_seconds;
-    printf("    lower level / model : fr x%.2f, ACs x%.2f, synaptic-layer time x%.2f (%.0f%% less; "
+    printf("    lower level / model : fr x%.2f, ACs x%.2f, synaptic-layer time x%.2f (%.1f%% less; "
            "time ratio / ACs ratio %.2f), whole forward x%.2f\n",
            timed[1].rate / timed[0].rate, spikes, syn, 100 * (1 - syn), syn / spikes,
            timed[1].seconds / timed[0].seconds);

@@ -144,6 +144,56 @@ for k in $models; do
         "scaling: inference $(ratio "$c_inf" "$c_inf1") ($(each_scaling "$k" "$P_INF" "$P_INF1")), training" \
         "$(ratio "$c_train" "$c_train1") ($(each_scaling "$k" "$P_TR" "$P_TR1"))"
 done
+# The performance targets (README, Performance), each from the ratio of medians and the paired
+# ratio: met when both reach it, at the edge when one does, not met when neither.
+verdict() { # TARGET VALUE...: met / at the edge / not met (empty values are skipped)
+    t=$1
+    shift
+    awk -v t="$t" -v vs="$*" 'BEGIN { n = split(vs, v, " "); hit = 0; m = 0
+        for (i = 1; i <= n; i++) if (v[i] != "") { m++; if (v[i] + 0 >= t) hit++ }
+        print (m && hit == m) ? "met" : (hit ? "at the edge" : "not met") }'
+}
+# worst "MODEL:VERDICT" lines: the worst of the verdicts, and the models that fall short
+worst() {
+    short=$(printf '%s\n' "$1" | sed -n 's/^\([a-z]*\):\(not met\|at the edge\)$/\1/p' | tr '\n' ' ')
+    case "$1" in *"not met"*) w="not met" ;; *"edge"*) w="at the edge" ;; *) w=met ;; esac
+    echo "$w${short:+ (${short% })}"
+}
+echo "against the performance targets (README, Performance; each ratio of medians, then its paired ratio):"
+for k in $models; do
+    [ "$k" = bsa ] || continue
+    a=$(med bsa c "$P_INF") b=$(med bsa r "$R_INF") p=$(paired bsa "$P_INF" "$R_INF")
+    v=$(awk -v a="$a" -v b="$b" 'BEGIN { if (a > 0 && b > 0) print a / b }')
+    echo "  bsa inference throughput >= x20 PyTorch's: $(xfmt "$v") $(xfmt "$p"): $(verdict 20 "$v" "$p")"
+    a=$(med bsa c "$P_B1") b=$(med bsa r ref_infer_batch1_1t) p=$(paired bsa "$P_B1" ref_infer_batch1_1t)
+    v=$(awk -v a="$a" -v b="$b" 'BEGIN { if (a > 0 && b > 0) print a / b }')
+    echo "  bsa inference at batch 1 >= x10 PyTorch's: $(xfmt "$v") $(xfmt "$p"): $(verdict 10 "$v" "$p")"
+done
+line="" all=""
+for k in $models; do
+    a=$(med "$k" c "$P_TR") b=$(med "$k" r "$R_TR") p=$(paired "$k" "$P_TR" "$R_TR")
+    v=$(awk -v a="$a" -v b="$b" 'BEGIN { if (a > 0 && b > 0) print a / b }')
+    line="$line, $k $(xfmt "$v") $(xfmt "$p")"
+    all="$all
+$k:$(verdict 3 "$v" "$p")"
+done
+echo "  training >= x3 PyTorch's, every model:${line#,}: $(worst "$all")"
+for ph in inference training; do
+    if [ $ph = inference ]; then pn=$P_INF p1=$P_INF1; else pn=$P_TR p1=$P_TR1; fi
+    line="" all=""
+    for k in $models; do
+        v=$(ratio "$(med "$k" c "$pn")" "$(med "$k" c "$p1")" | tr -d x) p=$(scaling "$k" "$pn" "$p1")
+        line="$line, $k x$v $(xfmt "$p")"
+        all="$all
+$k:$(verdict 1.7 "$v" "$p")"
+    done
+    echo "  $threads threads >= x1.7 one thread, $ph:${line#,}: $(worst "$all")"
+done
+for k in $models; do
+    [ "$k" = bsa ] || continue
+    less=$(cval bsa 1 's/.*synaptic-layer time x[0-9.]* (\([0-9.]*\)% less.*/\1/p')
+    echo "  half the firing rate cuts bsa's synaptic-layer time >= 35 %: ${less:-?} % (round 1): $(verdict 35 "$less")"
+done
 frs=""
 for k in $models; do
     fr=$(rval "$k" 1 ref_fr)
