@@ -153,11 +153,17 @@ verdict() { # TARGET VALUE...: met / at the edge / not met (empty values are ski
         for (i = 1; i <= n; i++) if (v[i] != "") { m++; if (v[i] + 0 >= t) hit++ }
         print (m && hit == m) ? "met" : (hit ? "at the edge" : "not met") }'
 }
-# worst "MODEL:VERDICT" lines: the worst of the verdicts, and the models that fall short
+# worst "MODEL:VERDICT" lines: the worst verdict, naming the models not met and at the edge
 worst() {
-    short=$(printf '%s\n' "$1" | sed -n 's/^\([a-z]*\):\(not met\|at the edge\)$/\1/p' | tr '\n' ' ')
-    case "$1" in *"not met"*) w="not met" ;; *"edge"*) w="at the edge" ;; *) w=met ;; esac
-    echo "$w${short:+ (${short% })}"
+    nm=$(printf '%s\n' "$1" | sed -n 's/^\([a-z]*\):not met$/\1/p' | tr '\n' ' ')
+    ed=$(printf '%s\n' "$1" | sed -n 's/^\([a-z]*\):at the edge$/\1/p' | tr '\n' ' ')
+    if [ -n "$nm" ]; then
+        echo "not met (${nm% })${ed:+; at the edge (${ed% })}"
+    elif [ -n "$ed" ]; then
+        echo "at the edge (${ed% })"
+    else
+        echo met
+    fi
 }
 echo "against the performance targets (README, Performance; each ratio of medians, then its paired ratio):"
 for k in $models; do
