@@ -104,7 +104,8 @@ paired() { round_ratio "$1" "$2" r "$3"; }  # MODEL C_PATTERN R_KEYS: spikesim /
 scaling() { round_ratio "$1" "$2" c "$3"; } # MODEL N_PATTERN ONE_PATTERN: N threads / 1
 xfmt() { awk -v v="$1" 'BEGIN { if (v > 0) printf "x%.2f", v; else print "n/a" }'; }
 spread() { all_rounds "$@" | tr '\n' ' ' | sed 's/ $//'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "x%.2f", a / b; else print "n/a" }'; }
+quot() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) print a / b }'; } # a / b, or nothing
+ratio() { xfmt "$(quot "$1" "$2")"; }
 P_B1='s/.*batch 1, 1 thread *: [0-9.]* ms\/sample (\([0-9.]*\) samples\/s.*/\1/p'
 P_INF='s/.*throughput, [0-9]* threads* *: *\([0-9.]*\) samples\/s.*/\1/p'
 P_INF1='s/.*throughput, [0-9]* threads* *: .*(1 thread: \([0-9.]*\) samples\/s.*/\1/p'
@@ -166,19 +167,16 @@ worst() {
     fi
 }
 echo "against the performance targets (README, Performance; each ratio of medians, then its paired ratio):"
-for k in $models; do
-    [ "$k" = bsa ] || continue
-    a=$(med bsa c "$P_INF") b=$(med bsa r "$R_INF") p=$(paired bsa "$P_INF" "$R_INF")
-    v=$(awk -v a="$a" -v b="$b" 'BEGIN { if (a > 0 && b > 0) print a / b }')
+case " $models " in *" bsa "*)
+    v=$(quot "$(med bsa c "$P_INF")" "$(med bsa r "$R_INF")") p=$(paired bsa "$P_INF" "$R_INF")
     echo "  bsa inference throughput >= x20 PyTorch's: $(xfmt "$v") $(xfmt "$p"): $(verdict 20 "$v" "$p")"
-    a=$(med bsa c "$P_B1") b=$(med bsa r ref_infer_batch1_1t) p=$(paired bsa "$P_B1" ref_infer_batch1_1t)
-    v=$(awk -v a="$a" -v b="$b" 'BEGIN { if (a > 0 && b > 0) print a / b }')
+    v=$(quot "$(med bsa c "$P_B1")" "$(med bsa r ref_infer_batch1_1t)")
+    p=$(paired bsa "$P_B1" ref_infer_batch1_1t)
     echo "  bsa inference at batch 1 >= x10 PyTorch's: $(xfmt "$v") $(xfmt "$p"): $(verdict 10 "$v" "$p")"
-done
+esac
 line="" all=""
 for k in $models; do
-    a=$(med "$k" c "$P_TR") b=$(med "$k" r "$R_TR") p=$(paired "$k" "$P_TR" "$R_TR")
-    v=$(awk -v a="$a" -v b="$b" 'BEGIN { if (a > 0 && b > 0) print a / b }')
+    v=$(quot "$(med "$k" c "$P_TR")" "$(med "$k" r "$R_TR")") p=$(paired "$k" "$P_TR" "$R_TR")
     line="$line, $k $(xfmt "$v") $(xfmt "$p")"
     all="$all
 $k:$(verdict 3 "$v" "$p")"
@@ -188,18 +186,17 @@ for ph in inference training; do
     if [ $ph = inference ]; then pn=$P_INF p1=$P_INF1; else pn=$P_TR p1=$P_TR1; fi
     line="" all=""
     for k in $models; do
-        v=$(ratio "$(med "$k" c "$pn")" "$(med "$k" c "$p1")" | tr -d x) p=$(scaling "$k" "$pn" "$p1")
-        line="$line, $k x$v $(xfmt "$p")"
+        v=$(quot "$(med "$k" c "$pn")" "$(med "$k" c "$p1")") p=$(scaling "$k" "$pn" "$p1")
+        line="$line, $k $(xfmt "$v") $(xfmt "$p")"
         all="$all
 $k:$(verdict 1.7 "$v" "$p")"
     done
     echo "  $threads threads >= x1.7 one thread, $ph:${line#,}: $(worst "$all")"
 done
-for k in $models; do
-    [ "$k" = bsa ] || continue
+case " $models " in *" bsa "*)
     less=$(cval bsa 1 's/.*synaptic-layer time x[0-9.]* (\([0-9.]*\)% less.*/\1/p')
     echo "  half the firing rate cuts bsa's synaptic-layer time >= 35 %: ${less:-?} % (round 1): $(verdict 35 "$less")"
-done
+esac
 frs=""
 for k in $models; do
     fr=$(rval "$k" 1 ref_fr)
