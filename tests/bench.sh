@@ -174,25 +174,21 @@ case " $models " in *" bsa "*)
     p=$(paired bsa "$P_B1" ref_infer_batch1_1t)
     echo "  bsa inference at batch 1 >= x10 PyTorch's: $(xfmt "$v") $(xfmt "$p"): $(verdict 10 "$v" "$p")"
 esac
-line="" all=""
-for k in $models; do
-    v=$(quot "$(med "$k" c "$P_TR")" "$(med "$k" r "$R_TR")") p=$(paired "$k" "$P_TR" "$R_TR")
-    line="$line, $k $(xfmt "$v") $(xfmt "$p")"
-    all="$all
-$k:$(verdict 3 "$v" "$p")"
-done
-echo "  training >= x3 PyTorch's, every model:${line#,}: $(worst "$all")"
-for ph in inference training; do
-    if [ $ph = inference ]; then pn=$P_INF p1=$P_INF1; else pn=$P_TR p1=$P_TR1; fi
+# every_model LABEL TARGET NUM_PATTERN SIDE DEN_PATTERN: one target over every model, each
+# model's ratio (spikesim's NUM over SIDE's DEN, as round_ratio) and verdict
+every_model() {
     line="" all=""
     for k in $models; do
-        v=$(quot "$(med "$k" c "$pn")" "$(med "$k" c "$p1")") p=$(scaling "$k" "$pn" "$p1")
+        v=$(quot "$(med "$k" c "$3")" "$(med "$k" "$4" "$5")") p=$(round_ratio "$k" "$3" "$4" "$5")
         line="$line, $k $(xfmt "$v") $(xfmt "$p")"
         all="$all
-$k:$(verdict 1.7 "$v" "$p")"
+$k:$(verdict "$2" "$v" "$p")"
     done
-    echo "  $threads threads >= x1.7 one thread, $ph:${line#,}: $(worst "$all")"
-done
+    echo "  $1:${line#,}: $(worst "$all")"
+}
+every_model "training >= x3 PyTorch's, every model" 3 "$P_TR" r "$R_TR"
+every_model "$threads threads >= x1.7 one thread, inference" 1.7 "$P_INF" c "$P_INF1"
+every_model "$threads threads >= x1.7 one thread, training" 1.7 "$P_TR" c "$P_TR1"
 case " $models " in *" bsa "*)
     less=$(cval bsa 1 's/.*synaptic-layer time x[0-9.]* (\([0-9.]*\)% less.*/\1/p')
     echo "  half the firing rate cuts bsa's synaptic-layer time >= 35 %: ${less:-?} % (round 1): $(verdict 35 "$less")"
