@@ -53,6 +53,7 @@
 #include "sim/eval.h"
 #include "sim/layers.h"
 #include "sim/optim.h"
+#include "sim/par.h"
 #include "sim/rng.h"
 #include "sim/spikebits.h"
 #include "sim/vec.h"
@@ -79,8 +80,10 @@ static long elem_chunks(size_t n, size_t ch) { return (long)((n + ch - 1) / ch);
 /* x [n] = 0, in parallel (the backward's gradient buffers, zeroed before they accumulate). */
 static void zero_floats(float *x, size_t n) {
     const size_t ch = elem_chunk(n);
-#pragma omp parallel for schedule(dynamic) if (n >= 2 * ELEM_CHUNK)
-    for (long c = 0; c < elem_chunks(n, ch); c++) {
+    snn_par_ends ends_c; /* par.h */
+    snn_par_ends_init(&ends_c, elem_chunks(n, ch));
+#pragma omp parallel if (n >= 2 * ELEM_CHUNK)
+    for (long c; (c = (long)snn_par_ends_next(&ends_c)) >= 0;) {
         const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
         memset(x + i0, 0, (i1 - i0) * sizeof *x);
     }
@@ -788,8 +791,10 @@ static bool head_relu(const snn_trainer *tr) {
 static void slot_fwd(const snn_trainer *tr, int p, const float *x, float *y, size_t n) {
     const slot_kind kind = slot_kind_of(tr, p);
     const size_t ch = elem_chunk(n);
-#pragma omp parallel for schedule(dynamic) if (n >= 2 * ELEM_CHUNK)
-    for (long c = 0; c < elem_chunks(n, ch); c++) {
+    snn_par_ends ends_c; /* par.h */
+    snn_par_ends_init(&ends_c, elem_chunks(n, ch));
+#pragma omp parallel if (n >= 2 * ELEM_CHUNK)
+    for (long c; (c = (long)snn_par_ends_next(&ends_c)) >= 0;) {
         const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
         if (kind == SLOT_IDENTITY)
             memcpy(y + i0, x + i0, (i1 - i0) * sizeof *y);
@@ -804,8 +809,10 @@ static void slot_bwd(const snn_trainer *tr, int p, const float *x, const float *
                      size_t n, bool acc) {
     const slot_kind kind = slot_kind_of(tr, p);
     const size_t ch = elem_chunk(n);
-#pragma omp parallel for schedule(dynamic) if (n >= 2 * ELEM_CHUNK)
-    for (long c = 0; c < elem_chunks(n, ch); c++) {
+    snn_par_ends ends_c; /* par.h */
+    snn_par_ends_init(&ends_c, elem_chunks(n, ch));
+#pragma omp parallel if (n >= 2 * ELEM_CHUNK)
+    for (long c; (c = (long)snn_par_ends_next(&ends_c)) >= 0;) {
         const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
         if (kind == SLOT_IDENTITY)
             add_rows(dy, dx, i0, i1, acc);
@@ -821,8 +828,10 @@ static void slot_bwd(const snn_trainer *tr, int p, const float *x, const float *
 static void pop_unpack(const snn_trainer *tr, const pop_act *a, float *s, size_t n) {
     const size_t chunk = POP_CHUNK;
     const long n_chunks = (long)((n + chunk - 1) / chunk);
-#pragma omp parallel for schedule(dynamic)
-    for (long j = 0; j < (long)tr->T * n_chunks; j++) {
+    snn_par_ends ends_j; /* par.h */
+    snn_par_ends_init(&ends_j, (long)tr->T * n_chunks);
+#pragma omp parallel
+    for (long j; (j = (long)snn_par_ends_next(&ends_j)) >= 0;) {
         const size_t t = (size_t)(j / n_chunks), off = (size_t)(j % n_chunks) * chunk;
         const size_t len = n - off < chunk ? n - off : chunk, w = t * a->ld + off / 64;
         snn_bits_unpack(s + t * n + off, a->nz + w, a->neg ? a->neg + w : NULL, len);
@@ -850,8 +859,10 @@ static const float *pop_fwd_to(snn_trainer *tr, int p, const float *x,
     float *s = !a->nz ? a->s : floats || tr->float_spikes ? tr->sp[slot] : NULL;
     const snn_neuron_params np = pop_params(&tr->m->pops[p]);
     const long n_chunks = (long)((n + chunk - 1) / chunk);
-#pragma omp parallel for schedule(dynamic)
-    for (long c = 0; c < n_chunks; c++) {
+    snn_par_ends ends_c; /* par.h */
+    snn_par_ends_init(&ends_c, n_chunks);
+#pragma omp parallel
+    for (long c; (c = (long)snn_par_ends_next(&ends_c)) >= 0;) {
         size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
         if (a->nz) { /* chunks start on a word: POP_CHUNK % 64 == 0 */
             snn_neuron_affine ac;
@@ -913,8 +924,10 @@ static void pop_bwd_to(snn_trainer *tr, int p, const float *x, const pop_act *a,
     const snn_pop *pop = &tr->m->pops[p];
     const snn_neuron_params np = pop_params(pop);
     const long n_chunks = (long)((n + chunk - 1) / chunk);
-#pragma omp parallel for schedule(dynamic)
-    for (long c = 0; c < n_chunks; c++) {
+    snn_par_ends ends_c; /* par.h */
+    snn_par_ends_init(&ends_c, n_chunks);
+#pragma omp parallel
+    for (long c; (c = (long)snn_par_ends_next(&ends_c)) >= 0;) {
         size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
         float dtau = 0.0f;
         /* normal mode recomputes the spikes from H; smooth mode's are not a function of H */
@@ -1074,10 +1087,13 @@ static void attn_fwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
     /* a sample's H jobs to one thread (here and in the other per-head loops): a head's rows
      * are one cache line of each token's row, and the adjacent-line prefetch brings its
      * neighbour's, which the next job then finds in cache (split between the threads, the
-     * attention kernels took 16 % more time) */
-#pragma omp parallel for schedule(dynamic, H)
-    for (long j = 0; j < jobs; j++) {
-        const long tb = j / H;
+     * attention kernels took 16 % more time); each thread the same end of the samples as in
+     * the linear layers (par.h) */
+    snn_par_ends ends;
+    snn_par_ends_init(&ends, jobs / H);
+#pragma omp parallel
+    for (long tb; (tb = snn_par_ends_next(&ends)) >= 0;)
+    for (long j = tb * H; j < (tb + 1) * H; j++) {
         const int h = (int)(j % H);
         const size_t off = (size_t)tb * N * D + (size_t)h * d;
         float *att = b->att + (size_t)j * tr->att_job_floats;
@@ -1177,8 +1193,13 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
      * c / PRIMAL_SPLITS over its share of the samples, jobs j = tb H + h in tb order */
     const bool chunked = tr->kind == SNN_ATTN_PRIMAL;
     const long TB = jobs / H, items = chunked ? (long)H * PRIMAL_SPLITS : jobs;
-#pragma omp parallel for schedule(dynamic, chunked ? 1 : H)
-    for (long item = 0; item < items; item++) {
+    /* a sample's H jobs together (or one primal chunk), shared two-ended (par.h) */
+    const long group = chunked ? 1 : H;
+    snn_par_ends ends;
+    snn_par_ends_init(&ends, items / group);
+#pragma omp parallel
+    for (long gi; (gi = snn_par_ends_next(&ends)) >= 0;)
+    for (long item = gi * group; item < (gi + 1) * group; item++) {
         const long split = item % PRIMAL_SPLITS, tb0 = split * TB / PRIMAL_SPLITS;
         const long first = chunked ? tb0 * H + item / PRIMAL_SPLITS : item;
         const long count = chunked ? (split + 1) * TB / PRIMAL_SPLITS - tb0 : 1;
@@ -1259,8 +1280,10 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
         const size_t MS = (size_t)Mp * S, CW = (size_t)d * 2 * S;
         const size_t start[5] = {0, MS, 2 * MS, 2 * MS + CW, pg}; /* E, R, c_w, c_b in a block */
         enum { ENTRIES = 256 }; /* entries of a block per work item */
-#pragma omp parallel for schedule(dynamic)
-        for (long c = 0; c < (long)((pg + ENTRIES - 1) / ENTRIES); c++) {
+        snn_par_ends ends_c; /* par.h */
+        snn_par_ends_init(&ends_c, (long)((pg + ENTRIES - 1) / ENTRIES));
+#pragma omp parallel
+        for (long c; (c = (long)snn_par_ends_next(&ends_c)) >= 0;) {
             const size_t i0 = (size_t)c * ENTRIES, i1 = pg - i0 < ENTRIES ? pg : i0 + ENTRIES;
             for (long it = 0; it < items; it++) {
                 const float *g = tr->primal_dgrad + (size_t)it * pg;
@@ -1289,8 +1312,10 @@ SNN_WIDE_FN SNN_VEC_FN static void add3_rows(float *out, const float *a, const f
  * inference, all of it on one thread). */
 static void add3(float *out, const float *a, const float *b, size_t n) {
     const size_t ch = elem_chunk(n);
-#pragma omp parallel for schedule(dynamic) if (n >= 2 * ELEM_CHUNK)
-    for (long c = 0; c < elem_chunks(n, ch); c++) {
+    snn_par_ends ends_c; /* par.h */
+    snn_par_ends_init(&ends_c, elem_chunks(n, ch));
+#pragma omp parallel if (n >= 2 * ELEM_CHUNK)
+    for (long c; (c = (long)snn_par_ends_next(&ends_c)) >= 0;) {
         const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
         add3_rows(out, a, b, i0, i1);
     }
@@ -1392,8 +1417,10 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     lin_bn_fwd(tr, &m->embed_spk, floats_in(tr->patches), M, &tr->embed, update_running);
     /* u0 [T*B, N*D] = BN_embed(...) + pos [N*D], one sample (t, b) per iteration */
     const size_t ND = (size_t)N * D;
-#pragma omp parallel for schedule(dynamic) if (MD >= 2 * ELEM_CHUNK)
-    for (long tb = 0; tb < (long)T * B; tb++)
+    snn_par_ends ends_tb; /* par.h */
+    snn_par_ends_init(&ends_tb, (long)T * B);
+#pragma omp parallel if (MD >= 2 * ELEM_CHUNK)
+    for (long tb; (tb = (long)snn_par_ends_next(&ends_tb)) >= 0;)
         add3_rows(tr->u0 + (size_t)tb * ND, tr->embed.z + (size_t)tb * ND, m->pos, 0, ND);
     for (int l = 0; l < m->L; l++) {
         const snn_block *mb = &m->blocks[l];
