@@ -986,15 +986,21 @@ static void sdsa_fwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
     block_act *b = &tr->blocks[l];
     const int N = tr->N, D = tr->D, d = m->d, H = m->heads, B = tr->B, T = tr->T;
     const long ldt = (long)B * N * D;
-#pragma omp parallel for schedule(dynamic, H)
-    for (long j = 0; j < (long)B * H; j++) {
+    snn_par_ends ends_kv; /* a sample's H jobs together, shared two-ended: par.h */
+    snn_par_ends_init(&ends_kv, B);
+#pragma omp parallel
+    for (long bs; (bs = snn_par_ends_next(&ends_kv)) >= 0;)
+    for (long j = bs * H; j < (bs + 1) * H; j++) {
         const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
         snn_sdsa_kv_train(T, N, d, sk + off, sv + off, D, ldt,
                           b->kv + (size_t)(j / H) * D + (size_t)(j % H) * d, B * D);
     }
     const float *skv = pop_fwd(tr, m->blocks[l].pop_kv, b->kv, &b->pkv, (size_t)D, SP_KV);
-#pragma omp parallel for schedule(dynamic, H)
-    for (long j = 0; j < (long)B * H; j++) {
+    snn_par_ends ends_mask; /* a sample's H jobs together, shared two-ended: par.h */
+    snn_par_ends_init(&ends_mask, B);
+#pragma omp parallel
+    for (long bs; (bs = snn_par_ends_next(&ends_mask)) >= 0;)
+    for (long j = bs * H; j < (bs + 1) * H; j++) {
         const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
         snn_sdsa_mask_train(T, N, d, sq + off, D, ldt,
                             skv + (size_t)(j / H) * D + (size_t)(j % H) * d, B * D,
@@ -1011,8 +1017,11 @@ static void sdsa_bwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
     zero_floats(tr->d_kvs, TBD);
     const int pop_kv = m->blocks[l].pop_kv;
     const float *skv = pop_out(tr, pop_kv, &b->pkv, (size_t)D, SP_KV);
-#pragma omp parallel for schedule(dynamic, H)
-    for (long j = 0; j < (long)B * H; j++) {
+    snn_par_ends ends_mask; /* a sample's H jobs together, shared two-ended: par.h */
+    snn_par_ends_init(&ends_mask, B);
+#pragma omp parallel
+    for (long bs; (bs = snn_par_ends_next(&ends_mask)) >= 0;)
+    for (long j = bs * H; j < (bs + 1) * H; j++) {
         const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
         const size_t koff = (size_t)(j / H) * D + (size_t)(j % H) * d;
         snn_sdsa_mask_backward(T, N, d, sq + off, D, ldt, skv + koff, B * D,
@@ -1020,8 +1029,11 @@ static void sdsa_bwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
     }
     zero_floats(tr->d_kv, TBD);
     pop_bwd(tr, pop_kv, b->kv, &b->pkv, tr->d_kvs, tr->d_kv, (size_t)D);
-#pragma omp parallel for schedule(dynamic, H)
-    for (long j = 0; j < (long)B * H; j++) {
+    snn_par_ends ends_kv; /* a sample's H jobs together, shared two-ended: par.h */
+    snn_par_ends_init(&ends_kv, B);
+#pragma omp parallel
+    for (long bs; (bs = snn_par_ends_next(&ends_kv)) >= 0;)
+    for (long j = bs * H; j < (bs + 1) * H; j++) {
         const size_t off = (size_t)(j / H) * N * D + (size_t)(j % H) * d;
         const size_t koff = (size_t)(j / H) * D + (size_t)(j % H) * d;
         snn_sdsa_kv_backward(T, N, d, sk + off, sv + off, D, ldt, tr->d_kv + koff,
