@@ -1519,7 +1519,8 @@ static void meanpool_fwd(float *y, const float *x, int T, int B, int N, int D, b
     snn_par_ends ends_b; /* par.h */
     snn_par_ends_init(&ends_b, B);
 #pragma omp parallel if ((size_t)T * B * N * D >= PAR_MIN_WORK)
-    for (int b; (b = (int)snn_par_ends_next(&ends_b)) >= 0;) meanpool_row(y + (size_t)b * D, x, T, B, N, D, b, inv, relu);
+    for (int b; (b = (int)snn_par_ends_next(&ends_b)) >= 0;)
+        meanpool_row(y + (size_t)b * D, x, T, B, N, D, b, inv, relu);
 }
 
 void snn_meanpool_fwd(float *y, const float *x, int T, int B, int N, int D) {

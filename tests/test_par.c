@@ -27,6 +27,7 @@ enum { N_ITEMS = 5000, MAX_TEAM = 4 };
  * none), order[t][k] = thread t's k-th item, count[t] its number of items; returns the number
  * of items taken twice. Each item does a little work, so that the threads interleave. */
 static int share(long n, int threads, int *owner, long (*order)[N_ITEMS], long *count) {
+    (void)threads; /* unused without OpenMP: one thread takes every item */
     snn_par_ends ends;
     snn_par_ends_init(&ends, n);
     for (long i = 0; i < n; i++) owner[i] = -1;
