@@ -195,8 +195,7 @@ static void add_block_sums(float *sum, double (*part)[BN_CW], int W) {
 static void bn_block_sums(double (*part)[BN_CW], const float *x, int M, int C, int c0, int W,
                           bool par) {
     (void)par; /* unused without OpenMP */
-    snn_par_ends ends_b; /* par.h */
-    snn_par_ends_init(&ends_b, BN_BLOCKS);
+    snn_par_ends ends_b = snn_par_ends_of(BN_BLOCKS); /* par.h */
 #pragma omp parallel if (par)
     for (int b; (b = (int)snn_par_ends_next(&ends_b)) >= 0;)
         bn_rows_sum(part[b], x, bn_row0(b, M), bn_row0(b + 1, M), C, c0, W);
@@ -425,11 +424,10 @@ static bool linear_fwd_blocks(float *y, const float *x, const sp_src *src, const
                               double *sums, const snn_bn_norm *x_norm, bool par) {
     (void)par; /* unused without OpenMP */
     int bad = 0;
-    snn_par_ends ends; /* each thread the same end of the rows in every layer: par.h */
-    snn_par_ends_init(&ends, BN_BLOCKS);
+    snn_par_ends ends = snn_par_ends_of(BN_BLOCKS); /* each thread the same end of the rows in every layer: par.h */
 #pragma omp parallel if (par) reduction(| : bad)
-    for (long bk; (bk = snn_par_ends_next(&ends)) >= 0;) {
-        const int m0 = bn_row0((int)bk, M), m1 = bn_row0((int)bk + 1, M);
+    for (int bk; (bk = (int)snn_par_ends_next(&ends)) >= 0;) {
+        const int m0 = bn_row0(bk, M), m1 = bn_row0(bk + 1, M);
         for (int r0 = m0; r0 < m1; r0 += SNN_LINEAR_ROW_CHUNK) {
             const int r1 = m1 - r0 < SNN_LINEAR_ROW_CHUNK ? m1 : r0 + SNN_LINEAR_ROW_CHUNK;
             if (x_norm) bn_normalise_chunk(x_norm, r0, r1, in); /* x's rows, then the product */
@@ -457,8 +455,7 @@ static bool linear_fwd_sparse(float *y, const sp_src *src, const float *w, const
     if (sums) return linear_fwd_blocks(y, NULL, src, wt, w, b, M, in, out, sums, NULL, par);
     const int rows = linear_rows(M), nc = n_chunks(M, rows);
     int bad = 0;
-    snn_par_ends ends_k; /* par.h */
-    snn_par_ends_init(&ends_k, nc);
+    snn_par_ends ends_k = snn_par_ends_of(nc); /* par.h */
 #pragma omp parallel if (par) reduction(| : bad)
     for (int k; (k = (int)snn_par_ends_next(&ends_k)) >= 0;) {
         const int m0 = k * rows;
@@ -577,8 +574,7 @@ static bool linear_dw_sparse(float *dw, const float *dy, const sp_src *src, int 
     const size_t n = scratch ? (size_t)in * out : SP_MAX_W; /* floats from a part to the next */
     float *const dwt = scratch ? scratch : stack[0];
     int bad = 0;
-    snn_par_ends ends_k; /* par.h */
-    snn_par_ends_init(&ends_k, SP_DW_PARTS);
+    snn_par_ends ends_k = snn_par_ends_of(SP_DW_PARTS); /* par.h */
 #pragma omp parallel if (par) reduction(| : bad)
     for (int k; (k = (int)snn_par_ends_next(&ends_k)) >= 0;)
         bad |= linear_dw_sparse_part(dwt + k * n, dy, src, M, k, in, out);
@@ -633,11 +629,10 @@ static void linear_fwd(float *y, const float *x, const float *w, const float *b,
         return;
     }
     const int rows = linear_rows(M), nc = n_chunks(M, rows);
-    snn_par_ends ends;
-    snn_par_ends_init(&ends, nc);
+    snn_par_ends ends = snn_par_ends_of(nc);
 #pragma omp parallel if (par)
-    for (long k; (k = snn_par_ends_next(&ends)) >= 0;) {
-        const int m0 = (int)k * rows, mc = M - m0 < rows ? M - m0 : rows;
+    for (int k; (k = (int)snn_par_ends_next(&ends)) >= 0;) {
+        const int m0 = k * rows, mc = M - m0 < rows ? M - m0 : rows;
         linear_fwd_rows_dense(y, x, w, wt, b, m0, mc, in, out);
         if (epi) bn_eval_chunk(epi, y, m0, m0 + mc, out);
     }
@@ -727,8 +722,7 @@ static void linear_bwd_dx(float *dx, const float *dy, const float *w, int M, int
                           bool add, bool par) {
     (void)par; /* unused without OpenMP */
     const int rows = linear_rows(M), nc = n_chunks(M, rows);
-    snn_par_ends ends_k; /* par.h */
-    snn_par_ends_init(&ends_k, nc);
+    snn_par_ends ends_k = snn_par_ends_of(nc); /* par.h */
 #pragma omp parallel if (par)
     for (int k; (k = (int)snn_par_ends_next(&ends_k)) >= 0;) {
         const int m0 = k * rows;
@@ -752,10 +746,9 @@ static void linear_dw_add_blocks(float *dw, const float *scratch, int nb, int in
     (void)par; /* unused without OpenMP */
     if (nb == 1) return;
     const size_t n = (size_t)in * out, ch = snn_par_chunk(n, 4096, 16);
-    snn_par_ends ends_c; /* par.h */
-    snn_par_ends_init(&ends_c, (long)((n + ch - 1) / ch));
+    snn_par_ends ends_c = snn_par_ends_of((long)((n + ch - 1) / ch)); /* par.h */
 #pragma omp parallel if (par)
-    for (long c; (c = (long)snn_par_ends_next(&ends_c)) >= 0;) {
+    for (long c; (c = snn_par_ends_next(&ends_c)) >= 0;) {
         const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
         add_parts(dw, scratch, n, nb - 1, i0, i1);
     }
@@ -770,8 +763,7 @@ static void linear_dw_dense(float *dw, const float *dy, const float *x, int M, i
     (void)par; /* unused without OpenMP */
     const int nb = dw_blocks(M);
     SNN_ASSERT(nb == 1 || scratch);
-    snn_par_ends ends_k; /* par.h */
-    snn_par_ends_init(&ends_k, nb);
+    snn_par_ends ends_k = snn_par_ends_of(nb); /* par.h */
 #pragma omp parallel if (par)
     for (int k; (k = (int)snn_par_ends_next(&ends_k)) >= 0;) {
         const int m0 = dw_row0(k, nb, M), m1 = dw_row0(k + 1, nb, M);
@@ -874,8 +866,7 @@ static void bn_normalise(float *y, float *xhat, const float *x, const float *mea
     const bool par = (size_t)M * C >= PAR_MIN_WORK;
     (void)par; /* unused without OpenMP */
     const int nr = n_chunks(M, BN_ROWS);
-    snn_par_ends ends_k; /* par.h */
-    snn_par_ends_init(&ends_k, nr);
+    snn_par_ends ends_k = snn_par_ends_of(nr); /* par.h */
 #pragma omp parallel if (par)
     for (int k; (k = (int)snn_par_ends_next(&ends_k)) >= 0;) {
         const int m0 = k * BN_ROWS, m1 = M - m0 < BN_ROWS ? M : m0 + BN_ROWS;
@@ -1003,8 +994,7 @@ static void bn_train_fwd(float *y, float *xhat, float *mean, float *rstd, const 
         for (int c0 = 0; c0 < C; c0 += BN_CW) {
             const int W = C - c0 < BN_CW ? C - c0 : BN_CW;
             double part[3 * BN_BLOCKS * BN_CW];
-            snn_par_ends ends_b; /* par.h */
-            snn_par_ends_init(&ends_b, BN_BLOCKS);
+            snn_par_ends ends_b = snn_par_ends_of(BN_BLOCKS); /* par.h */
 #pragma omp parallel if (par)
             for (int b; (b = (int)snn_par_ends_next(&ends_b)) >= 0;) {
                 const int m0 = bn_row0(b, M), m1 = bn_row0(b + 1, M);
@@ -1188,8 +1178,7 @@ static void bn_bwd_coefs(float *g, float *a, float *bh, float *dgamma, float *db
     (void)par; /* unused without OpenMP */
     const double Md = Mg > 0 ? (double)Mg : (double)M;
     double psd[BN_BLOCKS][BN_CW], psdh[BN_BLOCKS][BN_CW];
-    snn_par_ends ends_b; /* par.h */
-    snn_par_ends_init(&ends_b, BN_BLOCKS);
+    snn_par_ends ends_b = snn_par_ends_of(BN_BLOCKS); /* par.h */
 #pragma omp parallel if (par)
     for (int b; (b = (int)snn_par_ends_next(&ends_b)) >= 0;) {
         const int m0 = bn_row0(b, M), m1 = bn_row0(b + 1, M);
@@ -1248,8 +1237,7 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
         if (dx_sum) { /* in row blocks: each block's dx, then its sums while it is in cache
                        * (bn_rows_sum: linear_bwd_db's bytes by construction) */
             double part[BN_BLOCKS][BN_CW];
-            snn_par_ends ends_b; /* par.h */
-            snn_par_ends_init(&ends_b, BN_BLOCKS);
+            snn_par_ends ends_b = snn_par_ends_of(BN_BLOCKS); /* par.h */
 #pragma omp parallel if (par)
             for (int b; (b = (int)snn_par_ends_next(&ends_b)) >= 0;) {
                 const int m0 = bn_row0(b, M), m1 = bn_row0(b + 1, M);
@@ -1260,8 +1248,7 @@ static void bn_train_bwd(float *dx, float *dgamma, float *dbeta, const float *dy
             continue;
         }
         const int nr = n_chunks(M, BN_ROWS);
-        snn_par_ends ends_k; /* par.h */
-        snn_par_ends_init(&ends_k, nr);
+        snn_par_ends ends_k = snn_par_ends_of(nr); /* par.h */
 #pragma omp parallel if (par)
         for (int k; (k = (int)snn_par_ends_next(&ends_k)) >= 0;) {
             const int m0 = k * BN_ROWS, m1 = M - m0 < BN_ROWS ? M : m0 + BN_ROWS;
@@ -1325,8 +1312,7 @@ void snn_linear_bn_bwd(float *dx, float *dw, float *db, float *dgamma, float *db
      * BatchNorm's dx into dy_lin (with their column sums for db, as bn_train_bwd's), then the
      * layer's dx and the block's dw products on them while they are in cache */
     double part[BN_BLOCKS][BN_CW];
-    snn_par_ends ends_k; /* par.h */
-    snn_par_ends_init(&ends_k, nb);
+    snn_par_ends ends_k = snn_par_ends_of(nb); /* par.h */
 #pragma omp parallel if (par)
     for (int k; (k = (int)snn_par_ends_next(&ends_k)) >= 0;) {
         for (int b = k * (BN_BLOCKS / nb); b < (k + 1) * (BN_BLOCKS / nb); b++) {
@@ -1363,8 +1349,7 @@ bool snn_linear_bn_bwd_bits(float *dx, float *dw, float *db, float *dgamma, floa
         /* BatchNorm's row blocks: their rows of BatchNorm's dx into dy_lin (with their column
          * sums for db, as bn_train_bwd's), then the layer's dx product on them in cache */
         double part[BN_BLOCKS][BN_CW];
-        snn_par_ends ends_b; /* par.h */
-        snn_par_ends_init(&ends_b, BN_BLOCKS);
+        snn_par_ends ends_b = snn_par_ends_of(BN_BLOCKS); /* par.h */
 #pragma omp parallel if (par)
         for (int b; (b = (int)snn_par_ends_next(&ends_b)) >= 0;) {
             const int m0 = bn_row0(b, M), m1 = bn_row0(b + 1, M);
@@ -1442,8 +1427,7 @@ void snn_bn_eval_fwd_post(float *y, const float *x, const float *gamma, const fl
         double mean[EVAL_CW], scale[EVAL_CW], shift[EVAL_CW];
         bn_eval_coefs(mean, scale, shift, gamma, beta, running_mean, running_var, eps, c0, W);
         const int rows = linear_rows(M), nc = n_chunks(M, rows);
-        snn_par_ends ends_k; /* par.h */
-        snn_par_ends_init(&ends_k, nc);
+        snn_par_ends ends_k = snn_par_ends_of(nc); /* par.h */
 #pragma omp parallel if ((size_t)M * C >= PAR_MIN_WORK)
         for (int k; (k = (int)snn_par_ends_next(&ends_k)) >= 0;) {
             const int m0 = k * rows;
@@ -1516,8 +1500,7 @@ static void meanpool_fwd(float *y, const float *x, int T, int B, int N, int D, b
     SNN_ASSERT(y && x && T > 0 && B >= 0 && N > 0 && D > 0);
     const double inv = 1.0 / ((double)T * (double)N);
     /* Each thread owns whole rows y[b, :]; the sum runs over t, then n, in order. */
-    snn_par_ends ends_b; /* par.h */
-    snn_par_ends_init(&ends_b, B);
+    snn_par_ends ends_b = snn_par_ends_of(B); /* par.h */
 #pragma omp parallel if ((size_t)T * B * N * D >= PAR_MIN_WORK)
     for (int b; (b = (int)snn_par_ends_next(&ends_b)) >= 0;)
         meanpool_row(y + (size_t)b * D, x, T, B, N, D, b, inv, relu);

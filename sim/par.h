@@ -1,8 +1,7 @@
 /*
  * par.h: two-ended sharing of a loop's items among an OpenMP team.
  *
- *     snn_par_ends ends;
- *     snn_par_ends_init(&ends, n);
+ *     snn_par_ends ends = snn_par_ends_of(n);
  *     #pragma omp parallel if (par)
  *     for (long i; (i = snn_par_ends_next(&ends)) >= 0;)
  *         ... item i ...
@@ -37,9 +36,12 @@ typedef struct snn_par_ends {
     _Atomic uint64_t ends;
 } snn_par_ends;
 
-static inline void snn_par_ends_init(snn_par_ends *e, long n) {
+/* Items [0, n), none taken yet (an initialiser: the value is copied before any thread runs). */
+static inline snn_par_ends snn_par_ends_of(long n) {
     SNN_ASSERT(n >= 0 && n <= (long)INT32_MAX);
-    atomic_init(&e->ends, (uint64_t)n << 32);
+    snn_par_ends e;
+    atomic_init(&e.ends, (uint64_t)n << 32);
+    return e;
 }
 
 /* The calling thread's next item, or -1 when none is left. */

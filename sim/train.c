@@ -80,10 +80,9 @@ static long elem_chunks(size_t n, size_t ch) { return (long)((n + ch - 1) / ch);
 /* x [n] = 0, in parallel (the backward's gradient buffers, zeroed before they accumulate). */
 static void zero_floats(float *x, size_t n) {
     const size_t ch = elem_chunk(n);
-    snn_par_ends ends_c; /* par.h */
-    snn_par_ends_init(&ends_c, elem_chunks(n, ch));
+    snn_par_ends ends_c = snn_par_ends_of(elem_chunks(n, ch)); /* par.h */
 #pragma omp parallel if (n >= 2 * ELEM_CHUNK)
-    for (long c; (c = (long)snn_par_ends_next(&ends_c)) >= 0;) {
+    for (long c; (c = snn_par_ends_next(&ends_c)) >= 0;) {
         const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
         memset(x + i0, 0, (i1 - i0) * sizeof *x);
     }
@@ -791,10 +790,9 @@ static bool head_relu(const snn_trainer *tr) {
 static void slot_fwd(const snn_trainer *tr, int p, const float *x, float *y, size_t n) {
     const slot_kind kind = slot_kind_of(tr, p);
     const size_t ch = elem_chunk(n);
-    snn_par_ends ends_c; /* par.h */
-    snn_par_ends_init(&ends_c, elem_chunks(n, ch));
+    snn_par_ends ends_c = snn_par_ends_of(elem_chunks(n, ch)); /* par.h */
 #pragma omp parallel if (n >= 2 * ELEM_CHUNK)
-    for (long c; (c = (long)snn_par_ends_next(&ends_c)) >= 0;) {
+    for (long c; (c = snn_par_ends_next(&ends_c)) >= 0;) {
         const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
         if (kind == SLOT_IDENTITY)
             memcpy(y + i0, x + i0, (i1 - i0) * sizeof *y);
@@ -809,10 +807,9 @@ static void slot_bwd(const snn_trainer *tr, int p, const float *x, const float *
                      size_t n, bool acc) {
     const slot_kind kind = slot_kind_of(tr, p);
     const size_t ch = elem_chunk(n);
-    snn_par_ends ends_c; /* par.h */
-    snn_par_ends_init(&ends_c, elem_chunks(n, ch));
+    snn_par_ends ends_c = snn_par_ends_of(elem_chunks(n, ch)); /* par.h */
 #pragma omp parallel if (n >= 2 * ELEM_CHUNK)
-    for (long c; (c = (long)snn_par_ends_next(&ends_c)) >= 0;) {
+    for (long c; (c = snn_par_ends_next(&ends_c)) >= 0;) {
         const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
         if (kind == SLOT_IDENTITY)
             add_rows(dy, dx, i0, i1, acc);
@@ -828,10 +825,9 @@ static void slot_bwd(const snn_trainer *tr, int p, const float *x, const float *
 static void pop_unpack(const snn_trainer *tr, const pop_act *a, float *s, size_t n) {
     const size_t chunk = POP_CHUNK;
     const long n_chunks = (long)((n + chunk - 1) / chunk);
-    snn_par_ends ends_j; /* par.h */
-    snn_par_ends_init(&ends_j, (long)tr->T * n_chunks);
+    snn_par_ends ends_j = snn_par_ends_of((long)tr->T * n_chunks); /* par.h */
 #pragma omp parallel
-    for (long j; (j = (long)snn_par_ends_next(&ends_j)) >= 0;) {
+    for (long j; (j = snn_par_ends_next(&ends_j)) >= 0;) {
         const size_t t = (size_t)(j / n_chunks), off = (size_t)(j % n_chunks) * chunk;
         const size_t len = n - off < chunk ? n - off : chunk, w = t * a->ld + off / 64;
         snn_bits_unpack(s + t * n + off, a->nz + w, a->neg ? a->neg + w : NULL, len);
@@ -859,10 +855,9 @@ static const float *pop_fwd_to(snn_trainer *tr, int p, const float *x,
     float *s = !a->nz ? a->s : floats || tr->float_spikes ? tr->sp[slot] : NULL;
     const snn_neuron_params np = pop_params(&tr->m->pops[p]);
     const long n_chunks = (long)((n + chunk - 1) / chunk);
-    snn_par_ends ends_c; /* par.h */
-    snn_par_ends_init(&ends_c, n_chunks);
+    snn_par_ends ends_c = snn_par_ends_of(n_chunks); /* par.h */
 #pragma omp parallel
-    for (long c; (c = (long)snn_par_ends_next(&ends_c)) >= 0;) {
+    for (long c; (c = snn_par_ends_next(&ends_c)) >= 0;) {
         size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
         if (a->nz) { /* chunks start on a word: POP_CHUNK % 64 == 0 */
             snn_neuron_affine ac;
@@ -924,10 +919,9 @@ static void pop_bwd_to(snn_trainer *tr, int p, const float *x, const pop_act *a,
     const snn_pop *pop = &tr->m->pops[p];
     const snn_neuron_params np = pop_params(pop);
     const long n_chunks = (long)((n + chunk - 1) / chunk);
-    snn_par_ends ends_c; /* par.h */
-    snn_par_ends_init(&ends_c, n_chunks);
+    snn_par_ends ends_c = snn_par_ends_of(n_chunks); /* par.h */
 #pragma omp parallel
-    for (long c; (c = (long)snn_par_ends_next(&ends_c)) >= 0;) {
+    for (long c; (c = snn_par_ends_next(&ends_c)) >= 0;) {
         size_t off = (size_t)c * chunk, len = n - off < chunk ? n - off : chunk;
         float dtau = 0.0f;
         /* normal mode recomputes the spikes from H; smooth mode's are not a function of H */
@@ -986,8 +980,7 @@ static void sdsa_fwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
     block_act *b = &tr->blocks[l];
     const int N = tr->N, D = tr->D, d = m->d, H = m->heads, B = tr->B, T = tr->T;
     const long ldt = (long)B * N * D;
-    snn_par_ends ends_kv; /* a sample's H jobs together, shared two-ended: par.h */
-    snn_par_ends_init(&ends_kv, B);
+    snn_par_ends ends_kv = snn_par_ends_of(B); /* a sample's H jobs together, shared two-ended: par.h */
 #pragma omp parallel
     for (long bs; (bs = snn_par_ends_next(&ends_kv)) >= 0;)
     for (long j = bs * H; j < (bs + 1) * H; j++) {
@@ -996,8 +989,7 @@ static void sdsa_fwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
                           b->kv + (size_t)(j / H) * D + (size_t)(j % H) * d, B * D);
     }
     const float *skv = pop_fwd(tr, m->blocks[l].pop_kv, b->kv, &b->pkv, (size_t)D, SP_KV);
-    snn_par_ends ends_mask; /* a sample's H jobs together, shared two-ended: par.h */
-    snn_par_ends_init(&ends_mask, B);
+    snn_par_ends ends_mask = snn_par_ends_of(B); /* a sample's H jobs together, shared two-ended: par.h */
 #pragma omp parallel
     for (long bs; (bs = snn_par_ends_next(&ends_mask)) >= 0;)
     for (long j = bs * H; j < (bs + 1) * H; j++) {
@@ -1017,8 +1009,7 @@ static void sdsa_bwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
     zero_floats(tr->d_kvs, TBD);
     const int pop_kv = m->blocks[l].pop_kv;
     const float *skv = pop_out(tr, pop_kv, &b->pkv, (size_t)D, SP_KV);
-    snn_par_ends ends_mask; /* a sample's H jobs together, shared two-ended: par.h */
-    snn_par_ends_init(&ends_mask, B);
+    snn_par_ends ends_mask = snn_par_ends_of(B); /* a sample's H jobs together, shared two-ended: par.h */
 #pragma omp parallel
     for (long bs; (bs = snn_par_ends_next(&ends_mask)) >= 0;)
     for (long j = bs * H; j < (bs + 1) * H; j++) {
@@ -1029,8 +1020,7 @@ static void sdsa_bwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
     }
     zero_floats(tr->d_kv, TBD);
     pop_bwd(tr, pop_kv, b->kv, &b->pkv, tr->d_kvs, tr->d_kv, (size_t)D);
-    snn_par_ends ends_kv; /* a sample's H jobs together, shared two-ended: par.h */
-    snn_par_ends_init(&ends_kv, B);
+    snn_par_ends ends_kv = snn_par_ends_of(B); /* a sample's H jobs together, shared two-ended: par.h */
 #pragma omp parallel
     for (long bs; (bs = snn_par_ends_next(&ends_kv)) >= 0;)
     for (long j = bs * H; j < (bs + 1) * H; j++) {
@@ -1101,8 +1091,7 @@ static void attn_fwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
      * neighbour's, which the next job then finds in cache (split between the threads, the
      * attention kernels took 16 % more time); each thread the same end of the samples as in
      * the linear layers (par.h) */
-    snn_par_ends ends;
-    snn_par_ends_init(&ends, jobs / H);
+    snn_par_ends ends = snn_par_ends_of(jobs / H);
 #pragma omp parallel
     for (long tb; (tb = snn_par_ends_next(&ends)) >= 0;)
     for (long j = tb * H; j < (tb + 1) * H; j++) {
@@ -1207,8 +1196,7 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
     const long TB = jobs / H, items = chunked ? (long)H * PRIMAL_SPLITS : jobs;
     /* a sample's H jobs together (or one primal chunk), shared two-ended (par.h) */
     const long group = chunked ? 1 : H;
-    snn_par_ends ends;
-    snn_par_ends_init(&ends, items / group);
+    snn_par_ends ends = snn_par_ends_of(items / group);
 #pragma omp parallel
     for (long gi; (gi = snn_par_ends_next(&ends)) >= 0;)
     for (long item = gi * group; item < (gi + 1) * group; item++) {
@@ -1292,10 +1280,9 @@ static void attn_bwd(snn_trainer *tr, int l, const float *x_in, const float *sq,
         const size_t MS = (size_t)Mp * S, CW = (size_t)d * 2 * S;
         const size_t start[5] = {0, MS, 2 * MS, 2 * MS + CW, pg}; /* E, R, c_w, c_b in a block */
         enum { ENTRIES = 256 }; /* entries of a block per work item */
-        snn_par_ends ends_c; /* par.h */
-        snn_par_ends_init(&ends_c, (long)((pg + ENTRIES - 1) / ENTRIES));
+        snn_par_ends ends_c = snn_par_ends_of((long)((pg + ENTRIES - 1) / ENTRIES)); /* par.h */
 #pragma omp parallel
-        for (long c; (c = (long)snn_par_ends_next(&ends_c)) >= 0;) {
+        for (long c; (c = snn_par_ends_next(&ends_c)) >= 0;) {
             const size_t i0 = (size_t)c * ENTRIES, i1 = pg - i0 < ENTRIES ? pg : i0 + ENTRIES;
             for (long it = 0; it < items; it++) {
                 const float *g = tr->primal_dgrad + (size_t)it * pg;
@@ -1324,10 +1311,9 @@ SNN_WIDE_FN SNN_VEC_FN static void add3_rows(float *out, const float *a, const f
  * inference, all of it on one thread). */
 static void add3(float *out, const float *a, const float *b, size_t n) {
     const size_t ch = elem_chunk(n);
-    snn_par_ends ends_c; /* par.h */
-    snn_par_ends_init(&ends_c, elem_chunks(n, ch));
+    snn_par_ends ends_c = snn_par_ends_of(elem_chunks(n, ch)); /* par.h */
 #pragma omp parallel if (n >= 2 * ELEM_CHUNK)
-    for (long c; (c = (long)snn_par_ends_next(&ends_c)) >= 0;) {
+    for (long c; (c = snn_par_ends_next(&ends_c)) >= 0;) {
         const size_t i0 = (size_t)c * ch, i1 = n - i0 < ch ? n : i0 + ch;
         add3_rows(out, a, b, i0, i1);
     }
@@ -1429,10 +1415,9 @@ float snn_trainer_step(snn_trainer *tr, const uint8_t *images, const int64_t *fi
     lin_bn_fwd(tr, &m->embed_spk, floats_in(tr->patches), M, &tr->embed, update_running);
     /* u0 [T*B, N*D] = BN_embed(...) + pos [N*D], one sample (t, b) per iteration */
     const size_t ND = (size_t)N * D;
-    snn_par_ends ends_tb; /* par.h */
-    snn_par_ends_init(&ends_tb, (long)T * B);
+    snn_par_ends ends_tb = snn_par_ends_of((long)T * B); /* par.h */
 #pragma omp parallel if (MD >= 2 * ELEM_CHUNK)
-    for (long tb; (tb = (long)snn_par_ends_next(&ends_tb)) >= 0;)
+    for (long tb; (tb = snn_par_ends_next(&ends_tb)) >= 0;)
         add3_rows(tr->u0 + (size_t)tb * ND, tr->embed.z + (size_t)tb * ND, m->pos, 0, ND);
     for (int l = 0; l < m->L; l++) {
         const snn_block *mb = &m->blocks[l];

@@ -28,8 +28,7 @@ enum { N_ITEMS = 5000, MAX_TEAM = 4 };
  * of items taken twice. Each item does a little work, so that the threads interleave. */
 static int share(long n, int threads, int *owner, long (*order)[N_ITEMS], long *count) {
     (void)threads; /* unused without OpenMP: one thread takes every item */
-    snn_par_ends ends;
-    snn_par_ends_init(&ends, n);
+    snn_par_ends ends = snn_par_ends_of(n);
     for (long i = 0; i < n; i++) owner[i] = -1;
     for (int t = 0; t < MAX_TEAM; t++) count[t] = 0;
     int twice = 0;
@@ -103,14 +102,13 @@ static void test_any_team_takes_every_item_once(void **state) {
 
 static void test_nothing_after_the_last_item(void **state) {
     (void)state;
-    snn_par_ends ends;
-    snn_par_ends_init(&ends, 2);
+    snn_par_ends ends = snn_par_ends_of(2);
     assert_int_equal(snn_par_ends_next(&ends), 0);
     assert_int_equal(snn_par_ends_next(&ends), 1);
     assert_int_equal(snn_par_ends_next(&ends), -1);
     assert_int_equal(snn_par_ends_next(&ends), -1);
-    snn_par_ends_init(&ends, 0);
-    assert_int_equal(snn_par_ends_next(&ends), -1);
+    snn_par_ends none = snn_par_ends_of(0);
+    assert_int_equal(snn_par_ends_next(&none), -1);
 }
 
 int main(void) {
