@@ -2,8 +2,9 @@
 # depend on `deps`, which installs (apt-get, only what is missing) every package we use.
 #
 #   make            build build/spikesim
-#   make test       build and run the cmocka suite (one binary per module) and the headless
-#                   Chromium check of the compare report (tests/html_check.sh)
+#   make test       build and run the cmocka suite (one binary per module), the headless
+#                   Chromium check of the compare report (tests/html_check.sh) and the check
+#                   of make bench's summary on fixed reports (tests/bench_check.sh)
 #   make deps-test  install the test-only packages (chromium) when missing; `make test` does
 #   make run        run the quickstart config (configs/quickstart.yaml)
 #   make asan       the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
@@ -20,7 +21,8 @@
 #   make mpi-test   build with MPI=1 and check 2-rank training and compare against 1 rank
 #                   (tests/mpi_test.sh; mpirun -np 2 --oversubscribe)
 #   make bench      speed, memory and synaptic operations of the five bench models against
-#                   the PyTorch reference (tests/bench.sh; never part of `make test`)
+#                   the PyTorch reference (tests/bench.sh; its timings never part of
+#                   `make test`; BENCH_KEEP=DIR keeps the raw reports, docs/benchmarking.md)
 #   make fuzz       build the libFuzzer targets of tests/fuzz with clang (build-fuzz/fuzz/)
 #   make fuzz-smoke run each fuzz target for 20 s from its committed corpus (docs/fuzzing.md)
 #   make fuzz-run FUZZ_SECONDS=1800   the same, as long as you like
@@ -154,6 +156,7 @@ test: deps deps-test
 	@$(MAKE) --no-print-directory build-only
 	@tests/run_tests.sh $(BUILD)
 	@tests/html_check.sh $(BUILD)
+	@tests/bench_check.sh
 
 run: deps
 	@$(MAKE) --no-print-directory $(BUILD)/spikesim

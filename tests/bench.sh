@@ -5,7 +5,14 @@
 # on the same machine, and one table of ratios. The PyTorch side needs Debian's python3-torch
 # (not a project dependency); without it the comparison is skipped with a message.
 #
-#   [BENCH_ROUNDS=5] [BENCH_MODELS="bsa ssa softmax cat primal"] tests/bench.sh [BUILD [THREADS]]
+#   [BENCH_ROUNDS=5] [BENCH_MODELS="bsa ssa softmax cat primal"] [BENCH_KEEP=DIR] \
+#       tests/bench.sh [BUILD [THREADS]]
+#   BENCH_FROM=DIR [BENCH_ROUNDS=N] [BENCH_MODELS=...] tests/bench.sh
+#
+# BENCH_KEEP=DIR keeps the run's raw reports in DIR (c_MODEL_ROUND: spikesim's, r_MODEL_ROUND:
+# PyTorch's key/value lines), every figure of the summary traceable to them; BENCH_FROM=DIR
+# measures nothing and prints the summary (tables, paired ratios, the targets) of the reports in
+# DIR again (tests/bench_check.sh reads fixtures so).
 #
 # About 15 minutes on two cores. Round 1 is the full benchmark of both sides, model by model
 # (spikesim's, then PyTorch's); rounds 2 .. BENCH_ROUNDS repeat only the timings, spikesim and
@@ -19,54 +26,85 @@ build=${1:-build}
 threads=${2:-$(nproc)}
 rounds=${BENCH_ROUNDS:-5}
 models=${BENCH_MODELS:-bsa ssa softmax cat primal}
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
 start=$(date +%s)
-echo "make bench: spikesim on ${models}, $threads threads (sample counts and repetitions are on each line)"
-torch=yes
-if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
-    torch=""
-    echo "PyTorch reference: skipped (python3-torch is not installed: apt-get install python3-torch)"
-fi
-for k in $models; do
-    extra=""
-    [ "$k" = bsa ] && extra="--rate-levels"
-    # shellcheck disable=SC2086
-    "$build/spikesim" bench "configs/bench_$k.yaml" --threads "$threads" $extra | tee "$dir/c_$k" || exit 1
-    [ -n "$torch" ] || continue
-    # PyTorch runs on the OpenBLAS kernels spikesim ran on (its "dense products" line). Where
-    # OpenBLAS takes the CPU for an unknown one and loads its generic SSE3 kernels, spikesim
-    # restarts itself with OPENBLAS_CORETYPE set (sim/main.c); torch, on the same library,
-    # needs the variable too.
-    core=$(sed -n 's/.*dense products *: OpenBLAS \([A-Za-z0-9]*\) kernels.*/\1/p' "$dir/c_$k")
-    [ -n "$core" ] && export OPENBLAS_CORETYPE="$core"
-    echo "PyTorch reference of $k (tests/reference/bench_ref.py, torch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)'), OpenBLAS ${core:-?} kernels as spikesim; inference on 512 images, batch 1 on 200; each phase in its own process):"
-    /usr/bin/python3 tests/reference/bench_ref.py --config "configs/bench_$k.yaml" --threads "$threads" \
-        >"$dir/r_$k" || exit 1
-    echo "  $k: $(tr '\n' ' ' <"$dir/r_$k")"
-done
-# every attention kernel alone, N = 64 .. 4096: times and growth exponents
-"$build/spikesim" bench-attention || exit 1
-[ -n "$torch" ] || exit 0
 
-# Rounds 2..ROUNDS: the timings alone, spikesim and PyTorch interleaved model by model and phase
-# by phase, so that a slow spell of the shared machine lands on both sides; every figure below
-# is the median over the rounds (round 1 is the full runs above).
-for r in $(seq 2 "$rounds"); do
-    echo "round $r of $rounds: timings of both sides, interleaved"
+# measure: round 1 (the full benchmark of both sides) then rounds 2..ROUNDS into $dir
+# (c_MODEL_ROUND, r_MODEL_ROUND); returns 1 when PyTorch is missing (nothing to pair), exits on
+# a failed run
+measure() {
+    echo "make bench: spikesim on ${models}, $threads threads (sample counts and repetitions are on each line)"
+    torch=yes
+    if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
+        torch=""
+        echo "PyTorch reference: skipped (python3-torch is not installed: apt-get install python3-torch)"
+    fi
     for k in $models; do
-        for ph in infer train; do
-            "$build/spikesim" bench "configs/bench_$k.yaml" --threads "$threads" --phase "$ph" \
-                >>"$dir/c_${k}_$r" || exit 1
-            /usr/bin/python3 tests/reference/bench_ref.py --config "configs/bench_$k.yaml" \
-                --threads "$threads" --phase "$ph" >>"$dir/r_${k}_$r" || exit 1
+        extra=""
+        [ "$k" = bsa ] && extra="--rate-levels"
+        # shellcheck disable=SC2086
+        "$build/spikesim" bench "configs/bench_$k.yaml" --threads "$threads" $extra | tee "$dir/c_${k}_1" || exit 1
+        [ -n "$torch" ] || continue
+        # PyTorch runs on the OpenBLAS kernels spikesim ran on (its "dense products" line). Where
+        # OpenBLAS takes the CPU for an unknown one and loads its generic SSE3 kernels, spikesim
+        # restarts itself with OPENBLAS_CORETYPE set (sim/main.c); torch, on the same library,
+        # needs the variable too.
+        core=$(sed -n 's/.*dense products *: OpenBLAS \([A-Za-z0-9]*\) kernels.*/\1/p' "$dir/c_${k}_1")
+        [ -n "$core" ] && export OPENBLAS_CORETYPE="$core"
+        echo "PyTorch reference of $k (tests/reference/bench_ref.py, torch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)'), OpenBLAS ${core:-?} kernels as spikesim; inference on 512 images, batch 1 on 200; each phase in its own process):"
+        /usr/bin/python3 tests/reference/bench_ref.py --config "configs/bench_$k.yaml" --threads "$threads" \
+            >"$dir/r_${k}_1" || exit 1
+        echo "  $k: $(tr '\n' ' ' <"$dir/r_${k}_1")"
+    done
+    # every attention kernel alone, N = 64 .. 4096: times and growth exponents
+    "$build/spikesim" bench-attention || exit 1
+    [ -n "$torch" ] || return 1
+
+    # Rounds 2..ROUNDS: the timings alone, spikesim and PyTorch interleaved model by model and
+    # phase by phase, so that a slow spell of the shared machine lands on both sides; every
+    # figure below is the median over the rounds (round 1 is the full runs above).
+    for r in $(seq 2 "$rounds"); do
+        echo "round $r of $rounds: timings of both sides, interleaved"
+        for k in $models; do
+            for ph in infer train; do
+                "$build/spikesim" bench "configs/bench_$k.yaml" --threads "$threads" --phase "$ph" \
+                    >>"$dir/c_${k}_$r" || exit 1
+                /usr/bin/python3 tests/reference/bench_ref.py --config "configs/bench_$k.yaml" \
+                    --threads "$threads" --phase "$ph" >>"$dir/r_${k}_$r" || exit 1
+            done
         done
     done
-done
-for k in $models; do
-    cp "$dir/c_$k" "$dir/c_${k}_1"
-    cp "$dir/r_$k" "$dir/r_${k}_1"
-done
+}
+
+if [ -n "${BENCH_FROM:-}" ]; then
+    dir=$BENCH_FROM
+    # the models and rounds of the kept run, unless given
+    if [ -z "${BENCH_MODELS:-}" ]; then
+        models=""
+        for k in bsa ssa softmax cat primal; do [ -f "$dir/c_${k}_1" ] && models="$models $k"; done
+        models=${models# }
+    fi
+    if [ -z "${BENCH_ROUNDS:-}" ]; then
+        rounds=1
+        while [ -f "$dir/c_${models%% *}_$((rounds + 1))" ]; do rounds=$((rounds + 1)); done
+    fi
+    [ -n "$models" ] && [ -f "$dir/c_${models%% *}_1" ] || {
+        first=${models%% *}
+        echo "tests/bench.sh: error: $dir: no report c_${first:-MODEL}_1 (BENCH_FROM reads what BENCH_KEEP kept)" >&2
+        exit 1
+    }
+    echo "make bench: the reports in $dir, $rounds rounds of ${models} (BENCH_FROM: nothing measured)"
+    threads=$(sed -n 's/.*throughput, \([0-9]*\) threads* *:.*/\1/p' "$dir/c_${models%% *}_1" | head -n 1)
+else
+    dir=$(mktemp -d)
+    trap 'rm -rf "$dir"' EXIT
+    measured=0
+    measure || measured=$?
+    if [ -n "${BENCH_KEEP:-}" ]; then
+        mkdir -p "$BENCH_KEEP" && cp "$dir"/c_* "$dir"/r_* "$BENCH_KEEP"/ 2>/dev/null
+        echo "make bench: raw reports kept in $BENCH_KEEP (re-read them with BENCH_FROM=$BENCH_KEEP tests/bench.sh)"
+    fi
+    [ "$measured" -eq 0 ] || exit 0
+fi
 
 # one figure of every round: spikesim's parsed from its report, PyTorch's from its key/value lines
 cval() { sed -n "$3" "$dir/c_$1_$2" | head -n 1; }
