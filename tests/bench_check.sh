@@ -25,34 +25,46 @@ r_report() {
         "$3" "$4" "$5" "$6" "$7" >"$tmp/r_$1_$2"
 }
 
-for r in 1 2 3 4 5; do
-    # bsa: x30 in throughput and at batch 1, training x4, scaling x2 and x1.8 in every round
-    c_report bsa $r 3000 6000 3000 400 222.2222
-    r_report bsa $r 100 150 200 100 80
-    # ssa: everything met but training's scaling, x1.6 in every round (not met)
-    c_report ssa $r 2000 4000 2000 480 300
-    r_report ssa $r 100 300 400 120 100
-done
-# softmax: training 2.90 as a ratio of medians (290 over 100) but 3.125 paired (rounds 3.3,
-# 3.125, 2.9, 3.1, 3.333): at the edge
-i=0
-for pair in 330:100 250:80 290:100 310:100 200:60; do
-    i=$((i + 1))
-    c_report softmax $i 4000 12000 6000 "${pair%:*}" 150
-    r_report softmax $i 800 3000 2000 "${pair#*:}" 50
-done
-# cat: training x2.5 in every round (not met); primal: inference scaling rounds x1.8, x1.5,
-# x2.4, x1.6, x1.9: the ratio of medians 1800 / 1000 = x1.8 (met), paired x1.8 (met)
-for r in 1 2 3 4 5; do
-    c_report cat $r 6000 14000 7000 250 125
-    r_report cat $r 1400 6000 5000 100 50
-done
-i=0
-for pair in 1800:1000 1500:1000 2400:1000 1600:1000 1900:1000; do
-    i=$((i + 1))
-    c_report primal $i 4000 "${pair%:*}" "${pair#*:}" 400 200
-    r_report primal $i 900 300 200 100 90
-done
+# One row per model and round: spikesim's samples/s (batch 1, throughput on 2 threads and on 1,
+# training on 2 and on 1), then PyTorch's (batch 1, throughput on 1 thread and on 2, training on
+# 1 and on 2; the summary takes the better of 1 and 2 threads).
+# - bsa: x30 in throughput and at batch 1, training x4, scaling x2 and x1.8: met
+# - ssa: met but training's scaling, x1.6 (not met)
+# - softmax: training x2.90 as a ratio of medians (290 over 100) but x3.125 paired (rounds
+#   x3.3, x3.125, x2.9, x3.1, x3.333): at the edge
+# - cat: training x2.5 (not met)
+# - primal: inference scaling rounds x1.8, x1.5, x2.4, x1.6, x1.9: the ratio of medians 1800 /
+#   1000 and the paired ratio both x1.8 (met)
+while read -r model round b1 inf inf1 tr tr1 rb1 rinf1 rinfn rtr1 rtrn; do
+    c_report "$model" "$round" "$b1" "$inf" "$inf1" "$tr" "$tr1"
+    r_report "$model" "$round" "$rb1" "$rinf1" "$rinfn" "$rtr1" "$rtrn"
+done <<'ROWS'
+bsa     1 3000  6000 3000 400 222.2222  100  150  200 100  80
+bsa     2 3000  6000 3000 400 222.2222  100  150  200 100  80
+bsa     3 3000  6000 3000 400 222.2222  100  150  200 100  80
+bsa     4 3000  6000 3000 400 222.2222  100  150  200 100  80
+bsa     5 3000  6000 3000 400 222.2222  100  150  200 100  80
+ssa     1 2000  4000 2000 480 300       100  300  400 120 100
+ssa     2 2000  4000 2000 480 300       100  300  400 120 100
+ssa     3 2000  4000 2000 480 300       100  300  400 120 100
+ssa     4 2000  4000 2000 480 300       100  300  400 120 100
+ssa     5 2000  4000 2000 480 300       100  300  400 120 100
+softmax 1 4000 12000 6000 330 150       800 3000 2000 100  50
+softmax 2 4000 12000 6000 250 150       800 3000 2000  80  50
+softmax 3 4000 12000 6000 290 150       800 3000 2000 100  50
+softmax 4 4000 12000 6000 310 150       800 3000 2000 100  50
+softmax 5 4000 12000 6000 200 150       800 3000 2000  60  50
+cat     1 6000 14000 7000 250 125      1400 6000 5000 100  50
+cat     2 6000 14000 7000 250 125      1400 6000 5000 100  50
+cat     3 6000 14000 7000 250 125      1400 6000 5000 100  50
+cat     4 6000 14000 7000 250 125      1400 6000 5000 100  50
+cat     5 6000 14000 7000 250 125      1400 6000 5000 100  50
+primal  1 4000  1800 1000 400 200       900  300  200 100  90
+primal  2 4000  1500 1000 400 200       900  300  200 100  90
+primal  3 4000  2400 1000 400 200       900  300  200 100  90
+primal  4 4000  1600 1000 400 200       900  300  200 100  90
+primal  5 4000  1900 1000 400 200       900  300  200 100  90
+ROWS
 echo "  lower level / model : fr x0.50, ACs x0.45, synaptic-layer time x0.64 (36.0% less; time ratio / ACs ratio 1.43), whole forward x0.88" >>"$tmp/c_bsa_1"
 
 out=$(BENCH_FROM="$tmp" tests/bench.sh) || fail "tests/bench.sh exited $? on the fixtures"
