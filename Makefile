@@ -22,7 +22,8 @@
 #                   (tests/mpi_test.sh; mpirun -np 2 --oversubscribe)
 #   make bench      speed, memory and synaptic operations of the five bench models against
 #                   the PyTorch reference (tests/bench.sh; its timings never part of
-#                   `make test`; BENCH_KEEP=DIR keeps the raw reports, docs/benchmarking.md)
+#                   `make test`; the raw reports kept in runs/bench-DATE-TIME,
+#                   docs/benchmarking.md)
 #   make fuzz       build the libFuzzer targets of tests/fuzz with clang (build-fuzz/fuzz/)
 #   make fuzz-smoke run each fuzz target for 20 s from its committed corpus (docs/fuzzing.md)
 #   make fuzz-run FUZZ_SECONDS=1800   the same, as long as you like

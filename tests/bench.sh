@@ -9,10 +9,11 @@
 #       tests/bench.sh [BUILD [THREADS]]
 #   BENCH_FROM=DIR [BENCH_ROUNDS=N] [BENCH_MODELS=...] tests/bench.sh
 #
-# BENCH_KEEP=DIR keeps the run's raw reports in DIR (c_MODEL_ROUND: spikesim's, r_MODEL_ROUND:
-# PyTorch's key/value lines), every figure of the summary traceable to them; BENCH_FROM=DIR
-# measures nothing and prints the summary (tables, paired ratios, the targets) of the reports in
-# DIR again (tests/bench_check.sh reads fixtures so).
+# The run's raw reports (c_MODEL_ROUND: spikesim's, r_MODEL_ROUND: PyTorch's key/value lines),
+# which every figure of the summary comes from, are kept in BENCH_KEEP (by default
+# runs/bench-DATE-TIME; BENCH_KEEP= keeps nothing); BENCH_FROM=DIR measures nothing and prints
+# the summary (tables, paired ratios, the targets) of the reports in DIR again
+# (tests/bench_check.sh reads fixtures so).
 #
 # About 15 minutes on two cores. Round 1 is the full benchmark of both sides, model by model
 # (spikesim's, then PyTorch's); rounds 2 .. BENCH_ROUNDS repeat only the timings, spikesim and
@@ -99,9 +100,10 @@ else
     trap 'rm -rf "$dir"' EXIT
     measured=0
     measure || measured=$?
-    if [ -n "${BENCH_KEEP:-}" ]; then
-        mkdir -p "$BENCH_KEEP" && cp "$dir"/c_* "$dir"/r_* "$BENCH_KEEP"/ 2>/dev/null
-        echo "make bench: raw reports kept in $BENCH_KEEP (re-read them with BENCH_FROM=$BENCH_KEEP tests/bench.sh)"
+    keep=${BENCH_KEEP-runs/bench-$(date +%Y%m%d-%H%M%S)}
+    if [ -n "$keep" ]; then
+        mkdir -p "$keep" && cp "$dir"/c_* "$dir"/r_* "$keep"/ 2>/dev/null
+        echo "make bench: raw reports kept in $keep (re-read them with BENCH_FROM=$keep tests/bench.sh)"
     fi
     [ "$measured" -eq 0 ] || exit 0
 fi
