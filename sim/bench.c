@@ -544,7 +544,7 @@ int snn_bench(const snn_config *cfg, const snn_bench_opts *opts, snn_err *err) {
             printf("  training              : skipped (%lld samples, fewer than "
                    "train.batch_size %d)\n", (long long)ds.n, B);
     }
-    if (all_phases && opts->rate_levels) {
+    if (infer && opts->rate_levels) { /* an inference measurement: `make bench` runs it in every round */
         if (m.ann)
             printf("  firing-rate levels    : skipped (an ANN has no spikes)\n");
         else

@@ -73,6 +73,7 @@ static const char usage[] =
     "  --max-memory SIZE      run: refuse a config that needs more (512M, 2G, bytes); the\n"
     "                         memory available (MemAvailable) is always a limit\n"
     "  --rate-levels          bench: also run a spiking model at three firing-rate levels\n"
+    "                         (with every phase or --phase infer)\n"
     "  --phase infer|train    bench: only the inference or only the training timings\n"
     "  --quiet                no progress or summary on stderr\n"
     "\n"

@@ -15,13 +15,13 @@
 # the summary (tables, paired ratios, the targets) of the reports in DIR again
 # (tests/bench_check.sh reads fixtures so).
 #
-# About 15 minutes on two cores. Round 1 is the full benchmark of both sides, model by model
-# (spikesim's, then PyTorch's); rounds 2 .. BENCH_ROUNDS repeat only the timings, spikesim and
-# PyTorch interleaved model by model and phase by phase. The table gives the median of the
-# rounds of each side (this 2-core machine's timings differ by up to 1.5x from one run to the
-# next), and below it the median of the rounds' own ratios: each round measures both sides
-# back to back, so a slow spell of the machine lands on both. Within a round each figure is the
-# best of 2-3 runs, on 2000 images (throughput), 200 (batch 1) or about a second of training
+# About 16 minutes on two cores. Round 1 is the full benchmark of both sides, model by model
+# (spikesim's, then PyTorch's); rounds 2 .. BENCH_ROUNDS repeat the timings and bsa's firing-rate
+# levels, spikesim and PyTorch interleaved model by model and phase by phase. The table gives the
+# median of the rounds of each side (this 2-core machine's timings differ by up to 1.5x from one
+# run to the next), and below it the median of the rounds' own ratios: each round measures both
+# sides back to back, so a slow spell of the machine lands on both. Within a round each figure is
+# the best of 2-3 runs, on 2000 images (throughput), 200 (batch 1) or about a second of training
 # steps of 64; PyTorch's inference runs on 512.
 build=${1:-build}
 threads=${2:-$(nproc)}
@@ -60,15 +60,19 @@ measure() {
     "$build/spikesim" bench-attention || exit 1
     [ -n "$torch" ] || return 1
 
-    # Rounds 2..ROUNDS: the timings alone, spikesim and PyTorch interleaved model by model and
-    # phase by phase, so that a slow spell of the shared machine lands on both sides; every
-    # figure below is the median over the rounds (round 1 is the full runs above).
+    # Rounds 2..ROUNDS: the timings alone (and bsa's firing-rate levels), spikesim and PyTorch
+    # interleaved model by model and phase by phase, so that a slow spell of the shared machine
+    # lands on both sides; every figure below is the median over the rounds (round 1 is the
+    # full runs above).
     for r in $(seq 2 "$rounds"); do
         echo "round $r of $rounds: timings of both sides, interleaved"
         for k in $models; do
             for ph in infer train; do
+                extra=""
+                [ "$k" = bsa ] && [ "$ph" = infer ] && extra="--rate-levels"
+                # shellcheck disable=SC2086
                 "$build/spikesim" bench "configs/bench_$k.yaml" --threads "$threads" --phase "$ph" \
-                    >>"$dir/c_${k}_$r" || exit 1
+                    $extra >>"$dir/c_${k}_$r" || exit 1
                 /usr/bin/python3 tests/reference/bench_ref.py --config "configs/bench_$k.yaml" \
                     --threads "$threads" --phase "$ph" >>"$dir/r_${k}_$r" || exit 1
             done
@@ -230,8 +234,10 @@ every_model "training >= x3 PyTorch's, every model" 3 "$P_TR" r "$R_TR"
 every_model "$threads threads >= x1.7 one thread, inference" 1.7 "$P_INF" c "$P_INF1"
 every_model "$threads threads >= x1.7 one thread, training" 1.7 "$P_TR" c "$P_TR1"
 case " $models " in *" bsa "*)
-    less=$(cval bsa 1 's/.*synaptic-layer time x[0-9.]* (\([0-9.]*\)% less.*/\1/p')
-    echo "  half the firing rate cuts bsa's synaptic-layer time >= 35 %: ${less:-?} % (round 1): $(verdict 35 "$less")"
+    # one reading a round (each the best of its 15 interleaved rounds of the three levels)
+    P_LESS='s/.*synaptic-layer time x[0-9.]* (\([0-9.]*\)% less.*/\1/p'
+    less=$(med bsa c "$P_LESS")
+    echo "  half the firing rate cuts bsa's synaptic-layer time >= 35 %: ${less:-?} % (median of the rounds: $(spread bsa c "$P_LESS")): $(verdict 35 "$less")"
 esac
 frs=""
 for k in $models; do

@@ -65,7 +65,12 @@ primal  3 4000  2400 1000 400 200       900  300  200 100  90
 primal  4 4000  1600 1000 400 200       900  300  200 100  90
 primal  5 4000  1900 1000 400 200       900  300  200 100  90
 ROWS
-echo "  lower level / model : fr x0.50, ACs x0.45, synaptic-layer time x0.64 (36.0% less; time ratio / ACs ratio 1.43), whole forward x0.88" >>"$tmp/c_bsa_1"
+# bsa's firing-rate levels, one reading a round: median 35.2 % (met)
+r=0
+for less in 36.0 34.1 35.2 33.0 35.5; do
+    r=$((r + 1))
+    echo "  lower level / model : fr x0.50, ACs x0.45, synaptic-layer time x0.64 ($less% less; time ratio / ACs ratio 1.43), whole forward x0.88" >>"$tmp/c_bsa_$r"
+done
 
 out=$(BENCH_FROM="$tmp" tests/bench.sh) || fail "tests/bench.sh exited $? on the fixtures"
 expect() {
@@ -85,11 +90,11 @@ expect "  bsa inference at batch 1 >= x10 PyTorch's: x30.00 x30.00: met"
 expect "  training >= x3 PyTorch's, every model: bsa x4.00 x4.00, ssa x4.00 x4.00, softmax x2.90 x3.12, cat x2.50 x2.50, primal x4.00 x4.00: not met (cat); at the edge (softmax)"
 expect "  2 threads >= x1.7 one thread, inference: bsa x2.00 x2.00, ssa x2.00 x2.00, softmax x2.00 x2.00, cat x2.00 x2.00, primal x1.80 x1.80: met"
 expect "  2 threads >= x1.7 one thread, training: bsa x1.80 x1.80, ssa x1.60 x1.60, softmax x1.93 x1.93, cat x2.00 x2.00, primal x2.00 x2.00: not met (ssa)"
-expect "  half the firing rate cuts bsa's synaptic-layer time >= 35 %: 36.0 % (round 1): met"
+expect "  half the firing rate cuts bsa's synaptic-layer time >= 35 %: 35.2 % (median of the rounds: 36.0 34.1 35.2 33.0 35.5): met"
 
-# the rate levels below the target, and a target met by every model
-sed -i 's/(36.0% less/(34.1% less/' "$tmp/c_bsa_1"
+# the rate levels' median below the target, and a target met by every model
+sed -i 's/(35.2% less/(34.5% less/' "$tmp/c_bsa_3"
 out=$(BENCH_FROM="$tmp" BENCH_MODELS="bsa primal" tests/bench.sh) || fail "tests/bench.sh exited $?"
-expect "  half the firing rate cuts bsa's synaptic-layer time >= 35 %: 34.1 % (round 1): not met"
+expect "  half the firing rate cuts bsa's synaptic-layer time >= 35 %: 34.5 % (median of the rounds: 36.0 34.1 34.5 33.0 35.5): not met"
 expect "  training >= x3 PyTorch's, every model: bsa x4.00 x4.00, primal x4.00 x4.00: met"
 echo "bench_check: make bench's summary reads the fixtures' medians, paired ratios and targets right"
