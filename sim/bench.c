@@ -544,7 +544,8 @@ int snn_bench(const snn_config *cfg, const snn_bench_opts *opts, snn_err *err) {
             printf("  training              : skipped (%lld samples, fewer than "
                    "train.batch_size %d)\n", (long long)ds.n, B);
     }
-    if (infer && opts->rate_levels) { /* an inference measurement: `make bench` runs it in every round */
+    /* the levels are inference timings: `make bench` runs them with --phase infer every round */
+    if (infer && opts->rate_levels) {
         if (m.ann)
             printf("  firing-rate levels    : skipped (an ANN has no spikes)\n");
         else
