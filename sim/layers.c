@@ -424,7 +424,8 @@ static bool linear_fwd_blocks(float *y, const float *x, const sp_src *src, const
                               double *sums, const snn_bn_norm *x_norm, bool par) {
     (void)par; /* unused without OpenMP */
     int bad = 0;
-    snn_par_ends ends = snn_par_ends_of(BN_BLOCKS); /* each thread the same end of the rows in every layer: par.h */
+    /* each thread the same end of the rows in every layer: par.h */
+    snn_par_ends ends = snn_par_ends_of(BN_BLOCKS);
 #pragma omp parallel if (par) reduction(| : bad)
     for (int bk; (bk = (int)snn_par_ends_next(&ends)) >= 0;) {
         const int m0 = bn_row0(bk, M), m1 = bn_row0(bk + 1, M);

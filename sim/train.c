@@ -980,7 +980,8 @@ static void sdsa_fwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
     block_act *b = &tr->blocks[l];
     const int N = tr->N, D = tr->D, d = m->d, H = m->heads, B = tr->B, T = tr->T;
     const long ldt = (long)B * N * D;
-    snn_par_ends ends_kv = snn_par_ends_of(B); /* a sample's H jobs together, shared two-ended: par.h */
+    /* a sample's H jobs together, shared two-ended: par.h */
+    snn_par_ends ends_kv = snn_par_ends_of(B);
 #pragma omp parallel
     for (long bs; (bs = snn_par_ends_next(&ends_kv)) >= 0;)
     for (long j = bs * H; j < (bs + 1) * H; j++) {
@@ -989,7 +990,8 @@ static void sdsa_fwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
                           b->kv + (size_t)(j / H) * D + (size_t)(j % H) * d, B * D);
     }
     const float *skv = pop_fwd(tr, m->blocks[l].pop_kv, b->kv, &b->pkv, (size_t)D, SP_KV);
-    snn_par_ends ends_mask = snn_par_ends_of(B); /* a sample's H jobs together, shared two-ended: par.h */
+    /* a sample's H jobs together, shared two-ended: par.h */
+    snn_par_ends ends_mask = snn_par_ends_of(B);
 #pragma omp parallel
     for (long bs; (bs = snn_par_ends_next(&ends_mask)) >= 0;)
     for (long j = bs * H; j < (bs + 1) * H; j++) {
@@ -1009,7 +1011,8 @@ static void sdsa_bwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
     zero_floats(tr->d_kvs, TBD);
     const int pop_kv = m->blocks[l].pop_kv;
     const float *skv = pop_out(tr, pop_kv, &b->pkv, (size_t)D, SP_KV);
-    snn_par_ends ends_mask = snn_par_ends_of(B); /* a sample's H jobs together, shared two-ended: par.h */
+    /* a sample's H jobs together, shared two-ended: par.h */
+    snn_par_ends ends_mask = snn_par_ends_of(B);
 #pragma omp parallel
     for (long bs; (bs = snn_par_ends_next(&ends_mask)) >= 0;)
     for (long j = bs * H; j < (bs + 1) * H; j++) {
@@ -1020,7 +1023,8 @@ static void sdsa_bwd(snn_trainer *tr, int l, const float *sq, const float *sk, c
     }
     zero_floats(tr->d_kv, TBD);
     pop_bwd(tr, pop_kv, b->kv, &b->pkv, tr->d_kvs, tr->d_kv, (size_t)D);
-    snn_par_ends ends_kv = snn_par_ends_of(B); /* a sample's H jobs together, shared two-ended: par.h */
+    /* a sample's H jobs together, shared two-ended: par.h */
+    snn_par_ends ends_kv = snn_par_ends_of(B);
 #pragma omp parallel
     for (long bs; (bs = snn_par_ends_next(&ends_kv)) >= 0;)
     for (long j = bs * H; j < (bs + 1) * H; j++) {
