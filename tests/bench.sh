@@ -171,6 +171,16 @@ for k in $models; do
         "$c_train vs $r_train $(ratio "$c_train" "$r_train")" \
         "$c_rss_i, $c_rss_t vs $(rval "$k" 1 ref_rss_infer_mib), $(rval "$k" 1 ref_rss_train_mib)"
 done
+# NeuroBench SynapticOperations per second: spikesim's report line, PyTorch's ref_synops (its
+# own count per sample times its best inference throughput, bench_ref.py)
+P_SYN='s/.*synaptic operations *: *\([0-9.e+]*\) [A-Za-z]*s\/s on.*/\1/p'
+gfmt() { awk -v v="$1" 'BEGIN { if (v > 0) printf "%.3g", v; else print "n/a" }'; }
+echo "synaptic operations per second, median of $rounds rounds (NeuroBench SynapticOperations, each side counting its own: ACs for a spiking model, MACs for an ANN; spikesim on $threads threads, PyTorch at its best), their ratio, then the paired ratio:"
+for k in $models; do
+    c_syn=$(med "$k" c "$P_SYN") r_syn=$(med "$k" r ref_synops)
+    unit=$(cval "$k" 1 's/.*synaptic operations *: *[0-9.e+]* \([A-Za-z]*s\/s\) on.*/\1/p')
+    echo "  $k: $(gfmt "$c_syn") vs $(gfmt "$r_syn") ${unit:-?} $(ratio "$c_syn" "$r_syn") $(xfmt "$(paired "$k" "$P_SYN" ref_synops)")"
+done
 echo "paired: the median of the rounds' own ratios (each round's spikesim / its PyTorch, measured back to back; spikesim's $threads threads / its 1 thread, measured alternately in one process):"
 for k in $models; do
     echo "  $k: batch 1 $(xfmt "$(paired "$k" "$P_B1" ref_infer_batch1_1t)")," \

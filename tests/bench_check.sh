@@ -10,19 +10,25 @@ trap 'rm -rf "$tmp"' EXIT
 fail() { echo "bench_check: FAILED: $*"; exit 1; }
 
 # c_report MODEL ROUND B1 INF INF1 TRAIN TRAIN1: spikesim's report lines the summary parses
-# (samples/s: batch 1, throughput on 2 threads and on 1, training on 2 and on 1)
+# (samples/s: batch 1, throughput on 2 threads and on 1, training on 2 and on 1); synaptic
+# operations: 2e6 a sample (ACs for bsa and ssa, MACs for the others) times the throughput
 c_report() {
+    unit=MACs
+    case $1 in bsa | ssa) unit=ACs ;; esac
     cat >"$tmp/c_$1_$2" <<EOF
   peak RSS              : inference 21.0 MiB (100 samples, 2 threads), training 233.0 MiB (one step, batch 64, 2 threads); VmHWM reset before each phase
   batch 1, 1 thread     : 0.400 ms/sample ($3 samples/s; 200 samples, best of 3, fr 0.160)
   throughput, 2 threads: $4 samples/s (1 thread: $5 samples/s, scaling x1.00; 2000 samples, best of 3, fr 0.159, accuracy 83.10%)
+  synaptic operations   : $(awk -v t="$4" 'BEGIN { printf "%.3g", 2e6 * t }') $unit/s on 2 threads (NeuroBench SynapticOperations)
   training, batch 64    : $6 samples/s on 2 threads (1 thread: $7 samples/s, scaling x1.00; forward, backward, clipping, AdamW)
 EOF
 }
-# r_report MODEL ROUND B1 INF_1T INF_NT TRAIN_1T TRAIN_NT: PyTorch's key/value lines
+# r_report MODEL ROUND B1 INF_1T INF_NT TRAIN_1T TRAIN_NT: PyTorch's key/value lines; its
+# synaptic operations 1e6 a sample times its better throughput
 r_report() {
     printf 'ref_infer_batch1_1t %s\nref_infer_1t %s\nref_infer_Nt %s\nref_train_1t %s\nref_train_Nt %s\nref_rss_infer_mib 600.0\nref_rss_train_mib 650.0\nref_fr 0.159\n' \
         "$3" "$4" "$5" "$6" "$7" >"$tmp/r_$1_$2"
+    awk -v a="$4" -v b="$5" 'BEGIN { printf "ref_synops_per_sample 1000000.0\nref_synops %.1f\n", 1e6 * (a > b ? a : b) }' >>"$tmp/r_$1_$2"
 }
 
 # One row per model and round: spikesim's samples/s (batch 1, throughput on 2 threads and on 1,
@@ -85,6 +91,11 @@ expect "$(row bsa "3000 vs 100 x30.00" "6000 vs 200 x30.00" "400 vs 100 x4.00" "
 expect "$(row softmax "4000 vs 800 x5.00" "12000 vs 3000 x4.00" "290 vs 100 x2.90" "21.0, 233.0 vs 600.0, 650.0")"
 expect "  softmax: batch 1 x5.00, throughput x4.00, training x3.12; scaling: inference x2.00, training x1.93"
 expect "  primal: batch 1 x4.44, throughput x6.00, training x4.00; scaling: inference x1.80, training x2.00"
+# synaptic operations per second: twice PyTorch's count a sample, so twice the throughput's
+# ratios; primal's rounds x12, x10, x16, x10.67, x12.67 (paired x12), medians 3.6e9 and 3e8
+expect "  bsa: 1.2e+10 vs 2e+08 ACs/s x60.00 x60.00"
+expect "  softmax: 2.4e+10 vs 3e+09 MACs/s x8.00 x8.00"
+expect "  primal: 3.6e+09 vs 3e+08 MACs/s x12.00 x12.00"
 expect "  bsa inference throughput >= x20 PyTorch's: x30.00 x30.00: met"
 expect "  bsa inference at batch 1 >= x10 PyTorch's: x30.00 x30.00: met"
 expect "  training >= x3 PyTorch's, every model: bsa x4.00 x4.00, ssa x4.00 x4.00, softmax x2.90 x3.12, cat x2.50 x2.50, primal x4.00 x4.00: not met (cat); at the edge (softmax)"

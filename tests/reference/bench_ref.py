@@ -25,6 +25,11 @@ Prints one `key value` line per figure:
     ref_infer_blas_Nt     OpenBLAS threads of the ref_infer_Nt run (1 or N; ref_train_blas_Nt)
     ref_fr                firing rate (spikes / neuron updates, every population) of 64 test
                           images in inference (spiking models)
+    ref_synops_per_sample NeuroBench SynapticOperations per sample of those 64 images, counted
+                          as spikesim counts them (synaptic_ops): ACs for a spiking model,
+                          MACs for an ANN
+    ref_synops            synaptic operations per second: ref_synops_per_sample times the
+                          better of ref_infer_1t and ref_infer_Nt (PyTorch at its best)
     ref_rss_infer_mib     peak RSS (ru_maxrss) of the process that ran the inference figures
     ref_rss_train_mib     peak RSS of the process that ran the training figures
 Threads: Debian's torch does its BLAS products in OpenBLAS, whose own pthreads run under each of
@@ -178,6 +183,48 @@ def phase_infer(c, model, images, threads, out):
             spikes = model(images[:64], record=True)["spikes"]
         nz = sum(int((s != 0).sum()) for s in spikes.values())
         out["ref_fr"] = nz / sum(s.numel() for s in spikes.values())
+    acs, macs = synaptic_ops(model, run, images[:64])
+    out["ref_synops_per_sample"] = acs if c["kind"] in SPIKING else macs
+    best = max(out[f"ref_infer_{t}t"] for t in sorted({1, threads}))
+    out["ref_synops"] = out["ref_synops_per_sample"] * best
+
+
+# The layers NeuroBench's SynapticOperations counts, as spikesim does (sim/energy.c: the
+# embedding, the linear layers and the head; not the attention's own arithmetic, such as
+# Primal's c).
+SYNAPTIC = ("embed", "q", "k", "v", "o", "a", "fc1", "fc2", "head")
+
+
+def synaptic_ops(model, run, images):
+    """(ACs, MACs) per sample of one inference pass over images, counted as spikesim counts
+    them (spec section 6, sim/energy.c): a synaptic layer applied to spikes (every input value
+    -1, 0 or 1) costs one AC per nonzero input and output; applied to real values, one MAC per
+    input row, input and output. Every F.linear call on a synaptic layer's weights is counted
+    (the reference model calls F.linear directly or through nn.Linear; a layer is told by its
+    weight's shape, which no other linear of the bench models shares)."""
+    counted, others = set(), set()
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            (counted if name.split(".")[-1] in SYNAPTIC else others).add(tuple(mod.weight.shape))
+    assert counted and not counted & others, (counted, others)
+    total = {"acs": 0, "macs": 0}
+    linear = F.linear
+
+    def counting(x, w, b=None):
+        if tuple(w.shape) in counted:
+            if bool(((x == 0) | (x == 1) | (x == -1)).all()):
+                total["acs"] += int((x != 0).sum()) * w.shape[0]
+            else:
+                total["macs"] += x.numel() // x.shape[-1] * w.shape[0] * w.shape[1]
+        return linear(x, w, b)
+    F.linear = counting
+    try:
+        with torch.no_grad():
+            run(images)
+    finally:
+        F.linear = linear
+    n = images.shape[0]
+    return total["acs"] / n, total["macs"] / n
 
 
 def ann_train_step(model, opt, x, y, lr, eta):
