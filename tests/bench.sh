@@ -146,7 +146,8 @@ each_scaling() {
 }
 paired() { round_ratio "$1" "$2" r "$3"; }  # MODEL C_PATTERN R_KEYS: spikesim / PyTorch
 scaling() { round_ratio "$1" "$2" c "$3"; } # MODEL N_PATTERN ONE_PATTERN: N threads / 1
-xfmt() { awk -v v="$1" 'BEGIN { if (v > 0) printf "x%.2f", v; else print "n/a" }'; }
+nfmt() { awk -v f="$1" -v v="$2" 'BEGIN { if (v > 0) printf f, v; else print "n/a" }'; } # FORMAT V
+xfmt() { nfmt "x%.2f" "$1"; }
 spread() { all_rounds "$@" | tr '\n' ' ' | sed 's/ $//'; }
 quot() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) print a / b }'; } # a / b, or nothing
 ratio() { xfmt "$(quot "$1" "$2")"; }
@@ -174,12 +175,11 @@ done
 # NeuroBench SynapticOperations per second: spikesim's report line, PyTorch's ref_synops (its
 # own count per sample times its best inference throughput, bench_ref.py)
 P_SYN='s/.*synaptic operations *: *\([0-9.e+]*\) [A-Za-z]*s\/s on.*/\1/p'
-gfmt() { awk -v v="$1" 'BEGIN { if (v > 0) printf "%.3g", v; else print "n/a" }'; }
 echo "synaptic operations per second, median of $rounds rounds (NeuroBench SynapticOperations, each side counting its own: ACs for a spiking model, MACs for an ANN; spikesim on $threads threads, PyTorch at its best), their ratio, then the paired ratio:"
 for k in $models; do
     c_syn=$(med "$k" c "$P_SYN") r_syn=$(med "$k" r ref_synops)
     unit=$(cval "$k" 1 's/.*synaptic operations *: *[0-9.e+]* \([A-Za-z]*s\/s\) on.*/\1/p')
-    echo "  $k: $(gfmt "$c_syn") vs $(gfmt "$r_syn") ${unit:-?} $(ratio "$c_syn" "$r_syn") $(xfmt "$(paired "$k" "$P_SYN" ref_synops)")"
+    echo "  $k: $(nfmt %.3g "$c_syn") vs $(nfmt %.3g "$r_syn") ${unit:-?} $(ratio "$c_syn" "$r_syn") $(xfmt "$(paired "$k" "$P_SYN" ref_synops)")"
 done
 echo "paired: the median of the rounds' own ratios (each round's spikesim / its PyTorch, measured back to back; spikesim's $threads threads / its 1 thread, measured alternately in one process):"
 for k in $models; do

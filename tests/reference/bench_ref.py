@@ -178,13 +178,15 @@ def phase_infer(c, model, images, threads, out):
             if rate > out.get(f"ref_infer_{t}t", 0.0):
                 out[f"ref_infer_{t}t"] = rate
                 out[f"ref_infer_blas_{t}t"] = bt
-    if c["kind"] in SPIKING:
-        with torch.no_grad():
-            spikes = model(images[:64], record=True)["spikes"]
+    # one pass over 64 images gives the synaptic operations and a spiking model's spikes
+    spiking = c["kind"] in SPIKING
+    acs, macs, res = synaptic_ops(model, (lambda x: model(x, record=True)) if spiking else run,
+                                  images[:64])
+    if spiking:
+        spikes = res["spikes"]
         nz = sum(int((s != 0).sum()) for s in spikes.values())
         out["ref_fr"] = nz / sum(s.numel() for s in spikes.values())
-    acs, macs = synaptic_ops(model, run, images[:64])
-    out["ref_synops_per_sample"] = acs if c["kind"] in SPIKING else macs
+    out["ref_synops_per_sample"] = acs if spiking else macs
     best = max(out[f"ref_infer_{t}t"] for t in sorted({1, threads}))
     out["ref_synops"] = out["ref_synops_per_sample"] * best
 
@@ -196,10 +198,10 @@ SYNAPTIC = ("embed", "q", "k", "v", "o", "a", "fc1", "fc2", "head")
 
 
 def synaptic_ops(model, run, images):
-    """(ACs, MACs) per sample of one inference pass over images, counted as spikesim counts
-    them (spec section 6, sim/energy.c): a synaptic layer applied to spikes (every input value
-    -1, 0 or 1) costs one AC per nonzero input and output; applied to real values, one MAC per
-    input row, input and output. Every F.linear call on a synaptic layer's weights is counted
+    """(ACs, MACs) per sample and run's result, of one inference pass over images, counted as
+    spikesim counts them (spec section 6, sim/energy.c): a synaptic layer applied to spikes
+    (every input value -1, 0 or 1) costs one AC per nonzero input and output; applied to real
+    values, one MAC per input row, input and output. Every F.linear call on a synaptic layer's weights is counted
     (the reference model calls F.linear directly or through nn.Linear; a layer is told by its
     weight's shape, which no other linear of the bench models shares)."""
     counted, others = set(), set()
@@ -220,11 +222,11 @@ def synaptic_ops(model, run, images):
     F.linear = counting
     try:
         with torch.no_grad():
-            run(images)
+            res = run(images)
     finally:
         F.linear = linear
     n = images.shape[0]
-    return total["acs"] / n, total["macs"] / n
+    return total["acs"] / n, total["macs"] / n, res
 
 
 def ann_train_step(model, opt, x, y, lr, eta):
